@@ -1,0 +1,40 @@
+# Builds the two native libraries into syscall_server/_native/:
+#   libbpfshim.so       the preload library: libbpf_shim/ (loader side) + agent/ (runtime)
+#   libbpfshim_core.so  agent/ only (maps, engines, helpers), loaded by the server through cffi
+# Sources are picked up by wildcard: a new .c file under these folders needs no edit here.
+CC      ?= cc
+OUT     := syscall_server/_native
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
+           -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/maps -Ilibbpf_shim \
+           -fno-strict-aliasing -pthread -ftls-model=initial-exec
+LDLIBS  := -ldl -lpthread -lrt
+
+AGENT_SRC := $(sort $(wildcard agent/*.c agent/maps/*.c agent/helpers/*.c))
+SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
+HDRS      := $(wildcard agent/*.h agent/maps/*.h agent/helpers/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
+AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
+SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
+
+all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so
+
+build/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+build/core/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DBPFSHIM_CORE_ONLY -c $< -o $@
+
+$(OUT)/libbpfshim.so: $(AGENT_OBJ) $(SHIM_OBJ)
+	@mkdir -p $(OUT)
+	$(CC) -shared -o $@ $^ $(LDLIBS) -Wl,-z,nodelete
+
+$(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC))
+	@mkdir -p $(OUT)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+clean:
+	rm -rf build $(OUT)/*.so
+
+.PHONY: all clean

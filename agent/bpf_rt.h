@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bpf_rt.h — the runtime ABI shared by the interpreter, the AOT blobs, the
+ * helpers and the loader side (PROG_TEST_RUN).
+ *
+ * A loaded program, as the server hands it to a process, is:
+ *   - its instructions after relocation: every map reference is rewritten to
+ *     the uapi "index" forms, so code never holds an fd:
+ *       lddw dst, src=BPF_PSEUDO_MAP_IDX,       imm=i        -> (u64)maps[i]
+ *       lddw dst, src=BPF_PSEUDO_MAP_IDX_VALUE, imm=i, imm2=off
+ *                                                           -> map_values[i] + off
+ *     (maps[i] is the process-local `struct shm_map *`, map_values[i] the
+ *     address of element 0 of an array map in this process);
+ *   - the used-maps table, resolved per process;
+ *   - optionally an AOT blob: position independent x86-64 code entered as
+ *     `u64 fn(u64 r1, const struct bpf_jit_env *env)`.
+ *
+ * Helpers are plain `u64 f(u64 r1..r5)` functions, numbered by enum
+ * bpf_func_id. What a helper needs beyond its arguments (the program being
+ * run, its ctx, the attach cookie, pending tail call) is in the thread's
+ * current `struct bpf_run_ctx`, as the kernel keeps it in `current`.
+ */
+#ifndef BPFSHIM_BPF_RT_H
+#define BPFSHIM_BPF_RT_H
+
+#include <stdint.h>
+#include <setjmp.h>
+#include <linux/bpf.h>
+#include "common.h"
+
+#ifndef BPF_PSEUDO_MAP_IDX
+#define BPF_PSEUDO_MAP_IDX 5
+#define BPF_PSEUDO_MAP_IDX_VALUE 6
+#endif
+
+#define BPF_RT_STACK_SIZE 512          /* MAX_BPF_STACK: per program, all frames */
+#define BPF_RT_MAX_CALL_FRAMES 8       /* MAX_CALL_FRAMES */
+#define BPF_RT_MAX_TAIL_CALL_CNT 33    /* MAX_TAIL_CALL_CNT */
+#define BPF_RT_HELPER_MAX 256          /* > __BPF_FUNC_MAX_ID */
+
+typedef uint64_t (*bpf_helper_fn)(uint64_t r1, uint64_t r2, uint64_t r3,
+                                  uint64_t r4, uint64_t r5);
+
+struct bpf_prog_rt;
+
+/* What AOT code receives in its second argument. Layout is ABI for the
+ * blobs the server compiles: append only. */
+struct bpf_jit_env {
+	const bpf_helper_fn *helpers;   /* [BPF_RT_HELPER_MAX], by BPF_FUNC_* */
+	void *const *maps;              /* used_maps[i] -> struct shm_map * */
+	void *const *map_values;        /* used_maps[i] -> element 0, or NULL */
+	const struct bpf_prog_rt *prog; /* the program (for bpf-to-bpf entry points) */
+};
+
+typedef uint64_t (*bpf_jit_fn)(uint64_t r1, const struct bpf_jit_env *env);
+
+/* A program as one process holds it. */
+struct bpf_prog_rt {
+	uint32_t id;                    /* server-wide prog id */
+	uint32_t prog_type;             /* enum bpf_prog_type */
+	uint32_t insn_cnt;
+	const struct bpf_insn *insns;   /* relocated, see above */
+	uint32_t nr_maps;
+	void **maps;                    /* struct shm_map *[nr_maps] */
+	void **map_values;
+	bpf_jit_fn jited;               /* NULL: interpreter */
+	struct bpf_jit_env env;
+	/* statistics, as bpf_prog_stats: updated by bpf_prog_run */
+	uint64_t run_cnt, run_time_ns, faults;
+};
+
+/* Per-thread state of the program run in progress (kernel: current->bpf_ctx). */
+struct bpf_run_ctx {
+	const struct bpf_prog_rt *prog;
+	void *ctx;                       /* r1 at entry */
+	uint64_t bpf_cookie;             /* bpf_get_attach_cookie */
+	uint64_t func_ip;                /* bpf_get_func_ip */
+	/* bpf_tail_call: the helper records the target; engines then return at
+	 * once and bpf_prog_run continues with it (no return to the caller). */
+	const struct bpf_prog_rt *tail_call_next;
+	uint32_t tail_call_cnt;
+	/* bpf_override_return */
+	int override_set;
+	uint64_t override_rc;
+	/* A fault (SIGSEGV/SIGBUS) inside program code or a helper lands here. */
+	sigjmp_buf fault_jmp;
+	int in_prog;
+	struct bpf_run_ctx *prev;        /* nesting: a probe hit inside a helper */
+};
+
+extern __thread struct bpf_run_ctx *bpf_cur_run_ctx;
+
+/* Helper table, by BPF_FUNC_*. NULL = not supported (PROG_LOAD rejects). */
+extern bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
+
+/* Engines. Both return r0; on a tail call they return with
+ * bpf_cur_run_ctx->tail_call_next set. */
+uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1);
+
+/* Run a program the way the kernel's bpf_prog_run does: engine choice, tail
+ * calls, fault containment, stats. Returns 0 and r0 in *ret, or -EFAULT if
+ * the program faulted (counted in prog->faults; the host goes on). */
+int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret);
+
+#endif

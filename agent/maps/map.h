@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Maps in shared memory: one C implementation, compiled into the preload
+ * library (loaders and targets) and into libbpfshim_core.so (the server, via
+ * cffi).
+ *
+ * Each map is one segment (a memfd the server creates; the map fd a loader
+ * holds *is* that memfd). The segment starts with `struct shm_map_hdr`;
+ * everything after it belongs to the map type and is addressed by offsets,
+ * never pointers, because every process maps the segment at its own address.
+ *
+ * Map types are registered once in map_types.h; each implementation file
+ * ends in a `const struct shm_map_ops <type>_map_ops`, as the kernel's
+ * bpf_types.h / bpf_map_ops.
+ *
+ * Return convention: 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG, ...),
+ * exactly what the kernel's map op returns for the same case.
+ */
+#ifndef BPFSHIM_MAP_H
+#define BPFSHIM_MAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <linux/bpf.h>
+#include "common.h"
+#include "shm_lock.h"
+
+#define SHM_MAP_MAGIC 0x4d504246u /* "FBPM" */
+#define SHM_MAP_VERSION 1
+
+/* The attributes a map is created with (decoded from union bpf_attr). */
+struct shm_map_attr {
+	uint32_t map_type;
+	uint32_t key_size;
+	uint32_t value_size;
+	uint32_t max_entries;
+	uint32_t map_flags;
+	uint32_t nr_cpus;        /* possible CPUs, for percpu layouts */
+	uint64_t map_extra;      /* bloom filter: nr_hash_funcs in low 4 bits */
+	int32_t spin_lock_off;   /* offset of struct bpf_spin_lock in value, or -1 */
+	uint32_t inner_map_type; /* map-in-map: template of the inner map */
+	uint32_t inner_key_size, inner_value_size, inner_max_entries, inner_map_flags;
+};
+
+/* At offset 0 of every segment. */
+struct shm_map_hdr {
+	uint32_t magic;
+	uint32_t version;
+	struct shm_map_attr attr;
+	uint32_t id;             /* server-assigned map id */
+	uint32_t frozen;         /* MAP_FREEZE done */
+	uint64_t seg_size;       /* total bytes of the segment */
+	uint64_t data_off;       /* where the type's area starts (page aligned
+	                          * for mmapable arrays and ringbufs) */
+	shm_lock_t lock;         /* map-wide lock for types that need one */
+	uint32_t _pad;
+	char name[BPF_OBJ_NAME_LEN];
+	uint64_t type_state[8];  /* small per-type counters (e.g. elements) */
+};
+
+/* A process-local handle on a mapped segment. */
+struct shm_map {
+	struct shm_map_hdr *hdr;
+	const struct shm_map_ops *ops;
+	uint64_t size;
+	int fd;                  /* the memfd, in this process, or -1 */
+	uint32_t value_stride;   /* round_up(value_size, 8) for percpu/array */
+};
+
+static inline void *shm_map_data(const struct shm_map *m)
+{
+	return (char *)m->hdr + m->hdr->data_off;
+}
+
+/*
+ * Ops. `sys_*` are the syscall-side entry points (values copied in/out in
+ * the syscall layout: percpu values as round_up(value_size, 8) * nr_cpus);
+ * `lookup_ptr` etc. are what program helpers use (in-place pointer, this
+ * CPU's slot for percpu maps). NULL means the map type does not support the
+ * op and the caller returns the kernel's errno for that (usually
+ * -EOPNOTSUPP or -EINVAL as the kernel's map_ops leaves it).
+ */
+struct shm_map_ops {
+	/* Validate attrs as the kernel's map_alloc_check does; 0 or -errno. */
+	int (*alloc_check)(const struct shm_map_attr *attr);
+	/* Bytes of type area needed after the header (before page rounding). */
+	uint64_t (*area_size)(const struct shm_map_attr *attr);
+	/* Page-align the type area (mmapable array, ringbuf). */
+	int page_aligned_area;
+	/* Format a zeroed segment. */
+	int (*init)(struct shm_map *m);
+
+	int (*sys_lookup)(struct shm_map *m, const void *key, void *value, uint64_t flags);
+	int (*sys_update)(struct shm_map *m, const void *key, const void *value, uint64_t flags);
+	int (*sys_delete)(struct shm_map *m, const void *key);
+	int (*sys_lookup_and_delete)(struct shm_map *m, const void *key, void *value, uint64_t flags);
+	/* key == NULL: first key. A key not in the map: first key (kernel hash). */
+	int (*get_next_key)(struct shm_map *m, const void *key, void *next_key);
+
+	/* Program side. */
+	void *(*lookup_ptr)(struct shm_map *m, const void *key);
+	int (*prog_update)(struct shm_map *m, const void *key, const void *value, uint64_t flags);
+	int (*prog_delete)(struct shm_map *m, const void *key);
+	int (*push)(struct shm_map *m, const void *value, uint64_t flags);
+	int (*pop)(struct shm_map *m, void *value);
+	int (*peek)(struct shm_map *m, void *value);
+};
+
+/* map_types.h expands to the table below. */
+extern const struct shm_map_ops *const shm_map_ops_table[];
+extern const unsigned shm_map_ops_table_len;
+
+static inline const struct shm_map_ops *shm_map_ops_get(uint32_t map_type)
+{
+	return map_type < shm_map_ops_table_len ? shm_map_ops_table[map_type] : NULL;
+}
+
+/* Total segment size for attrs, or 0 if the type is unknown. */
+uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
+/* Validate attrs (common checks + the type's alloc_check): 0 or -errno. */
+int shm_map_check_attr(const struct shm_map_attr *attr);
+/* Initialise a zeroed segment of shm_map_seg_size() bytes at `base`. */
+int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
+		   uint32_t id, const char *name);
+/* Bind a process-local handle to an already formatted mapping. */
+int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
+
+/* The CPU a value slot belongs to (sched_getcpu(), clamped to nr_cpus). */
+uint32_t shm_cur_cpu(const struct shm_map *m);
+/* Number of possible CPUs on this machine (/sys/devices/system/cpu/possible). */
+uint32_t shm_nr_possible_cpus(void);
+
+#endif

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bpf(2) as the loader sees it. The order of checks is the kernel's
+ * __sys_bpf: size > PAGE_SIZE or non-zero bytes past union bpf_attr -> E2BIG,
+ * copy at most sizeof(union bpf_attr), then one switch on the command.
+ * Map element commands run here on the shared segment; every other command
+ * is one request to the server, which reads and writes our memory through
+ * the connection (see proto.h).
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "shim.h"
+
+#define PAGE_SIZE_ 4096u
+
+/* bpf_check_uarg_tail_zero() */
+static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
+{
+	unsigned char buf[PAGE_SIZE_];
+	int err;
+
+	if (actual > PAGE_SIZE_)
+		return -E2BIG;
+	if (actual <= expected)
+		return 0;
+	err = shim_copy_from_user(buf, uattr + expected, actual - expected);
+	if (err)
+		return err;
+	for (size_t i = 0; i < actual - expected; i++)
+		if (buf[i])
+			return -E2BIG;
+	return 0;
+}
+
+static long forward(int cmd, uint64_t uattr, const union bpf_attr *attr, unsigned int size)
+{
+	struct shim_reply rep;
+	int err = shim_request(SHIM_OP_BPF, cmd, size, attr, size, -1, &rep, NULL, 0);
+
+	if (err)
+		return shim_err(-err);
+	if (rep.err)
+		return shim_err(rep.err);
+	return rep.ret;
+}
+
+long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
+{
+	union bpf_attr attr;
+	int err;
+
+	err = check_uarg_tail_zero(uattr, sizeof(attr), size);
+	if (err)
+		return shim_err(-err);
+	if (size > sizeof(attr))
+		size = sizeof(attr);
+	memset(&attr, 0, sizeof(attr));
+	if (shim_copy_from_user(&attr, uattr, size))
+		return shim_err(EFAULT);
+
+	switch (cmd) {
+	case BPF_MAP_LOOKUP_ELEM:
+	case BPF_MAP_UPDATE_ELEM:
+	case BPF_MAP_DELETE_ELEM:
+	case BPF_MAP_GET_NEXT_KEY:
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
+	case BPF_MAP_LOOKUP_BATCH:
+	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+	case BPF_MAP_UPDATE_BATCH:
+	case BPF_MAP_DELETE_BATCH: {
+		long r = shim_map_cmd(cmd, &attr, uattr);
+		return r < 0 ? shim_err(-r) : r;
+	}
+	default:
+		return forward(cmd, uattr, &attr, size);
+	}
+}

@@ -1,0 +1,424 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The connection to the per-user server: found under the runtime directory,
+ * started on first use when absent, one request at a time per process.
+ * See proto.h for the exchange.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include "shim.h"
+
+#ifndef BPFSHIM_DEFAULT_PYTHON
+#define BPFSHIM_DEFAULT_PYTHON "python3"
+#endif
+
+#define CONN_FD_MIN 700       /* keep our socket out of the low fd numbers loaders see */
+
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
+static int conn_fd = -1;
+static int need_hold;         /* forked child: tell the server what we inherited */
+static char msgbuf[SHIM_MSG_MAX];
+
+static void after_fork_child(void)
+{
+	pthread_mutex_init(&conn_lock, NULL);
+	if (conn_fd >= 0)
+		real.close(conn_fd);
+	conn_fd = -1;
+	need_hold = 1;
+}
+
+__attribute__((constructor)) static void conn_init(void)
+{
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+static void shim_block_signals(sigset_t *s)
+{
+	sigfillset(s);
+	sigdelset(s, SIGSEGV);
+	sigdelset(s, SIGBUS);
+	sigdelset(s, SIGILL);
+	sigdelset(s, SIGFPE);
+	sigdelset(s, SIGTRAP);
+}
+
+int shim_is_conn_fd(int fd)
+{
+	return fd >= 0 && fd == conn_fd;
+}
+
+static uid_t real_uid(void)
+{
+	return (uid_t)real.syscall(SYS_getuid);
+}
+
+/* The runtime directory: $BPFSHIM_RUNTIME_DIR, $XDG_RUNTIME_DIR/bpfshim or
+ * ${TMPDIR:-/tmp}/bpfshim-$UID. Created 0700. */
+static int runtime_dir(char *out, size_t n)
+{
+	const char *e = getenv("BPFSHIM_RUNTIME_DIR");
+	const char *x = getenv("XDG_RUNTIME_DIR");
+	const char *t = getenv("TMPDIR");
+
+	if (e && *e)
+		snprintf(out, n, "%s", e);
+	else if (x && *x && !access(x, W_OK))
+		snprintf(out, n, "%s/bpfshim", x);
+	else
+		snprintf(out, n, "%s/bpfshim-%u", t && *t ? t : "/tmp", (unsigned)real_uid());
+	if (mkdir(out, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int try_connect(const char *dir)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, hi;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/server.sock", dir);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		int e = errno;
+		real.close(fd);
+		return -e;
+	}
+	hi = real.fcntl(fd, F_DUPFD_CLOEXEC, CONN_FD_MIN);
+	if (hi >= 0) {
+		real.close(fd);
+		fd = hi;
+	}
+	return fd;
+}
+
+/* The project root: this library lives in <root>/syscall_server/_native/. */
+static void project_root(char *out, size_t n)
+{
+	Dl_info info;
+	char *p;
+
+	out[0] = 0;
+	if (!dladdr((void *)project_root, &info) || !info.dli_fname)
+		return;
+	if (!realpath(info.dli_fname, out))
+		snprintf(out, n, "%s", info.dli_fname);
+	for (int i = 0; i < 3 && (p = strrchr(out, '/')); i++)
+		*p = 0;
+}
+
+/* Start `python -m syscall_server.server` detached from the loader: its own
+ * session, no inherited descriptors, no LD_PRELOAD. */
+static void spawn_server(const char *dir)
+{
+	char root[PATH_MAX], log[PATH_MAX + 32], pypath[PATH_MAX + 16];
+	const char *py = getenv("BPFSHIM_PYTHON");
+	pid_t pid;
+
+	project_root(root, sizeof(root));
+	snprintf(log, sizeof(log), "%s/server.log", dir);
+	if (!py || !*py)
+		py = BPFSHIM_DEFAULT_PYTHON;
+	pid = fork();
+	if (pid < 0)
+		return;
+	if (pid > 0) {
+		waitpid(pid, NULL, 0);
+		return;
+	}
+	setsid();
+	if (fork() != 0)
+		_exit(0);
+	int null = open("/dev/null", O_RDWR);
+	int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	dup2(null, 0);
+	dup2(lf >= 0 ? lf : null, 1);
+	dup2(lf >= 0 ? lf : null, 2);
+	for (int fd = 3; fd < 65536; fd++)
+		if (fd != lf)
+			real.close(fd);
+	unsetenv("LD_PRELOAD");
+	const char *old = getenv("PYTHONPATH");
+	if (old && *old)
+		snprintf(pypath, sizeof(pypath), "%s:%s", root, old);
+	else
+		snprintf(pypath, sizeof(pypath), "%s", root);
+	setenv("PYTHONPATH", pypath, 1);
+	execlp(py, py, "-m", "syscall_server.server", "--runtime-dir", dir, (char *)NULL);
+	_exit(127);
+}
+
+static int connect_or_spawn(void)
+{
+	char dir[PATH_MAX], lockp[PATH_MAX + 16];
+	int fd, lk, err;
+
+	err = runtime_dir(dir, sizeof(dir));
+	if (err)
+		return err;
+	fd = try_connect(dir);
+	if (fd >= 0)
+		return fd;
+	/* One spawner at a time; the others wait for the socket. */
+	snprintf(lockp, sizeof(lockp), "%s/spawn.lock", dir);
+	lk = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lk >= 0)
+		flock(lk, LOCK_EX);
+	fd = try_connect(dir);
+	if (fd < 0) {
+		spawn_server(dir);
+		for (int i = 0; i < 300 && fd < 0; i++) {  /* up to 15 s */
+			struct timespec ts = { 0, 50 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+			fd = try_connect(dir);
+		}
+	}
+	if (lk >= 0)
+		real.close(lk);  /* releases the flock */
+	if (fd < 0) {
+		char m[PATH_MAX + 128];
+		int k = snprintf(m, sizeof(m), "bpfshim: cannot reach the server in %s (see %s/server.log)\n", dir, dir);
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+	}
+	return fd;
+}
+
+static int send_msg(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len, int fd_in)
+{
+	struct shim_msg h = { .op = op, .len = (uint32_t)len, .a = a, .b = b };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
+	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+
+	if (fd_in >= 0) {
+		struct cmsghdr *cm;
+		mh.msg_control = c.buf;
+		mh.msg_controllen = sizeof(c.buf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd_in, sizeof(int));
+	}
+	for (;;) {
+		ssize_t n = sendmsg(conn_fd, &mh, MSG_NOSIGNAL);
+		if (n >= 0)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+#define MAX_FDS_IN 64
+
+/* Receive one message into msgbuf; fds (if any) into fds[]. */
+static ssize_t recv_msg(struct shim_msg *h, int *fds, int *nfds)
+{
+	struct iovec iov[2] = { { h, sizeof(*h) }, { msgbuf, sizeof(msgbuf) } };
+	union { char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_IN)]; struct cmsghdr align; } c;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = c.buf,
+			     .msg_controllen = sizeof(c.buf) };
+	ssize_t n;
+
+	do {
+		n = recvmsg(conn_fd, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n < 0 ? -errno : -ECONNRESET;
+	if ((size_t)n < sizeof(*h))
+		return -EPROTO;
+	*nfds = 0;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+			int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			memcpy(fds + *nfds, CMSG_DATA(cm), sizeof(int) * (size_t)k);
+			*nfds += k;
+		}
+	}
+	return n - (ssize_t)sizeof(*h);
+}
+
+/* Serve one memory request of the server. */
+static int serve_mem(const struct shim_msg *h, size_t plen)
+{
+	static char buf[SHIM_MSG_MAX];
+	int err;
+	long n;
+
+	switch (h->op) {
+	case SHIM_OP_READ:
+		if ((uint64_t)h->b > sizeof(buf))
+			return send_msg(SHIM_OP_MEM_ERR, EINVAL, 0, NULL, 0, -1);
+		err = shim_copy_from_user(buf, (uint64_t)h->a, (size_t)h->b);
+		if (err)
+			return send_msg(SHIM_OP_MEM_ERR, -err, 0, NULL, 0, -1);
+		return send_msg(SHIM_OP_MEM, 0, 0, buf, (size_t)h->b, -1);
+	case SHIM_OP_READSTR:
+		n = shim_strncpy_from_user(buf, (uint64_t)h->a,
+					   (uint64_t)h->b < sizeof(buf) ? (size_t)h->b : sizeof(buf));
+		if (n < 0)
+			return send_msg(SHIM_OP_MEM_ERR, -n, 0, NULL, 0, -1);
+		return send_msg(SHIM_OP_MEM, 0, 0, buf, (size_t)n, -1);
+	case SHIM_OP_FDGET: {
+		struct shim_fd_meta meta = { 0 };
+		/* No nested request here: an fd the table does not know is sent
+		 * along, and the server identifies it by its inode. */
+		struct shim_fd *e = shim_fd_peek((int)h->a);
+		if (!e && real.fcntl((int)h->a, F_GETFD) < 0)
+			return send_msg(SHIM_OP_MEM_ERR, EBADF, 0, NULL, 0, -1);
+		if (e) {
+			meta.kind = e->kind;
+			meta.id = e->id;
+			meta.f_flags = e->f_flags;
+			meta.seg_size = e->map.size;
+		}
+		return send_msg(SHIM_OP_MEM, 0, 0, &meta, sizeof(meta), e ? -1 : (int)h->a);
+	}
+	case SHIM_OP_WRITE:
+		err = shim_copy_to_user((uint64_t)h->a, msgbuf, plen);
+		if (err)
+			return send_msg(SHIM_OP_MEM_ERR, -err, 0, NULL, 0, -1);
+		return send_msg(SHIM_OP_MEM, 0, 0, NULL, 0, -1);
+	}
+	return -EPROTO;
+}
+
+static void say(const char *m, size_t n)
+{
+	char line[1024];
+	int k = snprintf(line, sizeof(line), "bpfshim: %.*s\n", (int)(n < 900 ? n : 900), m);
+	if (k > 0)
+		(void)!write(2, line, (size_t)k);
+}
+
+static int ensure_conn(void)
+{
+	if (conn_fd >= 0)
+		return 0;
+	conn_fd = connect_or_spawn();
+	if (conn_fd < 0) {
+		int e = conn_fd;
+		conn_fd = -1;
+		return e;
+	}
+	if (need_hold) {
+		static uint32_t pairs[2 * 4096];
+		size_t n = shim_fd_held(pairs, 4096);
+		need_hold = 0;
+		if (n)
+			send_msg(SHIM_OP_HOLD, 0, 0, pairs, n * 8, -1);
+	}
+	return 0;
+}
+
+static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
+		      int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size)
+{
+	int err = ensure_conn();
+	int fds[MAX_FDS_IN], nfds = 0;
+	struct shim_msg h;
+	ssize_t n;
+
+	if (err)
+		return err;
+	err = send_msg(op, a, b, payload, len, fd_in);
+	if (err)
+		return err;
+	for (;;) {
+		n = recv_msg(&h, fds, &nfds);
+		if (n < 0)
+			return (int)n;
+		if (h.op != SHIM_OP_DONE) {
+			for (int i = 0; i < nfds; i++)
+				real.close(fds[i]);
+			err = serve_mem(&h, (size_t)n);
+			if (err)
+				return err;
+			continue;
+		}
+		break;
+	}
+	rep->ret = h.a;
+	rep->err = (int)h.b;
+	if ((size_t)n >= sizeof(struct shim_done)) {
+		struct shim_done d;
+		memcpy(&d, msgbuf, sizeof(d));
+		const struct shim_fd_meta *meta = (const void *)(msgbuf + sizeof(d));
+		const char *m = (const char *)(meta + d.nfds);
+		for (uint32_t i = 0; i < d.nfds && (int)i < nfds; i++) {
+			int e = shim_fd_install(fds[i], &meta[i]);
+			if (e && rep->err == 0) {
+				rep->ret = -1;
+				rep->err = -e;
+			}
+		}
+		if (d.ret_fd >= 0 && d.ret_fd < nfds && rep->err == 0)
+			rep->ret = fds[d.ret_fd];
+		if (d.msg_len) {
+			if (msg_out) {
+				size_t k = d.msg_len < msg_out_size - 1 ? d.msg_len : msg_out_size - 1;
+				memcpy(msg_out, m, k);
+				msg_out[k] = 0;
+			} else {
+				say(m, d.msg_len);
+			}
+		}
+	}
+	return 0;
+}
+
+int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
+		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size)
+{
+	int err;
+	sigset_t all, old;
+
+	/* A signal handler that re-enters bpf() would deadlock on the lock.
+	 * Synchronous faults stay deliverable: uaccess.c depends on them. */
+	shim_block_signals(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_mutex_lock(&conn_lock);
+	err = do_request(op, a, b, payload, len, fd_in, rep, msg_out, msg_out_size);
+	if (err == -EPIPE || err == -ECONNRESET || err == -EBADF || err == -ENOTCONN) {
+		/* The server went away (or the app closed our socket): drop the
+		 * connection; the next call starts a new server. */
+		if (conn_fd >= 0)
+			real.close(conn_fd);
+		conn_fd = -1;
+		say("lost the connection to the server; it restarts on the next call", 66);
+	}
+	pthread_mutex_unlock(&conn_lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
+void shim_notify(uint32_t op, int64_t a, int64_t b)
+{
+	sigset_t all, old;
+
+	shim_block_signals(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_mutex_lock(&conn_lock);
+	if (conn_fd >= 0)
+		send_msg(op, a, b, NULL, 0, -1);
+	pthread_mutex_unlock(&conn_lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}

@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The libc entry points loaders reach the kernel through, interposed by
+ * LD_PRELOAD. Each wrapper handles what concerns bpfshim objects or paths
+ * and passes everything else to the real function unchanged.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include "shim.h"
+
+struct shim_real real;
+static int resolved;
+
+void shim_resolve_real(void)
+{
+	if (__atomic_load_n(&resolved, __ATOMIC_ACQUIRE))
+		return;
+#define R(name) real.name = dlsym(RTLD_NEXT, #name)
+	R(syscall); R(close); R(dup); R(dup2); R(dup3); R(fcntl); R(mmap);
+	R(readlink); R(readlinkat); R(fopen); R(fopen64); R(open); R(open64); R(openat);
+	R(statfs); R(statfs64); R(unlink); R(unlinkat); R(rmdir); R(mkdir);
+	R(setrlimit); R(prlimit64);
+#undef R
+	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
+}
+
+__attribute__((constructor(101))) static void interpose_init(void)
+{
+	shim_resolve_real();
+}
+
+#define ENSURE() do { if (__builtin_expect(!resolved, 0)) shim_resolve_real(); } while (0)
+
+/* ---------------- syscall() and bpf() ---------------- */
+
+BPFSHIM_API long syscall(long nr, ...)
+{
+	va_list ap;
+	long a1, a2, a3, a4, a5, a6;
+
+	va_start(ap, nr);
+	a1 = va_arg(ap, long); a2 = va_arg(ap, long); a3 = va_arg(ap, long);
+	a4 = va_arg(ap, long); a5 = va_arg(ap, long); a6 = va_arg(ap, long);
+	va_end(ap);
+	ENSURE();
+	if (nr == SYS_bpf)
+		return shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3);
+	return real.syscall(nr, a1, a2, a3, a4, a5, a6);
+}
+
+BPFSHIM_API int bpf(int cmd, union bpf_attr *attr, unsigned int size)
+{
+	ENSURE();
+	return (int)shim_sys_bpf(cmd, (uint64_t)(uintptr_t)attr, size);
+}
+
+/* ---------------- descriptors ---------------- */
+
+static void released(int fd, const struct shim_fd *was)
+{
+	uint32_t kind = was->kind, id = was->id;
+
+	shim_fd_forget(fd);
+	if (!shim_fd_other_ref(kind, id, fd))
+		shim_notify(SHIM_OP_RELEASE, kind, id);
+}
+
+BPFSHIM_API int close(int fd)
+{
+	struct shim_fd *e;
+	struct shim_fd copy;
+	int r;
+
+	ENSURE();
+	if (shim_is_conn_fd(fd))
+		return 0;  /* our socket: the app closing "all fds" must not cut us off */
+	e = shim_fd_peek(fd);
+	if (e)
+		copy = *e;
+	r = real.close(fd);
+	if (e && (r == 0 || errno == EINTR))
+		released(fd, &copy);
+	return r;
+}
+
+BPFSHIM_API int dup(int fd)
+{
+	ENSURE();
+	int n = real.dup(fd);
+	if (n >= 0 && shim_fd_peek(fd))
+		shim_fd_dup(fd, n);
+	return n;
+}
+
+static int dup_common(int oldfd, int newfd, int r)
+{
+	if (r >= 0 && oldfd != newfd) {
+		struct shim_fd *o = shim_fd_peek(newfd);
+		if (o) {
+			struct shim_fd copy = *o;
+			released(newfd, &copy);
+		}
+		if (shim_fd_peek(oldfd))
+			shim_fd_dup(oldfd, newfd);
+	}
+	return r;
+}
+
+BPFSHIM_API int dup2(int oldfd, int newfd)
+{
+	ENSURE();
+	return dup_common(oldfd, newfd, real.dup2(oldfd, newfd));
+}
+
+BPFSHIM_API int dup3(int oldfd, int newfd, int flags)
+{
+	ENSURE();
+	return dup_common(oldfd, newfd, real.dup3(oldfd, newfd, flags));
+}
+
+BPFSHIM_API int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	long arg;
+	int r;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, long);
+	va_end(ap);
+	ENSURE();
+	r = real.fcntl(fd, cmd, arg);
+	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && shim_fd_peek(fd))
+		shim_fd_dup(fd, r);
+	return r;
+}
+BPFSHIM_API int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
+
+/* ---------------- mmap of map fds ---------------- */
+
+/* bpf_map_mmap(): only BPF_F_MMAPABLE arrays (ringbufs: see ringbuf
+ * support); the file offset the loader passes is relative to the values. */
+BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	struct shim_fd *e;
+
+	ENSURE();
+	if (fd < 0 || (flags & MAP_ANONYMOUS) || !(e = shim_fd_peek(fd)) )
+		return real.mmap(addr, len, prot, flags, fd, off);
+	if (e->kind != SHIM_OBJ_MAP) {
+		errno = ENODEV;
+		return MAP_FAILED;
+	}
+	const struct shm_map_hdr *h = e->map.hdr;
+	if (h->attr.spin_lock_off >= 0) {
+		errno = 524; /* ENOTSUPP */
+		return MAP_FAILED;
+	}
+	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY || !(h->attr.map_flags & BPF_F_MMAPABLE)) {
+		errno = h->attr.map_type == BPF_MAP_TYPE_ARRAY ? EINVAL : ENODEV;
+		return MAP_FAILED;
+	}
+	if (!(flags & MAP_SHARED)) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	if (prot & PROT_WRITE) {
+		if (h->frozen) {
+			errno = EPERM;
+			return MAP_FAILED;
+		}
+		if (e->f_flags & BPF_F_RDONLY) {  /* fd opened read-only */
+			errno = EACCES;
+			return MAP_FAILED;
+		}
+	}
+	uint64_t area = BPFSHIM_ROUND_UP((uint64_t)e->map.value_stride * h->attr.max_entries, 4096);
+	if ((uint64_t)off + len > area) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	return real.mmap(addr, len, prot, flags, fd, off + (off_t)h->data_off);
+}
+BPFSHIM_API void *mmap64(void *, size_t, int, int, int, off_t) __attribute__((alias("mmap")));
+
+/* ---------------- what loaders check about fds ---------------- */
+
+static const char *kind_link_name(uint32_t kind)
+{
+	switch (kind) {
+	case SHIM_OBJ_MAP: return "anon_inode:bpf-map";
+	case SHIM_OBJ_PROG: return "anon_inode:bpf-prog";
+	case SHIM_OBJ_LINK: return "anon_inode:bpf_link";
+	case SHIM_OBJ_BTF: return "anon_inode:btf";
+	case SHIM_OBJ_PERF_EVENT: return "anon_inode:[perf_event]";
+	}
+	return NULL;
+}
+
+/* "/proc/self/<sub>/N" or "/proc/<our pid>/<sub>/N" -> N, else -1. */
+static int proc_fd_path(const char *path, const char *sub)
+{
+	char pfx[64];
+	size_t n;
+	const char *p;
+	char *end;
+
+	if (!path || strncmp(path, "/proc/", 6))
+		return -1;
+	p = path + 6;
+	if (!strncmp(p, "self/", 5)) {
+		p += 5;
+	} else if (!strncmp(p, "thread-self/", 12)) {
+		p += 12;
+	} else {
+		snprintf(pfx, sizeof(pfx), "%d/", (int)getpid());
+		n = strlen(pfx);
+		if (strncmp(p, pfx, n))
+			return -1;
+		p += n;
+	}
+	n = strlen(sub);
+	if (strncmp(p, sub, n) || p[n] != '/')
+		return -1;
+	p += n + 1;
+	long fd = strtol(p, &end, 10);
+	if (end == p || *end || fd < 0)
+		return -1;
+	return (int)fd;
+}
+
+static ssize_t fake_readlink(const char *path, char *buf, size_t sz, int *handled)
+{
+	int fd = proc_fd_path(path, "fd");
+	struct shim_fd *e;
+	const char *name;
+	size_t n;
+
+	*handled = 0;
+	if (fd < 0 || !(e = shim_fd_get(fd)) || !(name = kind_link_name(e->kind)))
+		return 0;
+	*handled = 1;
+	n = strlen(name);
+	if (n > sz)
+		n = sz;
+	memcpy(buf, name, n);
+	return (ssize_t)n;
+}
+
+BPFSHIM_API ssize_t readlink(const char *path, char *buf, size_t sz)
+{
+	int handled;
+	ssize_t n;
+
+	ENSURE();
+	n = fake_readlink(path, buf, sz, &handled);
+	return handled ? n : real.readlink(path, buf, sz);
+}
+
+BPFSHIM_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t sz)
+{
+	int handled = 0;
+	ssize_t n = 0;
+
+	ENSURE();
+	if (path && path[0] == '/')
+		n = fake_readlink(path, buf, sz, &handled);
+	return handled ? n : real.readlinkat(dirfd, path, buf, sz);
+}
+
+/* /proc/self/fdinfo/N of our objects: the kernel's fields, composed by the
+ * server, served from a memfd. Returns an fd, or -1 if not ours. */
+static int fdinfo_fd(const char *path)
+{
+	int fd = proc_fd_path(path, "fdinfo");
+	struct shim_fd *e;
+	struct shim_reply rep;
+	char text[4096];
+	uint32_t args[2];
+
+	if (fd < 0 || !(e = shim_fd_get(fd)))
+		return -1;
+	args[0] = e->kind;
+	args[1] = e->id;
+	if (shim_request(SHIM_OP_CTL, SHIM_CTL_FDINFO, real.fcntl(fd, F_GETFL), args, sizeof(args), -1,
+			 &rep, text, sizeof(text)) || rep.ret < 0)
+		return -1;
+	int mfd = memfd_create("fdinfo", MFD_CLOEXEC);
+	if (mfd < 0)
+		return -1;
+	size_t n = strlen(text);
+	if (write(mfd, text, n) != (ssize_t)n || lseek(mfd, 0, SEEK_SET)) {
+		real.close(mfd);
+		return -1;
+	}
+	return mfd;
+}
+
+BPFSHIM_API FILE *fopen(const char *path, const char *mode)
+{
+	ENSURE();
+	int fd = fdinfo_fd(path);
+	if (fd >= 0)
+		return fdopen(fd, "r");
+	return real.fopen(path, mode);
+}
+BPFSHIM_API FILE *fopen64(const char *path, const char *mode) __attribute__((alias("fopen")));
+
+static int open_common(int dirfd, const char *path, int flags, mode_t mode, int at)
+{
+	int fd = fdinfo_fd(path);
+	if (fd >= 0)
+		return fd;
+	if (at)
+		return real.openat(dirfd, path, flags, mode);
+	return real.open(path, flags, mode);
+}
+
+BPFSHIM_API int open(const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	ENSURE();
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
+	}
+	return open_common(AT_FDCWD, path, flags, mode, 0);
+}
+BPFSHIM_API int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+BPFSHIM_API int openat(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	ENSURE();
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = va_arg(ap, mode_t);
+		va_end(ap);
+	}
+	return open_common(dirfd, path, flags, mode, 1);
+}
+BPFSHIM_API int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+/* ---------------- bpffs ---------------- */
+
+int shim_is_bpffs_path(const char *path)
+{
+	return path && !strncmp(path, "/sys/fs/bpf", 11) && (path[11] == 0 || path[11] == '/');
+}
+
+#define BPF_FS_MAGIC 0xcafe4a11
+
+BPFSHIM_API int statfs(const char *path, struct statfs *buf)
+{
+	ENSURE();
+	if (shim_is_bpffs_path(path)) {
+		memset(buf, 0, sizeof(*buf));
+		buf->f_type = BPF_FS_MAGIC;
+		buf->f_bsize = 4096;
+		buf->f_namelen = 255;
+		buf->f_frsize = 4096;
+		return 0;
+	}
+	return real.statfs(path, buf);
+}
+BPFSHIM_API int statfs64(const char *path, struct statfs64 *buf)
+{
+	/* Same layout as struct statfs on 64-bit targets. */
+	return statfs(path, (struct statfs *)buf);
+}
+
+static int pin_ctl(int ctl, const char *path)
+{
+	struct shim_reply rep;
+	int err = shim_request(SHIM_OP_CTL, ctl, 0, path, strlen(path) + 1, -1, &rep, NULL, 0);
+
+	if (err)
+		return (int)shim_err(-err);
+	if (rep.err)
+		return (int)shim_err(rep.err);
+	return (int)rep.ret;
+}
+
+BPFSHIM_API int unlink(const char *path)
+{
+	ENSURE();
+	if (shim_is_bpffs_path(path))
+		return pin_ctl(SHIM_CTL_PIN_UNLINK, path);
+	return real.unlink(path);
+}
+
+BPFSHIM_API int unlinkat(int dirfd, const char *path, int flags)
+{
+	ENSURE();
+	if (shim_is_bpffs_path(path))
+		return pin_ctl(SHIM_CTL_PIN_UNLINK, path);
+	return real.unlinkat(dirfd, path, flags);
+}
+
+BPFSHIM_API int rmdir(const char *path)
+{
+	ENSURE();
+	if (shim_is_bpffs_path(path))
+		return pin_ctl(SHIM_CTL_PIN_UNLINK, path);
+	return real.rmdir(path);
+}
+
+BPFSHIM_API int mkdir(const char *path, mode_t mode)
+{
+	ENSURE();
+	if (shim_is_bpffs_path(path))
+		return pin_ctl(SHIM_CTL_PIN_MKDIR, path);
+	return real.mkdir(path, mode);
+}
+
+/* ---------------- RLIMIT_MEMLOCK ---------------- */
+
+/* bpfshim charges nothing to RLIMIT_MEMLOCK; a loader raising it (bpftrace,
+ * libbpf without memcg accounting) must not fail for lack of
+ * CAP_SYS_RESOURCE. */
+BPFSHIM_API int setrlimit(__rlimit_resource_t res, const struct rlimit *rl)
+{
+	ENSURE();
+	int r = real.setrlimit(res, rl);
+	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK)
+		return 0;
+	return r;
+}
+BPFSHIM_API int setrlimit64(__rlimit_resource_t res, const struct rlimit64 *rl)
+{
+	return setrlimit(res, (const struct rlimit *)rl);
+}
+
+BPFSHIM_API int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimit64 *n, struct rlimit64 *o)
+{
+	ENSURE();
+	int r = real.prlimit64(pid, res, n, o);
+	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK && n)
+		return real.prlimit64(pid, res, NULL, o) == 0 ? 0 : r;
+	return r;
+}
+BPFSHIM_API int prlimit(pid_t pid, __rlimit_resource_t res, const struct rlimit *n, struct rlimit *o)
+{
+	return prlimit64(pid, res, (const struct rlimit64 *)n, (struct rlimit64 *)o);
+}

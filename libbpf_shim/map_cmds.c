@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Map element commands, done in the loader on the shared segment — the
+ * server is not on this path. Each function follows the kernel's function of
+ * the same name in kernel/bpf/syscall.c, check for check, so the errno is the
+ * kernel's for every bad input.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "shim.h"
+
+#define CHECK_ATTR_END(attr, end) check_attr_tail((const unsigned char *)(attr), (end))
+
+static int check_attr_tail(const unsigned char *a, size_t end)
+{
+	for (size_t i = end; i < sizeof(union bpf_attr); i++)
+		if (a[i])
+			return -EINVAL;
+	return 0;
+}
+
+#define FMODE_CAN_READ 1
+#define FMODE_CAN_WRITE 2
+
+static int is_percpu(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+static int is_fd_map(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY ||
+	       t == BPF_MAP_TYPE_CGROUP_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS ||
+	       t == BPF_MAP_TYPE_HASH_OF_MAPS;
+}
+
+/* bpf_map_value_size() */
+static size_t sys_value_size(const struct shm_map *m)
+{
+	const struct shm_map_attr *a = &m->hdr->attr;
+
+	if (is_percpu(a->map_type))
+		return BPFSHIM_ROUND_UP((size_t)a->value_size, 8) * a->nr_cpus;
+	if (is_fd_map(a->map_type))
+		return sizeof(uint32_t);
+	return a->value_size;
+}
+
+/* map_get_sys_perms() */
+static int sys_perms(const struct shim_fd *e)
+{
+	int mode = FMODE_CAN_READ | FMODE_CAN_WRITE;
+
+	if (e->f_flags & BPF_F_RDONLY)
+		mode &= ~FMODE_CAN_WRITE;
+	if (e->f_flags & BPF_F_WRONLY)
+		mode &= ~FMODE_CAN_READ;
+	if (__atomic_load_n(&e->map.hdr->frozen, __ATOMIC_ACQUIRE))
+		mode &= ~FMODE_CAN_WRITE;
+	return mode;
+}
+
+/* __bpf_map_get(): EBADF for a closed fd, EINVAL for an fd that is not a map. */
+static int map_get(int fd, struct shim_fd **out)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+
+	if (!e)
+		e = shim_fd_get(fd);
+	if (!e) {
+		extern int fcntl(int, int, ...);
+		return real.fcntl(fd, 1 /* F_GETFD */) < 0 ? -EBADF : -EINVAL;
+	}
+	if (e->kind != SHIM_OBJ_MAP)
+		return -EINVAL;
+	*out = e;
+	return 0;
+}
+
+static int has_spin_lock(const struct shm_map *m)
+{
+	return m->hdr->attr.spin_lock_off >= 0;
+}
+
+/* A scratch buffer: on the stack for small sizes, else malloc. */
+struct kbuf {
+	void *p;
+	int heap;
+	unsigned char small[512];
+};
+
+static void *kbuf_get(struct kbuf *b, size_t n)
+{
+	b->heap = n > sizeof(b->small);
+	b->p = b->heap ? malloc(n ? n : 1) : b->small;
+	return b->p;
+}
+
+static void kbuf_put(struct kbuf *b)
+{
+	if (b->heap)
+		free(b->p);
+}
+
+/* __bpf_copy_key() */
+static int copy_key(void *dst, uint64_t ukey, uint32_t key_size)
+{
+	if (key_size)
+		return shim_copy_from_user(dst, ukey, key_size);
+	return ukey ? -EINVAL : 0;
+}
+
+/* Syscall values of fd maps are fds; the map stores object ids. */
+static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *id)
+{
+	int32_t fd;
+	struct shim_fd *e;
+	uint32_t want;
+
+	memcpy(&fd, value, sizeof(fd));
+	switch (m->hdr->attr.map_type) {
+	case BPF_MAP_TYPE_PROG_ARRAY: want = SHIM_OBJ_PROG; break;
+	case BPF_MAP_TYPE_PERF_EVENT_ARRAY: want = SHIM_OBJ_PERF_EVENT; break;
+	case BPF_MAP_TYPE_ARRAY_OF_MAPS:
+	case BPF_MAP_TYPE_HASH_OF_MAPS: want = SHIM_OBJ_MAP; break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	e = shim_fd_get(fd);
+	if (!e)
+		return real.fcntl(fd, 1 /* F_GETFD */) < 0 ? -EBADF : -EINVAL;
+	if (e->kind != want)
+		return -EINVAL;
+	if (want == SHIM_OBJ_MAP) {
+		/* bpf_map_meta_equal(): the inner map must match the template. */
+		const struct shm_map_attr *t = &m->hdr->attr, *in = &e->map.hdr->attr;
+		if (in->map_type != t->inner_map_type || in->key_size != t->inner_key_size ||
+		    in->value_size != t->inner_value_size ||
+		    (t->inner_map_flags & ~BPF_F_INNER_MAP) != (in->map_flags & ~BPF_F_INNER_MAP) ||
+		    (!(t->inner_map_flags & BPF_F_INNER_MAP) && in->max_entries != t->inner_max_entries))
+			return -EINVAL;
+	}
+	*id = e->id;
+	return 0;
+}
+
+/* bpf_map_update_value() */
+static int update_value(struct shm_map *m, const void *key, const void *value, uint64_t flags)
+{
+	uint32_t t = m->hdr->attr.map_type;
+
+	if (is_fd_map(t)) {
+		uint32_t id;
+		int err;
+		if (t == BPF_MAP_TYPE_CGROUP_ARRAY)
+			return -EOPNOTSUPP;
+		err = fd_value_to_id(m, value, &id);
+		if (err)
+			return err;
+		if (!m->ops->sys_update)
+			return -EOPNOTSUPP;
+		return m->ops->sys_update(m, key, &id, flags);
+	}
+	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK || t == BPF_MAP_TYPE_BLOOM_FILTER) {
+		if (!m->ops->push)
+			return -EOPNOTSUPP;
+		return m->ops->push(m, value, flags);
+	}
+	if (!m->ops->sys_update)
+		return -EOPNOTSUPP;
+	return m->ops->sys_update(m, key, value, flags);
+}
+
+static long map_lookup_elem(union bpf_attr *attr)
+{
+	struct shim_fd *e;
+	struct kbuf kb, vb;
+	struct shm_map *m;
+	size_t vs;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
+		return -EINVAL;
+	if (attr->flags & ~BPF_F_LOCK)
+		return -EINVAL;
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	m = &e->map;
+	if (!(sys_perms(e) & FMODE_CAN_READ))
+		return -EPERM;
+	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
+		return -EINVAL;
+	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	if (!key)
+		return -ENOMEM;
+	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	if (err)
+		goto out_key;
+	vs = sys_value_size(m);
+	void *value = kbuf_get(&vb, vs);
+	err = -ENOMEM;
+	if (!value)
+		goto out_key;
+	memset(value, 0, vs);
+	uint32_t t = m->hdr->attr.map_type;
+	if (t == BPF_MAP_TYPE_BLOOM_FILTER) {
+		err = shim_copy_from_user(value, attr->value, vs);
+		if (!err)
+			err = m->ops->peek ? m->ops->peek(m, value) : -EOPNOTSUPP;
+		goto out_val;
+	}
+	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK)
+		err = m->ops->peek ? m->ops->peek(m, value) : -EOPNOTSUPP;
+	else
+		err = m->ops->sys_lookup ? m->ops->sys_lookup(m, key, value, attr->flags) : -EOPNOTSUPP;
+	if (!err)
+		err = shim_copy_to_user(attr->value, value, vs);
+out_val:
+	kbuf_put(&vb);
+out_key:
+	kbuf_put(&kb);
+	return err;
+}
+
+static long map_update_elem(union bpf_attr *attr)
+{
+	struct shim_fd *e;
+	struct kbuf kb, vb;
+	struct shm_map *m;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
+		return -EINVAL;
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	m = &e->map;
+	if (!(sys_perms(e) & FMODE_CAN_WRITE))
+		return -EPERM;
+	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
+		return -EINVAL;
+	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	if (!key)
+		return -ENOMEM;
+	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	if (err)
+		goto out_key;
+	size_t vs = sys_value_size(m);
+	void *value = kbuf_get(&vb, vs);
+	err = -ENOMEM;
+	if (!value)
+		goto out_key;
+	err = shim_copy_from_user(value, attr->value, vs);
+	if (!err)
+		err = update_value(m, key, value, attr->flags);
+	kbuf_put(&vb);
+out_key:
+	kbuf_put(&kb);
+	return err;
+}
+
+static long map_delete_elem(union bpf_attr *attr)
+{
+	struct shim_fd *e;
+	struct kbuf kb;
+	struct shm_map *m;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, key)))
+		return -EINVAL;
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	m = &e->map;
+	if (!(sys_perms(e) & FMODE_CAN_WRITE))
+		return -EPERM;
+	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	if (!key)
+		return -ENOMEM;
+	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	if (!err)
+		err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -EINVAL;
+	kbuf_put(&kb);
+	return err;
+}
+
+static long map_get_next_key(union bpf_attr *attr)
+{
+	struct shim_fd *e;
+	struct kbuf kb, nb;
+	struct shm_map *m;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, next_key)))
+		return -EINVAL;
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	m = &e->map;
+	if (!(sys_perms(e) & FMODE_CAN_READ))
+		return -EPERM;
+	uint32_t ks = m->hdr->attr.key_size;
+	void *key = NULL;
+	if (attr->key) {
+		key = kbuf_get(&kb, ks);
+		if (!key)
+			return -ENOMEM;
+		err = copy_key(key, attr->key, ks);
+		if (err)
+			goto out_key;
+		if (!ks)
+			key = NULL;
+	} else {
+		kb.heap = 0;
+	}
+	void *next = kbuf_get(&nb, ks);
+	err = -ENOMEM;
+	if (!next)
+		goto out_key;
+	err = m->ops->get_next_key ? m->ops->get_next_key(m, key, next) : -EINVAL;
+	if (!err)
+		err = shim_copy_to_user(attr->next_key, next, ks);
+	kbuf_put(&nb);
+out_key:
+	kbuf_put(&kb);
+	return err;
+}
+
+static long map_lookup_and_delete_elem(union bpf_attr *attr)
+{
+	struct shim_fd *e;
+	struct kbuf kb, vb;
+	struct shm_map *m;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
+		return -EINVAL;
+	if (attr->flags & ~BPF_F_LOCK)
+		return -EINVAL;
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	m = &e->map;
+	int perms = sys_perms(e);
+	if (!(perms & FMODE_CAN_READ) || !(perms & FMODE_CAN_WRITE))
+		return -EPERM;
+	uint32_t t = m->hdr->attr.map_type;
+	if (attr->flags && (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK))
+		return -EINVAL;
+	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
+		return -EINVAL;
+	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	if (!key)
+		return -ENOMEM;
+	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	if (err)
+		goto out_key;
+	size_t vs = sys_value_size(m);
+	void *value = kbuf_get(&vb, vs);
+	err = -ENOMEM;
+	if (!value)
+		goto out_key;
+	memset(value, 0, vs);
+	err = -524; /* ENOTSUPP */
+	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK) {
+		if (m->ops->pop)
+			err = m->ops->pop(m, value);
+	} else if (t == BPF_MAP_TYPE_HASH || t == BPF_MAP_TYPE_PERCPU_HASH ||
+		   t == BPF_MAP_TYPE_LRU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH) {
+		if (m->ops->sys_lookup_and_delete)
+			err = m->ops->sys_lookup_and_delete(m, key, value, attr->flags);
+	}
+	if (!err)
+		err = shim_copy_to_user(attr->value, value, vs);
+	kbuf_put(&vb);
+out_key:
+	kbuf_put(&kb);
+	return err;
+}
+
+/* ---- batch commands (kernel: generic_map_*_batch, htab_map_*_batch) ---- */
+
+static int is_hash(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_HASH || t == BPF_MAP_TYPE_PERCPU_HASH ||
+	       t == BPF_MAP_TYPE_LRU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+	       t == BPF_MAP_TYPE_HASH_OF_MAPS;
+}
+
+static int is_array(uint32_t t)
+{
+	return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
+	       t == BPF_MAP_TYPE_ARRAY_OF_MAPS;
+}
+
+static int put_count(uint64_t uattr, uint32_t v)
+{
+	return shim_copy_to_user(uattr + offsetof(union bpf_attr, batch.count), &v, sizeof(v));
+}
+
+/*
+ * Lookup (and delete) in batches. Arrays follow generic_map_lookup_batch
+ * (the batch token is the last key). Hash maps follow htab's contract: the
+ * token is an opaque u32 position, the end is -ENOENT with `count` set; we
+ * walk in get_next_key order, so the position is the element index.
+ */
+static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m, int del)
+{
+	uint32_t t = m->hdr->attr.map_type, ks = m->hdr->attr.key_size;
+	uint64_t elem_flags = attr->batch.elem_flags;
+	size_t vs = sys_value_size(m);
+	uint32_t max_count = attr->batch.count, cp = 0, pos = 0;
+	struct kbuf pb, kb, vb;
+	long err;
+
+	if ((elem_flags & ~BPF_F_LOCK) || ((elem_flags & BPF_F_LOCK) && !has_spin_lock(m)))
+		return -EINVAL;
+	if (is_hash(t) && attr->batch.flags)
+		return -EINVAL;
+	if (!max_count)
+		return 0;
+	if (put_count(uattr, 0))
+		return -EFAULT;
+	void *prev = kbuf_get(&pb, ks), *key = kbuf_get(&kb, ks), *value = kbuf_get(&vb, vs);
+	err = -ENOMEM;
+	if (!prev || !key || !value)
+		goto out;
+	int have_prev = 0;
+	if (is_hash(t)) {
+		if (attr->batch.in_batch && shim_copy_from_user(&pos, attr->batch.in_batch, sizeof(pos))) {
+			err = -EFAULT;
+			goto out;
+		}
+		/* Skip to position `pos` (deleted elements are already gone). */
+		if (!del) {
+			for (uint32_t i = 0; i < pos; i++) {
+				err = m->ops->get_next_key(m, have_prev ? prev : NULL, key);
+				if (err) {
+					err = -ENOENT;
+					goto done;
+				}
+				memcpy(prev, key, ks);
+				have_prev = 1;
+			}
+		}
+	} else if (attr->batch.in_batch) {
+		err = shim_copy_from_user(prev, attr->batch.in_batch, ks);
+		if (err)
+			goto out;
+		have_prev = 1;
+	}
+	err = 0;
+	while (cp < max_count) {
+		err = m->ops->get_next_key(m, have_prev ? prev : NULL, key);
+		if (err)
+			break;
+		memset(value, 0, vs);
+		if (is_fd_map(t) || !m->ops->sys_lookup)
+			err = m->ops->sys_lookup ? m->ops->sys_lookup(m, key, value, elem_flags) : -524;
+		else
+			err = del && m->ops->sys_lookup_and_delete
+				? m->ops->sys_lookup_and_delete(m, key, value, elem_flags)
+				: m->ops->sys_lookup(m, key, value, elem_flags);
+		if (err == -ENOENT)
+			continue;
+		if (err)
+			goto out;
+		if (shim_copy_to_user(attr->batch.keys + (uint64_t)cp * ks, key, ks) ||
+		    shim_copy_to_user(attr->batch.values + (uint64_t)cp * vs, value, vs)) {
+			err = -EFAULT;
+			goto out;
+		}
+		if (!del) {
+			memcpy(prev, key, ks);
+			have_prev = 1;
+		}
+		cp++;
+	}
+done:
+	if (is_hash(t)) {
+		/* End of the map: -ENOENT, with what was copied counted. */
+		if (err == -ENOENT || cp < max_count)
+			err = -ENOENT;
+		else
+			err = 0;
+		uint32_t next = pos + (del ? 0 : cp);
+		if (shim_copy_to_user(attr->batch.out_batch, &next, sizeof(next)) || put_count(uattr, cp))
+			err = -EFAULT;
+	} else {
+		if (put_count(uattr, cp) || (cp && shim_copy_to_user(attr->batch.out_batch, prev, ks)))
+			err = -EFAULT;
+	}
+out:
+	kbuf_put(&pb);
+	kbuf_put(&kb);
+	kbuf_put(&vb);
+	return err;
+}
+
+static long map_update_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m)
+{
+	uint32_t ks = m->hdr->attr.key_size, cp;
+	size_t vs = sys_value_size(m);
+	struct kbuf kb, vb;
+	long err = 0;
+
+	if ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m))
+		return -EINVAL;
+	if (!attr->batch.count)
+		return 0;
+	if (put_count(uattr, 0))
+		return -EFAULT;
+	void *key = kbuf_get(&kb, ks), *value = kbuf_get(&vb, vs);
+	if (!key || !value) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (cp = 0; cp < attr->batch.count; cp++) {
+		err = -EFAULT;
+		if (shim_copy_from_user(key, attr->batch.keys + (uint64_t)cp * ks, ks) ||
+		    shim_copy_from_user(value, attr->batch.values + (uint64_t)cp * vs, vs))
+			break;
+		err = update_value(m, key, value, attr->batch.elem_flags);
+		if (err)
+			break;
+	}
+	if (put_count(uattr, cp))
+		err = -EFAULT;
+out:
+	kbuf_put(&kb);
+	kbuf_put(&vb);
+	return err;
+}
+
+static long map_delete_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m)
+{
+	uint32_t ks = m->hdr->attr.key_size, cp;
+	struct kbuf kb;
+	long err = 0;
+
+	if ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m))
+		return -EINVAL;
+	if (!attr->batch.count)
+		return 0;
+	if (put_count(uattr, 0))
+		return -EFAULT;
+	void *key = kbuf_get(&kb, ks);
+	if (!key)
+		return -ENOMEM;
+	for (cp = 0; cp < attr->batch.count; cp++) {
+		err = -EFAULT;
+		if (shim_copy_from_user(key, attr->batch.keys + (uint64_t)cp * ks, ks))
+			break;
+		err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -EINVAL;
+		if (err)
+			break;
+	}
+	if (put_count(uattr, cp))
+		err = -EFAULT;
+	kbuf_put(&kb);
+	return err;
+}
+
+/* bpf_map_do_batch() */
+static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
+{
+	int has_read = cmd == BPF_MAP_LOOKUP_BATCH || cmd == BPF_MAP_LOOKUP_AND_DELETE_BATCH;
+	int has_write = cmd != BPF_MAP_LOOKUP_BATCH;
+	struct shim_fd *e;
+	long err;
+
+	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, batch.flags)))
+		return -EINVAL;
+	if ((err = map_get((int)attr->batch.map_fd, &e)))
+		return err;
+	int perms = sys_perms(e);
+	if (has_read && !(perms & FMODE_CAN_READ))
+		return -EPERM;
+	if (has_write && !(perms & FMODE_CAN_WRITE))
+		return -EPERM;
+	uint32_t t = e->map.hdr->attr.map_type;
+	int lookup_ok = is_hash(t) || is_array(t) || t == BPF_MAP_TYPE_LPM_TRIE ||
+			t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY;
+	switch (cmd) {
+	case BPF_MAP_LOOKUP_BATCH:
+		if (!is_hash(t) && !is_array(t))
+			return -524;
+		return map_lookup_batch(attr, uattr, &e->map, 0);
+	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+		if (!is_hash(t) || t == BPF_MAP_TYPE_HASH_OF_MAPS)
+			return -524;
+		return map_lookup_batch(attr, uattr, &e->map, 1);
+	case BPF_MAP_UPDATE_BATCH:
+		if (!lookup_ok)
+			return -524;
+		return map_update_batch(attr, uattr, &e->map);
+	default:
+		if (!is_hash(t) && t != BPF_MAP_TYPE_LPM_TRIE)
+			return -524;
+		return map_delete_batch(attr, uattr, &e->map);
+	}
+}
+
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr)
+{
+	switch (cmd) {
+	case BPF_MAP_LOOKUP_ELEM: return map_lookup_elem(attr);
+	case BPF_MAP_UPDATE_ELEM: return map_update_elem(attr);
+	case BPF_MAP_DELETE_ELEM: return map_delete_elem(attr);
+	case BPF_MAP_GET_NEXT_KEY: return map_get_next_key(attr);
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM: return map_lookup_and_delete_elem(attr);
+	default: return map_do_batch(cmd, attr, uattr);
+	}
+}

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire protocol between the shim (in every loader) and the per-user server.
+ * This file is also read by cffi (syscall_server/_native.py): keep it to
+ * plain enums and structs.
+ *
+ * Transport: one AF_UNIX SOCK_SEQPACKET connection per process; a message is
+ * `struct shim_msg` followed by `len` payload bytes (at most SHIM_MSG_MAX).
+ *
+ * One request at a time per connection. The shim sends SHIM_OP_BPF (or
+ * another request op); the server may then ask the shim to read or write the
+ * caller's memory (SHIM_OP_READ/READSTR/WRITE — the shim does it fault-safely
+ * and answers SHIM_OP_MEM or SHIM_OP_MEM_ERR), and ends with SHIM_OP_DONE:
+ * a = return value, b = errno (0 on success), payload = struct shim_done +
+ * fd metadata + an optional message for stderr; new fds ride along as
+ * SCM_RIGHTS in the same message. So all per-command knowledge of which
+ * pointer to read lives in one place, the server.
+ */
+#ifndef BPFSHIM_PROTO_H
+#define BPFSHIM_PROTO_H
+
+enum shim_op {
+	/* shim -> server requests */
+	SHIM_OP_BPF = 1,           /* a = cmd, b = attr size; payload = attr bytes (<= 4096) */
+	SHIM_OP_RELEASE = 2,       /* a = kind, b = id: this process dropped its last fd; no reply */
+	SHIM_OP_HOLD = 3,          /* payload = u32 kind,id pairs this process holds (after fork); no reply */
+	SHIM_OP_IDENTIFY = 4,      /* SCM_RIGHTS: one fd; reply DONE with its fd meta or ret -1 */
+	SHIM_OP_PERF_EVENT_OPEN = 5, /* a = pid, b = cpu | (group_fd << 32); payload = flags u64 + attr */
+	SHIM_OP_CTL = 6,           /* a = control request (enum shim_ctl), payload = args */
+	/* server -> shim, during a request */
+	SHIM_OP_READ = 16,         /* a = address, b = length */
+	SHIM_OP_READSTR = 17,      /* a = address, b = max length; reply without the NUL */
+	SHIM_OP_WRITE = 18,        /* a = address; payload = bytes */
+	SHIM_OP_DONE = 19,         /* a = ret, b = errno; payload = struct shim_done ... */
+	SHIM_OP_FDGET = 20,        /* a = fd number in the caller: reply MEM with a
+	                            * struct shim_fd_meta (kind 0 = open but not ours)
+	                            * or MEM_ERR EBADF */
+	/* shim -> server replies */
+	SHIM_OP_MEM = 32,          /* payload = bytes read (READ/READSTR) or empty (WRITE) */
+	SHIM_OP_MEM_ERR = 33,      /* a = errno (EFAULT; E2BIG for READSTR without NUL) */
+};
+
+enum shim_obj_kind {
+	SHIM_OBJ_NONE = 0,
+	SHIM_OBJ_MAP = 1,
+	SHIM_OBJ_PROG = 2,
+	SHIM_OBJ_LINK = 3,
+	SHIM_OBJ_BTF = 4,
+	SHIM_OBJ_PERF_EVENT = 5,
+};
+
+/* Control requests (SHIM_OP_CTL a=) the shim needs besides bpf(). */
+enum shim_ctl {
+	SHIM_CTL_PIN_UNLINK = 1,   /* payload = path: unlink a pin (or empty dir) */
+	SHIM_CTL_PIN_STAT = 2,     /* payload = path: ret 1 dir, 2 object, -ENOENT */
+	SHIM_CTL_PIN_MKDIR = 3,    /* payload = path */
+	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = names, \n separated */
+	SHIM_CTL_FDINFO = 5,       /* a2 in payload: kind,id: DONE message = fdinfo text */
+};
+
+struct shim_msg {
+	uint32_t op;
+	uint32_t len;
+	int64_t a;
+	int64_t b;
+};
+
+/* What the shim needs to know about an object fd the server hands out. */
+struct shim_fd_meta {
+	uint32_t kind;             /* enum shim_obj_kind */
+	uint32_t id;
+	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY of this fd */
+	uint32_t _pad;
+	uint64_t seg_size;         /* maps: bytes of the memfd segment */
+};
+
+struct shim_done {
+	uint32_t nfds;             /* fds in SCM_RIGHTS = metas following */
+	uint32_t msg_len;          /* bytes of message (after the metas) */
+	int32_t ret_fd;            /* >= 0: the return value is the number the
+	                            * caller got for fds[ret_fd] */
+	uint32_t _pad;
+};
+
+enum {
+	SHIM_MSG_MAX = 65536,
+	SHIM_PROTO_VERSION = 1,
+};
+
+#endif

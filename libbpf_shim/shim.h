@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal interfaces of the loader side of libbpfshim.so. */
+#ifndef BPFSHIM_SHIM_H
+#define BPFSHIM_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <linux/bpf.h>
+#include "common.h"
+#include "proto.h"
+#include "map.h"
+
+#define offsetofend(T, f) (offsetof(T, f) + sizeof(((T *)0)->f))
+
+/* ---- real libc entry points (resolved once with RTLD_NEXT) ---- */
+struct shim_real {
+	long (*syscall)(long, ...);
+	int (*close)(int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	void *(*mmap)(void *, size_t, int, int, int, off_t);
+	ssize_t (*readlink)(const char *, char *, size_t);
+	ssize_t (*readlinkat)(int, const char *, char *, size_t);
+	void *(*fopen)(const char *, const char *);
+	void *(*fopen64)(const char *, const char *);
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*statfs)(const char *, void *);
+	int (*statfs64)(const char *, void *);
+	int (*unlink)(const char *);
+	int (*unlinkat)(int, const char *, int);
+	int (*rmdir)(const char *);
+	int (*mkdir)(const char *, unsigned);
+	int (*setrlimit)(int, const void *);
+	int (*prlimit64)(int, int, const void *, void *);
+};
+extern struct shim_real real;
+void shim_resolve_real(void);
+
+/* ---- fault-safe access to the caller's memory ---- */
+/* Copy n bytes; 0 or -EFAULT. Never crashes on a bad pointer. */
+int shim_copy_from_user(void *dst, uint64_t src, size_t n);
+int shim_copy_to_user(uint64_t dst, const void *src, size_t n);
+/* Copy a NUL-terminated string of at most max bytes (excluding NUL):
+ * length, -EFAULT, or -E2BIG when no NUL within max. */
+long shim_strncpy_from_user(char *dst, uint64_t src, size_t max);
+
+/* ---- fd table: fd number -> bpfshim object ---- */
+struct shim_fd {
+	uint32_t kind;             /* enum shim_obj_kind; 0 = not ours */
+	uint32_t id;
+	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY */
+	struct shm_map map;        /* kind == SHIM_OBJ_MAP: mapped segment */
+};
+/* The entry for fd, or NULL if fd is not a bpfshim object (identifies fds
+ * this process got without the shim seeing it: exec, SCM_RIGHTS). */
+struct shim_fd *shim_fd_get(int fd);
+/* Fast path only: the entry if known, no identification attempt. */
+struct shim_fd *shim_fd_peek(int fd);
+/* Record a new fd handed out by the server. 0 or -errno. */
+int shim_fd_install(int fd, const struct shim_fd_meta *meta);
+/* The fd was closed (or is about to be reused): forget it. */
+void shim_fd_forget(int fd);
+/* newfd now refers to the same object as oldfd. */
+void shim_fd_dup(int oldfd, int newfd);
+/* Does any fd other than `except` refer to (kind, id)? */
+int shim_fd_other_ref(uint32_t kind, uint32_t id, int except);
+/* For SHIM_OP_HOLD after fork: the (kind, id) pairs held. */
+size_t shim_fd_held(uint32_t *pairs, size_t max_pairs);
+
+/* ---- server connection ---- */
+struct shim_reply {
+	int64_t ret;
+	int err;
+};
+/* Send one request and serve the server's memory requests until DONE.
+ * New fds are installed in the fd table; the message, if any, is printed on
+ * stderr. fd_in >= 0 is passed along with SCM_RIGHTS. Returns 0, or -errno
+ * if the server could not be reached (the caller returns that errno). */
+int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
+		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size);
+/* Fire-and-forget (SHIM_OP_RELEASE). */
+void shim_notify(uint32_t op, int64_t a, int64_t b);
+/* Is fd the connection's own socket (never let the app close it under us)? */
+int shim_is_conn_fd(int fd);
+
+/* ---- bpf() ---- */
+long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
+/* Map element commands, in this process on the shared segment. */
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
+
+/* ---- pseudo-files and paths ---- */
+int shim_is_bpffs_path(const char *path);
+
+/* Set errno and return -1, as a syscall does. */
+static inline long shim_err(long e)
+{
+	extern int *__errno_location(void);
+	*__errno_location() = (int)e;
+	return -1;
+}
+
+#endif

@@ -1,0 +1,76 @@
+"""The one module that owns cffi's `ffi` and the native core library `lib`.
+
+`ffi` knows the kernel's uapi structs (generated into uapi_cdef.h by
+scripts/gen_uapi.py from agent/include/uapi/linux/bpf.h) and the exported
+functions of libbpfshim_core.so (declared below, from agent/*.h).
+Everything else in the server imports `ffi`, `lib` and the paths from here.
+"""
+import os
+from pathlib import Path
+
+from cffi import FFI
+
+PKG_DIR = Path(__file__).resolve().parent
+NATIVE_DIR = PKG_DIR / "_native"
+SHIM_LIB = NATIVE_DIR / "libbpfshim.so"
+CORE_LIB = NATIVE_DIR / "libbpfshim_core.so"
+UAPI_CDEF = PKG_DIR / "uapi_cdef.h"
+
+# Functions and types of our own native code (agent/maps/map.h, agent/bpf_rt.h).
+CORE_CDEF = """
+typedef uint32_t shm_lock_t;
+struct shm_map_attr {
+    uint32_t map_type;
+    uint32_t key_size;
+    uint32_t value_size;
+    uint32_t max_entries;
+    uint32_t map_flags;
+    uint32_t nr_cpus;
+    uint64_t map_extra;
+    int32_t spin_lock_off;
+    uint32_t inner_map_type;
+    uint32_t inner_key_size, inner_value_size, inner_max_entries, inner_map_flags;
+};
+struct shm_map_hdr {
+    uint32_t magic;
+    uint32_t version;
+    struct shm_map_attr attr;
+    uint32_t id;
+    uint32_t frozen;
+    uint64_t seg_size;
+    uint64_t data_off;
+    shm_lock_t lock;
+    uint32_t _pad;
+    char name[16];
+    uint64_t type_state[8];
+};
+struct shm_map {
+    struct shm_map_hdr *hdr;
+    const void *ops;
+    uint64_t size;
+    int fd;
+    uint32_t value_stride;
+};
+uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
+int shm_map_check_attr(const struct shm_map_attr *attr);
+int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
+                   uint32_t id, const char *name);
+int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
+uint32_t shm_nr_possible_cpus(void);
+
+/* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
+"""
+
+ffi = FFI()
+if UAPI_CDEF.exists():
+    ffi.cdef(UAPI_CDEF.read_text())
+ffi.cdef(CORE_CDEF)
+
+
+def _load():
+    if not CORE_LIB.exists():
+        raise OSError(f"{CORE_LIB} is missing: run `make` (or `pip install -e .`) in the project root")
+    return ffi.dlopen(str(CORE_LIB))
+
+
+lib = _load() if os.environ.get("BPFSHIM_NO_NATIVE") is None else None
