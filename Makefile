@@ -9,6 +9,9 @@ CFLAGS  += -std=gnu11 -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parame
            -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/maps -Ilibbpf_shim \
            -fno-strict-aliasing -pthread -ftls-model=initial-exec
 LDLIBS  := -ldl -lpthread -lrt
+# The interpreter the shim starts the server with (baked in; BPFSHIM_PYTHON overrides at run time).
+PYTHON  ?= python3
+CFLAGS  += -Ibuild/gen
 
 AGENT_SRC := $(sort $(wildcard agent/*.c agent/maps/*.c agent/helpers/*.c))
 SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
@@ -17,6 +20,14 @@ AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 
 all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so
+
+# Rewritten only when the value changes, so objects rebuild only then.
+build/gen/bpfshim_config.h: FORCE
+	@mkdir -p build/gen
+	@echo '#define BPFSHIM_DEFAULT_PYTHON "$(PYTHON)"' > $@.tmp
+	@cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+
+build/libbpf_shim/conn.o: build/gen/bpfshim_config.h
 
 build/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
@@ -37,4 +48,4 @@ $(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC))
 clean:
 	rm -rf build $(OUT)/*.so
 
-.PHONY: all clean
+.PHONY: all clean FORCE

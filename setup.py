@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _make():
-    subprocess.check_call(["make", "-C", str(ROOT), "-j2"])
+    import os
+    import sys
+    py = os.environ.get("BPFSHIM_PYTHON") or sys.executable
+    subprocess.check_call(["make", "-C", str(ROOT), "-j2", f"PYTHON={py}"])
 
 
 class BuildPy(build_py):

@@ -36,7 +36,12 @@ static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
 static long forward(int cmd, uint64_t uattr, const union bpf_attr *attr, unsigned int size)
 {
 	struct shim_reply rep;
-	int err = shim_request(SHIM_OP_BPF, cmd, size, attr, size, -1, &rep, NULL, 0);
+	struct { uint64_t uattr; union bpf_attr attr; } req;
+	int err;
+
+	req.uattr = uattr;
+	memcpy(&req.attr, attr, sizeof(*attr));
+	err = shim_request(SHIM_OP_BPF, cmd, size, &req, sizeof(req.uattr) + size, -1, &rep, NULL, 0);
 
 	if (err)
 		return shim_err(-err);

@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include "shim.h"
+#include "bpfshim_config.h"
 
 #ifndef BPFSHIM_DEFAULT_PYTHON
 #define BPFSHIM_DEFAULT_PYTHON "python3"

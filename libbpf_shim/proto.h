@@ -21,7 +21,7 @@
 
 enum shim_op {
 	/* shim -> server requests */
-	SHIM_OP_BPF = 1,           /* a = cmd, b = attr size; payload = attr bytes (<= 4096) */
+	SHIM_OP_BPF = 1,           /* a = cmd, b = attr size; payload = u64 uattr + attr bytes */
 	SHIM_OP_RELEASE = 2,       /* a = kind, b = id: this process dropped its last fd; no reply */
 	SHIM_OP_HOLD = 3,          /* payload = u32 kind,id pairs this process holds (after fork); no reply */
 	SHIM_OP_IDENTIFY = 4,      /* SCM_RIGHTS: one fd; reply DONE with its fd meta or ret -1 */
@@ -55,7 +55,8 @@ enum shim_ctl {
 	SHIM_CTL_PIN_STAT = 2,     /* payload = path: ret 1 dir, 2 object, -ENOENT */
 	SHIM_CTL_PIN_MKDIR = 3,    /* payload = path */
 	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = names, \n separated */
-	SHIM_CTL_FDINFO = 5,       /* a2 in payload: kind,id: DONE message = fdinfo text */
+	SHIM_CTL_FDINFO = 5,       /* b = fd's open flags; payload = u32 kind, id: DONE message = fdinfo text */
+	SHIM_CTL_STATUS = 6,       /* DONE message = JSON of the live objects (bpfshim status) */
 };
 
 struct shim_msg {

@@ -6,6 +6,7 @@ functions of libbpfshim_core.so (declared below, from agent/*.h).
 Everything else in the server imports `ffi`, `lib` and the paths from here.
 """
 import os
+import re
 from pathlib import Path
 
 from cffi import FFI
@@ -61,10 +62,52 @@ uint32_t shm_nr_possible_cpus(void);
 /* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
 """
 
+PROTO_H = PKG_DIR.parent / "libbpf_shim" / "proto.h"
+
+
+def _cdef_of_header(path):
+    """A C header reduced to what cffi parses: no preprocessor lines."""
+    return "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#"))
+
+
+class _Consts:
+    """Integer constants of a cdef by name: uapi.BPF_MAP_CREATE, proto.SHIM_OP_BPF."""
+
+    def __init__(self, text, prefixes):
+        self._names = sorted(set(re.findall(r"\b((?:%s)\w+)\b" % "|".join(prefixes), text)))
+
+    def __getattr__(self, name):
+        try:
+            v = ffi.integer_const(name)
+        except (ffi.error, AttributeError, KeyError) as e:
+            raise AttributeError(name) from e
+        setattr(self, name, v)
+        return v
+
+    def __dir__(self):
+        return self._names
+
+    def name_of(self, prefix, value):
+        """The uapi name of a value, e.g. name_of("BPF_MAP_TYPE_", 1) -> "BPF_MAP_TYPE_HASH"."""
+        for n in self._names:
+            if n.startswith(prefix):
+                try:
+                    if getattr(self, n) == value:
+                        return n
+                except AttributeError:
+                    pass
+        return f"{prefix}{value}"
+
+
 ffi = FFI()
-if UAPI_CDEF.exists():
-    ffi.cdef(UAPI_CDEF.read_text())
+_uapi_text = UAPI_CDEF.read_text() if UAPI_CDEF.exists() else ""
+if _uapi_text:
+    ffi.cdef(_uapi_text)
+_proto_text = _cdef_of_header(PROTO_H)
+ffi.cdef(_proto_text)
 ffi.cdef(CORE_CDEF)
+uapi = _Consts(_uapi_text, ["BPF_"])
+proto = _Consts(_proto_text, ["SHIM_"])
 
 
 def _load():

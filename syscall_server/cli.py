@@ -1,0 +1,126 @@
+"""The `bpfshim` command.
+
+  bpfshim lib                     path of libbpfshim.so (LD_PRELOAD=$(bpfshim lib) tool)
+  bpfshim run -- CMD ...          run CMD with the library preloaded
+  bpfshim server [--foreground]   start the per-user server (normally automatic)
+  bpfshim status [--json]         live maps, programs, links, BTF
+  bpfshim conformance-plugin      bpf_conformance plugin protocol
+"""
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+from . import _native
+
+
+def lib_path():
+    p = _native.SHIM_LIB
+    if not p.exists():
+        sys.exit(f"bpfshim: {p} is missing; run `make` (or `pip install -e .`) in {p.parents[2]}")
+    return str(p)
+
+
+def runtime_dir():
+    from .server import default_runtime_dir
+    return default_runtime_dir()
+
+
+def child_env(extra=None):
+    env = dict(os.environ)
+    pre = env.get("LD_PRELOAD", "")
+    lp = lib_path()
+    if lp not in pre.split(":"):
+        env["LD_PRELOAD"] = f"{lp}:{pre}" if pre else lp
+    env.setdefault("BPFSHIM_PYTHON", sys.executable)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def cmd_run(args):
+    if not args.cmd:
+        sys.exit("bpfshim run: no command (bpfshim run -- CMD ...)")
+    cmd = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
+    os.execvpe(cmd[0], cmd, child_env())
+
+
+def cmd_server(args):
+    from . import server
+    if args.foreground:
+        server.main(["--runtime-dir", runtime_dir()])
+        return
+    # Any request starts it; a status request is the cheapest one.
+    request_status()
+    print(f"bpfshim server running in {runtime_dir()}")
+
+
+def request_status():
+    """Ask the server (starting it through the shim if needed) for its objects."""
+    path = os.path.join(runtime_dir(), "server.sock")
+    P = _native.proto
+    for attempt in range(2):
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(path)
+            break
+        except OSError:
+            if attempt:
+                raise
+            # start it the way loaders do: a process with the shim preloaded
+            subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL(None).syscall(321, 99, 0, 0)"],
+                           env=child_env(), stderr=subprocess.DEVNULL, check=False)
+    s.send(struct.pack("<IIqq", P.SHIM_OP_CTL, 0, P.SHIM_CTL_STATUS, 0))
+    data = s.recv(1 << 17)
+    _op, _ln, _a, _b = struct.unpack_from("<IIqq", data)
+    nfds, msg_len, _rf, _p = struct.unpack_from("<IIiI", data, 24)
+    body = data[24 + 16 + 24 * nfds:][:msg_len]
+    s.close()
+    return json.loads(body)
+
+
+def cmd_status(args):
+    st = request_status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return
+    print(f"{'id':>5}  {'type':<28} {'name':<16} {'key':>5} {'value':>6} {'entries':>8}  pins / pids")
+    for m in st["maps"]:
+        print(f"{m['id']:>5}  {m['type']:<28} {m['name']:<16} {m['key_size']:>5} {m['value_size']:>6} "
+              f"{m['max_entries']:>8}  {','.join(m['pins']) or '-'} / {','.join(map(str, m['pids'])) or '-'}")
+    for kind in ("progs", "links"):
+        for o in st.get(kind, []):
+            print(f"{kind[:-1]} {o['id']}: " + ", ".join(f"{k}={v}" for k, v in o.items() if k != "id"))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "conformance-plugin":
+        from . import conformance
+        sys.exit(conformance.main(argv[1:]))
+    ap = argparse.ArgumentParser(prog="bpfshim", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    sub.add_parser("lib", help="print the path of libbpfshim.so")
+    r = sub.add_parser("run", help="run a command with the library preloaded")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    s = sub.add_parser("server", help="start the per-user server")
+    s.add_argument("--foreground", action="store_true")
+    st = sub.add_parser("status", help="list live objects")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("conformance-plugin", help="bpf_conformance plugin (program hex on stdin)")
+    args = ap.parse_args(argv)
+    if args.what == "lib":
+        print(lib_path())
+    elif args.what == "run":
+        cmd_run(args)
+    elif args.what == "server":
+        cmd_server(args)
+    elif args.what == "status":
+        cmd_status(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""BPF_MAP_CREATE, BPF_MAP_FREEZE, map info and fdinfo.
+
+Element commands never come here: the shim runs them on the segment.
+A map is a memfd segment laid out by agent/maps (shm_map_format); the
+server keeps one mapping of it for what it reads (frozen, info).
+"""
+import errno
+import mmap
+import re
+
+from . import _native
+from .errors import BpfError, unsupported
+from .objects import BpfObject, registry
+
+ffi, lib = _native.ffi, _native.lib
+P = _native.proto
+
+BPF_F_RDONLY = 1 << 3
+BPF_F_WRONLY = 1 << 4
+BPF_F_INNER_MAP = 1 << 12
+NAME_RE = re.compile(rb"^[A-Za-z0-9_.]*$")
+
+def map_type_name(t):
+    return _native.uapi.name_of("BPF_MAP_TYPE_", t)
+
+
+class MapObject(BpfObject):
+    kind = P.SHIM_OBJ_MAP
+    memfd_name = "bpf-map"
+
+    def __init__(self, mattr, name, seg_size):
+        super().__init__()
+        self.attr = mattr        # struct shm_map_attr (cffi)
+        self.name = name
+        self.seg_size = seg_size
+        self.open_fd(seg_size)
+        self.mm = mmap.mmap(self.fd, seg_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.base = ffi.from_buffer(self.mm)
+        self.hdr = ffi.cast("struct shm_map_hdr *", self.base)
+        self.btf = None
+        self.btf_key_type_id = 0
+        self.btf_value_type_id = 0
+        self.btf_vmlinux_value_type_id = 0
+        self.map_ifindex = 0
+
+    @property
+    def frozen(self):
+        return bool(self.hdr.frozen)
+
+    def destroy(self):
+        self.hdr = None
+        self.base = None
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+        super().destroy()
+
+
+def bpf_obj_name_cpy(raw):
+    """bpf_obj_name_cpy(): NUL-terminated within 16 bytes, [A-Za-z0-9_.]."""
+    raw = bytes(raw)
+    if b"\0" not in raw:
+        raise BpfError(errno.EINVAL)
+    name = raw[:raw.index(b"\0")]
+    if not NAME_RE.match(name):
+        raise BpfError(errno.EINVAL)
+    return name.decode()
+
+
+def map_create(ctx, attr):
+    flags = attr.map_flags
+    token_flag = flags & (1 << 16)            # BPF_F_TOKEN_FD
+    flags &= ~(1 << 16)
+    if attr.btf_vmlinux_value_type_id:
+        if attr.map_type != _native.uapi.BPF_MAP_TYPE_STRUCT_OPS or attr.btf_key_type_id or attr.btf_value_type_id:
+            raise BpfError(errno.EINVAL)
+    elif attr.btf_key_type_id and not attr.btf_value_type_id:
+        raise BpfError(errno.EINVAL)
+    if attr.map_type not in (_native.uapi.BPF_MAP_TYPE_BLOOM_FILTER, getattr(_native.uapi, "BPF_MAP_TYPE_ARENA", -1)) \
+            and attr.map_extra:
+        raise BpfError(errno.EINVAL)
+    if (flags & BPF_F_RDONLY) and (flags & BPF_F_WRONLY):   # bpf_get_file_flag()
+        raise BpfError(errno.EINVAL)
+    numa = attr.numa_node
+    if flags & (1 << 2) and numa != 0:                       # BPF_F_NUMA_NODE: node 0 only
+        raise BpfError(errno.EINVAL)
+    if token_flag:
+        raise unsupported(errno.EINVAL, "BPF_F_TOKEN_FD (bpf tokens)")
+    if attr.map_ifindex:
+        raise unsupported(errno.EOPNOTSUPP, "map offload (map_ifindex)")
+
+    m = ffi.new("struct shm_map_attr *")
+    m.map_type = attr.map_type
+    m.key_size = attr.key_size
+    m.value_size = attr.value_size
+    m.max_entries = attr.max_entries
+    m.map_flags = flags
+    m.nr_cpus = lib.shm_nr_possible_cpus()
+    m.map_extra = attr.map_extra
+    m.spin_lock_off = -1
+
+    inner = None
+    if attr.map_type in (_native.uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, _native.uapi.BPF_MAP_TYPE_HASH_OF_MAPS):
+        # bpf_map_meta_alloc(): the inner map is a template.
+        kind, oid, _fl = ctx.conn.fdget(attr.inner_map_fd)
+        if kind != P.SHIM_OBJ_MAP:
+            raise BpfError(errno.EINVAL)
+        inner = registry.get(kind, oid)
+        ia = inner.attr
+        if ia.map_type in (_native.uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, _native.uapi.BPF_MAP_TYPE_HASH_OF_MAPS,
+                           _native.uapi.BPF_MAP_TYPE_PROG_ARRAY):
+            raise BpfError(errno.EINVAL)
+        m.inner_map_type = ia.map_type
+        m.inner_key_size = ia.key_size
+        m.inner_value_size = ia.value_size
+        m.inner_max_entries = ia.max_entries
+        m.inner_map_flags = ia.map_flags
+
+    err = lib.shm_map_check_attr(m)
+    if err == -errno.EINVAL and lib.shm_map_seg_size(m) == 0 and not _known_type(attr.map_type):
+        raise unsupported(errno.EINVAL, f"map type {map_type_name(attr.map_type)} ({attr.map_type})")
+    if err:
+        raise BpfError(-err)
+    name = bpf_obj_name_cpy(ffi.buffer(attr.map_name))
+
+    btf = None
+    if attr.btf_key_type_id or attr.btf_value_type_id:
+        kind, oid, _fl = ctx.conn.fdget(attr.btf_fd)
+        if kind != P.SHIM_OBJ_BTF:
+            raise BpfError(errno.EINVAL)
+        btf = registry.get(kind, oid)
+        m.spin_lock_off = map_check_btf(btf.btf, attr)
+
+    size = lib.shm_map_seg_size(m)
+    if not size:
+        raise BpfError(errno.ENOMEM)
+    obj = MapObject(m, name, size)
+    registry.add(obj)
+    err = lib.shm_map_format(obj.base, size, m, obj.id, name.encode())
+    if err:
+        registry.drop(obj)
+        raise BpfError(-err)
+    if btf is not None:
+        obj.btf = btf
+        obj.hold_child(btf)
+        obj.btf_key_type_id = attr.btf_key_type_id
+        obj.btf_value_type_id = attr.btf_value_type_id
+    if inner is not None:
+        obj.inner_template = (inner.attr.map_type, inner.attr.key_size, inner.attr.value_size)
+    return ctx.new_fd(obj, flags & (BPF_F_RDONLY | BPF_F_WRONLY))
+
+
+def _known_type(t):
+    return t in range(1, 40) and lib.shm_map_seg_size(ffi.new("struct shm_map_attr *", {"map_type": t, "key_size": 4,
+                                                                                    "value_size": 4, "max_entries": 1})) != 0
+
+
+def map_check_btf(btf, attr):
+    """map_check_btf(): key/value types must have the map's sizes; returns
+    the offset of a struct bpf_spin_lock in the value, or -1."""
+    if attr.btf_key_type_id:
+        ks = btf.size_of(attr.btf_key_type_id)
+        if ks is None or ks != attr.key_size:
+            raise BpfError(errno.EINVAL)
+    vs = btf.size_of(attr.btf_value_type_id)
+    if vs is None or vs != attr.value_size:
+        raise BpfError(errno.EINVAL)
+    return btf.find_member_struct(attr.btf_value_type_id, "bpf_spin_lock")
+
+
+def map_freeze(ctx, attr):
+    kind, oid, _fl = ctx.conn.fdget(attr.map_fd)
+    if kind != P.SHIM_OBJ_MAP:
+        raise BpfError(errno.EINVAL)
+    obj = registry.get(kind, oid)
+    if obj.attr.spin_lock_off >= 0:
+        raise BpfError(524)   # ENOTSUPP: maps with special fields
+    if obj.hdr.frozen:
+        raise BpfError(errno.EBUSY)
+    obj.hdr.frozen = 1
+    return 0
+
+
+def map_get_info(ctx, obj, uinfo, info_len):
+    """bpf_map_get_info_by_fd()"""
+    size = ffi.sizeof("struct bpf_map_info")
+    ctx.check_uarg_tail_zero(uinfo, size, info_len)
+    info_len = min(size, info_len)
+    info = ffi.new("struct bpf_map_info *")
+    a = obj.attr
+    info.type = a.map_type
+    info.id = obj.id
+    info.key_size = a.key_size
+    info.value_size = a.value_size
+    info.max_entries = a.max_entries
+    info.map_flags = a.map_flags
+    info.map_extra = a.map_extra
+    nm = obj.name.encode()
+    ffi.memmove(info.name, nm, len(nm))
+    if obj.btf is not None:
+        info.btf_id = obj.btf.id
+        info.btf_key_type_id = obj.btf_key_type_id
+        info.btf_value_type_id = obj.btf_value_type_id
+    ctx.conn.write(uinfo, bytes(ffi.buffer(info))[:info_len])
+    ctx.put_info_len(info_len)
+    return 0
+
+
+def fdinfo(obj, f_flags):
+    a = obj.attr
+    return (f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{obj.id + 1000}\n"
+            f"map_type:\t{a.map_type}\nkey_size:\t{a.key_size}\nvalue_size:\t{a.value_size}\n"
+            f"max_entries:\t{a.max_entries}\nmap_flags:\t{a.map_flags:#x}\nmap_extra:\t{a.map_extra:#x}\n"
+            f"memlock:\t{memlock(obj)}\nmap_id:\t{obj.id}\nfrozen:\t{1 if obj.frozen else 0}\n")
+
+
+def memlock(obj):
+    """What the kernel reports as the map's memory (map_mem_usage); the
+    segment size is our equivalent."""
+    return obj.seg_size

@@ -1,0 +1,138 @@
+"""One connected process, and the protocol of libbpf_shim/proto.h.
+
+During a request the handler reads and writes the caller's memory through
+the connection (the shim does the access fault-safely); the reply carries
+the return value, errno, new fds (SCM_RIGHTS) and an optional message.
+"""
+import array
+import os
+import socket
+import struct
+
+from . import _native
+from .errors import BpfError
+
+ffi = _native.ffi
+P = _native.proto  # constants of proto.h
+
+HDR = struct.Struct("<IIqq")
+MSG_MAX = P.SHIM_MSG_MAX
+CHUNK = MSG_MAX - 64
+META = struct.Struct("<IIIIQ")   # struct shim_fd_meta
+DONE = struct.Struct("<IIiI")    # struct shim_done
+
+
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        self.pid, self.uid, self.gid = struct.unpack("3i", creds)
+        self.held = {}           # (kind, id) -> object: what this process holds
+
+    # ---- framing ----
+    def send(self, op, a=0, b=0, payload=b"", fds=()):
+        data = HDR.pack(op, len(payload), a, b) + payload
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        else:
+            self.sock.sendall(data)
+
+    def recv(self):
+        """(op, a, b, payload, fds) or None at EOF."""
+        data, anc, _flags, _addr = self.sock.recvmsg(MSG_MAX + HDR.size, socket.CMSG_SPACE(64 * 4))
+        if not data:
+            return None
+        fds = []
+        for level, typ, cdata in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+                fds.extend(a)
+        op, ln, a, b = HDR.unpack_from(data)
+        return op, a, b, data[HDR.size:HDR.size + ln], fds
+
+    def _mem_reply(self):
+        m = self.recv()
+        if m is None:
+            raise ConnectionError("peer gone")
+        op, a, _b, payload, fds = m
+        if op == P.SHIM_OP_MEM:
+            return payload, fds
+        if op == P.SHIM_OP_MEM_ERR:
+            for fd in fds:
+                os.close(fd)
+            raise BpfError(a)
+        raise ConnectionError(f"unexpected op {op} during a request")
+
+    # ---- the caller's memory ----
+    def read(self, addr, n):
+        """n bytes at addr in the caller, or BpfError(EFAULT)."""
+        if n == 0:
+            return b""
+        if addr == 0:
+            raise BpfError(14)
+        out = bytearray()
+        while len(out) < n:
+            k = min(CHUNK, n - len(out))
+            self.send(P.SHIM_OP_READ, addr + len(out), k)
+            data, _ = self._mem_reply()
+            out += data
+        return bytes(out)
+
+    def read_str(self, addr, maxlen):
+        """NUL-terminated string (without the NUL); BpfError(EFAULT) or
+        BpfError(E2BIG) when there is no NUL within maxlen bytes."""
+        self.send(P.SHIM_OP_READSTR, addr, maxlen)
+        data, _ = self._mem_reply()
+        return bytes(data)
+
+    def write(self, addr, data):
+        for off in range(0, len(data), CHUNK):
+            self.send(P.SHIM_OP_WRITE, addr + off, 0, bytes(data[off:off + CHUNK]))
+            self._mem_reply()
+
+    def fdget(self, fd):
+        """What the caller's fd is: (kind, id, f_flags) — kind 0 when the fd
+        is open but no bpfshim object; BpfError(EBADF) when not open. An fd
+        the shim's table does not know arrives with the reply and is
+        identified here by its inode."""
+        self.send(P.SHIM_OP_FDGET, fd)
+        data, fds = self._mem_reply()
+        kind, oid, f_flags, _pad, _seg = META.unpack_from(data)
+        if fds:
+            from .objects import registry
+            try:
+                obj = registry.by_inode(os.fstat(fds[0]))
+                if obj is not None:
+                    kind, oid = obj.kind, obj.id
+            finally:
+                for x in fds:
+                    os.close(x)
+        return kind, oid, f_flags
+
+    def done(self, ret, err=0, give=(), ret_fd=-1, msg=""):
+        """End the request. `give` is a list of (object, f_flags): each is
+        sent as a new fd; ret_fd picks the one whose number is returned."""
+        metas = b"".join(META.pack(o.kind, o.id, fl, 0, getattr(o, "seg_size", 0)) for o, fl in give)
+        m = msg.encode()[:60000]
+        payload = DONE.pack(len(give), len(m), ret_fd, 0) + metas + m
+        self.send(P.SHIM_OP_DONE, ret, err, payload, [o.fd for o, _ in give])
+        for o, _fl in give:
+            self.hold(o)
+
+    # ---- references ----
+    def hold(self, obj):
+        key = (obj.kind, obj.id)
+        if key not in self.held:
+            self.held[key] = obj
+            obj.get()
+
+    def release(self, kind, oid):
+        obj = self.held.pop((kind, oid), None)
+        if obj is not None:
+            obj.put()
+
+    def release_all(self):
+        for obj in list(self.held.values()):
+            obj.put()
+        self.held.clear()

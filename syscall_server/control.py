@@ -1,0 +1,63 @@
+"""Requests the shim makes besides bpf(): bpffs path operations (unlink,
+mkdir of pinned paths) and the text of /proc/self/fdinfo/N."""
+import errno
+import json
+import struct
+
+from . import _native, cmd_map
+from .errors import BpfError
+from .objects import registry
+
+P = _native.proto
+
+# kind -> fdinfo(obj, f_flags) text; other families register here
+FDINFO = {P.SHIM_OBJ_MAP: cmd_map.fdinfo}
+
+
+def _fdinfo_generic(obj, f_flags):
+    return f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{obj.id + 1000}\n"
+
+
+def status():
+    """Live objects for `bpfshim status`."""
+    from .server import SERVER
+    holders = {}
+    for c in (SERVER.conns if SERVER else ()):
+        for key in c.held:
+            holders.setdefault(key, set()).add(c.pid)
+    maps = []
+    for m in registry.all(P.SHIM_OBJ_MAP):
+        a = m.attr
+        maps.append({"id": m.id, "type": cmd_map.map_type_name(a.map_type), "name": m.name,
+                     "key_size": a.key_size, "value_size": a.value_size, "max_entries": a.max_entries,
+                     "map_flags": a.map_flags, "frozen": m.frozen, "pins": registry.pins_of(m),
+                     "pids": sorted(holders.get((m.kind, m.id), ()))})
+    out = {"maps": maps}
+    for kind, name in ((P.SHIM_OBJ_PROG, "progs"), (P.SHIM_OBJ_LINK, "links"), (P.SHIM_OBJ_BTF, "btf")):
+        out[name] = [dict(getattr(o, "status", lambda: {})(), id=o.id, pins=registry.pins_of(o),
+                          pids=sorted(holders.get((o.kind, o.id), ())))
+                     for o in registry.all(kind)]
+    return out
+
+
+def handle(conn, ctl, arg, payload):
+    try:
+        if ctl == P.SHIM_CTL_PIN_UNLINK:
+            registry.unlink(payload.rstrip(b"\0").decode())
+            conn.done(0)
+        elif ctl == P.SHIM_CTL_PIN_MKDIR:
+            registry.mkdir(payload.rstrip(b"\0").decode())
+            conn.done(0)
+        elif ctl == P.SHIM_CTL_FDINFO:
+            kind, oid = struct.unpack_from("<II", payload)
+            obj = registry.get(kind, oid)
+            if obj is None:
+                raise BpfError(errno.ENOENT)
+            text = FDINFO.get(kind, _fdinfo_generic)(obj, arg | 0o2000000)
+            conn.done(0, msg=text)
+        elif ctl == P.SHIM_CTL_STATUS:
+            conn.done(0, msg=json.dumps(status()))
+        else:
+            raise BpfError(errno.EINVAL)
+    except BpfError as e:
+        conn.done(-1, e.errno)

@@ -1,0 +1,168 @@
+"""The server's object table: maps, programs, links, BTF and perf events,
+their ids (one id space per kind, as the kernel's idrs), references, and the
+pin namespace that stands in for /sys/fs/bpf.
+
+Every object owns one real descriptor (a memfd, or an eventfd for perf
+events); the fds loaders hold are copies of it sent with SCM_RIGHTS, so the
+object's inode identifies any copy. An object lives while something holds
+it: a process (Conn.held), a pin, or another object (a program's maps).
+"""
+import errno
+import os
+import posixpath
+import threading
+import time
+
+from . import _native
+from .errors import BpfError
+
+P = _native.proto
+
+KIND_NAMES = {P.SHIM_OBJ_MAP: "map", P.SHIM_OBJ_PROG: "prog", P.SHIM_OBJ_LINK: "link",
+              P.SHIM_OBJ_BTF: "btf", P.SHIM_OBJ_PERF_EVENT: "perf_event"}
+
+
+class BpfObject:
+    kind = P.SHIM_OBJ_NONE
+    memfd_name = "bpf-obj"
+
+    def __init__(self):
+        self.id = 0
+        self.refs = 0
+        self.fd = -1
+        self.created = time.time()
+        self.owner_uid = os.getuid()
+        self.children = []       # objects this one holds (released with it)
+        self.pids = set()        # processes that have held it (for status)
+
+    def open_fd(self, size=0):
+        self.fd = os.memfd_create(self.memfd_name, os.MFD_CLOEXEC)
+        if size:
+            os.ftruncate(self.fd, size)
+
+    def get(self):
+        self.refs += 1
+
+    def put(self):
+        self.refs -= 1
+        if self.refs <= 0:
+            registry.drop(self)
+
+    def hold_child(self, obj):
+        obj.get()
+        self.children.append(obj)
+
+    def destroy(self):
+        for c in self.children:
+            c.put()
+        self.children = []
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Registry:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.objs = {k: {} for k in KIND_NAMES}
+        self.next_id = {k: 1 for k in KIND_NAMES}
+        self.inodes = {}                 # (st_dev, st_ino) -> object
+        self.pins = {"/sys/fs/bpf": None}  # path -> object, None = directory
+
+    # ---- ids ----
+    def add(self, obj):
+        with self.lock:
+            oid = self.next_id[obj.kind]
+            self.next_id[obj.kind] = oid + 1
+            obj.id = oid
+            self.objs[obj.kind][oid] = obj
+            if obj.fd >= 0:
+                st = os.fstat(obj.fd)
+                self.inodes[(st.st_dev, st.st_ino)] = obj
+            return obj
+
+    def drop(self, obj):
+        with self.lock:
+            if self.objs[obj.kind].pop(obj.id, None) is None:
+                return
+            if obj.fd >= 0:
+                st = os.fstat(obj.fd)
+                self.inodes.pop((st.st_dev, st.st_ino), None)
+            obj.destroy()
+
+    def get(self, kind, oid):
+        return self.objs[kind].get(oid)
+
+    def by_inode(self, st):
+        return self.inodes.get((st.st_dev, st.st_ino))
+
+    def next_after(self, kind, start):
+        """The smallest id > start (BPF_*_GET_NEXT_ID), or None."""
+        ids = [i for i in self.objs[kind] if i > start]
+        return min(ids) if ids else None
+
+    def all(self, kind):
+        return [self.objs[kind][i] for i in sorted(self.objs[kind])]
+
+    # ---- pins (bpffs) ----
+    @staticmethod
+    def norm(path):
+        p = posixpath.normpath(path)
+        if p.startswith("//"):
+            p = p[1:]
+        return p
+
+    def pin(self, path, obj):
+        p = self.norm(path)
+        with self.lock:
+            if not (p == "/sys/fs/bpf" or p.startswith("/sys/fs/bpf/")):
+                raise BpfError(errno.EPERM, f"{path}: not on bpffs")
+            parent = posixpath.dirname(p)
+            if parent not in self.pins or self.pins[parent] is not None:
+                raise BpfError(errno.ENOENT)
+            if p in self.pins:
+                raise BpfError(errno.EEXIST)
+            self.pins[p] = obj
+            obj.get()
+
+    def pinned(self, path):
+        p = self.norm(path)
+        with self.lock:
+            if p not in self.pins:
+                raise BpfError(errno.ENOENT)
+            obj = self.pins[p]
+            if obj is None:      # a directory is not a bpf object
+                raise BpfError(errno.EACCES)
+            return obj
+
+    def unlink(self, path):
+        p = self.norm(path)
+        with self.lock:
+            if p == "/sys/fs/bpf":
+                raise BpfError(errno.EBUSY)
+            if p not in self.pins:
+                raise BpfError(errno.ENOENT)
+            obj = self.pins[p]
+            if obj is None and any(k.startswith(p + "/") for k in self.pins):
+                raise BpfError(errno.ENOTEMPTY)
+            del self.pins[p]
+            if obj is not None:
+                obj.put()
+
+    def mkdir(self, path):
+        p = self.norm(path)
+        with self.lock:
+            parent = posixpath.dirname(p)
+            if p in self.pins:
+                raise BpfError(errno.EEXIST)
+            if parent not in self.pins:
+                raise BpfError(errno.ENOENT)
+            if self.pins[parent] is not None:
+                raise BpfError(errno.ENOTDIR)
+            self.pins[p] = None
+
+    def pins_of(self, obj):
+        return sorted(p for p, o in self.pins.items() if o is obj)
+
+
+registry = Registry()

@@ -1,0 +1,204 @@
+"""The per-user server: a Unix socket in the runtime directory, one thread
+per connected process, requests dispatched to the command table.
+
+Started by the shim on first use (`python -m syscall_server.server
+--runtime-dir DIR`), or by `bpfshim server`. It exits after a while with no
+connections and no pinned objects.
+"""
+import argparse
+import errno
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+from . import _native, cmd_btf, cmd_map, dispatch
+from .conn import Conn
+from .errors import BpfError
+from .objects import registry
+
+P = _native.proto
+ffi = _native.ffi
+IDLE_EXIT_S = 300
+SERVER = None
+
+
+class Ctx:
+    """What a handler gets besides the attr: the caller and helpers for the
+    parts of the reply every command shares."""
+
+    def __init__(self, conn, cmd, uattr, size):
+        self.conn = conn
+        self.cmd = cmd
+        self.uattr = uattr
+        self.size = size
+        self.give = []
+        self.msgs = []
+
+    def new_fd(self, obj, f_flags=0):
+        """Return a new fd for obj to the caller (the handler's return value)."""
+        self.give.append((obj, f_flags))
+        return ("fd", len(self.give) - 1)
+
+    def say(self, msg):
+        self.msgs.append(msg)
+
+    def uattr_field(self, *path):
+        return self.uattr + ffi.offsetof("union bpf_attr", *path)
+
+    def put_info_len(self, n):
+        self.conn.write(self.uattr_field("info", "info_len"), struct.pack("<I", n))
+
+    def check_uarg_tail_zero(self, uaddr, expected, actual):
+        """bpf_check_uarg_tail_zero()"""
+        if actual > 4096:
+            raise BpfError(errno.E2BIG)
+        if actual <= expected:
+            return
+        if any(self.conn.read(uaddr + expected, actual - expected)):
+            raise BpfError(errno.E2BIG)
+
+
+class Server:
+    def __init__(self, runtime_dir):
+        self.dir = runtime_dir
+        self.path = os.path.join(runtime_dir, "server.sock")
+        self.lock = registry.lock
+        self.conns = set()
+        self.last_active = time.time()
+
+    def listen(self):
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        s.bind(self.path)
+        os.chmod(self.path, 0o600)
+        s.listen(64)
+        self.sock = s
+
+    def serve_forever(self):
+        cmd_btf.register_kernel_btf()
+        threading.Thread(target=self._idle_watch, daemon=True).start()
+        while True:
+            c, _ = self.sock.accept()
+            threading.Thread(target=self._serve_conn, args=(c,), daemon=True).start()
+
+    def _idle_watch(self):
+        while True:
+            time.sleep(10)
+            with self.lock:
+                busy = self.conns or len(registry.pins) > 1
+                if busy:
+                    self.last_active = time.time()
+                elif time.time() - self.last_active > IDLE_EXIT_S:
+                    try:
+                        os.unlink(self.path)
+                    finally:
+                        os._exit(0)
+
+    def _serve_conn(self, sock):
+        conn = Conn(sock)
+        if conn.uid != os.getuid():   # SO_PEERCRED: one server per user
+            sock.close()
+            return
+        with self.lock:
+            self.conns.add(conn)
+        try:
+            while True:
+                m = conn.recv()
+                if m is None:
+                    break
+                self._request(conn, *m)
+        except (ConnectionError, OSError) as e:
+            if not isinstance(e, (ConnectionError, BrokenPipeError)) and not getattr(e, "errno", 0) in (errno.ECONNRESET, errno.EPIPE):
+                traceback.print_exc()
+        finally:
+            with self.lock:
+                self.conns.discard(conn)
+                conn.release_all()
+                self.last_active = time.time()
+            sock.close()
+
+    def _request(self, conn, op, a, b, payload, fds):
+        with self.lock:
+            if op == P.SHIM_OP_RELEASE:
+                conn.release(a, b)
+                return
+            if op == P.SHIM_OP_HOLD:
+                for i in range(0, len(payload) - 7, 8):
+                    kind, oid = struct.unpack_from("<II", payload, i)
+                    obj = registry.get(kind, oid)
+                    if obj is not None:
+                        conn.hold(obj)
+                return
+            try:
+                if op == P.SHIM_OP_BPF:
+                    uattr = struct.unpack_from("<Q", payload)[0]
+                    self._bpf(conn, a, uattr, b, payload[8:])
+                elif op == P.SHIM_OP_IDENTIFY:
+                    self._identify(conn, fds)
+                elif op == P.SHIM_OP_CTL:
+                    from . import control
+                    control.handle(conn, a, b, payload)
+                else:
+                    conn.done(-1, errno.EINVAL, msg=f"unknown request {op}")
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _bpf(self, conn, cmd, uattr, size, attr_bytes):
+        ctx = Ctx(conn, cmd, uattr, size)
+        try:
+            ret = dispatch.dispatch(ctx, cmd, attr_bytes)
+        except BpfError as e:
+            conn.done(-1, e.errno, msg=e.strerror if e.loud else "")
+            return
+        except ConnectionError:
+            raise
+        except Exception as e:  # a server bug must not take the server down
+            traceback.print_exc()
+            conn.done(-1, errno.EINVAL, msg=f"internal error in {dispatch.cmd_name(cmd)}: {e!r}")
+            return
+        ret_fd = -1
+        if isinstance(ret, tuple) and ret[0] == "fd":
+            ret_fd, ret = ret[1], 0
+        conn.done(ret, 0, give=ctx.give, ret_fd=ret_fd, msg="\n".join(ctx.msgs))
+
+    def _identify(self, conn, fds):
+        obj = registry.by_inode(os.fstat(fds[0])) if fds else None
+        if obj is None:
+            conn.done(-1, errno.EBADF)
+            return
+        conn.done(0, give=[(obj, 0)], ret_fd=0)
+
+
+def default_runtime_dir():
+    e = os.environ.get("BPFSHIM_RUNTIME_DIR")
+    if e:
+        return e
+    x = os.environ.get("XDG_RUNTIME_DIR")
+    if x and os.access(x, os.W_OK):
+        return os.path.join(x, "bpfshim")
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"bpfshim-{os.getuid()}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="bpfshim server")
+    ap.add_argument("--runtime-dir", default=None)
+    args = ap.parse_args(argv)
+    global SERVER
+    srv = SERVER = Server(args.runtime_dir or default_runtime_dir())
+    srv.listen()
+    print(f"bpfshim server pid {os.getpid()} on {srv.path}", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
