@@ -83,7 +83,32 @@ struct shim_done {
 	uint32_t _pad;
 };
 
+/*
+ * A loaded program, as the server publishes it: the program's fd is a memfd
+ * holding this image, so any process with the fd can run the program
+ * without asking the server (PROG_TEST_RUN in the loader, probes in
+ * targets). Instructions are relocated (bpf_rt.h: map references are
+ * BPF_PSEUDO_MAP_IDX/_IDX_VALUE into the map id table).
+ */
+struct shim_prog_image {
+	uint32_t magic;            /* SHIM_PROG_MAGIC */
+	uint32_t version;
+	uint32_t id;
+	uint32_t prog_type;
+	uint32_t expected_attach_type;
+	uint32_t insn_cnt;
+	uint32_t nr_maps;
+	uint32_t jited_len;        /* AOT blob bytes; 0 = interpreter only */
+	uint64_t insns_off;
+	uint64_t maps_off;         /* u32 map ids */
+	uint64_t jited_off;
+	char name[16];
+	uint32_t gpl;
+	uint32_t _pad;
+};
+
 enum {
+	SHIM_PROG_MAGIC = 0x47525042, /* "BPRG" */
 	SHIM_MSG_MAX = 65536,
 	SHIM_PROTO_VERSION = 1,
 };

@@ -2,7 +2,7 @@
 BPF_OBJ_GET_INFO_BY_FD, for every kind of object."""
 import errno
 
-from . import _native, cmd_btf, cmd_map
+from . import _native, cmd_btf, cmd_map, cmd_prog
 from .errors import BpfError
 from .objects import registry
 
@@ -96,7 +96,8 @@ prog_get_fd_by_id = _get_fd_by_id(P.SHIM_OBJ_PROG)
 link_get_fd_by_id = _get_fd_by_id(P.SHIM_OBJ_LINK)
 
 # kind -> info function (ctx, obj, uinfo, info_len); other families register here
-INFO = {P.SHIM_OBJ_MAP: cmd_map.map_get_info, P.SHIM_OBJ_BTF: cmd_btf.btf_get_info}
+INFO = {P.SHIM_OBJ_MAP: cmd_map.map_get_info, P.SHIM_OBJ_BTF: cmd_btf.btf_get_info,
+        P.SHIM_OBJ_PROG: cmd_prog.prog_get_info}
 
 
 def obj_get_info_by_fd(ctx, attr):

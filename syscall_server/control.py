@@ -4,14 +4,14 @@ import errno
 import json
 import struct
 
-from . import _native, cmd_map
+from . import _native, cmd_map, cmd_prog
 from .errors import BpfError
 from .objects import registry
 
 P = _native.proto
 
 # kind -> fdinfo(obj, f_flags) text; other families register here
-FDINFO = {P.SHIM_OBJ_MAP: cmd_map.fdinfo}
+FDINFO = {P.SHIM_OBJ_MAP: cmd_map.fdinfo, P.SHIM_OBJ_PROG: cmd_prog.fdinfo}
 
 
 def _fdinfo_generic(obj, f_flags):

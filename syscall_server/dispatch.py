@@ -5,7 +5,7 @@ Commands absent from the table fail with EINVAL and a line naming them.
 """
 import errno
 
-from . import _native, cmd_btf, cmd_map, cmd_obj
+from . import _native, cmd_btf, cmd_map, cmd_obj, cmd_prog
 from .errors import BpfError, unsupported
 
 ffi = _native.ffi
@@ -60,6 +60,8 @@ _reg("BPF_LINK_GET_FD_BY_ID", cmd_obj.link_get_fd_by_id, "link_id")
 _reg("BPF_BTF_GET_FD_BY_ID", cmd_btf.btf_get_fd_by_id, "open_flags")
 _reg("BPF_OBJ_GET_INFO_BY_FD", cmd_obj.obj_get_info_by_fd, "info", "info")
 _reg("BPF_BTF_LOAD", cmd_btf.btf_load, "btf_log_true_size")
+_reg("BPF_PROG_LOAD", cmd_prog.prog_load, "log_true_size")
+_reg("BPF_PROG_BIND_MAP", cmd_prog.prog_bind_map, "prog_bind_map", "flags")
 
 
 def apply_facts():

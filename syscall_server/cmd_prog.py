@@ -1,0 +1,345 @@
+"""BPF_PROG_LOAD, BPF_PROG_BIND_MAP and program info.
+
+A loaded program is published as an image in its own memfd (struct
+shim_prog_image, libbpf_shim/proto.h): relocated instructions, the ids of
+the maps it uses, and the AOT blob when there is one. Processes run it from
+that image; the server is not involved in running programs.
+"""
+import errno
+import hashlib
+import os
+import struct
+import time
+
+from . import _native
+from .cmd_btf import write_log
+from .cmd_map import bpf_obj_name_cpy
+from .errors import BpfError, unsupported
+from .objects import BpfObject, registry
+from . import verifier as V
+
+ffi, lib = _native.ffi, _native.lib
+P = _native.proto
+U = _native.uapi
+
+LOG_MASK = 1 | 2 | 4 | 8    # BPF_LOG_LEVEL1 | LEVEL2 | STATS | FIXED
+PROG_FLAGS_KNOWN = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 16)
+GPL_LICENSES = {"GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"}
+
+
+def _func_names():
+    try:
+        elems = ffi.typeof("enum bpf_func_id").elements
+    except (ffi.error, KeyError, AttributeError):
+        return {}
+    return {v: "bpf_" + n[len("BPF_FUNC_"):] for v, n in elems.items()
+            if n.startswith("BPF_FUNC_") and n != "BPF_FUNC_unspec" and not n.startswith("__")}
+
+
+FUNC_NAMES = _func_names()
+
+
+def helper_supported(func_id):
+    f = getattr(lib, "bpf_helper_supported", None) if lib is not None else None
+    return bool(f(func_id)) if f is not None else False
+
+
+def prog_type_name(t):
+    return ffi.typeof("enum bpf_prog_type").elements.get(t, f"prog_type {t}")
+
+
+class ProgObject(BpfObject):
+    kind = P.SHIM_OBJ_PROG
+    memfd_name = "bpf-prog"
+
+    def __init__(self):
+        super().__init__()
+        self.maps = []
+        self.load_time = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self.uid = os.getuid()
+
+    def status(self):
+        return {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
+                "jited": bool(self.jited), "maps": [m.id for m in self.maps]}
+
+
+def bpf_prog_calc_tag(insns):
+    """bpf_prog_calc_tag(): SHA1 of the instructions with map fds zeroed."""
+    out = bytearray(insns)
+    was_ld_map = False
+    for i in range(0, len(out), 8):
+        code, regs, off, imm = struct.unpack_from("<BBhi", out, i)
+        src = regs >> 4
+        if not was_ld_map and code == 0x18 and src in (V.PSEUDO_MAP_FD, V.PSEUDO_MAP_VALUE):
+            was_ld_map = True
+            struct.pack_into("<i", out, i + 4, 0)
+        elif was_ld_map and code == 0 and regs == 0 and off == 0:
+            was_ld_map = False
+            struct.pack_into("<i", out, i + 4, 0)
+        else:
+            was_ld_map = False
+    return hashlib.sha1(bytes(out)).digest()[:8]
+
+
+def _log_setup(attr):
+    """bpf_vlog_init(): the kernel's checks of log_level/log_size/log_buf."""
+    level, size, buf = attr.log_level, attr.log_size, attr.log_buf
+    if level & ~LOG_MASK:
+        raise BpfError(errno.EINVAL)
+    if bool(buf) != bool(size):
+        raise BpfError(errno.EINVAL)
+    if size > 0xFFFFFFFF >> 2:
+        raise BpfError(errno.EINVAL)
+    if level and not buf:
+        raise BpfError(errno.EINVAL)
+    if buf and not level:
+        raise BpfError(errno.EINVAL)
+    return level, size, buf
+
+
+def relocate(ctx, insns, attr, prog, log):
+    """resolve_pseudo_ldimm64(): map fds -> indices into prog.maps."""
+    fd_array = attr.fd_array
+    idx_of = {}
+
+    def use(map_obj):
+        if map_obj.id not in idx_of:
+            idx_of[map_obj.id] = len(prog.maps)
+            prog.maps.append(map_obj)
+        return idx_of[map_obj.id]
+
+    def map_by_fd(fd, i):
+        try:
+            kind, oid, _fl = ctx.conn.fdget(fd)
+        except BpfError:
+            V.reject(log, errno.EBADF, f"fd {fd} is not pointing to valid bpf_map")
+        if kind != P.SHIM_OBJ_MAP:
+            V.reject(log, errno.EINVAL, f"fd {fd} is not pointing to valid bpf_map")
+        return registry.get(kind, oid)
+
+    i = 0
+    while i < len(insns):
+        ins = insns[i]
+        if V.is_ldimm64(ins):
+            src = ins.src
+            if src in (V.PSEUDO_MAP_FD, V.PSEUDO_MAP_VALUE, V.PSEUDO_MAP_IDX, V.PSEUDO_MAP_IDX_VALUE):
+                if src in (V.PSEUDO_MAP_IDX, V.PSEUDO_MAP_IDX_VALUE):
+                    if not fd_array:
+                        V.reject(log, errno.EPROTO, "fd_idx without fd_array is invalid")
+                    fd = struct.unpack("<i", ctx.conn.read(fd_array + 4 * ins.imm, 4))[0]
+                else:
+                    fd = ins.imm
+                m = map_by_fd(fd, i)
+                idx = use(m)
+                if src in (V.PSEUDO_MAP_VALUE, V.PSEUDO_MAP_IDX_VALUE):
+                    off = insns[i + 1].imm & 0xFFFFFFFF
+                    a = m.attr
+                    if a.map_type != U.BPF_MAP_TYPE_ARRAY:
+                        V.reject(log, errno.EINVAL, "map_direct_value_addr is not supported for this map type")
+                    if a.max_entries != 1:
+                        V.reject(log, errno.EINVAL, "direct value access on map with more than one element")
+                    if off >= a.value_size:
+                        V.reject(log, errno.EINVAL, f"invalid access to map value pointer, value_size={a.value_size} off={off}")
+                    ins.src = V.PSEUDO_MAP_IDX_VALUE
+                else:
+                    ins.src = V.PSEUDO_MAP_IDX
+                ins.imm = idx
+            elif src == V.PSEUDO_BTF_ID:
+                V.reject(log, errno.EINVAL, "unsupported: ksym (BPF_PSEUDO_BTF_ID) loads")
+            i += 2
+            continue
+        i += 1
+
+
+def prog_load(ctx, attr):
+    if attr.prog_flags & ~PROG_FLAGS_KNOWN:
+        raise BpfError(errno.EINVAL)
+    if attr.prog_flags & (1 << 16):
+        raise unsupported(errno.EINVAL, "BPF_F_TOKEN_FD (bpf tokens)")
+    if attr.insn_cnt == 0 or attr.insn_cnt > V.MAX_INSNS:
+        raise BpfError(errno.E2BIG)
+    try:
+        lic = ctx.conn.read_str(attr.license, 127).decode(errors="replace")
+    except BpfError as e:
+        raise BpfError(errno.EFAULT if e.errno == errno.EFAULT else errno.EINVAL)
+    ptype = attr.prog_type
+    if ptype not in ffi.typeof("enum bpf_prog_type").elements or ptype == 0:
+        raise BpfError(errno.EINVAL)
+    if attr.prog_ifindex:
+        raise unsupported(errno.EOPNOTSUPP, "program offload (prog_ifindex)")
+    raw = ctx.conn.read(attr.insns, attr.insn_cnt * 8)
+    name = bpf_obj_name_cpy(ffi.buffer(attr.prog_name))
+    level, log_size, log_buf = _log_setup(attr)
+
+    log = V.Log()
+    prog = ProgObject()
+    prog.prog_type = ptype
+    prog.expected_attach_type = attr.expected_attach_type
+    prog.name = name
+    prog.gpl = lic in GPL_LICENSES
+    prog.orig = raw
+    prog.tag = bpf_prog_calc_tag(raw)
+    prog.btf = None
+    insns = V.decode(raw)
+    try:
+        v = V.Verifier(insns, log, helper_supported, FUNC_NAMES.get, ptype)
+        v.check_fields()
+        starts = v.subprogs()
+        v.check_subprogs(starts)
+        relocate(ctx, insns, attr, prog, log)
+        v.check_flow(starts)
+    except BpfError as e:
+        if level:
+            if not log.lines:
+                log(e.strerror)
+            log("processed 0 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0")
+            write_log(ctx, log_buf, log_size, level, log.text())
+        raise BpfError(e.errno, e.strerror, loud="unsupported" in (e.strerror or ""))
+    prog.subprogs = starts
+    xl = b"".join(ins.pack() for ins in insns)
+    prog.xlated = xl
+    if attr.prog_btf_fd:
+        kind, oid, _fl = ctx.conn.fdget(attr.prog_btf_fd)
+        if kind != P.SHIM_OBJ_BTF:
+            raise BpfError(errno.EINVAL)
+        prog.btf = registry.get(kind, oid)
+    prog.jited = compile_aot(xl, log)
+    _publish(prog, xl)
+    registry.add(prog)
+    for m in prog.maps:
+        prog.hold_child(m)
+    if prog.btf is not None:
+        prog.hold_child(prog.btf)
+    _rewrite_image_id(prog)
+    prog.verified_insns = len(insns)
+    if level:
+        log(f"processed {len(insns)} insns (limit 1000000) max_states_per_insn 0 total_states 0 "
+            f"peak_states 0 mark_read 0")
+        err = write_log(ctx, log_buf, log_size, level, log.text())
+        if err:
+            registry.drop(prog)
+            raise BpfError(err)
+    return ctx.new_fd(prog)
+
+
+def compile_aot(xl, log):
+    """The AOT blob, or b"" (interpreter) when AOT is off or unavailable."""
+    if os.environ.get("BPFSHIM_ENGINE", "aot") != "aot":
+        return b""
+    try:
+        from .aot import compile_program
+    except ImportError:
+        return b""
+    try:
+        return compile_program(xl)
+    except OSError as e:
+        print(f"bpfshim: AOT compile failed, using the interpreter: {e}", flush=True)
+        return b""
+
+
+def _publish(prog, xl):
+    img_size = ffi.sizeof("struct shim_prog_image")
+    insns_off = (img_size + 7) & ~7
+    maps_off = insns_off + len(xl)
+    jited_off = (maps_off + 4 * len(prog.maps) + 15) & ~15
+    total = jited_off + len(prog.jited)
+    prog.open_fd(total)
+    img = ffi.new("struct shim_prog_image *")
+    img.magic = P.SHIM_PROG_MAGIC
+    img.version = 1
+    img.prog_type = prog.prog_type
+    img.expected_attach_type = prog.expected_attach_type
+    img.insn_cnt = len(xl) // 8
+    img.nr_maps = len(prog.maps)
+    img.jited_len = len(prog.jited)
+    img.insns_off, img.maps_off, img.jited_off = insns_off, maps_off, jited_off
+    nm = prog.name.encode()
+    ffi.memmove(img.name, nm, len(nm))
+    img.gpl = int(prog.gpl)
+    data = bytearray(total)
+    data[:img_size] = bytes(ffi.buffer(img))
+    data[insns_off:maps_off] = xl
+    data[maps_off:maps_off + 4 * len(prog.maps)] = b"".join(struct.pack("<I", m.id) for m in prog.maps)
+    data[jited_off:] = prog.jited
+    os.pwrite(prog.fd, bytes(data), 0)
+
+
+def _rewrite_image_id(prog):
+    os.pwrite(prog.fd, struct.pack("<I", prog.id), ffi.offsetof("struct shim_prog_image", "id"))
+
+
+def prog_bind_map(ctx, attr):
+    if attr.prog_bind_map.flags:
+        raise BpfError(errno.EINVAL)
+    kind, oid, _ = ctx.conn.fdget(attr.prog_bind_map.prog_fd)
+    if kind != P.SHIM_OBJ_PROG:
+        raise BpfError(errno.EINVAL)
+    prog = registry.get(kind, oid)
+    kind, oid, _ = ctx.conn.fdget(attr.prog_bind_map.map_fd)
+    if kind != P.SHIM_OBJ_MAP:
+        raise BpfError(errno.EINVAL)
+    m = registry.get(kind, oid)
+    if m not in prog.maps and m not in prog.children:
+        prog.hold_child(m)
+        prog.bound = getattr(prog, "bound", []) + [m]
+    return 0
+
+
+def prog_get_info(ctx, prog, uinfo, info_len):
+    """bpf_prog_get_info_by_fd(): the counts-then-arrays pattern."""
+    size = ffi.sizeof("struct bpf_prog_info")
+    ctx.check_uarg_tail_zero(uinfo, size, info_len)
+    info_len = min(size, info_len)
+    info = ffi.new("struct bpf_prog_info *")
+    ffi.memmove(info, ctx.conn.read(uinfo, info_len), info_len)
+    out = ffi.new("struct bpf_prog_info *")
+    out.type = prog.prog_type
+    out.id = prog.id
+    ffi.memmove(out.tag, prog.tag, 8)
+    nm = prog.name.encode()
+    ffi.memmove(out.name, nm, len(nm))
+    out.load_time = prog.load_time
+    out.created_by_uid = prog.uid
+    out.gpl_compatible = 1 if prog.gpl else 0
+    out.verified_insns = getattr(prog, "verified_insns", 0)
+    maps = [m.id for m in prog.maps] + [m.id for m in getattr(prog, "bound", [])]
+    out.nr_map_ids = len(maps)
+    if info.nr_map_ids and info.map_ids:
+        n = min(info.nr_map_ids, len(maps))
+        ctx.conn.write(info.map_ids, b"".join(struct.pack("<I", x) for x in maps[:n]))
+    xl = _xlated_dump(prog)
+    out.xlated_prog_len = len(xl)
+    if info.xlated_prog_len and info.xlated_prog_insns:
+        ctx.conn.write(info.xlated_prog_insns, xl[:min(info.xlated_prog_len, len(xl))])
+    out.jited_prog_len = len(prog.jited)
+    if info.jited_prog_len and info.jited_prog_insns:
+        ctx.conn.write(info.jited_prog_insns, prog.jited[:min(info.jited_prog_len, len(prog.jited))])
+    if prog.btf is not None:
+        out.btf_id = prog.btf.id
+    ctx.conn.write(uinfo, bytes(ffi.buffer(out))[:info_len])
+    ctx.put_info_len(info_len)
+    return 0
+
+
+def _xlated_dump(prog):
+    """bpf_insn_prepare_dump(): map references shown as map ids."""
+    out = bytearray(prog.xlated)
+    i = 0
+    while i < len(out):
+        code, regs, off, imm = struct.unpack_from("<BBhi", out, i)
+        src = regs >> 4
+        if code == 0x18 and src in (V.PSEUDO_MAP_IDX, V.PSEUDO_MAP_IDX_VALUE):
+            mid = prog.maps[imm].id
+            newsrc = V.PSEUDO_MAP_FD if src == V.PSEUDO_MAP_IDX else V.PSEUDO_MAP_VALUE
+            struct.pack_into("<BBhi", out, i, code, (regs & 0xF) | (newsrc << 4), off, mid)
+            i += 16
+            continue
+        i += 8
+    return bytes(out)
+
+
+def fdinfo(prog, f_flags):
+    return (f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{prog.id + 2000}\n"
+            f"prog_type:\t{prog.prog_type}\nprog_jited:\t{1 if prog.jited else 0}\n"
+            f"prog_tag:\t{prog.tag.hex()}\nmemlock:\t4096\nprog_id:\t{prog.id}\n"
+            f"run_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t0\nverified_insns:\t{getattr(prog, 'verified_insns', 0)}\n")

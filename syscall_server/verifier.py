@@ -1,0 +1,364 @@
+"""Load-time checks of a program, with the kernel verifier's errno and log
+wording for what it rejects (kernel/bpf/verifier.c: check_subprogs,
+check_cfg, resolve_pseudo_ldimm64, the per-instruction field checks of
+do_check, and register initialisation).
+
+bpfshim does not prove memory safety statically: a program that would fault
+at run time is stopped by the runtime (agent/prog_run.c) and counted, and
+the host goes on. What is checked here is what loaders depend on being
+rejected at load time, and what the engines need to run code safely
+(well-formed instructions, jumps in range, no fall-off, known helpers).
+"""
+import errno
+import struct
+
+from .errors import BpfError
+
+INSN = struct.Struct("<BBhi")
+
+# classes
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
+# sizes / modes
+W, H, B, DW = 0x00, 0x08, 0x10, 0x18
+IMM, ABS, IND, MEM, MEMSX, ATOMIC = 0x00, 0x20, 0x40, 0x60, 0x80, 0xC0
+# alu ops
+ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV, ARSH, END = (
+    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
+# jmp ops
+JA, JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, CALL, EXIT, JLT, JLE, JSLT, JSLE = (
+    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
+K, X = 0x00, 0x08
+FETCH, XCHG, CMPXCHG = 0x01, 0xE0 | 0x01, 0xF0 | 0x01
+
+PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 1, 2, 3, 4, 5, 6
+PSEUDO_CALL, PSEUDO_KFUNC_CALL = 1, 2
+
+MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
+MAX_SUBPROGS = 256
+STACK = 512
+
+
+class VerifierError(BpfError):
+    pass
+
+
+class Insn:
+    __slots__ = ("code", "dst", "src", "off", "imm")
+
+    def __init__(self, code, regs, off, imm):
+        self.code, self.dst, self.src, self.off, self.imm = code, regs & 0xF, regs >> 4, off, imm
+
+    @property
+    def cls(self):
+        return self.code & 7
+
+    def pack(self):
+        return INSN.pack(self.code, self.dst | (self.src << 4), self.off, self.imm)
+
+
+def decode(data):
+    return [Insn(*INSN.unpack_from(data, i)) for i in range(0, len(data), 8)]
+
+
+def is_ldimm64(i):
+    return i.code == LD | IMM | DW
+
+
+class Log:
+    """The verifier log: what the kernel would write for this rejection."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, msg):
+        self.lines.append(msg)
+
+    def text(self):
+        return "".join(l if l.endswith("\n") else l + "\n" for l in self.lines)
+
+
+def reject(log, err, msg):
+    log(msg)
+    raise VerifierError(err, msg.strip())
+
+
+class Verifier:
+    """check(insns) raises VerifierError with the log filled; on success
+    returns the list of subprogram start indices."""
+
+    def __init__(self, insns, log, helper_ok, helper_name, prog_type):
+        self.insns = insns
+        self.log = log
+        self.helper_ok = helper_ok         # func_id -> bool
+        self.helper_name = helper_name     # func_id -> "bpf_map_lookup_elem" or None
+        self.prog_type = prog_type
+
+    # ---- per instruction fields (do_check / check_*_fields) ----
+    def check_fields(self):
+        n = len(self.insns)
+        i = 0
+        while i < n:
+            ins = self.insns[i]
+            c, cls = ins.code, ins.cls
+            if ins.dst > 10 or ins.src > 10:
+                reject(self.log, errno.EINVAL, f"R{max(ins.dst, ins.src)} is invalid")
+            if cls in (ALU, ALU64):
+                self._alu(i, ins)
+            elif cls in (JMP, JMP32):
+                self._jmp(i, ins)
+            elif cls == LD:
+                if c == LD | IMM | DW:
+                    if i + 1 >= n:
+                        reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                    nx = self.insns[i + 1]
+                    if nx.code or nx.dst or nx.src or nx.off:
+                        reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                    if ins.off:
+                        reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                    if ins.src > PSEUDO_MAP_IDX_VALUE:
+                        reject(self.log, errno.EINVAL, "unrecognized bpf_ld_imm64 insn")
+                    self._write(i, ins.dst)
+                    i += 2
+                    continue
+                if (c & 0xE0) in (ABS, IND) and (c & 0x18) != DW:
+                    reject(self.log, errno.EINVAL, f"unsupported: BPF_LD_{'ABS' if (c & 0xE0) == ABS else 'IND'} "
+                           f"(legacy packet access) at insn {i}")
+                reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+            elif cls == LDX:
+                mode = c & 0xE0
+                if mode not in (MEM, MEMSX) or (mode == MEMSX and (c & 0x18) == DW) or ins.imm:
+                    if mode in (MEM, MEMSX) and ins.imm:
+                        reject(self.log, errno.EINVAL, "BPF_LDX uses reserved fields")
+                    reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+                self._write(i, ins.dst)
+            elif cls == ST:
+                if (c & 0xE0) != MEM:
+                    reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+                if ins.src:
+                    reject(self.log, errno.EINVAL, "BPF_ST uses reserved fields")
+            elif cls == STX:
+                mode = c & 0xE0
+                if mode == MEM:
+                    if ins.imm:
+                        reject(self.log, errno.EINVAL, "BPF_STX uses reserved fields")
+                elif mode == ATOMIC:
+                    if (c & 0x18) not in (W, DW):
+                        reject(self.log, errno.EINVAL, "invalid atomic operand size")
+                    if ins.imm not in (ADD, ADD | FETCH, AND, AND | FETCH, OR, OR | FETCH, XOR, XOR | FETCH,
+                                       XCHG, CMPXCHG, 0x100, 0x110):
+                        reject(self.log, errno.EINVAL, f"BPF_ATOMIC uses invalid atomic opcode {ins.imm:02x}")
+                    if ins.imm in (0x100, 0x110):
+                        reject(self.log, errno.EINVAL, "unsupported: load-acquire/store-release atomics")
+                else:
+                    reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+            i += 1
+
+    def _write(self, i, reg):
+        if reg == 10:
+            reject(self.log, errno.EACCES, "frame pointer is read only")
+
+    def _alu(self, i, ins):
+        c = ins.code
+        op, src = c & 0xF0, c & 0x08
+        if op > END:
+            reject(self.log, errno.EINVAL, f"invalid BPF_ALU opcode {op:x}")
+        if op == END:
+            if ins.src or ins.off or ins.imm not in (16, 32, 64) or (ins.cls == ALU64 and src):
+                reject(self.log, errno.EINVAL, "BPF_END uses reserved fields")
+        elif op == NEG:
+            if src or ins.src or ins.off or ins.imm:
+                reject(self.log, errno.EINVAL, "BPF_NEG uses reserved fields")
+        elif op == MOV:
+            if src:
+                ok_off = (0, 8, 16, 32) if ins.cls == ALU64 else (0, 8, 16)
+                if ins.imm or ins.off not in ok_off:
+                    reject(self.log, errno.EINVAL, "BPF_MOV uses reserved fields")
+            elif ins.src or ins.off:
+                reject(self.log, errno.EINVAL, "BPF_MOV uses reserved fields")
+        else:
+            sdivmod = op in (DIV, MOD) and ins.off == 1
+            if src:
+                if ins.imm or (ins.off and not sdivmod):
+                    reject(self.log, errno.EINVAL, "BPF_ALU uses reserved fields")
+            elif ins.src or (ins.off and not sdivmod):
+                reject(self.log, errno.EINVAL, "BPF_ALU uses reserved fields")
+            if not src and op in (DIV, MOD) and ins.imm == 0:
+                reject(self.log, errno.EINVAL, "div by zero")
+            if not src and op in (LSH, RSH, ARSH):
+                size = 64 if ins.cls == ALU64 else 32
+                if ins.imm < 0 or ins.imm >= size:
+                    reject(self.log, errno.EINVAL, f"invalid shift {ins.imm}")
+        self._write(i, ins.dst)
+
+    def _jmp(self, i, ins):
+        c = ins.code
+        op = c & 0xF0
+        if op == CALL:
+            if ins.cls == JMP32:
+                reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+            if c & X or ins.off or ins.dst or (ins.src not in (0, PSEUDO_CALL, PSEUDO_KFUNC_CALL)):
+                reject(self.log, errno.EINVAL, "BPF_CALL uses reserved fields")
+            if ins.src == PSEUDO_KFUNC_CALL:
+                reject(self.log, errno.EINVAL, f"unsupported: kfunc calls (btf id {ins.imm})")
+            if ins.src == 0:
+                self._helper(ins.imm)
+        elif op == EXIT:
+            if ins.cls == JMP32 or c & X or ins.imm or ins.off or ins.src or ins.dst:
+                reject(self.log, errno.EINVAL, "BPF_EXIT uses reserved fields")
+        elif op == JA:
+            if c & X or ins.src or ins.dst or (ins.cls == JMP and ins.imm) or (ins.cls == JMP32 and ins.off):
+                reject(self.log, errno.EINVAL, "BPF_JA uses reserved fields")
+        elif op > JSLE:
+            reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
+        else:
+            if c & X:
+                if ins.imm:
+                    reject(self.log, errno.EINVAL, "BPF_JMP/JMP32 uses reserved fields")
+            elif ins.src:
+                reject(self.log, errno.EINVAL, "BPF_JMP/JMP32 uses reserved fields")
+
+    def _helper(self, func_id):
+        name = self.helper_name(func_id)
+        if name is None:
+            reject(self.log, errno.EINVAL, f"invalid func unknown#{func_id}")
+        if not self.helper_ok(func_id):
+            reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
+
+    # ---- check_subprogs ----
+    def jump_target(self, i, ins):
+        if ins.cls == JMP32 and (ins.code & 0xF0) == JA:
+            return i + ins.imm + 1
+        return i + ins.off + 1
+
+    def subprogs(self):
+        n = len(self.insns)
+        starts = {0}
+        for i, ins in enumerate(self.insns):
+            if ins.code == JMP | CALL and ins.src == PSEUDO_CALL or \
+                    is_ldimm64(ins) and ins.src == PSEUDO_FUNC:
+                t = i + ins.imm + 1
+                if t < 0 or t >= n:
+                    reject(self.log, errno.EINVAL, f"function offset {ins.imm} at insn {i} is out of range"
+                           if ins.code != JMP | CALL else "call to invalid destination")
+                starts.add(t)
+        if len(starts) > MAX_SUBPROGS:
+            reject(self.log, errno.E2BIG, "too many subprograms")
+        return sorted(starts)
+
+    def check_subprogs(self, starts):
+        n = len(self.insns)
+        bounds = starts + [n]
+        for k in range(len(starts)):
+            lo, hi = bounds[k], bounds[k + 1]
+            i = lo
+            while i < hi:
+                ins = self.insns[i]
+                if ins.cls in (JMP, JMP32):
+                    op = ins.code & 0xF0
+                    if op not in (CALL, EXIT):
+                        t = self.jump_target(i, ins)
+                        if t < lo or t >= hi:
+                            reject(self.log, errno.EINVAL, f"jump out of range from insn {i} to {t}")
+                i += 2 if is_ldimm64(ins) else 1
+            last = self.insns[hi - 1]
+            if hi - 2 >= lo and is_ldimm64(self.insns[hi - 2]):
+                last = None
+            if last is None or not (last.cls in (JMP, JMP32) and (last.code & 0xF0) in (EXIT, JA)):
+                reject(self.log, errno.EINVAL, "last insn is not an exit or jmp")
+
+    # ---- check_cfg + register initialisation (a forward dataflow) ----
+    def check_flow(self, starts):
+        n = len(self.insns)
+        for k, start in enumerate(starts):
+            # subprog entry: r1-r5 are arguments (assumed set), r10 the frame
+            init = {start: frozenset(range(1, 6)) | {10} if start else frozenset({1, 10})}
+            work = [start]
+            seen = set()
+            while work:
+                i = work.pop()
+                regs = init[i]
+                ins = self.insns[i]
+                seen.add(i)
+                out, succ = self._step(i, ins, regs)
+                for s in succ:
+                    if s >= n:
+                        reject(self.log, errno.EINVAL, f"jump out of range from insn {i} to {s}")
+                    new = out if s not in init else init[s] & out
+                    if s not in init or new != init[s]:
+                        init[s] = new
+                        work.append(s)
+            self.reached = getattr(self, "reached", set()) | seen
+        i = 0
+        while i < n:
+            if i not in self.reached:
+                reject(self.log, errno.EINVAL, f"unreachable insn {i}")
+            i += 2 if is_ldimm64(self.insns[i]) else 1
+
+    def _need(self, regs, *rs):
+        for r in rs:
+            if r not in regs:
+                reject(self.log, errno.EACCES, f"R{r} !read_ok")
+
+    def _step(self, i, ins, regs):
+        cls, c = ins.cls, ins.code
+        if cls in (ALU, ALU64):
+            op = c & 0xF0
+            if op == MOV:
+                if c & X:
+                    self._need(regs, ins.src)
+            elif op == END or op == NEG:
+                self._need(regs, ins.dst)
+            else:
+                self._need(regs, ins.dst)
+                if c & X:
+                    self._need(regs, ins.src)
+            return regs | {ins.dst}, [i + 1]
+        if cls == LD:
+            return regs | {ins.dst}, [i + 2]
+        if cls == LDX:
+            self._need(regs, ins.src)
+            return regs | {ins.dst}, [i + 1]
+        if cls == ST:
+            self._need(regs, ins.dst)
+            self._stack(i, ins)
+            return regs, [i + 1]
+        if cls == STX:
+            self._need(regs, ins.dst, ins.src)
+            self._stack(i, ins)
+            if (c & 0xE0) == ATOMIC:
+                if ins.imm == CMPXCHG:
+                    self._need(regs, 0)
+                    return regs | {0}, [i + 1]
+                if ins.imm & FETCH:
+                    return regs | {ins.src}, [i + 1]
+            return regs, [i + 1]
+        op = c & 0xF0
+        if op == EXIT:
+            self._need(regs, 0)
+            return regs, []
+        if op == CALL:
+            if ins.src == PSEUDO_CALL:
+                return (regs - {1, 2, 3, 4, 5}) | {0}, [i + 1]
+            return (regs - {1, 2, 3, 4, 5}) | {0}, [i + 1]
+        if op == JA:
+            return regs, [self.jump_target(i, ins)]
+        self._need(regs, ins.dst)
+        if c & X:
+            self._need(regs, ins.src)
+        return regs, [i + 1, self.jump_target(i, ins)]
+
+    def _stack(self, i, ins):
+        if ins.dst == 10:
+            size = {W: 4, H: 2, B: 1, DW: 8}[ins.code & 0x18]
+            if ins.off >= 0 or ins.off < -STACK or ins.off + size > 0:
+                reject(self.log, errno.EACCES, f"invalid write to stack R10 off={ins.off} size={size}")
+
+    def check(self):
+        n = len(self.insns)
+        if n == 0:
+            reject(self.log, errno.EINVAL, "empty program")
+        self.check_fields()
+        starts = self.subprogs()
+        self.check_subprogs(starts)
+        self.check_flow(starts)
+        return starts
