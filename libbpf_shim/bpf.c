@@ -77,6 +77,10 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 		long r = shim_map_cmd(cmd, &attr, uattr);
 		return r < 0 ? shim_err(-r) : r;
 	}
+	case BPF_PROG_TEST_RUN: {
+		long r = shim_prog_test_run(&attr, uattr);
+		return r < 0 ? shim_err(-r) : r;
+	}
 	default:
 		return forward(cmd, uattr, &attr, size);
 	}

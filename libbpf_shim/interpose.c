@@ -85,6 +85,8 @@ BPFSHIM_API int close(int fd)
 	if (shim_is_conn_fd(fd))
 		return 0;  /* our socket: the app closing "all fds" must not cut us off */
 	e = shim_fd_peek(fd);
+	if (e && e->internal)
+		return 0;  /* the shim's own handle (prog.c) */
 	if (e)
 		copy = *e;
 	r = real.close(fd);

@@ -54,6 +54,7 @@ struct shim_fd {
 	uint32_t kind;             /* enum shim_obj_kind; 0 = not ours */
 	uint32_t id;
 	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY */
+	uint32_t internal;         /* opened by the shim for itself: close() leaves it */
 	struct shm_map map;        /* kind == SHIM_OBJ_MAP: mapped segment */
 };
 /* The entry for fd, or NULL if fd is not a bpfshim object (identifies fds
@@ -92,6 +93,15 @@ int shim_is_conn_fd(int fd);
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
+
+/* ---- programs (prog.c) and PROG_TEST_RUN (test_run.c) ---- */
+struct bpf_prog_rt;
+const struct bpf_prog_rt *shim_prog_get(int fd, int *err);
+const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
+struct shm_map *shim_map_by_id(uint32_t id);
+long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
+/* agent/jit.c */
+void *bpf_jit_load(const void *blob, size_t len);
 
 /* ---- pseudo-files and paths ---- */
 int shim_is_bpffs_path(const char *path);

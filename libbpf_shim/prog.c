@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Programs in this process. A program fd is a memfd holding the image the
+ * server published (struct shim_prog_image); mapping it and resolving its
+ * map ids to this process's map handles gives a runnable bpf_prog_rt.
+ * Cached by program id for the life of the process (images are immutable).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include "shim.h"
+#include "bpf_rt.h"
+
+#define INTERNAL_FD_MIN 800  /* fds the shim opens for itself stay out of the way */
+
+struct prog_cache_ent {
+	uint32_t id;
+	struct bpf_prog_rt *rt;
+};
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct prog_cache_ent *cache;
+static size_t cache_len, cache_cap;
+
+/* Move an fd the shim opened for its own use above the app's range. */
+static int internal_fd(int fd)
+{
+	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, INTERNAL_FD_MIN);
+
+	if (hi < 0)
+		return fd;
+	shim_fd_dup(fd, hi);
+	shim_fd_forget(fd);
+	real.close(fd);
+	return hi;
+}
+
+/* The map with this id, as a handle in this process. The shim opens its own
+ * fd for it (kept out of the app's reach), so the handle outlives whatever
+ * fds the app closes. */
+static struct { uint32_t id; struct shm_map *m; } *map_ids;
+static size_t map_ids_len, map_ids_cap;
+
+struct shm_map *shim_map_by_id(uint32_t id)
+{
+	union bpf_attr a;
+	struct shim_fd *e;
+	struct shm_map *m = NULL;
+	long fd;
+
+	pthread_mutex_lock(&cache_lock);
+	for (size_t i = 0; i < map_ids_len; i++)
+		if (map_ids[i].id == id) {
+			m = map_ids[i].m;
+			break;
+		}
+	pthread_mutex_unlock(&cache_lock);
+	if (m)
+		return m;
+	memset(&a, 0, sizeof(a));
+	a.map_id = id;
+	fd = shim_sys_bpf(BPF_MAP_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
+	if (fd < 0)
+		return NULL;
+	fd = internal_fd((int)fd);
+	e = shim_fd_peek((int)fd);
+	if (!e)
+		return NULL;
+	e->internal = 1;
+	pthread_mutex_lock(&cache_lock);
+	if (map_ids_len == map_ids_cap) {
+		size_t nc = map_ids_cap ? 2 * map_ids_cap : 16;
+		void *n = realloc(map_ids, nc * sizeof(*map_ids));
+		if (n) {
+			map_ids = n;
+			map_ids_cap = nc;
+		}
+	}
+	if (map_ids_len < map_ids_cap) {
+		map_ids[map_ids_len].id = id;
+		map_ids[map_ids_len++].m = &e->map;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return &e->map;
+}
+
+static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
+{
+	struct stat_like { off_t size; } st;
+	struct shim_prog_image hdr;
+	struct bpf_prog_rt *rt;
+	void *img;
+
+	if (pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || hdr.magic != SHIM_PROG_MAGIC) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	st.size = (off_t)(hdr.jited_off + hdr.jited_len);
+	img = real.mmap(NULL, (size_t)st.size, PROT_READ, MAP_SHARED, fd, 0);
+	if (img == MAP_FAILED) {
+		*err = -errno;
+		return NULL;
+	}
+	rt = calloc(1, sizeof(*rt));
+	if (!rt) {
+		munmap(img, (size_t)st.size);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	rt->id = e->id;
+	rt->prog_type = hdr.prog_type;
+	rt->insn_cnt = hdr.insn_cnt;
+	rt->insns = (const struct bpf_insn *)((char *)img + hdr.insns_off);
+	rt->nr_maps = hdr.nr_maps;
+	rt->maps = calloc(hdr.nr_maps + 1, sizeof(void *));
+	rt->map_values = calloc(hdr.nr_maps + 1, sizeof(void *));
+	const uint32_t *ids = (const uint32_t *)((char *)img + hdr.maps_off);
+	for (uint32_t i = 0; i < hdr.nr_maps; i++) {
+		struct shm_map *m = shim_map_by_id(ids[i]);
+		if (!m) {
+			*err = -ENOENT;
+			return NULL;   /* leaks a little on a race with map removal */
+		}
+		rt->maps[i] = m;
+		if (m->hdr->attr.map_type == BPF_MAP_TYPE_ARRAY)
+			rt->map_values[i] = shm_map_data(m);
+	}
+	rt->env.helpers = bpf_helpers;
+	rt->env.maps = (void *const *)rt->maps;
+	rt->env.map_values = (void *const *)rt->map_values;
+	rt->env.prog = rt;
+	if (hdr.jited_len && !getenv("BPFSHIM_NO_JIT"))
+		rt->jited = (bpf_jit_fn)bpf_jit_load((const char *)img + hdr.jited_off, hdr.jited_len);
+	return rt;
+}
+
+const struct bpf_prog_rt *shim_prog_get(int fd, int *err)
+{
+	struct shim_fd *e = shim_fd_get(fd);
+	struct bpf_prog_rt *rt = NULL;
+
+	if (!e) {
+		*err = real.fcntl(fd, F_GETFD) < 0 ? -EBADF : -EINVAL;
+		return NULL;
+	}
+	if (e->kind != SHIM_OBJ_PROG) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	pthread_mutex_lock(&cache_lock);
+	for (size_t i = 0; i < cache_len; i++)
+		if (cache[i].id == e->id) {
+			rt = cache[i].rt;
+			break;
+		}
+	if (!rt) {
+		rt = build(fd, e, err);
+		if (rt) {
+			if (cache_len == cache_cap) {
+				size_t nc = cache_cap ? cache_cap * 2 : 16;
+				struct prog_cache_ent *n = realloc(cache, nc * sizeof(*n));
+				if (n) {
+					cache = n;
+					cache_cap = nc;
+				}
+			}
+			if (cache_len < cache_cap)
+				cache[cache_len++] = (struct prog_cache_ent){ e->id, rt };
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	return rt;
+}
+
+/* A program by id (prog_array slots hold ids): opened on first use. */
+const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
+{
+	union bpf_attr a;
+	int err;
+	long fd;
+
+	pthread_mutex_lock(&cache_lock);
+	for (size_t i = 0; i < cache_len; i++)
+		if (cache[i].id == id) {
+			struct bpf_prog_rt *rt = cache[i].rt;
+			pthread_mutex_unlock(&cache_lock);
+			return rt;
+		}
+	pthread_mutex_unlock(&cache_lock);
+	memset(&a, 0, sizeof(a));
+	a.prog_id = id;
+	fd = shim_sys_bpf(BPF_PROG_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
+	if (fd < 0)
+		return NULL;
+	fd = internal_fd((int)fd);
+	struct shim_fd *e = shim_fd_peek((int)fd);
+	if (e)
+		e->internal = 1;
+	return shim_prog_get((int)fd, &err);
+}
