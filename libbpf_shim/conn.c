@@ -365,6 +365,10 @@ static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, si
 		const struct shim_fd_meta *meta = (const void *)(msgbuf + sizeof(d));
 		const char *m = (const char *)(meta + d.nfds);
 		for (uint32_t i = 0; i < d.nfds && (int)i < nfds; i++) {
+			if (meta[i].f_flags & SHIM_FD_RING) {
+				shim_perf_ring_received(fds[i]);
+				continue;
+			}
 			int e = shim_fd_install(fds[i], &meta[i]);
 			if (e && rep->err == 0) {
 				rep->ret = -1;

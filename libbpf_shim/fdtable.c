@@ -68,6 +68,10 @@ static void unmap_entry(struct shim_fd *e)
 {
 	if (e->kind == SHIM_OBJ_MAP && e->map.hdr)
 		munmap(e->map.hdr, e->map.size);
+	if (e->ring_meta)
+		munmap(e->ring_meta, 4096);
+	if (e->ring_fd > 0)
+		real.close(e->ring_fd);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -119,7 +123,16 @@ void shim_fd_dup(int oldfd, int newfd)
 	meta.id = o->id;
 	meta.f_flags = o->f_flags;
 	meta.seg_size = o->map.size;
-	shim_fd_install(newfd, &meta);
+	if (shim_fd_install(newfd, &meta))
+		return;
+	if (o->ring_fd > 0) {
+		/* a dup of a perf fd shares the event's ring */
+		n = shim_fd_peek(newfd);
+		n->ring_fd = real.fcntl(o->ring_fd, F_DUPFD_CLOEXEC, 800);
+		n->ring_meta = real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, n->ring_fd, 0);
+		if (n->ring_meta == MAP_FAILED)
+			n->ring_meta = NULL;
+	}
 }
 
 int shim_fd_other_ref(uint32_t kind, uint32_t id, int except)

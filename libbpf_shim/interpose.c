@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/statfs.h>
@@ -29,7 +31,8 @@ void shim_resolve_real(void)
 	R(syscall); R(close); R(dup); R(dup2); R(dup3); R(fcntl); R(mmap);
 	R(readlink); R(readlinkat); R(fopen); R(fopen64); R(open); R(open64); R(openat);
 	R(statfs); R(statfs64); R(unlink); R(unlinkat); R(rmdir); R(mkdir);
-	R(setrlimit); R(prlimit64);
+	R(setrlimit); R(prlimit64); R(ioctl); R(epoll_ctl); R(epoll_wait); R(epoll_pwait);
+	R(poll); R(ppoll);
 #undef R
 	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
@@ -55,6 +58,8 @@ BPFSHIM_API long syscall(long nr, ...)
 	ENSURE();
 	if (nr == SYS_bpf)
 		return shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3);
+	if (nr == SYS_perf_event_open)
+		return shim_perf_event_open((uint64_t)a1, a2, a3, a4, (unsigned long)a5);
 	return real.syscall(nr, a1, a2, a3, a4, a5, a6);
 }
 
@@ -158,6 +163,8 @@ BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	ENSURE();
 	if (fd < 0 || (flags & MAP_ANONYMOUS) || !(e = shim_fd_peek(fd)) )
 		return real.mmap(addr, len, prot, flags, fd, off);
+	if (e->kind == SHIM_OBJ_PERF_EVENT)
+		return shim_perf_mmap(e, addr, len, prot, flags, off);
 	if (e->kind != SHIM_OBJ_MAP) {
 		errno = ENODEV;
 		return MAP_FAILED;
@@ -456,4 +463,67 @@ BPFSHIM_API int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimi
 BPFSHIM_API int prlimit(pid_t pid, __rlimit_resource_t res, const struct rlimit *n, struct rlimit *o)
 {
 	return prlimit64(pid, res, (const struct rlimit64 *)n, (struct rlimit64 *)o);
+}
+
+/* ---------------- perf event fds: ioctl, epoll, poll ---------------- */
+
+BPFSHIM_API int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	unsigned long arg;
+	struct shim_fd *e;
+
+	va_start(ap, req);
+	arg = va_arg(ap, unsigned long);
+	va_end(ap);
+	ENSURE();
+	e = shim_fd_peek(fd);
+	if (e && e->kind == SHIM_OBJ_PERF_EVENT)
+		return shim_perf_ioctl(e, req, arg);
+	return real.ioctl(fd, req, arg);
+}
+
+BPFSHIM_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	ENSURE();
+	int r = real.epoll_ctl(epfd, op, fd, ev);
+	if (r == 0)
+		shim_perf_epoll_ctl(epfd, op, fd);
+	return r;
+}
+
+BPFSHIM_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+	ENSURE();
+	int r = real.epoll_wait(epfd, evs, max, timeout);
+	if (r > 0)
+		shim_perf_epoll_ready(epfd);
+	return r;
+}
+
+BPFSHIM_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss)
+{
+	ENSURE();
+	int r = real.epoll_pwait(epfd, evs, max, timeout, ss);
+	if (r > 0)
+		shim_perf_epoll_ready(epfd);
+	return r;
+}
+
+BPFSHIM_API int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	ENSURE();
+	int r = real.poll(fds, n, timeout);
+	if (r > 0)
+		shim_perf_poll_ready(fds, n);
+	return r;
+}
+
+BPFSHIM_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss)
+{
+	ENSURE();
+	int r = real.ppoll(fds, n, ts, ss);
+	if (r > 0)
+		shim_perf_poll_ready(fds, n);
+	return r;
 }

@@ -25,7 +25,8 @@ enum shim_op {
 	SHIM_OP_RELEASE = 2,       /* a = kind, b = id: this process dropped its last fd; no reply */
 	SHIM_OP_HOLD = 3,          /* payload = u32 kind,id pairs this process holds (after fork); no reply */
 	SHIM_OP_IDENTIFY = 4,      /* SCM_RIGHTS: one fd; reply DONE with its fd meta or ret -1 */
-	SHIM_OP_PERF_EVENT_OPEN = 5, /* a = pid, b = cpu | (group_fd << 32); payload = flags u64 + attr */
+	SHIM_OP_PERF_EVENT_OPEN = 5, /* a = pid, b = cpu | (group_fd << 32); payload = u64 uattr, u64 flags.
+	                              * DONE gives the event fd (ret) and its ring segment */
 	SHIM_OP_CTL = 6,           /* a = control request (enum shim_ctl), payload = args */
 	/* server -> shim, during a request */
 	SHIM_OP_READ = 16,         /* a = address, b = length */
@@ -56,7 +57,8 @@ enum shim_ctl {
 	SHIM_CTL_PIN_MKDIR = 3,    /* payload = path */
 	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = names, \n separated */
 	SHIM_CTL_FDINFO = 5,       /* b = fd's open flags; payload = u32 kind, id: DONE message = fdinfo text */
-	SHIM_CTL_STATUS = 6,       /* DONE message = JSON of the live objects (bpfshim status) */
+	SHIM_CTL_STATUS = 6,
+	SHIM_CTL_PERF_GET = 7,     /* b = perf event id: its eventfd (ret) and ring fd, for producers */       /* DONE message = JSON of the live objects (bpfshim status) */
 };
 
 struct shim_msg {
@@ -70,7 +72,8 @@ struct shim_msg {
 struct shim_fd_meta {
 	uint32_t kind;             /* enum shim_obj_kind */
 	uint32_t id;
-	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY of this fd */
+	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY of this fd;
+	                            * SHIM_FD_RING: the ring segment of a perf event */
 	uint32_t _pad;
 	uint64_t seg_size;         /* maps: bytes of the memfd segment */
 };
@@ -108,6 +111,7 @@ struct shim_prog_image {
 };
 
 enum {
+	SHIM_FD_RING = 0x80000000,
 	SHIM_PROG_MAGIC = 0x47525042, /* "BPRG" */
 	SHIM_MSG_MAX = 65536,
 	SHIM_PROTO_VERSION = 1,

@@ -36,6 +36,12 @@ struct shim_real {
 	int (*rmdir)(const char *);
 	int (*mkdir)(const char *, unsigned);
 	int (*setrlimit)(int, const void *);
+	int (*ioctl)(int, unsigned long, ...);
+	int (*epoll_ctl)(int, int, int, void *);
+	int (*epoll_wait)(int, void *, int, int);
+	int (*epoll_pwait)(int, void *, int, int, const void *);
+	int (*poll)(void *, unsigned long, int);
+	int (*ppoll)(void *, unsigned long, const void *, const void *);
 	int (*prlimit64)(int, int, const void *, void *);
 };
 extern struct shim_real real;
@@ -56,6 +62,8 @@ struct shim_fd {
 	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY */
 	uint32_t internal;         /* opened by the shim for itself: close() leaves it */
 	struct shm_map map;        /* kind == SHIM_OBJ_MAP: mapped segment */
+	int ring_fd;               /* kind == SHIM_OBJ_PERF_EVENT: ring segment (perf_ring.h) */
+	void *ring_meta;           /* its struct perf_ring_meta, mapped */
 };
 /* The entry for fd, or NULL if fd is not a bpfshim object (identifies fds
  * this process got without the shim seeing it: exec, SCM_RIGHTS). */
@@ -102,6 +110,16 @@ struct shm_map *shim_map_by_id(uint32_t id);
 long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
 /* agent/jit.c */
 void *bpf_jit_load(const void *blob, size_t len);
+
+/* ---- perf events (perf_event.c) ---- */
+struct pollfd;
+long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
+void shim_perf_ring_received(int fd);
+void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, long off);
+int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg);
+void shim_perf_epoll_ctl(int epfd, int op, int fd);
+void shim_perf_epoll_ready(int epfd);
+void shim_perf_poll_ready(struct pollfd *fds, unsigned long n);
 
 /* ---- pseudo-files and paths ---- */
 int shim_is_bpffs_path(const char *path);

@@ -111,14 +111,15 @@ class Conn:
         return kind, oid, f_flags
 
     def done(self, ret, err=0, give=(), ret_fd=-1, msg=""):
-        """End the request. `give` is a list of (object, f_flags): each is
-        sent as a new fd; ret_fd picks the one whose number is returned."""
-        metas = b"".join(META.pack(o.kind, o.id, fl, 0, getattr(o, "seg_size", 0)) for o, fl in give)
+        """End the request. `give` is a list of (object, f_flags) or
+        (object, f_flags, fd): each is sent as a new fd (the object's own by
+        default); ret_fd picks the one whose number is returned."""
+        metas = b"".join(META.pack(g[0].kind, g[0].id, g[1], 0, getattr(g[0], "seg_size", 0)) for g in give)
         m = msg.encode()[:60000]
         payload = DONE.pack(len(give), len(m), ret_fd, 0) + metas + m
-        self.send(P.SHIM_OP_DONE, ret, err, payload, [o.fd for o, _ in give])
-        for o, _fl in give:
-            self.hold(o)
+        self.send(P.SHIM_OP_DONE, ret, err, payload, [g[2] if len(g) > 2 else g[0].fd for g in give])
+        for g in give:
+            self.hold(g[0])
 
     # ---- references ----
     def hold(self, obj):

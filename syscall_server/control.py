@@ -55,6 +55,12 @@ def handle(conn, ctl, arg, payload):
                 raise BpfError(errno.ENOENT)
             text = FDINFO.get(kind, _fdinfo_generic)(obj, arg | 0o2000000)
             conn.done(0, msg=text)
+        elif ctl == P.SHIM_CTL_PERF_GET:
+            from . import perf_event
+            obj = registry.get(P.SHIM_OBJ_PERF_EVENT, arg)
+            if obj is None:
+                raise BpfError(errno.ENOENT)
+            conn.done(0, give=perf_event.give(obj), ret_fd=0)
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
         else:

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-from . import _native, cmd_btf, cmd_map, dispatch
+from . import _native, cmd_btf, cmd_map, dispatch, perf_event
 from .conn import Conn
 from .errors import BpfError
 from .objects import registry
@@ -142,6 +142,8 @@ class Server:
                 if op == P.SHIM_OP_BPF:
                     uattr = struct.unpack_from("<Q", payload)[0]
                     self._bpf(conn, a, uattr, b, payload[8:])
+                elif op == P.SHIM_OP_PERF_EVENT_OPEN:
+                    self._perf_event_open(conn, a, b, payload)
                 elif op == P.SHIM_OP_IDENTIFY:
                     self._identify(conn, fds)
                 elif op == P.SHIM_OP_CTL:
@@ -170,6 +172,16 @@ class Server:
         if isinstance(ret, tuple) and ret[0] == "fd":
             ret_fd, ret = ret[1], 0
         conn.done(ret, 0, give=ctx.give, ret_fd=ret_fd, msg="\n".join(ctx.msgs))
+
+    def _perf_event_open(self, conn, pid, cpu_group, payload):
+        uattr, flags = struct.unpack_from("<QQ", payload)
+        cpu, group_fd = struct.unpack("<ii", struct.pack("<q", cpu_group))
+        try:
+            obj = perf_event.perf_event_open(conn, uattr, pid, cpu, group_fd, flags)
+        except BpfError as e:
+            conn.done(-1, e.errno, msg=e.strerror if e.loud else "")
+            return
+        conn.done(0, give=perf_event.give(obj), ret_fd=0)
 
     def _identify(self, conn, fds):
         obj = registry.by_inode(os.fstat(fds[0])) if fds else None

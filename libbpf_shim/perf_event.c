@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * perf events as loaders use them with BPF: perf_event_open of a
+ * PERF_COUNT_SW_BPF_OUTPUT event per CPU, mmap of its ring, ioctl
+ * ENABLE/DISABLE, and poll/epoll on the fd — plus the producer side,
+ * bpf_perf_event_output(), which any process runs on the shared ring.
+ *
+ * The fd is an eventfd the producers signal; the consumer's wake-up is
+ * consumed (the eventfd drained) when poll/epoll report it, as the kernel's
+ * perf_poll() consumes its wake-up, so consumers sleep with no timer.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
+#include "shim.h"
+#include "bpf_rt.h"
+#include "perf_ring.h"
+
+#define PERF_TYPE_UPROBE_DEFAULT 8
+
+static __thread int pending_ring_fd = -1;
+
+/* conn.c hands us the ring fd of a perf event it just received. */
+void shim_perf_ring_received(int fd)
+{
+	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, 800);
+
+	if (hi >= 0) {
+		real.close(fd);
+		fd = hi;
+	}
+	pending_ring_fd = fd;
+}
+
+static int attach_ring(int evfd)
+{
+	struct shim_fd *e = shim_fd_peek(evfd);
+	int rfd = pending_ring_fd;
+
+	pending_ring_fd = -1;
+	if (!e || rfd < 0)
+		return -EPROTO;
+	void *meta = real.mmap(NULL, PERF_RING_META_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+	if (meta == MAP_FAILED) {
+		real.close(rfd);
+		return -errno;
+	}
+	e->ring_fd = rfd;
+	e->ring_meta = meta;
+	return 0;
+}
+
+/* Which perf events bpfshim serves; everything else goes to the kernel. */
+static int is_ours(const struct perf_event_attr *a)
+{
+	if (a->type == PERF_TYPE_SOFTWARE)
+		return a->config == PERF_COUNT_SW_BPF_OUTPUT || a->config == PERF_COUNT_SW_CPU_CLOCK;
+	return a->type == PERF_TYPE_TRACEPOINT || a->type == PERF_TYPE_UPROBE_DEFAULT;
+}
+
+long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)
+{
+	struct perf_event_attr head;
+	struct shim_reply rep;
+	uint64_t req[2] = { uattr, flags };
+	int err;
+
+	memset(&head, 0, sizeof(head));
+	if (shim_copy_from_user(&head, uattr, PERF_ATTR_SIZE_VER0))
+		return shim_err(EFAULT);
+	if (!is_ours(&head))
+		return real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+	err = shim_request(SHIM_OP_PERF_EVENT_OPEN, pid,
+			   (int64_t)(((uint64_t)(uint32_t)group_fd << 32) | (uint32_t)cpu),
+			   req, sizeof(req), -1, &rep, NULL, 0);
+	if (err)
+		return shim_err(-err);
+	if (rep.err)
+		return shim_err(rep.err);
+	err = attach_ring((int)rep.ret);
+	if (err) {
+		close((int)rep.ret);
+		return shim_err(-err);
+	}
+	return rep.ret;
+}
+
+static struct perf_ring_meta *meta_of(struct shim_fd *e)
+{
+	return (struct perf_ring_meta *)e->ring_meta;
+}
+
+/* perf_mmap(): 1 + 2^n pages at offset 0, shared. */
+void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, long off)
+{
+	struct perf_ring_meta *meta = meta_of(e);
+	size_t pg = 4096, nr;
+
+	if (!meta || off != 0 || len < pg || len % pg || !(flags & MAP_SHARED)) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	nr = len / pg - 1;
+	if (nr & (nr - 1)) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	shm_lock(&meta->lock);
+	if (meta->data_size && meta->data_size != nr * pg) {
+		shm_unlock(&meta->lock);
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	if (!meta->data_size) {
+		if (ftruncate(e->ring_fd, (off_t)(PERF_RING_META_SIZE + len))) {
+			shm_unlock(&meta->lock);
+			return MAP_FAILED;
+		}
+		struct perf_event_mmap_page *up = real.mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_SHARED,
+							    e->ring_fd, PERF_RING_META_SIZE);
+		if (up != MAP_FAILED) {
+			up->version = 0;
+			up->compat_version = 0;
+			up->data_offset = pg;
+			up->data_size = nr * pg;
+			munmap(up, pg);
+		}
+		if (!meta->wakeup_events && !meta->watermark)
+			meta->watermark = (uint32_t)(nr * pg / 2);
+		__atomic_store_n(&meta->data_size, nr * pg, __ATOMIC_RELEASE);
+	}
+	shm_unlock(&meta->lock);
+	return real.mmap(addr, len, prot, flags, e->ring_fd, PERF_RING_META_SIZE);
+}
+
+/* ioctl on our perf fds. */
+int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
+{
+	struct perf_ring_meta *meta = meta_of(e);
+
+	switch (req) {
+	case PERF_EVENT_IOC_ENABLE:
+		if (meta)
+			__atomic_store_n(&meta->enabled, 1, __ATOMIC_RELEASE);
+		return 0;
+	case PERF_EVENT_IOC_DISABLE:
+		if (meta)
+			__atomic_store_n(&meta->enabled, 0, __ATOMIC_RELEASE);
+		return 0;
+	case PERF_EVENT_IOC_RESET:
+	case PERF_EVENT_IOC_REFRESH:
+		return 0;
+	case PERF_EVENT_IOC_ID: {
+		uint64_t id = meta ? meta->event_id : e->id;
+		return shim_copy_to_user(arg, &id, sizeof(id)) ? (int)shim_err(EFAULT) : 0;
+	}
+	case PERF_EVENT_IOC_SET_BPF:
+		/* A BPF_OUTPUT event runs no program (perf_event_set_bpf_prog). */
+		return (int)shim_err(EINVAL);
+	}
+	return (int)shim_err(ENOTTY);
+}
+
+/* ---- consumer wake-ups: drain the eventfd when it is reported ---- */
+
+static void drain(int fd)
+{
+	uint64_t v;
+	while (read(fd, &v, sizeof(v)) == sizeof(v))
+		;
+}
+
+#define MAX_EP 64
+static struct { int epfd; int fd; } ep_regs[MAX_EP * 16];
+static int n_ep_regs;
+static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void shim_perf_epoll_ctl(int epfd, int op, int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+
+	if (!e || e->kind != SHIM_OBJ_PERF_EVENT)
+		return;
+	pthread_mutex_lock(&ep_lock);
+	for (int i = 0; i < n_ep_regs; i++)
+		if (ep_regs[i].epfd == epfd && ep_regs[i].fd == fd) {
+			if (op == EPOLL_CTL_DEL)
+				ep_regs[i] = ep_regs[--n_ep_regs];
+			pthread_mutex_unlock(&ep_lock);
+			return;
+		}
+	if (op == EPOLL_CTL_ADD && n_ep_regs < (int)(sizeof(ep_regs) / sizeof(ep_regs[0]))) {
+		ep_regs[n_ep_regs].epfd = epfd;
+		ep_regs[n_ep_regs++].fd = fd;
+	}
+	pthread_mutex_unlock(&ep_lock);
+}
+
+void shim_perf_epoll_ready(int epfd)
+{
+	pthread_mutex_lock(&ep_lock);
+	for (int i = 0; i < n_ep_regs; i++)
+		if (ep_regs[i].epfd == epfd)
+			drain(ep_regs[i].fd);
+	pthread_mutex_unlock(&ep_lock);
+}
+
+void shim_perf_poll_ready(struct pollfd *fds, unsigned long n)
+{
+	for (unsigned long i = 0; i < n; i++) {
+		if (fds[i].fd >= 0 && (fds[i].revents & POLLIN)) {
+			struct shim_fd *e = shim_fd_peek(fds[i].fd);
+			if (e && e->kind == SHIM_OBJ_PERF_EVENT)
+				drain(fds[i].fd);
+		}
+	}
+}
+
+/* ---- producer: bpf_perf_event_output() ---- */
+
+struct ring_ent {
+	uint32_t id;
+	int evfd;
+	int ringfd;
+	struct perf_ring_meta *meta;
+	size_t mapped;             /* bytes of the ring file mapped */
+};
+
+static struct ring_ent *rings;
+static size_t n_rings, cap_rings;
+static pthread_mutex_t rings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct ring_ent *ring_by_id(uint32_t id)
+{
+	struct ring_ent *r = NULL;
+	struct shim_reply rep;
+
+	pthread_mutex_lock(&rings_lock);
+	for (size_t i = 0; i < n_rings; i++)
+		if (rings[i].id == id) {
+			r = &rings[i];
+			break;
+		}
+	if (!r) {
+		if (n_rings == cap_rings) {
+			size_t nc = cap_rings ? 2 * cap_rings : 16;
+			void *n = realloc(rings, nc * sizeof(*rings));
+			if (!n)
+				goto out;
+			rings = n;
+			cap_rings = nc;
+		}
+		if (shim_request(SHIM_OP_CTL, SHIM_CTL_PERF_GET, id, NULL, 0, -1, &rep, NULL, 0) || rep.err) {
+			pending_ring_fd = -1;
+			goto out;
+		}
+		int evfd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, 800);
+		shim_fd_forget((int)rep.ret);
+		real.close((int)rep.ret);
+		r = &rings[n_rings++];
+		memset(r, 0, sizeof(*r));
+		r->id = id;
+		r->evfd = evfd;
+		r->ringfd = pending_ring_fd;
+		pending_ring_fd = -1;
+	}
+	/* (Re)map when the loader has sized the ring since we last looked. */
+	if (r->ringfd >= 0) {
+		struct stat st;
+		if (!fstat(r->ringfd, &st) && (size_t)st.st_size != r->mapped) {
+			void *p = real.mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, r->ringfd, 0);
+			if (p != MAP_FAILED) {
+				if (r->meta)
+					munmap(r->meta, r->mapped);
+				r->meta = p;
+				r->mapped = (size_t)st.st_size;
+			}
+		}
+	}
+out:
+	pthread_mutex_unlock(&rings_lock);
+	return r;
+}
+
+static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags, uint64_t data, uint64_t size)
+{
+	struct shm_map *m = (struct shm_map *)(uintptr_t)map;
+	uint64_t index = flags & BPF_F_INDEX_MASK;
+	uint32_t key, id;
+	struct ring_ent *r;
+	int wake = 0, err;
+
+	if (flags & ~BPF_F_INDEX_MASK)
+		return (uint64_t)-EINVAL;
+	if (!m || m->hdr->attr.map_type != BPF_MAP_TYPE_PERF_EVENT_ARRAY)
+		return (uint64_t)-EINVAL;
+	if (index == BPF_F_CURRENT_CPU)
+		index = (uint64_t)shm_cur_cpu(m);
+	if (index >= m->hdr->attr.max_entries)
+		return (uint64_t)-E2BIG;
+	key = (uint32_t)index;
+	if (!m->ops->sys_lookup || m->ops->sys_lookup(m, &key, &id, 0) || !id)
+		return (uint64_t)-ENOENT;
+	if (size > 0xffff - 16)
+		return (uint64_t)-E2BIG;
+	r = ring_by_id(id);
+	if (!r || !r->meta)
+		return (uint64_t)-ENOENT;
+	if (r->mapped < PERF_RING_META_SIZE + 4096)
+		return (uint64_t)-ENOSPC;   /* no buffer mapped yet: perf_output_begin() */
+	/* Copy the record out of program memory before taking the ring lock:
+	 * a fault there must not leave the lock held. */
+	static __thread unsigned char *rec;
+	if (!rec && !(rec = malloc(0x10000)))
+		return (uint64_t)-ENOMEM;
+	if (shim_copy_from_user(rec, data, size))
+		return (uint64_t)-EFAULT;
+	err = perf_ring_output(r->meta, (struct perf_event_mmap_page *)((char *)r->meta + PERF_RING_META_SIZE),
+			       (char *)r->meta + PERF_RING_META_SIZE + 4096, rec, size, &wake);
+	if (wake) {
+		uint64_t one = 1;
+		(void)!write(r->evfd, &one, sizeof(one));
+	}
+	return (uint64_t)(int64_t)err;
+}
+
+__attribute__((constructor)) static void perf_helpers_init(void)
+{
+	bpf_helpers[BPF_FUNC_perf_event_output] = bpf_perf_event_output;
+}

@@ -1,0 +1,129 @@
+"""perf_event_open(2) for what bpfshim serves, with the kernel's checks
+(perf_copy_attr, perf_event_open, perf_event_alloc) and errno.
+
+A PERF_COUNT_SW_BPF_OUTPUT event is an eventfd (what the loader holds and
+polls) plus a ring segment (agent/perf_ring.h) the loader sizes when it
+mmaps the event and producers in any process write to.
+"""
+import errno
+import os
+import struct
+
+from . import _native
+from .errors import BpfError, unsupported
+from .objects import BpfObject, registry
+
+P = _native.proto
+ffi = _native.ffi
+
+PERF_ATTR_SIZE_VER0 = 64
+PERF_ATTR_SIZE_KERNEL = 136          # 6.18: PERF_ATTR_SIZE_VER8 (config3)
+PERF_FLAG_ALL = 0x1 | 0x2 | 0x4 | 0x8
+PERF_TYPE_HARDWARE, PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 0, 1, 2
+PERF_COUNT_SW_CPU_CLOCK, PERF_COUNT_SW_BPF_OUTPUT, PERF_COUNT_SW_MAX = 0, 10, 13
+PERF_SAMPLE_MAX = 1 << 25
+PERF_FORMAT_MAX = 1 << 5
+SHIM_FD_RING = 0x80000000            # f_flags marking the ring segment fd
+
+RING_META = struct.Struct("<IIIIIIQQQQQ")   # struct perf_ring_meta
+
+
+def uprobe_pmu_type():
+    try:
+        with open("/sys/bus/event_source/devices/uprobe/type") as f:
+            return int(f.read())
+    except OSError:
+        return 8
+
+
+class PerfEventObject(BpfObject):
+    kind = P.SHIM_OBJ_PERF_EVENT
+
+    def __init__(self, attr, cpu, pid):
+        super().__init__()
+        self.attr = attr
+        self.cpu = cpu
+        self.pid = pid
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.ring = os.memfd_create("bpf-perf-ring", os.MFD_CLOEXEC)
+        os.ftruncate(self.ring, 4096)
+
+    def init_ring(self):
+        a = self.attr
+        disabled = a["flags"] & 1
+        wakeup = a["wakeup"]
+        watermark_flag = (a["flags"] >> 14) & 1
+        meta = RING_META.pack(0x46524550, 0, 0 if disabled else 1,
+                              0 if watermark_flag else wakeup,
+                              wakeup if watermark_flag else 0,
+                              self.cpu & 0xFFFFFFFF, 0, 0, 0, self.id, a["sample_type"])
+        os.pwrite(self.ring, meta, 0)
+
+    def destroy(self):
+        if self.ring >= 0:
+            os.close(self.ring)
+            self.ring = -1
+        super().destroy()
+
+
+def _decode(raw):
+    a = {}
+    (a["type"], a["size"], a["config"], a["sample_period"], a["sample_type"], a["read_format"],
+     a["flags"], a["wakeup"], a["bp_type"], a["config1"], a["config2"]) = struct.unpack_from("<IIQQQQQIIQQ", raw)
+    a["reserved_2"] = struct.unpack_from("<H", raw, 110)[0]
+    a["reserved_3"] = struct.unpack_from("<I", raw, 116)[0] >> 3
+    return a
+
+
+def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
+    """Returns (ret, give) like a bpf handler; raises BpfError."""
+    if flags & ~PERF_FLAG_ALL:
+        raise BpfError(errno.EINVAL)
+    size_raw = conn.read(uattr + 4, 4)
+    size = struct.unpack("<I", size_raw)[0] or PERF_ATTR_SIZE_VER0
+    if size < PERF_ATTR_SIZE_VER0 or size > 4096:
+        conn.write(uattr + 4, struct.pack("<I", PERF_ATTR_SIZE_KERNEL))
+        raise BpfError(errno.E2BIG)
+    raw = conn.read(uattr, size)
+    if size > PERF_ATTR_SIZE_KERNEL and any(raw[PERF_ATTR_SIZE_KERNEL:]):
+        conn.write(uattr + 4, struct.pack("<I", PERF_ATTR_SIZE_KERNEL))
+        raise BpfError(errno.E2BIG)
+    raw = raw[:PERF_ATTR_SIZE_KERNEL].ljust(PERF_ATTR_SIZE_KERNEL, b"\0")
+    a = _decode(raw)
+    if a["flags"] >> 38 or a["reserved_2"] or a["reserved_3"]:
+        raise BpfError(errno.EINVAL)
+    if a["sample_type"] & ~(PERF_SAMPLE_MAX - 1) or a["read_format"] & ~(PERF_FORMAT_MAX - 1):
+        raise BpfError(errno.EINVAL)
+    if not (a["flags"] >> 10) & 1 and a["sample_period"] >> 63:
+        raise BpfError(errno.EINVAL)
+    if group_fd != -1:
+        raise unsupported(errno.EINVAL, "perf event groups (group_fd)")
+    if pid != -1 and pid > 0 and not os.path.exists(f"/proc/{pid}"):
+        raise BpfError(errno.ESRCH)
+    ncpus = _native.lib.shm_nr_possible_cpus()
+    if cpu < -1 or cpu >= ncpus or (cpu == -1 and pid == -1):
+        raise BpfError(errno.EINVAL)
+    t, cfg = a["type"], a["config"]
+    if t == PERF_TYPE_SOFTWARE:
+        if cfg >= PERF_COUNT_SW_MAX:
+            raise BpfError(errno.ENOENT)
+        if cfg != PERF_COUNT_SW_BPF_OUTPUT:
+            raise unsupported(errno.EOPNOTSUPP, f"software perf event config {cfg} (only BPF_OUTPUT)")
+    elif t == uprobe_pmu_type():
+        raise unsupported(errno.EOPNOTSUPP, "uprobe perf events (attach)")
+    elif t == PERF_TYPE_TRACEPOINT:
+        raise unsupported(errno.EOPNOTSUPP, f"tracepoint perf events (id {cfg})")
+    elif t == PERF_TYPE_HARDWARE:
+        raise unsupported(errno.ENOENT, "hardware perf events")
+    else:
+        raise BpfError(errno.ENOENT)
+    obj = PerfEventObject(a, cpu, pid)
+    registry.add(obj)
+    obj.init_ring()
+    return obj
+
+
+def give(obj):
+    """The fds of a perf event for a process: the eventfd (the return value)
+    and the ring segment, marked SHIM_FD_RING."""
+    return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]
