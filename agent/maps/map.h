@@ -130,4 +130,24 @@ uint32_t shm_cur_cpu(const struct shm_map *m);
 /* Number of possible CPUs on this machine (/sys/devices/system/cpu/possible). */
 uint32_t shm_nr_possible_cpus(void);
 
+/* Value copies as the kernel's copy_map_value(): the bpf_spin_lock word at
+ * attr.spin_lock_off is never copied; _locked takes it (on src or dst). */
+void shm_copy_value(const struct shm_map *m, void *dst, const void *src);
+void shm_copy_value_locked(const struct shm_map *m, void *dst, const void *src, int lock_src);
+void shm_clear_special(const struct shm_map *m, void *value);
+
+/* fd arrays (perf_event_array, prog_array, ...): the object id in slot i, or 0. */
+uint32_t shm_fd_array_get(const struct shm_map *m, uint32_t i);
+/* Elements in use of a hash map. */
+uint64_t shm_htab_count(const struct shm_map *m);
+
+#define SHM_BPF_F_ACCESS_MASK (BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG)
+#define SHM_ENOTSUPP 524
+
+/* bpf_map_flags_access_ok() */
+static inline int shm_map_flags_access_ok(uint32_t f)
+{
+	return (f & (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG)) != (BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG);
+}
+
 #endif
