@@ -1,0 +1,183 @@
+"""The AOT compiler: a long-lived Codegen (target machine, pass pipeline) and a
+per-program ProgramLibrary (IR -> optimized module -> object -> blob, then frozen).
+
+Environment:
+  BPFSHIM_DUMP_IR=1   dump the IR before and after optimization to stderr
+  BPFSHIM_DUMP_ASM=1  dump the generated assembly to stderr
+  BPFSHIM_AOT_CPU     target CPU ("host" by default: blobs run on this machine;
+                      "generic" for baseline x86-64)
+  BPFSHIM_AOT_CACHE=0 disable the on-disk cache ($XDG_CACHE_HOME/bpfshim/aot)
+"""
+import hashlib
+import os
+import sys
+import threading
+
+import llvmlite.binding as llvm
+
+from . import insn as _insn
+from .insn import AotError
+from .irgen import ENTRY_NAME, IMPORT_PREFIX, IMPORTS, module_ir
+from .link import link
+
+TRIPLE = "x86_64-unknown-linux-gnu"
+# Bump when the generated code or blob format changes: it keys the caches.
+COMPILER_VERSION = "bpfshim-aot-1"
+
+
+def dump(kind, text):
+    """The one place dumps go through (stderr, framed by the kind)."""
+    sys.stderr.write(f"---- bpfshim aot {kind} ----\n{text}\n---- end {kind} ----\n")
+    sys.stderr.flush()
+
+
+def _flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+class Codegen:
+    """Target machine and optimization pipeline, built once per process."""
+
+    def __init__(self, cpu=None):
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        cpu = cpu or os.environ.get("BPFSHIM_AOT_CPU", "host")
+        if cpu == "host":
+            self.cpu, self.features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+        elif cpu == "generic":
+            self.cpu, self.features = "x86-64", ""
+        else:
+            self.cpu, self.features = cpu, ""
+        target = llvm.Target.from_triple(TRIPLE)
+        self.tm = target.create_target_machine(cpu=self.cpu, features=self.features, opt=2,
+                                               reloc="pic", codemodel="small")
+        self.pto = llvm.create_pipeline_tuning_options(speed_level=2)
+        self.lock = threading.Lock()
+        self.tag = f"{COMPILER_VERSION};llvm{'.'.join(map(str, llvm.llvm_version_info))};{self.cpu};{self.features}"
+
+    def optimize(self, mod):
+        """The -O2 pipeline. A pass builder holds analysis caches keyed by module
+        address, so each module gets a fresh one (cheap); the tuning options and
+        target machine are shared."""
+        pb = llvm.create_pass_builder(self.tm, self.pto)
+        try:
+            pb.getModulePassManager().run(mod, pb)
+        finally:
+            pb.close()
+
+    def library(self, insns, helper_ids=None):
+        return ProgramLibrary(self, insns, helper_ids)
+
+
+class ProgramLibrary:
+    """One program's compilation; immutable once finalize() produced the blob."""
+
+    def __init__(self, codegen, insns, helper_ids=None):
+        self.codegen = codegen
+        self.insns = bytes(insns)
+        self.helper_ids = helper_ids
+        self.ir = None
+        self.blob = None
+
+    def _raise_if_finalized(self):
+        if self.blob is not None:
+            raise RuntimeError("program library already finalized")
+
+    def finalize(self):
+        self._raise_if_finalized()
+        prog = _insn.decode(self.insns)
+        funcs = _insn.analyze(prog, self.helper_ids)
+        self.ir = module_ir(prog, funcs)
+        if _flag("BPFSHIM_DUMP_IR"):
+            dump("IR", self.ir)
+        cg = self.codegen
+        with cg.lock:
+            try:
+                mod = llvm.parse_assembly(self.ir)
+                mod.verify()
+            except RuntimeError as e:   # our own bug: say so, the interpreter runs the program
+                raise AotError(f"internal error, invalid IR: {e}") from None
+            mod.triple = TRIPLE
+            mod.data_layout = str(cg.tm.target_data)
+            cg.optimize(mod)
+            if _flag("BPFSHIM_DUMP_IR"):
+                dump("optimized IR", str(mod))
+            if _flag("BPFSHIM_DUMP_ASM"):
+                dump("asm", cg.tm.emit_assembly(mod))
+            obj = cg.tm.emit_object(mod)
+        self.blob = link(obj, ENTRY_NAME, [IMPORT_PREFIX + n for n in IMPORTS])
+        return self.blob
+
+
+_codegen = None
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+def get_codegen():
+    global _codegen
+    if _codegen is None:
+        _codegen = Codegen()
+    return _codegen
+
+
+def _cache_dir():
+    if os.environ.get("BPFSHIM_AOT_CACHE", "1") == "0":
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bpfshim", "aot")
+
+
+def _disk_get(key):
+    d = _cache_dir()
+    if not d:
+        return None
+    try:
+        with open(os.path.join(d, key), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # A blob ends with its trailer; a torn or foreign file is ignored.
+    from .link import TRAILER, TRAILER_MAGIC
+    if len(data) < TRAILER.size or TRAILER.unpack_from(data, len(data) - TRAILER.size)[2] != TRAILER_MAGIC:
+        return None
+    return data
+
+
+def _disk_put(key, blob):
+    d = _cache_dir()
+    if not d:
+        return
+    try:
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, f".{key}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, os.path.join(d, key))
+    except OSError:
+        pass     # the cache is an optimization only
+
+
+def compile_program(insns, *, helper_ids=None):
+    """Relocated eBPF instructions -> position-independent x86-64 blob (entry at 0,
+    `u64 fn(u64 r1, const struct bpf_jit_env *env)`). Raises AotError (OSError,
+    EINVAL) for what cannot be compiled."""
+    insns = bytes(insns)
+    cg = get_codegen()
+    h = hashlib.sha256(cg.tag.encode())
+    h.update(b"\0" + insns)
+    if helper_ids is not None:
+        h.update(b"\0helpers:" + ",".join(map(str, sorted(helper_ids))).encode())
+    key = h.hexdigest()
+    with _cache_lock:
+        blob = _cache.get(key)
+    if blob is not None:
+        return blob
+    dumping = _flag("BPFSHIM_DUMP_IR") or _flag("BPFSHIM_DUMP_ASM")
+    blob = None if dumping else _disk_get(key)
+    if blob is None:
+        blob = cg.library(insns, helper_ids).finalize()
+        _disk_put(key, blob)
+    with _cache_lock:
+        _cache[key] = blob
+    return blob

@@ -1,0 +1,524 @@
+"""eBPF -> LLVM IR (text), one LLVM function per subprogram.
+
+Semantics are those of the kernel's interpreter (kernel/bpf/core.c) after the
+verifier's fixups (do_misc_fixups): division by zero gives 0, modulo by zero
+leaves dst (zero-extended for 32-bit), signed division by -1 negates and signed
+modulo by -1 gives 0, shift amounts are masked, 32-bit operations zero-extend.
+
+Registers are i64 allocas (SROA/mem2reg make them SSA values); the stack is an
+i8 array alloca with r10 at its end; other memory is reached with inttoptr and
+align 1 (eBPF allows unaligned access; x86 does too). Helpers are called through
+env->helpers[id]; maps through env->maps[i] / env->map_values[i]; the one runtime
+function the code needs (bpf_rt_tail_call_pending) through an import slot that
+bpf_jit_load fills (see link.py).
+"""
+from .insn import (
+    AotError, BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
+    BPF_W, BPF_H, BPF_B, BPF_DW, SIZE_BYTES, BPF_IMM, BPF_MEM, BPF_MEMSX, BPF_ATOMIC, BPF_X,
+    BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_NEG, BPF_MOD,
+    BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END, BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET, BPF_JNE,
+    BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_FETCH,
+    BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL, BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_IDX,
+    BPF_PSEUDO_MAP_IDX_VALUE, BPF_FUNC_tail_call, BPF_REG_FP, MAX_BPF_STACK, HELPER_MAX,
+    jump_target,
+)
+
+ENTRY_NAME = "bpf_prog"
+IMPORT_PREFIX = "__bpfshim_import."
+# Import slots, filled by bpf_jit_load by index (bpf_jit_imports[] in agent/jit.c).
+IMPORTS = ("bpf_rt_tail_call_pending",)
+
+_ITY = {BPF_B: "i8", BPF_H: "i16", BPF_W: "i32", BPF_DW: "i64"}
+_BITS = {BPF_B: 8, BPF_H: 16, BPF_W: 32, BPF_DW: 64}
+
+_ALU_SIMPLE = {BPF_ADD: "add", BPF_SUB: "sub", BPF_MUL: "mul", BPF_OR: "or", BPF_AND: "and",
+               BPF_XOR: "xor"}
+_SHIFT = {BPF_LSH: "shl", BPF_RSH: "lshr", BPF_ARSH: "ashr"}
+_CMP = {BPF_JEQ: "eq", BPF_JNE: "ne", BPF_JGT: "ugt", BPF_JGE: "uge", BPF_JLT: "ult",
+        BPF_JLE: "ule", BPF_JSGT: "sgt", BPF_JSGE: "sge", BPF_JSLT: "slt", BPF_JSLE: "sle"}
+_RMW = {0x00: "add", 0x40: "or", 0x50: "and", 0xa0: "xor"}
+
+FN_ATTRS = 'nounwind "no-builtins" "frame-pointer"="none" "no-trapping-math"="true"'
+
+
+def _fname(f):
+    return ENTRY_NAME if f.idx == 0 else f"bpf_sub{f.idx}"
+
+
+def _stack_use(prog, f):
+    """(size, escapes): bytes of stack the function touches through r10+off, and
+    whether r10 is used as a value (then the whole 512 bytes may be reached)."""
+    lo = 0
+    for pc in range(f.start, f.end):
+        ins = prog[pc]
+        if ins is None:
+            continue
+        cls = ins.cls
+        if cls in (BPF_ALU, BPF_ALU64) and ins.code & BPF_X and ins.src == BPF_REG_FP:
+            return MAX_BPF_STACK, True
+        if cls in (BPF_JMP, BPF_JMP32) and ins.code & BPF_X and BPF_REG_FP in (ins.src, ins.dst):
+            return MAX_BPF_STACK, True
+        if cls == BPF_STX and ins.src == BPF_REG_FP:
+            return MAX_BPF_STACK, True
+        if cls == BPF_STX and ins.mode == BPF_ATOMIC and ins.dst == BPF_REG_FP:
+            return MAX_BPF_STACK, True   # atomics on the stack: keep it simple, real memory
+        if cls in (BPF_ALU, BPF_ALU64) and ins.dst == BPF_REG_FP:
+            return MAX_BPF_STACK, True   # rejected later
+        base = ins.src if cls == BPF_LDX else ins.dst if cls in (BPF_ST, BPF_STX) else None
+        if base == BPF_REG_FP:
+            sz = SIZE_BYTES[ins.size]
+            if ins.off < -MAX_BPF_STACK or ins.off + sz > 0:
+                return MAX_BPF_STACK, True
+            lo = min(lo, ins.off)
+    return (-lo + 7) & ~7, False
+
+
+class FuncGen:
+    def __init__(self, prog, f, funcs_by_start):
+        self.prog = prog
+        self.f = f
+        self.by_start = funcs_by_start
+        self.out = []
+        self.n = 0
+        self.stack_size, self.stack_escapes = _stack_use(prog, f)
+        self.helpers_ptr = None
+
+    # -- small emit helpers ------------------------------------------------
+    def tmp(self):
+        self.n += 1
+        return f"%v{self.n}"
+
+    def label(self):
+        self.n += 1
+        return f"X{self.n}"
+
+    def e(self, line):
+        self.out.append("  " + line)
+
+    def val(self, expr):
+        t = self.tmp()
+        self.e(f"{t} = {expr}")
+        return t
+
+    def rd(self, r, pc):
+        if r > BPF_REG_FP:
+            raise AotError(f"invalid register r{r}", pc)
+        if r == BPF_REG_FP:
+            return "%fp"
+        return self.val(f"load i64, ptr %r{r}")
+
+    def wr(self, r, v, pc):
+        if r >= BPF_REG_FP:
+            raise AotError(f"frame pointer r10 is read only" if r == BPF_REG_FP else f"invalid register r{r}", pc)
+        self.e(f"store i64 {v}, ptr %r{r}")
+
+    def trunc32(self, v):
+        if v.lstrip("-").isdigit():
+            return str(((int(v) + 2**31) & 0xffffffff) - 2**31)
+        return self.val(f"trunc i64 {v} to i32")
+
+    def zext32(self, v):
+        return self.val(f"zext i32 {v} to i64")
+
+    def env_load(self, idx, slot):
+        """env->field[slot] for field index idx (0 helpers, 1 maps, 2 map_values)."""
+        tab = self.val(f"getelementptr inbounds ptr, ptr %env, i64 {idx}")
+        base = self.val(f"load ptr, ptr {tab}, align 8, !invariant.load !0")
+        p = self.val(f"getelementptr inbounds ptr, ptr {base}, i64 {slot}")
+        return self.val(f"load ptr, ptr {p}, align 8, !invariant.load !0")
+
+    def addr(self, base, off, size, pc):
+        """Pointer for base register + off."""
+        if base == BPF_REG_FP and not self.stack_escapes:
+            return self.val(f"getelementptr inbounds i8, ptr %stk, i64 {self.stack_size + off}")
+        b = self.rd(base, pc)
+        if off:
+            b = self.val(f"add i64 {b}, {off}")
+        return self.val(f"inttoptr i64 {b} to ptr")
+
+    # -- the function ------------------------------------------------------
+    def gen(self):
+        f = self.f
+        prog = self.prog
+        name = _fname(f)
+        if f.idx == 0:
+            ret = "i64"
+            self.out.append(f"define i64 @{name}(i64 %a1, ptr %env) #0 {{")
+        else:
+            ret = "{ i64, i1 }" if f.may_tail_call else "i64"
+            self.out.append(f"define internal fastcc {ret} @{name}(i64 %a1, i64 %a2, i64 %a3, i64 %a4, "
+                            f"i64 %a5, ptr %env) #0 {{")
+        self.ret_ty = ret
+        self.out.append("entry:")
+        for r in range(10):
+            self.e(f"%r{r} = alloca i64, align 8")
+        ssz = max(self.stack_size, 8)
+        self.e(f"%stk = alloca [{ssz} x i8], align 16")
+        nargs = 1 if f.idx == 0 else 5
+        for r in range(10):
+            self.e(f"store i64 {f'%a{r}' if 1 <= r <= nargs else 0}, ptr %r{r}")
+        if self.stack_escapes:
+            # Uninitialized stack is whatever the memory holds, never LLVM undef:
+            # an empty asm that may write it keeps loads honest at no cost.
+            self.e('call void asm sideeffect "", "r,~{memory}"(ptr %stk)')
+        elif self.stack_size:
+            self.e(f"store [{ssz} x i8] zeroinitializer, ptr %stk, align 16")
+        self.e(f"%fpp = getelementptr inbounds i8, ptr %stk, i64 {ssz}")
+        self.e("%fp = ptrtoint ptr %fpp to i64")
+        self.e(f"br label %L{f.start}")
+        terminated = True
+        for pc in range(f.start, f.end):
+            ins = prog[pc]
+            if ins is None:
+                continue
+            if pc in f.leaders:
+                if not terminated:
+                    self.e(f"br label %L{pc}")
+                self.out.append(f"L{pc}:")
+            terminated = self.insn(ins)
+        if not terminated:
+            raise AotError("falls off the end", f.end - 1)
+        self.out.append("}")
+        return self.out
+
+    def ret_normal(self):
+        r0 = self.val("load i64, ptr %r0")
+        if self.ret_ty == "i64":
+            self.e(f"ret i64 {r0}")
+        else:
+            a = self.val(f"insertvalue {{ i64, i1 }} undef, i64 {r0}, 0")
+            b = self.val(f"insertvalue {{ i64, i1 }} {a}, i1 false, 1")
+            self.e(f"ret {{ i64, i1 }} {b}")
+
+    def ret_abort(self):
+        """Leave at once after a tail call (the run loop continues with its target)."""
+        if self.ret_ty == "i64":
+            r0 = self.val("load i64, ptr %r0")
+            self.e(f"ret i64 {r0}")
+        else:
+            self.e("ret { i64, i1 } { i64 0, i1 true }")
+
+    def check_tail_call(self):
+        fn = self.val(f"load ptr, ptr @{IMPORT_PREFIX}bpf_rt_tail_call_pending, align 8, !invariant.load !0")
+        p = self.val(f"call i32 {fn}()")
+        c = self.val(f"icmp ne i32 {p}, 0")
+        out, cont = self.label(), self.label()
+        self.e(f"br i1 {c}, label %{out}, label %{cont}, !prof !1")
+        self.out.append(f"{out}:")
+        self.ret_abort()
+        self.out.append(f"{cont}:")
+
+    # -- one instruction; returns True if it ended the block ----------------
+    def insn(self, ins):
+        cls = ins.cls
+        pc = ins.pc
+        if cls in (BPF_ALU, BPF_ALU64):
+            self.alu(ins)
+        elif cls in (BPF_JMP, BPF_JMP32):
+            return self.jmp(ins)
+        elif cls == BPF_LDX:
+            if ins.mode not in (BPF_MEM, BPF_MEMSX) or (ins.mode == BPF_MEMSX and ins.size == BPF_DW):
+                raise AotError(f"invalid LDX opcode {ins.code:#04x}", pc)
+            ty = _ITY[ins.size]
+            p = self.addr(ins.src, ins.off, SIZE_BYTES[ins.size], pc)
+            v = self.val(f"load {ty}, ptr {p}, align 1")
+            if ins.size != BPF_DW:
+                v = self.val(f"{'sext' if ins.mode == BPF_MEMSX else 'zext'} {ty} {v} to i64")
+            self.wr(ins.dst, v, pc)
+        elif cls == BPF_ST:
+            if ins.mode != BPF_MEM:
+                raise AotError(f"invalid ST opcode {ins.code:#04x}", pc)
+            ty = _ITY[ins.size]
+            bits = _BITS[ins.size]
+            imm = ins.imm if bits >= 32 else ((ins.imm + (1 << (bits - 1))) & ((1 << bits) - 1)) - (1 << (bits - 1))
+            p = self.addr(ins.dst, ins.off, SIZE_BYTES[ins.size], pc)
+            self.e(f"store {ty} {imm}, ptr {p}, align 1")
+        elif cls == BPF_STX:
+            if ins.mode == BPF_MEM:
+                ty = _ITY[ins.size]
+                v = self.rd(ins.src, pc)
+                if ins.size != BPF_DW:
+                    v = self.val(f"trunc i64 {v} to {ty}")
+                p = self.addr(ins.dst, ins.off, SIZE_BYTES[ins.size], pc)
+                self.e(f"store {ty} {v}, ptr {p}, align 1")
+            elif ins.mode == BPF_ATOMIC:
+                self.atomic(ins)
+            else:
+                raise AotError(f"invalid STX opcode {ins.code:#04x}", pc)
+        elif cls == BPF_LD:
+            if not ins.is_lddw():
+                raise AotError(f"BPF_LD opcode {ins.code:#04x} (legacy packet access) is not compiled", pc)
+            if ins.src == 0:
+                v = ins.imm64 - (1 << 64) if ins.imm64 >= 1 << 63 else ins.imm64
+                self.wr(ins.dst, str(v), pc)
+            elif ins.src == BPF_PSEUDO_MAP_IDX:
+                m = self.env_load(1, ins.imm & 0xffffffff)
+                self.wr(ins.dst, self.val(f"ptrtoint ptr {m} to i64"), pc)
+            elif ins.src == BPF_PSEUDO_MAP_IDX_VALUE:
+                m = self.env_load(2, ins.imm & 0xffffffff)
+                v = self.val(f"ptrtoint ptr {m} to i64")
+                off = ins.imm64 >> 32
+                if off:
+                    v = self.val(f"add i64 {v}, {off}")
+                self.wr(ins.dst, v, pc)
+            else:
+                raise AotError(f"lddw with src_reg {ins.src} (unrelocated map or BTF reference)", pc)
+        return False
+
+    def src_operand(self, ins, is64):
+        """The second operand as an i64/i32 value (imm sign-extended to 64 / as i32)."""
+        if ins.code & BPF_X:
+            v = self.rd(ins.src, ins.pc)
+            return v if is64 else self.trunc32(v)
+        return str(ins.imm)
+
+    def alu(self, ins):
+        pc = ins.pc
+        is64 = ins.cls == BPF_ALU64
+        op = ins.op
+        ty = "i64" if is64 else "i32"
+        bits = 64 if is64 else 32
+        if op == BPF_END:
+            return self.endian(ins)
+        if op == BPF_MOV:
+            if ins.code & BPF_X:
+                if is64 and ins.off == 1 and ins.imm in (1, 0x10000):
+                    raise AotError("addr_space_cast (arena) is not supported", pc)
+                v = self.rd(ins.src, pc)
+                if ins.off:
+                    if ins.off not in ((8, 16, 32) if is64 else (8, 16)):
+                        raise AotError(f"invalid movsx offset {ins.off}", pc)
+                    t = self.val(f"trunc i64 {v} to i{ins.off}")
+                    v = self.val(f"sext i{ins.off} {t} to {ty}")
+                    if not is64:
+                        v = self.zext32(v)
+                elif not is64:
+                    v = self.zext32(self.trunc32(v))
+            else:
+                if ins.off:
+                    raise AotError("invalid mov with offset", pc)
+                v = str(ins.imm if is64 else ins.imm & 0xffffffff)
+            self.wr(ins.dst, v, pc)
+            return
+        a = self.rd(ins.dst, pc)
+        if not is64:
+            a = self.trunc32(a)
+        if op == BPF_NEG:
+            r = self.val(f"sub {ty} 0, {a}")
+        elif op in _ALU_SIMPLE:
+            if ins.off:
+                raise AotError(f"invalid ALU offset {ins.off}", pc)
+            b = self.src_operand(ins, is64)
+            r = self.val(f"{_ALU_SIMPLE[op]} {ty} {a}, {b}")
+        elif op in _SHIFT:
+            if ins.code & BPF_X:
+                b = self.src_operand(ins, is64)
+                b = self.val(f"and {ty} {b}, {bits - 1}")
+            else:
+                b = str(ins.imm & (bits - 1))
+            r = self.val(f"{_SHIFT[op]} {ty} {a}, {b}")
+        elif op in (BPF_DIV, BPF_MOD):
+            if ins.off not in (0, 1):
+                raise AotError(f"invalid div/mod offset {ins.off}", pc)
+            b = self.src_operand(ins, is64)
+            r = self.divmod(op, ins.off == 1, ty, a, b)
+        else:
+            raise AotError(f"invalid ALU opcode {ins.code:#04x}", pc)
+        if not is64:
+            r = self.zext32(r)
+        self.wr(ins.dst, r, pc)
+
+    def divmod(self, op, signed, ty, a, b):
+        """The verifier-patched semantics: x/0 = 0, x%0 = x, signed x/-1 = -x, x%-1 = 0."""
+        if b.lstrip("-").isdigit():
+            k = int(b)
+            if k == 0:
+                return "0" if op == BPF_DIV else a
+            if signed and k == -1:
+                return self.val(f"sub {ty} 0, {a}") if op == BPF_DIV else "0"
+            instr = ("sdiv" if signed else "udiv") if op == BPF_DIV else ("srem" if signed else "urem")
+            return self.val(f"{instr} {ty} {a}, {k}")
+        z = self.val(f"icmp eq {ty} {b}, 0")
+        if signed:
+            m1 = self.val(f"icmp eq {ty} {b}, -1")
+            bad = self.val(f"or i1 {z}, {m1}")
+            d = self.val(f"select i1 {bad}, {ty} 1, {ty} {b}")
+            if op == BPF_DIV:
+                q = self.val(f"sdiv {ty} {a}, {d}")
+                n = self.val(f"sub {ty} 0, {a}")
+                t = self.val(f"select i1 {m1}, {ty} {n}, {ty} {q}")
+                return self.val(f"select i1 {z}, {ty} 0, {ty} {t}")
+            q = self.val(f"srem {ty} {a}, {d}")
+            t = self.val(f"select i1 {m1}, {ty} 0, {ty} {q}")
+            return self.val(f"select i1 {z}, {ty} {a}, {ty} {t}")
+        d = self.val(f"select i1 {z}, {ty} 1, {ty} {b}")
+        if op == BPF_DIV:
+            q = self.val(f"udiv {ty} {a}, {d}")
+            return self.val(f"select i1 {z}, {ty} 0, {ty} {q}")
+        q = self.val(f"urem {ty} {a}, {d}")
+        return self.val(f"select i1 {z}, {ty} {a}, {ty} {q}")
+
+    def endian(self, ins):
+        pc = ins.pc
+        if ins.imm not in (16, 32, 64):
+            raise AotError(f"invalid endianness width {ins.imm}", pc)
+        if ins.cls == BPF_ALU64:
+            if ins.code & BPF_X:
+                raise AotError(f"invalid opcode {ins.code:#04x}", pc)
+            swap = True                     # bswap: unconditional
+        else:
+            swap = bool(ins.code & BPF_X)   # to_be on a little-endian host
+        w = ins.imm
+        v = self.rd(ins.dst, pc)
+        if w == 64:
+            if swap:
+                v = self.val(f"call i64 @llvm.bswap.i64(i64 {v})")
+        else:
+            t = self.val(f"trunc i64 {v} to i{w}")
+            if swap:
+                t = self.val(f"call i{w} @llvm.bswap.i{w}(i{w} {t})")
+            v = self.val(f"zext i{w} {t} to i64")
+        self.wr(ins.dst, v, pc)
+
+    def atomic(self, ins):
+        pc = ins.pc
+        size = ins.size
+        op = ins.imm
+        if op in (BPF_LOAD_ACQ, BPF_STORE_REL):
+            ty = _ITY[size]
+            nb = SIZE_BYTES[size]
+            if op == BPF_LOAD_ACQ:
+                p = self.addr(ins.src, ins.off, nb, pc)
+                v = self.val(f"load atomic {ty}, ptr {p} acquire, align {nb}")
+                if size != BPF_DW:
+                    v = self.val(f"zext {ty} {v} to i64")
+                self.wr(ins.dst, v, pc)
+            else:
+                v = self.rd(ins.src, pc)
+                if size != BPF_DW:
+                    v = self.val(f"trunc i64 {v} to {ty}")
+                p = self.addr(ins.dst, ins.off, nb, pc)
+                self.e(f"store atomic {ty} {v}, ptr {p} release, align {nb}")
+            return
+        if size not in (BPF_W, BPF_DW):
+            raise AotError(f"invalid atomic size in opcode {ins.code:#04x}", pc)
+        ty = _ITY[size]
+        nb = SIZE_BYTES[size]
+        v = self.rd(ins.src, pc)
+        if size == BPF_W:
+            v = self.val(f"trunc i64 {v} to i32")
+        p = self.addr(ins.dst, ins.off, nb, pc)
+        if op == BPF_CMPXCHG:
+            exp = self.rd(0, pc)
+            if size == BPF_W:
+                exp = self.val(f"trunc i64 {exp} to i32")
+            pair = self.val(f"cmpxchg ptr {p}, {ty} {exp}, {ty} {v} seq_cst seq_cst, align {nb}")
+            old = self.val(f"extractvalue {{ {ty}, i1 }} {pair}, 0")
+            if size == BPF_W:
+                old = self.zext32(old)
+            self.wr(0, old, pc)
+            return
+        if op == BPF_XCHG:
+            rmw, fetch = "xchg", True
+        elif op & ~BPF_FETCH in _RMW:
+            rmw, fetch = _RMW[op & ~BPF_FETCH], bool(op & BPF_FETCH)
+        else:
+            raise AotError(f"invalid atomic operation {op:#x}", pc)
+        old = self.val(f"atomicrmw {rmw} ptr {p}, {ty} {v} seq_cst, align {nb}")
+        if fetch:
+            if size == BPF_W:
+                old = self.zext32(old)
+            self.wr(ins.src, old, pc)
+
+    def jmp(self, ins):
+        pc = ins.pc
+        op = ins.op
+        is64 = ins.cls == BPF_JMP
+        if op == BPF_EXIT:
+            self.ret_normal()
+            return True
+        if op == BPF_CALL:
+            if not is64:
+                raise AotError(f"invalid opcode {ins.code:#04x}", pc)
+            self.call(ins)
+            return False
+        if op == BPF_JA:
+            self.e(f"br label %L{jump_target(ins)}")
+            return True
+        if op not in _CMP and op != BPF_JSET:
+            raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
+        a = self.rd(ins.dst, pc)
+        ty = "i64" if is64 else "i32"
+        if not is64:
+            a = self.trunc32(a)
+        b = self.src_operand(ins, is64)
+        if op == BPF_JSET:
+            t = self.val(f"and {ty} {a}, {b}")
+            c = self.val(f"icmp ne {ty} {t}, 0")
+        else:
+            c = self.val(f"icmp {_CMP[op]} {ty} {a}, {b}")
+        self.e(f"br i1 {c}, label %L{jump_target(ins)}, label %L{pc + 1}")
+        return True
+
+    def call(self, ins):
+        pc = ins.pc
+        args = [self.rd(r, pc) for r in range(1, 6)]
+        if ins.code & BPF_X:
+            # callx (bpf_conformance): helper number in dst; out of range -> slot 0 (NULL: faults)
+            idx = self.rd(ins.dst, pc)
+            ok = self.val(f"icmp ult i64 {idx}, {HELPER_MAX}")
+            idx = self.val(f"select i1 {ok}, i64 {idx}, i64 0")
+            fn = self.env_load(0, idx)
+            r = self.val(f"call i64 {fn}({', '.join('i64 ' + a for a in args)})")
+            self.wr(0, r, pc)
+            self.check_tail_call()
+            return
+        if ins.src == BPF_PSEUDO_CALL:
+            callee = self.by_start[pc + ins.imm + 1]
+            argl = ", ".join("i64 " + a for a in args) + ", ptr %env"
+            if callee.may_tail_call:
+                pair = self.val(f"call fastcc {{ i64, i1 }} @{_fname(callee)}({argl})")
+                r = self.val(f"extractvalue {{ i64, i1 }} {pair}, 0")
+                self.wr(0, r, pc)
+                ab = self.val(f"extractvalue {{ i64, i1 }} {pair}, 1")
+                out, cont = self.label(), self.label()
+                self.e(f"br i1 {ab}, label %{out}, label %{cont}, !prof !1")
+                self.out.append(f"{out}:")
+                self.ret_abort()
+                self.out.append(f"{cont}:")
+            else:
+                r = self.val(f"call fastcc i64 @{_fname(callee)}({argl})")
+                self.wr(0, r, pc)
+            return
+        fn = self.env_load(0, ins.imm)
+        r = self.val(f"call i64 {fn}({', '.join('i64 ' + a for a in args)})")
+        self.wr(0, r, pc)
+        if ins.imm == BPF_FUNC_tail_call:
+            self.check_tail_call()
+
+
+def module_ir(prog, funcs):
+    """The whole program as LLVM IR text (entry function first: it must land at offset 0)."""
+    by_start = {f.start: f for f in funcs}
+    lines = [
+        'target triple = "x86_64-unknown-linux-gnu"',
+    ] + [
+        # One scalar global per import (an array would be split and renamed by GlobalOpt).
+        f"@{IMPORT_PREFIX}{name} = internal externally_initialized global ptr null, align 8"
+        for name in IMPORTS
+    ] + [
+        "",
+    ]
+    for f in funcs:
+        lines += FuncGen(prog, f, by_start).gen()
+        lines.append("")
+    lines += [
+        "declare i16 @llvm.bswap.i16(i16)",
+        "declare i32 @llvm.bswap.i32(i32)",
+        "declare i64 @llvm.bswap.i64(i64)",
+        f"attributes #0 = {{ {FN_ATTRS} }}",
+        "!0 = !{}",
+        '!1 = !{!"branch_weights", i32 1, i32 2000}',
+        "",
+    ]
+    return "\n".join(lines)
