@@ -60,6 +60,11 @@ int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
 uint32_t shm_nr_possible_cpus(void);
 
 /* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
+/* -- agent/jit.c (AOT blob loader; owner: aot) -- */
+void *bpf_jit_load(const void *blob, size_t len);
+void bpf_jit_free(void *p, size_t len);
+int bpf_rt_tail_call_pending(void);
+/* -- end agent/jit.c -- */
 """
 
 PROTO_H = PKG_DIR.parent / "libbpf_shim" / "proto.h"
@@ -78,8 +83,8 @@ class _Consts:
 
     def __getattr__(self, name):
         try:
-            v = ffi.integer_const(name)
-        except (ffi.error, AttributeError, KeyError) as e:
+            v = getattr(_consts_lib(), name)
+        except (AttributeError, KeyError, NotImplementedError) as e:
             raise AttributeError(name) from e
         setattr(self, name, v)
         return v
@@ -97,6 +102,17 @@ class _Consts:
                 except AttributeError:
                     pass
         return f"{prefix}{value}"
+
+
+_CONSTS = None
+
+
+def _consts_lib():
+    """cffi serves the constants of a cdef through any dlopen'd library."""
+    global _CONSTS
+    if _CONSTS is None:
+        _CONSTS = ffi.dlopen(None)
+    return _CONSTS
 
 
 ffi = FFI()
