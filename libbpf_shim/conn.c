@@ -185,7 +185,7 @@ static int connect_or_spawn(void)
 	fd = try_connect(dir);
 	if (fd < 0) {
 		spawn_server(dir);
-		for (int i = 0; i < 300 && fd < 0; i++) {  /* up to 15 s */
+		for (int i = 0; i < 200 && fd < 0; i++) {  /* up to 10 s */
 			struct timespec ts = { 0, 50 * 1000 * 1000 };
 			nanosleep(&ts, NULL);
 			fd = try_connect(dir);

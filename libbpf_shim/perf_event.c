@@ -311,7 +311,8 @@ static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags
 	if (index >= m->hdr->attr.max_entries)
 		return (uint64_t)-E2BIG;
 	key = (uint32_t)index;
-	if (!m->ops->sys_lookup || m->ops->sys_lookup(m, &key, &id, 0) || !id)
+	id = shm_fd_array_get(m, key);
+	if (!id)
 		return (uint64_t)-ENOENT;
 	if (size > 0xffff - 16)
 		return (uint64_t)-E2BIG;

@@ -202,3 +202,4 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
 		e->internal = 1;
 	return shim_prog_get((int)fd, &err);
 }
+

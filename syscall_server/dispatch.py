@@ -35,21 +35,30 @@ def _anon_field(t, name):
 TABLE = {}
 
 
-def _reg(cmd_name, handler, *last_field):
+def _reg(cmd_name, handler, *last_fields):
+    """last_fields: the command's last field, newest uapi first (a path is
+    "a.b"); the first one the uapi we were built with knows is used."""
     cmd = getattr(U, cmd_name, None)
     if cmd is None:
         return
-    TABLE[cmd] = (handler, _end(*last_field) if last_field else None, cmd_name)
+    end = None
+    for f in last_fields:
+        try:
+            end = _end(*f.split("."))
+            break
+        except KeyError:
+            continue
+    TABLE[cmd] = (handler, end, cmd_name)
 
 
 def _in_shim(ctx, attr):
     raise BpfError(errno.EINVAL, "map element commands are served in the loader")
 
 
-_reg("BPF_MAP_CREATE", cmd_map.map_create, "map_extra")
+_reg("BPF_MAP_CREATE", cmd_map.map_create, "map_token_fd", "map_extra")
 _reg("BPF_MAP_FREEZE", cmd_map.map_freeze, "map_fd")
-_reg("BPF_OBJ_PIN", cmd_obj.obj_pin, "path_fd")
-_reg("BPF_OBJ_GET", cmd_obj.obj_get, "path_fd")
+_reg("BPF_OBJ_PIN", cmd_obj.obj_pin, "path_fd", "file_flags")
+_reg("BPF_OBJ_GET", cmd_obj.obj_get, "path_fd", "file_flags")
 _reg("BPF_PROG_GET_NEXT_ID", cmd_obj.prog_get_next_id, "next_id")
 _reg("BPF_MAP_GET_NEXT_ID", cmd_obj.map_get_next_id, "next_id")
 _reg("BPF_BTF_GET_NEXT_ID", cmd_obj.btf_get_next_id, "next_id")
@@ -57,11 +66,11 @@ _reg("BPF_LINK_GET_NEXT_ID", cmd_obj.link_get_next_id, "next_id")
 _reg("BPF_MAP_GET_FD_BY_ID", cmd_obj.map_get_fd_by_id, "open_flags")
 _reg("BPF_PROG_GET_FD_BY_ID", cmd_obj.prog_get_fd_by_id, "next_id")
 _reg("BPF_LINK_GET_FD_BY_ID", cmd_obj.link_get_fd_by_id, "link_id")
-_reg("BPF_BTF_GET_FD_BY_ID", cmd_btf.btf_get_fd_by_id, "open_flags")
-_reg("BPF_OBJ_GET_INFO_BY_FD", cmd_obj.obj_get_info_by_fd, "info", "info")
-_reg("BPF_BTF_LOAD", cmd_btf.btf_load, "btf_log_true_size")
-_reg("BPF_PROG_LOAD", cmd_prog.prog_load, "log_true_size")
-_reg("BPF_PROG_BIND_MAP", cmd_prog.prog_bind_map, "prog_bind_map", "flags")
+_reg("BPF_BTF_GET_FD_BY_ID", cmd_btf.btf_get_fd_by_id, "fd_by_id_token_fd", "open_flags")
+_reg("BPF_OBJ_GET_INFO_BY_FD", cmd_obj.obj_get_info_by_fd, "info.info")
+_reg("BPF_BTF_LOAD", cmd_btf.btf_load, "btf_token_fd", "btf_log_true_size", "btf_log_level")
+_reg("BPF_PROG_LOAD", cmd_prog.prog_load, "fd_array_cnt", "prog_token_fd", "log_true_size", "core_relo_rec_size")
+_reg("BPF_PROG_BIND_MAP", cmd_prog.prog_bind_map, "prog_bind_map.flags")
 
 
 def apply_facts():
