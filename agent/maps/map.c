@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include "map.h"
 
 #define PAGE_SIZE_ 4096u
@@ -89,6 +90,40 @@ BPFSHIM_API int shm_map_open(struct shm_map *m, void *base, uint64_t size, int f
 		return -EINVAL;
 	init_handle(m, h, size, fd);
 	return 0;
+}
+
+/* See map.h: the whole segment, and a ringbuf's data area twice. */
+BPFSHIM_API void *shm_map_mmap(int fd, uint64_t seg_size, uint64_t *mapped)
+{
+	struct shm_map_hdr h;
+	char *base;
+
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != SHM_MAP_MAGIC ||
+	    h.seg_size > seg_size) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (h.attr.map_type != BPF_MAP_TYPE_RINGBUF) {
+		base = mmap(NULL, seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (base == MAP_FAILED)
+			return NULL;
+		*mapped = seg_size;
+		return base;
+	}
+	uint64_t data = h.attr.max_entries, total = h.seg_size + data;
+	base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED)
+		return NULL;
+	if (mmap(base, h.seg_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+	    mmap(base + h.seg_size, data, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+		 (off_t)(h.seg_size - data)) == MAP_FAILED) {
+		int e = errno;
+		munmap(base, total);
+		errno = e;
+		return NULL;
+	}
+	*mapped = total;
+	return base;
 }
 
 BPFSHIM_API uint32_t shm_nr_possible_cpus(void)

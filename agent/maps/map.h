@@ -141,6 +141,44 @@ uint32_t shm_fd_array_get(const struct shm_map *m, uint32_t i);
 /* Elements in use of a hash map. */
 uint64_t shm_htab_count(const struct shm_map *m);
 
+/*
+ * Mapping a segment. shm_map_mmap() maps a whole segment read-write, shared;
+ * for a ringbuf it also maps the data area a second time right after the
+ * segment (as the kernel's double mapping), and *mapped gets the length to
+ * pass to shm_map_open() (seg_size, or seg_size + max_entries for a
+ * ringbuf). Undo with munmap(base, *mapped).
+ *
+ * Offsets a loader's mmap(map_fd, off) must be translated by (the kernel's
+ * bpf_map_mmap): file offset = hdr->data_off + off.
+ *   - BPF_F_MMAPABLE array: values from data_off (page aligned), stride
+ *     round_up(value_size, 8).
+ *   - ringbuf (data_off = 4096): consumer page at data_off, producer page at
+ *     data_off + 4096, data (max_entries bytes) at data_off + 8192, ending at
+ *     seg_size. libbpf maps off 0 (consumer, 1 page, rw) and off 4096
+ *     (producer page + 2 * max_entries, ro): map file [data_off + 4096,
+ *     seg_size) and then the data area once more right after it (MAP_FIXED
+ *     over a reservation of the full length), as shm_map_mmap() does.
+ */
+void *shm_map_mmap(int fd, uint64_t seg_size, uint64_t *mapped);
+
+/* Ringbuf (ringbuf.c). submit/discard/output return 1 when consumers are
+ * to be woken (the kernel's irq_work), 0 if not; output returns -EINVAL /
+ * -EAGAIN as bpf_ringbuf_output. shm_ringbuf_of() gives the segment header
+ * a sample belongs to (bpf_ringbuf_restore_from_rec), hdr->id is the map id.
+ * shm_ringbuf_consume() is libbpf's ringbuf consume loop (for C users). */
+void *shm_ringbuf_reserve(struct shm_map *m, uint64_t size, uint64_t flags);
+int shm_ringbuf_submit(void *sample, uint64_t flags);
+int shm_ringbuf_discard(void *sample, uint64_t flags);
+struct shm_map_hdr *shm_ringbuf_of(void *sample);
+int shm_ringbuf_output(struct shm_map *m, const void *data, uint64_t size, uint64_t flags);
+uint64_t shm_ringbuf_query(struct shm_map *m, uint64_t flags);
+int shm_ringbuf_consume(struct shm_map *m, int (*fn)(void *ctx, void *data, uint32_t len), void *ctx);
+
+/* bpf_get_stackid() on a stack trace map: ips = the whole callchain (nr
+ * frames, innermost first); skip / BPF_F_FAST_STACK_CMP /
+ * BPF_F_REUSE_STACKID as the kernel. The id, or -EFAULT/-EEXIST/-ENOMEM/-EINVAL. */
+int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips, uint32_t nr, uint64_t flags);
+
 #define SHM_BPF_F_ACCESS_MASK (BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG)
 #define SHM_ENOTSUPP 524
 

@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * BPF_MAP_TYPE_STACK_TRACE, as kernel/bpf/stackmap.c: n_buckets (a power of
+ * two >= max_entries) slots, each pointing (index + 1) at one of max_entries
+ * preallocated buckets {hash, nr, ips[]}; ids are slot numbers, the hash is
+ * the kernel's jhash2 of the ips, so ids are the kernel's ids too.
+ * A new bucket is filled before it is swapped in with one atomic exchange;
+ * free buckets sit on a lock-free stack with an ABA tag.
+ *
+ * type_state: [0] free-list head (tag << 32 | index+1), [1] n_buckets,
+ *             [2] bucket size.
+ */
+#include <errno.h>
+#include <string.h>
+#include "map.h"
+#include "jhash.h"
+
+#define STACK_CREATE_FLAG_MASK (BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_STACK_BUILD_ID)
+#define PERF_MAX_STACK_DEPTH 127 /* sysctl kernel.perf_event_max_stack default */
+
+struct stack_bucket {
+	uint32_t next;  /* free-list link */
+	uint32_t hash;
+	uint32_t nr;
+	uint32_t _pad;
+	/* u64 data[value_size / 8] (or struct bpf_stack_build_id[]) */
+};
+
+static uint32_t max_stack(void)
+{
+	return PERF_MAX_STACK_DEPTH;
+}
+
+static uint32_t data_size(const struct shm_map_attr *a)
+{
+	return a->map_flags & BPF_F_STACK_BUILD_ID ? sizeof(struct bpf_stack_build_id) : sizeof(uint64_t);
+}
+
+static uint64_t n_buckets_for(uint32_t n)
+{
+	uint64_t b = 1;
+	while (b < n)
+		b <<= 1;
+	return b;
+}
+
+/* stack_map_alloc() checks */
+static int stack_alloc_check(const struct shm_map_attr *a)
+{
+	uint32_t vs = a->value_size;
+
+	if (a->map_flags & ~STACK_CREATE_FLAG_MASK)
+		return -EINVAL;
+	if (a->max_entries == 0 || a->key_size != 4 || vs < 8 || vs % 8)
+		return -EINVAL;
+	if (a->map_flags & BPF_F_STACK_BUILD_ID) {
+		if (vs % sizeof(struct bpf_stack_build_id) || vs / sizeof(struct bpf_stack_build_id) > max_stack())
+			return -EINVAL;
+	} else if (vs / 8 > max_stack()) {
+		return -EINVAL;
+	}
+	if (a->max_entries > (1u << 31))
+		return -E2BIG;
+	return 0;
+}
+
+static uint64_t bucket_size(const struct shm_map_attr *a)
+{
+	return sizeof(struct stack_bucket) + a->value_size;
+}
+
+static uint64_t stack_area(const struct shm_map_attr *a)
+{
+	return BPFSHIM_ROUND_UP(n_buckets_for(a->max_entries) * 4, 8) + (uint64_t)a->max_entries * bucket_size(a);
+}
+
+static uint32_t *slots(const struct shm_map *m)
+{
+	return (uint32_t *)shm_map_data(m);
+}
+
+static struct stack_bucket *bucket_at(const struct shm_map *m, uint32_t idx1)
+{
+	const struct shm_map_hdr *h = m->hdr;
+	char *base = (char *)shm_map_data(m) + BPFSHIM_ROUND_UP(h->type_state[1] * 4, 8);
+	return (struct stack_bucket *)(base + (uint64_t)(idx1 - 1) * h->type_state[2]);
+}
+
+static int stack_init(struct shm_map *m)
+{
+	struct shm_map_hdr *h = m->hdr;
+	uint32_t n = h->attr.max_entries;
+
+	h->type_state[1] = n_buckets_for(n);
+	h->type_state[2] = bucket_size(&h->attr);
+	for (uint32_t i = 1; i <= n; i++)
+		bucket_at(m, i)->next = i < n ? i + 1 : 0;
+	h->type_state[0] = n ? 1 : 0;
+	return 0;
+}
+
+static uint32_t freelist_pop(struct shm_map *m)
+{
+	uint64_t *head = &m->hdr->type_state[0];
+	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
+	uint32_t idx;
+
+	do {
+		idx = (uint32_t)old;
+		if (!idx)
+			return 0;
+		uint32_t next = __atomic_load_n(&bucket_at(m, idx)->next, __ATOMIC_RELAXED);
+		new = ((old >> 32) + 1) << 32 | next;
+	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	return idx;
+}
+
+static void freelist_push(struct shm_map *m, uint32_t idx)
+{
+	uint64_t *head = &m->hdr->type_state[0];
+	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
+
+	do {
+		__atomic_store_n(&bucket_at(m, idx)->next, (uint32_t)old, __ATOMIC_RELAXED);
+		new = ((old >> 32) + 1) << 32 | idx;
+	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * __bpf_get_stackid(): `ips` is the whole callchain (nr entries, innermost
+ * first); skip, BPF_F_FAST_STACK_CMP and BPF_F_REUSE_STACKID as the kernel.
+ * Returns the stack id or -EFAULT / -EEXIST / -ENOMEM / -EINVAL.
+ */
+BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips, uint32_t nr, uint64_t flags)
+{
+	const struct shm_map_attr *a = &m->hdr->attr;
+	uint32_t skip = flags & BPF_F_SKIP_FIELD_MASK, trace_nr, trace_len, hash, id, max_depth;
+	uint32_t *slot, cur, fresh, old;
+	struct stack_bucket *b;
+
+	if (flags & ~(uint64_t)(BPF_F_SKIP_FIELD_MASK | BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP |
+				BPF_F_REUSE_STACKID))
+		return -EINVAL;
+	/* stack_map_calculate_max_depth(); the kernel collects at most
+	 * max_depth frames (skipped ones included) */
+	max_depth = a->value_size / data_size(a) + skip;
+	if (max_depth > max_stack())
+		max_depth = max_stack();
+	if (nr > max_depth)
+		nr = max_depth;
+	if (nr <= skip)
+		return -EFAULT; /* skipping more than usable stack trace */
+	trace_nr = nr - skip;
+	trace_len = trace_nr * sizeof(uint64_t);
+	ips += skip;
+	hash = jhash2((const uint32_t *)ips, trace_len / sizeof(uint32_t), 0);
+	id = hash & (uint32_t)(m->hdr->type_state[1] - 1);
+	slot = &slots(m)[id];
+	cur = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	b = cur ? bucket_at(m, cur) : NULL;
+	int hash_matches = b && b->hash == hash;
+	if (hash_matches && (flags & BPF_F_FAST_STACK_CMP))
+		return (int)id;
+	if (a->map_flags & BPF_F_STACK_BUILD_ID) {
+		/* No build ids here: every frame is reported as a plain IP
+		 * (BPF_STACK_BUILD_ID_IP), as the kernel does when it cannot
+		 * read one. */
+		struct bpf_stack_build_id tmp;
+		if (hash_matches && b->nr == trace_nr) {
+			struct bpf_stack_build_id *ids = (struct bpf_stack_build_id *)(b + 1);
+			uint32_t i;
+			for (i = 0; i < trace_nr && ids[i].ip == ips[i]; i++)
+				;
+			if (i == trace_nr)
+				return (int)id;
+		}
+		if (b && !(flags & BPF_F_REUSE_STACKID))
+			return -EEXIST;
+		fresh = freelist_pop(m);
+		if (!fresh)
+			return -ENOMEM;
+		struct bpf_stack_build_id *ids = (struct bpf_stack_build_id *)(bucket_at(m, fresh) + 1);
+		for (uint32_t i = 0; i < trace_nr; i++) {
+			memset(&tmp, 0, sizeof(tmp));
+			tmp.status = BPF_STACK_BUILD_ID_IP;
+			tmp.ip = ips[i];
+			ids[i] = tmp;
+		}
+	} else {
+		if (hash_matches && b->nr == trace_nr && !memcmp(b + 1, ips, trace_len))
+			return (int)id;
+		if (b && !(flags & BPF_F_REUSE_STACKID))
+			return -EEXIST;
+		fresh = freelist_pop(m);
+		if (!fresh)
+			return -ENOMEM;
+		memcpy(bucket_at(m, fresh) + 1, ips, trace_len);
+	}
+	bucket_at(m, fresh)->hash = hash;
+	bucket_at(m, fresh)->nr = trace_nr;
+	old = __atomic_exchange_n(slot, fresh, __ATOMIC_ACQ_REL);
+	if (old)
+		freelist_push(m, old);
+	return (int)id;
+}
+
+/* bpf_stackmap_copy(): the trace, zero padded to value_size. */
+static int stack_sys_lookup(struct shm_map *m, const void *key, void *value, uint64_t flags)
+{
+	uint32_t id = *(const uint32_t *)key, cur;
+
+	if (id >= m->hdr->type_state[1])
+		return -ENOENT;
+	cur = __atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE);
+	if (!cur)
+		return -ENOENT;
+	struct stack_bucket *b = bucket_at(m, cur);
+	uint32_t len = b->nr * data_size(&m->hdr->attr);
+	if (len > m->hdr->attr.value_size)
+		len = m->hdr->attr.value_size;
+	memcpy(value, b + 1, len);
+	memset((char *)value + len, 0, m->hdr->attr.value_size - len);
+	return 0;
+}
+
+static int stack_update(struct shm_map *m, const void *key, const void *value, uint64_t flags)
+{
+	return -EINVAL;
+}
+
+/* stack_map_delete_elem() */
+static int stack_delete(struct shm_map *m, const void *key)
+{
+	uint32_t id = *(const uint32_t *)key, old;
+
+	if (id >= m->hdr->type_state[1])
+		return -EINVAL;
+	old = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
+	if (!old)
+		return -ENOENT;
+	freelist_push(m, old);
+	return 0;
+}
+
+/* stack_map_get_next_key() */
+static int stack_get_next_key(struct shm_map *m, const void *key, void *next)
+{
+	uint64_t nb = m->hdr->type_state[1];
+	uint64_t id;
+
+	if (!key) {
+		id = 0;
+	} else {
+		id = *(const uint32_t *)key;
+		if (id >= nb || !__atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE))
+			id = 0;
+		else
+			id++;
+	}
+	while (id < nb && !__atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE))
+		id++;
+	if (id >= nb)
+		return -ENOENT;
+	*(uint32_t *)next = (uint32_t)id;
+	return 0;
+}
+
+const struct shm_map_ops stack_trace_map_ops = {
+	.alloc_check = stack_alloc_check,
+	.area_size = stack_area,
+	.init = stack_init,
+	.sys_lookup = stack_sys_lookup,
+	.sys_update = stack_update,
+	.sys_delete = stack_delete,
+	.get_next_key = stack_get_next_key,
+	.prog_update = stack_update,
+	.prog_delete = stack_delete,
+};
