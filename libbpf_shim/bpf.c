@@ -50,10 +50,48 @@ static long forward(int cmd, uint64_t uattr, const union bpf_attr *attr, unsigne
 	return rep.ret;
 }
 
+/* The single-element map commands: the hot path. One fault guard covers
+ * the attr, key and value copies (map ops never touch the caller's memory
+ * and copies happen outside map locks). */
+static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
+{
+	union bpf_attr attr;
+	sigjmp_buf jb;
+	long r;
+
+	if (size > sizeof(attr)) {
+		int err = check_uarg_tail_zero(uattr, sizeof(attr), size);
+		if (err)
+			return shim_err(-err);
+		size = sizeof(attr);
+	}
+	if (!uattr)
+		return shim_err(EFAULT);
+	if (sigsetjmp(jb, 0)) {
+		shim_uaccess_exit();
+		return shim_err(EFAULT);
+	}
+	shim_uaccess_enter(&jb);
+	memcpy(&attr, (const void *)(uintptr_t)uattr, size);
+	memset((char *)&attr + size, 0, sizeof(attr) - size);
+	r = shim_map_cmd(cmd, &attr, uattr, size);
+	shim_uaccess_exit();
+	return r < 0 ? shim_err(-r) : r;
+}
+
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
 	union bpf_attr attr;
 	int err;
+
+	switch (cmd) {
+	case BPF_MAP_LOOKUP_ELEM:
+	case BPF_MAP_UPDATE_ELEM:
+	case BPF_MAP_DELETE_ELEM:
+	case BPF_MAP_GET_NEXT_KEY:
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
+		return map_elem_cmd(cmd, uattr, size);
+	}
 
 	err = check_uarg_tail_zero(uattr, sizeof(attr), size);
 	if (err)
@@ -65,16 +103,11 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 		return shim_err(EFAULT);
 
 	switch (cmd) {
-	case BPF_MAP_LOOKUP_ELEM:
-	case BPF_MAP_UPDATE_ELEM:
-	case BPF_MAP_DELETE_ELEM:
-	case BPF_MAP_GET_NEXT_KEY:
-	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
 	case BPF_MAP_LOOKUP_BATCH:
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
 	case BPF_MAP_UPDATE_BATCH:
 	case BPF_MAP_DELETE_BATCH: {
-		long r = shim_map_cmd(cmd, &attr, uattr);
+		long r = shim_map_cmd(cmd, &attr, uattr, size);
 		return r < 0 ? shim_err(-r) : r;
 	}
 	case BPF_PROG_TEST_RUN: {

@@ -10,14 +10,19 @@
 #include <string.h>
 #include "shim.h"
 
+/* CHECK_ATTR(): no non-zero byte after the command's last field. Bytes past
+ * what the caller passed are zero already (bpf.c), so only [end, attr_size)
+ * is looked at, a word at a time. */
+static __thread size_t attr_size;
 #define CHECK_ATTR_END(attr, end) check_attr_tail((const unsigned char *)(attr), (end))
 
 static int check_attr_tail(const unsigned char *a, size_t end)
 {
-	for (size_t i = end; i < sizeof(union bpf_attr); i++)
-		if (a[i])
-			return -EINVAL;
-	return 0;
+	static const unsigned char zeros[sizeof(union bpf_attr)];
+
+	if (end >= attr_size)
+		return 0;
+	return memcmp(a + end, zeros, attr_size - end) ? -EINVAL : 0;
 }
 
 #define FMODE_CAN_READ 1
@@ -599,8 +604,9 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 	}
 }
 
-long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr)
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr, unsigned int size)
 {
+	attr_size = size;
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_ELEM: return map_lookup_elem(attr);
 	case BPF_MAP_UPDATE_ELEM: return map_update_elem(attr);

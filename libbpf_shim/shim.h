@@ -51,6 +51,9 @@ void shim_resolve_real(void);
 /* Copy n bytes; 0 or -EFAULT. Never crashes on a bad pointer. */
 int shim_copy_from_user(void *dst, uint64_t src, size_t n);
 int shim_copy_to_user(uint64_t dst, const void *src, size_t n);
+/* One guard around a whole command, see uaccess.c. */
+void shim_uaccess_enter(sigjmp_buf *jb);
+void shim_uaccess_exit(void);
 /* Copy a NUL-terminated string of at most max bytes (excluding NUL):
  * length, -EFAULT, or -E2BIG when no NUL within max. */
 long shim_strncpy_from_user(char *dst, uint64_t src, size_t max);
@@ -100,7 +103,7 @@ int shim_is_conn_fd(int fd);
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
 /* Map element commands, in this process on the shared segment. */
-long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr, unsigned int size);
 
 /* ---- programs (prog.c) and PROG_TEST_RUN (test_run.c) ---- */
 struct bpf_prog_rt;
