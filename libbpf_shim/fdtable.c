@@ -87,14 +87,15 @@ int shim_fd_install(int fd, const struct shim_fd_meta *meta)
 	n.id = meta->id;
 	n.f_flags = meta->f_flags;
 	if (meta->kind == SHIM_OBJ_MAP) {
-		void *base = real.mmap(NULL, meta->seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		uint64_t mapped = 0;
+		void *base = shm_map_mmap(fd, meta->seg_size, &mapped);
 		int err;
 
-		if (base == MAP_FAILED)
+		if (!base)
 			return -errno;
-		err = shm_map_open(&n.map, base, meta->seg_size, fd);
+		err = shm_map_open(&n.map, base, mapped, fd);
 		if (err) {
-			munmap(base, meta->seg_size);
+			munmap(base, mapped);
 			return err;
 		}
 	}

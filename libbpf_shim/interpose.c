@@ -154,6 +154,47 @@ BPFSHIM_API int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
 /* ---------------- mmap of map fds ---------------- */
 
+/* ringbuf_map_mmap_kern(): the consumer page may be mapped writable (one
+ * page at offset 0); the producer page and the data, which the kernel maps
+ * twice back to back, read-only from offset 4096. */
+static void *ringbuf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, off_t off)
+{
+	const struct shm_map_hdr *h = e->map.hdr;
+	uint64_t data = h->attr.max_entries, pg = 4096;
+	uint64_t total = 2 * pg + 2 * data;     /* what the kernel's vma may cover */
+	char *base;
+
+	if (!(flags & MAP_SHARED) || off % pg) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	if ((prot & PROT_WRITE) && (off != 0 || len != pg)) {
+		errno = EPERM;
+		return MAP_FAILED;
+	}
+	if ((uint64_t)off + len > total) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	/* file layout: consumer page, producer page, data once */
+	uint64_t file_end = 2 * pg + data;
+	if ((uint64_t)off + len <= file_end)
+		return real.mmap(addr, len, prot, flags, e->map.fd, off + (off_t)h->data_off);
+	base = real.mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | (flags & MAP_FIXED), -1, 0);
+	if (base == MAP_FAILED)
+		return MAP_FAILED;
+	uint64_t first = file_end - (uint64_t)off;
+	if (real.mmap(base, first, prot, MAP_SHARED | MAP_FIXED, e->map.fd, off + (off_t)h->data_off) == MAP_FAILED ||
+	    real.mmap(base + first, len - first, prot, MAP_SHARED | MAP_FIXED, e->map.fd,
+		      (off_t)(h->data_off + 2 * pg)) == MAP_FAILED) {
+		int er = errno;
+		munmap(base, len);
+		errno = er;
+		return MAP_FAILED;
+	}
+	return base;
+}
+
 /* bpf_map_mmap(): only BPF_F_MMAPABLE arrays (ringbufs: see ringbuf
  * support); the file offset the loader passes is relative to the values. */
 BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -174,6 +215,8 @@ BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 		errno = 524; /* ENOTSUPP */
 		return MAP_FAILED;
 	}
+	if (h->attr.map_type == BPF_MAP_TYPE_RINGBUF)
+		return ringbuf_mmap(e, addr, len, prot, flags, off);
 	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY || !(h->attr.map_flags & BPF_F_MMAPABLE)) {
 		errno = h->attr.map_type == BPF_MAP_TYPE_ARRAY ? EINVAL : ENODEV;
 		return MAP_FAILED;
