@@ -212,7 +212,7 @@ def fdinfo(obj, f_flags):
     return (f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{obj.id + 1000}\n"
             f"map_type:\t{a.map_type}\nkey_size:\t{a.key_size}\nvalue_size:\t{a.value_size}\n"
             f"max_entries:\t{a.max_entries}\nmap_flags:\t{a.map_flags:#x}\nmap_extra:\t{a.map_extra:#x}\n"
-            f"memlock:\t{memlock(obj)}\nmap_id:\t{obj.id}\nfrozen:\t{1 if obj.frozen else 0}\n")
+            f"memlock:\t{memlock(obj, obj.hdr.type_state[1])}\nmap_id:\t{obj.id}\nfrozen:\t{1 if obj.frozen else 0}\n")
 
 
 # Sizes of the kernel's own structures that map_mem_usage() counts, measured
@@ -228,6 +228,7 @@ SIZEOF_STACK_MAP_BUCKET = 16
 SIZEOF_BPF_RINGBUF_MAP = 304
 RINGBUF_NR_META_PAGES = 3
 PAGE = 4096
+SIZEOF_LPM_TRIE_NODE = 40
 
 
 def _pow2(n):
@@ -287,7 +288,7 @@ def memlock(obj, nr_elems=0):
         return SIZEOF_BPF_RINGBUF_MAP + (RINGBUF_NR_META_PAGES + data) * PAGE + \
             (RINGBUF_NR_META_PAGES + 2 * data) * 8
     if t == U.BPF_MAP_TYPE_LPM_TRIE:
-        return 0 if not nr_elems else nr_elems * (_r8(ks) + vs + 40)
+        return nr_elems * (SIZEOF_LPM_TRIE_NODE + (ks - 4) + vs)
     return obj.seg_size
 
 
