@@ -147,6 +147,14 @@ static void spawn_server(const char *dir)
 	setsid();
 	if (fork() != 0)
 		_exit(0);
+	/* The request path blocks signals; the server must start with none
+	 * blocked and default dispositions, or it could not be stopped. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
 	int null = open("/dev/null", O_RDWR);
 	int lf = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	dup2(null, 0);

@@ -64,7 +64,8 @@ class ProgObject(BpfObject):
 
 
 def bpf_prog_calc_tag(insns):
-    """bpf_prog_calc_tag(): SHA1 of the instructions with map fds zeroed."""
+    """bpf_prog_calc_tag(): the instructions with map fds zeroed, hashed
+    (SHA-256 since the kernel computes a program digest; SHA-1 before)."""
     out = bytearray(insns)
     was_ld_map = False
     for i in range(0, len(out), 8):
@@ -78,7 +79,7 @@ def bpf_prog_calc_tag(insns):
             struct.pack_into("<i", out, i + 4, 0)
         else:
             was_ld_map = False
-    return hashlib.sha1(bytes(out)).digest()[:8]
+    return hashlib.sha256(bytes(out)).digest()[:8]
 
 
 def _log_setup(attr):
@@ -182,11 +183,14 @@ def prog_load(ctx, attr):
     prog.btf = None
     insns = V.decode(raw)
     try:
+        # the kernel's order: check_subprogs, resolve_pseudo_ldimm64,
+        # check_cfg, then do_check
         v = V.Verifier(insns, log, helper_supported, FUNC_NAMES.get, ptype)
-        v.check_fields()
         starts = v.subprogs()
         v.check_subprogs(starts)
+        v.check_opcodes()
         relocate(ctx, insns, attr, prog, log)
+        v.check_fields()
         v.check_flow(starts)
     except BpfError as e:
         if level:

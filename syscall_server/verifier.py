@@ -38,6 +38,33 @@ MAX_SUBPROGS = 256
 STACK = 512
 
 
+def _insntable():
+    """bpf_opcode_in_insntable(): the opcodes the kernel's interpreter has."""
+    ops = (ADD, SUB, AND, OR, LSH, RSH, XOR, MUL, MOV, ARSH, DIV, MOD)
+    t = set()
+    for cls in (ALU, ALU64):
+        for op in ops:
+            t.add(cls | op | K)
+            t.add(cls | op | X)
+        t.add(cls | NEG)
+    t |= {ALU | END | 0x00, ALU | END | 0x08, ALU64 | END | 0x00}
+    for cls in (JMP, JMP32):
+        for op in (JEQ, JNE, JGT, JLT, JGE, JLE, JSGT, JSLT, JSGE, JSLE, JSET):
+            t.add(cls | op | K)
+            t.add(cls | op | X)
+        t.add(cls | JA)
+    t |= {JMP | CALL, JMP | EXIT, JMP | 0xF0}          # BPF_TAIL_CALL
+    for sz in (B, H, W, DW):
+        t |= {LDX | MEM | sz, STX | MEM | sz, ST | MEM | sz}
+    for sz in (B, H, W):
+        t |= {LDX | MEMSX | sz, LD | ABS | sz, LD | IND | sz}
+    t |= {STX | ATOMIC | W, STX | ATOMIC | DW, LD | IMM | DW}
+    return frozenset(t)
+
+
+INSNTABLE = _insntable()
+
+
 class VerifierError(BpfError):
     pass
 
@@ -223,6 +250,25 @@ class Verifier:
             reject(self.log, errno.EINVAL, f"invalid func unknown#{func_id}")
         if not self.helper_ok(func_id):
             reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
+
+    # ---- resolve_pseudo_ldimm64's sanity pass ----
+    def check_opcodes(self):
+        i, n = 0, len(self.insns)
+        while i < n:
+            ins = self.insns[i]
+            if ins.cls == LDX and (((ins.code & 0xE0) not in (MEM, MEMSX)) or ins.imm):
+                reject(self.log, errno.EINVAL, "BPF_LDX uses reserved fields")
+            if is_ldimm64(ins):
+                if i + 1 >= n:
+                    reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                nx = self.insns[i + 1]
+                if nx.code or nx.dst or nx.src or nx.off or ins.off:
+                    reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                i += 2
+                continue
+            if ins.code not in INSNTABLE:
+                reject(self.log, errno.EINVAL, f"unknown opcode {ins.code:02x}")
+            i += 1
 
     # ---- check_subprogs ----
     def jump_target(self, i, ins):
