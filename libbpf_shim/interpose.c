@@ -59,7 +59,8 @@ BPFSHIM_API long syscall(long nr, ...)
 	if (nr == SYS_bpf)
 		return shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3);
 	if (nr == SYS_perf_event_open)
-		return shim_perf_event_open((uint64_t)a1, a2, a3, a4, (unsigned long)a5);
+		/* pid, cpu, group_fd are ints: only the low 32 bits of the slots are set */
+		return shim_perf_event_open((uint64_t)a1, (int)a2, (int)a3, (int)a4, (unsigned long)a5);
 	return real.syscall(nr, a1, a2, a3, a4, a5, a6);
 }
 

@@ -39,7 +39,14 @@ def _func_names():
 FUNC_NAMES = _func_names()
 
 
+# Helpers the loader side of libbpfshim.so provides itself (libbpf_shim/),
+# besides the runtime's table in agent/helpers/.
+LOADER_HELPERS = {"BPF_FUNC_perf_event_output"}
+
+
 def helper_supported(func_id):
+    if FUNC_NAMES.get(func_id, "").replace("bpf_", "BPF_FUNC_", 1) in LOADER_HELPERS:
+        return True
     f = getattr(lib, "bpf_helper_supported", None) if lib is not None else None
     return bool(f(func_id)) if f is not None else False
 
