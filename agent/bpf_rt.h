@@ -31,6 +31,11 @@
 #ifndef BPF_PSEUDO_MAP_IDX
 #define BPF_PSEUDO_MAP_IDX 5
 #define BPF_PSEUDO_MAP_IDX_VALUE 6
+/* bpf_prog_run() for a probe hit: the attach cookie and the probed address
+ * are what bpf_get_attach_cookie() / bpf_get_func_ip() return. */
+int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip,
+		       uint64_t *ret);
+
 #endif
 
 #define BPF_RT_STACK_SIZE 512          /* MAX_BPF_STACK: per program, all frames */
@@ -101,5 +106,10 @@ uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1);
  * calls, fault containment, stats. Returns 0 and r0 in *ret, or -EFAULT if
  * the program faulted (counted in prog->faults; the host goes on). */
 int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret);
+
+/* bpf_prog_run() for a probe hit: the attach cookie and the probed address
+ * are what bpf_get_attach_cookie() / bpf_get_func_ip() return. */
+int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip,
+		       uint64_t *ret);
 
 #endif

@@ -20,3 +20,20 @@ __attribute__((weak)) void *bpf_jit_load(const void *blob, size_t len)
 {
 	return NULL;
 }
+
+__attribute__((weak)) int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie,
+					     uint64_t func_ip, uint64_t *ret)
+{
+	return bpf_prog_run(prog, ctx, ret);
+}
+
+struct hook;
+__attribute__((weak)) int hook_attach(void *addr, void *entry, void *ret, void *data, struct hook **out)
+{
+	return -ENOSYS;
+}
+
+__attribute__((weak)) int hook_detach(struct hook *h)
+{
+	return -ENOSYS;
+}

@@ -71,7 +71,7 @@ static uid_t real_uid(void)
 
 /* The runtime directory: $BPFSHIM_RUNTIME_DIR, $XDG_RUNTIME_DIR/bpfshim or
  * ${TMPDIR:-/tmp}/bpfshim-$UID. Created 0700. */
-static int runtime_dir(char *out, size_t n)
+int shim_runtime_dir(char *out, size_t n)
 {
 	const char *e = getenv("BPFSHIM_RUNTIME_DIR");
 	const char *x = getenv("XDG_RUNTIME_DIR");
@@ -179,7 +179,7 @@ static int connect_or_spawn(void)
 	char dir[PATH_MAX], lockp[PATH_MAX + 16];
 	int fd, lk, err;
 
-	err = runtime_dir(dir, sizeof(dir));
+	err = shim_runtime_dir(dir, sizeof(dir));
 	if (err)
 		return err;
 	fd = try_connect(dir);

@@ -89,6 +89,8 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 		return shim_err(-err);
 	if (rep.err)
 		return shim_err(rep.err);
+	if (pending_ring_fd < 0)
+		return rep.ret;     /* an event that runs programs: no ring */
 	err = attach_ring((int)rep.ret);
 	if (err) {
 		close((int)rep.ret);
@@ -145,10 +147,37 @@ void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int fl
 	return real.mmap(addr, len, prot, flags, e->ring_fd, PERF_RING_META_SIZE);
 }
 
+/* ioctl on events that run programs (uprobes, ...): the server owns them. */
+static int forward_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
+{
+	struct { uint32_t id, req; uint64_t arg; } p = { e->id, (uint32_t)req, arg };
+	struct shim_reply rep;
+	int err;
+
+	if (req == PERF_EVENT_IOC_SET_BPF) {
+		struct shim_fd *pe = shim_fd_get((int)arg);
+		if (!pe)
+			return (int)shim_err(EBADF);
+		if (pe->kind != SHIM_OBJ_PROG)
+			return (int)shim_err(EINVAL);
+		p.arg = pe->id;
+	}
+	err = shim_request(SHIM_OP_CTL, SHIM_CTL_PERF_IOCTL, 0, &p, sizeof(p), -1, &rep, NULL, 0);
+	if (err)
+		return (int)shim_err(-err);
+	if (rep.err)
+		return (int)shim_err(rep.err);
+	return (int)rep.ret;
+}
+
 /* ioctl on our perf fds. */
 int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
 {
 	struct perf_ring_meta *meta = meta_of(e);
+
+	if (!meta && (req == PERF_EVENT_IOC_ENABLE || req == PERF_EVENT_IOC_DISABLE ||
+		      req == PERF_EVENT_IOC_SET_BPF))
+		return forward_ioctl(e, req, arg);
 
 	switch (req) {
 	case PERF_EVENT_IOC_ENABLE:

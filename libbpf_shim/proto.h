@@ -58,6 +58,7 @@ enum shim_ctl {
 	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = names, \n separated */
 	SHIM_CTL_FDINFO = 5,       /* b = fd's open flags; payload = u32 kind, id: DONE message = fdinfo text */
 	SHIM_CTL_STATUS = 6,
+	SHIM_CTL_PERF_IOCTL = 8,   /* payload = u32 event id, u32 request, u64 arg (SET_BPF: prog id) */
 	SHIM_CTL_PERF_GET = 7,     /* b = perf event id: its eventfd (ret) and ring fd, for producers */       /* DONE message = JSON of the live objects (bpfshim status) */
 };
 

@@ -58,6 +58,7 @@ int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
                    uint32_t id, const char *name);
 int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
 uint32_t shm_nr_possible_cpus(void);
+void shm_futex_wake(uint32_t *addr);
 
 /* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
 /* -- agent/jit.c (AOT blob loader; owner: aot) -- */
@@ -70,12 +71,12 @@ int bpf_rt_tail_call_pending(void);
 PROTO_H = PKG_DIR.parent / "libbpf_shim" / "proto.h"
 
 
-def _cdef_of_header(path):
+def cdef_of_header(path):
     """A C header reduced to what cffi parses: no preprocessor lines."""
     return "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#"))
 
 
-class _Consts:
+class Consts:
     """Integer constants of a cdef by name: uapi.BPF_MAP_CREATE, proto.SHIM_OP_BPF."""
 
     def __init__(self, text, prefixes):
@@ -119,11 +120,12 @@ ffi = FFI()
 _uapi_text = UAPI_CDEF.read_text() if UAPI_CDEF.exists() else ""
 if _uapi_text:
     ffi.cdef(_uapi_text)
-_proto_text = _cdef_of_header(PROTO_H)
+_proto_text = cdef_of_header(PROTO_H)
 ffi.cdef(_proto_text)
 ffi.cdef(CORE_CDEF)
-uapi = _Consts(_uapi_text, ["BPF_"])
-proto = _Consts(_proto_text, ["SHIM_"])
+ffi.cdef(cdef_of_header(PKG_DIR.parent / "agent" / "attach_table.h"))
+uapi = Consts(_uapi_text, ["BPF_"])
+proto = Consts(_proto_text, ["SHIM_"])
 
 
 def _load():

@@ -9,7 +9,7 @@ import errno
 
 from . import _native
 from .errors import BpfError, unsupported
-from .objects import registry
+from .objects import BpfObject, registry
 
 P = _native.proto
 U = _native.uapi
@@ -60,3 +60,20 @@ def perf_link_attach(ctx, prog, lc):
         # perf_event_set_bpf_prog() on an event that runs no program
         raise BpfError(errno.EINVAL)
     return attach(ctx, prog, lc)
+
+
+class LinkObject(BpfObject):
+    kind = P.SHIM_OBJ_LINK
+    memfd_name = "bpf_link"
+
+    def __init__(self, prog, attach_type, target):
+        super().__init__()
+        self.prog = prog
+        self.attach_type = attach_type
+        self.target = target
+        self.open_fd()
+        self.hold_child(prog)
+        self.hold_child(target)
+
+    def status(self):
+        return {"prog": self.prog.id, "attach_type": _attach_name(self.attach_type)}

@@ -61,6 +61,13 @@ def handle(conn, ctl, arg, payload):
             if obj is None:
                 raise BpfError(errno.ENOENT)
             conn.done(0, give=perf_event.give(obj), ret_fd=0)
+        elif ctl == P.SHIM_CTL_PERF_IOCTL:
+            from . import perf_event
+            eid, req, parg = struct.unpack_from("<IIQ", payload)
+            obj = registry.get(P.SHIM_OBJ_PERF_EVENT, eid)
+            if obj is None:
+                raise BpfError(errno.EBADF)
+            conn.done(perf_event.perf_ioctl(conn, obj, req, parg))
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
         else:

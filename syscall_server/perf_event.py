@@ -110,7 +110,9 @@ def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
         if cfg != PERF_COUNT_SW_BPF_OUTPUT:
             raise unsupported(errno.EOPNOTSUPP, f"software perf event config {cfg} (only BPF_OUTPUT)")
     elif t == uprobe_pmu_type():
-        raise unsupported(errno.EOPNOTSUPP, "uprobe perf events (attach)")
+        obj = UprobeEvent(a, cpu, pid, *_uprobe_target(conn, a))
+        registry.add(obj)
+        return obj
     elif t == PERF_TYPE_TRACEPOINT:
         raise unsupported(errno.EOPNOTSUPP, f"tracepoint perf events (id {cfg})")
     elif t == PERF_TYPE_HARDWARE:
@@ -123,7 +125,106 @@ def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
     return obj
 
 
+def _uprobe_target(conn, a):
+    """create_local_trace_uprobe(): the path (relative paths and /proc/self
+    are the caller's), a regular file, an offset inside it."""
+    if not a["config1"]:
+        raise BpfError(errno.EINVAL)
+    try:
+        path = conn.read_str(a["config1"], 4095).decode(errors="surrogateescape")
+    except BpfError as e:
+        raise BpfError(errno.ENAMETOOLONG if e.errno == errno.E2BIG else e.errno)
+    look = path
+    if look.startswith("/proc/self/"):
+        look = f"/proc/{conn.pid}/" + look[len("/proc/self/"):]
+    elif not look.startswith("/"):
+        look = f"/proc/{conn.pid}/cwd/{look}"
+    try:
+        st = os.stat(look)
+    except OSError as e:
+        raise BpfError(e.errno)
+    import stat as _st
+    if not _st.S_ISREG(st.st_mode):
+        raise BpfError(errno.EINVAL)
+    if a["config2"] > st.st_size:
+        raise BpfError(errno.EINVAL)
+    return path, st
+
+
+class UprobeEvent(PerfEventObject):
+    """A uprobe / uretprobe event: a slot in the attach table once a
+    program is attached (PERF_EVENT_IOC_SET_BPF or a perf link)."""
+
+    def __init__(self, attr, cpu, pid, path, st):
+        super().__init__(attr, cpu, pid)
+        self.path = path
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.offset = attr["config2"]
+        self.retprobe = bool(attr["config"] & 1)
+        self.ref_ctr_offset = attr["config"] >> 32
+        self.enabled = not (attr["flags"] & 1)
+        self.prog = None
+        self.slot = None
+
+    def set_bpf(self, prog, cookie=0):
+        """perf_event_set_bpf_prog()"""
+        from .attach import table
+        if prog.prog_type != _native.uapi.BPF_PROG_TYPE_KPROBE:
+            raise BpfError(errno.EINVAL)
+        if self.prog is not None:
+            raise BpfError(errno.EEXIST)
+        self.prog = prog
+        self.hold_child(prog)
+        self.slot = table().add(prog_id=prog.id, dev=self.dev, ino=self.ino, offset=self.offset,
+                                ref_ctr_offset=self.ref_ctr_offset, cookie=cookie, pid=self.pid,
+                                retprobe=self.retprobe, event_id=self.id, path=self.path,
+                                enabled=self.enabled)
+
+    def set_enabled(self, on):
+        from .attach import table
+        self.enabled = on
+        if self.slot is not None:
+            table().set_enabled(self.slot, on)
+
+    def attach_prog(self, ctx, prog, lc):
+        from .cmd_link import LinkObject
+        self.set_bpf(prog, lc.perf_event.bpf_cookie)
+        link = LinkObject(prog, _native.uapi.BPF_PERF_EVENT, self)
+        registry.add(link)
+        return ctx.new_fd(link)
+
+    def destroy(self):
+        if self.slot is not None:
+            from .attach import table
+            table().remove(self.slot)
+            self.slot = None
+        super().destroy()
+
+
+def perf_ioctl(conn, obj, req, arg):
+    """The ioctls the shim forwards for events that run programs."""
+    if req == PERF_EVENT_IOC_ENABLE:
+        obj.set_enabled(True)
+    elif req == PERF_EVENT_IOC_DISABLE:
+        obj.set_enabled(False)
+    elif req == PERF_EVENT_IOC_SET_BPF:
+        prog = registry.get(P.SHIM_OBJ_PROG, arg)
+        if prog is None:
+            raise BpfError(errno.EBADF)
+        if not hasattr(obj, "set_bpf"):
+            raise BpfError(errno.EINVAL)
+        obj.set_bpf(prog)
+    else:
+        raise BpfError(errno.ENOTTY)
+    return 0
+
+
+PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE, PERF_EVENT_IOC_SET_BPF = 0x2400, 0x2401, 0x40042408
+
+
 def give(obj):
     """The fds of a perf event for a process: the eventfd (the return value)
-    and the ring segment, marked SHIM_FD_RING."""
+    and, for BPF_OUTPUT events, the ring segment, marked SHIM_FD_RING."""
+    if isinstance(obj, UprobeEvent):
+        return [(obj, 0)]
     return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-from . import _native, cmd_btf, cmd_map, dispatch, perf_event
+from . import _native, attach, cmd_btf, cmd_map, dispatch, perf_event
 from .conn import Conn
 from .errors import BpfError
 from .objects import registry
@@ -85,6 +85,7 @@ class Server:
 
     def serve_forever(self):
         cmd_btf.register_kernel_btf()
+        attach.table(self.dir)
         threading.Thread(target=self._idle_watch, daemon=True).start()
         while True:
             c, _ = self.sock.accept()

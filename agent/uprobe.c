@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Uprobes in this process: a thread follows the attach table
+ * (attach_table.h) and keeps the hooks of this process in step with it —
+ * a probe attached after the process started is applied as soon as the
+ * server bumps the table, a detach removes the patch. Each hook runs its
+ * program with the registers as the kernel's struct pt_regs.
+ *
+ * Only in the preload library (a server has no probes).
+ */
+#ifndef BPFSHIM_CORE_ONLY
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include "bpf_rt.h"
+#include "attach_table.h"
+#if __has_include("hook/hook.h")
+#include "hook/hook.h"
+#else
+/* The hook engine's interface (agent/hook/hook.h) until it is in the tree. */
+struct hook_pt_regs;
+struct hook;
+typedef void (*hook_fn)(struct hook_pt_regs *regs, void *data);
+int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out);
+int hook_detach(struct hook *h);
+#endif
+
+/* from libbpf_shim/ (the same library) */
+const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
+int shim_runtime_dir(char *out, size_t n);
+void shm_futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
+
+struct probe {
+	const struct bpf_prog_rt *prog;
+	uint64_t cookie;
+	uint64_t func_ip;
+	uint64_t seq;
+	struct hook *hook;
+	uint64_t hits, misses;
+};
+
+static struct probe *applied[ATTACH_TABLE_SLOTS];
+static const struct attach_table *table;
+static __thread int in_probe;     /* a probe hit while a program runs here is a miss */
+
+static void run(struct probe *p, struct hook_pt_regs *regs)
+{
+	uint64_t r0;
+
+	if (in_probe) {
+		__atomic_add_fetch(&p->misses, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	in_probe = 1;
+	bpf_prog_run_probe(p->prog, regs, p->cookie, p->func_ip, &r0);
+	in_probe = 0;
+	__atomic_add_fetch(&p->hits, 1, __ATOMIC_RELAXED);
+}
+
+static void probe_entry(struct hook_pt_regs *regs, void *data)
+{
+	run(data, regs);
+}
+
+/* Where the file offset of (dev, ino) is mapped executable here, or 0. */
+static uintptr_t resolve(const struct attach_slot *s)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512], perms[8];
+	unsigned long start, end, off, inode;
+	unsigned maj, min;
+	uintptr_t addr = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min, &inode) != 7)
+			continue;
+		if (perms[2] != 'x' || inode != s->ino || makedev(maj, min) != s->dev)
+			continue;
+		if (s->offset >= off && s->offset < off + (end - start)) {
+			addr = start + (s->offset - off);
+			break;
+		}
+	}
+	fclose(f);
+	return addr;
+}
+
+static void detach_slot(unsigned i)
+{
+	struct probe *p = applied[i];
+
+	if (!p)
+		return;
+	if (p->hook)
+		hook_detach(p->hook);
+	applied[i] = NULL;
+	/* p stays allocated: a thread may still be returning through it */
+}
+
+static void attach_slot(unsigned i, const struct attach_slot *s)
+{
+	uintptr_t addr = resolve(s);
+	const struct bpf_prog_rt *prog;
+	struct probe *p;
+
+	if (!addr)
+		return;         /* not mapped here (yet): retried on the next sync */
+	prog = shim_prog_by_id(s->prog_id);
+	if (!prog)
+		return;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return;
+	p->prog = prog;
+	p->cookie = s->cookie;
+	p->func_ip = addr;
+	p->seq = s->seq;
+	int retprobe = s->flags & ATTACH_F_RETPROBE;
+	int err = hook_attach((void *)addr, retprobe ? NULL : probe_entry, retprobe ? probe_entry : NULL, p, &p->hook);
+	if (err) {
+		char m[ATTACH_PATH_MAX + 128];
+		int k = snprintf(m, sizeof(m), "bpfshim: cannot probe %s+0x%" PRIx64 " in pid %d: %s\n",
+				 s->path, s->offset, (int)getpid(), strerror(-err));
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+		free(p);
+		return;
+	}
+	applied[i] = p;
+}
+
+/* Bring this process in line with the table; 1 if something is pending. */
+static int sync_table(void)
+{
+	int pending = 0;
+	pid_t me = getpid();
+
+	for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++) {
+		const struct attach_slot *s = &table->slots[i];
+		uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+		int want = st == ATTACH_ENABLED && (s->pid == -1 || s->pid == me);
+
+		if (applied[i] && (!want || applied[i]->seq != s->seq))
+			detach_slot(i);
+		if (want && !applied[i]) {
+			attach_slot(i, s);
+			pending |= !applied[i];
+		}
+	}
+	return pending;
+}
+
+static void *follower(void *arg)
+{
+	char dir[512], path[600];
+	int fd = -1, delay = 100;
+
+	if (shim_runtime_dir(dir, sizeof(dir)))
+		return NULL;
+	snprintf(path, sizeof(path), "%s/attach.tbl", dir);
+	/* The server creates the table; until then look now and then. */
+	while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		usleep((useconds_t)delay * 1000);
+		if (delay < 2000)
+			delay *= 2;
+	}
+	void *m = mmap(NULL, sizeof(struct attach_table), PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return NULL;
+	table = m;
+	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC)
+		usleep(100 * 1000);
+	for (;;) {
+		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
+		int pending = sync_table();
+		/* a pending slot (library not loaded yet) is retried every second */
+		shm_futex_wait((uint32_t *)&table->gen, gen, pending ? 1000 : 60000);
+	}
+	return NULL;
+}
+
+static void start_follower(void)
+{
+	pthread_t t;
+	pthread_attr_t a;
+	sigset_t all, old;
+
+	if (getenv("BPFSHIM_NO_AGENT"))
+		return;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 256 * 1024);
+	/* the thread takes no signals meant for the application */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pthread_create(&t, &a, follower, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&a);
+}
+
+/* The child of a fork keeps the parent's patches (its copy of the code) but
+ * not the thread. */
+static void after_fork_child(void)
+{
+	table = NULL;
+	start_follower();
+}
+
+__attribute__((constructor(200))) static void uprobe_init(void)
+{
+	start_follower();
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+#endif
