@@ -23,7 +23,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <linux/perf_event.h>
+#include <linux/bpf_perf_event.h>
 #include <sys/syscall.h>
+#include <signal.h>
+#include <time.h>
 #include "shim.h"
 #include "bpf_rt.h"
 #include "perf_ring.h"
@@ -70,6 +73,83 @@ static int is_ours(const struct perf_event_attr *a)
 	return a->type == PERF_TYPE_TRACEPOINT || a->type == PERF_TYPE_UPROBE_DEFAULT;
 }
 
+/* ---- CPU_CLOCK events with a program: a timer in this process ---- */
+
+struct timer_ev {
+	uint32_t id;
+	uint64_t period_ns;
+	const struct bpf_prog_rt *prog;
+	volatile int running;
+	pthread_t thread;
+};
+static struct timer_ev timers[64];
+static pthread_mutex_t timers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct timer_ev *timer_of(uint32_t id)
+{
+	for (int i = 0; i < 64; i++)
+		if (timers[i].id == id)
+			return &timers[i];
+	return NULL;
+}
+
+static void *timer_main(void *arg)
+{
+	struct timer_ev *t = arg;
+	struct bpf_perf_event_data ctx;
+	struct timespec next;
+
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	while (t->running) {
+		next.tv_nsec += (long)(t->period_ns % 1000000000ull);
+		next.tv_sec += (time_t)(t->period_ns / 1000000000ull) + next.tv_nsec / 1000000000L;
+		next.tv_nsec %= 1000000000L;
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
+			;
+		if (!t->running)
+			break;
+		uint64_t r0;
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.sample_period = t->period_ns;
+		bpf_prog_run(t->prog, &ctx, &r0);
+	}
+	return NULL;
+}
+
+static void timer_enable(struct shim_fd *e, int on)
+{
+	pthread_mutex_lock(&timers_lock);
+	struct timer_ev *t = timer_of(e->id);
+	if (t && t->prog) {
+		if (on && !t->running) {
+			sigset_t all, old;
+			t->running = 1;
+			sigfillset(&all);
+			pthread_sigmask(SIG_BLOCK, &all, &old);
+			pthread_create(&t->thread, NULL, timer_main, t);
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			pthread_detach(t->thread);
+		} else if (!on) {
+			t->running = 0;
+		}
+	}
+	pthread_mutex_unlock(&timers_lock);
+}
+
+static void timer_opened(uint32_t id, const struct perf_event_attr *a)
+{
+	pthread_mutex_lock(&timers_lock);
+	for (int i = 0; i < 64; i++)
+		if (!timers[i].id) {
+			timers[i].id = id;
+			/* attr.freq: samples per second; else the period in ns */
+			timers[i].period_ns = a->freq ? (a->sample_freq ? 1000000000ull / a->sample_freq : 1000000ull)
+						      : (a->sample_period ? a->sample_period : 1000000ull);
+			break;
+		}
+	pthread_mutex_unlock(&timers_lock);
+}
+
 long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)
 {
 	struct perf_event_attr head;
@@ -89,8 +169,13 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 		return shim_err(-err);
 	if (rep.err)
 		return shim_err(rep.err);
-	if (pending_ring_fd < 0)
-		return rep.ret;     /* an event that runs programs: no ring */
+	if (pending_ring_fd < 0) {
+		/* an event that runs programs: no ring */
+		struct shim_fd *e = shim_fd_peek((int)rep.ret);
+		if (e && head.type == PERF_TYPE_SOFTWARE && head.config == PERF_COUNT_SW_CPU_CLOCK)
+			timer_opened(e->id, &head);
+		return rep.ret;
+	}
 	err = attach_ring((int)rep.ret);
 	if (err) {
 		close((int)rep.ret);
@@ -167,6 +252,16 @@ static int forward_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg
 		return (int)shim_err(-err);
 	if (rep.err)
 		return (int)shim_err(rep.err);
+	/* timers run here, in the process that opened them */
+	pthread_mutex_lock(&timers_lock);
+	struct timer_ev *t = timer_of(e->id);
+	if (t && req == PERF_EVENT_IOC_SET_BPF) {
+		int perr;
+		t->prog = shim_prog_get((int)arg, &perr);
+	}
+	pthread_mutex_unlock(&timers_lock);
+	if (req == PERF_EVENT_IOC_ENABLE || req == PERF_EVENT_IOC_DISABLE)
+		timer_enable(e, req == PERF_EVENT_IOC_ENABLE);
 	return (int)rep.ret;
 }
 

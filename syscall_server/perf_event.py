@@ -107,8 +107,12 @@ def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
     if t == PERF_TYPE_SOFTWARE:
         if cfg >= PERF_COUNT_SW_MAX:
             raise BpfError(errno.ENOENT)
+        if cfg == PERF_COUNT_SW_CPU_CLOCK:
+            obj = TimerEvent(a, cpu, pid)
+            registry.add(obj)
+            return obj
         if cfg != PERF_COUNT_SW_BPF_OUTPUT:
-            raise unsupported(errno.EOPNOTSUPP, f"software perf event config {cfg} (only BPF_OUTPUT)")
+            raise unsupported(errno.EOPNOTSUPP, f"software perf event config {cfg} (BPF_OUTPUT and CPU_CLOCK only)")
     elif t == uprobe_pmu_type():
         obj = UprobeEvent(a, cpu, pid, *_uprobe_target(conn, a))
         registry.add(obj)
@@ -201,6 +205,34 @@ class UprobeEvent(PerfEventObject):
         super().destroy()
 
 
+class TimerEvent(PerfEventObject):
+    """PERF_COUNT_SW_CPU_CLOCK with a program (bpftrace's interval probes):
+    the loader that opened it runs the program on a timer (libbpf_shim/
+    perf_event.c); the server checks the program as the kernel does."""
+
+    def __init__(self, attr, cpu, pid):
+        super().__init__(attr, cpu, pid)
+        self.prog = None
+
+    def set_bpf(self, prog, cookie=0):
+        if prog.prog_type != _native.uapi.BPF_PROG_TYPE_PERF_EVENT:
+            raise BpfError(errno.EINVAL)
+        if self.prog is not None:
+            raise BpfError(errno.EEXIST)
+        self.prog = prog
+        self.hold_child(prog)
+
+    def set_enabled(self, on):
+        self.enabled = on
+
+    def attach_prog(self, ctx, prog, lc):
+        from .cmd_link import LinkObject
+        self.set_bpf(prog, lc.perf_event.bpf_cookie)
+        link = LinkObject(prog, _native.uapi.BPF_PERF_EVENT, self)
+        registry.add(link)
+        return ctx.new_fd(link)
+
+
 def perf_ioctl(conn, obj, req, arg):
     """The ioctls the shim forwards for events that run programs."""
     if req == PERF_EVENT_IOC_ENABLE:
@@ -225,6 +257,6 @@ PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE, PERF_EVENT_IOC_SET_BPF = 0x2400, 
 def give(obj):
     """The fds of a perf event for a process: the eventfd (the return value)
     and, for BPF_OUTPUT events, the ring segment, marked SHIM_FD_RING."""
-    if isinstance(obj, UprobeEvent):
+    if isinstance(obj, (UprobeEvent, TimerEvent)):
         return [(obj, 0)]
     return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]
