@@ -22,7 +22,7 @@ from .link import link
 
 TRIPLE = "x86_64-unknown-linux-gnu"
 # Bump when the generated code or blob format changes: it keys the caches.
-COMPILER_VERSION = "bpfshim-aot-1"
+COMPILER_VERSION = "bpfshim-aot-2"
 
 
 def dump(kind, text):
@@ -35,12 +35,41 @@ def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+# Straight-line programs (most tracing programs) need none of the loop,
+# vectorization and inlining machinery of -O2: this function pipeline gives
+# nearly the same code in half the time.
+LIGHT_PIPELINE = ("sroa", "instruction_combine", "simplify_cfg", "sccp", "new_gvn",
+                  "dead_store_elimination", "instruction_combine", "simplify_cfg",
+                  "aggressive_dce")
+
+_llvm_options_set = False
+
+
+def _set_llvm_options():
+    """Process-wide LLVM options, parsed once (LLVM rejects a repeated option).
+    FastISel (then the greedy register allocator as usual at -O2) saves a
+    fifth of code generation time; it hands what it cannot select (vectors)
+    to SelectionDAG, and the code measured as fast (scripts/bench jit)."""
+    global _llvm_options_set
+    if _llvm_options_set:
+        return
+    _llvm_options_set = True
+    if os.environ.get("BPFSHIM_AOT_FAST_ISEL", "1") != "0":
+        llvm.set_option("bpfshim", "-fast-isel")
+
+
 class Codegen:
-    """Target machine and optimization pipeline, built once per process."""
+    """Target machines and optimization pipelines, built once per process.
+
+    Two tiers: programs with loops or bpf-to-bpf calls get the full -O2
+    pipeline and -O2 code generation; straight-line programs the light
+    pipeline and -O1 code generation (their time goes into helpers)."""
 
     def __init__(self, cpu=None):
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        llvm.initialize_native_asmparser()
+        _set_llvm_options()
         cpu = cpu or os.environ.get("BPFSHIM_AOT_CPU", "host")
         if cpu == "host":
             self.cpu, self.features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
@@ -51,19 +80,30 @@ class Codegen:
         target = llvm.Target.from_triple(TRIPLE)
         self.tm = target.create_target_machine(cpu=self.cpu, features=self.features, opt=2,
                                                reloc="pic", codemodel="small")
+        self.tm_light = target.create_target_machine(cpu=self.cpu, features=self.features, opt=1,
+                                                     reloc="pic", codemodel="small")
         self.pto = llvm.create_pipeline_tuning_options(speed_level=2)
         self.lock = threading.Lock()
         self.tag = f"{COMPILER_VERSION};llvm{'.'.join(map(str, llvm.llvm_version_info))};{self.cpu};{self.features}"
 
-    def optimize(self, mod):
-        """The -O2 pipeline. A pass builder holds analysis caches keyed by module
+    def optimize(self, mod, light=False):
+        """Run a pipeline. A pass builder holds analysis caches keyed by module
         address, so each module gets a fresh one (cheap); the tuning options and
-        target machine are shared."""
-        pb = llvm.create_pass_builder(self.tm, self.pto)
+        target machines are shared. Returns the target machine for codegen."""
+        tm = self.tm_light if light else self.tm
+        pb = llvm.create_pass_builder(tm, self.pto)
         try:
-            pb.getModulePassManager().run(mod, pb)
+            if light:
+                mpm = llvm.create_new_module_pass_manager()
+                for p in LIGHT_PIPELINE:
+                    getattr(mpm, f"add_{p}_pass")()
+            else:
+                mpm = pb.getModulePassManager()
+            mpm.run(mod, pb)
+            mpm.close()
         finally:
             pb.close()
+        return tm
 
     def library(self, insns, helper_ids=None):
         return ProgramLibrary(self, insns, helper_ids)
@@ -87,6 +127,7 @@ class ProgramLibrary:
         self._raise_if_finalized()
         prog = _insn.decode(self.insns)
         funcs = _insn.analyze(prog, self.helper_ids)
+        light = len(funcs) == 1 and not _insn.has_back_edge(prog)
         self.ir = module_ir(prog, funcs)
         if _flag("BPFSHIM_DUMP_IR"):
             dump("IR", self.ir)
@@ -99,12 +140,12 @@ class ProgramLibrary:
                 raise AotError(f"internal error, invalid IR: {e}") from None
             mod.triple = TRIPLE
             mod.data_layout = str(cg.tm.target_data)
-            cg.optimize(mod)
+            tm = cg.optimize(mod, light)
             if _flag("BPFSHIM_DUMP_IR"):
                 dump("optimized IR", str(mod))
             if _flag("BPFSHIM_DUMP_ASM"):
-                dump("asm", cg.tm.emit_assembly(mod))
-            obj = cg.tm.emit_object(mod)
+                dump("asm", tm.emit_assembly(mod))
+            obj = tm.emit_object(mod)
         self.blob = link(obj, ENTRY_NAME, [IMPORT_PREFIX + n for n in IMPORTS])
         return self.blob
 

@@ -203,3 +203,13 @@ def analyze(prog, helper_ids=None):
             if not f.may_tail_call and any(c.may_tail_call for c in f.callees):
                 f.may_tail_call = changed = True
     return funcs
+
+
+def has_back_edge(prog):
+    """True if some jump goes backwards (a loop, as far as the pipeline choice goes)."""
+    for ins in prog:
+        if ins is not None:
+            t = jump_target(ins)
+            if t is not None and t <= ins.pc:
+                return True
+    return False

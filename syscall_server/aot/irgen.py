@@ -6,8 +6,8 @@ leaves dst (zero-extended for 32-bit), signed division by -1 negates and signed
 modulo by -1 gives 0, shift amounts are masked, 32-bit operations zero-extend.
 
 Registers are i64 allocas (SROA/mem2reg make them SSA values); the stack is an
-i8 array alloca with r10 at its end; other memory is reached with inttoptr and
-align 1 (eBPF allows unaligned access; x86 does too). Helpers are called through
+i8 array alloca with r10 at its end; other memory is reached as a null base pointer
+plus the address, with align 1 (eBPF allows unaligned access; x86 does too). Helpers are called through
 env->helpers[id]; maps through env->maps[i] / env->map_values[i]; the one runtime
 function the code needs (bpf_rt_tail_call_pending) through an import slot that
 bpf_jit_load fills (see link.py).
@@ -25,6 +25,7 @@ from .insn import (
 
 ENTRY_NAME = "bpf_prog"
 IMPORT_PREFIX = "__bpfshim_import."
+ZERO_NAME = "__bpfshim_zero"
 # Import slots, filled by bpf_jit_load by index (bpf_jit_imports[] in agent/jit.c).
 IMPORTS = ("bpf_rt_tail_call_pending",)
 
@@ -129,12 +130,12 @@ class FuncGen:
 
     def addr(self, base, off, size, pc):
         """Pointer for base register + off."""
-        if base == BPF_REG_FP and not self.stack_escapes:
+        if base == BPF_REG_FP and -self.stack_size <= off and off + size <= 0:
             return self.val(f"getelementptr inbounds i8, ptr %stk, i64 {self.stack_size + off}")
         b = self.rd(base, pc)
         if off:
             b = self.val(f"add i64 {b}, {off}")
-        return self.val(f"inttoptr i64 {b} to ptr")
+        return self.val(f"getelementptr i8, ptr %mem, i64 {b}")
 
     # -- the function ------------------------------------------------------
     def gen(self):
@@ -157,14 +158,30 @@ class FuncGen:
         nargs = 1 if f.idx == 0 else 5
         for r in range(10):
             self.e(f"store i64 {f'%a{r}' if 1 <= r <= nargs else 0}, ptr %r{r}")
-        if self.stack_escapes:
-            # Uninitialized stack is whatever the memory holds, never LLVM undef:
-            # an empty asm that may write it keeps loads honest at no cost.
-            self.e('call void asm sideeffect "", "r,~{memory}"(ptr %stk)')
-        elif self.stack_size:
-            self.e(f"store [{ssz} x i8] zeroinitializer, ptr %stk, align 16")
         self.e(f"%fpp = getelementptr inbounds i8, ptr %stk, i64 {ssz}")
         self.e("%fp = ptrtoint ptr %fpp to i64")
+        # Memory other than the own stack is addressed as %mem + address, %mem
+        # being a null pointer the optimizer cannot see through (loaded from a
+        # global it may not assume the value of): scalar evolution follows
+        # such pointers (it does not follow inttoptr of each address), so loops
+        # over memory get vectorized. When r10 escapes into registers, %mem is
+        # made to depend on the stack address so that it comes after the escape
+        # and pointers based on it may alias the stack.
+        self.e(f"%z0 = load i64, ptr @{ZERO_NAME}, align 8, !invariant.load !0")
+        if self.stack_escapes:
+            self.e("%z = mul i64 %z0, %fp")
+            self.e("%mem = inttoptr i64 %z to ptr")
+        else:
+            self.e("%mem = inttoptr i64 %z0 to ptr")
+        if self.stack_size:
+            # Uninitialized stack must not be LLVM undef (privileged programs may read it).
+            # Typed wide stores: an aggregate store would be split bytewise.
+            for o in range(0, ssz - ssz % 32, 32):
+                self.e(f"%zs{o} = getelementptr inbounds i8, ptr %stk, i64 {o}")
+                self.e(f"store <4 x i64> zeroinitializer, ptr %zs{o}, align 16")
+            for o in range(ssz - ssz % 32, ssz, 8):
+                self.e(f"%zs{o} = getelementptr inbounds i8, ptr %stk, i64 {o}")
+                self.e(f"store i64 0, ptr %zs{o}, align 8")
         self.e(f"br label %L{f.start}")
         terminated = True
         for pc in range(f.start, f.end):
@@ -502,6 +519,7 @@ def module_ir(prog, funcs):
     by_start = {f.start: f for f in funcs}
     lines = [
         'target triple = "x86_64-unknown-linux-gnu"',
+        f"@{ZERO_NAME} = internal externally_initialized global i64 0, align 8",
     ] + [
         # One scalar global per import (an array would be split and renamed by GlobalOpt).
         f"@{IMPORT_PREFIX}{name} = internal externally_initialized global ptr null, align 8"
