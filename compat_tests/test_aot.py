@@ -284,3 +284,43 @@ def test_bad_blob_rejected(harness):
 def test_cache_returns_same_blob():
     code = I(0xb7, 0, imm=3) + EXIT
     assert compile_program(code) is compile_program(code)
+
+
+def test_may_goto_budget(harness):
+    # r0 = 0; loop: may_goto +2; r0 += 1; ja loop; exit  (the verifier's BPF_MAX_LOOPS budget)
+    code = I(0xb7, 0, imm=0) + I(0xe5, off=2) + I(0x07, 0, imm=1) + I(0x05, off=-3) + EXIT
+    p = Loaded(harness, compile_program(code))
+    assert p.run()[0] == 8 * 1024 * 1024
+    p.close()
+
+
+def test_recursion_rejected():
+    # main: call main-like subprogram that calls itself
+    code = I(0x85, src=1, imm=1) + EXIT + I(0x85, src=1, imm=-1) + EXIT
+    with pytest.raises(AotError, match="recursive"):
+        compile_program(code)
+
+
+def test_disk_cache(tmp_path, monkeypatch):
+    import syscall_server.aot.codegen as cg
+    monkeypatch.setenv("BPFSHIM_AOT_CACHE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code = I(0xb7, 0, imm=0x5eed) + EXIT
+    monkeypatch.setattr(cg, "_cache", {})
+    blob = compile_program(code)
+    files = list((tmp_path / "bpfshim" / "aot").iterdir())
+    assert len(files) == 1 and files[0].read_bytes() == blob
+    monkeypatch.setattr(cg, "_cache", {})
+    monkeypatch.setattr(cg.ProgramLibrary, "finalize", lambda self: pytest.fail("not served from disk"))
+    assert compile_program(code) == blob
+
+
+def test_dumps(capfd, monkeypatch):
+    import syscall_server.aot.codegen as cg
+    monkeypatch.setenv("BPFSHIM_DUMP_IR", "1")
+    monkeypatch.setenv("BPFSHIM_DUMP_ASM", "1")
+    monkeypatch.setattr(cg, "_cache", {})
+    compile_program(I(0xb7, 0, imm=0xd0d0) + EXIT)
+    err = capfd.readouterr().err
+    assert "---- bpfshim aot IR ----" in err and "define i64 @bpf_prog" in err
+    assert "---- bpfshim aot asm ----" in err and "bpf_prog:" in err

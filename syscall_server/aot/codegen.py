@@ -83,6 +83,7 @@ class Codegen:
         self.tm_light = target.create_target_machine(cpu=self.cpu, features=self.features, opt=1,
                                                      reloc="pic", codemodel="small")
         self.pto = llvm.create_pipeline_tuning_options(speed_level=2)
+        self.data_layout = str(self.tm.target_data)
         self.lock = threading.Lock()
         self.tag = f"{COMPILER_VERSION};llvm{'.'.join(map(str, llvm.llvm_version_info))};{self.cpu};{self.features}"
 
@@ -139,7 +140,7 @@ class ProgramLibrary:
             except RuntimeError as e:   # our own bug: say so, the interpreter runs the program
                 raise AotError(f"internal error, invalid IR: {e}") from None
             mod.triple = TRIPLE
-            mod.data_layout = str(cg.tm.target_data)
+            mod.data_layout = cg.data_layout
             tm = cg.optimize(mod, light)
             if _flag("BPFSHIM_DUMP_IR"):
                 dump("optimized IR", str(mod))

@@ -35,6 +35,8 @@ BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_FUNC = 1,
 BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE = 5, 6
 BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL = 1, 2
 BPF_FUNC_tail_call = 12
+BPF_MAY_GOTO = 0            # src_reg of BPF_JMP | BPF_JCOND
+BPF_MAX_LOOPS = 8 * 1024 * 1024
 
 BPF_REG_FP = 10
 MAX_BPF_STACK = 512
@@ -193,6 +195,21 @@ def analyze(prog, helper_ids=None):
             last.op == BPF_EXIT or (last.op == BPF_JA and last.code & BPF_X == 0))
         if not ok_last:
             raise AotError("last insn of a function is not an exit or jmp", f.end - 1)
+    # No recursion (the verifier's check_max_stack_depth): it would overflow the native stack.
+    state = {}
+
+    def visit(f):
+        state[f.idx] = 1
+        for c in f.callees:
+            if state.get(c.idx) == 1:
+                raise AotError(f"recursive call to the function at insn {c.start}", f.start)
+            if c.idx not in state:
+                visit(c)
+        state[f.idx] = 2
+
+    for f in funcs:
+        if f.idx not in state:
+            visit(f)
     # A tail call (or a callx that might be one) anywhere below a function ends it too.
     for f in funcs:
         f.may_tail_call = BPF_FUNC_tail_call in f.helpers or f.callx

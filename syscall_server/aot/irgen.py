@@ -20,7 +20,7 @@ from .insn import (
     BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_FETCH,
     BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL, BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE, BPF_FUNC_tail_call, BPF_REG_FP, MAX_BPF_STACK, HELPER_MAX,
-    jump_target,
+    BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, jump_target,
 )
 
 ENTRY_NAME = "bpf_prog"
@@ -47,31 +47,69 @@ def _fname(f):
 
 
 def _stack_use(prog, f):
-    """(size, escapes): bytes of stack the function touches through r10+off, and
-    whether r10 is used as a value (then the whole 512 bytes may be reached)."""
-    lo = 0
+    """(size, escapes, zero): the stack alloca size, whether r10 is used as a
+    value (then the stack is reached through other registers and the alloca
+    is the full 512 bytes), and how many bytes below r10 to zero at entry.
+
+    Uninitialized stack must not be LLVM undef (privileged programs may read
+    it), but zeroing all 512 bytes costs time at run and compile time, so a
+    scan in the manner of the verifier's stack depth follows pointers derived
+    from r10 by mov and add/sub of constants; anything else it cannot follow
+    means zeroing all of it."""
+    lo = 0            # lowest offset reached, directly or through tracked pointers
+    escapes = False
+    exact = True
+    known = {}        # register -> offset from r10, within the current block
     for pc in range(f.start, f.end):
         ins = prog[pc]
         if ins is None:
             continue
-        cls = ins.cls
-        if cls in (BPF_ALU, BPF_ALU64) and ins.code & BPF_X and ins.src == BPF_REG_FP:
-            return MAX_BPF_STACK, True
-        if cls in (BPF_JMP, BPF_JMP32) and ins.code & BPF_X and BPF_REG_FP in (ins.src, ins.dst):
-            return MAX_BPF_STACK, True
-        if cls == BPF_STX and ins.src == BPF_REG_FP:
-            return MAX_BPF_STACK, True
-        if cls == BPF_STX and ins.mode == BPF_ATOMIC and ins.dst == BPF_REG_FP:
-            return MAX_BPF_STACK, True   # atomics on the stack: keep it simple, real memory
-        if cls in (BPF_ALU, BPF_ALU64) and ins.dst == BPF_REG_FP:
-            return MAX_BPF_STACK, True   # rejected later
+        if pc in f.leaders:
+            known = {}
+        cls, code = ins.cls, ins.code
+        src_is_reg = code & BPF_X
+        # memory accesses
         base = ins.src if cls == BPF_LDX else ins.dst if cls in (BPF_ST, BPF_STX) else None
         if base == BPF_REG_FP:
             sz = SIZE_BYTES[ins.size]
             if ins.off < -MAX_BPF_STACK or ins.off + sz > 0:
-                return MAX_BPF_STACK, True
-            lo = min(lo, ins.off)
-    return (-lo + 7) & ~7, False
+                escapes, exact = True, False
+            else:
+                lo = min(lo, ins.off)
+        elif base in known:
+            lo = min(lo, known[base] + ins.off)
+        if cls == BPF_ALU64 and ins.op == BPF_MOV and src_is_reg and ins.off == 0 and \
+                (ins.src == BPF_REG_FP or ins.src in known):
+            escapes = True
+            known[ins.dst] = known.get(ins.src, 0)
+            lo = min(lo, known[ins.dst])
+            continue
+        if cls == BPF_ALU64 and ins.dst in known and not src_is_reg and ins.op in (BPF_ADD, BPF_SUB):
+            known[ins.dst] += ins.imm if ins.op == BPF_ADD else -ins.imm
+            lo = min(lo, known[ins.dst])
+            continue
+        # r10 or a tracked pointer used as a value any other way
+        if cls in (BPF_ALU, BPF_ALU64):
+            if (src_is_reg and (ins.src == BPF_REG_FP or ins.src in known)) or ins.dst in known \
+                    or ins.dst == BPF_REG_FP:
+                escapes, exact = True, False
+        elif cls == BPF_STX and (ins.src == BPF_REG_FP or ins.src in known):
+            escapes, exact = True, False
+        elif cls in (BPF_JMP, BPF_JMP32) and src_is_reg and BPF_REG_FP in (ins.src, ins.dst):
+            escapes = True
+        # register writes end tracking
+        if cls in (BPF_ALU, BPF_ALU64, BPF_LDX, BPF_LD):
+            known.pop(ins.dst, None)
+        elif cls == BPF_STX and ins.mode == BPF_ATOMIC:
+            known.pop(ins.src, None)
+            known.pop(0, None)
+        elif cls == BPF_JMP and ins.op == BPF_CALL:
+            for r in range(6):
+                known.pop(r, None)
+    depth = (-max(lo, -MAX_BPF_STACK) + 7) & ~7
+    if escapes:
+        return MAX_BPF_STACK, True, depth if exact else MAX_BPF_STACK
+    return depth, False, depth
 
 
 class FuncGen:
@@ -81,7 +119,7 @@ class FuncGen:
         self.by_start = funcs_by_start
         self.out = []
         self.n = 0
-        self.stack_size, self.stack_escapes = _stack_use(prog, f)
+        self.stack_size, self.stack_escapes, self.stack_zero = _stack_use(prog, f)
         self.helpers_ptr = None
 
     # -- small emit helpers ------------------------------------------------
@@ -153,6 +191,8 @@ class FuncGen:
         self.out.append("entry:")
         for r in range(10):
             self.e(f"%r{r} = alloca i64, align 8")
+        self.e("%maygoto = alloca i64, align 8")
+        self.e(f"store i64 {BPF_MAX_LOOPS}, ptr %maygoto")
         ssz = max(self.stack_size, 8)
         self.e(f"%stk = alloca [{ssz} x i8], align 16")
         nargs = 1 if f.idx == 0 else 5
@@ -173,15 +213,16 @@ class FuncGen:
             self.e("%mem = inttoptr i64 %z to ptr")
         else:
             self.e("%mem = inttoptr i64 %z0 to ptr")
-        if self.stack_size:
-            # Uninitialized stack must not be LLVM undef (privileged programs may read it).
-            # Typed wide stores: an aggregate store would be split bytewise.
-            for o in range(0, ssz - ssz % 32, 32):
+        if self.stack_zero:
+            # Uninitialized stack must not be LLVM undef (privileged programs
+            # may read it). Typed wide stores: an aggregate store is split bytewise.
+            z0 = ssz - self.stack_zero
+            o = z0
+            while o < ssz:
+                w = 32 if o % 32 == 0 and o + 32 <= ssz else 8
                 self.e(f"%zs{o} = getelementptr inbounds i8, ptr %stk, i64 {o}")
-                self.e(f"store <4 x i64> zeroinitializer, ptr %zs{o}, align 16")
-            for o in range(ssz - ssz % 32, ssz, 8):
-                self.e(f"%zs{o} = getelementptr inbounds i8, ptr %stk, i64 {o}")
-                self.e(f"store i64 0, ptr %zs{o}, align 8")
+                self.e(f"store {'<4 x i64> zeroinitializer' if w == 32 else 'i64 0'}, ptr %zs{o}, align 8")
+                o += w
         self.e(f"br label %L{f.start}")
         terminated = True
         for pc in range(f.start, f.end):
@@ -462,6 +503,16 @@ class FuncGen:
         if op == BPF_JA:
             self.e(f"br label %L{jump_target(ins)}")
             return True
+        if op == BPF_JCOND and is64 and ins.src == BPF_MAY_GOTO and not ins.code & BPF_X:
+            # may_goto as the verifier rewrites it: a per-function loop budget;
+            # once spent, the branch is taken.
+            n = self.val("load i64, ptr %maygoto")
+            z = self.val(f"icmp eq i64 {n}, 0")
+            dec = self.val(f"sub i64 {n}, 1")
+            nv = self.val(f"select i1 {z}, i64 0, i64 {dec}")
+            self.e(f"store i64 {nv}, ptr %maygoto")
+            self.e(f"br i1 {z}, label %L{jump_target(ins)}, label %L{pc + 1}, !prof !2")
+            return True
         if op not in _CMP and op != BPF_JSET:
             raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
         a = self.rd(ins.dst, pc)
@@ -537,6 +588,7 @@ def module_ir(prog, funcs):
         f"attributes #0 = {{ {FN_ATTRS} }}",
         "!0 = !{}",
         '!1 = !{!"branch_weights", i32 1, i32 2000}',
+        '!2 = !{!"branch_weights", i32 1, i32 1000000}',
         "",
     ]
     return "\n".join(lines)
