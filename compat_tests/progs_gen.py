@@ -779,6 +779,20 @@ NOBODY = 65534
 SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
+def as_nobody_cmd(args, env):
+    """args (a python script and its arguments) run as uid 65534 with
+    /usr/bin/python3 (/root is 0700: the pyenv python is not usable there).
+    LD_PRELOAD is set after setpriv: preloaded into setpriv itself, the
+    shim's threads would break its per-thread capability juggling."""
+    env["HOME"] = "/tmp"
+    pre = env.pop("LD_PRELOAD", None)
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    if pre and "BPFSHIM_PYTHON" not in env and os.path.exists(venv):
+        # the server needs cffi/llvmlite: the project's venv (Debian's python)
+        env["BPFSHIM_PYTHON"] = venv
+    return SETPRIV + ["env"] + ([f"LD_PRELOAD={pre}"] if pre else []) + ["/usr/bin/python3"] + list(args)
+
+
 def kernel_ok():
     """Root with a working kernel bpf(): the oracle is available."""
     if os.geteuid() != 0:
@@ -808,10 +822,7 @@ def run_backend(progs, shim=None, engine=None, as_nobody=False, timeout=900):
         if engine:
             env["BPFSHIM_ENGINE"] = engine
     if as_nobody:
-        # /root is 0700: the pyenv python is not usable as nobody
-        cmd = SETPRIV + ["/usr/bin/python3"] + cmd[1:]
-        env.pop("BPFSHIM_PYTHON", None)
-        env["HOME"] = "/tmp"
+        cmd = as_nobody_cmd(cmd[1:], env)
         if rtdir:
             os.chown(rtdir, NOBODY, NOBODY)
     p = subprocess.run(cmd, input=json.dumps(progs).encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
