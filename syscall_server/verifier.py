@@ -249,7 +249,8 @@ class Verifier:
         if name is None:
             reject(self.log, errno.EINVAL, f"invalid func unknown#{func_id}")
         if not self.helper_ok(func_id):
-            reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
+            # check_helper_call()'s wording (6.x) when the program type has no such helper
+            reject(self.log, errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}")
 
     # ---- resolve_pseudo_ldimm64's sanity pass ----
     def check_opcodes(self):
