@@ -5,35 +5,112 @@
  * definitions (prog_run.c, helpers/, jit.c) win at link time.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
+#include <string.h>
 #include "bpf_rt.h"
 
-__attribute__((weak)) __thread struct bpf_run_ctx *bpf_cur_run_ctx;
-__attribute__((weak)) bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
+BPFSHIM_API __attribute__((weak)) __thread struct bpf_run_ctx *bpf_cur_run_ctx;
+BPFSHIM_API __attribute__((weak)) bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
 
-__attribute__((weak)) int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret)
+/* A runner for AOT code only, with the fault containment and tail calls of
+ * the full one (prog_run.c), for builds without the interpreter. */
+static __thread sigjmp_buf *weak_fault_jmp;
+static struct sigaction weak_prev_segv, weak_prev_bus;
+
+static void weak_on_fault(int sig, siginfo_t *si, void *uc)
 {
-	return -ENOSYS;
+	sigjmp_buf *j = weak_fault_jmp;
+	struct sigaction *p = sig == SIGBUS ? &weak_prev_bus : &weak_prev_segv;
+
+	if (j) {
+		weak_fault_jmp = NULL;
+		siglongjmp(*j, 1);
+	}
+	if ((p->sa_flags & SA_SIGINFO) && p->sa_sigaction)
+		p->sa_sigaction(sig, si, uc);
+	else if (!(p->sa_flags & SA_SIGINFO) && p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN)
+		p->sa_handler(sig);
+	else
+		signal(sig, SIG_DFL);
 }
 
-__attribute__((weak)) void *bpf_jit_load(const void *blob, size_t len)
+static void weak_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = weak_on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+	sigaction(SIGSEGV, &sa, &weak_prev_segv);
+	sigaction(SIGBUS, &sa, &weak_prev_bus);
+}
+
+static int weak_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip, uint64_t *ret)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	struct bpf_run_ctx rc;
+	sigjmp_buf jb;
+	uint64_t r0 = 0;
+
+	pthread_once(&once, weak_install);
+	memset(&rc, 0, sizeof(rc));
+	rc.ctx = ctx;
+	rc.bpf_cookie = cookie;
+	rc.func_ip = func_ip;
+	rc.prev = bpf_cur_run_ctx;
+	bpf_cur_run_ctx = &rc;
+	if (sigsetjmp(jb, 0)) {
+		bpf_cur_run_ctx = rc.prev;
+		__atomic_add_fetch((uint64_t *)&prog->faults, 1, __ATOMIC_RELAXED);
+		return -EFAULT;
+	}
+	sigjmp_buf *saved = weak_fault_jmp;
+	weak_fault_jmp = &jb;
+	for (;;) {
+		rc.prog = prog;
+		rc.tail_call_next = NULL;
+		if (!prog->jited) {
+			weak_fault_jmp = saved;
+			bpf_cur_run_ctx = rc.prev;
+			return -ENOSYS;   /* no interpreter in this build */
+		}
+		r0 = prog->jited((uint64_t)(uintptr_t)ctx, &prog->env);
+		if (!rc.tail_call_next || rc.tail_call_cnt >= BPF_RT_MAX_TAIL_CALL_CNT)
+			break;
+		prog = rc.tail_call_next;
+		rc.tail_call_cnt++;
+	}
+	weak_fault_jmp = saved;
+	bpf_cur_run_ctx = rc.prev;
+	*ret = r0;
+	return 0;
+}
+
+BPFSHIM_API __attribute__((weak)) int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret)
+{
+	return weak_run(prog, ctx, 0, 0, ret);
+}
+
+BPFSHIM_API __attribute__((weak)) void *bpf_jit_load(const void *blob, size_t len)
 {
 	return NULL;
 }
 
-__attribute__((weak)) int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie,
+BPFSHIM_API __attribute__((weak)) int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie,
 					     uint64_t func_ip, uint64_t *ret)
 {
-	return bpf_prog_run(prog, ctx, ret);
+	return weak_run(prog, ctx, cookie, func_ip, ret);
 }
 
 struct hook;
-__attribute__((weak)) int hook_attach(void *addr, void *entry, void *ret, void *data, struct hook **out)
+BPFSHIM_API __attribute__((weak)) int hook_attach(void *addr, void *entry, void *ret, void *data, struct hook **out)
 {
 	return -ENOSYS;
 }
 
-__attribute__((weak)) int hook_detach(struct hook *h)
+BPFSHIM_API __attribute__((weak)) int hook_detach(struct hook *h)
 {
 	return -ENOSYS;
 }

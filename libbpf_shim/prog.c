@@ -44,6 +44,7 @@ static int internal_fd(int fd)
  * fds the app closes. */
 static struct { uint32_t id; struct shm_map *m; } *map_ids;
 static size_t map_ids_len, map_ids_cap;
+static pthread_mutex_t map_ids_lock = PTHREAD_MUTEX_INITIALIZER;  /* taken inside cache_lock */
 
 struct shm_map *shim_map_by_id(uint32_t id)
 {
@@ -52,13 +53,13 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	struct shm_map *m = NULL;
 	long fd;
 
-	pthread_mutex_lock(&cache_lock);
+	pthread_mutex_lock(&map_ids_lock);
 	for (size_t i = 0; i < map_ids_len; i++)
 		if (map_ids[i].id == id) {
 			m = map_ids[i].m;
 			break;
 		}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&map_ids_lock);
 	if (m)
 		return m;
 	memset(&a, 0, sizeof(a));
@@ -71,7 +72,7 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	if (!e)
 		return NULL;
 	e->internal = 1;
-	pthread_mutex_lock(&cache_lock);
+	pthread_mutex_lock(&map_ids_lock);
 	if (map_ids_len == map_ids_cap) {
 		size_t nc = map_ids_cap ? 2 * map_ids_cap : 16;
 		void *n = realloc(map_ids, nc * sizeof(*map_ids));
@@ -84,7 +85,7 @@ struct shm_map *shim_map_by_id(uint32_t id)
 		map_ids[map_ids_len].id = id;
 		map_ids[map_ids_len++].m = &e->map;
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&map_ids_lock);
 	return &e->map;
 }
 
