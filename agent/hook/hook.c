@@ -1,0 +1,1215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The function-hooking engine (see hook.h for the model).
+ *
+ * Per probed address there is one `struct hook_site`, created on the first
+ * attach and kept for the life of the process (with its trampoline: a thread
+ * may be inside it at any time). Its hooks are an immutable array swapped
+ * under `lock`; readers (the dispatchers) take a per-site two-counter SRCU
+ * read lock, so the hot path is two atomic adds and no lock, and a detach
+ * waits for the readers of the old array only.
+ *
+ * Jump-mode trampoline of a site (allocated within +-2 GiB of it):
+ *
+ *     lea  -128(%rsp),%rsp          skip the red zone
+ *     push %rax
+ *     movabs $site,%rax
+ *     call *entry_common(%rip)      saves pt_regs, runs the handlers
+ *     pop  %rax                     (entry_common returns here, or to the
+ *     lea  128(%rsp),%rsp            caller of the function on override)
+ *     <relocated displaced instructions>
+ *     jmp  addr+len
+ *     .quad hook_entry_common
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <ucontext.h>
+#include <linux/membarrier.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include "hook.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+/* ---------------------------------------------------------------- types */
+
+struct hook_list {
+	unsigned n, nret;
+	uint64_t gen;                   /* newest hook's gen */
+	struct hook *h[];
+};
+
+struct hook_site {
+	uint64_t addr;                  /* offset 0: read by hook_entry_common */
+	struct hook_list *list;         /* NULL when no hook */
+	unsigned epoch;                 /* SRCU: readers count in cnt[epoch & 1] */
+	long cnt[2] __attribute__((aligned(64)));
+	int mode;                       /* HOOK_MODE_* */
+	int patched;
+	int prot;                       /* of the page(s) at addr */
+	uint8_t orig[16];
+	uint8_t patch_len;              /* 5 (jmp) or 1 (int3) */
+	uint8_t disp_len;               /* displaced bytes (jmp mode) */
+	uint8_t bmap[8];                /* original offset -> relocated offset, 0xff = no boundary */
+	uint8_t *tramp;                 /* jmp mode: trampoline entry */
+	uint8_t *reloc;                 /* relocated code (jmp: in tramp; int3: the out-of-line slot) */
+	uint64_t gen_ctr;
+	struct hook_site *hnext;        /* hash chain (insert only) */
+} __attribute__((aligned(64)));
+
+struct hook {
+	struct hook_site *site;
+	hook_fn entry, ret;
+	void *data;
+	uint64_t gen;
+};
+
+/* One frame whose return address was swapped for hook_ret_tramp. */
+struct shadow_ent {
+	uint64_t ret;                   /* original return address (hook_ret_tramp if chained) */
+	uint64_t sp;                    /* where it was */
+	struct hook_site *site;
+	uint64_t gen;                   /* only hooks with gen <= this get the return */
+};
+
+#define SHADOW_MAX 65536u
+#define TRAMP_SIZE 256
+#define OOL_SIZE 64
+#define RELOC_OFF 31
+#define BPFSHIM_HOOK_CHAIN_MAX 8
+
+/* ------------------------------------------------------------ the stubs */
+
+void hook_entry_common(void) HIDDEN;
+void hook_ret_tramp(void) HIDDEN;
+uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs) HIDDEN __attribute__((used));
+uint64_t hook_dispatch_return(struct hook_pt_regs *regs) HIDDEN __attribute__((used));
+
+#define SAVE_GPRS_NO_AX \
+	"mov %r15, 0(%rsp)\n mov %r14, 8(%rsp)\n mov %r13, 16(%rsp)\n mov %r12, 24(%rsp)\n" \
+	"mov %rbp, 32(%rsp)\n mov %rbx, 40(%rsp)\n mov %r11, 48(%rsp)\n mov %r10, 56(%rsp)\n" \
+	"mov %r9, 64(%rsp)\n mov %r8, 72(%rsp)\n mov %rcx, 88(%rsp)\n mov %rdx, 96(%rsp)\n" \
+	"mov %rsi, 104(%rsp)\n mov %rdi, 112(%rsp)\n"
+#define RESTORE_GPRS_NO_AX \
+	"mov 0(%rsp), %r15\n mov 8(%rsp), %r14\n mov 16(%rsp), %r13\n mov 24(%rsp), %r12\n" \
+	"mov 32(%rsp), %rbp\n mov 40(%rsp), %rbx\n mov 56(%rsp), %r10\n" \
+	"mov 64(%rsp), %r9\n mov 72(%rsp), %r8\n mov 88(%rsp), %rcx\n mov 96(%rsp), %rdx\n" \
+	"mov 104(%rsp), %rsi\n mov 112(%rsp), %rdi\n mov 48(%rsp), %r11\n"
+#define SAVE_XMM \
+	"lea -256(%rsp), %rsp\n" \
+	"movups %xmm0, 0(%rsp)\n movups %xmm1, 16(%rsp)\n movups %xmm2, 32(%rsp)\n movups %xmm3, 48(%rsp)\n" \
+	"movups %xmm4, 64(%rsp)\n movups %xmm5, 80(%rsp)\n movups %xmm6, 96(%rsp)\n movups %xmm7, 112(%rsp)\n" \
+	"movups %xmm8, 128(%rsp)\n movups %xmm9, 144(%rsp)\n movups %xmm10, 160(%rsp)\n movups %xmm11, 176(%rsp)\n" \
+	"movups %xmm12, 192(%rsp)\n movups %xmm13, 208(%rsp)\n movups %xmm14, 224(%rsp)\n movups %xmm15, 240(%rsp)\n"
+#define RESTORE_XMM \
+	"movups 0(%rsp), %xmm0\n movups 16(%rsp), %xmm1\n movups 32(%rsp), %xmm2\n movups 48(%rsp), %xmm3\n" \
+	"movups 64(%rsp), %xmm4\n movups 80(%rsp), %xmm5\n movups 96(%rsp), %xmm6\n movups 112(%rsp), %xmm7\n" \
+	"movups 128(%rsp), %xmm8\n movups 144(%rsp), %xmm9\n movups 160(%rsp), %xmm10\n movups 176(%rsp), %xmm11\n" \
+	"movups 192(%rsp), %xmm12\n movups 208(%rsp), %xmm13\n movups 224(%rsp), %xmm14\n movups 240(%rsp), %xmm15\n" \
+	"lea 256(%rsp), %rsp\n"
+
+/*
+ * Entered from a site trampoline with rax = site and the stack
+ *   [ret into trampoline][saved rax][128 red zone][probe sp ...]
+ * Frame: pt_regs at 0, pushed flags at 168, ret 176, rax 184, probe sp = 320.
+ * The handlers are C: xmm0-15 are saved (a probe inside a function may
+ * have any live), the stack is aligned, DF cleared.
+ */
+__asm__(
+	".text\n"
+	".globl hook_entry_common\n .hidden hook_entry_common\n"
+	".type hook_entry_common, @function\n"
+	"hook_entry_common:\n"
+	"pushfq\n"
+	"lea -168(%rsp), %rsp\n"
+	SAVE_GPRS_NO_AX
+	"mov 184(%rsp), %r11\n mov %r11, 80(%rsp)\n"
+	"movq $-1, 120(%rsp)\n"
+	"mov (%rax), %r11\n mov %r11, 128(%rsp)\n"
+	"movq $0x33, 136(%rsp)\n"
+	"mov 168(%rsp), %r11\n mov %r11, 144(%rsp)\n"
+	"lea 320(%rsp), %r11\n mov %r11, 152(%rsp)\n"
+	"movq $0x2b, 160(%rsp)\n"
+	"cld\n"
+	SAVE_XMM
+	"mov %rax, %rdi\n"
+	"lea 256(%rsp), %rsi\n"
+	"mov %rsp, %rbx\n"
+	"and $-16, %rsp\n"
+	"call hook_dispatch_entry\n"
+	"mov %rbx, %rsp\n"
+	RESTORE_XMM
+	"test %eax, %eax\n"
+	"jnz 1f\n"
+	"mov 80(%rsp), %r11\n mov %r11, 184(%rsp)\n"    /* rax for the trampoline's pop */
+	RESTORE_GPRS_NO_AX
+	"lea 168(%rsp), %rsp\n"
+	"popfq\n"
+	"ret\n"
+	"1:\n"                                           /* override: return to the caller */
+	RESTORE_GPRS_NO_AX
+	"mov 80(%rsp), %rax\n"
+	"lea 168(%rsp), %rsp\n"
+	"popfq\n"
+	"lea 144(%rsp), %rsp\n"                          /* ret, rax, red zone */
+	"ret\n"
+	".size hook_entry_common, .-hook_entry_common\n"
+
+/*
+ * A hooked function returns here. rsp = the probe sp + 8; the slot below it
+ * (the probe sp) gets the original return address back for the final ret.
+ * Frame: pt_regs at 0, flags 168, slot 176.
+ */
+	".globl hook_ret_tramp\n .hidden hook_ret_tramp\n"
+	".type hook_ret_tramp, @function\n"
+	"hook_ret_tramp:\n"
+	"lea -8(%rsp), %rsp\n"
+	"pushfq\n"
+	"lea -168(%rsp), %rsp\n"
+	SAVE_GPRS_NO_AX
+	"mov %rax, 80(%rsp)\n"
+	"movq $-1, 120(%rsp)\n"
+	"movq $0, 128(%rsp)\n"
+	"movq $0x33, 136(%rsp)\n"
+	"mov 168(%rsp), %r11\n mov %r11, 144(%rsp)\n"
+	"lea 184(%rsp), %r11\n mov %r11, 152(%rsp)\n"
+	"movq $0x2b, 160(%rsp)\n"
+	"cld\n"
+	SAVE_XMM
+	"lea 256(%rsp), %rdi\n"
+	"mov %rsp, %rbx\n"
+	"and $-16, %rsp\n"
+	"call hook_dispatch_return\n"
+	"mov %rbx, %rsp\n"
+	"mov %rax, 432(%rsp)\n"                          /* 256 + 176: the slot */
+	RESTORE_XMM
+	RESTORE_GPRS_NO_AX
+	"mov 80(%rsp), %rax\n"
+	"lea 168(%rsp), %rsp\n"
+	"popfq\n"
+	"ret\n"
+	".size hook_ret_tramp, .-hook_ret_tramp\n"
+);
+
+/* -------------------------------------------------------------- globals */
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int inited;
+static int have_sync_core;
+static int memfd = -1;                  /* /proc/self/mem, when mprotect is refused */
+static struct sigaction prev_trap;
+static pthread_key_t shadow_key;
+static uint64_t ret_dropped;
+
+#define SITE_HASH 1024
+static struct hook_site *site_hash[SITE_HASH];
+
+static __thread struct shadow_ent *ss_base;
+static __thread uint32_t ss_n;
+static __thread int tls_in_entry;
+static __thread int tls_override;
+
+/* Raw system calls: used while a site is half patched, when calling into
+ * libc could hit the very code being patched. */
+static long rsys(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static unsigned site_bucket(uint64_t addr)
+{
+	return (unsigned)((addr * 0x9e3779b97f4a7c15ull) >> 54) & (SITE_HASH - 1);
+}
+
+static struct hook_site *site_find(uint64_t addr)
+{
+	struct hook_site *s = __atomic_load_n(&site_hash[site_bucket(addr)], __ATOMIC_ACQUIRE);
+
+	for (; s; s = s->hnext)
+		if (s->addr == addr)
+			return s;
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ SRCU */
+
+static inline unsigned srcu_lock(struct hook_site *s)
+{
+	unsigned idx = __atomic_load_n(&s->epoch, __ATOMIC_RELAXED) & 1;
+
+	__atomic_fetch_add(&s->cnt[idx], 1, __ATOMIC_SEQ_CST);
+	return idx;
+}
+
+static inline void srcu_unlock(struct hook_site *s, unsigned idx)
+{
+	__atomic_fetch_sub(&s->cnt[idx], 1, __ATOMIC_RELEASE);
+}
+
+static void pause_short(long ns)
+{
+	struct timespec ts = { 0, ns };
+
+	rsys(SYS_nanosleep, (long)&ts, 0, 0, 0, 0, 0);
+}
+
+/* After the list was swapped: every reader that may still see the old one
+ * counts in cnt[old]; new readers count in the other. */
+static void srcu_sync(struct hook_site *s)
+{
+	unsigned old = __atomic_fetch_add(&s->epoch, 1, __ATOMIC_SEQ_CST) & 1;
+
+	for (int spins = 0; __atomic_load_n(&s->cnt[old], __ATOMIC_SEQ_CST); spins++) {
+		if (spins < 100)
+			__builtin_ia32_pause();
+		else
+			pause_short(20000);
+	}
+}
+
+/* ---------------------------------------------------------- shadow stack */
+
+static void shadow_free(void *p)
+{
+	if (p)
+		munmap(p, SHADOW_MAX * sizeof(struct shadow_ent));
+}
+
+static struct shadow_ent *shadow_base(void)
+{
+	if (ss_base)
+		return ss_base;
+	/* reserved once per thread, committed as it is used */
+	void *p = (void *)rsys(SYS_mmap, 0, SHADOW_MAX * sizeof(struct shadow_ent), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if ((unsigned long)p > -4096ul)
+		return NULL;
+	ss_base = p;
+	pthread_setspecific(shadow_key, p);
+	return ss_base;
+}
+
+static void shadow_push(struct hook_site *s, struct hook_pt_regs *regs, uint64_t gen)
+{
+	struct shadow_ent *b = shadow_base();
+	uint64_t *slot = (uint64_t *)regs->sp;
+	uint32_t n = ss_n;
+
+	if (!b)
+		goto drop;
+	if (n >= SHADOW_MAX) {
+		/* full: drop the frames below this sp, as the kernel does on
+		 * every entry (they were skipped by longjmp) */
+		while (n && b[n - 1].sp < regs->sp)
+			n--;
+		ss_n = n;
+		if (n >= SHADOW_MAX)
+			goto drop;
+	}
+	/* reserve first: a signal handler here pushes above us */
+	ss_n = n + 1;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	b[n].ret = *slot;
+	b[n].sp = regs->sp;
+	b[n].site = s;
+	b[n].gen = gen;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	*slot = (uint64_t)hook_ret_tramp;
+	return;
+drop:
+	__atomic_add_fetch(&ret_dropped, 1, __ATOMIC_RELAXED);
+}
+
+/* ----------------------------------------------------------- dispatchers */
+
+uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
+{
+	unsigned idx = srcu_lock(s);
+	struct hook_list *l = __atomic_load_n(&s->list, __ATOMIC_ACQUIRE);
+	uint64_t ov = 0;
+
+	if (l) {
+		int saved = tls_override;
+
+		tls_override = 0;
+		tls_in_entry++;
+		for (unsigned i = 0; i < l->n; i++) {
+			struct hook *h = l->h[i];
+			if (h->entry)
+				h->entry(regs, h->data);
+		}
+		tls_in_entry--;
+		ov = (uint64_t)tls_override;
+		tls_override = saved;
+		if (l->nret)
+			shadow_push(s, regs, l->gen);
+	}
+	srcu_unlock(s, idx);
+	return ov;
+}
+
+int hook_override(struct hook_pt_regs *regs, uint64_t rc)
+{
+	if (!tls_in_entry || !regs)
+		return -EINVAL;
+	regs->ax = rc;
+	tls_override = 1;
+	return 0;
+}
+
+static void ret_handlers(const struct shadow_ent *e, struct hook_pt_regs *regs)
+{
+	unsigned idx = srcu_lock(e->site);
+	struct hook_list *l = __atomic_load_n(&e->site->list, __ATOMIC_ACQUIRE);
+
+	if (l) {
+		for (unsigned i = 0; i < l->n; i++) {
+			struct hook *h = l->h[i];
+			if (h->ret && h->gen <= e->gen)
+				h->ret(regs, h->data);
+		}
+	}
+	srcu_unlock(e->site, idx);
+}
+
+static void __attribute__((noreturn)) shadow_corrupt(void)
+{
+	static const char m[] = "bpfshim: uretprobe return with no shadow-stack frame (stack switched?)\n";
+	(void)!write(2, m, sizeof(m) - 1);
+	abort();
+}
+
+uint64_t hook_dispatch_return(struct hook_pt_regs *regs)
+{
+	struct shadow_ent *b = ss_base, chain[8];
+	uint64_t sp = regs->sp - 8;
+	uint32_t i = ss_n, j, k;
+
+	/* The newest frame at this sp; the ones above it were skipped by a
+	 * longjmp or an exception and are dropped. */
+	while (i && b[i - 1].sp != sp)
+		i--;
+	if (!i)
+		shadow_corrupt();
+	i--;
+	/* a tail call from one hooked function to another: same sp, chained */
+	j = i;
+	while (b[j].ret == (uint64_t)hook_ret_tramp) {
+		if (!j || b[j - 1].sp != sp)
+			shadow_corrupt();
+		j--;
+	}
+	uint64_t ret = b[j].ret;
+	unsigned nchain = 0;
+	for (k = i + 1; k-- > j && nchain < BPFSHIM_HOOK_CHAIN_MAX;)
+		chain[nchain++] = b[k];
+	ss_n = j;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	regs->ip = ret;
+	for (k = 0; k < nchain; k++)
+		ret_handlers(&chain[k], regs);
+	return ret;
+}
+
+uint64_t hook_ret_dropped(void)
+{
+	return __atomic_load_n(&ret_dropped, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------ code memory near a site */
+
+struct pool {
+	uint8_t *base;
+	size_t size, used;
+	struct pool *next;
+};
+static struct pool *pools;
+#define POOL_SIZE (64 * 1024)
+#define NEAR_MAX 0x7ff00000ll     /* keep rel32 in range with room to spare */
+
+static int near(uint64_t a, uint64_t b)
+{
+	int64_t d = (int64_t)(a - b);
+	return d > -NEAR_MAX && d < NEAR_MAX;
+}
+
+/* A new pool in the free gap of the address space nearest to addr. */
+static struct pool *pool_new(uint64_t addr)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	uint64_t prev_end = 0x100000, best = 0, bestd = ~0ull;
+
+	if (!f)
+		return NULL;
+	for (int last = 0; !last;) {
+		unsigned long lo, hi;
+		if (!fgets(line, sizeof(line), f) || sscanf(line, "%lx-%lx", &lo, &hi) != 2) {
+			last = 1;
+			lo = 0x7ffffffff000ul;
+			hi = lo;
+		}
+		if (lo > prev_end && lo - prev_end >= POOL_SIZE) {
+			/* the end of the gap nearest to addr */
+			uint64_t c = addr < prev_end ? prev_end : ((lo - POOL_SIZE) & ~0xffffull);
+			if (c < prev_end)
+				c = prev_end;
+			uint64_t d = c > addr ? c - addr : addr - c;
+			if (c + POOL_SIZE <= lo && near(c, addr) && near(c + POOL_SIZE, addr) && d < bestd) {
+				best = c;
+				bestd = d;
+			}
+		}
+		if (hi > prev_end)
+			prev_end = hi;
+	}
+	fclose(f);
+	if (!best)
+		return NULL;
+	void *p = mmap((void *)best, POOL_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		       -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if ((uint64_t)p != best) {      /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
+		munmap(p, POOL_SIZE);
+		return NULL;
+	}
+	struct pool *pl = calloc(1, sizeof(*pl));
+	if (!pl) {
+		munmap(p, POOL_SIZE);
+		return NULL;
+	}
+	pl->base = p;
+	pl->size = POOL_SIZE;
+	pl->next = pools;
+	pools = pl;
+	return pl;
+}
+
+static uint8_t *near_alloc(uint64_t addr, size_t n)
+{
+	struct pool *pl;
+
+	for (pl = pools; pl; pl = pl->next)
+		if (pl->used + n <= pl->size && near((uint64_t)pl->base, addr) &&
+		    near((uint64_t)pl->base + pl->size, addr))
+			break;
+	if (!pl)
+		pl = pool_new(addr);
+	if (!pl)
+		return NULL;
+	uint8_t *p = pl->base + pl->used;
+	pl->used += (n + 15) & ~(size_t)15;
+	return p;
+}
+
+/* Copy code into a pool (pages stay executable for other threads). */
+static int code_write(uint8_t *dst, const uint8_t *src, size_t n)
+{
+	uint64_t lo = (uint64_t)dst & ~4095ull, hi = ((uint64_t)dst + n + 4095) & ~4095ull;
+
+	if (mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE | PROT_EXEC) == 0) {
+		memcpy(dst, src, n);
+		mprotect((void *)lo, hi - lo, PROT_READ | PROT_EXEC);
+		return 0;
+	}
+	if (memfd >= 0 && pwrite(memfd, src, n, (off_t)(uint64_t)dst) == (ssize_t)n)
+		return 0;
+	return -EPERM;
+}
+
+/* ------------------------------------------------------------ relocation */
+
+static int fits32(int64_t v)
+{
+	return v >= INT32_MIN && v <= INT32_MAX;
+}
+
+static void put32(uint8_t *p, int64_t v)
+{
+	int32_t x = (int32_t)v;
+	memcpy(p, &x, 4);
+}
+
+static int32_t get32(const uint8_t *p)
+{
+	int32_t x;
+	memcpy(&x, p, 4);
+	return x;
+}
+
+static int emit_jmp(uint8_t *b, uint64_t at, uint64_t target)
+{
+	int64_t rel = (int64_t)(target - (at + 5));
+
+	if (fits32(rel)) {
+		b[0] = 0xe9;
+		put32(b + 1, rel);
+		return 5;
+	}
+	b[0] = 0xff;                    /* jmp *0(%rip); .quad target */
+	b[1] = 0x25;
+	put32(b + 2, 0);
+	memcpy(b + 6, &target, 8);
+	return 14;
+}
+
+enum { BR_NONE, BR_JMP, BR_JCC, BR_CALL, BR_BAD };
+
+/* Relative branches: kind, and target. */
+static int branch_of(const struct x86_insn *d, const uint8_t *src, uint64_t next, uint64_t *target)
+{
+	if (d->vex)
+		return BR_NONE;
+	if (d->map == 0) {
+		if (d->op == 0xeb || (d->op >= 0x70 && d->op <= 0x7f)) {
+			*target = next + (int64_t)(int8_t)src[d->imm_off];
+			return d->op == 0xeb ? BR_JMP : BR_JCC;
+		}
+		if (d->op == 0xe8 || d->op == 0xe9) {
+			if (d->imm_size != 4)
+				return BR_BAD;  /* 66-prefixed: 16-bit ip */
+			*target = next + (int64_t)get32(src + d->imm_off);
+			return d->op == 0xe8 ? BR_CALL : BR_JMP;
+		}
+		if (d->op >= 0xe0 && d->op <= 0xe3)
+			return BR_BAD;          /* loop*, jrcxz: rel8 only */
+		if (d->op == 0xc7 && d->modrm == 0xf8)
+			return BR_BAD;          /* xbegin */
+	} else if (d->map == 1 && d->op >= 0x80 && d->op <= 0x8f) {
+		if (d->imm_size != 4)
+			return BR_BAD;
+		*target = next + (int64_t)get32(src + d->imm_off);
+		return BR_JCC;
+	}
+	return BR_NONE;
+}
+
+/* Control never falls through to the next instruction. */
+static int ends_flow(const struct x86_insn *d)
+{
+	if (d->vex)
+		return 0;
+	if (d->map == 0) {
+		switch (d->op) {
+		case 0xc2: case 0xc3: case 0xca: case 0xcb: case 0xcf: case 0xe9: case 0xeb: case 0xcc:
+		case 0xf4:
+			return 1;
+		case 0xff:
+			return ((d->modrm >> 3) & 7) == 4 || ((d->modrm >> 3) & 7) == 5;
+		}
+	}
+	return d->map == 1 && d->op == 0x0b;    /* ud2 */
+}
+
+/* Write the relocated form of one instruction (at src_addr) into b, which
+ * will execute at `at`. Returns its length or -EINVAL. */
+static int reloc_insn(const struct x86_insn *d, const uint8_t *src, uint64_t src_addr, uint8_t *b, uint64_t at)
+{
+	uint64_t next = src_addr + d->len, target = 0;
+	int n;
+
+	switch (branch_of(d, src, next, &target)) {
+	case BR_BAD:
+		return -EINVAL;
+	case BR_JMP:
+		return emit_jmp(b, at, target);
+	case BR_JCC: {
+		unsigned cc = (d->map == 0 ? d->op : d->op) & 0xf;
+		int64_t rel = (int64_t)(target - (at + 6));
+		if (fits32(rel)) {
+			b[0] = 0x0f;
+			b[1] = (uint8_t)(0x80 | cc);
+			put32(b + 2, rel);
+			return 6;
+		}
+		b[0] = (uint8_t)(0x70 | (cc ^ 1));     /* j!cc over an absolute jmp */
+		b[1] = 14;
+		emit_jmp(b + 2, at + 2, target);
+		return 16;
+	}
+	case BR_CALL: {
+		/* push the original return address, then jmp */
+		uint32_t lo = (uint32_t)next, hi = (uint32_t)(next >> 32);
+		b[0] = 0x68;
+		memcpy(b + 1, &lo, 4);
+		b[5] = 0xc7; b[6] = 0x44; b[7] = 0x24; b[8] = 0x04;     /* movl $hi, 4(%rsp) */
+		memcpy(b + 9, &hi, 4);
+		n = emit_jmp(b + 13, at + 13, target);
+		return 13 + n;
+	}
+	}
+	memcpy(b, src, d->len);
+	if (d->rip_rel) {
+		int64_t t = (int64_t)next + get32(src + d->disp_off);
+		int64_t nd = t - (int64_t)(at + d->len);
+		if (!fits32(nd))
+			return -EINVAL;
+		put32(b + d->disp_off, nd);
+	}
+	return d->len;
+}
+
+/* The jump-mode trampoline of s, or -EINVAL if the code does not allow it.
+ * `avail` bytes are readable at s->addr. */
+static int build_tramp(struct hook_site *s, size_t avail)
+{
+	uint8_t buf[TRAMP_SIZE];
+	uint8_t *t = near_alloc(s->addr, TRAMP_SIZE);
+	uint64_t at;
+	unsigned covered = 0, off = RELOC_OFF;
+
+	if (!t)
+		return -ENOMEM;
+	at = (uint64_t)t;
+	memset(s->bmap, 0xff, sizeof(s->bmap));
+	while (covered < 5) {
+		struct x86_insn d;
+		uint64_t target;
+		int n = hook_x86_decode(s->orig + covered, avail - covered, &d);
+		if (n < 0)
+			return -EINVAL;
+		int br = branch_of(&d, s->orig + covered, s->addr + covered + n, &target);
+		if (covered + n < 5 && (ends_flow(&d) || br == BR_CALL))
+			return -EINVAL;         /* would patch past the function / return into the patch */
+		if ((br == BR_JMP || br == BR_JCC || br == BR_CALL) && target > s->addr && target < s->addr + 5)
+			return -EINVAL;         /* branch into the bytes the jmp overwrites */
+		if (s->orig[covered] == 0xcc)
+			return -EINVAL;
+		s->bmap[covered] = (uint8_t)off;
+		n = reloc_insn(&d, s->orig + covered, s->addr + covered, buf + off, at + off);
+		if (n < 0)
+			return n;
+		off += (unsigned)n;
+		covered += d.len;
+	}
+	off += (unsigned)emit_jmp(buf + off, at + off, s->addr + covered);
+	off = (off + 7) & ~7u;
+	uint64_t common = (uint64_t)hook_entry_common, site = (uint64_t)s;
+	memcpy(buf + off, &common, 8);
+	/* the fixed head */
+	static const uint8_t head1[] = { 0x48, 0x8d, 0x64, 0x24, 0x80, 0x50, 0x48, 0xb8 };
+	memcpy(buf, head1, sizeof(head1));
+	memcpy(buf + 8, &site, 8);
+	buf[16] = 0xff;
+	buf[17] = 0x15;
+	put32(buf + 18, (int64_t)off - 22);
+	static const uint8_t head2[] = { 0x58, 0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00 };
+	memcpy(buf + 22, head2, sizeof(head2));
+	off += 8;
+	if (off > TRAMP_SIZE)
+		return -EINVAL;
+	int err = code_write(t, buf, off);
+	if (err)
+		return err;
+	s->tramp = t;
+	s->reloc = t + RELOC_OFF;
+	s->disp_len = (uint8_t)covered;
+	s->patch_len = 5;
+	s->mode = HOOK_MODE_JMP;
+	return 0;
+}
+
+/* int3 mode: an out-of-line copy of the first instruction and a jmp back. */
+static int build_ool(struct hook_site *s, size_t avail)
+{
+	uint8_t buf[OOL_SIZE];
+	struct x86_insn d;
+	int n = hook_x86_decode(s->orig, avail, &d);
+
+	if (n < 0 || s->orig[0] == 0xcc)
+		return -EINVAL;
+	uint8_t *t = near_alloc(s->addr, OOL_SIZE);
+	if (!t)
+		return -ENOMEM;
+	n = reloc_insn(&d, s->orig, s->addr, buf, (uint64_t)t);
+	if (n < 0)
+		return n;
+	n += emit_jmp(buf + n, (uint64_t)t + (unsigned)n, s->addr + d.len);
+	int err = code_write(t, buf, (size_t)n);
+	if (err)
+		return err;
+	s->reloc = t;
+	s->tramp = NULL;
+	s->patch_len = 1;
+	s->disp_len = d.len;
+	s->mode = HOOK_MODE_INT3;
+	return 0;
+}
+
+/* ------------------------------------------------------ patching the code */
+
+static void sync_cores(void)
+{
+	if (have_sync_core &&
+	    rsys(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0, 0, 0, 0) == 0)
+		return;
+	pause_short(1000000);           /* let every core retire what it fetched */
+}
+
+/*
+ * Threads stopped between the instructions the jmp overwrites (say, right
+ * after a 1-byte `push %rbp`) would resume in the middle of the jmp. Once
+ * byte 0 is int3 no thread can newly get there, so each thread that may be
+ * there (running, or blocked in a syscall whose return is there) gets a
+ * SIGTRAP queued with this request: its handler moves it to the same point
+ * of the relocated copy.
+ */
+#define QUIESCE_MAX 4096
+static struct {
+	int active;
+	uint64_t addr;
+	struct hook_site *site;
+	int n;
+	int tids[QUIESCE_MAX];
+	int acked[QUIESCE_MAX];
+} qreq;
+
+static void quiesce_fix(greg_t *g, int queued)
+{
+	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE))
+		return;
+	if (queued) {
+		uint64_t ip = (uint64_t)g[REG_RIP], a = qreq.addr;
+		if (ip > a && ip < a + 5 && qreq.site->bmap[ip - a] != 0xff)
+			g[REG_RIP] = (greg_t)(qreq.site->tramp + qreq.site->bmap[ip - a]);
+	}
+	int tid = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	for (int i = 0; i < qreq.n; i++)
+		if (qreq.tids[i] == tid)
+			__atomic_store_n(&qreq.acked[i], 1, __ATOMIC_RELEASE);
+}
+
+/* May thread `tid` be stopped at user ip in (addr, addr+5)? */
+static int may_be_inside(int tid, uint64_t addr)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+	int fd = (int)rsys(SYS_open, (long)path, O_RDONLY | O_CLOEXEC, 0, 0, 0, 0);
+	if (fd < 0)
+		return 1;
+	long n = rsys(SYS_read, fd, (long)buf, sizeof(buf) - 1, 0, 0, 0);
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	if (!strncmp(buf, "running", 7))
+		return 1;
+	/* "nr args... sp pc": blocked; pc is the user ip it returns to */
+	char *last = strrchr(buf, ' ');
+	if (!last)
+		return 1;
+	uint64_t pc = strtoull(last + 1, NULL, 16);
+	return pc > addr && pc < addr + 5;
+}
+
+static void quiesce(struct hook_site *s)
+{
+	static char dbuf[8192];
+	int self = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0), pid = (int)rsys(SYS_getpid, 0, 0, 0, 0, 0, 0);
+	int fd = (int)rsys(SYS_open, (long)"/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0, 0, 0);
+	long n;
+
+	if (fd < 0)
+		return;
+	qreq.n = 0;
+	while ((n = rsys(SYS_getdents64, fd, (long)dbuf, sizeof(dbuf), 0, 0, 0)) > 0) {
+		for (long off = 0; off < n;) {
+			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
+				(void *)(dbuf + off);
+			off += e->reclen;
+			int tid = atoi(e->name);
+			if (tid <= 0 || tid == self || qreq.n >= QUIESCE_MAX)
+				continue;
+			if (!may_be_inside(tid, s->addr))
+				continue;
+			qreq.tids[qreq.n] = tid;
+			qreq.acked[qreq.n] = 0;
+			qreq.n++;
+		}
+	}
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (!qreq.n)
+		return;
+	qreq.addr = s->addr;
+	qreq.site = s;
+	__atomic_store_n(&qreq.active, 1, __ATOMIC_RELEASE);
+	/* a queued SIGTRAP merges with one already pending (a trap): resend
+	 * until each thread answered, for at most ~200 ms */
+	for (int round = 0; round < 200; round++) {
+		int left = 0;
+		for (int i = 0; i < qreq.n; i++) {
+			if (__atomic_load_n(&qreq.acked[i], __ATOMIC_ACQUIRE))
+				continue;
+			if (round % 20 == 0) {
+				siginfo_t si;
+				memset(&si, 0, sizeof(si));
+				si.si_signo = SIGTRAP;
+				si.si_code = SI_QUEUE;
+				si.si_pid = pid;
+				si.si_uid = getuid();
+				si.si_value.sival_ptr = &qreq;
+				if (rsys(SYS_rt_tgsigqueueinfo, pid, qreq.tids[i], SIGTRAP, (long)&si, 0, 0) == -ESRCH) {
+					qreq.acked[i] = 1;
+					continue;
+				}
+			}
+			left++;
+		}
+		if (!left)
+			break;
+		pause_short(round < 10 ? 100000 : 1000000);
+	}
+	__atomic_store_n(&qreq.active, 0, __ATOMIC_RELEASE);
+}
+
+static void poke_byte(uint8_t *p, uint8_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* text_poke_bp: int3 at byte 0, the tail, then byte 0. `patch` selects the
+ * new bytes (jmp or int3) or the original ones. */
+static int site_write(struct hook_site *s, int patch)
+{
+	uint8_t *p = (uint8_t *)s->addr, want[5];
+	uint64_t lo = s->addr & ~4095ull, hi = (s->addr + s->patch_len + 4095) & ~4095ull;
+	int direct = rsys(SYS_mprotect, (long)lo, (long)(hi - lo), s->prot | PROT_WRITE | PROT_EXEC, 0, 0, 0) == 0;
+
+	if (!direct && memfd < 0)
+		return -EPERM;
+	if (patch && s->mode == HOOK_MODE_JMP) {
+		want[0] = 0xe9;
+		put32(want + 1, (int64_t)((uint64_t)s->tramp - (s->addr + 5)));
+	} else if (patch) {
+		want[0] = 0xcc;
+	} else {
+		memcpy(want, s->orig, 5);
+	}
+#define PUT(off, src, len)                                                                              \
+	do {                                                                                            \
+		if (direct) {                                                                           \
+			if ((len) == 1)                                                                 \
+				poke_byte(p + (off), *(src));                                           \
+			else                                                                            \
+				memcpy(p + (off), (src), (len));                                        \
+		} else {                                                                                \
+			rsys(SYS_pwrite64, memfd, (long)(src), (len), (long)(s->addr + (off)), 0, 0);   \
+		}                                                                                       \
+	} while (0)
+	if (s->patch_len == 1) {
+		PUT(0, want, 1);
+		sync_cores();
+	} else {
+		static const uint8_t int3 = 0xcc;
+		PUT(0, &int3, 1);
+		sync_cores();
+		if (patch)
+			quiesce(s);
+		PUT(1, want + 1, 4);
+		sync_cores();
+		PUT(0, want, 1);
+		sync_cores();
+	}
+#undef PUT
+	if (direct)
+		rsys(SYS_mprotect, (long)lo, (long)(hi - lo), s->prot, 0, 0, 0);
+	return 0;
+}
+
+/* ------------------------------------------------------------ the traps */
+
+static void chain_trap(int sig, siginfo_t *si, void *uc)
+{
+	if ((prev_trap.sa_flags & SA_SIGINFO) && prev_trap.sa_sigaction) {
+		prev_trap.sa_sigaction(sig, si, uc);
+	} else if (!(prev_trap.sa_flags & SA_SIGINFO) && prev_trap.sa_handler != SIG_DFL &&
+		   prev_trap.sa_handler != SIG_IGN) {
+		prev_trap.sa_handler(sig);
+	} else {
+		/* not ours, no handler: die of it as without us */
+		signal(SIGTRAP, SIG_DFL);
+		if (si->si_code == SI_KERNEL)
+			raise(SIGTRAP);
+	}
+}
+
+static void int3_hit(struct hook_site *s, greg_t *g)
+{
+	struct hook_pt_regs r = {
+		.r15 = (uint64_t)g[REG_R15], .r14 = (uint64_t)g[REG_R14], .r13 = (uint64_t)g[REG_R13],
+		.r12 = (uint64_t)g[REG_R12], .bp = (uint64_t)g[REG_RBP], .bx = (uint64_t)g[REG_RBX],
+		.r11 = (uint64_t)g[REG_R11], .r10 = (uint64_t)g[REG_R10], .r9 = (uint64_t)g[REG_R9],
+		.r8 = (uint64_t)g[REG_R8], .ax = (uint64_t)g[REG_RAX], .cx = (uint64_t)g[REG_RCX],
+		.dx = (uint64_t)g[REG_RDX], .si = (uint64_t)g[REG_RSI], .di = (uint64_t)g[REG_RDI],
+		.orig_ax = ~0ull, .ip = s->addr, .cs = 0x33, .flags = (uint64_t)g[REG_EFL],
+		.sp = (uint64_t)g[REG_RSP], .ss = 0x2b,
+	};
+	uint64_t ov = hook_dispatch_entry(s, &r);
+
+	g[REG_R15] = (greg_t)r.r15; g[REG_R14] = (greg_t)r.r14; g[REG_R13] = (greg_t)r.r13;
+	g[REG_R12] = (greg_t)r.r12; g[REG_RBP] = (greg_t)r.bp; g[REG_RBX] = (greg_t)r.bx;
+	g[REG_R11] = (greg_t)r.r11; g[REG_R10] = (greg_t)r.r10; g[REG_R9] = (greg_t)r.r9;
+	g[REG_R8] = (greg_t)r.r8; g[REG_RAX] = (greg_t)r.ax; g[REG_RCX] = (greg_t)r.cx;
+	g[REG_RDX] = (greg_t)r.dx; g[REG_RSI] = (greg_t)r.si; g[REG_RDI] = (greg_t)r.di;
+	if (ov) {
+		g[REG_RIP] = (greg_t) * (uint64_t *)r.sp;
+		g[REG_RSP] = (greg_t)(r.sp + 8);
+	} else {
+		g[REG_RIP] = (greg_t)s->reloc;
+	}
+}
+
+static void on_trap(int sig, siginfo_t *si, void *ucv)
+{
+	ucontext_t *uc = ucv;
+	greg_t *g = uc->uc_mcontext.gregs;
+	int saved_errno = errno;
+
+	if (si->si_code == SI_QUEUE && si->si_value.sival_ptr == &qreq) {
+		quiesce_fix(g, 1);
+		goto out;
+	}
+	if (si->si_code == SI_KERNEL) {
+		struct hook_site *s = site_find((uint64_t)g[REG_RIP] - 1);
+		if (s) {
+			quiesce_fix(g, 0);      /* a queued request merged into this trap */
+			if (s->mode == HOOK_MODE_JMP)
+				g[REG_RIP] = (greg_t)s->tramp;  /* a site being (un)patched */
+			else
+				int3_hit(s, g);
+			goto out;
+		}
+	}
+	chain_trap(sig, si, ucv);
+out:
+	errno = saved_errno;
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&lock); }
+static void atfork_child(void) { pthread_mutex_init(&lock, NULL); }
+
+static int init_locked(void)
+{
+	struct sigaction sa;
+
+	if (inited)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_trap;
+	/* NODEFER: a handler may itself run into an int3 site */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTRAP, &sa, &prev_trap))
+		return -errno;
+	if (pthread_key_create(&shadow_key, shadow_free))
+		return -EAGAIN;
+	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0, 0, 0, 0) == 0)
+		have_sync_core = 1;
+	memfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	inited = 1;
+	return 0;
+}
+
+/* --------------------------------------------------------- attach/detach */
+
+/* Protection of the mapping holding addr and how many bytes of it follow. */
+static int mapping_of(uint64_t addr, int *prot, size_t *avail)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512], perms[8];
+	unsigned long lo, hi;
+	int found = 0;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
+			continue;
+		if (addr >= lo && addr < hi) {
+			*prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+				(perms[2] == 'x' ? PROT_EXEC : 0);
+			*avail = hi - addr;
+			found = 1;
+			/* an instruction may continue into the next mapping */
+			if (*avail < 16 && fgets(line, sizeof(line), f) &&
+			    sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && lo == addr + *avail &&
+			    perms[0] == 'r' && perms[2] == 'x')
+				*avail += hi - lo;
+			break;
+		}
+	}
+	fclose(f);
+	if (!found || !(*prot & PROT_EXEC))
+		return -EFAULT;
+	if (*avail > 16)
+		*avail = 16;
+	return 0;
+}
+
+static struct hook_site *site_create(uint64_t addr, int *err)
+{
+	struct hook_site *s;
+	size_t avail = 0;
+	int prot = 0;
+
+	*err = mapping_of(addr, &prot, &avail);
+	if (*err)
+		return NULL;
+	if (posix_memalign((void **)&s, 64, sizeof(*s))) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	memset(s, 0, sizeof(*s));
+	s->addr = addr;
+	s->prot = prot;
+	memcpy(s->orig, (void *)addr, avail);
+	*err = getenv("BPFSHIM_HOOK_INT3") ? -EINVAL : build_tramp(s, avail);
+	if (*err)
+		*err = build_ool(s, avail);
+	if (*err) {
+		free(s);
+		return NULL;
+	}
+	unsigned b = site_bucket(addr);
+	s->hnext = site_hash[b];
+	__atomic_store_n(&site_hash[b], s, __ATOMIC_RELEASE);
+	return s;
+}
+
+/* Swap in a list with `add` added or `del` removed; the old one goes once
+ * its readers are done. */
+static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
+{
+	struct hook_list *old = s->list, *l;
+	unsigned n = old ? old->n : 0, k = 0;
+
+	l = malloc(sizeof(*l) + (n + 1) * sizeof(l->h[0]));
+	if (!l)
+		return -ENOMEM;
+	l->nret = 0;
+	l->gen = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (old->h[i] != del)
+			l->h[k++] = old->h[i];
+	if (add)
+		l->h[k++] = add;
+	l->n = k;
+	for (unsigned i = 0; i < k; i++) {
+		l->nret += l->h[i]->ret != NULL;
+		if (l->h[i]->gen > l->gen)
+			l->gen = l->h[i]->gen;
+	}
+	if (!k) {
+		free(l);
+		l = NULL;
+	}
+	__atomic_store_n(&s->list, l, __ATOMIC_SEQ_CST);
+	srcu_sync(s);
+	free(old);
+	return 0;
+}
+
+int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out)
+{
+	struct hook_site *s;
+	struct hook *h;
+	sigset_t trap, old;
+	int err;
+
+	if (!addr || !out)
+		return -EINVAL;
+	/* this thread must take the SIGTRAP of a site it is patching */
+	sigemptyset(&trap);
+	sigaddset(&trap, SIGTRAP);
+	pthread_sigmask(SIG_UNBLOCK, &trap, &old);
+	pthread_mutex_lock(&lock);
+	err = init_locked();
+	if (err)
+		goto out;
+	s = site_find((uint64_t)addr);
+	if (!s && !(s = site_create((uint64_t)addr, &err)))
+		goto out;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		err = -ENOMEM;
+		goto out;
+	}
+	h->site = s;
+	h->entry = entry;
+	h->ret = ret;
+	h->data = data;
+	h->gen = ++s->gen_ctr;
+	err = list_update(s, h, NULL);
+	if (err) {
+		free(h);
+		goto out;
+	}
+	if (!s->patched) {
+		err = site_write(s, 1);
+		if (err) {
+			list_update(s, NULL, h);
+			free(h);
+			goto out;
+		}
+		s->patched = 1;
+	}
+	*out = h;
+out:
+	pthread_mutex_unlock(&lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
+int hook_detach(struct hook *h)
+{
+	struct hook_site *s;
+	sigset_t trap, old;
+	int err;
+
+	if (!h)
+		return -EINVAL;
+	s = h->site;
+	sigemptyset(&trap);
+	sigaddset(&trap, SIGTRAP);
+	pthread_sigmask(SIG_UNBLOCK, &trap, &old);
+	pthread_mutex_lock(&lock);
+	if (s->list && s->list->n == 1 && s->list->h[0] == h && s->patched) {
+		/* last hook: put the code back first, the trampoline stays */
+		site_write(s, 0);
+		s->patched = 0;
+	}
+	err = list_update(s, NULL, h);
+	pthread_mutex_unlock(&lock);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!err)
+		free(h);
+	return err;
+}
+
+int hook_mode(const struct hook *h)
+{
+	return h ? h->site->mode : -EINVAL;
+}

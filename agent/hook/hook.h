@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The function-hooking engine: uprobes and uretprobes in user space, by
+ * patching code.
+ *
+ * A probed address gets a 5-byte `jmp rel32` to a per-site trampoline near
+ * it (within +-2 GiB) that saves the registers as the kernel's struct
+ * pt_regs, calls the handlers, and continues through a relocated copy of the
+ * displaced instructions. Where that is not possible (a function shorter
+ * than 5 bytes, an instruction that cannot be relocated) the site gets an
+ * int3 and a SIGTRAP handler does the same, resuming through an out-of-line
+ * copy of the one displaced instruction.
+ *
+ * Return handlers swap the return address at [rsp] for a return trampoline
+ * and keep the original on a per-thread shadow stack (as the kernel's
+ * return_instance chain, with the same stack-pointer check for frames that
+ * longjmp or exceptions skip).
+ *
+ * Patching and unpatching follow the kernel's text_poke_bp (int3 first,
+ * then the tail, then the opcode), so they are safe while other threads run
+ * the function. Trampolines are never freed: a thread may still be inside.
+ */
+#ifndef BPFSHIM_HOOK_H
+#define BPFSHIM_HOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Binary-identical to the kernel's x86-64 struct pt_regs, as BPF programs
+ * read it (PT_REGS_PARM1 = di at offset 112, PT_REGS_RC = ax at 80). */
+struct hook_pt_regs {
+	uint64_t r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	uint64_t ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+_Static_assert(offsetof(struct hook_pt_regs, di) == 112, "pt_regs layout");
+_Static_assert(offsetof(struct hook_pt_regs, ax) == 80, "pt_regs layout");
+_Static_assert(offsetof(struct hook_pt_regs, ip) == 128, "pt_regs layout");
+_Static_assert(offsetof(struct hook_pt_regs, sp) == 152, "pt_regs layout");
+_Static_assert(sizeof(struct hook_pt_regs) == 168, "pt_regs layout");
+
+typedef void (*hook_fn)(struct hook_pt_regs *regs, void *data);
+struct hook;
+
+/* Patch `addr` (a function entry, or an instruction boundary inside a
+ * function) so that every thread executing it first calls entry(regs, data)
+ * and, if ret != NULL, ret(regs, data) when that call returns (regs->ax =
+ * return value, ip = the return address, sp = rsp after the return). Hooks
+ * on one address chain in attach order. Either handler may be NULL.
+ * Returns 0 or -errno: -EINVAL when the code at addr cannot be decoded at
+ * all (anything else it cannot relocate falls back to int3), -ENOMEM,
+ * -EFAULT when addr is not mapped executable. Must not be called from a
+ * handler. */
+int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out);
+
+/* Remove a hook. When it returns, its handlers are not running and will not
+ * run again. The original bytes come back when the last hook of the address
+ * goes. Safe while other threads run the function; must not be called from
+ * a handler. */
+int hook_detach(struct hook *h);
+
+/* From an entry handler: skip the function and return rc to its caller
+ * (as the kernel's bpf_override_return). 0, or -EINVAL outside an entry
+ * handler. */
+int hook_override(struct hook_pt_regs *regs, uint64_t rc);
+
+/* How a hook was applied (tests, status). */
+enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
+int hook_mode(const struct hook *h);
+
+/* Uretprobe frames skipped because a thread's shadow stack was full. */
+uint64_t hook_ret_dropped(void);
+
+/* ---- the instruction decoder, for the relocator and its tests ---- */
+struct x86_insn {
+	uint8_t len;
+	uint8_t opc_off;        /* where the opcode byte is (after prefixes/REX/VEX) */
+	uint8_t map;            /* 0: one-byte, 1: 0F, 2: 0F38, 3: 0F3A */
+	uint8_t op;
+	uint8_t has_modrm, modrm;
+	uint8_t disp_off, disp_size;
+	uint8_t imm_off, imm_size;
+	uint8_t rip_rel;        /* ModRM memory operand relative to the next ip */
+	uint8_t rex, opsize16, vex;
+	uint8_t legacy_prefixes;
+};
+/* Decodes the instruction at p (at most max bytes readable). Returns its
+ * length, or -EINVAL if it is not a valid x86-64 instruction. */
+int hook_x86_decode(const uint8_t *p, size_t max, struct x86_insn *out);
+
+#endif
