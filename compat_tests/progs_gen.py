@@ -805,6 +805,22 @@ def kernel_ok():
 
 
 def run_backend(progs, shim=None, engine=None, as_nobody=False, timeout=900):
+    """run_backend_once; when the process dies (a crash in an engine), the
+    batch is split until the programs that kill it are found; their results
+    say so ({"exception": "process died ..."}), the others are kept."""
+    try:
+        return run_backend_once(progs, shim, engine, as_nobody, timeout)
+    except RuntimeError as e:
+        if len(progs) == 1:
+            return [{"exception": f"process died: {str(e)[:300]}"}]
+    k = max(1, len(progs) // 8)
+    out = []
+    for i in range(0, len(progs), k):
+        out += run_backend(progs[i:i + k], shim, engine, as_nobody, timeout)
+    return out
+
+
+def run_backend_once(progs, shim=None, engine=None, as_nobody=False, timeout=900):
     """Run a batch in one child process: the kernel (shim=None) or bpfshim
     (LD_PRELOAD, BPFSHIM_ENGINE=engine, a fresh runtime dir so the server is
     this engine's own). Returns the list of results."""
@@ -840,20 +856,19 @@ def program_seed(base, i):
     return base * 1_000_003 + i
 
 
-def select_programs(base_seed, n, batch=None):
-    """n programs the kernel verifier accepts, with the kernel's results.
-    Rejected programs are replaced by the next seeds. Returns
-    (progs, kernel_results, generated_count, rejection_logs)."""
+def select_programs(base_seed, n, start=0):
+    """n programs the kernel verifier accepts, from seed index `start` on,
+    with the kernel's results. Rejected programs are replaced by the next
+    seeds. Returns (progs, kernel_results, next_index, rejections)."""
     progs, results, rejected = [], [], []
-    i = 0
+    i = start
     while len(progs) < n:
-        want = n - len(progs)
-        cand = [gen_program(program_seed(base_seed, i + j)) for j in range(batch or want)]
+        cand = [gen_program(program_seed(base_seed, i + j)) for j in range(n - len(progs))]
         i += len(cand)
         for p, r in zip(cand, run_backend(cand)):
-            if r.get("load_errno"):
-                rejected.append((p["seed"], r.get("load_errno"), r.get("log", "")[-300:]))
-            elif len(progs) < n:
+            if r.get("load_errno") or "exception" in r:
+                rejected.append((p["seed"], r.get("load_errno"), r.get("log", r.get("exception", ""))[-300:]))
+            else:
                 progs.append(p)
                 results.append(r)
     return progs, results, i, rejected
@@ -892,30 +907,50 @@ def compare(progs, want, got):
     return [(i, f) for i, (w, g) in enumerate(zip(want, got)) for f in [diff_fields(w, g)] if f]
 
 
-def differential(base_seed, n, engines=("interp", "aot"), nobody_engine=None, shim=SHIM_LIB, out=sys.stdout,
-                 show=3):
-    """The whole differential; returns a summary dict."""
+def differential(base_seed, n, engines=("interp", "aot"), nobody_engine=None, shim=SHIM_LIB, show=3,
+                 chunk=1000, progress=None):
+    """The whole differential, in chunks of `chunk` programs. Returns a
+    summary dict; summary["reports"] holds, per backend, the first `show`
+    mismatches described in full."""
     import time
     import collections
     t0 = time.time()
-    progs, want, generated, rejected = select_programs(base_seed, n)
-    summary = {"programs": len(progs), "generated": generated, "rejected": len(rejected),
-               "rejection_rate": len(rejected) / generated if generated else 0.0,
-               "kernel_s": round(time.time() - t0, 2), "engines": {}}
     runs = [(e, False) for e in engines] + ([(nobody_engine, True)] if nobody_engine else [])
-    for engine, nobody in runs:
+    labels = [f"{e}{'@65534' if nb else ''}" for e, nb in runs]
+    total, index, rejected = 0, 0, []
+    kernel_s = 0.0
+    eng = {lb: {"mismatches": 0, "by_field": collections.Counter(), "seconds": 0.0, "first_seeds": []}
+           for lb in labels}
+    reports = {lb: [] for lb in labels}
+    while total < n:
         t = time.time()
-        label = f"{engine}{'@65534' if nobody else ''}"
-        got = run_backend(progs, shim=shim, engine=engine, as_nobody=nobody)
-        bad = compare(progs, want, got)
-        fields = collections.Counter(f for _, fs in bad for f in fs)
-        summary["engines"][label] = {"mismatches": len(bad), "by_field": dict(fields),
-                                     "seconds": round(time.time() - t, 2),
-                                     "first": [progs[i]["seed"] for i, _ in bad[:20]]}
-        for i, fs in bad[:show]:
-            print(f"---- {label}: mismatch\n" + describe(progs[i], want[i], got[i], fs, label), file=out)
-    summary["seconds"] = round(time.time() - t0, 2)
-    return summary
+        progs, want, index, rej = select_programs(base_seed, min(chunk, n - total), index)
+        kernel_s += time.time() - t
+        rejected += rej
+        total += len(progs)
+        for (engine, nobody), label in zip(runs, labels):
+            t = time.time()
+            got = run_backend(progs, shim=shim, engine=engine, as_nobody=nobody)
+            e = eng[label]
+            e["seconds"] += time.time() - t
+            for i, fs in compare(progs, want, got):
+                e["mismatches"] += 1
+                e["by_field"].update(fs)
+                if len(e["first_seeds"]) < 20:
+                    e["first_seeds"].append(progs[i]["seed"])
+                if len(reports[label]) < show:
+                    reports[label].append(describe(progs[i], want[i], got[i], fs, label))
+        if progress:
+            progress(total, {lb: eng[lb]["mismatches"] for lb in labels})
+    why = collections.Counter(r[2].strip().splitlines()[-2] if r[2].strip().count("\n") else r[2].strip()
+                              for r in rejected)
+    for e in eng.values():
+        e["by_field"] = dict(e["by_field"])
+        e["seconds"] = round(e["seconds"], 2)
+    return {"programs": total, "generated": index, "rejected": len(rejected),
+            "rejection_rate": round(len(rejected) / index, 4) if index else 0.0,
+            "rejections": dict(why.most_common(5)), "kernel_s": round(kernel_s, 2), "engines": eng,
+            "reports": reports, "seconds": round(time.time() - t0, 2)}
 
 
 def main(argv):
@@ -929,12 +964,25 @@ def main(argv):
         print(disasm(bytes.fromhex(p["insns"])))
         return 0
     if len(argv) > 1 and argv[1] == "diff":
+        # diff SEED N [ENGINES] [--nobody ENGINE]: prints the mismatches and a summary
         seed = int(argv[2]) if len(argv) > 2 else 1
         n = int(argv[3]) if len(argv) > 3 else 500
-        s = differential(seed, n)
+        engines = tuple(argv[4].split(",")) if len(argv) > 4 and argv[4] else ("interp", "aot")
+        nobody = argv[6] if len(argv) > 6 and argv[5] == "--nobody" else None
+
+        def progress(done, mism):
+            print(f"... {done} programs, mismatches {mism}", file=sys.stderr, flush=True)
+        s = differential(seed, n, engines=engines, nobody_engine=nobody, progress=progress)
+        for label, reps in s.pop("reports").items():
+            for r in reps:
+                print(f"---- {label}: mismatch\n{r}\n")
         print(json.dumps(s, indent=1))
+        for label, e in s["engines"].items():
+            print(f"{label}: {e['mismatches']} mismatches of {s['programs']} programs")
+        print(f"kernel rejected {s['rejected']} of {s['generated']} generated ({100 * s['rejection_rate']:.2f}%)")
         return 1 if any(e["mismatches"] for e in s["engines"].values()) else 0
-    print("usage: progs_gen.py run < batch.json | show SEED | diff SEED N", file=sys.stderr)
+    print("usage: progs_gen.py run < batch.json | show SEED | diff SEED N [ENGINES [--nobody ENGINE]]",
+          file=sys.stderr)
     return 2
 
 
