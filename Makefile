@@ -10,7 +10,7 @@ CFLAGS  += -std=gnu11 -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parame
            -fno-strict-aliasing -pthread -ftls-model=initial-exec
 LDLIBS  := -ldl -lpthread -lrt
 # The interpreter the shim starts the server with (baked in; BPFSHIM_PYTHON overrides at run time).
-PYTHON  ?= python3
+PYTHON  ?= $(if $(wildcard .venv/bin/python),$(abspath .venv/bin/python),python3)
 CFLAGS  += -Ibuild/gen
 
 AGENT_SRC := $(sort $(wildcard agent/*.c agent/maps/*.c agent/helpers/*.c))

@@ -33,6 +33,18 @@ FETCH, XCHG, CMPXCHG = 0x01, 0xE0 | 0x01, 0xF0 | 0x01
 PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 1, 2, 3, 4, 5, 6
 PSEUDO_CALL, PSEUDO_KFUNC_CALL = 1, 2
 
+# Program types whose func_proto is the networking one (sk_filter_func_proto,
+# xdp_func_proto, tc_cls_act_func_proto): the tracing helpers are not theirs.
+NET_PROG_TYPES = {1, 3, 4, 6, 8}   # SOCKET_FILTER, SCHED_CLS, SCHED_ACT, XDP, CGROUP_SKB
+TRACING_ONLY_HELPERS = {
+    "bpf_probe_read", "bpf_probe_read_str", "bpf_probe_read_user", "bpf_probe_read_user_str",
+    "bpf_probe_read_kernel", "bpf_probe_read_kernel_str", "bpf_probe_write_user",
+    "bpf_get_current_pid_tgid", "bpf_get_current_uid_gid", "bpf_get_current_comm",
+    "bpf_get_current_task", "bpf_get_current_task_btf", "bpf_get_stackid", "bpf_get_stack",
+    "bpf_override_return", "bpf_send_signal", "bpf_send_signal_thread", "bpf_get_func_ip",
+    "bpf_get_attach_cookie", "bpf_get_ns_current_pid_tgid", "bpf_perf_event_read",
+}
+
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
 MAX_SUBPROGS = 256
 STACK = 512
@@ -249,7 +261,12 @@ class Verifier:
         if name is None:
             reject(self.log, errno.EINVAL, f"invalid func unknown#{func_id}")
         if not self.helper_ok(func_id):
-            # check_helper_call()'s wording (6.x) when the program type has no such helper
+            # A helper bpfshim does not have: the kernel's words for a helper it
+            # does not know, so that loaders probing helpers (bpftrace's
+            # detect_helper looks for "unknown func") see it as absent.
+            reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
+        if self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS:
+            # check_helper_call()'s words (6.x) when the program type lacks it
             reject(self.log, errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}")
 
     # ---- resolve_pseudo_ldimm64's sanity pass ----
