@@ -45,6 +45,9 @@ BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
 PSEUDO_MAP_FD, PSEUDO_CALL = 1, 1
 FUNC_map_lookup_elem, FUNC_map_update_elem, FUNC_map_delete_elem = 1, 2, 3
 FUNC_skb_load_bytes = 26
+FUNC_strtol, FUNC_strtoul, FUNC_probe_read_kernel, FUNC_probe_read_kernel_str = 105, 106, 113, 115
+STRTOL_INPUTS = (b"123", b"-42", b"0x1f", b"  77", b"zz", b"99999999999999999999", b"0777", b"+5x", b"-0",
+                 b"\n12", b"0X", b"-9223372036854775808", b"18446744073709551615", b"1a2b")
 
 INSN = struct.Struct("<BBhi")
 
@@ -484,6 +487,39 @@ class Gen:
             a.emit(JMP | CALL, 0, 0, 0, FUNC_map_delete_elem)
         self.reinit_args(avoid)
 
+    def st_misc_helper(self, avoid):
+        """bpf_strtol/strtoul on a string put on the stack; bpf_probe_read_kernel(_str)
+        from one stack area to another (no overlap)."""
+        a, r = self.asm, self.rnd
+        if any(x in avoid for x in (0, 1, 2, 3, 4, 5)):
+            return self.st_alu(avoid)
+        if r.random() < 0.5:
+            text = r.choice(STRTOL_INPUTS)
+            buf = -STACK_BYTES + 8 * r.randrange(0, 4)          # up to 24 bytes of text from here
+            raw = text + bytes(r.getrandbits(8) for _ in range(24 - len(text))) if r.random() < 0.3 else \
+                text.ljust(24, b"\0")
+            raw = raw[:24]
+            for k in range(0, 24, 8):
+                a.ld64(1, int.from_bytes(raw[k:k + 8], "little"))
+                a.emit(STX | MEM | DW, 10, 1, buf + k)
+            a.emit(ALU64 | MOV | X, 1, 10)
+            a.emit(ALU64 | ADD | K, 1, 0, 0, buf)
+            a.emit(ALU64 | MOV | K, 2, 0, 0, r.randint(1, 24))
+            a.emit(ALU64 | MOV | K, 3, 0, 0, r.choice((0, 0, 10, 16, 8, 2, 1 << 5, 1)))
+            a.emit(ALU64 | MOV | X, 4, 10)
+            a.emit(ALU64 | ADD | K, 4, 0, 0, -STACK_BYTES + 8 * r.randrange(4, STACK_SLOTS))
+            a.emit(JMP | CALL, 0, 0, 0, r.choice((FUNC_strtol, FUNC_strtoul)))
+        else:
+            dst = -96 + 8 * r.randrange(3)
+            src = -48 + 8 * r.randrange(3)
+            a.emit(ALU64 | MOV | X, 1, 10)
+            a.emit(ALU64 | ADD | K, 1, 0, 0, dst)
+            a.emit(ALU64 | MOV | K, 2, 0, 0, r.randint(1, 32))
+            a.emit(ALU64 | MOV | X, 3, 10)
+            a.emit(ALU64 | ADD | K, 3, 0, 0, src)
+            a.emit(JMP | CALL, 0, 0, 0, r.choice((FUNC_probe_read_kernel, FUNC_probe_read_kernel_str)))
+        self.reinit_args(avoid)
+
     def st_subcall(self, avoid):
         a = self.asm
         if not self.has_sub or any(x in avoid for x in (0, 1, 2, 3, 4, 5)):
@@ -539,8 +575,10 @@ class Gen:
                 self.st_map(avoid)
             elif c < 0.95 and not in_loop:
                 self.st_subcall(avoid)
-            elif c < 0.98 and not in_loop:
+            elif c < 0.965 and not in_loop:
                 self.st_skb_load(avoid)
+            elif c < 0.985 and not in_loop:
+                self.st_misc_helper(avoid)
             else:
                 self.st_alu(avoid)
             budget -= max(1, len(self.asm.items) - before)
