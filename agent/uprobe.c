@@ -134,8 +134,8 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 				 s->path, s->offset, (int)getpid(), strerror(-err));
 		if (k > 0)
 			(void)!write(2, m, (size_t)k);
-		free(p);
-		return;
+		/* applied without a hook: not retried until the slot changes */
+		p->hook = NULL;
 	}
 	applied[i] = p;
 }
