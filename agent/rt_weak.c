@@ -114,3 +114,9 @@ BPFSHIM_API __attribute__((weak)) int hook_detach(struct hook *h)
 {
 	return -ENOSYS;
 }
+
+/* Is a helper implemented in this build (the server asks before PROG_LOAD)? */
+BPFSHIM_API __attribute__((weak)) int bpf_helper_supported(int func_id)
+{
+	return func_id > 0 && func_id < BPF_RT_HELPER_MAX && bpf_helpers[func_id] != NULL;
+}

@@ -161,25 +161,43 @@ static int sync_table(void)
 	return pending;
 }
 
-static void *follower(void *arg)
+/* Map the table if the server has made it; 0 on success. */
+static int open_table(void)
 {
 	char dir[512], path[600];
-	int fd = -1, delay = 100;
+	struct stat st;
+	int fd;
 
+	if (table)
+		return 0;
 	if (shim_runtime_dir(dir, sizeof(dir)))
-		return NULL;
+		return -1;
 	snprintf(path, sizeof(path), "%s/attach.tbl", dir);
-	/* The server creates the table; until then look now and then. */
-	while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		usleep((useconds_t)delay * 1000);
-		if (delay < 2000)
-			delay *= 2;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) || (size_t)st.st_size < sizeof(struct attach_table)) {
+		close(fd);
+		return -1;
 	}
 	void *m = mmap(NULL, sizeof(struct attach_table), PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
 	if (m == MAP_FAILED)
-		return NULL;
+		return -1;
 	table = m;
+	return 0;
+}
+
+static void *follower(void *arg)
+{
+	int delay = 100;
+
+	/* The server creates the table; until then look now and then. */
+	while (open_table()) {
+		usleep((useconds_t)delay * 1000);
+		if (delay < 2000)
+			delay *= 2;
+	}
 	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC)
 		usleep(100 * 1000);
 	for (;;) {
@@ -220,6 +238,16 @@ static void after_fork_child(void)
 
 __attribute__((constructor(200))) static void uprobe_init(void)
 {
+	/* Probes that exist when the process starts are in place before main()
+	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes. */
+	if (!getenv("BPFSHIM_NO_AGENT") && !open_table() &&
+	    __atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) == ATTACH_TABLE_MAGIC) {
+		for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++)
+			if (table->slots[i].state == ATTACH_ENABLED) {
+				sync_table();
+				break;
+			}
+	}
 	start_follower();
 	pthread_atfork(NULL, NULL, after_fork_child);
 }

@@ -59,6 +59,7 @@ int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
 int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
 uint32_t shm_nr_possible_cpus(void);
 void shm_futex_wake(uint32_t *addr);
+int bpf_helper_supported(int func_id);
 
 /* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
 /* -- agent/jit.c (AOT blob loader; owner: aot) -- */
