@@ -45,6 +45,8 @@ BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
 PSEUDO_MAP_FD, PSEUDO_CALL = 1, 1
 FUNC_map_lookup_elem, FUNC_map_update_elem, FUNC_map_delete_elem = 1, 2, 3
 FUNC_skb_load_bytes = 26
+FUNC_loop = 181
+PSEUDO_FUNC = 4
 FUNC_strtol, FUNC_strtoul, FUNC_probe_read_kernel, FUNC_probe_read_kernel_str = 105, 106, 113, 115
 STRTOL_INPUTS = (b"123", b"-42", b"0x1f", b"  77", b"zz", b"99999999999999999999", b"0777", b"+5x", b"-0",
                  b"\n12", b"0X", b"-9223372036854775808", b"18446744073709551615", b"1a2b")
@@ -210,8 +212,10 @@ class Gen:
             self.maps.append(self._array_map())
         self.has_sub = r.random() < 0.35
         self.sub_used = False
+        self.cb_used = False
         self.sub_label = "SUB"
         self.budget = r.randint(20, 160)
+        self.use_loop_helper = r.random() < 0.3
 
     # -- values
     def imm32(self):
@@ -520,6 +524,46 @@ class Gen:
             a.emit(JMP | CALL, 0, 0, 0, r.choice((FUNC_probe_read_kernel, FUNC_probe_read_kernel_str)))
         self.reinit_args(avoid)
 
+    def st_bpf_loop(self, avoid):
+        """bpf_loop(n, callback, fp-96, 0): the callback reads and writes the
+        caller's stack through its ctx argument."""
+        a, r = self.asm, self.rnd
+        if any(x in avoid for x in (0, 1, 2, 3, 4, 5)):
+            return self.st_alu(avoid)
+        a.emit(ALU64 | MOV | K, 1, 0, 0, r.randint(0, 6))
+        a.items.append([LD | IMM | DW, 2, PSEUDO_FUNC, 0, 0, "CB", "imm"])
+        a.emit(0)
+        a.emit(ALU64 | MOV | X, 3, 10)
+        a.emit(ALU64 | ADD | K, 3, 0, 0, -96)
+        a.emit(ALU64 | MOV | K, 4, 0, 0, 0)
+        a.emit(JMP | CALL, 0, 0, 0, FUNC_loop)
+        self.cb_used = True
+        self.reinit_args(avoid)
+
+    def callback(self):
+        """bpf_loop's callback(index r1, ctx r2 = caller's fp-96): returns 0 or 1."""
+        a, r = self.asm, self.rnd
+        a.label("CB")
+        saved = self.ctx_reg, self.maps, self.has_sub
+        self.ctx_reg, self.maps, self.has_sub = 2, [], False
+        for x in (0, 3, 4, 5, 6, 7, 8, 9):
+            if r.random() < 0.5:
+                a.emit(ALU64 | MOV | X, x, 1)
+            else:
+                a.emit(ALU64 | MOV | K, x, 0, 0, self.imm32())
+        for off in range(-STACK_BYTES, 0, 8):
+            a.emit(STX | MEM | DW, 10, r.choice((0, 1, 3, 4)), off)
+        self.block(1, r.randint(3, 20), (2,), in_loop=True)
+        # something index-dependent into the caller's stack, then r0 in [0, 1]
+        a.emit(ALU64 | XOR | X, 0, 1)
+        a.emit(STX | MEM | DW, 2, 0, 8 * r.randrange(12))
+        if r.random() < 0.7:
+            a.emit(ALU64 | MOV | K, 0, 0, 0, 0)
+        else:
+            a.emit(ALU64 | AND | K, 0, 0, 0, 1)
+        a.emit(JMP | EXIT)
+        self.ctx_reg, self.maps, self.has_sub = saved
+
     def st_subcall(self, avoid):
         a = self.asm
         if not self.has_sub or any(x in avoid for x in (0, 1, 2, 3, 4, 5)):
@@ -577,8 +621,10 @@ class Gen:
                 self.st_subcall(avoid)
             elif c < 0.965 and not in_loop:
                 self.st_skb_load(avoid)
-            elif c < 0.985 and not in_loop:
+            elif c < 0.98 and not in_loop:
                 self.st_misc_helper(avoid)
+            elif c < 0.99 and not in_loop and self.use_loop_helper:
+                self.st_bpf_loop(avoid)
             else:
                 self.st_alu(avoid)
             budget -= max(1, len(self.asm.items) - before)
@@ -639,15 +685,53 @@ class Gen:
         self.epilogue()
         if self.sub_used:
             self.subprog()
+        if self.cb_used:
+            self.callback()
         data = self.asm.assemble()
+        btf = None
+        if self.cb_used:
+            # callbacks need BTF func_info ("missing btf func_info")
+            funcs = [("main", 1, 0)]
+            if self.sub_used:
+                funcs.append(("sub", 5, self.asm.labels[self.sub_label]))
+            funcs.append(("cb", 2, self.asm.labels["CB"]))
+            blob, ids = make_btf([(f, n) for f, n, _ in funcs])
+            btf = {"btf": blob.hex(), "func_info": [[off, tid] for (_, _, off), tid in zip(funcs, ids)]}
         p = {"seed": self.seed, "prog_type": self.prog_type, "insns": data.hex(), "maps": self.maps,
              # syscall programs must be sleepable (BPF_F_SLEEPABLE)
              "prog_flags": 1 << 4 if self.prog_type == BPF_PROG_TYPE_SYSCALL else 0}
+        if btf:
+            p.update(btf)
         if self.prog_type == BPF_PROG_TYPE_SOCKET_FILTER:
             p["data_in"] = packet(r).hex()
         else:
             p["ctx_in"] = bytes(r.getrandbits(8) for _ in range(64)).hex()
         return p
+
+
+def make_btf(funcs):
+    """A minimal BTF for func_info: int, void *, and one FUNC per subprogram.
+    funcs: [(name, nargs)]. Returns (blob, [type id of each FUNC])."""
+    strs = bytearray(b"\0")
+
+    def name(n):
+        off = len(strs)
+        strs.extend(n.encode() + b"\0")
+        return off
+    types = bytearray()
+    types += struct.pack("<IIII", name("int"), 1 << 24, 4, (1 << 24) | 32)     # [1] INT int, signed 32
+    types += struct.pack("<III", 0, 2 << 24, 0)                                   # [2] PTR void
+    nid = 3
+    ids = []
+    for fname, nargs in funcs:
+        types += struct.pack("<III", 0, (13 << 24) | nargs, 1)                    # FUNC_PROTO -> int
+        for k in range(nargs):
+            types += struct.pack("<II", name(f"a{k}"), 2 if fname != "cb" or k else 1)
+        types += struct.pack("<III", name(fname), 12 << 24, nid)                  # FUNC, static
+        ids.append(nid + 1)
+        nid += 2
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strs))
+    return bytes(hdr + types + strs), ids
 
 
 def packet(r):
@@ -744,6 +828,16 @@ def prog_load(prog_type, data, log_size=65536, log_level=1, name=b"", license=b"
     return ret, err, text
 
 
+BPF_BTF_LOAD = 18
+
+
+def btf_load(blob):
+    b = ctypes.create_string_buffer(blob, len(blob))
+    a = ctypes.create_string_buffer(40)
+    struct.pack_into("<QQI", a, 0, addr(b), 0, len(blob))
+    return bpf(BPF_BTF_LOAD, a)
+
+
 def _close(fd):
     try:
         os.close(fd)
@@ -768,7 +862,19 @@ def run_one(p):
             code, regs, off, imm = INSN.unpack_from(data, i)
             if code == LD | IMM | DW and regs >> 4 == PSEUDO_MAP_FD:
                 INSN.pack_into(data, i, code, regs, off, fds[imm])
-        fd, err, log = prog_load(p["prog_type"], bytes(data), prog_flags=p.get("prog_flags", 0))
+        extra = None
+        if "btf" in p:
+            bfd, err = btf_load(bytes.fromhex(p["btf"]))
+            if bfd < 0:
+                res["btf_load_errno"] = err
+                return res
+            fds.append(bfd)
+            fi = b"".join(struct.pack("<II", off, tid) for off, tid in p["func_info"])
+            fib = ctypes.create_string_buffer(fi, len(fi))
+
+            def extra(a, _l, bfd=bfd, fib=fib, n=len(p["func_info"])):
+                struct.pack_into("<IIQI", a, 72, bfd, 8, addr(fib), n)
+        fd, err, log = prog_load(p["prog_type"], bytes(data), prog_flags=p.get("prog_flags", 0), extra=extra)
         res["load_errno"] = err
         if fd < 0:
             res["log"] = log[-2000:]
@@ -912,7 +1018,7 @@ def select_programs(base_seed, n, start=0):
     return progs, results, i, rejected
 
 
-FIELDS = ("exception", "map_create_errno", "load_errno", "log", "test_errno", "retval", "data_out", "ctx_out", "maps")
+FIELDS = ("exception", "map_create_errno", "btf_load_errno", "load_errno", "log", "test_errno", "retval", "data_out", "ctx_out", "maps")
 
 
 def diff_fields(want, got):
