@@ -21,6 +21,7 @@
  *     jmp  addr+len
  *     .quad hook_entry_common
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -53,8 +54,7 @@ struct hook_list {
 struct hook_site {
 	uint64_t addr;                  /* offset 0: read by hook_entry_common */
 	struct hook_list *list;         /* NULL when no hook */
-	unsigned epoch;                 /* SRCU: readers count in cnt[epoch & 1] */
-	long cnt[2] __attribute__((aligned(64)));
+	int xmm_all;                    /* offset 16: save xmm8-15 too (not a known function entry) */
 	int mode;                       /* HOOK_MODE_* */
 	int patched;
 	int prot;                       /* of the page(s) at addr */
@@ -67,6 +67,8 @@ struct hook_site {
 	uint64_t gen_ctr;
 	struct hook_site *hnext;        /* hash chain (insert only) */
 } __attribute__((aligned(64)));
+
+_Static_assert(offsetof(struct hook_site, xmm_all) == 16, "read by hook_entry_common");
 
 struct hook {
 	struct hook_site *site;
@@ -106,25 +108,29 @@ uint64_t hook_dispatch_return(struct hook_pt_regs *regs) HIDDEN __attribute__((u
 	"mov 32(%rsp), %rbp\n mov 40(%rsp), %rbx\n mov 56(%rsp), %r10\n" \
 	"mov 64(%rsp), %r9\n mov 72(%rsp), %r8\n mov 88(%rsp), %rcx\n mov 96(%rsp), %rdx\n" \
 	"mov 104(%rsp), %rsi\n mov 112(%rsp), %rdi\n mov 48(%rsp), %r11\n"
-#define SAVE_XMM \
+#define SAVE_XMM_LOW \
 	"lea -256(%rsp), %rsp\n" \
 	"movups %xmm0, 0(%rsp)\n movups %xmm1, 16(%rsp)\n movups %xmm2, 32(%rsp)\n movups %xmm3, 48(%rsp)\n" \
-	"movups %xmm4, 64(%rsp)\n movups %xmm5, 80(%rsp)\n movups %xmm6, 96(%rsp)\n movups %xmm7, 112(%rsp)\n" \
+	"movups %xmm4, 64(%rsp)\n movups %xmm5, 80(%rsp)\n movups %xmm6, 96(%rsp)\n movups %xmm7, 112(%rsp)\n"
+#define SAVE_XMM_HIGH \
 	"movups %xmm8, 128(%rsp)\n movups %xmm9, 144(%rsp)\n movups %xmm10, 160(%rsp)\n movups %xmm11, 176(%rsp)\n" \
 	"movups %xmm12, 192(%rsp)\n movups %xmm13, 208(%rsp)\n movups %xmm14, 224(%rsp)\n movups %xmm15, 240(%rsp)\n"
-#define RESTORE_XMM \
+#define RESTORE_XMM_LOW \
 	"movups 0(%rsp), %xmm0\n movups 16(%rsp), %xmm1\n movups 32(%rsp), %xmm2\n movups 48(%rsp), %xmm3\n" \
-	"movups 64(%rsp), %xmm4\n movups 80(%rsp), %xmm5\n movups 96(%rsp), %xmm6\n movups 112(%rsp), %xmm7\n" \
+	"movups 64(%rsp), %xmm4\n movups 80(%rsp), %xmm5\n movups 96(%rsp), %xmm6\n movups 112(%rsp), %xmm7\n"
+#define RESTORE_XMM_HIGH \
 	"movups 128(%rsp), %xmm8\n movups 144(%rsp), %xmm9\n movups 160(%rsp), %xmm10\n movups 176(%rsp), %xmm11\n" \
-	"movups 192(%rsp), %xmm12\n movups 208(%rsp), %xmm13\n movups 224(%rsp), %xmm14\n movups 240(%rsp), %xmm15\n" \
-	"lea 256(%rsp), %rsp\n"
+	"movups 192(%rsp), %xmm12\n movups 208(%rsp), %xmm13\n movups 224(%rsp), %xmm14\n movups 240(%rsp), %xmm15\n"
 
 /*
  * Entered from a site trampoline with rax = site and the stack
  *   [ret into trampoline][saved rax][128 red zone][probe sp ...]
  * Frame: pt_regs at 0, pushed flags at 168, ret 176, rax 184, probe sp = 320.
- * The handlers are C: xmm0-15 are saved (a probe inside a function may
- * have any live), the stack is aligned, DF cleared.
+ * The handlers are C: xmm0-7 are saved (the argument registers; xmm8-15
+ * too where the site is not a known function entry), the stack is aligned,
+ * DF cleared. The way back restores the flags with sahf and an add for OF
+ * (popfq costs more than the rest of the path); rax is free for that as the
+ * trampoline pops it after.
  */
 __asm__(
 	".text\n"
@@ -142,20 +148,41 @@ __asm__(
 	"lea 320(%rsp), %r11\n mov %r11, 152(%rsp)\n"
 	"movq $0x2b, 160(%rsp)\n"
 	"cld\n"
-	SAVE_XMM
+	SAVE_XMM_LOW
+	"mov %rax, %r12\n"
+	"cmpl $0, 16(%rax)\n"
+	"je 2f\n"
+	SAVE_XMM_HIGH
+	"2:\n"
 	"mov %rax, %rdi\n"
 	"lea 256(%rsp), %rsi\n"
 	"mov %rsp, %rbx\n"
 	"and $-16, %rsp\n"
 	"call hook_dispatch_entry\n"
 	"mov %rbx, %rsp\n"
-	RESTORE_XMM
+	RESTORE_XMM_LOW
+	"cmpl $0, 16(%r12)\n"
+	"je 2f\n"
+	RESTORE_XMM_HIGH
+	"2:\n"
+	"lea 256(%rsp), %rsp\n"
 	"test %eax, %eax\n"
 	"jnz 1f\n"
 	"mov 80(%rsp), %r11\n mov %r11, 184(%rsp)\n"    /* rax for the trampoline's pop */
 	RESTORE_GPRS_NO_AX
-	"lea 168(%rsp), %rsp\n"
-	"popfq\n"
+	"mov 168(%rsp), %r11\n"                         /* the flags: DF, then OF, then sahf */
+	"bt $10, %r11\n"
+	"jnc 3f\n"
+	"std\n"
+	"3:\n"
+	"movzbl %r11b, %eax\n"
+	"shl $8, %eax\n"
+	"bt $11, %r11\n"
+	"setc %al\n"
+	"add $0x7f, %al\n"
+	"sahf\n"
+	"mov 48(%rsp), %r11\n"
+	"lea 176(%rsp), %rsp\n"
 	"ret\n"
 	"1:\n"                                           /* override: return to the caller */
 	RESTORE_GPRS_NO_AX
@@ -168,8 +195,11 @@ __asm__(
 
 /*
  * A hooked function returns here. rsp = the probe sp + 8; the slot below it
- * (the probe sp) gets the original return address back for the final ret.
- * Frame: pt_regs at 0, flags 168, slot 176.
+ * (the probe sp) gets the original return address, for the final jump.
+ * Frame: pt_regs at 0, flags 168, slot 176. At a return only rax, rdx,
+ * xmm0, xmm1 carry values and the flags are dead (the ABI's), so the rest
+ * is not saved, the flags are not restored, and the way out is an indirect
+ * jmp the branch predictor learns, not a ret it always mispredicts here.
  */
 	".globl hook_ret_tramp\n .hidden hook_ret_tramp\n"
 	".type hook_ret_tramp, @function\n"
@@ -186,19 +216,20 @@ __asm__(
 	"lea 184(%rsp), %r11\n mov %r11, 152(%rsp)\n"
 	"movq $0x2b, 160(%rsp)\n"
 	"cld\n"
-	SAVE_XMM
-	"lea 256(%rsp), %rdi\n"
+	"lea -32(%rsp), %rsp\n"
+	"movups %xmm0, 0(%rsp)\n movups %xmm1, 16(%rsp)\n"
+	"lea 32(%rsp), %rdi\n"
 	"mov %rsp, %rbx\n"
 	"and $-16, %rsp\n"
 	"call hook_dispatch_return\n"
 	"mov %rbx, %rsp\n"
-	"mov %rax, 432(%rsp)\n"                          /* 256 + 176: the slot */
-	RESTORE_XMM
+	"mov %rax, 208(%rsp)\n"                          /* 32 + 176: the slot */
+	"movups 0(%rsp), %xmm0\n movups 16(%rsp), %xmm1\n"
+	"lea 32(%rsp), %rsp\n"
 	RESTORE_GPRS_NO_AX
 	"mov 80(%rsp), %rax\n"
-	"lea 168(%rsp), %rsp\n"
-	"popfq\n"
-	"ret\n"
+	"lea 184(%rsp), %rsp\n"
+	"jmp *-8(%rsp)\n"                               /* below sp, above the red zone signals skip */
 	".size hook_ret_tramp, .-hook_ret_tramp\n"
 );
 
@@ -251,19 +282,89 @@ static struct hook_site *site_find(uint64_t addr)
 	return NULL;
 }
 
-/* ------------------------------------------------------------------ SRCU */
+/* ------------------------------------------------------------------- RCU */
 
-static inline unsigned srcu_lock(struct hook_site *s)
+/*
+ * Readers (the dispatchers) count themselves in a per-thread slot with a
+ * plain add: no lock prefix on the hot path. A writer swaps the list, runs
+ * membarrier(PRIVATE_EXPEDITED) (a full barrier on every running thread of
+ * the process, as liburcu's membarrier flavour), then waits until each
+ * other thread was seen outside any dispatcher once. A signal handler
+ * nesting in a reader leaves the count as it found it, so a non-atomic
+ * add interrupted by one is still right. Without membarrier the counts
+ * are updated with seq_cst atomics instead.
+ */
+struct rcu_slot {
+	long cnt;
+	int owner;
+} __attribute__((aligned(64)));
+
+#define RCU_CHUNK 256
+struct rcu_chunk {
+	struct rcu_slot s[RCU_CHUNK];
+	struct rcu_chunk *next;
+};
+static struct rcu_chunk rcu_first;
+static __thread struct rcu_slot *tls_slot;
+static int rcu_fast;                    /* membarrier available */
+static pthread_key_t rcu_key;
+
+static void rcu_release(void *p)
 {
-	unsigned idx = __atomic_load_n(&s->epoch, __ATOMIC_RELAXED) & 1;
+	struct rcu_slot *sl = p;
 
-	__atomic_fetch_add(&s->cnt[idx], 1, __ATOMIC_SEQ_CST);
-	return idx;
+	__atomic_store_n(&sl->cnt, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&sl->owner, 0, __ATOMIC_RELEASE);
 }
 
-static inline void srcu_unlock(struct hook_site *s, unsigned idx)
+static struct rcu_slot *rcu_register(void)
 {
-	__atomic_fetch_sub(&s->cnt[idx], 1, __ATOMIC_RELEASE);
+	for (struct rcu_chunk *c = &rcu_first;; c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+		for (int i = 0; i < RCU_CHUNK; i++) {
+			int zero = 0;
+			if (!__atomic_load_n(&c->s[i].owner, __ATOMIC_RELAXED) &&
+			    __atomic_compare_exchange_n(&c->s[i].owner, &zero, 1, 0, __ATOMIC_SEQ_CST,
+							__ATOMIC_RELAXED)) {
+				tls_slot = &c->s[i];
+				pthread_setspecific(rcu_key, tls_slot);
+				return tls_slot;
+			}
+		}
+		if (!__atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+			/* mmap, not malloc: this may run in a signal handler */
+			struct rcu_chunk *n = (void *)rsys(SYS_mmap, 0, sizeof(*n), PROT_READ | PROT_WRITE,
+							   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			struct rcu_chunk *expect = NULL;
+			if ((unsigned long)n > -4096ul)
+				abort();
+			if (!__atomic_compare_exchange_n(&c->next, &expect, n, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+				rsys(SYS_munmap, (long)n, sizeof(*n), 0, 0, 0, 0);
+		}
+	}
+}
+
+static inline struct rcu_slot *rcu_lock(void)
+{
+	struct rcu_slot *sl = tls_slot;
+
+	if (__builtin_expect(!sl, 0))
+		sl = rcu_register();
+	if (__builtin_expect(rcu_fast, 1)) {
+		sl->cnt++;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	} else {
+		__atomic_fetch_add(&sl->cnt, 1, __ATOMIC_SEQ_CST);
+	}
+	return sl;
+}
+
+static inline void rcu_unlock(struct rcu_slot *sl)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (__builtin_expect(rcu_fast, 1))
+		sl->cnt--;
+	else
+		__atomic_fetch_sub(&sl->cnt, 1, __ATOMIC_SEQ_CST);
 }
 
 static void pause_short(long ns)
@@ -273,17 +374,25 @@ static void pause_short(long ns)
 	rsys(SYS_nanosleep, (long)&ts, 0, 0, 0, 0, 0);
 }
 
-/* After the list was swapped: every reader that may still see the old one
- * counts in cnt[old]; new readers count in the other. */
-static void srcu_sync(struct hook_site *s)
+/* After a list was swapped: no thread still runs with the old one. */
+static void rcu_sync(void)
 {
-	unsigned old = __atomic_fetch_add(&s->epoch, 1, __ATOMIC_SEQ_CST) & 1;
-
-	for (int spins = 0; __atomic_load_n(&s->cnt[old], __ATOMIC_SEQ_CST); spins++) {
-		if (spins < 100)
-			__builtin_ia32_pause();
-		else
-			pause_short(20000);
+	if (rcu_fast)
+		rsys(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0);
+	else
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (struct rcu_chunk *c = &rcu_first; c; c = __atomic_load_n(&c->next, __ATOMIC_ACQUIRE)) {
+		for (int i = 0; i < RCU_CHUNK; i++) {
+			struct rcu_slot *sl = &c->s[i];
+			if (sl == tls_slot || !__atomic_load_n(&sl->owner, __ATOMIC_ACQUIRE))
+				continue;
+			for (int spins = 0; __atomic_load_n(&sl->cnt, __ATOMIC_ACQUIRE); spins++) {
+				if (spins < 200)
+					__builtin_ia32_pause();
+				else
+					pause_short(spins < 1000 ? 1000 : 50000);
+			}
+		}
 	}
 }
 
@@ -344,7 +453,7 @@ drop:
 
 uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
 {
-	unsigned idx = srcu_lock(s);
+	struct rcu_slot *sl = rcu_lock();
 	struct hook_list *l = __atomic_load_n(&s->list, __ATOMIC_ACQUIRE);
 	uint64_t ov = 0;
 
@@ -364,7 +473,7 @@ uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
 		if (l->nret)
 			shadow_push(s, regs, l->gen);
 	}
-	srcu_unlock(s, idx);
+	rcu_unlock(sl);
 	return ov;
 }
 
@@ -379,7 +488,7 @@ int hook_override(struct hook_pt_regs *regs, uint64_t rc)
 
 static void ret_handlers(const struct shadow_ent *e, struct hook_pt_regs *regs)
 {
-	unsigned idx = srcu_lock(e->site);
+	struct rcu_slot *sl = rcu_lock();
 	struct hook_list *l = __atomic_load_n(&e->site->list, __ATOMIC_ACQUIRE);
 
 	if (l) {
@@ -389,7 +498,7 @@ static void ret_handlers(const struct shadow_ent *e, struct hook_pt_regs *regs)
 				h->ret(regs, h->data);
 		}
 	}
-	srcu_unlock(e->site, idx);
+	rcu_unlock(sl);
 }
 
 static void __attribute__((noreturn)) shadow_corrupt(void)
@@ -431,9 +540,14 @@ uint64_t hook_dispatch_return(struct hook_pt_regs *regs)
 	return ret;
 }
 
-uint64_t hook_ret_dropped(void)
+static uint64_t int3_hits, parked_moved, merged_traps;
+
+void hook_get_stats(struct hook_stats *st)
 {
-	return __atomic_load_n(&ret_dropped, __ATOMIC_RELAXED);
+	st->ret_dropped = __atomic_load_n(&ret_dropped, __ATOMIC_RELAXED);
+	st->int3_hits = __atomic_load_n(&int3_hits, __ATOMIC_RELAXED);
+	st->parked_moved = __atomic_load_n(&parked_moved, __ATOMIC_RELAXED);
+	st->merged_traps = __atomic_load_n(&merged_traps, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------ code memory near a site */
@@ -670,6 +784,8 @@ static int reloc_insn(const struct x86_insn *d, const uint8_t *src, uint64_t src
 	return d->len;
 }
 
+static int first_insn_ok(uint8_t b);
+
 /* The jump-mode trampoline of s, or -EINVAL if the code does not allow it.
  * `avail` bytes are readable at s->addr. */
 static int build_tramp(struct hook_site *s, size_t avail)
@@ -696,6 +812,8 @@ static int build_tramp(struct hook_site *s, size_t avail)
 			return -EINVAL;         /* branch into the bytes the jmp overwrites */
 		if (s->orig[covered] == 0xcc)
 			return -EINVAL;
+		if (covered == 0 && n == 1 && !first_insn_ok(s->orig[0]))
+			return -EINVAL;         /* see trapped_here() */
 		s->bmap[covered] = (uint8_t)off;
 		n = reloc_insn(&d, s->orig + covered, s->addr + covered, buf + off, at + off);
 		if (n < 0)
@@ -791,13 +909,39 @@ static void quiesce_fix(greg_t *g, int queued)
 		return;
 	if (queued) {
 		uint64_t ip = (uint64_t)g[REG_RIP], a = qreq.addr;
-		if (ip > a && ip < a + 5 && qreq.site->bmap[ip - a] != 0xff)
+		if (ip > a && ip < a + 5 && qreq.site->bmap[ip - a] != 0xff) {
 			g[REG_RIP] = (greg_t)(qreq.site->tramp + qreq.site->bmap[ip - a]);
+			__atomic_add_fetch(&parked_moved, 1, __ATOMIC_RELAXED);
+		}
 	}
 	int tid = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0);
 	for (int i = 0; i < qreq.n; i++)
 		if (qreq.tids[i] == tid)
 			__atomic_store_n(&qreq.acked[i], 1, __ATOMIC_RELEASE);
+}
+
+/* 1-byte first instructions a jump-mode site accepts: push r (but rsp),
+ * and ones that may run twice. */
+static int first_insn_ok(uint8_t b)
+{
+	return (b >= 0x50 && b <= 0x57 && b != 0x54) || b == 0x90 || b == 0xfc || b == 0xfd || b == 0xf8 ||
+	       b == 0xf9 || b == 0x98 || b == 0x99;
+}
+
+/* A thread at site+1: did it trap on the int3 (1), or run the original
+ * 1-byte first instruction and stop after it (0)? After `push r`, [rsp]
+ * holds r; after a trap [rsp] is the return address. The other accepted
+ * 1-byte instructions may simply run again. */
+static int trapped_here(struct hook_site *s, greg_t *g)
+{
+	static const int reg[8] = { REG_RAX, REG_RCX, REG_RDX, REG_RBX, -1, REG_RBP, REG_RSI, REG_RDI };
+	uint8_t b = s->orig[0];
+
+	if (s->mode != HOOK_MODE_JMP || s->bmap[1] == 0xff)
+		return 1;               /* no instruction ends at site+1 */
+	if (b >= 0x50 && b <= 0x57 && b != 0x54)
+		return *(uint64_t *)g[REG_RSP] != (uint64_t)g[reg[b - 0x50]];
+	return 1;
 }
 
 /* May thread `tid` be stopped at user ip in (addr, addr+5)? */
@@ -987,12 +1131,27 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 	int saved_errno = errno;
 
 	if (si->si_code == SI_QUEUE && si->si_value.sival_ptr == &qreq) {
-		quiesce_fix(g, 1);
+		/* A trap on one of our int3s while this signal was pending
+		 * was merged into it (one SIGTRAP at a time): tell it apart
+		 * from a thread stopped after the site's first instruction. */
+		struct hook_site *s = site_find((uint64_t)g[REG_RIP] - 1);
+		if (s && __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc && trapped_here(s, g)) {
+			__atomic_add_fetch(&merged_traps, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&int3_hits, 1, __ATOMIC_RELAXED);
+			quiesce_fix(g, 0);
+			if (s->mode == HOOK_MODE_JMP)
+				g[REG_RIP] = (greg_t)s->tramp;
+			else
+				int3_hit(s, g);
+		} else {
+			quiesce_fix(g, 1);
+		}
 		goto out;
 	}
 	if (si->si_code == SI_KERNEL) {
 		struct hook_site *s = site_find((uint64_t)g[REG_RIP] - 1);
 		if (s) {
+			__atomic_add_fetch(&int3_hits, 1, __ATOMIC_RELAXED);
 			quiesce_fix(g, 0);      /* a queued request merged into this trap */
 			if (s->mode == HOOK_MODE_JMP)
 				g[REG_RIP] = (greg_t)s->tramp;  /* a site being (un)patched */
@@ -1025,8 +1184,12 @@ static int init_locked(void)
 		return -errno;
 	if (pthread_key_create(&shadow_key, shadow_free))
 		return -EAGAIN;
+	if (pthread_key_create(&rcu_key, rcu_release))
+		return -EAGAIN;
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0, 0, 0, 0) == 0)
 		have_sync_core = 1;
+	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0) == 0)
+		rcu_fast = 1;
 	memfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	inited = 1;
@@ -1085,6 +1248,10 @@ static struct hook_site *site_create(uint64_t addr, int *err)
 	memset(s, 0, sizeof(*s));
 	s->addr = addr;
 	s->prot = prot;
+	/* At a function entry xmm8-15 hold nothing (SysV: caller-saved, no
+	 * arguments); inside one they may be live. */
+	Dl_info di;
+	s->xmm_all = !(dladdr((void *)addr, &di) && di.dli_saddr == (void *)addr);
 	memcpy(s->orig, (void *)addr, avail);
 	*err = getenv("BPFSHIM_HOOK_INT3") ? -EINVAL : build_tramp(s, avail);
 	if (*err)
@@ -1127,7 +1294,7 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
 		l = NULL;
 	}
 	__atomic_store_n(&s->list, l, __ATOMIC_SEQ_CST);
-	srcu_sync(s);
+	rcu_sync();
 	free(old);
 	return 0;
 }

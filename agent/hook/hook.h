@@ -67,8 +67,14 @@ int hook_override(struct hook_pt_regs *regs, uint64_t rc);
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
 int hook_mode(const struct hook *h);
 
-/* Uretprobe frames skipped because a thread's shadow stack was full. */
-uint64_t hook_ret_dropped(void);
+/* Counters since the process started. */
+struct hook_stats {
+	uint64_t ret_dropped;   /* uretprobe frames skipped: a thread's shadow stack was full */
+	uint64_t int3_hits;     /* SIGTRAP round trips (int3 sites, and sites being patched) */
+	uint64_t parked_moved;  /* threads moved out of bytes being patched */
+	uint64_t merged_traps;  /* traps that arrived merged into a patching signal */
+};
+void hook_get_stats(struct hook_stats *st);
 
 /* ---- the instruction decoder, for the relocator and its tests ---- */
 struct x86_insn {

@@ -36,3 +36,9 @@ __attribute__((noinline)) long N(lj_target)(long n, void (*leaf)(void))
 	}
 	return N(lj_target)(n - 1, leaf) + 1;
 }
+
+__attribute__((noinline)) long N(twice2)(long x)
+{
+	N(body_calls)++;
+	return x * 2;
+}

@@ -30,6 +30,7 @@ long a_push(long, long), a_endbr(long, long), a_riplea(long), a_ripmov(long), a_
 	long fib##SFX(long);                                   \
 	double fmadd##SFX(double, double, double);             \
 	long twice##SFX(long);                                 \
+	long twice2##SFX(long);                                \
 	long lj_target##SFX(long, void (*)(void));
 DECL(_O0)
 DECL(_O2cf)
@@ -534,8 +535,14 @@ int main(int argc, char **argv)
 	t_libc();
 	if (stress_s > 0) {
 		t_stress("twice_O2cf", twice_O2cf, &body_calls_O2cf, stress_s, 0);
-		t_stress("twice_O0", twice_O0, &body_calls_O0, stress_s / 2, 0);
+		t_stress("twice2_O0", twice2_O0, &body_calls_O0, stress_s, 0);
+		t_stress("twice_O0", twice_O0, &body_calls_O0, stress_s / 2, 1);
 	}
+	struct hook_stats st;
+	hook_get_stats(&st);
+	printf("stats: int3 round trips %lu, parked threads moved %lu, traps merged into a patching signal %lu, "
+	       "uretprobe frames dropped %lu\n", (unsigned long)st.int3_hits, (unsigned long)st.parked_moved,
+	       (unsigned long)st.merged_traps, (unsigned long)st.ret_dropped);
 	if (failures) {
 		printf("%d failures\n", failures);
 		return 1;
