@@ -1,0 +1,43 @@
+"""What the differential tests need to know about this machine: where the
+preload library is, whether the kernel side can run (root and working
+kernel eBPF), and how to run something as an unprivileged user."""
+import ctypes
+import functools
+import os
+import shutil
+import struct
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIM_LIB = ROOT / "syscall_server" / "_native" / "libbpfshim.so"
+UNPRIV_UID = 65534
+
+
+@functools.lru_cache(None)
+def kernel_bpf_reason():
+    """None when kernel eBPF works here, else why the kernel side is skipped."""
+    if os.getuid() != 0:
+        return "not root"
+    if os.environ.get("LD_PRELOAD"):
+        return "LD_PRELOAD is set in the test process"
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(struct.pack("<IIII", 2, 4, 4, 1) + bytes(128))
+    fd = libc.syscall(321, 0, attr, 72)
+    if fd < 0:
+        return f"kernel BPF_MAP_CREATE fails: {os.strerror(ctypes.get_errno())}"
+    os.close(fd)
+    return None
+
+
+@functools.lru_cache(None)
+def unpriv_reason():
+    """None when tests can run commands as uid 65534."""
+    if os.getuid() != 0:
+        return "not root: cannot switch to uid 65534"
+    if not shutil.which("setpriv"):
+        return "setpriv is not installed"
+    return None
+
+
+def unpriv_cmd():
+    return ["setpriv", f"--reuid={UNPRIV_UID}", f"--regid={UNPRIV_UID}", "--clear-groups"]

@@ -1,0 +1,163 @@
+"""bpftrace one-liners: the same script on the kernel (root) and through
+bpfshim (root, and uid 65534), against deterministic sample programs started
+with `bpftrace -c`, so every probe sees every call. Outputs are compared
+after normalising what legitimately differs (map print order, which follows
+the kernel's randomised hash; bpftrace's RLIMIT_MEMLOCK warning, which only
+the kernel run prints).
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+
+BPFTRACE = shutil.which("bpftrace")
+
+VICTIM_C = r"""
+#include <pthread.h>
+#include <stdint.h>
+volatile long sink;
+int lib_add(int a, int b);
+__attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
+__attribute__((noinline)) long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+__attribute__((noinline)) long six(long a, long b, long c, long d, long e, long f) { sink += a; return a + b + c + d + e + f; }
+__attribute__((noinline)) int greet(const char *s) { sink += s[0]; return (int)s[0]; }
+__attribute__((noinline)) int neg(int x) { sink += x; return -x; }
+__attribute__((noinline)) void worker(long t, long i) { sink += t + i; }
+static void *thread_main(void *arg) {
+    for (long i = 0; i < 50; i++) worker((long)(intptr_t)arg, i);
+    return 0;
+}
+int main(void) {
+    static const char *names[] = {"alpha", "beta", "gamma", "beta"};
+    pthread_t th[4];
+    for (int i = 0; i < 100; i++) sink += work(i);
+    sink += fib(10);
+    for (int i = 0; i < 5; i++) sink += six(i, 2 * i, 3 * i, 4 * i, 5 * i, 6 * i);
+    /* touch the strings first: a kernel uprobe cannot fault pages in, so
+       str() of a never-read .rodata page reads "" there */
+    for (int i = 0; i < 4; i++) for (const char *p = names[i]; *p; p++) sink += *p;
+    for (int i = 0; i < 4; i++) sink += greet(names[i]);
+    for (int i = -3; i < 3; i++) sink += neg(i);
+    for (long t = 0; t < 4; t++) pthread_create(&th[t], 0, thread_main, (void *)(intptr_t)t);
+    for (int t = 0; t < 4; t++) pthread_join(th[t], 0);
+    for (int i = 0; i < 10; i++) sink += lib_add(i, 100);
+    return 0;
+}
+"""
+
+LIB_C = r"""
+__attribute__((noinline)) int lib_add(int a, int b) { return a + b; }
+"""
+
+V = "{V}"
+L = "{L}"
+SCRIPTS = {
+    "count": "uprobe:{V}:work { @ = count(); }",
+    "count_by_key": "uprobe:{V}:work { @[arg0 % 4] = count(); }",
+    "sum": "uprobe:{V}:work { @s = sum(arg0); }",
+    "avg": "uprobe:{V}:work { @a = avg(arg0); }",
+    "min_max": "uprobe:{V}:work { @mn = min(arg0); @mx = max(arg0); }",
+    "stats": "uprobe:{V}:work { @st = stats(arg0); }",
+    "hist": "uprobe:{V}:work { @h = hist(arg0); }",
+    "lhist": "uprobe:{V}:work { @l = lhist(arg0, 0, 100, 10); }",
+    "uretprobe_hist": "uretprobe:{V}:work { @r = hist(retval); }",
+    "uretprobe_recursive": "uretprobe:{V}:fib { @n = count(); @r = sum(retval); }",
+    "recursive_args": "uprobe:{V}:fib { @d[arg0] = count(); }",
+    "six_args": 'uprobe:{V}:six { printf("%d %d %d %d %d %d\\n", arg0, arg1, arg2, arg3, arg4, arg5); }',
+    "str": 'uprobe:{V}:greet { printf("%s\\n", str(arg0)); }',
+    "str_key": "uprobe:{V}:greet { @names[str(arg0)] = count(); }",
+    "signed_retval": "uretprobe:{V}:neg { @v[(int32)retval] = count(); }",
+    "predicate": 'uprobe:{V}:work /arg0 > 95/ { printf("big %d\\n", arg0); }',
+    "print_clear": "uprobe:{V}:work { @x = arg0; } END { print(@x); clear(@x); }",
+    "begin_end": 'BEGIN { printf("begin\\n"); } uprobe:{V}:work { @ = count(); } END { printf("end\\n"); }',
+    "comm": "uprobe:{V}:work { @[comm] = count(); }",
+    "probe": "uprobe:{V}:work { @[probe] = count(); }",
+    "func": "uprobe:{V}:work,uprobe:{V}:fib { @[func] = count(); }",
+    "threads_by_arg": "uprobe:{V}:worker { @[arg0] = count(); }",
+    "threads_total": "uprobe:{V}:worker { @t = count(); @s = sum(arg1); }",
+    "shared_lib": "uprobe:{L}:lib_add { @s = sum(arg0 + arg1); @n = count(); }",
+    "shared_lib_ret": "uretprobe:{L}:lib_add { @r = lhist(retval, 100, 110, 1); }",
+    "multi_key": "uprobe:{V}:work { @m[arg0 % 3, arg0 % 2] = count(); }",
+    "delete": "uprobe:{V}:work { @x[arg0 % 5] = arg0; if (arg0 % 5 == 4) { delete(@x[arg0 % 5]); } }",
+    "begin_exit": 'BEGIN { @a = 1; @b = "x"; printf("%d %s\\n", 42, "str"); exit(); }',
+}
+
+
+@pytest.fixture(scope="module")
+def victims():
+    if not BPFTRACE:
+        pytest.skip("bpftrace is not installed")
+    d = tempfile.mkdtemp(prefix="bpfshim-victims-")
+    os.chmod(d, 0o755)
+    lib = os.path.join(d, "libvictim.so")
+    exe = os.path.join(d, "victim")
+    with open(os.path.join(d, "lib.c"), "w") as f:
+        f.write(LIB_C)
+    with open(os.path.join(d, "victim.c"), "w") as f:
+        f.write(VICTIM_C)
+    subprocess.run(["cc", "-O1", "-fno-inline", "-shared", "-fPIC", "-o", lib, os.path.join(d, "lib.c")], check=True)
+    subprocess.run(["cc", "-O1", "-fno-inline", "-o", exe, os.path.join(d, "victim.c"), f"-L{d}", "-lvictim",
+                    f"-Wl,-rpath,{d}", "-pthread"], check=True)
+    for p in (lib, exe):
+        os.chmod(p, 0o755)
+    yield exe, lib
+    shutil.rmtree(d, ignore_errors=True)
+
+
+NOISE = re.compile(r"couldn't set RLIMIT_MEMLOCK|^$")
+ADDR = re.compile(r"0x[0-9a-f]{6,}")
+
+
+def normalise(out):
+    """Lines as a sorted list (map entries print in hash order), addresses
+    (ASLR) masked."""
+    return sorted(ADDR.sub("0xADDR", l) for l in out.splitlines() if not NOISE.search(l))
+
+
+def run_bpftrace(script, exe, runtime_dir=None, unpriv=False):
+    env = dict(os.environ)
+    cmd = [BPFTRACE, "-e", script, "-c", exe]
+    if runtime_dir:
+        env["BPFSHIM_RUNTIME_DIR"] = runtime_dir
+        # preload after the switch of user: setpriv itself is not traced
+        cmd = (unpriv_cmd() if unpriv else []) + ["env", f"LD_PRELOAD={SHIM_LIB}"] + cmd
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module")
+def runtime_dirs():
+    d = tempfile.mkdtemp(prefix="bpfshim-bt-")
+    os.chmod(d, 0o755)
+    root_rt = os.path.join(d, "root")
+    unpriv_rt = os.path.join(d, "unpriv")
+    os.mkdir(unpriv_rt, 0o700)
+    if os.getuid() == 0:
+        os.chown(unpriv_rt, 65534, 65534)
+    yield root_rt, unpriv_rt
+    subprocess.run(["pkill", "-f", "--", f"--runtime-dir {d}"], check=False)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_bpftrace_one_liner(name, victims, runtime_dirs):
+    exe, lib = victims
+    script = SCRIPTS[name].replace(V, exe).replace(L, lib)
+    rc_s, out_s = run_bpftrace(script, exe, runtime_dirs[0])
+    why = kernel_bpf_reason()
+    if why is None:
+        rc_k, out_k = run_bpftrace(script, exe)
+        assert (rc_s, normalise(out_s)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
+    else:
+        assert rc_s == 0, out_s
+    why_u = unpriv_reason()
+    if why_u is None:
+        rc_u, out_u = run_bpftrace(script, exe, runtime_dirs[1], unpriv=True)
+        assert (rc_u, normalise(out_u)) == (rc_s, normalise(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
