@@ -127,25 +127,30 @@ def lacking_helper():
 
 
 def run_all(lacking, names=None):
+    """One JSON line per case, flushed: a case that kills the process
+    leaves the results before it."""
     st = {"devnull": os.open("/dev/null", os.O_RDONLY), "lacking": lacking or 0}
-    out = {name: run_case(c) for name, c in cases(st).items() if not names or name in names}
+    for name, c in cases(st).items():
+        if names and name not in names:
+            continue
+        print(json.dumps({name: run_case(c)}), flush=True)
     os.close(st["devnull"])
-    return out
 
 
 def main(argv):
     if argv[1:2] == ["lacking"]:
-        print(json.dumps(lacking_helper()))
+        print(json.dumps(lacking_helper()), flush=True)
         return 0
     if argv[1:2] == ["run"]:
         lacking = int(argv[2]) if len(argv) > 2 and argv[2] != "None" else None
-        print(json.dumps(run_all(lacking, argv[3:])))
+        run_all(lacking, argv[3:])
         return 0
     return 2
 
 
 # ---------------------------------------------------------------- pytest side
 def _child(args, shim=False, nobody=False):
+    """Runs this file as a script; returns (parsed JSON lines merged, exit status)."""
     import subprocess
     import tempfile
     env = dict(os.environ)
@@ -161,21 +166,33 @@ def _child(args, shim=False, nobody=False):
     if nobody:
         cmd = G.as_nobody_cmd(cmd[1:], env)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
-    if p.returncode != 0:
-        return {"crash": p.returncode, "stderr": p.stderr.decode(errors="replace")[-2000:]}
-    return json.loads(p.stdout)
+    out = {}
+    for line in p.stdout.decode(errors="replace").splitlines():
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict):
+            out.update(v)
+        else:
+            out["value"] = v
+    return out, p.returncode, p.stderr.decode(errors="replace")[-2000:]
 
 
 def _run_side(lacking, **kw):
-    """All cases in one process; if it dies, each case in its own (a case
-    that kills the process then fails alone, with the signal)."""
-    out = _child(["run", str(lacking)], **kw)
-    if "crash" not in out:
-        return out
+    """All cases, in as few processes as the crashes allow: after a case
+    that kills the process, the next process starts at the case after it."""
     res = {}
-    for name in CASE_NAMES:
-        r = _child(["run", str(lacking), name], **kw)
-        res[name] = r.get(name, r)
+    todo = list(CASE_NAMES)
+    while todo:
+        out, rc, err = _child(["run", str(lacking)] + todo, **kw)
+        res.update(out)
+        todo = [n for n in todo if n not in res]
+        if rc == 0 or not todo:
+            for n in todo:
+                res[n] = {"crash": rc, "stderr": err}
+            break
+        res[todo.pop(0)] = {"crash": rc, "stderr": err}
     return res
 
 
@@ -191,8 +208,9 @@ def results():
     if not _cache:
         if not G.kernel_ok():
             pytest.skip("needs root and kernel eBPF (the oracle)")
-        lacking = _child(["lacking"], shim=True)
-        assert not isinstance(lacking, dict), lacking
+        out, rc, err = _child(["lacking"], shim=True)
+        assert rc == 0 and "value" in out, err
+        lacking = out["value"]
         _cache["lacking"] = lacking
         _cache["kernel"] = _run_side(lacking)
         _cache["bpfshim"] = _run_side(lacking, shim=True)
