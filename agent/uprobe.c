@@ -38,6 +38,7 @@ int hook_detach(struct hook *h);
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
 int shim_runtime_dir(char *out, size_t n);
 void shm_futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
+void shm_futex_wake(uint32_t *addr);
 
 struct probe {
 	const struct bpf_prog_rt *prog;
@@ -188,30 +189,40 @@ static int open_table(void)
 	return 0;
 }
 
+/* The follower stops while the application changes credentials (below). */
+static uint32_t stop_word;
+static pthread_t follower_thread;
+static int follower_running;
+
 static void *follower(void *arg)
 {
 	int delay = 100;
 
 	/* The server creates the table; until then look now and then. */
 	while (open_table()) {
-		usleep((useconds_t)delay * 1000);
+		shm_futex_wait(&stop_word, 0, delay);
+		if (__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
+			return NULL;
 		if (delay < 2000)
 			delay *= 2;
 	}
-	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC)
-		usleep(100 * 1000);
-	for (;;) {
+	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC) {
+		shm_futex_wait(&stop_word, 0, 100);
+		if (__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
+			return NULL;
+	}
+	while (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE)) {
 		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
 		int pending = sync_table();
 		/* a pending slot (library not loaded yet) is retried every second */
-		shm_futex_wait((uint32_t *)&table->gen, gen, pending ? 1000 : 60000);
+		if (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
+			shm_futex_wait((uint32_t *)&table->gen, gen, pending ? 1000 : 60000);
 	}
 	return NULL;
 }
 
 static void start_follower(void)
 {
-	pthread_t t;
 	pthread_attr_t a;
 	sigset_t all, old;
 
@@ -223,9 +234,35 @@ static void start_follower(void)
 	/* the thread takes no signals meant for the application */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	pthread_create(&t, &a, follower, NULL);
+	__atomic_store_n(&stop_word, 0, __ATOMIC_RELEASE);
+	follower_running = !pthread_create(&follower_thread, &a, follower, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
+}
+
+/*
+ * glibc applies set*id()/setgroups() to every thread of the process and
+ * aborts if one thread fails; a thread of ours can fail where the
+ * application's own threads succeed (capabilities are per thread, e.g.
+ * setpriv's keep-caps dance). So the follower is stopped around those calls
+ * and started again after.
+ */
+void agent_pause(void)
+{
+	if (!follower_running)
+		return;
+	__atomic_store_n(&stop_word, 1, __ATOMIC_RELEASE);
+	shm_futex_wake(&stop_word);
+	if (table)
+		shm_futex_wake((uint32_t *)&table->gen);
+	pthread_join(follower_thread, NULL);
+	follower_running = 0;
+}
+
+void agent_resume(void)
+{
+	if (!follower_running)
+		start_follower();
 }
 
 /* The child of a fork keeps the parent's patches (its copy of the code) but
@@ -233,6 +270,7 @@ static void start_follower(void)
 static void after_fork_child(void)
 {
 	table = NULL;
+	follower_running = 0;
 	start_follower();
 }
 

@@ -5,6 +5,7 @@
  * and passes everything else to the real function unchanged.
  */
 #include <dlfcn.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -661,3 +662,32 @@ BPFSHIM_API uid_t geteuid(void)
 		return 0;
 	return (uid_t)real.syscall(SYS_geteuid);
 }
+
+/* ---------------- credentials: see agent_pause() in agent/uprobe.c ---------------- */
+
+void agent_pause(void);
+void agent_resume(void);
+
+#define SETXID(name, proto, args)                                      \
+	BPFSHIM_API int name proto                                     \
+	{                                                              \
+		static int (*fn) proto;                                \
+		if (!fn)                                               \
+			fn = dlsym(RTLD_NEXT, #name);                  \
+		agent_pause();                                         \
+		int ret_ = fn args;                                    \
+		int err_ = errno;                                      \
+		agent_resume();                                        \
+		errno = err_;                                          \
+		return ret_;                                           \
+	}
+
+SETXID(setuid, (uid_t u), (u))
+SETXID(setgid, (gid_t g), (g))
+SETXID(seteuid, (uid_t u), (u))
+SETXID(setegid, (gid_t g), (g))
+SETXID(setreuid, (uid_t r, uid_t e), (r, e))
+SETXID(setregid, (gid_t r, gid_t e), (r, e))
+SETXID(setresuid, (uid_t r, uid_t e, uid_t s), (r, e, s))
+SETXID(setresgid, (gid_t r, gid_t e, gid_t s), (r, e, s))
+SETXID(setgroups, (size_t n, const gid_t *l), (n, l))
