@@ -80,7 +80,7 @@ void hook_get_stats(struct hook_stats *st);
 struct x86_insn {
 	uint8_t len;
 	uint8_t opc_off;        /* where the opcode byte is (after prefixes/REX/VEX) */
-	uint8_t map;            /* 0: one-byte, 1: 0F, 2: 0F38, 3: 0F3A */
+	uint8_t map;            /* 0: one-byte, 1: 0F, 2: 0F38, 3: 0F3A, 8-10: AMD XOP */
 	uint8_t op;
 	uint8_t has_modrm, modrm;
 	uint8_t disp_off, disp_size;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * x86-64 instruction length decoder: legacy prefixes, REX, VEX (C4/C5) and
- * EVEX (62), opcode maps 0F / 0F38 / 0F3A, ModRM / SIB / displacement and
+ * EVEX (62), AMD XOP (8F), opcode maps 0F / 0F38 / 0F3A, ModRM / SIB / displacement and
  * immediates. Enough to find instruction boundaries and the fields the
  * relocator rewrites (RIP-relative displacements, branch offsets); it does
  * not validate operands beyond what the length depends on.
@@ -10,7 +10,7 @@
 #include <string.h>
 #include "hook.h"
 
-enum { IMM_NONE, IMM_8, IMM_16, IMM_Z, IMM_V, IMM_MOFFS, IMM_ENTER, IMM_GRP3 };
+enum { IMM_NONE, IMM_8, IMM_16, IMM_Z, IMM_V, IMM_MOFFS, IMM_ENTER, IMM_GRP3, IMM_32 };
 
 /* One-byte map: 1 = has ModRM, -1 = invalid in 64-bit mode / handled apart. */
 static int map0_modrm(uint8_t op, int *imm)
@@ -184,6 +184,23 @@ int hook_x86_decode(const uint8_t *p, size_t max, struct x86_insn *out)
 			modrm = 1;
 			imm = d.map == 3 ? IMM_8 : IMM_NONE;
 		}
+	} else if (b == 0x8f && i + 1 < max && (p[i + 1] & 0x1f) >= 8) {
+		/* AMD XOP: like VEX3; map 8 has an imm8, map 0xA an imm32 */
+		if (d.rex)
+			return -EINVAL;
+		NEED(5);
+		d.vex = b;
+		unsigned xmap = p[i + 1] & 0x1f;
+		if (xmap > 10)
+			return -EINVAL;
+		d.map = (uint8_t)xmap;
+		i += 3;
+		d.opc_off = (uint8_t)i;
+		d.op = p[i++];
+		modrm = 1;
+		imm = xmap == 8 ? IMM_8 : IMM_NONE;
+		if (xmap == 10)
+			imm = IMM_32;
 	} else if (b == 0x0f) {
 		NEED(2);
 		i++;
@@ -239,6 +256,7 @@ int hook_x86_decode(const uint8_t *p, size_t max, struct x86_insn *out)
 	}
 
 	switch (imm) {
+	case IMM_32: d.imm_size = 4; break;
 	case IMM_8: d.imm_size = 1; break;
 	case IMM_16: d.imm_size = 2; break;
 	case IMM_Z: d.imm_size = (d.opsize16 && !rexw) ? 2 : 4; break;
