@@ -16,7 +16,7 @@ BPFSHIM_API __attribute__((weak)) bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
 
 /* A runner for AOT code only, with the fault containment and tail calls of
  * the full one (prog_run.c), for builds without the interpreter. */
-static __thread sigjmp_buf *weak_fault_jmp;
+static __thread sigjmp_buf *volatile weak_fault_jmp;
 static struct sigaction weak_prev_segv, weak_prev_bus;
 
 static void weak_on_fault(int sig, siginfo_t *si, void *uc)
@@ -68,6 +68,7 @@ static int weak_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, 
 	}
 	sigjmp_buf *saved = weak_fault_jmp;
 	weak_fault_jmp = &jb;
+	__asm__ __volatile__("" ::: "memory");
 	for (;;) {
 		rc.prog = prog;
 		rc.tail_call_next = NULL;

@@ -16,7 +16,10 @@
 #include <pthread.h>
 #include "shim.h"
 
-static __thread sigjmp_buf *uaccess_jmp;
+/* volatile, and set before a compiler barrier: the store must not be moved
+ * past the copy it guards (the copy cannot see this static otherwise). */
+static __thread sigjmp_buf *volatile uaccess_jmp;
+#define barrier() __asm__ __volatile__("" ::: "memory")
 static struct sigaction prev_segv, prev_bus;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -73,10 +76,12 @@ void shim_uaccess_enter(sigjmp_buf *jb)
 {
 	ensure_handler();
 	uaccess_jmp = jb;
+	barrier();
 }
 
 void shim_uaccess_exit(void)
 {
+	barrier();
 	uaccess_jmp = NULL;
 }
 
@@ -96,7 +101,9 @@ int shim_copy_from_user(void *dst, uint64_t src, size_t n)
 	if (sigsetjmp(jb, 0))
 		return -EFAULT;
 	uaccess_jmp = &jb;
+	barrier();
 	memcpy(dst, (const void *)(uintptr_t)src, n);
+	barrier();
 	uaccess_jmp = NULL;
 	return 0;
 }
@@ -117,7 +124,9 @@ int shim_copy_to_user(uint64_t dst, const void *src, size_t n)
 	if (sigsetjmp(jb, 0))
 		return -EFAULT;
 	uaccess_jmp = &jb;
+	barrier();
 	memcpy((void *)(uintptr_t)dst, src, n);
+	barrier();
 	uaccess_jmp = NULL;
 	return 0;
 }
@@ -134,6 +143,7 @@ long shim_strncpy_from_user(char *dst, uint64_t src, size_t max)
 	if (sigsetjmp(jb, 0))
 		return -EFAULT;
 	uaccess_jmp = &jb;
+	barrier();
 	for (; i < max; i++) {
 		dst[i] = s[i];
 		if (!dst[i]) {

@@ -58,16 +58,23 @@ def register_kernel_btf():
             obj.get()   # held by the kernel itself: never dropped
 
 
+BPF_LOG_FIXED = 8
+
+
 def write_log(ctx, buf, size, level, text):
-    """The verifier/BTF log as the kernel fills it: truncated to size-1 and
-    NUL-terminated; ENOSPC when it did not fit (only when a log was asked)."""
+    """The verifier/BTF log as the kernel (6.4+) fills it: when it does not
+    fit, the last size-1 bytes are kept (a rotating log) unless
+    BPF_LOG_FIXED asks for the first ones; NUL-terminated. Returns ENOSPC
+    when it did not fit (only when a log was asked for)."""
     if not level or not buf or not size:
-        return
+        return 0
     data = text.encode()
     if len(data) + 1 > size:
-        ctx.conn.write(buf, data[:size - 1] + b"\0")
+        keep = data[:size - 1] if level & BPF_LOG_FIXED else data[len(data) - (size - 1):]
+        ctx.conn.write(buf, keep + b"\0")
         return errno.ENOSPC
     ctx.conn.write(buf, data + b"\0")
+    return 0
 
 
 def btf_load(ctx, attr):

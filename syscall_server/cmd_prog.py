@@ -98,8 +98,6 @@ def _log_setup(attr):
         raise BpfError(errno.EINVAL)
     if size > 0xFFFFFFFF >> 2:
         raise BpfError(errno.EINVAL)
-    if level and not buf:
-        raise BpfError(errno.EINVAL)
     if buf and not level:
         raise BpfError(errno.EINVAL)
     return level, size, buf
@@ -204,7 +202,9 @@ def prog_load(ctx, attr):
             if not log.lines:
                 log(e.strerror)
             log("processed 0 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0")
-            write_log(ctx, log_buf, log_size, level, log.text())
+            # bpf_vlog_finalize(): a log that did not fit turns any result into ENOSPC
+            if write_log(ctx, log_buf, log_size, level, log.text()):
+                raise BpfError(errno.ENOSPC)
         raise BpfError(e.errno, e.strerror, loud="unsupported" in (e.strerror or ""))
     prog.subprogs = starts
     xl = b"".join(ins.pack() for ins in insns)
