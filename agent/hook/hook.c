@@ -65,7 +65,9 @@ struct hook_site {
 	uint8_t *tramp;                 /* jmp mode: trampoline entry */
 	uint8_t *reloc;                 /* relocated code (jmp: in tramp; int3: the out-of-line slot) */
 	uint64_t gen_ctr;
+	size_t avail;                   /* readable bytes at addr (<= 16) */
 	struct hook_site *hnext;        /* hash chain (insert only) */
+	struct hook_site *anext;        /* all sites */
 } __attribute__((aligned(64)));
 
 _Static_assert(offsetof(struct hook_site, xmm_all) == 16, "read by hook_entry_common");
@@ -848,8 +850,9 @@ static int build_tramp(struct hook_site *s, size_t avail)
 	return 0;
 }
 
-/* int3 mode: an out-of-line copy of the first instruction and a jmp back. */
-static int build_ool(struct hook_site *s, size_t avail)
+/* int3 mode: an out-of-line copy of the first instruction and a jmp back
+ * (into *slot; the site's mode is the caller's business). */
+static int build_ool_slot(struct hook_site *s, size_t avail, uint8_t **slot, uint8_t *len)
 {
 	uint8_t buf[OOL_SIZE];
 	struct x86_insn d;
@@ -867,10 +870,22 @@ static int build_ool(struct hook_site *s, size_t avail)
 	int err = code_write(t, buf, (size_t)n);
 	if (err)
 		return err;
+	*slot = t;
+	*len = d.len;
+	return 0;
+}
+
+static int build_ool(struct hook_site *s, size_t avail)
+{
+	uint8_t *t, len;
+	int err = build_ool_slot(s, avail, &t, &len);
+
+	if (err)
+		return err;
 	s->reloc = t;
 	s->tramp = NULL;
 	s->patch_len = 1;
-	s->disp_len = d.len;
+	s->disp_len = len;
 	s->mode = HOOK_MODE_INT3;
 	return 0;
 }
@@ -1167,7 +1182,19 @@ out:
 
 static void atfork_prepare(void) { pthread_mutex_lock(&lock); }
 static void atfork_parent(void) { pthread_mutex_unlock(&lock); }
-static void atfork_child(void) { pthread_mutex_init(&lock, NULL); }
+/* Only this thread lives on in the child: the others' reader slots must
+ * not hold up its grace periods. */
+static void atfork_child(void)
+{
+	pthread_mutex_init(&lock, NULL);
+	for (struct rcu_chunk *c = &rcu_first; c; c = c->next)
+		for (int i = 0; i < RCU_CHUNK; i++)
+			if (&c->s[i] != tls_slot) {
+				c->s[i].cnt = 0;
+				c->s[i].owner = 0;
+			}
+	qreq.active = 0;
+}
 
 static int init_locked(void)
 {
@@ -1232,6 +1259,49 @@ static int mapping_of(uint64_t addr, int *prot, size_t *avail)
 	return 0;
 }
 
+static struct hook_site *all_sites;
+
+/* A jump-mode site turns into an int3 one because a probe was asked for
+ * inside the bytes it displaces (threads through its trampoline would never
+ * run that address). No hit is lost: byte 0 goes int3 (threads still
+ * reaching it go to the trampoline), the mode flips, then the jmp's tail
+ * is put back. */
+static int site_to_int3(struct hook_site *s)
+{
+	uint8_t *slot, len;
+	int err = build_ool_slot(s, s->avail, &slot, &len);
+
+	if (err)
+		return err;
+	uint64_t lo = s->addr & ~4095ull, hi = (s->addr + 5 + 4095) & ~4095ull;
+	int direct = 0;
+	if (s->patched) {
+		direct = rsys(SYS_mprotect, (long)lo, (long)(hi - lo), s->prot | PROT_WRITE | PROT_EXEC, 0, 0, 0) == 0;
+		if (!direct && memfd < 0)
+			return -EPERM;
+		static const uint8_t int3 = 0xcc;
+		if (direct)
+			__atomic_store_n((uint8_t *)s->addr, int3, __ATOMIC_RELEASE);
+		else
+			rsys(SYS_pwrite64, memfd, (long)&int3, 1, (long)s->addr, 0, 0);
+		sync_cores();
+	}
+	s->reloc = slot;
+	s->disp_len = len;
+	s->patch_len = 1;
+	__atomic_store_n(&s->mode, HOOK_MODE_INT3, __ATOMIC_RELEASE);
+	if (s->patched) {
+		if (direct)
+			memcpy((uint8_t *)s->addr + 1, s->orig + 1, 4);
+		else
+			rsys(SYS_pwrite64, memfd, (long)(s->orig + 1), 4, (long)s->addr + 1, 0, 0);
+		sync_cores();
+		if (direct)
+			rsys(SYS_mprotect, (long)lo, (long)(hi - lo), s->prot, 0, 0, 0);
+	}
+	return 0;
+}
+
 static struct hook_site *site_create(uint64_t addr, int *err)
 {
 	struct hook_site *s;
@@ -1253,7 +1323,25 @@ static struct hook_site *site_create(uint64_t addr, int *err)
 	Dl_info di;
 	s->xmm_all = !(dladdr((void *)addr, &di) && di.dli_saddr == (void *)addr);
 	memcpy(s->orig, (void *)addr, avail);
+	s->avail = avail;
+	/* Other sites near: their patches are not the code, and neither may
+	 * hide the other's address inside displaced bytes. */
+	for (struct hook_site *o = all_sites; o; o = o->anext) {
+		for (size_t i = 0; i < avail; i++)
+			if (addr + i >= o->addr && addr + i < o->addr + 5)
+				s->orig[i] = o->orig[addr + i - o->addr];
+		if (addr > o->addr && addr < o->addr + o->disp_len && o->mode == HOOK_MODE_JMP) {
+			*err = site_to_int3(o);
+			if (*err) {
+				free(s);
+				return NULL;
+			}
+		}
+	}
 	*err = getenv("BPFSHIM_HOOK_INT3") ? -EINVAL : build_tramp(s, avail);
+	for (struct hook_site *o = all_sites; !*err && o; o = o->anext)
+		if (o->addr > addr && o->addr < addr + s->disp_len)
+			*err = -EINVAL;         /* its trampoline stays unused */
 	if (*err)
 		*err = build_ool(s, avail);
 	if (*err) {
@@ -1263,6 +1351,8 @@ static struct hook_site *site_create(uint64_t addr, int *err)
 	unsigned b = site_bucket(addr);
 	s->hnext = site_hash[b];
 	__atomic_store_n(&site_hash[b], s, __ATOMIC_RELEASE);
+	s->anext = all_sites;
+	all_sites = s;
 	return s;
 }
 

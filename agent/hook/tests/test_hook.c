@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include "hook.h"
 
 static int failures;
@@ -230,6 +231,82 @@ static void t_chain(void)
 	hook_detach(hc);
 	CHECK(a_sub(1, 2) == 3, "after all detached");
 	printf("ok   chained hooks in attach order\n");
+}
+
+/* ---- probes at fn and fn+4 (inside the bytes fn's jmp displaces) ---- */
+static void t_overlap(int inner_first)
+{
+	struct rec a = { 0 }, b = { 0 };
+	struct hook *ha, *hb;
+	void *fa = (void *)a_xorcmp, *fb = (char *)a_xorcmp + 2;      /* xor eax,eax (2) | cmp rdi,rsi */
+	long native = a_xorcmp(1, 2);
+
+	if (inner_first) {
+		CHECK(!hook_attach(fb, on_entry, NULL, &b, &hb), "inner");
+		CHECK(!hook_attach(fa, on_entry, on_ret, &a, &ha), "outer");
+	} else {
+		CHECK(!hook_attach(fa, on_entry, on_ret, &a, &ha), "outer");
+		CHECK(!hook_attach(fb, on_entry, NULL, &b, &hb), "inner");
+	}
+	CHECK(a_xorcmp(1, 2) == native && a_xorcmp(3, 2) == 0, "overlap values");
+	CHECK(a.entries == 2 && b.entries == 2 && a.returns == 2, "overlap hits %ld %ld %ld", a.entries, b.entries,
+	      a.returns);
+	CHECK(b.e.ip == (uint64_t)fb && b.e.sp == a.e.sp && b.e.ax == 0, "inner regs ip %#lx ax %lu",
+	      (unsigned long)b.e.ip, (unsigned long)b.e.ax);
+	int ma = hook_mode(ha), mb = hook_mode(hb);
+	hook_detach(ha);
+	CHECK(a_xorcmp(1, 2) == native && b.entries == 3 && a.entries == 2, "outer detached");
+	hook_detach(hb);
+	CHECK(a_xorcmp(1, 2) == native && b.entries == 3, "both detached");
+	CHECK(!memcmp(fa, "\x31\xc0\x48\x39\xf7", 5), "original bytes back");
+	printf("ok   probes at fn and fn+2 (%s first): %s + %s\n", inner_first ? "fn+2" : "fn", mode_name(ma),
+	       mode_name(mb));
+}
+
+/* ---- fork while another thread is inside a handler ---- */
+static volatile int fork_hold, fork_inside;
+static long fork_hits;
+static void fork_entry(struct hook_pt_regs *regs, void *d)
+{
+	fork_hits++;
+	if (regs->di == 99) {
+		fork_inside = 1;
+		while (fork_hold)
+			;
+	}
+}
+static void *fork_thread(void *f)
+{
+	((long (*)(long))f)(99);
+	return NULL;
+}
+
+static void t_fork(void)
+{
+	struct hook *h;
+	pthread_t t;
+	int status = -1;
+
+	CHECK(!hook_attach((void *)twice2_O2cf, fork_entry, NULL, NULL, &h), "fork attach");
+	fork_hold = 1;
+	pthread_create(&t, NULL, fork_thread, (void *)twice2_O2cf);
+	while (!fork_inside)
+		;
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(10);
+		long before = fork_hits;
+		int ok = twice2_O2cf(3) == 6 && fork_hits == before + 1;
+		ok &= hook_detach(h) == 0;              /* must not wait for the thread left behind */
+		ok &= twice2_O2cf(3) == 6 && fork_hits == before + 1;
+		_exit(ok ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	fork_hold = 0;
+	pthread_join(t, NULL);
+	hook_detach(h);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	printf("ok   fork with a thread inside a handler\n");
 }
 
 /* ---- override_return, in both modes ---- */
@@ -528,6 +605,9 @@ int main(int argc, char **argv)
 	t_fib("fib_O2cf", fib_O2cf);
 	t_longjmp();
 	t_chain();
+	t_overlap(0);
+	t_overlap(1);
+	t_fork();
 	t_override("twice_O2cf", twice_O2cf, &body_calls_O2cf);
 	setenv("BPFSHIM_HOOK_INT3", "1", 1);
 	t_override("twice_O0", twice_O0, &body_calls_O0);
