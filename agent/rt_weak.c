@@ -14,15 +14,17 @@
 BPFSHIM_API __attribute__((weak)) __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 BPFSHIM_API __attribute__((weak)) bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
 
-/* A runner for AOT code only, with the fault containment and tail calls of
- * the full one (prog_run.c), for builds without the interpreter. */
+/* The program runner: AOT code when the program has it, else the
+ * interpreter; tail calls; faults (SIGSEGV/SIGBUS, and SIGILL/SIGFPE from the
+ * engines' traps) stop the run, are counted, and the host goes on. */
 static __thread sigjmp_buf *volatile weak_fault_jmp;
-static struct sigaction weak_prev_segv, weak_prev_bus;
+static struct sigaction weak_prev_segv, weak_prev_bus, weak_prev_ill, weak_prev_fpe;
 
 static void weak_on_fault(int sig, siginfo_t *si, void *uc)
 {
 	sigjmp_buf *j = weak_fault_jmp;
-	struct sigaction *p = sig == SIGBUS ? &weak_prev_bus : &weak_prev_segv;
+	struct sigaction *p = sig == SIGBUS ? &weak_prev_bus : sig == SIGILL ? &weak_prev_ill :
+			      sig == SIGFPE ? &weak_prev_fpe : &weak_prev_segv;
 
 	if (j) {
 		weak_fault_jmp = NULL;
@@ -45,6 +47,9 @@ static void weak_install(void)
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
 	sigaction(SIGSEGV, &sa, &weak_prev_segv);
 	sigaction(SIGBUS, &sa, &weak_prev_bus);
+	/* the engines trap (ud2) on what the loader should have refused */
+	sigaction(SIGILL, &sa, &weak_prev_ill);
+	sigaction(SIGFPE, &sa, &weak_prev_fpe);
 }
 
 static int weak_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip, uint64_t *ret)
@@ -72,12 +77,8 @@ static int weak_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, 
 	for (;;) {
 		rc.prog = prog;
 		rc.tail_call_next = NULL;
-		if (!prog->jited) {
-			weak_fault_jmp = saved;
-			bpf_cur_run_ctx = rc.prev;
-			return -ENOSYS;   /* no interpreter in this build */
-		}
-		r0 = prog->jited((uint64_t)(uintptr_t)ctx, &prog->env);
+		r0 = prog->jited ? prog->jited((uint64_t)(uintptr_t)ctx, &prog->env)
+				 : bpf_interp_run(prog, (uint64_t)(uintptr_t)ctx);
 		if (!rc.tail_call_next || rc.tail_call_cnt >= BPF_RT_MAX_TAIL_CALL_CNT)
 			break;
 		prog = rc.tail_call_next;

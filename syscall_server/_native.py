@@ -60,6 +60,8 @@ int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
 uint32_t shm_nr_possible_cpus(void);
 void shm_futex_wake(uint32_t *addr);
 int bpf_helper_supported(int func_id);
+int bpf_conformance_run(const void *insns, uint32_t insn_cnt, void *mem, uint32_t mem_len,
+                        void *jit_entry, uint64_t *r0);
 
 /* ---- engines (agent/bpf_rt.h, agent/jit.c, agent/conformance.c) ---- */
 /* -- agent/jit.c (AOT blob loader; owner: aot) -- */
