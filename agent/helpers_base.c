@@ -186,12 +186,9 @@ static u64 probe_read_user(u64 dst, u64 size, u64 src, u64 a4, u64 a5)
 	return (u64)(int64_t)e;
 }
 
-/* There is no kernel memory in a user process. */
-static u64 probe_read_kernel(u64 dst, u64 size, u64 src, u64 a4, u64 a5)
-{
-	memset((void *)(uintptr_t)dst, 0, size);
-	return err(EFAULT);
-}
+/* What a program calls kernel memory (its stack, map values) is memory of
+ * this process: read it as the user variant does; a bad address is -EFAULT. */
+#define probe_read_kernel probe_read_user
 
 /* bpf_probe_read_user_str(): bytes copied including the NUL, the rest of
  * dst untouched; a string cut at size-1 still ends in NUL. */
@@ -224,12 +221,7 @@ static u64 probe_read_user_str(u64 dst, u64 size, u64 src, u64 a4, u64 a5)
 	return i + 1;
 }
 
-static u64 probe_read_kernel_str(u64 dst, u64 size, u64 src, u64 a4, u64 a5)
-{
-	if (size)
-		memset((void *)(uintptr_t)dst, 0, size);
-	return err(EFAULT);
-}
+#define probe_read_kernel_str probe_read_user_str
 
 static u64 probe_write_user(u64 dst, u64 src, u64 size, u64 a4, u64 a5)
 {

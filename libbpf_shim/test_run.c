@@ -71,9 +71,26 @@ static long test_finish(const union bpf_attr *a, uint64_t uattr, const void *dat
 	return err;
 }
 
+/* eth_type_trans() on the loopback device (address 00:00:00:00:00:00). */
+static uint32_t pkt_type_of(const unsigned char *dest)
+{
+	static const unsigned char bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+
+	if (dest[0] & 1)
+		return memcmp(dest, bcast, 6) ? 2 /* PACKET_MULTICAST */ : 1 /* PACKET_BROADCAST */;
+	for (int i = 0; i < 6; i++)
+		if (dest[i])
+			return 3;  /* PACKET_OTHERHOST */
+	return 0;          /* PACKET_HOST */
+}
+
+/* bpf_prog_test_run_skb(): the packet arrives on loopback; programs that
+ * do not see L2 (socket filters, cgroup skb) start at the network header,
+ * and the MAC header comes back zeroed. */
 static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uattr)
 {
 	uint32_t n = a->test.data_size_in, retval, duration;
+	int is_l2 = p->prog_type == BPF_PROG_TYPE_SCHED_CLS || p->prog_type == BPF_PROG_TYPE_SCHED_ACT;
 	struct __sk_buff skb;
 	long err;
 
@@ -96,9 +113,13 @@ static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uat
 			return -EFAULT;
 		}
 	}
-	skb.len = n;
+	skb.len = is_l2 ? n : n - ETH_HLEN;
 	skb.protocol = (uint32_t)data[12] | (uint32_t)data[13] << 8;
+	skb.pkt_type = pkt_type_of(data);
+	skb.ifindex = 1;
 	err = run_repeat(p, &skb, a->test.repeat, &retval, &duration);
+	if (!is_l2)
+		memset(data, 0, ETH_HLEN);
 	if (!err)
 		err = test_finish(a, uattr, data, n, retval, duration);
 	if (!err && a->test.ctx_out) {
