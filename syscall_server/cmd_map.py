@@ -170,14 +170,15 @@ def map_check_btf(btf, attr):
 
 
 def map_freeze(ctx, attr):
-    kind, oid, _fl = ctx.conn.fdget(attr.map_fd)
+    kind, oid, fl = ctx.conn.fdget(attr.map_fd)
     if kind != P.SHIM_OBJ_MAP:
         raise BpfError(errno.EINVAL)
     obj = registry.get(kind, oid)
     if obj.attr.spin_lock_off >= 0:
         raise BpfError(524)   # ENOTSUPP: maps with special fields
-    if obj.hdr.frozen:
-        raise BpfError(errno.EBUSY)
+    # map_get_sys_perms(): a frozen map, or a read-only fd, cannot be written
+    if obj.hdr.frozen or (fl & BPF_F_RDONLY):
+        raise BpfError(errno.EPERM)
     obj.hdr.frozen = 1
     return 0
 

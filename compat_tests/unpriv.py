@@ -1,0 +1,74 @@
+"""Running commands through bpfshim, as root or as uid 65534, each test
+session with its own server: a fresh runtime directory (mode 0700, owned by
+the user that runs the commands), stopped by the pid the server logged."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from compat_tests.env import SHIM_LIB, UNPRIV_UID, unpriv_cmd
+
+
+class Runtime:
+    """One bpfshim server for one user: `cmd(argv)` wraps argv so it runs
+    with the shim preloaded (after the switch of user: setpriv itself is not
+    traced); `close()` stops the server and removes the directory."""
+
+    def __init__(self, unpriv=False, prefix="bpfshim-rt-"):
+        self.unpriv = unpriv
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.dir, 0o700)
+        if unpriv and os.getuid() == 0:
+            os.chown(self.dir, UNPRIV_UID, UNPRIV_UID)
+
+    def env(self, base=None):
+        env = dict(os.environ if base is None else base)
+        env.pop("LD_PRELOAD", None)
+        env["BPFSHIM_RUNTIME_DIR"] = self.dir
+        return env
+
+    def cmd(self, argv, extra_env=()):
+        pre = unpriv_cmd() if self.unpriv else []
+        return pre + ["env", f"LD_PRELOAD={SHIM_LIB}", f"BPFSHIM_RUNTIME_DIR={self.dir}",
+                      *[f"{k}={v}" for k, v in extra_env]] + list(argv)
+
+    def server_pids(self):
+        try:
+            with open(os.path.join(self.dir, "server.log")) as f:
+                return [int(p) for p in re.findall(r"bpfshim server pid (\d+)", f.read())]
+        except OSError:
+            return []
+
+    def close(self):
+        for pid in self.server_pids():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.02)
+            else:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def readable_tmpdir(prefix):
+    """A temporary directory uid 65534 can read and execute from."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d
+
+
+def run(argv, timeout=60, **kw):
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    return p.returncode, p.stdout, p.stderr
