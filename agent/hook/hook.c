@@ -250,8 +250,6 @@ static struct hook_site *site_hash[SITE_HASH];
 
 static __thread struct shadow_ent *ss_base;
 static __thread uint32_t ss_n;
-static __thread int tls_in_entry;
-static __thread int tls_override;
 
 /* Raw system calls: used while a site is half patched, when calling into
  * libc could hit the very code being patched. */
@@ -299,6 +297,8 @@ static struct hook_site *site_find(uint64_t addr)
 struct rcu_slot {
 	long cnt;
 	int owner;
+	int in_entry;                   /* entry handlers running (hook_override) */
+	int override;                   /* hook_override() was called */
 } __attribute__((aligned(64)));
 
 #define RCU_CHUNK 256
@@ -315,6 +315,7 @@ static void rcu_release(void *p)
 {
 	struct rcu_slot *sl = p;
 
+	sl->in_entry = sl->override = 0;
 	__atomic_store_n(&sl->cnt, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&sl->owner, 0, __ATOMIC_RELEASE);
 }
@@ -460,18 +461,18 @@ uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
 	uint64_t ov = 0;
 
 	if (l) {
-		int saved = tls_override;
+		int saved = sl->override;
 
-		tls_override = 0;
-		tls_in_entry++;
+		sl->override = 0;
+		sl->in_entry++;
 		for (unsigned i = 0; i < l->n; i++) {
 			struct hook *h = l->h[i];
 			if (h->entry)
 				h->entry(regs, h->data);
 		}
-		tls_in_entry--;
-		ov = (uint64_t)tls_override;
-		tls_override = saved;
+		sl->in_entry--;
+		ov = (uint64_t)sl->override;
+		sl->override = saved;
 		if (l->nret)
 			shadow_push(s, regs, l->gen);
 	}
@@ -481,10 +482,12 @@ uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
 
 int hook_override(struct hook_pt_regs *regs, uint64_t rc)
 {
-	if (!tls_in_entry || !regs)
+	struct rcu_slot *sl = tls_slot;
+
+	if (!sl || !sl->in_entry || !regs)
 		return -EINVAL;
 	regs->ax = rc;
-	tls_override = 1;
+	sl->override = 1;
 	return 0;
 }
 
@@ -1191,6 +1194,7 @@ static void atfork_child(void)
 		for (int i = 0; i < RCU_CHUNK; i++)
 			if (&c->s[i] != tls_slot) {
 				c->s[i].cnt = 0;
+				c->s[i].in_entry = c->s[i].override = 0;
 				c->s[i].owner = 0;
 			}
 	qreq.active = 0;

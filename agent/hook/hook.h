@@ -18,7 +18,19 @@
  *
  * Patching and unpatching follow the kernel's text_poke_bp (int3 first,
  * then the tail, then the opcode), so they are safe while other threads run
- * the function. Trampolines are never freed: a thread may still be inside.
+ * the function. Before the tail is written, threads that may be stopped
+ * between the displaced instructions (running, or blocked in a syscall that
+ * returns there) get a queued SIGTRAP whose handler moves them to the same
+ * point of the relocated copy. Trampolines are never freed: a thread may
+ * still be inside.
+ *
+ * Handlers run with xmm0-7 saved (xmm0-15 where the address is not a known
+ * function entry); the upper halves of ymm/zmm registers are not saved.
+ * Known limits: a thread that blocks SIGTRAP and runs into an int3 (an
+ * int3-mode site, or any site for the microseconds it is being patched) is
+ * killed by the kernel; the patching signal can end an interruptible
+ * syscall of a running thread early (EINTR, as any signal); a return
+ * probe's frame found on another thread or stack aborts the process.
  */
 #ifndef BPFSHIM_HOOK_H
 #define BPFSHIM_HOOK_H
