@@ -235,6 +235,160 @@ static u64 strncmp_(u64 s1, u64 n, u64 s2, u64 a4, u64 a5)
 	return (u64)(int64_t)strncmp((const char *)(uintptr_t)s1, (const char *)(uintptr_t)s2, n);
 }
 
+/* ---- strings: bpf_strtol / bpf_strtoul (kernel/bpf/helpers.c) ---- */
+
+#define BPF_STRTOX_BASE_MASK 0x1F
+
+static int parse_strtoull(const char *buf, size_t buf_len, u64 flags, unsigned long long *res, int *neg)
+{
+	unsigned base = flags & BPF_STRTOX_BASE_MASK;
+	const char *cur = buf;
+	size_t len = buf_len, consumed;
+	char str[64];
+
+	if (!buf || !buf_len)
+		return -EINVAL;
+	if (base != 0 && base != 8 && base != 10 && base != 16)
+		return -EINVAL;
+	if (flags & ~(u64)BPF_STRTOX_BASE_MASK)
+		return -EINVAL;
+	while (cur < buf + buf_len && (*cur == ' ' || (*cur >= 9 && *cur <= 13)))
+		cur++;
+	*neg = cur < buf + buf_len && *cur == '-';
+	if (*neg)
+		cur++;
+	consumed = (size_t)(cur - buf);
+	len -= consumed;
+	if (!len)
+		return -EINVAL;
+	if (len > sizeof(str) - 1)
+		len = sizeof(str) - 1;
+	memcpy(str, cur, len);
+	str[len] = 0;
+	const char *s = str;
+	/* _parse_integer_fixup_radix() */
+	if (base == 0) {
+		if (s[0] == '0') {
+			if ((s[1] | 0x20) == 'x' && ((s[2] >= '0' && s[2] <= '9') || ((s[2] | 0x20) >= 'a' && (s[2] | 0x20) <= 'f')))
+				base = 16;
+			else
+				base = 8;
+		} else {
+			base = 10;
+		}
+	}
+	if (base == 16 && s[0] == '0' && (s[1] | 0x20) == 'x')
+		s += 2;
+	/* _parse_integer() */
+	unsigned long long v = 0;
+	int overflow = 0;
+	size_t n = 0;
+	for (;; n++) {
+		unsigned c = (unsigned char)s[n], d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			d = (c | 0x20) - 'a' + 10;
+		else
+			break;
+		if (d >= base)
+			break;
+		if (v & (~0ull << 60)) {
+			if (v > (~0ull - d) / base)
+				overflow = 1;
+		}
+		v = v * base + d;
+	}
+	if (overflow)
+		return -ERANGE;
+	if (!n)
+		return -EINVAL;
+	*res = v;
+	return (int)(consumed + (size_t)(s + n - str));
+}
+
+static u64 strtol_(u64 buf, u64 buf_len, u64 flags, u64 res, u64 a5)
+{
+	unsigned long long v;
+	int neg, e;
+	long long out;
+
+	*(long *)(uintptr_t)res = 0;
+	e = parse_strtoull((const char *)(uintptr_t)buf, buf_len, flags, &v, &neg);
+	if (e < 0)
+		return (u64)(int64_t)e;
+	if (neg) {
+		if ((long long)(0 - v) > 0)
+			return err(ERANGE);
+		out = (long long)(0 - v);
+	} else {
+		if ((long long)v < 0)
+			return err(ERANGE);
+		out = (long long)v;
+	}
+	*(long *)(uintptr_t)res = out;
+	return (u64)e;
+}
+
+static u64 strtoul_(u64 buf, u64 buf_len, u64 flags, u64 res, u64 a5)
+{
+	unsigned long long v;
+	int neg, e;
+
+	*(unsigned long *)(uintptr_t)res = 0;
+	e = parse_strtoull((const char *)(uintptr_t)buf, buf_len, flags, &v, &neg);
+	if (e < 0)
+		return (u64)(int64_t)e;
+	if (neg)
+		return err(EINVAL);
+	*(unsigned long *)(uintptr_t)res = v;
+	return (u64)e;
+}
+
+/* ---- bpf_loop: callbacks run in the interpreter ---- */
+
+uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
+			 uint64_t r3, uint64_t r4, uint64_t r5);
+
+static u64 loop_(u64 nr_loops, u64 callback, u64 callback_ctx, u64 flags, u64 a5)
+{
+	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+	u64 i;
+
+	if (flags)
+		return err(EINVAL);
+	if (nr_loops > (1u << 23))
+		return err(E2BIG);
+	if (!rc || !rc->prog)
+		return err(EINVAL);
+	for (i = 0; i < nr_loops; i++) {
+		u64 ret = bpf_interp_call(rc->prog, callback, i, callback_ctx, 0, 0, 0);
+		if (ret)   /* 1: stop; the verifier allows only 0 and 1 */
+			return i + 1;
+	}
+	return i;
+}
+
+/* ---- packets: the skb test_run context (libbpf_shim/test_run.c) ---- */
+
+struct shim_skb_ctx {
+	struct __sk_buff skb;      /* what the program reads through its ctx */
+	const unsigned char *data; /* from the network header (non-L2 types) */
+	uint32_t len;
+};
+
+static u64 skb_load_bytes(u64 ctx, u64 offset, u64 to, u64 len, u64 a5)
+{
+	const struct shim_skb_ctx *c = (const struct shim_skb_ctx *)(uintptr_t)ctx;
+
+	if (offset > 0xffff || !len || offset + len > c->len) {
+		memset((void *)(uintptr_t)to, 0, len);
+		return err(EFAULT);
+	}
+	memcpy((void *)(uintptr_t)to, c->data + offset, len);
+	return 0;
+}
+
 /* ---- registration ---- */
 
 static const struct { int id; bpf_helper_fn fn; } base[] = {
@@ -266,6 +420,10 @@ static const struct { int id; bpf_helper_fn fn; } base[] = {
 	{ BPF_FUNC_get_func_ip, get_func_ip },
 	{ BPF_FUNC_get_attach_cookie, get_attach_cookie },
 	{ BPF_FUNC_strncmp, strncmp_ },
+	{ BPF_FUNC_strtol, strtol_ },
+	{ BPF_FUNC_strtoul, strtoul_ },
+	{ BPF_FUNC_loop, loop_ },
+	{ BPF_FUNC_skb_load_bytes, skb_load_bytes },
 };
 
 __attribute__((constructor(150))) static void helpers_base_init(void)

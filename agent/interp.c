@@ -277,7 +277,10 @@ static uint64_t run(const struct frame_ctx *fc, uint32_t pc, const uint64_t args
 			case BPF_PSEUDO_MAP_IDX_VALUE:
 				r[dst] = (uint64_t)(uintptr_t)fc->prog->map_values[imm] + (uint32_t)insn[pc].imm;
 				break;
-			default: __builtin_trap();   /* PSEUDO_FUNC, BTF_ID: not here */
+			case 4: /* BPF_PSEUDO_FUNC: the callback's instruction index (bpf_loop) */
+				r[dst] = (uint64_t)((int64_t)pc + imm);
+				break;
+			default: __builtin_trap();   /* BTF_ID: not here */
 			}
 			pc++;
 			break;
@@ -286,6 +289,16 @@ static uint64_t run(const struct frame_ctx *fc, uint32_t pc, const uint64_t args
 			__builtin_trap();   /* LD_ABS/IND and anything the loader should have refused */
 		}
 	}
+}
+
+/* Call a subprogram of the running program (callbacks of bpf_loop). */
+uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
+			 uint64_t r3, uint64_t r4, uint64_t r5)
+{
+	struct frame_ctx fc = { prog, 1 };
+	uint64_t args[5] = { r1, r2, r3, r4, r5 };
+
+	return run(&fc, (uint32_t)insn_idx, args);
 }
 
 BPFSHIM_API uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1)

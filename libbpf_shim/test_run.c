@@ -71,6 +71,14 @@ static long test_finish(const union bpf_attr *a, uint64_t uattr, const void *dat
 	return err;
 }
 
+/* The ctx of an skb program: what the program reads, then the packet for
+ * bpf_skb_load_bytes (agent/helpers_base.c has the same layout). */
+struct shim_skb_ctx {
+	struct __sk_buff skb;
+	const unsigned char *data;
+	uint32_t len;
+};
+
 /* eth_type_trans() on the loopback device (address 00:00:00:00:00:00). */
 static uint32_t pkt_type_of(const unsigned char *dest)
 {
@@ -91,6 +99,7 @@ static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uat
 {
 	uint32_t n = a->test.data_size_in, retval, duration;
 	int is_l2 = p->prog_type == BPF_PROG_TYPE_SCHED_CLS || p->prog_type == BPF_PROG_TYPE_SCHED_ACT;
+	struct shim_skb_ctx sc;
 	struct __sk_buff skb;
 	long err;
 
@@ -117,7 +126,11 @@ static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uat
 	skb.protocol = (uint32_t)data[12] | (uint32_t)data[13] << 8;
 	skb.pkt_type = pkt_type_of(data);
 	skb.ifindex = 1;
-	err = run_repeat(p, &skb, a->test.repeat, &retval, &duration);
+	sc.skb = skb;
+	sc.data = is_l2 ? data : data + ETH_HLEN;
+	sc.len = skb.len;
+	err = run_repeat(p, &sc, a->test.repeat, &retval, &duration);
+	skb = sc.skb;
 	if (!is_l2)
 		memset(data, 0, ETH_HLEN);
 	if (!err)
