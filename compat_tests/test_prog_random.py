@@ -52,11 +52,25 @@ def test_kernel_accepts_most_programs():
     assert s["rejection_rate"] <= MAX_REJECTION_RATE, json.dumps(s["rejections"])
 
 
+def known_divergences():
+    """Seeds listed in compat_tests/DENYLIST as `prog_random <seed>: reason`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "DENYLIST")
+    seeds = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if line.startswith("prog_random "):
+                seed, _, why = line[len("prog_random "):].partition(":")
+                seeds[int(seed)] = why.strip()
+    return seeds
+
+
 @pytest.mark.parametrize("backend", ["interp", "aot", f"{NOBODY_ENGINE}@65534"])
 def test_matches_kernel(backend):
     s = summary()
     e = s["engines"][backend]
-    if e["mismatches"]:
+    known = known_divergences()
+    listed = [x for x in e["first_seeds"] if x in known]
+    if e["mismatches"] and e["mismatches"] > len(listed):
         reports = "\n\n".join(s["reports"][backend])
         pytest.fail(f"{backend}: {e['mismatches']} of {s['programs']} programs differ from the kernel "
                     f"(by field {e['by_field']}; seeds {e['first_seeds']})\n{reports}")
