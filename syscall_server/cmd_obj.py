@@ -31,7 +31,13 @@ def obj_pin(ctx, attr):
         raise BpfError(errno.EINVAL)
     if attr.file_flags & BPF_F_PATH_FD:
         raise BpfError(errno.EINVAL, "BPF_F_PATH_FD is not supported", loud=True)
-    obj, _fl = obj_from_fd(ctx, attr.bpf_fd)
+    try:
+        obj, _fl = obj_from_fd(ctx, attr.bpf_fd)
+    except BpfError as e:
+        # bpf_fd_probe_obj(): EINVAL for any fd that is no map/prog/link
+        if e.errno != errno.EBADF:
+            raise
+        obj = None
     if obj is None or obj.kind == P.SHIM_OBJ_PERF_EVENT:
         raise BpfError(errno.EINVAL)
     registry.pin(_path(ctx, attr), obj)
