@@ -471,10 +471,14 @@ int shim_is_bpffs_path(const char *path)
 
 #define BPF_FS_MAGIC 0xcafe4a11
 
+static int pin_ctl(int ctl, const char *path);
+
 BPFSHIM_API int statfs(const char *path, struct statfs *buf)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path)) {
+		if (pin_ctl(SHIM_CTL_PIN_STAT, path) < 0)
+			return -1;   /* errno from the pin namespace: ENOENT */
 		memset(buf, 0, sizeof(*buf));
 		buf->f_type = BPF_FS_MAGIC;
 		buf->f_bsize = 4096;

@@ -45,6 +45,8 @@ def handle(conn, ctl, arg, payload):
         if ctl == P.SHIM_CTL_PIN_UNLINK:
             registry.unlink(payload.rstrip(b"\0").decode())
             conn.done(0)
+        elif ctl == P.SHIM_CTL_PIN_STAT:
+            conn.done(registry.stat(payload.rstrip(b"\0").decode()))
         elif ctl == P.SHIM_CTL_PIN_MKDIR:
             registry.mkdir(payload.rstrip(b"\0").decode())
             conn.done(0)

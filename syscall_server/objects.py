@@ -161,6 +161,14 @@ class Registry:
                 raise BpfError(errno.ENOTDIR)
             self.pins[p] = None
 
+    def stat(self, path):
+        """1 for a directory, 2 for a pinned object; BpfError(ENOENT)."""
+        p = self.norm(path)
+        with self.lock:
+            if p not in self.pins:
+                raise BpfError(errno.ENOENT)
+            return 1 if self.pins[p] is None else 2
+
     def pins_of(self, obj):
         return sorted(p for p, o in self.pins.items() if o is obj)
 
