@@ -71,6 +71,6 @@ TABLE = None
 def table(runtime_dir=None):
     global TABLE
     if TABLE is None:
-        from .server import SERVER
-        TABLE = AttachTable(runtime_dir or SERVER.dir)
+        from .objects import registry
+        TABLE = AttachTable(runtime_dir or registry.server.dir)
     return TABLE

@@ -20,9 +20,9 @@ def _fdinfo_generic(obj, f_flags):
 
 def status():
     """Live objects for `bpfshim status`."""
-    from .server import SERVER
     holders = {}
-    for c in (SERVER.conns if SERVER else ()):
+    server = getattr(registry, "server", None)
+    for c in (server.conns if server else ()):
         for key in c.held:
             holders.setdefault(key, set()).add(c.pid)
     maps = []

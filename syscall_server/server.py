@@ -208,6 +208,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     global SERVER
     srv = SERVER = Server(args.runtime_dir or default_runtime_dir())
+    registry.server = srv   # this module may run as __main__: others find the server here
     srv.listen()
     print(f"bpfshim server pid {os.getpid()} on {srv.path}", flush=True)
     srv.serve_forever()
