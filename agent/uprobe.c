@@ -36,6 +36,7 @@ int hook_detach(struct hook *h);
 
 /* from libbpf_shim/ (the same library) */
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
+void shim_prog_release(uint32_t id);
 int shim_runtime_dir(char *out, size_t n);
 void shm_futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
 void shm_futex_wake(uint32_t *addr);
@@ -107,6 +108,10 @@ static void detach_slot(unsigned i)
 		hook_detach(p->hook);
 	applied[i] = NULL;
 	/* p stays allocated: a thread may still be returning through it */
+	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
+		if (applied[k] && applied[k]->prog == p->prog)
+			return;
+	shim_prog_release(p->prog->id);
 }
 
 static void attach_slot(unsigned i, const struct attach_slot *s)

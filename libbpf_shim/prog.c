@@ -20,6 +20,9 @@
 struct prog_cache_ent {
 	uint32_t id;
 	struct bpf_prog_rt *rt;
+	int fd;                    /* the shim's own fd of the program, or -1 */
+	void *image;
+	size_t image_size;
 };
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -42,7 +45,7 @@ static int internal_fd(int fd)
 /* The map with this id, as a handle in this process. The shim opens its own
  * fd for it (kept out of the app's reach), so the handle outlives whatever
  * fds the app closes. */
-static struct { uint32_t id; struct shm_map *m; } *map_ids;
+static struct { uint32_t id; struct shm_map *m; int fd; uint32_t refs; } *map_ids;
 static size_t map_ids_len, map_ids_cap;
 static pthread_mutex_t map_ids_lock = PTHREAD_MUTEX_INITIALIZER;  /* taken inside cache_lock */
 
@@ -57,6 +60,7 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	for (size_t i = 0; i < map_ids_len; i++)
 		if (map_ids[i].id == id) {
 			m = map_ids[i].m;
+			map_ids[i].refs++;
 			break;
 		}
 	pthread_mutex_unlock(&map_ids_lock);
@@ -83,6 +87,8 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	}
 	if (map_ids_len < map_ids_cap) {
 		map_ids[map_ids_len].id = id;
+		map_ids[map_ids_len].fd = (int)fd;
+		map_ids[map_ids_len].refs = 1;
 		map_ids[map_ids_len++].m = &e->map;
 	}
 	pthread_mutex_unlock(&map_ids_lock);
@@ -170,7 +176,7 @@ const struct bpf_prog_rt *shim_prog_get(int fd, int *err)
 				}
 			}
 			if (cache_len < cache_cap)
-				cache[cache_len++] = (struct prog_cache_ent){ e->id, rt };
+				cache[cache_len++] = (struct prog_cache_ent){ e->id, rt, fd, (void *)rt->insns, 0 };
 		}
 	}
 	pthread_mutex_unlock(&cache_lock);
@@ -204,3 +210,65 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
 	return shim_prog_get((int)fd, &err);
 }
 
+
+/* Close one of the shim's own fds and tell the server, as close() does. */
+static void close_internal(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	uint32_t kind = e ? e->kind : 0, id = e ? e->id : 0;
+
+	shim_fd_forget(fd);
+	real.close(fd);
+	if (kind && !shim_fd_other_ref(kind, id, fd))
+		shim_notify(SHIM_OP_RELEASE, kind, id);
+}
+
+static void map_put(struct shm_map *m)
+{
+	int fd = -1;
+
+	pthread_mutex_lock(&map_ids_lock);
+	for (size_t i = 0; i < map_ids_len; i++)
+		if (map_ids[i].m == m) {
+			if (--map_ids[i].refs == 0) {
+				fd = map_ids[i].fd;
+				map_ids[i] = map_ids[--map_ids_len];
+			}
+			break;
+		}
+	pthread_mutex_unlock(&map_ids_lock);
+	if (fd >= 0)
+		close_internal(fd);
+}
+
+/*
+ * A program this process no longer runs (its last probe here was detached,
+ * and hook_detach() waited for running hits): drop the shim's handles on it
+ * and its maps, so that they go away when their loader is gone, as on the
+ * kernel. Programs the loader side opened itself (PROG_TEST_RUN) stay.
+ */
+void shim_prog_release(uint32_t id)
+{
+	struct prog_cache_ent ent = { 0 };
+	int found = 0;
+
+	pthread_mutex_lock(&cache_lock);
+	for (size_t i = 0; i < cache_len; i++)
+		if (cache[i].id == id) {
+			struct shim_fd *f = shim_fd_peek(cache[i].fd);
+			if (!f || !f->internal)
+				break;          /* the app's own fd: not ours to drop */
+			ent = cache[i];
+			cache[i] = cache[--cache_len];
+			found = 1;
+			break;
+		}
+	pthread_mutex_unlock(&cache_lock);
+	if (!found)
+		return;
+	for (uint32_t i = 0; i < ent.rt->nr_maps; i++)
+		map_put(ent.rt->maps[i]);
+	close_internal(ent.fd);
+	/* the image mapping and the JIT code stay: a returning uretprobe frame
+	 * may still be on its way out through them */
+}

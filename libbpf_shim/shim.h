@@ -109,6 +109,7 @@ long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr, unsigned int si
 struct bpf_prog_rt;
 const struct bpf_prog_rt *shim_prog_get(int fd, int *err);
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
+void shim_prog_release(uint32_t id);
 struct shm_map *shim_map_by_id(uint32_t id);
 long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
 /* agent/jit.c */
