@@ -127,7 +127,13 @@ static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *
 	memcpy(&fd, value, sizeof(fd));
 	switch (m->hdr->attr.map_type) {
 	case BPF_MAP_TYPE_PROG_ARRAY: want = SHIM_OBJ_PROG; break;
-	case BPF_MAP_TYPE_PERF_EVENT_ARRAY: want = SHIM_OBJ_PERF_EVENT; break;
+	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+		/* perf_event_get(): EBADF for any file that is no perf event */
+		e = shim_fd_get(fd);
+		if (!e || e->kind != SHIM_OBJ_PERF_EVENT)
+			return -EBADF;
+		*id = e->id;
+		return 0;
 	case BPF_MAP_TYPE_ARRAY_OF_MAPS:
 	case BPF_MAP_TYPE_HASH_OF_MAPS: want = SHIM_OBJ_MAP; break;
 	default:
@@ -161,6 +167,13 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 		int err;
 		if (t == BPF_MAP_TYPE_CGROUP_ARRAY)
 			return -EOPNOTSUPP;
+		/* bpf_fd_array_map_update_elem(): flags and index before the fd */
+		if (t != BPF_MAP_TYPE_HASH_OF_MAPS) {
+			if (flags != BPF_ANY)
+				return -EINVAL;
+			if (*(const uint32_t *)key >= m->hdr->attr.max_entries)
+				return -E2BIG;
+		}
 		err = fd_value_to_id(m, value, &id);
 		if (err)
 			return err;
@@ -458,12 +471,16 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 		if (err)
 			break;
 		memset(value, 0, vs);
-		if (is_fd_map(t) || !m->ops->sys_lookup)
-			err = m->ops->sys_lookup ? m->ops->sys_lookup(m, key, value, elem_flags) : -524;
-		else
-			err = del && m->ops->sys_lookup_and_delete
-				? m->ops->sys_lookup_and_delete(m, key, value, elem_flags)
-				: m->ops->sys_lookup(m, key, value, elem_flags);
+		if (!m->ops->sys_lookup)
+			err = -524;
+		else if (del && !is_fd_map(t) && m->ops->sys_lookup_and_delete)
+			err = m->ops->sys_lookup_and_delete(m, key, value, elem_flags);
+		else {
+			/* fd maps (hash of maps) copy the id out, then delete */
+			err = m->ops->sys_lookup(m, key, value, elem_flags);
+			if (!err && del)
+				err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -524;
+		}
 		if (err == -ENOENT)
 			continue;
 		if (err)
@@ -507,7 +524,9 @@ static long map_update_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 	struct kbuf kb, vb;
 	long err = 0;
 
-	if ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m))
+	/* generic_map_update_batch() */
+	if ((attr->batch.elem_flags & ~BPF_F_LOCK) ||
+	    ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m)))
 		return -EINVAL;
 	if (!attr->batch.count)
 		return 0;
@@ -541,7 +560,9 @@ static long map_delete_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 	struct kbuf kb;
 	long err = 0;
 
-	if ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m))
+	/* generic_map_delete_batch() */
+	if ((attr->batch.elem_flags & ~BPF_F_LOCK) ||
+	    ((attr->batch.elem_flags & BPF_F_LOCK) && !has_spin_lock(m)))
 		return -EINVAL;
 	if (!attr->batch.count)
 		return 0;
@@ -582,19 +603,20 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 	if (has_write && !(perms & FMODE_CAN_WRITE))
 		return -EPERM;
 	uint32_t t = e->map.hdr->attr.map_type;
-	int lookup_ok = is_hash(t) || is_array(t) || t == BPF_MAP_TYPE_LPM_TRIE ||
-			t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY;
+	/* the map types whose ops have the batch callbacks (htab BATCH_OPS,
+	 * the generic ones for arrays and the LPM trie); others: ENOTSUPP */
+	int generic = is_array(t) || t == BPF_MAP_TYPE_LPM_TRIE;
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_BATCH:
-		if (!is_hash(t) && !is_array(t))
+		if (!is_hash(t) && !generic)
 			return -524;
 		return map_lookup_batch(attr, uattr, &e->map, 0);
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
-		if (!is_hash(t) || t == BPF_MAP_TYPE_HASH_OF_MAPS)
+		if (!is_hash(t))
 			return -524;
 		return map_lookup_batch(attr, uattr, &e->map, 1);
 	case BPF_MAP_UPDATE_BATCH:
-		if (!lookup_ok)
+		if (!is_hash(t) && !generic)
 			return -524;
 		return map_update_batch(attr, uattr, &e->map);
 	default:

@@ -7,6 +7,7 @@ server keeps one mapping of it for what it reads (frozen, info).
 import errno
 import mmap
 import re
+import struct
 
 from . import _native
 from .errors import BpfError, unsupported
@@ -183,11 +184,28 @@ def map_freeze(ctx, attr):
     return 0
 
 
+# struct bpf_map_info of 6.18 (uapi copy: 6.1, 88 bytes) has `__u64 hash;
+# __u32 hash_size;` after map_extra: 104 bytes, and a non-zero byte from
+# offset 100 on is E2BIG (measured).
+MAP_INFO_SIZE = 104
+MAP_INFO_TAIL = 100
+
+
 def map_get_info(ctx, obj, uinfo, info_len):
     """bpf_map_get_info_by_fd()"""
-    size = ffi.sizeof("struct bpf_map_info")
-    ctx.check_uarg_tail_zero(uinfo, size, info_len)
-    info_len = min(size, info_len)
+    ctx.check_uarg_tail_zero(uinfo, MAP_INFO_TAIL, info_len)
+    info_len = min(MAP_INFO_SIZE, info_len)
+    base = ffi.sizeof("struct bpf_map_info")
+    if info_len > base:
+        # input fields: the hash of the map (sha256 of an array's values)
+        raw = ctx.conn.read(uinfo + base, min(info_len, MAP_INFO_TAIL) - base)
+        hash_ptr, hash_size = struct.unpack("<QI", bytes(raw).ljust(12, b"\0"))
+        if hash_ptr:
+            if obj.attr.map_type == _native.uapi.BPF_MAP_TYPE_ARRAY:
+                raise unsupported(errno.EINVAL, "bpf_map_info.hash (map hashes)")
+            raise BpfError(errno.EINVAL)
+        if hash_size:
+            raise BpfError(errno.EINVAL)
     info = ffi.new("struct bpf_map_info *")
     a = obj.attr
     info.type = a.map_type
@@ -195,7 +213,7 @@ def map_get_info(ctx, obj, uinfo, info_len):
     info.key_size = a.key_size
     info.value_size = a.value_size
     info.max_entries = a.max_entries
-    info.map_flags = a.map_flags
+    info.map_flags = a.map_flags & ~(BPF_F_RDONLY | BPF_F_WRONLY)   # bpf_map_flags_retain_permanent()
     info.map_extra = a.map_extra
     nm = obj.name.encode()
     ffi.memmove(info.name, nm, len(nm))
@@ -203,7 +221,7 @@ def map_get_info(ctx, obj, uinfo, info_len):
         info.btf_id = obj.btf.id
         info.btf_key_type_id = obj.btf_key_type_id
         info.btf_value_type_id = obj.btf_value_type_id
-    ctx.conn.write(uinfo, bytes(ffi.buffer(info))[:info_len])
+    ctx.conn.write(uinfo, bytes(ffi.buffer(info)).ljust(MAP_INFO_SIZE, b"\0")[:info_len])
     ctx.put_info_len(info_len)
     return 0
 
@@ -212,7 +230,7 @@ def fdinfo(obj, f_flags):
     a = obj.attr
     return (f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{obj.id + 1000}\n"
             f"map_type:\t{a.map_type}\nkey_size:\t{a.key_size}\nvalue_size:\t{a.value_size}\n"
-            f"max_entries:\t{a.max_entries}\nmap_flags:\t{a.map_flags:#x}\nmap_extra:\t{a.map_extra:#x}\n"
+            f"max_entries:\t{a.max_entries}\nmap_flags:\t{a.map_flags & ~(BPF_F_RDONLY | BPF_F_WRONLY):#x}\nmap_extra:\t{a.map_extra:#x}\n"
             f"memlock:\t{memlock(obj, obj.hdr.type_state[1])}\nmap_id:\t{obj.id}\nfrozen:\t{1 if obj.frozen else 0}\n")
 
 
@@ -271,7 +289,8 @@ def memlock(obj, nr_elems=0):
         elem = SIZEOF_HTAB_ELEM + _r8(ks) + (8 if percpu else vsz)
         usage = SIZEOF_BPF_HTAB + SIZEOF_HTAB_BUCKET * _pow2(n) + 4 * cpus * HASHTAB_MAP_LOCK_COUNT
         if not (a.map_flags & 1):     # preallocated
-            ne = n + (cpus if not percpu and not lru else 0)
+            # htab_has_extra_elems(): not for percpu, LRU or fd (of maps) tables
+            ne = n + (cpus if not percpu and not lru and t != U.BPF_MAP_TYPE_HASH_OF_MAPS else 0)
             usage += elem * ne
             if percpu:
                 usage += _r8(vs) * cpus * ne

@@ -61,8 +61,8 @@ def obj_get(ctx, attr):
 
 def _get_next_id(kind):
     def handler(ctx, attr):
-        if attr.start_id >= 0x7FFFFFFF:
-            raise BpfError(errno.ENOENT)
+        if attr.start_id >= 0x7FFFFFFF:          # bpf_obj_get_next_id(): next_id >= INT_MAX
+            raise BpfError(errno.EINVAL)
         nxt = registry.next_after(kind, attr.start_id)
         if nxt is None:
             raise BpfError(errno.ENOENT)

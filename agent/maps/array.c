@@ -77,10 +77,11 @@ static int array_lookup(struct shm_map *m, const void *key, void *value, uint64_
 	if (i >= m->hdr->attr.max_entries)
 		return -ENOENT;
 	if (is_percpu(m)) {
-		/* bpf_percpu_array_copy(): every possible CPU, 8-byte aligned slots */
+		/* bpf_percpu_array_copy(): every possible CPU, 8-byte aligned slots,
+		 * padding included (the kernel copies round_up(value_size, 8)) */
 		for (uint32_t c = 0; c < m->hdr->attr.nr_cpus; c++)
 			memcpy((char *)value + (uint64_t)c * m->value_stride,
-			       elem(m, i) + (uint64_t)c * m->value_stride, m->hdr->attr.value_size);
+			       elem(m, i) + (uint64_t)c * m->value_stride, m->value_stride);
 		return 0;
 	}
 	if (flags & BPF_F_LOCK)
@@ -106,7 +107,7 @@ static int array_update(struct shm_map *m, const void *key, const void *value, u
 	if (is_percpu(m)) {
 		for (uint32_t c = 0; c < m->hdr->attr.nr_cpus; c++)
 			memcpy(elem(m, i) + (uint64_t)c * m->value_stride,
-			       (const char *)value + (uint64_t)c * m->value_stride, m->hdr->attr.value_size);
+			       (const char *)value + (uint64_t)c * m->value_stride, m->value_stride);
 		return 0;
 	}
 	if (flags & BPF_F_LOCK)

@@ -321,7 +321,7 @@ static void fill_value(struct shm_map *m, struct elem *e, const void *value, enu
 	uint32_t vs = m->hdr->attr.value_size, st = m->value_stride, n = m->hdr->attr.nr_cpus;
 	if (src == FROM_SYSCALL) {
 		for (uint32_t c = 0; c < n; c++)
-			memcpy((char *)dst + (uint64_t)c * st, (const char *)value + (uint64_t)c * st, vs);
+			memcpy((char *)dst + (uint64_t)c * st, (const char *)value + (uint64_t)c * st, st);
 		return;
 	}
 	/* pcpu_init_value(): a new element gets this CPU's value, zeros elsewhere */
@@ -419,8 +419,7 @@ static void copy_out(struct shm_map *m, struct elem *e, void *value, uint64_t fl
 	if (is_percpu_type(m->hdr->attr.map_type)) {
 		uint32_t n = m->hdr->attr.nr_cpus, st = m->value_stride;
 		for (uint32_t c = 0; c < n; c++)
-			memcpy((char *)value + (uint64_t)c * st, (char *)elem_value(m, e) + (uint64_t)c * st,
-			       m->hdr->attr.value_size);
+			memcpy((char *)value + (uint64_t)c * st, (char *)elem_value(m, e) + (uint64_t)c * st, st);
 		return;
 	}
 	if (flags & BPF_F_LOCK)

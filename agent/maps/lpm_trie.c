@@ -145,6 +145,8 @@ static struct node *trie_lookup(struct shm_map *m, const void *key)
 	const uint8_t *kd = (const uint8_t *)key + 4;
 	struct node *found = NULL;
 
+	if (*(const uint32_t *)key > max_prefixlen(m))
+		return NULL;
 	for (uint32_t i = (uint32_t)ROOT(m->hdr); i;) {
 		struct node *n = N(m, i);
 		uint32_t matchlen = longest_prefix_match(m, n, key);
