@@ -1,0 +1,130 @@
+"""A libbpf loader in C (progs/uprobe_loader.c, built here against Debian's
+libbpf) with a BPF object built here by clang (progs/uprobe_loader.bpf.c):
+bpf_object__open_file/load, a uprobe and a uretprobe through
+bpf_program__attach_uprobe_opts (by name, by offset, with pid filters),
+counts in a hash map, events through a perf buffer (perf_buffer__new/poll),
+global data (.rodata set before load, .bss/.data read back), attach errors.
+The loader starts the target (progs/uprobe_target.c) itself and prints a
+trace without ids, pids or addresses; the kernel's trace (root) is compared
+with bpfshim's as root and as uid 65534.
+"""
+import difflib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.unpriv import Runtime, readable_tmpdir, run
+
+PROGS = os.path.join(os.path.dirname(__file__), "progs")
+
+
+def func_offset(exe, name):
+    """File offset of a function, as libbpf computes it from the ELF."""
+    from elftools.elf.elffile import ELFFile
+    with open(exe, "rb") as f:
+        elf = ELFFile(f)
+        sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+        for seg in elf.iter_segments():
+            h = seg.header
+            if h.p_type == "PT_LOAD" and h.p_vaddr <= sym["st_value"] < h.p_vaddr + h.p_filesz:
+                return sym["st_value"] - h.p_vaddr + h.p_offset
+    raise LookupError(name)
+
+
+def build(d):
+    """Compile the target, the loader and both BPF objects into d (readable
+    by uid 65534); returns their paths."""
+    if not os.path.exists("/usr/include/bpf/libbpf.h"):
+        pytest.skip("libbpf-dev is not installed")
+    for tool in ("clang", "cc"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed")
+    p = {k: os.path.join(d, k) for k in ("target", "loader", "plain.o", "glob.o")}
+    subprocess.run(["cc", "-O1", "-Wall", "-pthread", "-o", p["target"], os.path.join(PROGS, "uprobe_target.c")],
+                   check=True)
+    subprocess.run(["cc", "-O1", "-Wall", "-o", p["loader"], os.path.join(PROGS, "uprobe_loader.c"), "-lbpf"],
+                   check=True)
+    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    bpf = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86"]
+    if multiarch:
+        bpf.append(f"-I/usr/include/{multiarch}")   # asm/types.h
+    src = os.path.join(PROGS, "uprobe_loader.bpf.c")
+    subprocess.run(bpf + ["-c", src, "-o", p["plain.o"]], check=True)
+    subprocess.run(bpf + ["-DGLOBALS", "-c", src, "-o", p["glob.o"]], check=True)
+    for f in p.values():
+        os.chmod(f, 0o755)
+    return p
+
+
+def dead_pid():
+    """A pid that no process has (one that just exited and was reaped)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+# name -> loader arguments; {T} target, {P} plain object, {G} globals object
+CASES = {
+    "uprobe_uretprobe_events": "-o {P} -f probed_fn -r -e -- {T} seq 200",
+    "uprobe_only_counts": "-o {P} -f probed_fn -- {T} seq 1000",
+    "by_offset": "-o {P} -a {OFF} -r -e -- {T} seq 50",
+    "pid_filter_child": "-o {P} -f probed_fn -r -e -P -- {T} seq 50",
+    "pid_filter_other": "-o {P} -f probed_fn -r -e -p 1 -- {T} seq 50",
+    "many_events": "-o {P} -f probed_fn -r -e -- {T} seq 3000",
+    "global_data": "-o {G} -G -f probed_fn -r -e -- {T} seq 100",
+    "err_no_symbol": "-o {P} -f no_such_function -b {T}",
+    "err_no_binary": "-o {P} -f probed_fn -b {T}.missing",
+    "err_dead_pid": "-o {P} -f probed_fn -r -p {DEAD} -b {T}",
+}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    d = readable_tmpdir("bpfshim-uprobe-")
+    p = build(d)
+    sides = [("bpfshim", Runtime(prefix="bpfshim-uprobe-rt-"))]
+    if unpriv_reason() is None:
+        sides.append(("bpfshim uid 65534", Runtime(unpriv=True, prefix="bpfshim-uprobe-rtu-")))
+    yield p, sides
+    for _, rt in sides:
+        rt.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def argv_of(case, p):
+    subst = {"{T}": p["target"], "{P}": p["plain.o"], "{G}": p["glob.o"],
+             "{OFF}": hex(func_offset(p["target"], "probed_fn")), "{DEAD}": str(dead_pid())}
+    argv = [p["loader"]]
+    for a in CASES[case].split():
+        argv.append(subst.get(a, a))
+    return argv
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_libbpf_uprobe(case, setup):
+    p, sides = setup
+    argv = argv_of(case, p)
+    res = {}
+    if kernel_bpf_reason() is None:
+        res["kernel"] = run(argv)
+    for name, rt in sides:
+        res[name] = run(rt.cmd(argv))
+    ref_name = "kernel" if "kernel" in res else "bpfshim"
+    rc_ref, out_ref, err_ref = res[ref_name]
+    if case.startswith("err_"):
+        assert rc_ref == 1 and out_ref.startswith("attach uprobe: "), f"{ref_name}: rc={rc_ref}\n{out_ref}\n{err_ref}"
+    else:
+        assert rc_ref == 0 and out_ref.rstrip().endswith("done"), f"{ref_name}: rc={rc_ref}\n{out_ref}\n{err_ref}"
+    fails = []
+    for name, (rc, out, err) in res.items():
+        if (rc, out) != (rc_ref, out_ref):
+            diff = "\n".join(difflib.unified_diff(out_ref.splitlines(), out.splitlines(), ref_name, name,
+                                                  lineterm="", n=2))
+            fails.append(f"{ref_name} rc={rc_ref} vs {name} rc={rc}\n{diff}\nstderr of {name}:\n{err}")
+    if fails:
+        pytest.fail("\n".join(fails))
+    if "kernel" not in res:
+        pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
