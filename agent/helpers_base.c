@@ -201,20 +201,28 @@ static u64 probe_read_user_str(u64 dst, u64 size, u64 src, u64 a4, u64 a5)
 	if (!size)
 		return 0;
 	while (i < size - 1) {
-		/* page by page, so an unmapped tail past the NUL does not fail the read */
+		/* page by page, so an unmapped tail past the NUL does not fail the
+		 * read; through a bounce buffer, since dst past the NUL must stay
+		 * as it was (strncpy_from_*_nofault) */
+		char tmp[256];
 		size_t chunk = 4096 - ((uintptr_t)(s + i) & 4095);
 		if (chunk > size - 1 - i)
 			chunk = size - 1 - i;
-		if (read_mem(d + i, s + i, chunk)) {
+		if (chunk > sizeof(tmp))
+			chunk = sizeof(tmp);
+		if (read_mem(tmp, s + i, chunk)) {
 			if (!i) {
 				memset(d, 0, size);
 				return err(EFAULT);
 			}
 			break;
 		}
-		char *z = memchr(d + i, 0, chunk);
-		if (z)
-			return (u64)(z - d + 1);
+		char *z = memchr(tmp, 0, chunk);
+		if (z) {
+			memcpy(d + i, tmp, (size_t)(z - tmp) + 1);
+			return (u64)(i + (size_t)(z - tmp) + 1);
+		}
+		memcpy(d + i, tmp, chunk);
 		i += chunk;
 	}
 	d[i] = 0;

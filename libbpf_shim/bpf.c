@@ -33,14 +33,14 @@ static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
 	return 0;
 }
 
-static long forward(int cmd, uint64_t uattr, const union bpf_attr *attr, unsigned int size)
+static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsigned int size)
 {
 	struct shim_reply rep;
-	struct { uint64_t uattr; union bpf_attr attr; } req;
+	struct { uint64_t uattr; union shim_attr attr; } req;
 	int err;
 
 	req.uattr = uattr;
-	memcpy(&req.attr, attr, sizeof(*attr));
+	memcpy(&req.attr, attr, size);
 	err = shim_request(SHIM_OP_BPF, cmd, size, &req, sizeof(req.uattr) + size, -1, &rep, NULL, 0);
 
 	if (err)
@@ -55,15 +55,15 @@ static long forward(int cmd, uint64_t uattr, const union bpf_attr *attr, unsigne
  * and copies happen outside map locks). */
 static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 {
-	union bpf_attr attr;
+	union shim_attr attr;
 	sigjmp_buf jb;
 	long r;
 
-	if (size > sizeof(attr)) {
-		int err = check_uarg_tail_zero(uattr, sizeof(attr), size);
+	if (size > SHIM_ATTR_SIZE) {
+		int err = check_uarg_tail_zero(uattr, SHIM_ATTR_SIZE, size);
 		if (err)
 			return shim_err(-err);
-		size = sizeof(attr);
+		size = SHIM_ATTR_SIZE;
 	}
 	if (!uattr)
 		return shim_err(EFAULT);
@@ -73,15 +73,15 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 	}
 	shim_uaccess_enter(&jb);
 	memcpy(&attr, (const void *)(uintptr_t)uattr, size);
-	memset((char *)&attr + size, 0, sizeof(attr) - size);
-	r = shim_map_cmd(cmd, &attr, uattr, size);
+	memset(attr.raw + size, 0, sizeof(attr) - size);
+	r = shim_map_cmd(cmd, &attr.a, uattr, size);
 	shim_uaccess_exit();
 	return r < 0 ? shim_err(-r) : r;
 }
 
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
-	union bpf_attr attr;
+	union shim_attr attr;
 	int err;
 
 	switch (cmd) {
@@ -93,11 +93,11 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 		return map_elem_cmd(cmd, uattr, size);
 	}
 
-	err = check_uarg_tail_zero(uattr, sizeof(attr), size);
+	err = check_uarg_tail_zero(uattr, SHIM_ATTR_SIZE, size);
 	if (err)
 		return shim_err(-err);
-	if (size > sizeof(attr))
-		size = sizeof(attr);
+	if (size > SHIM_ATTR_SIZE)
+		size = SHIM_ATTR_SIZE;
 	memset(&attr, 0, sizeof(attr));
 	if (shim_copy_from_user(&attr, uattr, size))
 		return shim_err(EFAULT);
@@ -107,11 +107,11 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
 	case BPF_MAP_UPDATE_BATCH:
 	case BPF_MAP_DELETE_BATCH: {
-		long r = shim_map_cmd(cmd, &attr, uattr, size);
+		long r = shim_map_cmd(cmd, &attr.a, uattr, size);
 		return r < 0 ? shim_err(-r) : r;
 	}
 	case BPF_PROG_TEST_RUN: {
-		long r = shim_prog_test_run(&attr, uattr);
+		long r = shim_prog_test_run(&attr.a, uattr);
 		return r < 0 ? shim_err(-r) : r;
 	}
 	default:

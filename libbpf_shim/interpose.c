@@ -219,12 +219,18 @@ BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 	}
 	if (h->attr.map_type == BPF_MAP_TYPE_RINGBUF)
 		return ringbuf_mmap(e, addr, len, prot, flags, off);
-	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY || !(h->attr.map_flags & BPF_F_MMAPABLE)) {
-		errno = h->attr.map_type == BPF_MAP_TYPE_ARRAY ? EINVAL : ENODEV;
+	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY) {
+		errno = 524;   /* ENOTSUPP: no map_mmap for this type */
 		return MAP_FAILED;
 	}
-	if (!(flags & MAP_SHARED)) {
+	if (!(h->attr.map_flags & BPF_F_MMAPABLE) || !(flags & MAP_SHARED)) {
 		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	if (e->f_flags & BPF_F_RDONLY) {
+		/* an fd opened read-only: the mmap core refuses a writable shared
+		 * mapping, and bpf_map_mmap() any other (measured on 6.18) */
+		errno = (prot & PROT_WRITE) ? EACCES : EINVAL;
 		return MAP_FAILED;
 	}
 	if (prot & PROT_WRITE) {
@@ -232,7 +238,7 @@ BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 			errno = EPERM;
 			return MAP_FAILED;
 		}
-		if (e->f_flags & BPF_F_RDONLY) {  /* fd opened read-only */
+		if (h->attr.map_flags & BPF_F_RDONLY_PROG) {
 			errno = EACCES;
 			return MAP_FAILED;
 		}

@@ -18,7 +18,7 @@ static __thread size_t attr_size;
 
 static int check_attr_tail(const unsigned char *a, size_t end)
 {
-	static const unsigned char zeros[sizeof(union bpf_attr)];
+	static const unsigned char zeros[sizeof(union shim_attr)];
 
 	if (end >= attr_size)
 		return 0;

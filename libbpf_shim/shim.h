@@ -13,6 +13,15 @@
 
 #define offsetofend(T, f) (offsetof(T, f) + sizeof(((T *)0)->f))
 
+/* sizeof(union bpf_attr) of the kernel bpfshim answers as (6.18); the uapi
+ * copy we compile with may be older and smaller. Bytes past the last field
+ * of every command, up to this size, are EINVAL; past it, E2BIG. */
+#define SHIM_ATTR_SIZE 168u
+union shim_attr {
+	union bpf_attr a;
+	unsigned char raw[SHIM_ATTR_SIZE > sizeof(union bpf_attr) ? SHIM_ATTR_SIZE : sizeof(union bpf_attr)];
+};
+
 /* ---- real libc entry points (resolved once with RTLD_NEXT) ---- */
 struct shim_real {
 	long (*syscall)(long, ...);
