@@ -2,24 +2,28 @@
  *
  *   stress PIN_DIR NPROC ITERS [KILL_ROUNDS]
  *
- * Runs four scenarios, each with NPROC worker processes (fork + exec of this
- * program, so every worker is a fresh loader):
+ * Worker processes are fork + exec of this program, so each is a fresh
+ * loader. Scenarios:
  *   lock       a hash map and an array map whose value is
- *              struct { struct bpf_spin_lock l; u32 pad; u64 a; u64 b; }
- *              (BTF built with btf__add_*). Each worker, ITERS times and on
- *              both maps: lookup(BPF_F_LOCK), check a == b (a torn value
- *              would differ), update(BPF_F_LOCK) with a = b = (id << 32 | i).
- *              Workers open the maps by bpf_obj_get() of pins.
- *   mmap       a BPF_F_MMAPABLE array, opened by bpf_obj_get(); each
- *              worker mmaps it and does ITERS __atomic_fetch_add on one
- *              u64: the total must be exactly NPROC * ITERS.
- *   kill-lock, kill-mmap
- *              the same with worker 0 killed by SIGKILL part-way (lock:
- *              KILL_ROUNDS rounds, each at a random point between 10% and
- *              90%; mmap: a quarter through): the others must finish within
- *              a deadline and the maps stay consistent.
+ *              struct { struct bpf_spin_lock l; u32 pad; u64 w[]; }
+ *              (BTF built with btf__add_*). NPROC workers, ITERS times on
+ *              both maps: lookup(BPF_F_LOCK), check that every w[] holds
+ *              the same number (a torn value would not), update(BPF_F_LOCK)
+ *              with all w[] = id << 32 | i. Maps opened by bpf_obj_get().
+ *   mmap       a BPF_F_MMAPABLE array opened by bpf_obj_get(); NPROC
+ *              workers mmap it and do ITERS __atomic_fetch_add on one u64:
+ *              the total must be exactly NPROC * ITERS.
+ *   kill-*     worker 0 killed by SIGKILL part-way; the others must finish
+ *              within a deadline, read no torn value, and leave the maps
+ *              consistent. kill-lock: as lock, KILL_ROUNDS rounds, the
+ *              victim dies between 10% and 90%; kill-lock-4k: 4 KiB values,
+ *              ITERS/20; kill-in-copy: 2 workers, 64 KiB values, ITERS/100,
+ *              20 * KILL_ROUNDS rounds, so the victim is often stopped
+ *              while it writes a value under the lock; kill-mmap: as mmap,
+ *              the victim stops a quarter through.
  *   inherit    one worker gets an mmapable array as a plain fd inherited
- *              over exec: update through it, and add through an mmap.
+ *              over exec, and updates it and adds through an mmap of it
+ *              (in both orders).
  * stdout carries only results that do not depend on timing (compared
  * with the kernel's); timings go to stderr.
  */
@@ -43,11 +47,12 @@
 #define MAXW 16
 #define DEADLINE_S 30
 
-struct val {
-	__u32 lock;   /* struct bpf_spin_lock */
-	__u32 pad;
-	__u64 a, b;
-};
+/* The value: struct bpf_spin_lock at 0, a u32 pad, then u64 words that all
+ * hold the same number; VSZ bytes in all (24, or 4096 / 65536 for the
+ * scenarios where much of a writer's time is spent copying under the lock). */
+#define MAXV 65536
+#define V_LOCK(p) ((__u32)((__u64 *)(p))[0])   /* little-endian: the low half */
+#define V_A(p) (*(__u64 *)((char *)(p) + 8))
 
 /* Shared between the parent and the workers (a memfd inherited over exec). */
 struct shared {
@@ -83,11 +88,28 @@ static void note_err(struct shared *sh, int id, int e)
 		sh->first_err[id] = e;
 }
 
-static int worker_lock(int id, long iters, const char *dir, struct shared *sh)
+/* Every u64 after the lock word carries the same number: a value read
+ * while half-written shows two (memcpy may write its ends last, so a and
+ * b alone would not show it). */
+static void fill(__u64 *v, int vsz, __u64 x)
+{
+	for (int j = 1; j < vsz / 8; j++)
+		v[j] = x;
+}
+
+static int all_equal(const __u64 *v, int vsz)
+{
+	for (int j = 2; j < vsz / 8; j++)
+		if (v[j] != v[1])
+			return 0;
+	return 1;
+}
+
+static int worker_lock(int id, long iters, const char *dir, struct shared *sh, int vsz)
 {
 	char p[512];
 	int fds[2];
-	struct val v;
+	__u64 v[MAXV / 8] = { 0 };
 	__u32 k = 0;
 
 	for (int m = 0; m < 2; m++) {
@@ -100,14 +122,13 @@ static int worker_lock(int id, long iters, const char *dir, struct shared *sh)
 	}
 	for (long i = 0; i < iters; i++) {
 		for (int m = 0; m < 2; m++) {
-			if (bpf_map_lookup_elem_flags(fds[m], &k, &v, BPF_F_LOCK))
+			if (bpf_map_lookup_elem_flags(fds[m], &k, v, BPF_F_LOCK))
 				note_err(sh, id, errno);
-			else if (v.a != v.b)
+			else if (!all_equal(v, vsz))
 				sh->torn[id]++;
-			v.lock = 0;
-			v.pad = 0;
-			v.a = v.b = ((__u64)id << 32) | (__u64)i;
-			if (bpf_map_update_elem(fds[m], &k, &v, BPF_F_LOCK | BPF_EXIST))
+			v[0] = 0;
+			fill(v, vsz, ((__u64)id << 32) | (__u64)i);
+			if (bpf_map_update_elem(fds[m], &k, v, BPF_F_LOCK | BPF_EXIST))
 				note_err(sh, id, errno);
 		}
 		sh->progress[id] = i + 1;
@@ -167,7 +188,7 @@ static int worker_inherit(int fd, struct shared *sh, int mmap_first)
 
 /* ---------------- parent ---------------- */
 
-static int make_btf(int *val_id, int *key_id)
+static int make_btf(int *val_id, int *key_id, int vsz)
 {
 	struct btf *btf = btf__new_empty();
 	int u32, u64, sl, vt;
@@ -176,11 +197,11 @@ static int make_btf(int *val_id, int *key_id)
 	u64 = btf__add_int(btf, "unsigned long long", 8, 0);
 	sl = btf__add_struct(btf, "bpf_spin_lock", 4);
 	btf__add_field(btf, "val", u32, 0, 0);
-	vt = btf__add_struct(btf, "val", sizeof(struct val));
+	vt = btf__add_struct(btf, "val", vsz);
 	btf__add_field(btf, "l", sl, 0, 0);
 	btf__add_field(btf, "pad", u32, 32, 0);
 	btf__add_field(btf, "a", u64, 64, 0);
-	btf__add_field(btf, "b", u64, 128, 0);
+	btf__add_field(btf, "b", u64, (vsz - 8) * 8, 0);
 	if (btf__load_into_kernel(btf)) {
 		printf("btf load: %s\n", strerrorname_np(errno));
 		return -1;
@@ -201,13 +222,15 @@ static int run_workers(const char *self, const char *mode, int nproc, long iters
 	double t0 = now();
 	/* the lock victim dies anywhere between 10% and 90% of its run, the
 	 * better to hit it inside a critical section in one of the rounds */
-	__u64 kill_at = strcmp(mode, "lock") ? (__u64)iters / 4
+	__u64 kill_at = strncmp(mode, "lock", 4) ? (__u64)iters / 4
 					     : (__u64)(iters * (0.1 + 0.8 * (rand() / (double)RAND_MAX)));
 
 	memset((void *)sh, 0, sizeof(*sh));
-	snprintf(it_s, sizeof(it_s), "%ld", iters);
 	snprintf(sh_s, sizeof(sh_s), "%d", shfd);
 	for (int i = 0; i < nproc; i++) {
+		/* a lock victim runs until it is killed, so it always dies
+		 * part-way however the CPUs were shared */
+		snprintf(it_s, sizeof(it_s), "%ld", kill0 && i == 0 && !strncmp(mode, "lock", 4) ? 0x7fffffffL : iters);
 		snprintf(id_s, sizeof(id_s), "%d", i);
 		pids[i] = fork();
 		if (pids[i] == 0) {
@@ -243,29 +266,29 @@ static int run_workers(const char *self, const char *mode, int nproc, long iters
 	return left;
 }
 
-static int lock_scenario(const char *self, const char *dir, int nproc, long iters, int shfd,
-			 struct shared *sh, int kill0)
+static int lock_scenario(const char *self, const char *name, const char *dir, int nproc, long iters, int shfd,
+			 struct shared *sh, int kill0, int vsz)
 {
-	const char *name = kill0 ? "kill-lock" : "lock";
-	char p[2][512];
+	char p[2][512], mode[32];
 	int bfd, vid, kid, fds[2], stuck, first = -1;
 	__u64 torn = 0, errs = 0;
 	double secs;
 	__u32 k = 0;
-	struct val v = { 0 };
+	__u64 v[MAXV / 8] = { 0 };
 
-	bfd = make_btf(&vid, &kid);
+	snprintf(mode, sizeof(mode), "lock:%d", vsz);
+	bfd = make_btf(&vid, &kid, vsz);
 	if (bfd < 0)
 		return 1;
 	for (int m = 0; m < 2; m++) {
 		LIBBPF_OPTS(bpf_map_create_opts, o, .btf_fd = bfd, .btf_key_type_id = kid, .btf_value_type_id = vid);
 		fds[m] = bpf_map_create(m ? BPF_MAP_TYPE_ARRAY : BPF_MAP_TYPE_HASH, m ? "lk_array" : "lk_hash",
-					4, sizeof(struct val), 4, &o);
+					4, vsz, 4, &o);
 		if (fds[m] < 0) {
 			printf("%s: create: %s\n", name, strerrorname_np(errno));
 			return 1;
 		}
-		if (bpf_map_update_elem(fds[m], &k, &v, BPF_ANY)) {
+		if (bpf_map_update_elem(fds[m], &k, v, BPF_ANY)) {
 			printf("%s: init: %s\n", name, strerrorname_np(errno));
 			return 1;
 		}
@@ -275,7 +298,7 @@ static int lock_scenario(const char *self, const char *dir, int nproc, long iter
 			return 1;
 		}
 	}
-	stuck = run_workers(self, "lock", nproc, iters, dir, shfd, sh, kill0, &secs);
+	stuck = run_workers(self, mode, nproc, iters, dir, shfd, sh, kill0, &secs);
 	for (int i = 0; i < nproc; i++) {
 		torn += sh->torn[i];
 		errs += sh->errs[i];
@@ -287,23 +310,25 @@ static int lock_scenario(const char *self, const char *dir, int nproc, long iter
 	       first >= 0 ? strerrorname_np(first) : "");
 	for (int m = 0; m < 2; m++) {
 		int finished = 0;
-		memset(&v, 0xff, sizeof(v));
-		if (bpf_map_lookup_elem_flags(fds[m], &k, &v, BPF_F_LOCK)) {
+		memset(v, 0xff, sizeof(v));
+		if (bpf_map_lookup_elem_flags(fds[m], &k, v, BPF_F_LOCK)) {
 			printf("%s: final lookup: %s\n", name, strerrorname_np(errno));
 			continue;
 		}
-		/* the last write was some surviving worker's last iteration */
-		for (int i = kill0 ? 1 : 0; i < nproc; i++)
-			if (v.a == (((__u64)i << 32) | (__u64)(iters - 1)))
+		/* the last write was some worker's last iteration; the victim's
+		 * is its progress, or one more if it died after the update */
+		for (int i = 0; i < nproc; i++) {
+			__u64 last = (kill0 && i == 0) ? sh->progress[0] : (__u64)iters;
+			if (V_A(v) == (((__u64)i << 32) | (last - 1)) || (kill0 && i == 0 && V_A(v) == (last | (__u64)i << 32)))
 				finished = 1;
-		printf("%s: %s final value: halves equal %d, a survivor's last write %d, lock word %u\n", name,
-		       m ? "array" : "hash", v.a == v.b, finished, v.lock);
+		}
+		printf("%s: %s final value: words equal %d, a worker's last write %d, lock word %u\n", name,
+		       m ? "array" : "hash", all_equal(v, vsz), finished, V_LOCK(v));
 		unlink(p[m]);
 		close(fds[m]);
 	}
 	if (kill0)
-		printf("%s: victim progress in (0, iterations): %d\n", name,
-		       sh->progress[0] > 0 && sh->progress[0] < (__u64)iters);
+		printf("%s: victim killed while running: %d\n", name, sh->progress[0] > 0 && sh->progress[0] < 0x7fffffffUL);
 	fprintf(stderr, "%s: %.2f s\n", name, secs);
 	close(bfd);
 	return 0;
@@ -397,8 +422,8 @@ int main(int argc, char **argv)
 		int id = atoi(argv[3]);
 		long iters = atol(argv[4]);
 		struct shared *sh = map_shared(atoi(argv[6]));
-		if (!strcmp(argv[2], "lock"))
-			return worker_lock(id, iters, argv[5], sh);
+		if (!strncmp(argv[2], "lock:", 5))
+			return worker_lock(id, iters, argv[5], sh, atoi(argv[2] + 5));
 		if (!strcmp(argv[2], "inherit"))
 			return worker_inherit(atoi(argv[5]), sh, id);
 		return worker_mmap(id, iters, argv[5], sh, !strcmp(argv[2], "mmap-kill"));
@@ -427,11 +452,17 @@ int main(int argc, char **argv)
 		printf("mkdir %s: %s\n", dir, strerrorname_np(errno));
 		return 1;
 	}
-	lock_scenario(self, dir, nproc, iters, shfd, sh, 0);
+	lock_scenario(self, "lock", dir, nproc, iters, shfd, sh, 0, 24);
 	mmap_scenario(self, dir, nproc, iters, shfd, sh, 0);
 	srand((unsigned)getpid() ^ (unsigned)(now() * 1e6));
 	for (int r = 0; r < kill_rounds; r++)
-		lock_scenario(self, dir, nproc, iters, shfd, sh, 1);
+		lock_scenario(self, "kill-lock", dir, nproc, iters, shfd, sh, 1, 24);
+	for (int r = 0; r < kill_rounds; r++)
+		lock_scenario(self, "kill-lock-4k", dir, nproc, iters / 20, shfd, sh, 1, 4096);
+	/* two writers, 64 KiB values: the victim spends about half its time
+	 * copying into the map under the lock, where SIGKILL may stop it */
+	for (int r = 0; r < 20 * kill_rounds; r++)
+		lock_scenario(self, "kill-in-copy", dir, 2, iters / 100, shfd, sh, 1, MAXV);
 	mmap_scenario(self, dir, nproc, iters, shfd, sh, 1);
 	inherit_scenario(self, shfd, sh);
 	if (rmdir(dir))
