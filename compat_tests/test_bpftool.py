@@ -149,6 +149,10 @@ STEPS = [
     (f"map freeze pinned {P}/q", ""),
     (f"map push pinned {P}/q value 1 0 0 0", ""),
     # listing
+    (f"map show name {PREFIX}h", ""),
+    (f"map show name {PREFIX}nosuch", ""),
+    (f"-f map show pinned {P}/h", ""),
+    (f"-j -f map show pinned {P}/a", ""),
     ("map list", "maps"),
     ("map show", "maps"),
     ("-j map list", "maps"),
