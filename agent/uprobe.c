@@ -279,6 +279,27 @@ static void after_fork_child(void)
 	start_follower();
 }
 
+/*
+ * Entry point for `bpfshim attach PID` (frida injects this library into a
+ * running process and calls it): `data` is the runtime directory of the
+ * caller's server. The constructors have run already, with the target's own
+ * environment; follow the caller's table from now on.
+ */
+BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
+{
+	if (stay_resident)
+		*stay_resident = 1;
+	if (data && *data) {
+		agent_pause();
+		setenv("BPFSHIM_RUNTIME_DIR", data, 1);
+		if (table) {
+			munmap((void *)table, sizeof(*table));
+			table = NULL;
+		}
+		agent_resume();
+	}
+}
+
 __attribute__((constructor(200))) static void uprobe_init(void)
 {
 	/* Probes that exist when the process starts are in place before main()
