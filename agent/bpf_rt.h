@@ -112,4 +112,20 @@ int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret);
 int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip,
 		       uint64_t *ret);
 
+
+/*
+ * Callbacks (bpf_loop; appended by the interpreter/helpers owner). The value
+ * a program holds for a callback (lddw src=BPF_PSEUDO_FUNC) is either
+ *   - BPF_RT_CB_INSN_TAG | insn index of the subprogram (the interpreter's
+ *     form: the helper runs it with bpf_interp_call on the current program), or
+ *   - the address of code (an AOT engine's form, bit 63 clear), called as
+ *     bpf_rt_callback_fn with the env of the running program.
+ * Tail calls: the loader side fills bpf_rt_prog_array_get (a prog_array map
+ * slot -> program, NULL if empty); while it is NULL every tail call fails.
+ */
+#define BPF_RT_CB_INSN_TAG (1ull << 63)
+typedef uint64_t (*bpf_rt_callback_fn)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
+				       const struct bpf_jit_env *env);
+extern const struct bpf_prog_rt *(*bpf_rt_prog_array_get)(void *map, uint32_t index);
+
 #endif

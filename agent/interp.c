@@ -1,319 +1,415 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The eBPF interpreter: the whole ISA with the semantics of the kernel's
- * ___bpf_prog_run() after the verifier's rewrites (division by zero gives
- * 0, modulo by zero leaves dst, signed division by -1 negates, shifts are
- * masked, 32-bit results are zero-extended). Always available; the
- * reference for the AOT engine.
+ * ___bpf_prog_run() after the verifier's rewrites (division by zero gives 0,
+ * modulo by zero leaves dst, signed division of INT_MIN by -1 gives INT_MIN
+ * and the modulo 0, shifts are masked, 32-bit results are zero-extended).
+ * Always available; the reference for the AOT engine.
  *
- * Dispatch is a computed goto over the opcode byte. bpf-to-bpf calls recurse
- * with a fresh 512-byte frame, at most BPF_RT_MAX_CALL_FRAMES deep. A
- * program that reads or writes where it must not faults, and the fault is
- * contained by bpf_prog_run().
+ * Dispatch is a computed goto over the opcode byte, as the kernel's
+ * interpreter. bpf-to-bpf calls and callbacks recurse with a fresh 512-byte
+ * stack frame, at most BPF_RT_MAX_CALL_FRAMES deep. Memory accesses are
+ * plain loads and stores: a program that touches what it must not faults,
+ * and bpf_prog_run() contains the fault. An instruction the loader should
+ * have refused (LD_ABS/LD_IND, unknown opcodes, kfunc calls, a missing
+ * helper) ends the run as a fault too.
  */
 #include <stdint.h>
+#include <signal.h>
 #include <string.h>
 #include "bpf_rt.h"
+#include "helpers/helpers.h"
 
+/* Newer than the 6.1 uapi copy. */
 #ifndef BPF_MEMSX
 #define BPF_MEMSX 0x80
 #endif
+#ifndef BPF_JCOND
+#define BPF_JCOND 0xe0
+#endif
+#ifndef BPF_LOAD_ACQ
 #define BPF_LOAD_ACQ 0x100
 #define BPF_STORE_REL 0x110
+#endif
+#define BPF_MAX_LOOPS (8 * 1024 * 1024) /* may_goto budget per frame */
 
-struct frame_ctx {
-	const struct bpf_prog_rt *prog;
-	int depth;
-};
-
-static uint64_t run(const struct frame_ctx *fc, uint32_t pc, const uint64_t args[5]);
-
-static inline uint64_t bswap_n(uint64_t v, int32_t bits)
-{
-	switch (bits) {
-	case 16: return __builtin_bswap16((uint16_t)v);
-	case 32: return __builtin_bswap32((uint32_t)v);
-	default: return __builtin_bswap64(v);
-	}
-}
-
-static inline uint64_t trunc_n(uint64_t v, int32_t bits)
-{
-	switch (bits) {
-	case 16: return (uint16_t)v;
-	case 32: return (uint32_t)v;
-	default: return v;
-	}
-}
-
-static inline int64_t sdiv64(int64_t a, int64_t b) { return b == -1 ? (int64_t)(0 - (uint64_t)a) : a / b; }
-static inline int64_t smod64(int64_t a, int64_t b) { return b == -1 ? 0 : a % b; }
-static inline int32_t sdiv32(int32_t a, int32_t b) { return b == -1 ? (int32_t)(0 - (uint32_t)a) : a / b; }
-static inline int32_t smod32(int32_t a, int32_t b) { return b == -1 ? 0 : a % b; }
+/* Unaligned, aliasing-safe views for the memory instructions. */
+typedef uint16_t u16_ua __attribute__((aligned(1), may_alias));
+typedef uint32_t u32_ua __attribute__((aligned(1), may_alias));
+typedef uint64_t u64_ua __attribute__((aligned(1), may_alias));
+typedef int16_t s16_ua __attribute__((aligned(1), may_alias));
+typedef int32_t s32_ua __attribute__((aligned(1), may_alias));
 
 static inline int tail_call_pending(void)
 {
 	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+
 	return rc && rc->tail_call_next;
 }
 
-static uint64_t run(const struct frame_ctx *fc, uint32_t pc, const uint64_t args[5])
+static inline const bpf_helper_fn *helper_table(const struct bpf_prog_rt *prog)
 {
-	const struct bpf_insn *insn = fc->prog->insns, *ip;
-	uint64_t r[11];
-	uint64_t stack[BPF_RT_STACK_SIZE / 8];
-	uint64_t s, d;
-
-	memset(r, 0, sizeof(r));
-	for (int i = 0; i < 5; i++)
-		r[i + 1] = args[i];
-	r[10] = (uint64_t)(uintptr_t)(stack + BPF_RT_STACK_SIZE / 8);
-
-	for (;;) {
-		ip = &insn[pc++];
-		uint8_t code = ip->code;
-		uint8_t dst = ip->dst_reg, src = ip->src_reg;
-		int16_t off = ip->off;
-		int32_t imm = ip->imm;
-
-		switch (code) {
-		/* ---- ALU64 ---- */
-#define ALU64(OP, EXPR)                                                   \
-		case BPF_ALU64 | OP | BPF_K: s = (uint64_t)(int64_t)imm; d = r[dst]; r[dst] = (EXPR); break; \
-		case BPF_ALU64 | OP | BPF_X: s = r[src]; d = r[dst]; r[dst] = (EXPR); break;
-		ALU64(BPF_ADD, d + s)
-		ALU64(BPF_SUB, d - s)
-		ALU64(BPF_MUL, d * s)
-		ALU64(BPF_OR, d | s)
-		ALU64(BPF_AND, d & s)
-		ALU64(BPF_XOR, d ^ s)
-		ALU64(BPF_LSH, d << (s & 63))
-		ALU64(BPF_RSH, d >> (s & 63))
-		ALU64(BPF_ARSH, (uint64_t)((int64_t)d >> (s & 63)))
-		ALU64(BPF_DIV, off ? (s ? (uint64_t)sdiv64((int64_t)d, (int64_t)s) : 0) : (s ? d / s : 0))
-		ALU64(BPF_MOD, off ? (s ? (uint64_t)smod64((int64_t)d, (int64_t)s) : d) : (s ? d % s : d))
-#undef ALU64
-		case BPF_ALU64 | BPF_MOV | BPF_K:
-			r[dst] = (uint64_t)(int64_t)imm;
-			break;
-		case BPF_ALU64 | BPF_MOV | BPF_X:
-			switch (off) {
-			case 8: r[dst] = (uint64_t)(int64_t)(int8_t)r[src]; break;
-			case 16: r[dst] = (uint64_t)(int64_t)(int16_t)r[src]; break;
-			case 32: r[dst] = (uint64_t)(int64_t)(int32_t)r[src]; break;
-			default: r[dst] = r[src]; break;
-			}
-			break;
-		case BPF_ALU64 | BPF_NEG:
-			r[dst] = 0 - r[dst];
-			break;
-		case BPF_ALU64 | BPF_END | BPF_TO_LE:   /* bswap, unconditional */
-			r[dst] = bswap_n(r[dst], imm);
-			break;
-
-		/* ---- ALU (32-bit, zero-extended) ---- */
-#define ALU32(OP, EXPR)                                                   \
-		case BPF_ALU | OP | BPF_K: { uint32_t s32 = (uint32_t)imm, d32 = (uint32_t)r[dst]; r[dst] = (uint32_t)(EXPR); break; } \
-		case BPF_ALU | OP | BPF_X: { uint32_t s32 = (uint32_t)r[src], d32 = (uint32_t)r[dst]; r[dst] = (uint32_t)(EXPR); break; }
-		ALU32(BPF_ADD, d32 + s32)
-		ALU32(BPF_SUB, d32 - s32)
-		ALU32(BPF_MUL, d32 * s32)
-		ALU32(BPF_OR, d32 | s32)
-		ALU32(BPF_AND, d32 & s32)
-		ALU32(BPF_XOR, d32 ^ s32)
-		ALU32(BPF_LSH, d32 << (s32 & 31))
-		ALU32(BPF_RSH, d32 >> (s32 & 31))
-		ALU32(BPF_ARSH, (uint32_t)((int32_t)d32 >> (s32 & 31)))
-		ALU32(BPF_DIV, off ? (s32 ? (uint32_t)sdiv32((int32_t)d32, (int32_t)s32) : 0) : (s32 ? d32 / s32 : 0))
-		ALU32(BPF_MOD, off ? (s32 ? (uint32_t)smod32((int32_t)d32, (int32_t)s32) : d32) : (s32 ? d32 % s32 : d32))
-#undef ALU32
-		case BPF_ALU | BPF_MOV | BPF_K:
-			r[dst] = (uint32_t)imm;
-			break;
-		case BPF_ALU | BPF_MOV | BPF_X:
-			switch (off) {
-			case 8: r[dst] = (uint32_t)(int32_t)(int8_t)r[src]; break;
-			case 16: r[dst] = (uint32_t)(int32_t)(int16_t)r[src]; break;
-			default: r[dst] = (uint32_t)r[src]; break;
-			}
-			break;
-		case BPF_ALU | BPF_NEG:
-			r[dst] = (uint32_t)(0 - (uint32_t)r[dst]);
-			break;
-		case BPF_ALU | BPF_END | BPF_TO_LE:
-			r[dst] = trunc_n(r[dst], imm);
-			break;
-		case BPF_ALU | BPF_END | BPF_TO_BE:
-			r[dst] = bswap_n(r[dst], imm);
-			break;
-
-		/* ---- jumps ---- */
-		case BPF_JMP | BPF_JA:
-			pc += off;
-			break;
-		case BPF_JMP32 | BPF_JA:   /* gotol */
-			pc += imm;
-			break;
-#define JMP(OP, CMP64, CMP32)                                                        \
-		case BPF_JMP | OP | BPF_K: s = (uint64_t)(int64_t)imm; d = r[dst]; if (CMP64) pc += off; break; \
-		case BPF_JMP | OP | BPF_X: s = r[src]; d = r[dst]; if (CMP64) pc += off; break;             \
-		case BPF_JMP32 | OP | BPF_K: s = (uint32_t)imm; d = (uint32_t)r[dst]; if (CMP32) pc += off; break; \
-		case BPF_JMP32 | OP | BPF_X: s = (uint32_t)r[src]; d = (uint32_t)r[dst]; if (CMP32) pc += off; break;
-		JMP(BPF_JEQ, d == s, d == s)
-		JMP(BPF_JNE, d != s, d != s)
-		JMP(BPF_JGT, d > s, d > s)
-		JMP(BPF_JGE, d >= s, d >= s)
-		JMP(BPF_JLT, d < s, d < s)
-		JMP(BPF_JLE, d <= s, d <= s)
-		JMP(BPF_JSET, d & s, d & s)
-		JMP(BPF_JSGT, (int64_t)d > (int64_t)s, (int32_t)d > (int32_t)s)
-		JMP(BPF_JSGE, (int64_t)d >= (int64_t)s, (int32_t)d >= (int32_t)s)
-		JMP(BPF_JSLT, (int64_t)d < (int64_t)s, (int32_t)d < (int32_t)s)
-		JMP(BPF_JSLE, (int64_t)d <= (int64_t)s, (int32_t)d <= (int32_t)s)
-#undef JMP
-		case BPF_JMP | BPF_CALL:
-			if (src == 1) {   /* BPF_PSEUDO_CALL: a subprogram, in a new frame */
-				struct frame_ctx sub = { fc->prog, fc->depth + 1 };
-				if (sub.depth >= BPF_RT_MAX_CALL_FRAMES)
-					__builtin_trap();   /* the kernel refuses such programs at load */
-				r[0] = run(&sub, (uint32_t)((int32_t)pc + imm), &r[1]);
-			} else {
-				bpf_helper_fn fn = (uint32_t)imm < BPF_RT_HELPER_MAX ? fc->prog->env.helpers[imm] : NULL;
-				if (!fn)
-					__builtin_trap();
-				r[0] = fn(r[1], r[2], r[3], r[4], r[5]);
-			}
-			if (imm == BPF_FUNC_tail_call && !src && tail_call_pending())
-				return r[0];
-			if (src == 1 && tail_call_pending())
-				return r[0];
-			break;
-		case BPF_JMP | BPF_CALL | BPF_X: {   /* callx: the helper id in dst */
-			uint64_t id = r[dst];
-			bpf_helper_fn fn = id < BPF_RT_HELPER_MAX ? fc->prog->env.helpers[id] : NULL;
-			if (!fn)
-				__builtin_trap();
-			r[0] = fn(r[1], r[2], r[3], r[4], r[5]);
-			break;
-		}
-		case BPF_JMP | BPF_EXIT:
-			return r[0];
-
-		/* ---- memory ---- */
-#define LDX(SZ, T) case BPF_LDX | BPF_MEM | SZ: { T v; memcpy(&v, (const void *)(uintptr_t)(r[src] + off), sizeof(v)); r[dst] = v; break; }
-		LDX(BPF_B, uint8_t)
-		LDX(BPF_H, uint16_t)
-		LDX(BPF_W, uint32_t)
-		LDX(BPF_DW, uint64_t)
-#undef LDX
-#define LDSX(SZ, T) case BPF_LDX | BPF_MEMSX | SZ: { T v; memcpy(&v, (const void *)(uintptr_t)(r[src] + off), sizeof(v)); r[dst] = (uint64_t)(int64_t)v; break; }
-		LDSX(BPF_B, int8_t)
-		LDSX(BPF_H, int16_t)
-		LDSX(BPF_W, int32_t)
-#undef LDSX
-#define ST(SZ, T) case BPF_ST | BPF_MEM | SZ: { T v = (T)(int64_t)imm; memcpy((void *)(uintptr_t)(r[dst] + off), &v, sizeof(v)); break; }
-		ST(BPF_B, uint8_t)
-		ST(BPF_H, uint16_t)
-		ST(BPF_W, uint32_t)
-		ST(BPF_DW, uint64_t)
-#undef ST
-#define STX(SZ, T) case BPF_STX | BPF_MEM | SZ: { T v = (T)r[src]; memcpy((void *)(uintptr_t)(r[dst] + off), &v, sizeof(v)); break; }
-		STX(BPF_B, uint8_t)
-		STX(BPF_H, uint16_t)
-		STX(BPF_W, uint32_t)
-		STX(BPF_DW, uint64_t)
-#undef STX
-		case BPF_STX | BPF_ATOMIC | BPF_W: {
-			uint32_t *p = (uint32_t *)(uintptr_t)(r[dst] + off), old, v = (uint32_t)r[src];
-			switch (imm) {
-			case BPF_ADD: __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_OR: __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_AND: __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XOR: __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_ADD | BPF_FETCH: r[src] = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_OR | BPF_FETCH: r[src] = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_AND | BPF_FETCH: r[src] = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XOR | BPF_FETCH: r[src] = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XCHG: r[src] = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_CMPXCHG:
-				old = (uint32_t)r[0];
-				__atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-				r[0] = old;
-				break;
-			case BPF_LOAD_ACQ: r[dst] = __atomic_load_n((uint32_t *)(uintptr_t)(r[src] + off), __ATOMIC_ACQUIRE); break;
-			case BPF_STORE_REL: __atomic_store_n(p, v, __ATOMIC_RELEASE); break;
-			default: __builtin_trap();
-			}
-			break;
-		}
-		case BPF_STX | BPF_ATOMIC | BPF_DW: {
-			uint64_t *p = (uint64_t *)(uintptr_t)(r[dst] + off), old, v = r[src];
-			switch (imm) {
-			case BPF_ADD: __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_OR: __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_AND: __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XOR: __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_ADD | BPF_FETCH: r[src] = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_OR | BPF_FETCH: r[src] = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_AND | BPF_FETCH: r[src] = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XOR | BPF_FETCH: r[src] = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_XCHG: r[src] = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); break;
-			case BPF_CMPXCHG:
-				old = r[0];
-				__atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-				r[0] = old;
-				break;
-			case BPF_LOAD_ACQ: r[dst] = __atomic_load_n((uint64_t *)(uintptr_t)(r[src] + off), __ATOMIC_ACQUIRE); break;
-			case BPF_STORE_REL: __atomic_store_n(p, v, __ATOMIC_RELEASE); break;
-			default: __builtin_trap();
-			}
-			break;
-		}
-		case BPF_LD | BPF_IMM | BPF_DW: {
-			uint64_t lo = (uint32_t)imm, hi = (uint32_t)insn[pc].imm;
-			switch (src) {
-			case 0: r[dst] = lo | hi << 32; break;
-			case BPF_PSEUDO_MAP_IDX: r[dst] = (uint64_t)(uintptr_t)fc->prog->maps[imm]; break;
-			case BPF_PSEUDO_MAP_IDX_VALUE:
-				r[dst] = (uint64_t)(uintptr_t)fc->prog->map_values[imm] + (uint32_t)insn[pc].imm;
-				break;
-			case 4: /* BPF_PSEUDO_FUNC: the callback's instruction index (bpf_loop) */
-				r[dst] = (uint64_t)((int64_t)pc + imm);
-				break;
-			default: __builtin_trap();   /* BTF_ID: not here */
-			}
-			pc++;
-			break;
-		}
-		default:
-			__builtin_trap();   /* LD_ABS/IND and anything the loader should have refused */
-		}
-	}
+	return prog->env.helpers ? prog->env.helpers : bpf_helpers;
 }
 
-/* Call a subprogram of the running program (callbacks of bpf_loop). */
+/* One frame: runs from `insn` until BPF_EXIT (or a pending tail call) with
+ * r1..r5 from args. */
+static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn, const uint64_t *args)
+{
+	uint64_t regs[11];
+	uint64_t stack[BPF_RT_STACK_SIZE / 8];
+	uint64_t may_goto_cnt = BPF_MAX_LOOPS;
+	const struct bpf_insn *const start = prog->insns;
+
+#define ALU_OPS(OP) \
+	[BPF_ALU64 | OP | BPF_X] = &&ALU64_##OP##_X, [BPF_ALU64 | OP | BPF_K] = &&ALU64_##OP##_K, \
+	[BPF_ALU | OP | BPF_X] = &&ALU_##OP##_X, [BPF_ALU | OP | BPF_K] = &&ALU_##OP##_K
+#define JMP_OPS(OP) \
+	[BPF_JMP | OP | BPF_X] = &&JMP_##OP##_X, [BPF_JMP | OP | BPF_K] = &&JMP_##OP##_K, \
+	[BPF_JMP32 | OP | BPF_X] = &&JMP32_##OP##_X, [BPF_JMP32 | OP | BPF_K] = &&JMP32_##OP##_K
+#define MEM_OPS(SZ) \
+	[BPF_LDX | BPF_MEM | SZ] = &&LDX_##SZ, [BPF_ST | BPF_MEM | SZ] = &&ST_##SZ, \
+	[BPF_STX | BPF_MEM | SZ] = &&STX_##SZ, [BPF_STX | BPF_ATOMIC | SZ] = &&ATOMIC_##SZ
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init"
+	static const void *const jumptable[256] = {
+		[0 ... 255] = &&bad_insn,
+		ALU_OPS(BPF_ADD), ALU_OPS(BPF_SUB), ALU_OPS(BPF_MUL), ALU_OPS(BPF_DIV),
+		ALU_OPS(BPF_OR), ALU_OPS(BPF_AND), ALU_OPS(BPF_LSH), ALU_OPS(BPF_RSH),
+		ALU_OPS(BPF_MOD), ALU_OPS(BPF_XOR), ALU_OPS(BPF_MOV), ALU_OPS(BPF_ARSH),
+		[BPF_ALU64 | BPF_NEG] = &&ALU64_NEG, [BPF_ALU | BPF_NEG] = &&ALU_NEG,
+		[BPF_ALU | BPF_END | BPF_TO_LE] = &&ALU_END_LE, [BPF_ALU | BPF_END | BPF_TO_BE] = &&ALU_END_BE,
+		[BPF_ALU64 | BPF_END | BPF_TO_LE] = &&ALU64_BSWAP,
+		JMP_OPS(BPF_JEQ), JMP_OPS(BPF_JNE), JMP_OPS(BPF_JGT), JMP_OPS(BPF_JGE),
+		JMP_OPS(BPF_JLT), JMP_OPS(BPF_JLE), JMP_OPS(BPF_JSET), JMP_OPS(BPF_JSGT),
+		JMP_OPS(BPF_JSGE), JMP_OPS(BPF_JSLT), JMP_OPS(BPF_JSLE),
+		[BPF_JMP | BPF_JA] = &&JMP_JA, [BPF_JMP32 | BPF_JA] = &&JMP32_JA,
+		[BPF_JMP | BPF_JCOND] = &&JMP_JCOND,
+		[BPF_JMP | BPF_CALL] = &&JMP_CALL, [BPF_JMP | BPF_CALL | BPF_X] = &&JMP_CALLX,
+		[BPF_JMP | BPF_EXIT] = &&JMP_EXIT,
+		MEM_OPS(BPF_B), MEM_OPS(BPF_H), MEM_OPS(BPF_W), MEM_OPS(BPF_DW),
+		[BPF_LDX | BPF_MEMSX | BPF_B] = &&LDSX_B, [BPF_LDX | BPF_MEMSX | BPF_H] = &&LDSX_H,
+		[BPF_LDX | BPF_MEMSX | BPF_W] = &&LDSX_W,
+		[BPF_LD | BPF_IMM | BPF_DW] = &&LD_IMM_DW,
+	};
+#pragma GCC diagnostic pop
+#undef ALU_OPS
+#undef JMP_OPS
+#undef MEM_OPS
+
+#define DST regs[insn->dst_reg]
+#define SRC regs[insn->src_reg]
+#define IMM insn->imm
+#define OFF insn->off
+#define CONT ({ insn++; goto *jumptable[insn->code]; })
+
+	memcpy(&regs[1], args, 5 * sizeof(uint64_t));
+	regs[0] = 0;
+	regs[10] = (uint64_t)(uintptr_t)(stack + BPF_RT_STACK_SIZE / 8);
+	goto *jumptable[insn->code];
+
+	/* ---- ALU ---- */
+#define ALU(OP, EXPR)                                                                       \
+	ALU64_##OP##_X: DST = DST EXPR SRC; CONT;                                           \
+	ALU64_##OP##_K: DST = DST EXPR (uint64_t)(int64_t)IMM; CONT;                        \
+	ALU_##OP##_X: DST = (uint32_t)((uint32_t)DST EXPR (uint32_t)SRC); CONT;             \
+	ALU_##OP##_K: DST = (uint32_t)((uint32_t)DST EXPR (uint32_t)IMM); CONT;
+	ALU(BPF_ADD, +)
+	ALU(BPF_SUB, -)
+	ALU(BPF_AND, &)
+	ALU(BPF_OR, |)
+	ALU(BPF_XOR, ^)
+	ALU(BPF_MUL, *)
+#undef ALU
+#define SHIFT(OP, EXPR64, EXPR32)                                                          \
+	ALU64_##OP##_X: DST = EXPR64(DST, SRC & 63); CONT;                                  \
+	ALU64_##OP##_K: DST = EXPR64(DST, IMM & 63); CONT;                                  \
+	ALU_##OP##_X: DST = (uint32_t)EXPR32((uint32_t)DST, SRC & 31); CONT;                \
+	ALU_##OP##_K: DST = (uint32_t)EXPR32((uint32_t)DST, IMM & 31); CONT;
+#define LSH(a, n) ((a) << (n))
+#define RSH(a, n) ((a) >> (n))
+#define ARSH64(a, n) ((uint64_t)((int64_t)(a) >> (n)))
+#define ARSH32(a, n) ((uint32_t)((int32_t)(a) >> (n)))
+	SHIFT(BPF_LSH, LSH, LSH)
+	SHIFT(BPF_RSH, RSH, RSH)
+	SHIFT(BPF_ARSH, ARSH64, ARSH32)
+#undef SHIFT
+	ALU64_NEG: DST = 0 - DST; CONT;
+	ALU_NEG: DST = (uint32_t)(0 - (uint32_t)DST); CONT;
+	ALU64_BPF_MOV_X:
+		switch (OFF) {
+		case 8: DST = (uint64_t)(int64_t)(int8_t)SRC; break;
+		case 16: DST = (uint64_t)(int64_t)(int16_t)SRC; break;
+		case 32: DST = (uint64_t)(int64_t)(int32_t)SRC; break;
+		default: DST = SRC; break;
+		}
+		CONT;
+	ALU64_BPF_MOV_K: DST = (uint64_t)(int64_t)IMM; CONT;
+	ALU_BPF_MOV_X:
+		switch (OFF) {
+		case 8: DST = (uint32_t)(int32_t)(int8_t)SRC; break;
+		case 16: DST = (uint32_t)(int32_t)(int16_t)SRC; break;
+		default: DST = (uint32_t)SRC; break;
+		}
+		CONT;
+	ALU_BPF_MOV_K: DST = (uint32_t)IMM; CONT;
+
+	/* Division: off = 1 is signed (sdiv/smod). The kernel's interpreter
+	 * divides by 0 as 0 and leaves dst for a modulo by 0 (the verifier's
+	 * rewrite); INT_MIN / -1 is INT_MIN and INT_MIN % -1 is 0 (div64_s64
+	 * on x86 would trap; the kernel's JIT special-cases -1 the same way). */
+#define DIV64(v) do {                                                                       \
+		uint64_t s_ = (v);                                                          \
+		if (!s_) DST = 0;                                                           \
+		else if (OFF != 1) DST = DST / s_;                                          \
+		else if ((int64_t)s_ == -1) DST = 0 - DST;                                  \
+		else DST = (uint64_t)((int64_t)DST / (int64_t)s_);                          \
+	} while (0)
+#define MOD64(v) do {                                                                       \
+		uint64_t s_ = (v);                                                          \
+		if (!s_) break;                                                             \
+		else if (OFF != 1) DST = DST % s_;                                          \
+		else if ((int64_t)s_ == -1) DST = 0;                                        \
+		else DST = (uint64_t)((int64_t)DST % (int64_t)s_);                          \
+	} while (0)
+#define DIV32(v) do {                                                                       \
+		uint32_t s_ = (v), d_ = (uint32_t)DST;                                      \
+		if (!s_) DST = 0;                                                           \
+		else if (OFF != 1) DST = d_ / s_;                                           \
+		else if ((int32_t)s_ == -1) DST = (uint32_t)(0 - d_);                       \
+		else DST = (uint32_t)((int32_t)d_ / (int32_t)s_);                           \
+	} while (0)
+#define MOD32(v) do {                                                                       \
+		uint32_t s_ = (v), d_ = (uint32_t)DST;                                      \
+		if (!s_) DST = d_;                                                          \
+		else if (OFF != 1) DST = d_ % s_;                                           \
+		else if ((int32_t)s_ == -1) DST = 0;                                        \
+		else DST = (uint32_t)((int32_t)d_ % (int32_t)s_);                           \
+	} while (0)
+	ALU64_BPF_DIV_X: DIV64(SRC); CONT;
+	ALU64_BPF_DIV_K: DIV64((uint64_t)(int64_t)IMM); CONT;
+	ALU64_BPF_MOD_X: MOD64(SRC); CONT;
+	ALU64_BPF_MOD_K: MOD64((uint64_t)(int64_t)IMM); CONT;
+	ALU_BPF_DIV_X: DIV32((uint32_t)SRC); CONT;
+	ALU_BPF_DIV_K: DIV32((uint32_t)IMM); CONT;
+	ALU_BPF_MOD_X: MOD32((uint32_t)SRC); CONT;
+	ALU_BPF_MOD_K: MOD32((uint32_t)IMM); CONT;
+
+	/* Byte order: class ALU converts from/to little (truncation on x86) or
+	 * big endian; class ALU64 TO_LE is the unconditional bswap. */
+	ALU_END_LE:
+		switch (IMM) {
+		case 16: DST = (uint16_t)DST; break;
+		case 32: DST = (uint32_t)DST; break;
+		case 64: break;
+		default: goto bad_insn;
+		}
+		CONT;
+	ALU_END_BE:
+	ALU64_BSWAP:
+		switch (IMM) {
+		case 16: DST = __builtin_bswap16((uint16_t)DST); break;
+		case 32: DST = __builtin_bswap32((uint32_t)DST); break;
+		case 64: DST = __builtin_bswap64(DST); break;
+		default: goto bad_insn;
+		}
+		CONT;
+
+	/* ---- jumps ---- */
+	JMP_JA: insn += OFF; CONT;
+	JMP32_JA: insn += IMM; CONT;   /* gotol */
+#define COND(OP, UT64, UT32, CMP)                                                           \
+	JMP_##OP##_X: if ((UT64)DST CMP (UT64)SRC) insn += OFF; CONT;                       \
+	JMP_##OP##_K: if ((UT64)DST CMP (UT64)(int64_t)IMM) insn += OFF; CONT;              \
+	JMP32_##OP##_X: if ((UT32)DST CMP (UT32)SRC) insn += OFF; CONT;                     \
+	JMP32_##OP##_K: if ((UT32)DST CMP (UT32)IMM) insn += OFF; CONT;
+	COND(BPF_JEQ, uint64_t, uint32_t, ==)
+	COND(BPF_JNE, uint64_t, uint32_t, !=)
+	COND(BPF_JGT, uint64_t, uint32_t, >)
+	COND(BPF_JGE, uint64_t, uint32_t, >=)
+	COND(BPF_JLT, uint64_t, uint32_t, <)
+	COND(BPF_JLE, uint64_t, uint32_t, <=)
+	COND(BPF_JSGT, int64_t, int32_t, >)
+	COND(BPF_JSGE, int64_t, int32_t, >=)
+	COND(BPF_JSLT, int64_t, int32_t, <)
+	COND(BPF_JSLE, int64_t, int32_t, <=)
+#undef COND
+	JMP_BPF_JSET_X: if (DST & SRC) insn += OFF; CONT;
+	JMP_BPF_JSET_K: if (DST & (uint64_t)(int64_t)IMM) insn += OFF; CONT;
+	JMP32_BPF_JSET_X: if ((uint32_t)DST & (uint32_t)SRC) insn += OFF; CONT;
+	JMP32_BPF_JSET_K: if ((uint32_t)DST & (uint32_t)IMM) insn += OFF; CONT;
+	JMP_JCOND:   /* may_goto, as the verifier rewrites it: a loop budget */
+		if (insn->src_reg != 0)
+			goto bad_insn;
+		if (!may_goto_cnt)
+			insn += OFF;
+		else
+			may_goto_cnt--;
+		CONT;
+
+	/* ---- calls ---- */
+	JMP_CALL:
+		if (insn->src_reg == BPF_PSEUDO_CALL) {
+			/* a subprogram: new frame, r1-r5 passed, r6-r9 kept here */
+			if (bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
+				bpf_rt_fault(SIGSEGV);   /* the kernel refuses it at load */
+			bpf_rt_call_depth++;
+			regs[0] = run(prog, insn + IMM + 1, &regs[1]);
+			bpf_rt_call_depth--;
+			if (tail_call_pending())
+				return regs[0];
+			CONT;
+		}
+		if (insn->src_reg != 0)
+			goto bad_insn;   /* kfuncs */
+		{
+			bpf_helper_fn fn = (uint32_t)IMM < BPF_RT_HELPER_MAX ? helper_table(prog)[IMM] : NULL;
+			if (!fn)
+				goto bad_insn;
+			regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
+		}
+		/* bpf_tail_call: the run loop continues with the target */
+		if (IMM == BPF_FUNC_tail_call && tail_call_pending())
+			return regs[0];
+		CONT;
+	JMP_CALLX: {   /* callx: the helper id in dst */
+		bpf_helper_fn fn = DST < BPF_RT_HELPER_MAX ? helper_table(prog)[DST] : NULL;
+		uint64_t id = DST;
+		if (!fn)
+			goto bad_insn;
+		regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
+		if (id == BPF_FUNC_tail_call && tail_call_pending())
+			return regs[0];
+		CONT;
+	}
+	JMP_EXIT:
+		return regs[0];
+
+	/* ---- memory ---- */
+	LDX_BPF_B: DST = *(const uint8_t *)(uintptr_t)(SRC + OFF); CONT;
+	LDX_BPF_H: DST = *(const u16_ua *)(uintptr_t)(SRC + OFF); CONT;
+	LDX_BPF_W: DST = *(const u32_ua *)(uintptr_t)(SRC + OFF); CONT;
+	LDX_BPF_DW: DST = *(const u64_ua *)(uintptr_t)(SRC + OFF); CONT;
+	LDSX_B: DST = (uint64_t)(int64_t)*(const int8_t *)(uintptr_t)(SRC + OFF); CONT;
+	LDSX_H: DST = (uint64_t)(int64_t)*(const s16_ua *)(uintptr_t)(SRC + OFF); CONT;
+	LDSX_W: DST = (uint64_t)(int64_t)*(const s32_ua *)(uintptr_t)(SRC + OFF); CONT;
+	ST_BPF_B: *(uint8_t *)(uintptr_t)(DST + OFF) = (uint8_t)IMM; CONT;
+	ST_BPF_H: *(u16_ua *)(uintptr_t)(DST + OFF) = (uint16_t)IMM; CONT;
+	ST_BPF_W: *(u32_ua *)(uintptr_t)(DST + OFF) = (uint32_t)IMM; CONT;
+	ST_BPF_DW: *(u64_ua *)(uintptr_t)(DST + OFF) = (uint64_t)(int64_t)IMM; CONT;
+	STX_BPF_B: *(uint8_t *)(uintptr_t)(DST + OFF) = (uint8_t)SRC; CONT;
+	STX_BPF_H: *(u16_ua *)(uintptr_t)(DST + OFF) = (uint16_t)SRC; CONT;
+	STX_BPF_W: *(u32_ua *)(uintptr_t)(DST + OFF) = (uint32_t)SRC; CONT;
+	STX_BPF_DW: *(u64_ua *)(uintptr_t)(DST + OFF) = SRC; CONT;
+
+	/* Atomics (BPF_STX | BPF_XADD is the same opcode with imm = BPF_ADD).
+	 * 32-bit results are zero-extended, as the kernel's (u32) casts. */
+#define ATOMIC(SZ, T)                                                                       \
+	ATOMIC_##SZ: {                                                                      \
+		T *p_ = (T *)(uintptr_t)(DST + OFF);                                        \
+		T v_ = (T)SRC;                                                              \
+		switch (IMM) {                                                              \
+		case BPF_ADD: __atomic_fetch_add(p_, v_, __ATOMIC_SEQ_CST); break;         \
+		case BPF_AND: __atomic_fetch_and(p_, v_, __ATOMIC_SEQ_CST); break;         \
+		case BPF_OR: __atomic_fetch_or(p_, v_, __ATOMIC_SEQ_CST); break;           \
+		case BPF_XOR: __atomic_fetch_xor(p_, v_, __ATOMIC_SEQ_CST); break;         \
+		case BPF_ADD | BPF_FETCH: SRC = __atomic_fetch_add(p_, v_, __ATOMIC_SEQ_CST); break; \
+		case BPF_AND | BPF_FETCH: SRC = __atomic_fetch_and(p_, v_, __ATOMIC_SEQ_CST); break; \
+		case BPF_OR | BPF_FETCH: SRC = __atomic_fetch_or(p_, v_, __ATOMIC_SEQ_CST); break;   \
+		case BPF_XOR | BPF_FETCH: SRC = __atomic_fetch_xor(p_, v_, __ATOMIC_SEQ_CST); break; \
+		case BPF_XCHG: SRC = __atomic_exchange_n(p_, v_, __ATOMIC_SEQ_CST); break; \
+		case BPF_CMPXCHG: {                                                         \
+			T old_ = (T)regs[0];                                                \
+			__atomic_compare_exchange_n(p_, &old_, v_, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); \
+			regs[0] = old_;                                                     \
+			break;                                                              \
+		}                                                                           \
+		case BPF_LOAD_ACQ: DST = __atomic_load_n((T *)(uintptr_t)(SRC + OFF), __ATOMIC_ACQUIRE); break; \
+		case BPF_STORE_REL: __atomic_store_n(p_, v_, __ATOMIC_RELEASE); break;     \
+		default: goto bad_insn;                                                     \
+		}                                                                           \
+		CONT;                                                                       \
+	}
+	ATOMIC(BPF_W, uint32_t)
+	ATOMIC(BPF_DW, uint64_t)
+#undef ATOMIC
+	/* 8- and 16-bit: only load-acquire / store-release exist */
+	ATOMIC_BPF_B:
+		if (IMM == BPF_LOAD_ACQ)
+			DST = __atomic_load_n((uint8_t *)(uintptr_t)(SRC + OFF), __ATOMIC_ACQUIRE);
+		else if (IMM == BPF_STORE_REL)
+			__atomic_store_n((uint8_t *)(uintptr_t)(DST + OFF), (uint8_t)SRC, __ATOMIC_RELEASE);
+		else
+			goto bad_insn;
+		CONT;
+	ATOMIC_BPF_H:
+		if (IMM == BPF_LOAD_ACQ)
+			DST = __atomic_load_n((uint16_t *)(uintptr_t)(SRC + OFF), __ATOMIC_ACQUIRE);
+		else if (IMM == BPF_STORE_REL)
+			__atomic_store_n((uint16_t *)(uintptr_t)(DST + OFF), (uint16_t)SRC, __ATOMIC_RELEASE);
+		else
+			goto bad_insn;
+		CONT;
+
+	/* ---- 64-bit immediates and relocated map references ---- */
+	LD_IMM_DW:
+		switch (insn->src_reg) {
+		case 0:
+			DST = (uint64_t)(uint32_t)IMM | (uint64_t)(uint32_t)insn[1].imm << 32;
+			break;
+		case BPF_PSEUDO_MAP_IDX:
+			if ((uint32_t)IMM >= prog->nr_maps)
+				goto bad_insn;
+			DST = (uint64_t)(uintptr_t)prog->maps[IMM];
+			break;
+		case BPF_PSEUDO_MAP_IDX_VALUE:
+			if ((uint32_t)IMM >= prog->nr_maps || !prog->map_values || !prog->map_values[IMM])
+				goto bad_insn;
+			DST = (uint64_t)(uintptr_t)prog->map_values[IMM] + (uint32_t)insn[1].imm;
+			break;
+		case BPF_PSEUDO_FUNC:   /* a callback (bpf_loop): its insn index, tagged */
+			DST = BPF_RT_CB_INSN_TAG | (uint64_t)(insn + 1 + IMM - start);
+			break;
+		default:
+			goto bad_insn;
+		}
+		insn++;
+		CONT;
+
+	bad_insn:
+		bpf_rt_fault(SIGILL);
+#undef DST
+#undef SRC
+#undef IMM
+#undef OFF
+#undef CONT
+}
+
 uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
 			 uint64_t r3, uint64_t r4, uint64_t r5)
 {
-	struct frame_ctx fc = { prog, 1 };
-	uint64_t args[5] = { r1, r2, r3, r4, r5 };
+	const uint64_t args[5] = { r1, r2, r3, r4, r5 };
+	uint64_t r0;
 
-	return run(&fc, (uint32_t)insn_idx, args);
+	insn_idx &= ~BPF_RT_CB_INSN_TAG;
+	if (insn_idx >= prog->insn_cnt || bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
+		bpf_rt_fault(SIGSEGV);
+	bpf_rt_call_depth++;
+	r0 = run(prog, prog->insns + insn_idx, args);
+	bpf_rt_call_depth--;
+	return r0;
 }
 
 BPFSHIM_API uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1)
 {
-	struct frame_ctx fc = { prog, 0 };
-	uint64_t args[5] = { r1, 0, 0, 0, 0 };
+	const uint64_t args[5] = { r1, 0, 0, 0, 0 };
 
-	return run(&fc, 0, args);
+	return run(prog, prog->insns, args);
 }
 
-/* The interpreter with explicit r1, r2 (the bpf_conformance convention). */
-BPFSHIM_API uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r2)
+uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r2)
 {
-	struct frame_ctx fc = { prog, 0 };
-	uint64_t args[5] = { r1, r2, 0, 0, 0 };
+	const uint64_t args[5] = { r1, r2, 0, 0, 0 };
 
-	return run(&fc, 0, args);
+	return run(prog, prog->insns, args);
 }

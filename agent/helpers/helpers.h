@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the engines (interp.c), the runner (prog_run.c), the conformance
+ * entry and the helpers share inside the agent. Not part of the ABI of AOT
+ * blobs (that is bpf_rt.h).
+ */
+#ifndef BPFSHIM_HELPERS_H
+#define BPFSHIM_HELPERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "bpf_rt.h"
+
+typedef uint64_t u64;
+
+/* A helper's return value for -errno. */
+static inline u64 bpf_rt_err(int e)
+{
+	return (u64)(int64_t)-e;
+}
+
+/* Frames of bpf-to-bpf calls and callbacks (bpf_loop) below the program's
+ * entry frame on this thread; the engines refuse to go past
+ * BPF_RT_MAX_CALL_FRAMES. Saved and reset by bpf_prog_run (a nested run
+ * starts at 0) and restored after it, also on the fault path. */
+extern __thread int bpf_rt_call_depth;
+
+/* End the program run in progress on this thread as a fault (what the
+ * engines do on an instruction the loader should have refused): jumps to the
+ * run's fault_jmp. Outside a run, traps. */
+__attribute__((noreturn)) void bpf_rt_fault(int sig);
+/* End the run in progress at once with r0 (not a fault): the conformance
+ * suite's "unwind" helper. */
+__attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
+
+/* Fault-safe copies of arbitrary addresses of this process (the kernel's
+ * copy_{from,to}_user_nofault): 0 or -EFAULT, never a crash. A partial copy
+ * may have happened when -EFAULT is returned. */
+int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
+/* strncpy_from_user_nofault(): bytes copied including the NUL (at most n, the
+ * string cut and NUL-terminated at n - 1), or -EFAULT. */
+long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n);
+
+/* The interpreter, entered at a subprogram (callbacks): insn_idx may carry
+ * BPF_RT_CB_INSN_TAG. */
+uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
+			 uint64_t r3, uint64_t r4, uint64_t r5);
+/* The interpreter with r1 and r2 set (bpf_conformance convention). */
+uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r2);
+
+/* Runner internals shared with conformance.c: run `prog` in a pushed run
+ * context with fault containment, r1/r2 as given and `helpers` (NULL: the
+ * program's own table). 0 and *ret, or -EFAULT. */
+int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, uint64_t cookie,
+		       uint64_t func_ip, uint64_t *ret);
+
+/* The helpers of agent/helpers/, one function each, named after their
+ * enum bpf_func_id entry (BPF_FUNC_x -> bpf_x). */
+#define BPF_RT_HELPERS(X)                                                          \
+	X(map_lookup_elem) X(map_update_elem) X(map_delete_elem)                   \
+	X(map_push_elem) X(map_pop_elem) X(map_peek_elem) X(tail_call)             \
+	X(probe_read) X(probe_read_user) X(probe_read_kernel)                      \
+	X(probe_read_str) X(probe_read_user_str) X(probe_read_kernel_str)          \
+	X(probe_write_user) X(strncmp) X(snprintf)                                 \
+	X(ktime_get_ns) X(ktime_get_boot_ns) X(ktime_get_coarse_ns) X(jiffies64)   \
+	X(get_prandom_u32) X(get_smp_processor_id) X(get_numa_node_id)             \
+	X(get_current_pid_tgid) X(get_current_uid_gid) X(get_current_comm)         \
+	X(get_current_task) X(get_ns_current_pid_tgid)                             \
+	X(send_signal) X(send_signal_thread)                                       \
+	X(get_func_ip) X(get_attach_cookie) X(loop)
+
+#define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);
+BPF_RT_HELPERS(BPF_RT_HELPER_DECL)
+#undef BPF_RT_HELPER_DECL
+
+#endif

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Map helpers (through the map type's program-side ops in map.h) and
+ * bpf_tail_call.
+ *
+ * A type without the op: lookup gives NULL, the others -EOPNOTSUPP (the
+ * kernel's verifier refuses such calls at load, so only programs loaded
+ * around it can see this).
+ */
+#include <errno.h>
+#include "helpers.h"
+#include "map.h"
+
+#define MAP(r) ((struct shm_map *)(uintptr_t)(r))
+#define PTR(r) ((void *)(uintptr_t)(r))
+
+u64 bpf_map_lookup_elem(u64 map, u64 key, u64 r3, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->lookup_ptr)
+		return 0;
+	return (u64)(uintptr_t)m->ops->lookup_ptr(m, PTR(key));
+}
+
+u64 bpf_map_update_elem(u64 map, u64 key, u64 value, u64 flags, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->prog_update)
+		return bpf_rt_err(EOPNOTSUPP);
+	return (u64)(int64_t)m->ops->prog_update(m, PTR(key), PTR(value), flags);
+}
+
+u64 bpf_map_delete_elem(u64 map, u64 key, u64 r3, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->prog_delete)
+		return bpf_rt_err(EOPNOTSUPP);
+	return (u64)(int64_t)m->ops->prog_delete(m, PTR(key));
+}
+
+u64 bpf_map_push_elem(u64 map, u64 value, u64 flags, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->push)
+		return bpf_rt_err(EOPNOTSUPP);
+	return (u64)(int64_t)m->ops->push(m, PTR(value), flags);
+}
+
+u64 bpf_map_pop_elem(u64 map, u64 value, u64 r3, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->pop)
+		return bpf_rt_err(EOPNOTSUPP);
+	return (u64)(int64_t)m->ops->pop(m, PTR(value));
+}
+
+u64 bpf_map_peek_elem(u64 map, u64 value, u64 r3, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if (!m->ops->peek)
+		return bpf_rt_err(EOPNOTSUPP);
+	return (u64)(int64_t)m->ops->peek(m, PTR(value));
+}
+
+/*
+ * bpf_tail_call(ctx, prog_array, index): records the target in the run
+ * context; the engine returns at once and bpf_prog_run() goes on with it.
+ * Checks in the kernel's order (___bpf_prog_run JMP_TAIL_CALL): the index,
+ * then the count (incremented before the slot is read, so a call to an
+ * empty slot counts too), then the slot. On failure the program goes on
+ * after the call (r0 is the negative value; the kernel leaves r0 unknown).
+ */
+u64 bpf_tail_call(u64 ctx, u64 map, u64 index, u64 r4, u64 r5)
+{
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+	struct shm_map *m = MAP(map);
+	const struct bpf_prog_rt *next;
+
+	if (!rc || !m || m->hdr->attr.map_type != BPF_MAP_TYPE_PROG_ARRAY)
+		return bpf_rt_err(EINVAL);
+	if ((uint32_t)index >= m->hdr->attr.max_entries)
+		return bpf_rt_err(ENOENT);
+	if (rc->tail_call_cnt >= BPF_RT_MAX_TAIL_CALL_CNT)
+		return bpf_rt_err(ENOENT);
+	rc->tail_call_cnt++;
+	next = bpf_rt_prog_array_get ? bpf_rt_prog_array_get(m, (uint32_t)index) : NULL;
+	if (!next)
+		return bpf_rt_err(ENOENT);
+	rc->tail_call_next = next;
+	return 0;
+}

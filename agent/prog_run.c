@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Running a program as the kernel's bpf_prog_run(): the engine (AOT code if
+ * the program has it, else the interpreter), tail calls, statistics, and
+ * fault containment.
+ *
+ * Faults: a SIGSEGV/SIGBUS (and the SIGILL/SIGFPE of an engine's trap)
+ * raised by the kernel while this thread is inside a program jumps back to
+ * the run's sigsetjmp; the run ends with -EFAULT, the fault is counted in
+ * prog->faults and the host goes on. Every other fault, and signals sent by
+ * kill()/tgkill(), go to the handler that was installed before ours.
+ * sigsetjmp(.., 0) does not save the mask (a syscall per run); the fault
+ * path unblocks the fault signals itself. Each thread that runs programs
+ * gets an alternate signal stack unless it has one, so a stack overflow
+ * inside a program is contained too.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/mman.h>
+#include "bpf_rt.h"
+#include "helpers/helpers.h"
+
+BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
+__thread int bpf_rt_call_depth;
+
+/* A fault-safe copy in progress on this thread (bpf_rt_copy_nofault). */
+static __thread sigjmp_buf *volatile copy_jmp;
+static __thread uint64_t exit_r0;
+
+#define barrier() __asm__ __volatile__("" ::: "memory")
+#define RUN_EXIT 0x7fff   /* sigsetjmp value of bpf_rt_exit_run */
+
+static const int fault_sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE };
+static struct sigaction prev_act[BPFSHIM_ARRAY_SIZE(fault_sigs)];
+
+static struct sigaction *prev_of(int sig)
+{
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(fault_sigs); i++)
+		if (fault_sigs[i] == sig)
+			return &prev_act[i];
+	return NULL;
+}
+
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+	struct sigaction *p = prev_of(sig);
+
+	if (p && (p->sa_flags & SA_SIGINFO) && p->sa_sigaction) {
+		p->sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (p && !(p->sa_flags & SA_SIGINFO) && p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN) {
+		p->sa_handler(sig);
+		return;
+	}
+	if (p && !(p->sa_flags & SA_SIGINFO) && p->sa_handler == SIG_IGN && si->si_code <= 0)
+		return;   /* an ignored signal someone sent */
+	/* The default action: restore it; the faulting instruction runs again
+	 * and the process dies of it as it would have without us. A sent
+	 * signal is raised again. */
+	signal(sig, SIG_DFL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	/* si_code > 0: raised by the kernel for this thread's own instruction */
+	if (si->si_code > 0) {
+		sigjmp_buf *j = copy_jmp;
+		if (j && (sig == SIGSEGV || sig == SIGBUS)) {
+			copy_jmp = NULL;
+			siglongjmp(*j, 1);
+		}
+		struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+		if (rc && rc->in_prog) {
+			rc->in_prog = 0;
+			siglongjmp(rc->fault_jmp, sig);
+		}
+	}
+	chain(sig, si, uc);
+}
+
+static void install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault;
+	/* NODEFER: the mask is unchanged when we jump out of the handler */
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(fault_sigs); i++)
+		sigaction(fault_sigs[i], &sa, &prev_act[i]);
+}
+
+/* ---- per-thread alternate signal stack ---- */
+
+#define ALTSTACK_SIZE (64 * 1024)
+static pthread_key_t altstack_key;
+static __thread int thread_ready;
+
+static void altstack_free(void *p)
+{
+	stack_t ss = { .ss_flags = SS_DISABLE };
+	stack_t cur;
+
+	/* only if it is still ours */
+	if (!sigaltstack(NULL, &cur) && cur.ss_sp == p)
+		sigaltstack(&ss, NULL);
+	munmap((char *)p - 4096, ALTSTACK_SIZE + 4096);
+}
+
+static void global_init(void)
+{
+	pthread_key_create(&altstack_key, altstack_free);
+	install();
+}
+
+static void thread_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	stack_t cur;
+
+	pthread_once(&once, global_init);
+	thread_ready = 1;
+	if (sigaltstack(NULL, &cur) || !(cur.ss_flags & SS_DISABLE))
+		return;
+	/* a guard page below, so an overflow of the handler itself is a plain crash */
+	char *m = mmap(NULL, ALTSTACK_SIZE + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return;
+	mprotect(m, 4096, PROT_NONE);
+	stack_t ss = { .ss_sp = m + 4096, .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
+	if (sigaltstack(&ss, NULL)) {
+		munmap(m, ALTSTACK_SIZE + 4096);
+		return;
+	}
+	pthread_setspecific(altstack_key, m + 4096);
+}
+
+static inline void ensure_thread(void)
+{
+	if (__builtin_expect(!thread_ready, 0))
+		thread_init();
+}
+
+static void unblock_fault_sigs(void)
+{
+	sigset_t s;
+
+	sigemptyset(&s);
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(fault_sigs); i++)
+		sigaddset(&s, fault_sigs[i]);
+	pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+}
+
+__attribute__((noreturn)) void bpf_rt_fault(int sig)
+{
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+
+	if (rc && rc->in_prog) {
+		rc->in_prog = 0;
+		siglongjmp(rc->fault_jmp, sig);
+	}
+	__builtin_trap();
+}
+
+__attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0)
+{
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+
+	if (rc && rc->in_prog) {
+		rc->in_prog = 0;
+		exit_r0 = r0;
+		siglongjmp(rc->fault_jmp, RUN_EXIT);
+	}
+	__builtin_trap();
+}
+
+/* ---- fault-safe copies for the helpers ---- */
+
+int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
+{
+	sigjmp_buf jb;
+	sigjmp_buf *volatile saved;
+
+	if (!n)
+		return 0;
+	if ((uintptr_t)src + n < (uintptr_t)src || (uintptr_t)dst + n < (uintptr_t)dst)
+		return -EFAULT;
+	ensure_thread();
+	saved = copy_jmp;
+	if (sigsetjmp(jb, 0)) {
+		copy_jmp = saved;
+		unblock_fault_sigs();
+		return -EFAULT;
+	}
+	copy_jmp = &jb;
+	barrier();
+	/* a byte loop the compiler may not turn into a libc call: memcpy in
+	 * libc is fine too, but this keeps the faulting code ours */
+	for (size_t i = 0; i < n; i++)
+		((volatile char *)dst)[i] = ((const volatile char *)src)[i];
+	barrier();
+	copy_jmp = saved;
+	return 0;
+}
+
+long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
+{
+	sigjmp_buf jb;
+	sigjmp_buf *volatile saved;
+	volatile size_t i = 0;
+
+	if (!n)
+		return 0;
+	ensure_thread();
+	saved = copy_jmp;
+	if (sigsetjmp(jb, 0)) {
+		copy_jmp = saved;
+		unblock_fault_sigs();
+		return -EFAULT;
+	}
+	copy_jmp = &jb;
+	barrier();
+	for (size_t k = 0; k < n - 1; k++) {
+		char c = ((const volatile char *)src)[k];
+		((volatile char *)dst)[k] = c;
+		i = k + 1;
+		if (!c) {
+			barrier();
+			copy_jmp = saved;
+			return (long)i;
+		}
+	}
+	barrier();
+	copy_jmp = saved;
+	dst[n - 1] = 0;
+	return (long)n;
+}
+
+/* ---- the runner ---- */
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* r2 goes to the interpreter only (the bpf_conformance convention; AOT code
+ * gets it from its own preamble). */
+int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in, uint64_t cookie,
+		       uint64_t func_ip, uint64_t *ret)
+{
+	volatile uint64_t r2 = r2_in;
+	struct bpf_run_ctx rc;
+	const struct bpf_prog_rt *volatile cur = prog;
+	int saved_depth = bpf_rt_call_depth;
+	uint64_t r0 = 0, t0;
+	int sig;
+
+	ensure_thread();
+	memset(&rc, 0, offsetof(struct bpf_run_ctx, fault_jmp));
+	rc.in_prog = 0;
+	rc.ctx = ctx;
+	rc.bpf_cookie = cookie;
+	rc.func_ip = func_ip;
+	rc.prev = bpf_cur_run_ctx;
+	t0 = now_ns();
+	bpf_cur_run_ctx = &rc;
+	bpf_rt_call_depth = 0;
+	sig = sigsetjmp(rc.fault_jmp, 0);
+	if (sig) {
+		/* the handler (or bpf_rt_fault) left in_prog = 0 */
+		bpf_cur_run_ctx = rc.prev;
+		bpf_rt_call_depth = saved_depth;
+		if (sig == RUN_EXIT) {
+			*ret = exit_r0;
+			goto stats;
+		}
+		unblock_fault_sigs();
+		__atomic_add_fetch((uint64_t *)&prog->faults, 1, __ATOMIC_RELAXED);
+		return -EFAULT;
+	}
+	for (;;) {
+		const struct bpf_prog_rt *p = cur;
+		rc.prog = p;
+		rc.tail_call_next = NULL;
+		barrier();
+		rc.in_prog = 1;
+		barrier();
+		r0 = p->jited ? p->jited((uint64_t)(uintptr_t)ctx, &p->env)
+			      : bpf_interp_run2(p, (uint64_t)(uintptr_t)ctx, r2);
+		barrier();
+		rc.in_prog = 0;
+		barrier();
+		if (!rc.tail_call_next)
+			break;
+		/* the helper counted it and refused past BPF_RT_MAX_TAIL_CALL_CNT */
+		cur = rc.tail_call_next;
+		r2 = 0;
+	}
+	bpf_cur_run_ctx = rc.prev;
+	bpf_rt_call_depth = saved_depth;
+	*ret = r0;
+stats:
+	__atomic_add_fetch((uint64_t *)&prog->run_cnt, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch((uint64_t *)&prog->run_time_ns, now_ns() - t0, __ATOMIC_RELAXED);
+	return 0;
+}
+
+BPFSHIM_API int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret)
+{
+	return bpf_rt_run_guarded(prog, ctx, 0, 0, 0, ret);
+}
+
+BPFSHIM_API int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip,
+				   uint64_t *ret)
+{
+	return bpf_rt_run_guarded(prog, ctx, 0, cookie, func_ip, ret);
+}
