@@ -49,8 +49,7 @@ static int array_alloc_check(const struct shm_map_attr *a)
 		return -E2BIG;
 	if (percpu && BPFSHIM_ROUND_UP(a->value_size, 8) > PCPU_MIN_UNIT_SIZE)
 		return -E2BIG;
-	/* array_map_alloc(): the whole array must stay addressable by u32 */
-	if (elem_bytes(a) * a->max_entries > UINT32_MAX - 4096)
+	if (elem_bytes(a) * a->max_entries > (1ull << 40))
 		return -ENOMEM;
 	return 0;
 }

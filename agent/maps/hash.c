@@ -23,13 +23,19 @@
 			       SHM_BPF_F_ACCESS_MASK | BPF_F_ZERO_SEED)
 #define PCPU_MIN_UNIT_SIZE 32768u
 #define KMALLOC_MAX_SIZE (1u << 22)
-#define MAX_BPF_STACK 512
 #define HTAB_ELEM_HDR 48u            /* sizeof(struct htab_elem) in the kernel */
 
 struct bucket {
 	shm_lock_t lock;
-	uint32_t head;                /* element index + 1 */
+	uint32_t head;                /* element index + 1, or NULLS(bucket) */
 };
+
+/* A chain ends in a marker naming its bucket (the kernel's nulls lists): a
+ * lock-free reader whose element was deleted and reused elsewhere under it
+ * ends on another marker (or on a free-list 0) and starts over. */
+#define NULLS_BIT 0x80000000u
+#define NULLS(b) (NULLS_BIT | (uint32_t)(b))
+#define IS_NULLS(v) ((v) & NULLS_BIT)
 
 struct elem {
 	uint32_t next;                /* chain (or free list) link: index + 1 */
@@ -50,6 +56,17 @@ static int is_percpu_type(uint32_t t)
 static int is_lru_type(uint32_t t)
 {
 	return t == BPF_MAP_TYPE_LRU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+}
+
+/* BPF_F_NO_COMMON_LRU: every CPU's LRU list gets the same number of
+ * elements, so max_entries is rounded to a multiple of nr_cpus. */
+static uint32_t eff_max(const struct shm_map_attr *a)
+{
+	uint32_t n = a->max_entries, c = a->nr_cpus ? a->nr_cpus : 1;
+	if (!(a->map_flags & BPF_F_NO_COMMON_LRU))
+		return n;
+	uint64_t r = BPFSHIM_ROUND_UP((uint64_t)n, c);
+	return r > UINT32_MAX ? n / c * c : (uint32_t)r;
 }
 
 static uint32_t n_buckets_for(uint32_t max_entries)
@@ -88,14 +105,13 @@ static int htab_alloc_check(const struct shm_map_attr *a)
 		return -EINVAL;
 	if (a->max_entries == 0 || a->key_size == 0 || a->value_size == 0)
 		return -EINVAL;
-	if (a->key_size > MAX_BPF_STACK)
-		return -E2BIG;
-	if (a->value_size >= KMALLOC_MAX_SIZE - MAX_BPF_STACK - HTAB_ELEM_HDR)
+	/* user space must be able to reach the elements through the syscall */
+	if ((uint64_t)a->key_size + a->value_size >= KMALLOC_MAX_SIZE - HTAB_ELEM_HDR)
 		return -E2BIG;
 	if (percpu && BPFSHIM_ROUND_UP(a->value_size, 8) > PCPU_MIN_UNIT_SIZE)
 		return -E2BIG;
-	/* htab_map_alloc(): n_buckets must not overflow */
-	if (a->max_entries > (1u << 31))
+	/* htab_map_alloc(): n_buckets * sizeof(struct bucket) (16) must fit a u32 */
+	if (a->max_entries > (1u << 27))
 		return -E2BIG;
 	if ((uint64_t)a->max_entries * elem_size_for(a) > (1ull << 40))
 		return -ENOMEM;
@@ -111,8 +127,8 @@ static int htab_of_maps_alloc_check(const struct shm_map_attr *a)
 
 static uint64_t htab_area(const struct shm_map_attr *a)
 {
-	return (uint64_t)n_buckets_for(a->max_entries) * sizeof(struct bucket) +
-	       (uint64_t)a->max_entries * elem_size_for(a);
+	return (uint64_t)n_buckets_for(eff_max(a)) * sizeof(struct bucket) +
+	       (uint64_t)eff_max(a) * elem_size_for(a);
 }
 
 static struct bucket *buckets(const struct shm_map *m)
@@ -140,9 +156,12 @@ static void *elem_value(const struct shm_map *m, struct elem *e)
 static int htab_init(struct shm_map *m)
 {
 	struct shm_map_hdr *h = m->hdr;
-	uint32_t n = h->attr.max_entries;
+	uint32_t n = eff_max(&h->attr);
 
+	h->attr.max_entries = n;
 	h->type_state[3] = n_buckets_for(n);
+	for (uint64_t b = 0; b < h->type_state[3]; b++)
+		buckets(m)[b].head = NULLS(b);
 	h->type_state[4] = elem_size_for(&h->attr);
 	/* free list: 1 -> 2 -> ... -> n */
 	for (uint32_t i = 1; i <= n; i++)
@@ -218,24 +237,32 @@ static struct bucket *bucket_of(const struct shm_map *m, uint32_t hash)
 	return &buckets(m)[hash & (m->hdr->type_state[3] - 1)];
 }
 
-/* Find key in a chain; *prev gets the link that points at it. */
+/* Find key in a chain; *prev gets the link that points at it. Safe
+ * without the bucket lock (restarts when it strays off the chain). */
 static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, const void *key,
 			   uint32_t **prev)
 {
-	uint32_t *link = &b->head;
 	uint32_t ks = m->hdr->attr.key_size;
+	uint32_t want = NULLS((uint32_t)(b - buckets(m)));
 
-	for (uint32_t i = __atomic_load_n(link, __ATOMIC_ACQUIRE); i;
-	     i = __atomic_load_n(link, __ATOMIC_ACQUIRE)) {
-		struct elem *e = elem_at(m, i);
-		if (e->hash == hash && !memcmp(elem_key(e), key, ks)) {
-			if (prev)
-				*prev = link;
-			return i;
+	for (int tries = 0;; tries++) {
+		uint32_t *link = &b->head, i;
+		uint64_t steps = 0;
+		for (i = __atomic_load_n(link, __ATOMIC_ACQUIRE); i && !IS_NULLS(i);
+		     i = __atomic_load_n(link, __ATOMIC_ACQUIRE)) {
+			struct elem *e = elem_at(m, i);
+			if (e->hash == hash && !memcmp(elem_key(e), key, ks)) {
+				if (prev)
+					*prev = link;
+				return i;
+			}
+			link = &e->next;
+			if (++steps > m->hdr->attr.max_entries)
+				break;
 		}
-		link = &e->next;
+		if (i == want || tries > 64)
+			return 0;
 	}
-	return 0;
 }
 
 static void touch(struct shm_map *m, struct elem *e)
@@ -256,7 +283,7 @@ static int lru_evict(struct shm_map *m)
 
 	for (uint32_t k = 0; k < nb && seen < 64; k++) {
 		uint32_t bi = (start + k) & (nb - 1);
-		for (uint32_t i = __atomic_load_n(&buckets(m)[bi].head, __ATOMIC_ACQUIRE); i;
+		for (uint32_t i = __atomic_load_n(&buckets(m)[bi].head, __ATOMIC_ACQUIRE); i && !IS_NULLS(i) && seen < 4096;
 		     i = __atomic_load_n(&elem_at(m, i)->next, __ATOMIC_ACQUIRE)) {
 			struct elem *e = elem_at(m, i);
 			seen++;
@@ -272,7 +299,7 @@ static int lru_evict(struct shm_map *m)
 	struct bucket *b = &buckets(m)[best_b];
 	uint32_t *link = &b->head;
 	shm_lock(&b->lock);
-	for (uint32_t i = *link; i; i = *link) {
+	for (uint32_t i = *link; !IS_NULLS(i); i = *link) {
 		if (i == best_i) {
 			__atomic_store_n(link, elem_at(m, i)->next, __ATOMIC_RELEASE);
 			__atomic_sub_fetch(COUNT(h), 1, __ATOMIC_RELAXED);
@@ -501,7 +528,7 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 		uint32_t i = chain_find(m, b, hash, key, NULL);
 		if (i) {
 			uint32_t n = elem_at(m, i)->next;
-			if (n) {
+			if (!IS_NULLS(n)) {
 				memcpy(next, elem_key(elem_at(m, n)), ks);
 				shm_unlock(&b->lock);
 				return 0;
@@ -512,10 +539,10 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 	}
 	for (; bi < nb; bi++) {
 		struct bucket *b = &buckets(m)[bi];
-		if (!__atomic_load_n(&b->head, __ATOMIC_ACQUIRE))
+		if (IS_NULLS(__atomic_load_n(&b->head, __ATOMIC_ACQUIRE)))
 			continue;
 		shm_lock(&b->lock);
-		if (b->head) {
+		if (!IS_NULLS(b->head)) {
 			memcpy(next, elem_key(elem_at(m, b->head)), ks);
 			shm_unlock(&b->lock);
 			return 0;

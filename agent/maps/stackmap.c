@@ -204,14 +204,18 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	return (int)id;
 }
 
-/* bpf_stackmap_copy(): the trace, zero padded to value_size. */
-static int stack_sys_lookup(struct shm_map *m, const void *key, void *value, uint64_t flags)
+/* bpf_stackmap_extract(): the trace, zero padded to value_size; delete:
+ * the bucket is taken out with one exchange (lookup_and_delete). */
+static int stack_extract(struct shm_map *m, const void *key, void *value, int delete)
 {
 	uint32_t id = *(const uint32_t *)key, cur;
 
 	if (id >= m->hdr->type_state[1])
 		return -ENOENT;
-	cur = __atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE);
+	if (delete)
+		cur = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
+	else
+		cur = __atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE);
 	if (!cur)
 		return -ENOENT;
 	struct stack_bucket *b = bucket_at(m, cur);
@@ -220,7 +224,19 @@ static int stack_sys_lookup(struct shm_map *m, const void *key, void *value, uin
 		len = m->hdr->attr.value_size;
 	memcpy(value, b + 1, len);
 	memset((char *)value + len, 0, m->hdr->attr.value_size - len);
+	if (delete)
+		freelist_push(m, cur);
 	return 0;
+}
+
+static int stack_sys_lookup(struct shm_map *m, const void *key, void *value, uint64_t flags)
+{
+	return stack_extract(m, key, value, 0);
+}
+
+static int stack_lookup_and_delete(struct shm_map *m, const void *key, void *value, uint64_t flags)
+{
+	return stack_extract(m, key, value, 1);
 }
 
 static int stack_update(struct shm_map *m, const void *key, const void *value, uint64_t flags)
@@ -234,7 +250,7 @@ static int stack_delete(struct shm_map *m, const void *key)
 	uint32_t id = *(const uint32_t *)key, old;
 
 	if (id >= m->hdr->type_state[1])
-		return -EINVAL;
+		return -E2BIG;
 	old = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
 	if (!old)
 		return -ENOENT;
@@ -272,6 +288,7 @@ const struct shm_map_ops stack_trace_map_ops = {
 	.sys_lookup = stack_sys_lookup,
 	.sys_update = stack_update,
 	.sys_delete = stack_delete,
+	.sys_lookup_and_delete = stack_lookup_and_delete,
 	.get_next_key = stack_get_next_key,
 	.prog_update = stack_update,
 	.prog_delete = stack_delete,
