@@ -182,8 +182,14 @@ static inline uint64_t mix(uint64_t x)
 	return x;
 }
 
-static uint32_t hash_key(const void *key, uint32_t n)
+static inline uint32_t hash_key(const void *key, uint32_t n)
 {
+	if (n == 4 || n == 8) {
+		uint64_t w = 0;
+		memcpy(&w, key, n);
+		w = mix(w ^ 0x9e3779b97f4a7c15ull);
+		return (uint32_t)(w ^ (w >> 32));
+	}
 	const unsigned char *p = key;
 	uint64_t h = 0x9e3779b97f4a7c15ull ^ n, w;
 
@@ -237,6 +243,15 @@ static struct bucket *bucket_of(const struct shm_map *m, uint32_t hash)
 	return &buckets(m)[hash & (m->hdr->type_state[3] - 1)];
 }
 
+static inline int key_eq(const void *a, const void *b, uint32_t ks)
+{
+	if (ks == 4)
+		return *(const uint32_t *)a == *(const uint32_t *)b;
+	if (ks == 8)
+		return *(const uint64_t *)a == *(const uint64_t *)b;
+	return !memcmp(a, b, ks);
+}
+
 /* Find key in a chain; *prev gets the link that points at it. Safe
  * without the bucket lock (restarts when it strays off the chain). */
 static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, const void *key,
@@ -251,7 +266,7 @@ static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, c
 		for (i = __atomic_load_n(link, __ATOMIC_ACQUIRE); i && !IS_NULLS(i);
 		     i = __atomic_load_n(link, __ATOMIC_ACQUIRE)) {
 			struct elem *e = elem_at(m, i);
-			if (e->hash == hash && !memcmp(elem_key(e), key, ks)) {
+			if (e->hash == hash && key_eq(elem_key(e), key, ks)) {
 				if (prev)
 					*prev = link;
 				return i;

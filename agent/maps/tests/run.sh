@@ -7,5 +7,5 @@ mkdir -p $B
 CF="-O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wno-unused-parameter -Iagent/include/uapi -Iagent -Iagent/maps -pthread"
 SRC="$(ls agent/maps/*.c)"
 cc $CF -o $B/kdiff agent/maps/tests/kdiff.c $SRC
-cc $CF -o $B/stress agent/maps/tests/stress.c $SRC 2>/dev/null || true
+cc $CF -o $B/stress agent/maps/tests/stress.c $SRC
 for t in "$@"; do $B/$t; done
