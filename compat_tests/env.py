@@ -41,3 +41,19 @@ def unpriv_reason():
 
 def unpriv_cmd():
     return ["setpriv", f"--reuid={UNPRIV_UID}", f"--regid={UNPRIV_UID}", "--clear-groups"]
+
+
+def denied(test, case):
+    """The reason compat_tests/DENYLIST gives for `<test> <case>`, or None.
+    A line is `<test> <case>: reason`; the case may contain spaces."""
+    path = ROOT / "compat_tests" / "DENYLIST"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or ":" not in line:
+            continue
+        head, _, why = line.partition(": ")
+        t, _, c = head.partition(" ")
+        if t == test and c == case:
+            return why.strip()
+    return None

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.env import kernel_bpf_reason, unpriv_reason, denied
 from compat_tests.unpriv import Runtime, run
 
 BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if os.path.exists("/usr/sbin/bpftool") else None)
@@ -268,6 +268,9 @@ def fmt(r):
 
 @pytest.mark.parametrize("i", range(len(STEPS)), ids=[f"{i:03d} {a}" for i, (a, _) in enumerate(STEPS)])
 def test_bpftool_step(i, sequences):
+    why = denied("bpftool", STEPS[i][0])
+    if why:
+        pytest.skip(f"DENYLIST: {why}")
     ref_name = "kernel" if "kernel" in sequences else "bpfshim"
     ref = sequences[ref_name][i]
     for name, seq in sequences.items():

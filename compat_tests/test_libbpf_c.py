@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.env import kernel_bpf_reason, unpriv_reason, denied
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 SRC = os.path.join(os.path.dirname(__file__), "progs", "libbpf_maps.c")
@@ -74,6 +74,9 @@ def test_libbpf_program_completes(traces):
 
 @pytest.mark.parametrize("section", SECTIONS)
 def test_libbpf_section(section, traces):
+    why = denied("libbpf_c", section)
+    if why:
+        pytest.skip(f"DENYLIST: {why}")
     ref_name = "kernel" if "kernel" in traces else "bpfshim"
     ref = split_sections(traces[ref_name][1]).get(section)
     assert ref, f"{ref_name} printed no section {section!r}"
