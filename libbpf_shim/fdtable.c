@@ -180,7 +180,7 @@ struct shim_fd *shim_fd_get(int fd)
 
 	if (e)
 		return e;
-	if (fd < 0 || real.fcntl(fd, F_GETFD) < 0)
+	if (fd < 0 || shim_in_request() || real.fcntl(fd, F_GETFD) < 0)
 		return NULL;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = real.readlink(path, link, sizeof(link) - 1);
