@@ -398,15 +398,6 @@ static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, si
 	return 0;
 }
 
-/* Set while this thread talks to the server: what the shim itself calls
- * meanwhile (the mmap of a received map segment) must not ask it again. */
-static __thread int in_request;
-
-int shim_in_request(void)
-{
-	return in_request;
-}
-
 int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
 		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size)
 {
@@ -418,9 +409,9 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 	shim_block_signals(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_mutex_lock(&conn_lock);
-	in_request = 1;
+	shim_internal++;
 	err = do_request(op, a, b, payload, len, fd_in, rep, msg_out, msg_out_size);
-	in_request = 0;
+	shim_internal--;
 	if (err == -EPIPE || err == -ECONNRESET || err == -EBADF || err == -ENOTCONN) {
 		/* The server went away (or the app closed our socket): drop the
 		 * connection; the next call starts a new server. */

@@ -88,8 +88,12 @@ int shim_fd_install(int fd, const struct shim_fd_meta *meta)
 	n.f_flags = meta->f_flags;
 	if (meta->kind == SHIM_OBJ_MAP) {
 		uint64_t mapped = 0;
-		void *base = shm_map_mmap(fd, meta->seg_size, &mapped);
+		void *base;
 		int err;
+
+		shim_internal++;
+		base = shm_map_mmap(fd, meta->seg_size, &mapped);
+		shim_internal--;
 
 		if (!base)
 			return -errno;
@@ -171,6 +175,8 @@ size_t shim_fd_held(uint32_t *pairs, size_t max_pairs)
 
 /* An fd we have not seen: is it one of ours? Only descriptors that look like
  * our objects (memfd "bpf*", eventfd) cost a round trip to the server. */
+__thread int shim_internal;
+
 struct shim_fd *shim_fd_get(int fd)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
@@ -180,7 +186,7 @@ struct shim_fd *shim_fd_get(int fd)
 
 	if (e)
 		return e;
-	if (fd < 0 || shim_in_request() || real.fcntl(fd, F_GETFD) < 0)
+	if (fd < 0 || shim_internal || real.fcntl(fd, F_GETFD) < 0)
 		return NULL;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = real.readlink(path, link, sizeof(link) - 1);

@@ -205,7 +205,7 @@ BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 
 	ENSURE();
 	/* an fd the table does not know (inherited over exec) may be a map */
-	if (fd < 0 || (flags & MAP_ANONYMOUS) || !((e = shim_fd_peek(fd)) || (e = shim_fd_get(fd))))
+	if (fd < 0 || (flags & MAP_ANONYMOUS) || shim_internal || !(e = shim_fd_get(fd)))
 		return real.mmap(addr, len, prot, flags, fd, off);
 	if (e->kind == SHIM_OBJ_PERF_EVENT)
 		return shim_perf_mmap(e, addr, len, prot, flags, off);

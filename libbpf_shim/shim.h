@@ -102,7 +102,10 @@ struct shim_reply {
  * New fds are installed in the fd table; the message, if any, is printed on
  * stderr. fd_in >= 0 is passed along with SCM_RIGHTS. Returns 0, or -errno
  * if the server could not be reached (the caller returns that errno). */
-int shim_in_request(void);
+/* Non-zero while this thread is inside the shim's own work (a server
+ * request, installing an fd): the calls the shim makes meanwhile (the mmap of
+ * a map segment) are its own and never identify unknown fds. */
+extern __thread int shim_internal;
 int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
 		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size);
 /* Fire-and-forget (SHIM_OP_RELEASE). */
