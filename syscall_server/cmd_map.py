@@ -184,21 +184,21 @@ def map_freeze(ctx, attr):
     return 0
 
 
-# struct bpf_map_info of 6.18 (uapi copy: 6.1, 88 bytes) has `__u64 hash;
-# __u32 hash_size;` after map_extra: 104 bytes, and a non-zero byte from
-# offset 100 on is E2BIG (measured).
-MAP_INFO_SIZE = 104
-MAP_INFO_TAIL = 100
+# struct bpf_map_info ends, since 6.17, with the inputs `__u64 hash; __u32
+# hash_size;` (104 bytes); a non-zero byte from offset 100 on is E2BIG
+# (measured).
+MAP_INFO_SIZE = ffi.sizeof("struct bpf_map_info")
+MAP_INFO_TAIL = ffi.offsetof("struct bpf_map_info", "hash_size") + 4
+MAP_INFO_HASH = ffi.offsetof("struct bpf_map_info", "hash")
 
 
 def map_get_info(ctx, obj, uinfo, info_len):
     """bpf_map_get_info_by_fd()"""
     ctx.check_uarg_tail_zero(uinfo, MAP_INFO_TAIL, info_len)
     info_len = min(MAP_INFO_SIZE, info_len)
-    base = ffi.sizeof("struct bpf_map_info")
-    if info_len > base:
+    if info_len > MAP_INFO_HASH:
         # input fields: the hash of the map (sha256 of an array's values)
-        raw = ctx.conn.read(uinfo + base, min(info_len, MAP_INFO_TAIL) - base)
+        raw = ctx.conn.read(uinfo + MAP_INFO_HASH, min(info_len, MAP_INFO_TAIL) - MAP_INFO_HASH)
         hash_ptr, hash_size = struct.unpack("<QI", bytes(raw).ljust(12, b"\0"))
         if hash_ptr:
             if obj.attr.map_type == _native.uapi.BPF_MAP_TYPE_ARRAY:
