@@ -6,6 +6,7 @@ server keeps one mapping of it for what it reads (frozen, info).
 """
 import errno
 import mmap
+import os
 import re
 import struct
 
@@ -180,8 +181,41 @@ def map_freeze(ctx, attr):
     # map_get_sys_perms(): a frozen map, or a read-only fd, cannot be written
     if obj.hdr.frozen or (fl & BPF_F_RDONLY):
         raise BpfError(errno.EPERM)
+    if _write_active(obj):
+        raise BpfError(errno.EBUSY)
     obj.hdr.frozen = 1
     return 0
+
+
+def _write_active(obj):
+    """bpf_map_write_active(): a writable mmap of the map is alive in some
+    process. The kernel counts them in the vma open/close callbacks; here the
+    mappings are read from /proc/PID/maps of the user's processes, which also
+    forgets those of processes that died. The runtime's own mappings of the
+    segment (offset 0, and a ringbuf's second copy of its data) do not count;
+    what loaders map starts at data_off (the consumer page of a ringbuf, the
+    values of an mmapable array)."""
+    a = obj.attr
+    ringbuf = a.map_type == _native.uapi.BPF_MAP_TYPE_RINGBUF
+    if not (ringbuf or a.map_flags & _native.uapi.BPF_F_MMAPABLE):
+        return False
+    ino = os.fstat(obj.fd).st_ino
+    lo = obj.hdr.data_off
+    hi = lo + 2 * PAGE if ringbuf else obj.seg_size
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for ln in lines:
+            fields = ln.split(None, 5)
+            if len(fields) == 6 and fields[1][1:2] == b"w" and int(fields[4]) == ino and \
+                    fields[5].startswith(b"/memfd:") and lo <= int(fields[2], 16) < hi:
+                return True
+    return False
 
 
 # struct bpf_map_info ends, since 6.17, with the inputs `__u64 hash; __u32
