@@ -13,10 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <ftw.h>
+#include <mntent.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include "shim.h"
@@ -33,7 +36,7 @@ void shim_resolve_real(void)
 	R(readlink); R(readlinkat); R(fopen); R(fopen64); R(open); R(open64); R(openat);
 	R(statfs); R(statfs64); R(unlink); R(unlinkat); R(rmdir); R(mkdir);
 	R(setrlimit); R(prlimit64); R(ioctl); R(epoll_ctl); R(epoll_wait); R(epoll_pwait);
-	R(poll); R(ppoll);
+	R(poll); R(ppoll); R(nftw); R(setmntent);
 #undef R
 	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
@@ -367,6 +370,7 @@ static int fdinfo_fd(const char *path)
 }
 
 static int pseudo_fd(const char *path, int flags);
+static FILE *mounts_with_bpffs(const char *path);
 
 BPFSHIM_API FILE *fopen(const char *path, const char *mode)
 {
@@ -374,7 +378,10 @@ BPFSHIM_API FILE *fopen(const char *path, const char *mode)
 	int fd = fdinfo_fd(path);
 	if (fd >= 0)
 		return fdopen(fd, "r");
-	FILE *f = real.fopen(path, mode);
+	FILE *f = mode && mode[0] == 'r' && !strchr(mode, '+') ? mounts_with_bpffs(path) : NULL;
+	if (f)
+		return f;
+	f = real.fopen(path, mode);
 	if (!f && (errno == EACCES || errno == EPERM || errno == ENOENT) && mode && mode[0] == 'r' && !strchr(mode, '+')) {
 		int saved = errno;
 		fd = pseudo_fd(path, O_RDONLY);
@@ -543,6 +550,119 @@ BPFSHIM_API int mkdir(const char *path, mode_t mode)
 	if (shim_is_bpffs_path(path))
 		return pin_ctl(SHIM_CTL_PIN_MKDIR, path);
 	return real.mkdir(path, mode);
+}
+
+/* Walking the pin namespace (bpftool -f: nftw() over every bpf mount of
+ * /proc/mounts, bpf_obj_get() of each file). The server lists the tree in
+ * pre-order, "d PATH" or "f PATH" a line. */
+static char pin_tree[SHIM_MSG_MAX];
+
+typedef int (*nftw_fn)(const char *, const struct stat *, int, struct FTW *);
+
+static int pin_visit(nftw_fn fn, const char *path, int is_dir, int flag, int level)
+{
+	struct stat st = { .st_mode = is_dir ? S_IFDIR | 0700 : S_IFREG | 0600, .st_nlink = is_dir ? 2 : 1,
+			   .st_uid = geteuid(), .st_gid = getegid(), .st_blksize = 4096 };
+	struct FTW f = { .base = (int)(strrchr(path, '/') - path) + 1, .level = level };
+
+	return fn(path, &st, flag, &f);
+}
+
+static int is_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && path[n] == '/';
+}
+
+BPFSHIM_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
+{
+	struct shim_reply rep;
+	const char *stack[64];       /* the directories the walk is in */
+	int depth = 0, ret = 0, skip = -1, act = flags & FTW_ACTIONRETVAL;
+
+	ENSURE();
+	if (!shim_is_bpffs_path(dir))
+		return real.nftw(dir, (void *)fn, nopenfd, flags);
+	int err = shim_request(SHIM_OP_CTL, SHIM_CTL_PIN_LIST, 0, dir, strlen(dir) + 1, -1, &rep,
+			       pin_tree, sizeof(pin_tree));
+	if (err || rep.err)
+		return (int)shim_err(err ? -err : rep.err);
+	char *tree = strdup(pin_tree);   /* fn calls into the shim (bpf_obj_get) */
+	if (!tree)
+		return (int)shim_err(ENOMEM);
+	for (char *ln = strtok(tree, "\n"); ln && !ret; ln = strtok(NULL, "\n")) {
+		const char *path = ln + 2;
+		int is_dir = ln[0] == 'd';
+		while (depth && !is_under(path, stack[depth - 1]) && !ret) {
+			depth--;
+			if ((flags & FTW_DEPTH) && skip < 0)
+				ret = pin_visit(fn, stack[depth], 1, FTW_DP, depth);
+			if (skip == depth)
+				skip = -1;
+		}
+		if (ret || (skip >= 0 && depth > skip) || depth == 64)
+			continue;
+		if (!is_dir || !(flags & FTW_DEPTH))
+			ret = pin_visit(fn, path, is_dir, is_dir ? FTW_D : FTW_F, depth);
+		if (act && ret != FTW_STOP) {
+			if (is_dir && ret == FTW_SKIP_SUBTREE)
+				skip = depth;
+			ret = 0;
+		}
+		if (is_dir)
+			stack[depth++] = path;
+	}
+	while (!ret && depth--)
+		if ((flags & FTW_DEPTH) && skip < 0)
+			ret = pin_visit(fn, stack[depth], 1, FTW_DP, depth);
+	free(tree);
+	return ret;
+}
+/* struct stat64 is struct stat on 64-bit targets */
+BPFSHIM_API int nftw64(const char *dir, int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
+		       int nopenfd, int flags)
+{
+	return nftw(dir, (nftw_fn)fn, nopenfd, flags);
+}
+
+/* The mount table lists a bpffs at /sys/fs/bpf (as statfs() says), also
+ * where none is mounted, so tools that look for bpf mounts find the pins. */
+static FILE *mounts_with_bpffs(const char *path)
+{
+	if (!path || (strcmp(path, "/proc/mounts") && strcmp(path, "/proc/self/mounts")))
+		return NULL;
+	FILE *in = real.fopen(path, "r");
+	int fd = memfd_create("bpfshim-mounts", MFD_CLOEXEC), found = 0;
+	char line[4096];
+	if (!in || fd < 0) {
+		if (in)
+			fclose(in);
+		if (fd >= 0)
+			real.close(fd);
+		return NULL;
+	}
+	while (fgets(line, sizeof(line), in)) {
+		char dev[256], dir[1024], type[64];
+		if (sscanf(line, "%255s %1023s %63s", dev, dir, type) == 3 && !strcmp(dir, "/sys/fs/bpf") &&
+		    !strcmp(type, "bpf"))
+			found = 1;
+		if (write(fd, line, strlen(line)) < 0)
+			break;
+	}
+	fclose(in);
+	static const char bpffs[] = "bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n";
+	if ((!found && write(fd, bpffs, sizeof(bpffs) - 1) < 0) || lseek(fd, 0, SEEK_SET)) {
+		real.close(fd);
+		return NULL;
+	}
+	return fdopen(fd, "r");
+}
+
+BPFSHIM_API FILE *setmntent(const char *path, const char *mode)
+{
+	ENSURE();
+	FILE *f = mode && mode[0] == 'r' ? mounts_with_bpffs(path) : NULL;
+	return f ? f : real.setmntent(path, mode);
 }
 
 /* ---------------- RLIMIT_MEMLOCK ---------------- */

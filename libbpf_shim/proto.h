@@ -55,7 +55,7 @@ enum shim_ctl {
 	SHIM_CTL_PIN_UNLINK = 1,   /* payload = path: unlink a pin (or empty dir) */
 	SHIM_CTL_PIN_STAT = 2,     /* payload = path: ret 1 dir, 2 object, -ENOENT */
 	SHIM_CTL_PIN_MKDIR = 3,    /* payload = path */
-	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = names, \n separated */
+	SHIM_CTL_PIN_LIST = 4,     /* payload = dir path: DONE message = the tree in pre-order, "d PATH\n" / "f PATH\n" */
 	SHIM_CTL_FDINFO = 5,       /* b = fd's open flags; payload = u32 kind, id: DONE message = fdinfo text */
 	SHIM_CTL_STATUS = 6,
 	SHIM_CTL_PERF_IOCTL = 8,   /* payload = u32 event id, u32 request, u64 arg (SET_BPF: prog id) */

@@ -52,6 +52,8 @@ struct shim_real {
 	int (*poll)(void *, unsigned long, int);
 	int (*ppoll)(void *, unsigned long, const void *, const void *);
 	int (*prlimit64)(int, int, const void *, void *);
+	int (*nftw)(const char *, void *, int, int);
+	void *(*setmntent)(const char *, const char *);
 };
 extern struct shim_real real;
 void shim_resolve_real(void);

@@ -50,6 +50,9 @@ def handle(conn, ctl, arg, payload):
         elif ctl == P.SHIM_CTL_PIN_MKDIR:
             registry.mkdir(payload.rstrip(b"\0").decode())
             conn.done(0)
+        elif ctl == P.SHIM_CTL_PIN_LIST:
+            tree = registry.listing(payload.rstrip(b"\0").decode())
+            conn.done(0, msg="".join(f"{'d' if d else 'f'} {p}\n" for p, d in tree))
         elif ctl == P.SHIM_CTL_FDINFO:
             kind, oid = struct.unpack_from("<II", payload)
             obj = registry.get(kind, oid)

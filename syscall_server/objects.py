@@ -169,6 +169,27 @@ class Registry:
                 raise BpfError(errno.ENOENT)
             return 1 if self.pins[p] is None else 2
 
+    def listing(self, path):
+        """The tree under a pin directory, in pre-order, each directory's
+        entries newest first as bpffs's readdir gives them: [(path, is_dir)];
+        BpfError(ENOENT) when absent, ENOTDIR for a pinned object."""
+        p = self.norm(path)
+        with self.lock:
+            if p not in self.pins:
+                raise BpfError(errno.ENOENT)
+            if self.pins[p] is not None:
+                raise BpfError(errno.ENOTDIR)
+            children = {}
+            for k in self.pins:          # insertion order = creation order
+                if k != "/sys/fs/bpf":
+                    children.setdefault(posixpath.dirname(k), []).insert(0, k)
+            out, todo = [], [p]
+            while todo:
+                k = todo.pop()
+                out.append((k, self.pins[k] is None))
+                todo.extend(reversed(children.get(k, [])))
+            return out
+
     def pins_of(self, obj):
         return sorted(p for p, o in self.pins.items() if o is obj)
 
