@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from compat_tests.env import kernel_bpf_reason, unpriv_reason, denied
-from compat_tests.unpriv import Runtime, run
+from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if os.path.exists("/usr/sbin/bpftool") else None)
 PIN_DIR = "/sys/fs/bpf/bpfshim_compat_bpftool"
@@ -160,17 +160,50 @@ STEPS = [
     ("btf list", "btf"),
     ("-j btf list", "btf"),
     ("btf show", "btf"),
+    # programs (@OBJ@: compat_tests/progs/bpftool_prog.bpf.c, built by the fixture)
+    (f"prog load @OBJ@ {P}/prog", ""),
+    (f"prog load @OBJ@ {P}/prog", ""),
+    (f"prog load /nonexistent.o {P}/prog2", ""),
+    (f"prog show pinned {P}/prog", "prog"),
+    (f"-j prog show pinned {P}/prog", "prog"),
+    (f"prog dump xlated pinned {P}/prog", "prog"),
+    (f"-j prog dump xlated pinned {P}/prog", "prog"),
+    (f"prog dump xlated pinned {P}/prog opcodes", "prog"),
+    (f"prog dump xlated pinned {P}/prog linum", "prog"),
+    (f"prog run pinned {P}/prog repeat 3", "prog"),
+    (f"prog pin pinned {P}/prog {P}/prog2", ""),
+    (f"-f prog show pinned {P}/prog2", "prog"),
+    (f"prog show name {PREFIX}prog", "prog"),
+    (f"prog show name {PREFIX}nosuch", ""),
+    (f"map dump name {PREFIX}cnt", "unordered"),
+    ("prog list", "progs"),
+    ("-j prog list", "progs"),
+    (f"prog show pinned {P}/h", ""),
 ]
 
 ID_LINE = re.compile(r"^(\d+): ", re.M)
 JSON_IDS = ("id", "btf_id", "btf_vmlinux_value_type_id")
+# What legitimately differs between two loads of a program: when it was
+# loaded, its ids, the size of its machine code, and the helper's address
+# the kernel puts in a call (shown as the function's kernel name); the uid
+# is the loader's (65534 on the unprivileged side).
+PROG_JSON = ("loaded_at", "uid", "map_ids", "jited", "bytes_jited", "bytes_memlock", "imm")
+PROG_TEXT = ((re.compile(r"loaded_at \S+  uid \d+"), "loaded_at T  uid U"), (re.compile(r"jited \d+B"), "jited NB"),
+             (re.compile(r"memlock \d+B"), "memlock NB"), (re.compile(r"map_ids [\d,]+"), "map_ids N"),
+             (re.compile(r"btf_id \d+"), "btf_id N"), (re.compile(r"map\[id:\d+\]"), "map[id:N]"),
+             (re.compile(r"call \w+#-?\d+"), "call HELPER"),
+             (re.compile(r"(85 00 00 00|18 11 00 00) ([0-9a-f]{2} ?){4}"), r"\1 IMM"),
+             (re.compile(r"duration \(average\): \d+ns"), "duration (average): Nns"))
 
 
-def strip_ids(obj):
+def strip_ids(obj, keys=JSON_IDS):
     if isinstance(obj, dict):
-        return {k: strip_ids(v) for k, v in obj.items() if k not in JSON_IDS}
+        return {k: strip_ids(v, keys) for k, v in obj.items() if k not in keys}
     if isinstance(obj, list):
-        return [strip_ids(v) for v in obj]
+        return [strip_ids(v, keys) for v in obj]
+    if isinstance(obj, str) and keys is not JSON_IDS:
+        for rx, to in PROG_TEXT:
+            obj = rx.sub(to, obj)
     return obj
 
 
@@ -196,16 +229,20 @@ def normalise(args, kind, rc, out, err):
             data = json.loads(out)
         except ValueError:
             data = out
-        if kind == "maps":
+        if kind in ("maps", "progs"):
             data = [m for m in data if str(m.get("name", "")).startswith(PREFIX)]
         elif kind == "btf":
             data = [b for b in data if b.get("kernel")]
         if kind == "unordered":
             data = sorted(data, key=json.dumps)
-        out = json.dumps(strip_ids(data), indent=1, sort_keys=True)
+        keys = JSON_IDS + PROG_JSON if kind in ("prog", "progs") else JSON_IDS
+        out = json.dumps(strip_ids(data, keys), indent=1, sort_keys=True)
     else:
-        if kind == "maps":
+        if kind in ("maps", "progs"):
             out = "\n".join(b for b in text_blocks(out) if f"name {PREFIX}" in b)
+        if kind in ("prog", "progs"):
+            for rx, to in PROG_TEXT:
+                out = rx.sub(to, out)
         elif kind == "btf":
             out = "\n".join(b for b in text_blocks(out) if "name [" in b.splitlines()[0])
         if kind == "unordered":
@@ -221,11 +258,25 @@ def normalise(args, kind, rc, out, err):
     return rc, out, err
 
 
-def run_sequence(wrap):
+def build_prog():
+    """compat_tests/progs/bpftool_prog.bpf.c as an object every uid can read."""
+    if not shutil.which("clang"):
+        pytest.skip("clang is not installed")
+    d = readable_tmpdir("bpfshim-bpftool-obj-")
+    obj = os.path.join(d, "prog.o")
+    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "bpftool_prog.bpf.c")
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", f"-I/usr/include/{multiarch}", "-c", src, "-o", obj],
+                   check=True)
+    os.chmod(obj, 0o644)
+    return obj
+
+
+def run_sequence(wrap, obj):
     """Run every step; `wrap(argv)` turns a bpftool argv into the command."""
     results = []
     for args, kind in STEPS:
-        rc, out, err = run(wrap([BPFTOOL] + args.split()), timeout=60)
+        rc, out, err = run(wrap([BPFTOOL] + args.replace("@OBJ@", obj).split()), timeout=60)
         if kind == "getnext":
             # from an absent key a hash map returns its first key, which the
             # hash seed decides: keep only status and stderr
@@ -239,12 +290,13 @@ def sequences():
     if not BPFTOOL:
         pytest.skip("bpftool is not installed")
     res = {}
+    obj = build_prog()
     why = kernel_bpf_reason()
     if why is None:
         shutil.rmtree(PIN_DIR, ignore_errors=True)
         os.makedirs(PIN_DIR)
         try:
-            res["kernel"] = run_sequence(lambda argv: argv)
+            res["kernel"] = run_sequence(lambda argv: argv, obj)
         finally:
             shutil.rmtree(PIN_DIR, ignore_errors=True)
     runtimes = [("bpfshim", Runtime(prefix="bpfshim-bpftool-"))]
@@ -254,7 +306,7 @@ def sequences():
         for name, rt in runtimes:
             rc, out, err = run(rt.cmd(["mkdir", PIN_DIR]))
             assert rc == 0, err
-            res[name] = run_sequence(rt.cmd)
+            res[name] = run_sequence(rt.cmd, obj)
     finally:
         for _, rt in runtimes:
             rt.close()

@@ -64,6 +64,8 @@ class ProgObject(BpfObject):
         self.maps = []
         self.load_time = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.uid = os.getuid()
+        self.subprogs = [0]
+        self.func_info = self.line_info = b""   # struct bpf_func_info / bpf_line_info records
 
     def status(self):
         return {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
@@ -214,6 +216,7 @@ def prog_load(ctx, attr):
         if kind != P.SHIM_OBJ_BTF:
             raise BpfError(errno.EINVAL)
         prog.btf = registry.get(kind, oid)
+    prog.func_info, prog.line_info = _btf_info(ctx, attr, starts, len(insns), log, level, log_buf, log_size)
     prog.jited = compile_aot(xl, log)
     _publish(prog, xl)
     registry.add(prog)
@@ -231,6 +234,67 @@ def prog_load(ctx, attr):
             registry.drop(prog)
             raise BpfError(err)
     return ctx.new_fd(prog)
+
+
+FUNC_INFO_SIZE = ffi.sizeof("struct bpf_func_info")
+LINE_INFO_SIZE = ffi.sizeof("struct bpf_line_info")
+MAX_INFO_REC_SIZE = 252      # MAX_FUNCINFO_REC_SIZE, MAX_LINEINFO_REC_SIZE
+
+
+def _info_records(ctx, what, uptr, cnt, urec, ksize):
+    """The records of func_info / line_info, each cut to the kernel's size
+    (a longer user record must have a zero tail)."""
+    if urec < ksize or urec > MAX_INFO_REC_SIZE or urec % 4:
+        raise BpfError(errno.EINVAL, f"invalid {what} info rec size {urec}")
+    raw = bytes(ctx.conn.read(uptr, urec * cnt))
+    recs = []
+    for i in range(cnt):
+        r = raw[i * urec:(i + 1) * urec]
+        if any(r[ksize:]):
+            raise BpfError(errno.E2BIG, f"nonzero tailing record in {what} info")
+        recs.append(r[:ksize])
+    return recs
+
+
+def _btf_info(ctx, attr, starts, insn_cnt, log, level, log_buf, log_size):
+    """check_btf_func() / check_btf_line(): the func_info and line_info
+    records kept for OBJ_GET_INFO_BY_FD (bpftool prints the program's
+    function names and source lines from them)."""
+    if not attr.func_info_cnt and not attr.line_info_cnt:
+        return b"", b""
+    try:
+        if not attr.prog_btf_fd:
+            raise BpfError(errno.EBADF)
+        funcs = lines = []
+        if attr.func_info_cnt:
+            funcs = _info_records(ctx, "func", attr.func_info, attr.func_info_cnt, attr.func_info_rec_size,
+                                  FUNC_INFO_SIZE)
+            offs = [struct.unpack_from("<I", r)[0] for r in funcs]
+            if offs[0]:
+                raise BpfError(errno.EINVAL, f"nonzero insn_off {offs[0]} for the first func info record")
+            for a, b in zip(offs, offs[1:]):
+                if b <= a:
+                    raise BpfError(errno.EINVAL, f"same or smaller insn offset ({b}) than previous func info record ({a})")
+            if len(funcs) != len(starts):
+                raise BpfError(errno.EINVAL, "number of funcs in func_info doesn't match number of subprogs")
+            if offs != list(starts):
+                raise BpfError(errno.EINVAL, "func_info BTF section doesn't match subprog layout in BPF program")
+        if attr.line_info_cnt:
+            lines = _info_records(ctx, "line", attr.line_info, attr.line_info_cnt, attr.line_info_rec_size,
+                                  LINE_INFO_SIZE)
+            prev = -1
+            for i, r in enumerate(lines):
+                off = struct.unpack_from("<I", r)[0]
+                if (i == 0 and off) or off <= prev or off >= insn_cnt:
+                    raise BpfError(errno.EINVAL, f"Invalid insn_off {off} in line_info[{i}]" if i else
+                                   f"nonzero insn_off {off} for the first line info record")
+                prev = off
+    except BpfError as e:
+        if level and e.strerror:
+            log(e.strerror)
+            write_log(ctx, log_buf, log_size, level, log.text())
+        raise BpfError(e.errno)
+    return b"".join(funcs), b"".join(lines)
 
 
 def compile_aot(xl, log):
@@ -297,39 +361,77 @@ def prog_bind_map(ctx, attr):
 
 
 def prog_get_info(ctx, prog, uinfo, info_len):
-    """bpf_prog_get_info_by_fd(): the counts-then-arrays pattern."""
+    """bpf_prog_get_info_by_fd(): the counts-then-arrays pattern. What the
+    caller passed (array pointers, record sizes) is kept; each count becomes
+    the program's and min(its, the caller's) records are copied."""
     size = ffi.sizeof("struct bpf_prog_info")
     ctx.check_uarg_tail_zero(uinfo, size, info_len)
     info_len = min(size, info_len)
-    info = ffi.new("struct bpf_prog_info *")
-    ffi.memmove(info, ctx.conn.read(uinfo, info_len), info_len)
     out = ffi.new("struct bpf_prog_info *")
+    ffi.memmove(out, ctx.conn.read(uinfo, info_len), info_len)
+
+    def array(count_field, ptr_field, data, rec):
+        ulen = getattr(out, count_field)
+        setattr(out, count_field, len(data) // rec)
+        if ulen and data:
+            ctx.conn.write(getattr(out, ptr_field), data[:min(ulen * rec, len(data))])
+
+    for nr, rs, want in (("nr_func_info", "func_info_rec_size", FUNC_INFO_SIZE),
+                         ("nr_line_info", "line_info_rec_size", LINE_INFO_SIZE),
+                         ("nr_jited_line_info", "jited_line_info_rec_size", 8)):
+        if (getattr(out, nr) or getattr(out, rs)) and getattr(out, rs) != want:
+            raise BpfError(errno.EINVAL)
+    out.func_info_rec_size = FUNC_INFO_SIZE
+    out.line_info_rec_size = LINE_INFO_SIZE
+    out.jited_line_info_rec_size = 8
     out.type = prog.prog_type
     out.id = prog.id
     ffi.memmove(out.tag, prog.tag, 8)
     nm = prog.name.encode()
-    ffi.memmove(out.name, nm, len(nm))
+    ffi.memmove(out.name, nm.ljust(16, b"\0"), 16)
     out.load_time = prog.load_time
     out.created_by_uid = prog.uid
     out.gpl_compatible = 1 if prog.gpl else 0
     out.verified_insns = getattr(prog, "verified_insns", 0)
     maps = [m.id for m in prog.maps] + [m.id for m in getattr(prog, "bound", [])]
-    out.nr_map_ids = len(maps)
-    if info.nr_map_ids and info.map_ids:
-        n = min(info.nr_map_ids, len(maps))
-        ctx.conn.write(info.map_ids, b"".join(struct.pack("<I", x) for x in maps[:n]))
+    array("nr_map_ids", "map_ids", b"".join(struct.pack("<I", x) for x in maps), 4)
+    ulen = out.xlated_prog_len
     xl = _xlated_dump(prog)
     out.xlated_prog_len = len(xl)
-    if info.xlated_prog_len and info.xlated_prog_insns:
-        ctx.conn.write(info.xlated_prog_insns, xl[:min(info.xlated_prog_len, len(xl))])
+    if ulen and xl:
+        ctx.conn.write(out.xlated_prog_insns, xl[:min(ulen, len(xl))])
+    ulen = out.jited_prog_len
     out.jited_prog_len = len(prog.jited)
-    if info.jited_prog_len and info.jited_prog_insns:
-        ctx.conn.write(info.jited_prog_insns, prog.jited[:min(info.jited_prog_len, len(prog.jited))])
-    if prog.btf is not None:
-        out.btf_id = prog.btf.id
+    if ulen and prog.jited:
+        ctx.conn.write(out.jited_prog_insns, prog.jited[:min(ulen, len(prog.jited))])
+    # One image for all subprograms and no kernel addresses: the kernel's
+    # answer when raw addresses are not shown (pointers zeroed).
+    for nr, ptr in (("nr_jited_ksyms", "jited_ksyms"), ("nr_jited_func_lens", "jited_func_lens")):
+        ulen = getattr(out, nr)
+        setattr(out, nr, len(prog.subprogs) if prog.jited else 0)
+        if ulen and prog.jited:
+            setattr(out, ptr, 0)
+    array("nr_func_info", "func_info", prog.func_info, FUNC_INFO_SIZE)
+    array("nr_line_info", "line_info", prog.line_info, LINE_INFO_SIZE)
+    out.nr_jited_line_info = 0
+    ulen = out.nr_prog_tags
+    out.nr_prog_tags = len(prog.subprogs)
+    if ulen:
+        ctx.conn.write(out.prog_tags, b"".join(_subprog_tags(prog)[:ulen]))
+    out.btf_id = prog.btf.id if prog.btf is not None else 0
+    out.run_time_ns = out.run_cnt = out.recursion_misses = 0
+    out.attach_btf_obj_id = out.attach_btf_id = 0
     ctx.conn.write(uinfo, bytes(ffi.buffer(out))[:info_len])
     ctx.put_info_len(info_len)
     return 0
+
+
+def _subprog_tags(prog):
+    """The tag of each subprogram (the program's own when there is one)."""
+    if len(prog.subprogs) == 1:
+        return [bytes(prog.tag)]
+    ends = prog.subprogs[1:] + [len(prog.orig) // 8]
+    return [bytes(bpf_prog_calc_tag(prog.orig[a * 8:b * 8])) for a, b in zip(prog.subprogs, ends)]
 
 
 def _xlated_dump(prog):
