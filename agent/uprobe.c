@@ -199,9 +199,15 @@ static uint32_t stop_word;
 static pthread_t follower_thread;
 static int follower_running;
 
+/* Set once the constructor has applied the probes that existed at start. */
+static uint32_t init_done;
+
 static void *follower(void *arg)
 {
 	int delay = 100;
+
+	while (!__atomic_load_n(&init_done, __ATOMIC_ACQUIRE))
+		shm_futex_wait(&init_done, 0, 1000);
 
 	/* The server creates the table; until then look now and then. */
 	while (open_table()) {
@@ -303,7 +309,10 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 __attribute__((constructor(200))) static void uprobe_init(void)
 {
 	/* Probes that exist when the process starts are in place before main()
-	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes. */
+	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes.
+	 * The follower thread is created first: a probe on pthread_create (or
+	 * on what it calls) must not count the runtime's own thread. */
+	start_follower();
 	if (!getenv("BPFSHIM_NO_AGENT") && !open_table() &&
 	    __atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) == ATTACH_TABLE_MAGIC) {
 		for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++)
@@ -312,7 +321,8 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 				break;
 			}
 	}
-	start_follower();
+	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
+	shm_futex_wake(&init_done);
 	pthread_atfork(NULL, NULL, after_fork_child);
 }
 #endif

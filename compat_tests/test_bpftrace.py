@@ -56,6 +56,7 @@ __attribute__((noinline)) int lib_add(int a, int b) { return a + b; }
 
 V = "{V}"
 L = "{L}"
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 SCRIPTS = {
     "count": "uprobe:{V}:work { @ = count(); }",
     "count_by_key": "uprobe:{V}:work { @[arg0 % 4] = count(); }",
@@ -84,6 +85,29 @@ SCRIPTS = {
     "shared_lib_ret": "uretprobe:{L}:lib_add { @r = lhist(retval, 100, 110, 1); }",
     "multi_key": "uprobe:{V}:work { @m[arg0 % 3, arg0 % 2] = count(); }",
     "delete": "uprobe:{V}:work { @x[arg0 % 5] = arg0; if (arg0 % 5 == 4) { delete(@x[arg0 % 5]); } }",
+    "wildcard": "uprobe:{V}:w* { @[func] = count(); }",
+    "exit_in_probe": 'uprobe:{V}:work /arg0 == 10/ { printf("ten\\n"); exit(); }',
+    "tuple_key_sum": "uprobe:{V}:six { @[arg0, arg1] = sum(arg5); }",
+    "locals_if_else": "uprobe:{V}:work { $x = arg0 * 2; if ($x > 100) { @big = count(); } else { @small = count(); } }",
+    "printf_formats": 'uprobe:{V}:neg { printf("%d %u %x %5d|%-5d| %s %c\\n", (int32)arg0, arg0, arg0, (int32)arg0, (int32)arg0, "s", 65); }',
+    "hist_print_end": "uprobe:{V}:work { @h = hist(arg0); } END { print(@h); clear(@h); }",
+    "zero": "uprobe:{V}:work { @c = count(); } END { zero(@c); }",
+    "str_len": 'uprobe:{V}:greet { printf("%s\\n", str(arg0, 3)); }',
+    "unroll": "uprobe:{V}:work { unroll(3) { @u = count(); } }",
+    "strncmp": 'uprobe:{V}:greet /strncmp(str(arg0), "be", 2) == 0/ { @b = count(); }',
+    "nsecs_elapsed": "uprobe:{V}:work { @t[nsecs > 0, elapsed > 0] = count(); }",
+    "cpid_filter": "uprobe:{V}:work /pid == cpid/ { @ = count(); }",
+    "cpu": "uprobe:{V}:work { @[cpu < 4096] = count(); }",
+    "buf": 'uprobe:{V}:greet { printf("%r\\n", buf(arg0, 4)); }',
+    "while_sizeof": 'BEGIN { $i = 0; while ($i < 5) { $i++; @w = count(); } printf("%d\\n", sizeof(int64)); exit(); }',
+    "print_top": "uprobe:{V}:work { @[arg0 % 10] = sum(arg0); } END { print(@, 3); clear(@); }",
+    "avg_by_key": "uprobe:{V}:work { @a[arg0 % 3] = avg(arg0); }",
+    "uretprobe_func": "uretprobe:{V}:work,uretprobe:{V}:neg { @[func] = count(); }",
+    "usym_ip": 'uprobe:{V}:work { @[usym(reg("ip"))] = count(); }',
+    "reg_di": 'uprobe:{V}:six { @[reg("di"), reg("si")] = count(); }',
+    "map_comm_str": "uprobe:{V}:greet { @n[comm, str(arg0)] = count(); }",
+    "libc_pthread_create": "uprobe:{C}:pthread_create { @ = count(); }",
+    "offset": "uprobe:{V}:work+0 { @ = count(); }",
     "begin_exit": 'BEGIN { @a = 1; @b = "x"; printf("%d %s\\n", 42, "str"); exit(); }',
 }
 
@@ -147,7 +171,7 @@ def runtime_dirs():
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_bpftrace_one_liner(name, victims, runtime_dirs):
     exe, lib = victims
-    script = SCRIPTS[name].replace(V, exe).replace(L, lib)
+    script = SCRIPTS[name].replace(V, exe).replace(L, lib).replace("{C}", LIBC)
     rc_s, out_s = run_bpftrace(script, exe, runtime_dirs[0])
     why = kernel_bpf_reason()
     if why is None:
