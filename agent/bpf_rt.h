@@ -72,6 +72,8 @@ struct bpf_prog_rt {
 	struct bpf_jit_env env;
 	/* statistics, as bpf_prog_stats: updated by bpf_prog_run */
 	uint64_t run_cnt, run_time_ns, faults;
+	/* uses per-CPU map values: a run holds a CPU slot (agent/run_cpu.c) */
+	uint32_t percpu;
 };
 
 /* Per-thread state of the program run in progress (kernel: current->bpf_ctx). */

@@ -121,7 +121,7 @@ static u64 get_prandom_u32(u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
 
 static u64 get_smp_processor_id(u64 a1, u64 a2, u64 a3, u64 a4, u64 a5)
 {
-	int c = sched_getcpu();
+	int c = shm_run_cpu >= 0 ? shm_run_cpu : sched_getcpu();
 	return c < 0 ? 0 : (u64)c;
 }
 

@@ -24,6 +24,8 @@
 #include <sys/mman.h>
 #include "bpf_rt.h"
 #include "helpers/helpers.h"
+#include "maps/map.h"
+#include "run_cpu.h"
 
 BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 __thread int bpf_rt_call_depth;
@@ -264,6 +266,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	struct bpf_run_ctx rc;
 	const struct bpf_prog_rt *volatile cur = prog;
 	int saved_depth = bpf_rt_call_depth;
+	volatile int cpu_claimed = 0;
 	uint64_t r0 = 0, t0;
 	int sig;
 
@@ -282,6 +285,8 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 		/* the handler (or bpf_rt_fault) left in_prog = 0 */
 		bpf_cur_run_ctx = rc.prev;
 		bpf_rt_call_depth = saved_depth;
+		if (cpu_claimed)
+			bpf_rt_cpu_release();
 		if (sig == RUN_EXIT) {
 			*ret = exit_r0;
 			goto stats;
@@ -292,6 +297,10 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	}
 	for (;;) {
 		const struct bpf_prog_rt *p = cur;
+		if (p->percpu && shm_run_cpu < 0) {
+			bpf_rt_cpu_claim();
+			cpu_claimed = 1;
+		}
 		rc.prog = p;
 		rc.tail_call_next = NULL;
 		barrier();
@@ -310,6 +319,8 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	}
 	bpf_cur_run_ctx = rc.prev;
 	bpf_rt_call_depth = saved_depth;
+	if (cpu_claimed)
+		bpf_rt_cpu_release();
 	*ret = r0;
 stats:
 	__atomic_add_fetch((uint64_t *)&prog->run_cnt, 1, __ATOMIC_RELAXED);

@@ -106,7 +106,7 @@ SCRIPTS = {
     "usym_ip": 'uprobe:{V}:work { @[usym(reg("ip"))] = count(); }',
     "reg_di": 'uprobe:{V}:six { @[reg("di"), reg("si")] = count(); }',
     "map_comm_str": "uprobe:{V}:greet { @n[comm, str(arg0)] = count(); }",
-    "libc_pthread_create": "uprobe:{C}:pthread_create { @ = count(); }",
+    "libc_pthread_create": "uprobe:{C}:pthread_create /pid == cpid/ { @ = count(); }",
     "offset": "uprobe:{V}:work+0 { @ = count(); }",
     "begin_exit": 'BEGIN { @a = 1; @b = "x"; printf("%d %s\\n", 42, "str"); exit(); }',
 }

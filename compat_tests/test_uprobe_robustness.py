@@ -202,3 +202,52 @@ def test_kill_loader_while_attached(setup, side):
         tout = t.stdout.read()
         rc = t.wait(timeout=30)
     assert rc == 0 and "target: calls" in tout, f"target rc={rc}\n{tout}"
+
+
+HOT_C = r"""
+#include <pthread.h>
+#include <stdio.h>
+volatile long sink;
+__attribute__((noinline)) void hot(long i) { sink += i; }
+static void *run(void *a) { for (long i = 0; i < 50000; i++) hot(i); return a; }
+int main(void) {
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) pthread_create(&t[i], 0, run, 0);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], 0);
+    printf("calls %d\n", 8 * 50000);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("side", ["kernel", "bpfshim", "bpfshim@65534"])
+def test_bpftrace_percpu_count_exact(side):
+    """bpftrace's count() is a read-modify-write of this CPU's slot of a
+    per-CPU map: 8 threads on fewer CPUs, preempted and migrated, lose no
+    count (a run holds its CPU slot, as the kernel's runs hold their CPU)."""
+    bpftrace = shutil.which("bpftrace")
+    if not bpftrace:
+        pytest.skip("bpftrace is not installed")
+    if side == "kernel" and kernel_bpf_reason():
+        pytest.skip(kernel_bpf_reason())
+    if side.endswith("65534") and unpriv_reason():
+        pytest.skip(unpriv_reason())
+    d = readable_tmpdir("bpfshim-percpu-")
+    exe = os.path.join(d, "hot")
+    with open(exe + ".c", "w") as f:
+        f.write(HOT_C)
+    subprocess.run(["cc", "-O1", "-pthread", "-o", exe, exe + ".c"], check=True)
+    os.chmod(exe, 0o755)
+    argv = [bpftrace, "-e", f"uprobe:{exe}:hot {{ @n = count(); }}", "-c", exe]
+    if side == "kernel":
+        rc, out, err = run(argv, timeout=300)
+    else:
+        rt = Runtime(unpriv=side.endswith("65534"), prefix="bpfshim-percpu-rt-")
+        try:
+            rc, out, err = run(rt.cmd(argv), timeout=300)
+        finally:
+            rt.close()
+    shutil.rmtree(d, ignore_errors=True)
+    assert rc == 0, err
+    assert "calls 400000" in out, out
+    assert re.search(r"^@n: 400000$", out, re.M), out + err

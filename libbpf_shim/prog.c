@@ -133,6 +133,13 @@ static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 			return NULL;   /* leaks a little on a race with map removal */
 		}
 		rt->maps[i] = m;
+		switch (m->hdr->attr.map_type) {
+		case BPF_MAP_TYPE_PERCPU_HASH:
+		case BPF_MAP_TYPE_PERCPU_ARRAY:
+		case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+		case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE:
+			rt->percpu = 1;
+		}
 		if (m->hdr->attr.map_type == BPF_MAP_TYPE_ARRAY)
 			rt->map_values[i] = shm_map_data(m);
 	}

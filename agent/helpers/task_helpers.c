@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include "maps/map.h"
 #include "helpers.h"
 
 #define PTR(r) ((void *)(uintptr_t)(r))
@@ -125,7 +126,8 @@ u64 bpf_get_current_task(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 
 u64 bpf_get_smp_processor_id(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
-	int c = sched_getcpu();
+	/* the slot a run on per-CPU maps holds (agent/run_cpu.c) */
+	int c = shm_run_cpu >= 0 ? shm_run_cpu : sched_getcpu();
 
 	return c < 0 ? 0 : (u64)c;
 }

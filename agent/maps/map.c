@@ -158,9 +158,11 @@ BPFSHIM_API uint32_t shm_nr_possible_cpus(void)
 	return n;
 }
 
+__thread int shm_run_cpu = -1;
+
 uint32_t shm_cur_cpu(const struct shm_map *m)
 {
-	int c = sched_getcpu();
+	int c = shm_run_cpu >= 0 ? shm_run_cpu : sched_getcpu();
 	uint32_t n = m->hdr->attr.nr_cpus ? m->hdr->attr.nr_cpus : 1;
 
 	return c < 0 ? 0 : (uint32_t)c % n;

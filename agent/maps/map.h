@@ -125,8 +125,10 @@ int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
 /* Bind a process-local handle to an already formatted mapping. */
 int shm_map_open(struct shm_map *m, void *base, uint64_t size, int fd);
 
-/* The CPU a value slot belongs to (sched_getcpu(), clamped to nr_cpus). */
+/* The CPU a value slot belongs to: the slot the program run in progress
+ * holds (agent/run_cpu.c), else sched_getcpu(); clamped to nr_cpus. */
 uint32_t shm_cur_cpu(const struct shm_map *m);
+extern __thread int shm_run_cpu;   /* -1: no run holds a slot */
 /* Number of possible CPUs on this machine (/sys/devices/system/cpu/possible). */
 uint32_t shm_nr_possible_cpus(void);
 
