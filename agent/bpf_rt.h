@@ -113,6 +113,14 @@ int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cooki
 		       uint64_t *ret);
 
 
+/* The ctx of an skb program under PROG_TEST_RUN (libbpf_shim/test_run.c):
+ * what the program reads, then the packet for bpf_skb_load_bytes. */
+struct shim_skb_ctx {
+	struct __sk_buff skb;      /* what the program reads through its ctx */
+	const unsigned char *data; /* from the network header (non-L2 types) */
+	uint32_t len;
+};
+
 /*
  * Callbacks (bpf_loop; appended by the interpreter/helpers owner). The value
  * a program holds for a callback (lddw src=BPF_PSEUDO_FUNC) is either
