@@ -416,6 +416,8 @@ def cases():
             cmap(LRU_PERCPU_HASH, 4, 4, 8, [(u32(i), u32(i * 2)) for i in range(5)]), write=False),
         "spin_lock_array": spin_case(ARRAY),
         "spin_lock_hash": spin_case(HASH),
+        # increments under the lock from two threads at once: none lost
+        "spin_lock_threads": dict(spin_case(ARRAY, n=1000), threads=[2, 50]),
         "ns_pid": ns_pid_case(),
         "ns_pid_wrong_dev": ns_pid_case(dev_delta=1),
         "ns_pid_bad_size": ns_pid_case(size=4),
@@ -491,6 +493,27 @@ def _locked_lookup(fd, key, vsize):
     return vb.raw.hex() if ret == 0 else f"errno {err}"
 
 
+def _run_threads(fd, ctx, nthreads, runs):
+    """PROG_TEST_RUN `runs` times in each of `nthreads` threads at once
+    (ctypes drops the GIL around the call); the errnos seen."""
+    import threading
+    errs = set()
+
+    def work():
+        a = ctypes.create_string_buffer(80)
+        cb = ctypes.create_string_buffer(ctx, len(ctx))
+        struct.pack_into("<I", a, 0, fd)
+        struct.pack_into("<IIQ", a, 40, len(ctx), 0, G.addr(cb))
+        for _ in range(runs):
+            errs.add(G.bpf(G.BPF_PROG_TEST_RUN, a)[1])
+    ts = [threading.Thread(target=work) for _ in range(nthreads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sorted(errs)
+
+
 def run_one(c):
     res = {}
     fds, mfds = [], []
@@ -557,6 +580,8 @@ def run_one(c):
             cb = ctypes.create_string_buffer(bytes(ctx), len(ctx))
             struct.pack_into("<IIQ", a, 40, len(ctx), 0, G.addr(cb))
         ret, err = G.bpf(G.BPF_PROG_TEST_RUN, a)
+        if c.get("threads"):
+            res["thread_errnos"] = _run_threads(fd, bytes(ctx), *c["threads"])
         res["test_errno"] = err
         res["retval"] = struct.unpack_from("<i", a, 4)[0]
         if "data_in" not in c:
