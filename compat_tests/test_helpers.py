@@ -777,6 +777,8 @@ def _trace_side(backend):
         if who:
             argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
         p = subprocess.run(argv, capture_output=True, env=rt.env(), cwd=G.ROOT, timeout=60)
+        again = subprocess.run(argv, capture_output=True, env=rt.env(), cwd=G.ROOT, timeout=60)
+        assert again.stdout == b"", "a read of the trace pipe consumes what it printed"
         return lines[0], p.stdout.decode(errors="replace"), err + p.stderr.decode(errors="replace")
     finally:
         rt.close()
