@@ -320,6 +320,16 @@ def spin_case(type_, n=100):
     return case(p, [m], locked_lookup=[0, u32(0).hex()])
 
 
+def spin_map_use_case(prog_type):
+    """A program of prog_type that only references a map with a
+    bpf_spin_lock."""
+    p = P()
+    p.map_fd(1, 0)
+    p.mov(0, 0)
+    p.exit()
+    return case(p, [cmap(ARRAY, 4, 8, 1, btf=spin_btf())], prog_type=prog_type)
+
+
 def ns_pid_case(dev_delta=0, size=8):
     """bpf_get_ns_current_pid_tgid(ctx.dev + dev_delta, ctx.ino, ctx + 16, size)."""
     p = P()
@@ -434,6 +444,8 @@ def cases():
         "misuse_snprintf_bad_format": snprintf_case(b"bad %q", [1]),
         "misuse_printk_fmt_size_0": printk_case(b"abc", [], fmt_size=0),
         "misuse_for_each_queue": for_each_case(cmap(22, 0, 4, 4)),
+        "misuse_spin_lock_map_socket_filter": spin_map_use_case(SOCKET_FILTER),
+        "misuse_spin_lock_map_raw_tp": spin_map_use_case(17),
     })
     return c
 
