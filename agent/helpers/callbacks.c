@@ -64,8 +64,8 @@ u64 bpf_loop(u64 nr_loops, u64 callback, u64 callback_ctx, u64 flags, u64 r5)
 /* bpf_for_each_map_elem(map, callback, ctx, flags): callback(map, key,
  * value, ctx) for each element (array: every index; percpu: this CPU's
  * value) until it returns 1; the number of elements visited. Hash maps are
- * walked by key, the next key taken before the callback runs, so the
- * callback may delete the element it is given. */
+ * walked by key; the callback may delete the element it is given and
+ * others. */
 u64 bpf_for_each_map_elem(u64 map, u64 callback, u64 callback_ctx, u64 flags, u64 r5)
 {
 	struct shm_map *m = (struct shm_map *)(uintptr_t)map;
@@ -92,23 +92,32 @@ u64 bpf_for_each_map_elem(u64 map, u64 callback, u64 callback_ctx, u64 flags, u6
 	case BPF_MAP_TYPE_PERCPU_HASH:
 	case BPF_MAP_TYPE_LRU_HASH:
 	case BPF_MAP_TYPE_LRU_PERCPU_HASH: {
-		unsigned char kb[2][a->key_size];   /* key_size <= MAX_BPF_STACK */
-		int cur = 0;
+		/* key_size <= MAX_BPF_STACK; cur, and its successor taken before
+		 * the callback */
+		unsigned char k[2][a->key_size];
+		int cur = 0, more;
 
-		if (m->ops->get_next_key(m, NULL, kb[cur]))
+		if (m->ops->get_next_key(m, NULL, k[cur]))
 			return 0;
-		for (;;) {
-			int more = !m->ops->get_next_key(m, kb[cur], kb[cur ^ 1]);
-			void *v = m->ops->lookup_ptr(m, kb[cur]);
-			if (v) {
-				n++;
-				if (callback_call(&cb, map, (u64)(uintptr_t)kb[cur], (u64)(uintptr_t)v, callback_ctx))
-					break;
+		do {
+			void *v = m->ops->lookup_ptr(m, k[cur]);
+			int stop;
+
+			more = !m->ops->get_next_key(m, k[cur], k[cur ^ 1]);
+			if (!v) {   /* gone before its turn */
+				cur ^= 1;
+				continue;
 			}
-			if (!more)
+			n++;
+			stop = (int)callback_call(&cb, map, (u64)(uintptr_t)k[cur], (u64)(uintptr_t)v, callback_ctx);
+			if (stop)
 				break;
+			/* the walk goes on from the current element if the callback
+			 * left it, else from the successor taken before */
+			if (m->ops->lookup_ptr(m, k[cur]))
+				more = !m->ops->get_next_key(m, k[cur], k[cur ^ 1]);
 			cur ^= 1;
-		}
+		} while (more);
 		return n;
 	}
 	default:   /* the kernel's verifier refuses the other types */
