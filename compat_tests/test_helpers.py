@@ -2,7 +2,7 @@
 65534): bpf_snprintf, bpf_trace_printk / bpf_trace_vprintk (return values,
 EINVAL, and the trace_pipe line), bpf_loop and bpf_for_each_map_elem
 (callbacks), bpf_spin_lock, bpf_get_ns_current_pid_tgid, bpf_send_signal,
-bpf_tail_call.
+bpf_tail_call; and bpftrace's debugf() in `bpfshim trace-pipe`.
 
 Each case is a small hand-assembled program run with BPF_PROG_TEST_RUN in a
 child process per backend (this file run as a script: `python3
@@ -745,13 +745,14 @@ PREFIX = re.compile(r"^\s*(\S+)-(\d+)\s+\[(\d+)\] (\S+)\s+(\d+)\.(\d{6}): ")
 
 
 def _normalise(text, who):
-    """Lines of `who`'s events with comm, pid, cpu, flags and the timestamp
-    replaced; continuation lines (a message with a newline) kept."""
+    """Lines of `who`'s events (pid None: any pid of that comm) with comm,
+    pid, cpu, flags and the timestamp replaced; continuation lines (a
+    message with a newline) kept."""
     out, mine = [], False
     for line in text.splitlines():
         m = PREFIX.match(line)
         if m:
-            mine = m.group(1) == who["comm"][:16] and int(m.group(2)) == who["pid"]
+            mine = m.group(1) == who["comm"][:16] and who["pid"] in (None, int(m.group(2)))
             if mine:
                 out.append("<comm>-<pid> [<cpu>] <flags> <ts>: " + line[m.end():])
         elif mine:
@@ -808,3 +809,31 @@ def test_trace_pipe_matches_kernel(backend):
     who, text, err = _trace_side(backend)
     assert who["retvals"] == kwho["retvals"]
     assert _normalise(text, who) == want, f"{text}\n{err}"
+
+
+# ---- bpftrace's debugf() (bpf_trace_printk from a real loader)
+DEBUGF = 'BEGIN { debugf("bt %d %s|\\n", -3, "str"); debugf("bt2 %u", 7); exit(); }'
+
+
+@pytest.mark.parametrize("who", ["root", "65534"])
+def test_bpftrace_debugf_matches_kernel(who):
+    import shutil
+    _need("interp@65534" if who != "root" else None)
+    bt = shutil.which("bpftrace")
+    if not bt:
+        pytest.skip("bpftrace is not installed")
+    _kernel_trace_pipe()                     # drop what is there
+    p = subprocess.run([bt, "-e", DEBUGF], capture_output=True, timeout=60)
+    want = _normalise(_kernel_trace_pipe(), {"comm": "bpftrace", "pid": None})
+    assert want, p.stderr
+    rt = Runtime(unpriv=who != "root")
+    try:
+        q = subprocess.run(rt.cmd([bt, "-e", DEBUGF]), capture_output=True, env=rt.env(), timeout=60)
+        argv = [os.path.join(G.ROOT, ".venv", "bin", "python"), "-m", "syscall_server", "trace-pipe", "--nonblock"]
+        if who != "root":
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        out = subprocess.run(argv, capture_output=True, env=rt.env(), cwd=G.ROOT, timeout=60).stdout.decode()
+        assert q.returncode == 0, q.stderr
+        assert _normalise(out, {"comm": "bpftrace", "pid": None}) == want, out
+    finally:
+        rt.close()
