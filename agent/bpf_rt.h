@@ -115,15 +115,25 @@ int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cooki
 		       uint64_t *ret);
 
 
+/* The ctx of an skb program under PROG_TEST_RUN (libbpf_shim/test_run.c):
+ * what the program reads, then the packet for bpf_skb_load_bytes. */
+struct shim_skb_ctx {
+	struct __sk_buff skb;      /* what the program reads through its ctx */
+	const unsigned char *data; /* from the network header (non-L2 types) */
+	uint32_t len;
+};
+
 /*
- * Callbacks (bpf_loop; appended by the interpreter/helpers owner). The value
- * a program holds for a callback (lddw src=BPF_PSEUDO_FUNC) is either
+ * Callbacks (bpf_loop, bpf_for_each_map_elem: agent/helpers/callbacks.c). The
+ * value a program holds for a callback (lddw src=BPF_PSEUDO_FUNC) is either
  *   - BPF_RT_CB_INSN_TAG | insn index of the subprogram (the interpreter's
  *     form: the helper runs it with bpf_interp_call on the current program), or
- *   - the address of code (an AOT engine's form, bit 63 clear), called as
- *     bpf_rt_callback_fn with the env of the running program.
+ *   - the address of code (the AOT form, bit 63 clear: a C-ABI entry the
+ *     compiler adds per callback), called as bpf_rt_callback_fn with the env
+ *     of the running program.
  * Tail calls: the loader side fills bpf_rt_prog_array_get (a prog_array map
- * slot -> program, NULL if empty); while it is NULL every tail call fails.
+ * slot -> program, NULL if empty; libbpf_shim/prog.c); while it is NULL every
+ * tail call fails.
  */
 #define BPF_RT_CB_INSN_TAG (1ull << 63)
 typedef uint64_t (*bpf_rt_callback_fn)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,

@@ -367,7 +367,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 				goto bad_insn;
 			DST = (uint64_t)(uintptr_t)prog->map_values[IMM] + (uint32_t)insn[1].imm;
 			break;
-		case BPF_PSEUDO_FUNC:   /* a callback (bpf_loop): its insn index, tagged */
+		case BPF_PSEUDO_FUNC:   /* a callback: its insn index, tagged */
 			DST = BPF_RT_CB_INSN_TAG | (uint64_t)(insn + 1 + IMM - start);
 			break;
 		default:

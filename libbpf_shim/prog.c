@@ -279,3 +279,16 @@ void shim_prog_release(uint32_t id)
 	/* the image mapping and the JIT code stay: a returning uretprobe frame
 	 * may still be on its way out through them */
 }
+
+/* bpf_tail_call's slot lookup (agent/bpf_rt.h): prog_array slots hold ids. */
+static const struct bpf_prog_rt *prog_array_get(void *map, uint32_t index)
+{
+	uint32_t id = shm_fd_array_get((const struct shm_map *)map, index);
+
+	return id ? shim_prog_by_id(id) : NULL;
+}
+
+__attribute__((constructor)) static void prog_array_init(void)
+{
+	bpf_rt_prog_array_get = prog_array_get;
+}

@@ -71,14 +71,6 @@ static long test_finish(const union bpf_attr *a, uint64_t uattr, const void *dat
 	return err;
 }
 
-/* The ctx of an skb program: what the program reads, then the packet for
- * bpf_skb_load_bytes (agent/helpers_base.c has the same layout). */
-struct shim_skb_ctx {
-	struct __sk_buff skb;
-	const unsigned char *data;
-	uint32_t len;
-};
-
 /* eth_type_trans() on the loopback device (address 00:00:00:00:00:00). */
 static uint32_t pkt_type_of(const unsigned char *dest)
 {

@@ -4,6 +4,7 @@
   bpfshim run -- CMD ...          run CMD with the library preloaded
   bpfshim server [--foreground]   start the per-user server (normally automatic)
   bpfshim status [--json]         live maps, programs, links, BTF
+  bpfshim trace-pipe [--nonblock] bpf_trace_printk output, as /sys/kernel/tracing/trace_pipe
   bpfshim conformance-plugin      bpf_conformance plugin protocol
 """
 import argparse
@@ -110,6 +111,8 @@ def main(argv=None):
     s.add_argument("--foreground", action="store_true")
     st = sub.add_parser("status", help="list live objects")
     st.add_argument("--json", action="store_true")
+    tp = sub.add_parser("trace-pipe", help="print bpf_trace_printk output (consumes it)")
+    tp.add_argument("--nonblock", action="store_true", help="print what is there and exit")
     sub.add_parser("conformance-plugin", help="bpf_conformance plugin (program hex on stdin)")
     args = ap.parse_args(argv)
     if args.what == "lib":
@@ -120,6 +123,12 @@ def main(argv=None):
         cmd_server(args)
     elif args.what == "status":
         cmd_status(args)
+    elif args.what == "trace-pipe":
+        from . import trace_pipe
+        try:
+            sys.exit(trace_pipe.run(runtime_dir(), follow=not args.nonblock))
+        except KeyboardInterrupt:
+            sys.exit(0)
 
 
 if __name__ == "__main__":

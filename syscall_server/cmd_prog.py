@@ -105,6 +105,20 @@ def _log_setup(attr):
     return level, size, buf
 
 
+# is_tracing_prog_type(): KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT(_WRITABLE)
+TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
+
+
+def check_map_prog_compatibility(m, prog, log):
+    """The verifier's check of a map against the program that uses it (the
+    part about the map's bpf_spin_lock)."""
+    if m.attr.spin_lock_off >= 0:
+        if prog.prog_type == U.BPF_PROG_TYPE_SOCKET_FILTER:
+            V.reject(log, errno.EINVAL, "socket filter progs cannot use bpf_spin_lock yet")
+        if prog.prog_type in TRACING_PROG_TYPES:
+            V.reject(log, errno.EINVAL, "tracing progs cannot use bpf_spin_lock yet")
+
+
 def relocate(ctx, insns, attr, prog, log):
     """resolve_pseudo_ldimm64(): map fds -> indices into prog.maps."""
     fd_array = attr.fd_array
@@ -112,6 +126,7 @@ def relocate(ctx, insns, attr, prog, log):
 
     def use(map_obj):
         if map_obj.id not in idx_of:
+            check_map_prog_compatibility(map_obj, prog, log)
             idx_of[map_obj.id] = len(prog.maps)
             prog.maps.append(map_obj)
         return idx_of[map_obj.id]

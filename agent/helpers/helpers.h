@@ -61,13 +61,16 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, u
 	X(map_push_elem) X(map_pop_elem) X(map_peek_elem) X(tail_call)             \
 	X(probe_read) X(probe_read_user) X(probe_read_kernel)                      \
 	X(probe_read_str) X(probe_read_user_str) X(probe_read_kernel_str)          \
-	X(probe_write_user) X(strncmp) X(snprintf)                                 \
-	X(ktime_get_ns) X(ktime_get_boot_ns) X(ktime_get_coarse_ns) X(jiffies64)   \
+	X(probe_write_user) X(strncmp) X(strtol) X(strtoul) X(snprintf)           \
+	X(ktime_get_ns) X(ktime_get_boot_ns) X(ktime_get_coarse_ns)               \
+	X(ktime_get_tai_ns) X(jiffies64)                                            \
 	X(get_prandom_u32) X(get_smp_processor_id) X(get_numa_node_id)             \
 	X(get_current_pid_tgid) X(get_current_uid_gid) X(get_current_comm)         \
 	X(get_current_task) X(get_ns_current_pid_tgid)                             \
 	X(send_signal) X(send_signal_thread)                                       \
-	X(get_func_ip) X(get_attach_cookie) X(loop)
+	X(get_func_ip) X(get_attach_cookie) X(skb_load_bytes)                     \
+	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \
+	X(trace_printk) X(trace_vprintk)
 
 #define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);
 BPF_RT_HELPERS(BPF_RT_HELPER_DECL)

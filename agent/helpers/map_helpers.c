@@ -95,3 +95,18 @@ u64 bpf_tail_call(u64 ctx, u64 map, u64 index, u64 r4, u64 r5)
 	rc->tail_call_next = next;
 	return 0;
 }
+
+/* bpf_spin_lock / bpf_spin_unlock on the struct bpf_spin_lock of a map
+ * value: the lock BPF_F_LOCK takes in the syscall commands (map.h
+ * shm_copy_value_locked). */
+u64 bpf_spin_lock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	shm_lock((shm_lock_t *)PTR(lock));
+	return 0;
+}
+
+u64 bpf_spin_unlock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	shm_unlock((shm_lock_t *)PTR(lock));
+	return 0;
+}

@@ -2,8 +2,7 @@
 /*
  * The helper table, by enum bpf_func_id: what the engines call and what the
  * server asks about before PROG_LOAD (bpf_helper_supported). Slots left NULL
- * here may be filled at load by other parts of the runtime (perf buffers,
- * agent/helpers_base.c for what it has and this table lacks).
+ * here may be filled at load by other parts of the runtime (perf buffers).
  */
 #include "helpers.h"
 

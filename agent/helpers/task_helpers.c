@@ -44,6 +44,11 @@ u64 bpf_ktime_get_coarse_ns(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 	return clock_ns(CLOCK_MONOTONIC_COARSE);
 }
 
+u64 bpf_ktime_get_tai_ns(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
+{
+	return clock_ns(CLOCK_TAI);
+}
+
 /* get_jiffies_64(): jiffies at CONFIG_HZ=250 (Debian's) since boot, plus
  * INITIAL_JIFFIES (-300 s worth, as a u32: the kernel starts jiffies 5
  * minutes before the 32-bit wrap to catch wrap bugs early). */
@@ -180,7 +185,8 @@ u64 bpf_send_signal_thread(u64 sig, u64 r2, u64 r3, u64 r4, u64 r5)
 }
 
 /* bpf_get_ns_current_pid_tgid(dev, ino, nsdata, size): pid and tgid as seen
- * from the pid namespace (dev, ino) if it is the current one. */
+ * from the pid namespace (dev, ino) if it is the current one; another
+ * namespace is -EINVAL, as a bad size (the kernel's ns_match failing). */
 struct bpf_pidns_info_ { uint32_t pid, tgid; };
 
 u64 bpf_get_ns_current_pid_tgid(u64 dev, u64 ino, u64 nsdata, u64 size, u64 r5)
@@ -205,10 +211,8 @@ u64 bpf_get_ns_current_pid_tgid(u64 dev, u64 ino, u64 nsdata, u64 size, u64 r5)
 		ns_ino = st.st_ino;
 		__atomic_store_n(&ns_gen, g, __ATOMIC_RELEASE);
 	}
-	if (ns_dev != dev || ns_ino != ino) {
-		err = -ENOENT;
+	if (ns_dev != dev || ns_ino != ino)
 		goto clear;
-	}
 	ids();
 	out->pid = my_tid;
 	out->tgid = my_tgid;
@@ -232,36 +236,4 @@ u64 bpf_get_attach_cookie(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
 
 	return rc ? rc->bpf_cookie : 0;
-}
-
-/* bpf_loop(nr_loops, callback, ctx, flags): callback(i, ctx) until it
- * returns 1. The callback is an interpreter subprogram (tagged insn index)
- * or AOT code (an address); see bpf_rt.h. */
-#define BPF_MAX_LOOPS (8 * 1024 * 1024)
-
-u64 bpf_loop(u64 nr_loops, u64 callback, u64 callback_ctx, u64 flags, u64 r5)
-{
-	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
-	const struct bpf_prog_rt *prog = rc ? rc->prog : NULL;
-	u64 i;
-
-	if (flags)
-		return bpf_rt_err(EINVAL);
-	if (nr_loops > BPF_MAX_LOOPS)
-		return bpf_rt_err(E2BIG);
-	if (!prog)
-		return bpf_rt_err(EINVAL);
-	if (callback & BPF_RT_CB_INSN_TAG) {
-		for (i = 0; i < nr_loops; i++)
-			if (bpf_interp_call(prog, callback, i, callback_ctx, 0, 0, 0))
-				return i + 1;   /* 1: stop (the verifier allows 0 and 1) */
-		return i;
-	}
-	bpf_rt_callback_fn fn = (bpf_rt_callback_fn)(uintptr_t)callback;
-	if (!fn)
-		bpf_rt_fault(SIGSEGV);
-	for (i = 0; i < nr_loops; i++)
-		if (fn(i, callback_ctx, 0, 0, 0, &prog->env))
-			return i + 1;
-	return i;
 }

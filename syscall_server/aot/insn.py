@@ -132,7 +132,7 @@ def is_pseudo_call(ins):
 
 class Func:
     """One subprogram: pcs [start, end)."""
-    __slots__ = ("idx", "start", "end", "callees", "helpers", "callx", "may_tail_call", "leaders")
+    __slots__ = ("idx", "start", "end", "callees", "helpers", "callx", "may_tail_call", "leaders", "is_callback")
 
     def __init__(self, idx, start, end):
         self.idx, self.start, self.end = idx, start, end
@@ -141,12 +141,14 @@ class Func:
         self.callx = False
         self.may_tail_call = False
         self.leaders = set()
+        self.is_callback = False     # its address is taken (lddw BPF_PSEUDO_FUNC)
 
 
 def analyze(prog, helper_ids=None):
     """Subprograms with their basic-block leaders, checked like the verifier's check_subprogs/check_cfg."""
     n = len(prog)
     starts = {0}
+    callbacks = set()
     for ins in prog:
         if ins is not None and is_pseudo_call(ins):
             t = ins.pc + ins.imm + 1
@@ -154,12 +156,18 @@ def analyze(prog, helper_ids=None):
                 raise AotError(f"call to invalid destination {t}", ins.pc)
             starts.add(t)
         elif ins is not None and ins.is_lddw() and ins.src == BPF_PSEUDO_FUNC:
-            raise AotError("callback function pointers (BPF_PSEUDO_FUNC) are not compiled", ins.pc)
+            t = ins.pc + ins.imm + 1
+            if not 0 < t < n or prog[t] is None:
+                raise AotError(f"callback at invalid destination {t}", ins.pc)
+            starts.add(t)
+            callbacks.add(t)
     starts = sorted(starts)
     funcs = []
     for k, s in enumerate(starts):
         funcs.append(Func(k, s, starts[k + 1] if k + 1 < len(starts) else n))
     by_start = {f.start: f for f in funcs}
+    for t in callbacks:
+        by_start[t].is_callback = True
     for f in funcs:
         f.leaders.add(f.start)
         last = None

@@ -20,7 +20,7 @@ from .insn import (
     BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_FETCH,
     BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL, BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE, BPF_FUNC_tail_call, BPF_REG_FP, MAX_BPF_STACK, HELPER_MAX,
-    BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, jump_target,
+    BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, BPF_PSEUDO_FUNC, jump_target,
 )
 
 ENTRY_NAME = "bpf_prog"
@@ -44,6 +44,24 @@ FN_ATTRS = 'nounwind "no-builtins" "frame-pointer"="none" "no-trapping-math"="tr
 
 def _fname(f):
     return ENTRY_NAME if f.idx == 0 else f"bpf_sub{f.idx}"
+
+
+def _cbname(f):
+    return f"bpf_cb{f.idx}"
+
+
+def callback_ir(f):
+    """The entry of a subprogram whose address the program takes (bpf_loop,
+    bpf_for_each_map_elem): bpf_rt_callback_fn's C convention around the
+    subprogram's fastcc; a tail call pending in it ends only the callback."""
+    args = ", ".join(f"i64 %a{r}" for r in range(1, 6)) + ", ptr %env"
+    out = [f"define internal i64 @{_cbname(f)}({args}) #0 {{", "entry:"]
+    if f.may_tail_call:
+        out += [f"  %p = call fastcc {{ i64, i1 }} @{_fname(f)}({args})",
+                "  %r = extractvalue { i64, i1 } %p, 0"]
+    else:
+        out.append(f"  %r = call fastcc i64 @{_fname(f)}({args})")
+    return out + ["  ret i64 %r", "}"]
 
 
 def _stack_use(prog, f):
@@ -319,6 +337,9 @@ class FuncGen:
                 if off:
                     v = self.val(f"add i64 {v}, {off}")
                 self.wr(ins.dst, v, pc)
+            elif ins.src == BPF_PSEUDO_FUNC:
+                cb = self.by_start[pc + ins.imm + 1]
+                self.wr(ins.dst, self.val(f"ptrtoint ptr @{_cbname(cb)} to i64"), pc)
             else:
                 raise AotError(f"lddw with src_reg {ins.src} (unrelocated map or BTF reference)", pc)
         return False
@@ -581,6 +602,9 @@ def module_ir(prog, funcs):
     for f in funcs:
         lines += FuncGen(prog, f, by_start).gen()
         lines.append("")
+        if f.is_callback:
+            lines += callback_ir(f)
+            lines.append("")
     lines += [
         "declare i16 @llvm.bswap.i16(i16)",
         "declare i32 @llvm.bswap.i32(i32)",

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Writer side of the trace pipe (trace_ring.h): the line the kernel's
+ * trace_pipe shows for a bpf_trace_printk event,
+ *     "<comm>-<tid> [<cpu>] <flags> <secs>.<usecs>: bpf_trace_printk: <msg>"
+ * in print_trace_fmt()'s widths. The ring is mapped on first use and stays
+ * mapped (also in forked children, which share it).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include "common.h"
+#include "trace_ring.h"
+
+#define DATA_OFF 64
+
+/* libbpf_shim/conn.c; absent in the server's core library */
+int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
+
+static struct trace_ring_hdr *ring;
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+
+static void ring_map(void)
+{
+	char dir[4096], path[4200];
+	const char *env = getenv("BPFSHIM_RUNTIME_DIR");
+	size_t len = DATA_OFF + TRACE_RING_SIZE;
+	struct stat st;
+	int fd;
+
+	if (shim_runtime_dir) {
+		if (shim_runtime_dir(dir, sizeof(dir)))
+			return;
+	} else if (env && *env) {
+		snprintf(dir, sizeof(dir), "%s", env);
+	} else {
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/%s", dir, TRACE_RING_NAME);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return;
+	/* a fresh file is sized once; ftruncate of an existing one to the same
+	 * size changes nothing, so racing creators agree */
+	if (fstat(fd, &st) || (st.st_size != (off_t)len && ftruncate(fd, (off_t)len))) {
+		close(fd);
+		return;
+	}
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return;
+	struct trace_ring_hdr *h = p;
+	uint32_t zero = 0;
+	/* the first mapper formats it: size last, the reader waits for magic */
+	if (__atomic_compare_exchange_n(&h->version, &zero, TRACE_RING_VERSION, 0, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE)) {
+		h->size = TRACE_RING_SIZE;
+		__atomic_store_n(&h->magic, TRACE_RING_MAGIC, __ATOMIC_RELEASE);
+	} else {
+		for (int i = 0; i < 1000 && __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != TRACE_RING_MAGIC; i++)
+			sched_yield();
+	}
+	if (h->magic != TRACE_RING_MAGIC || h->version != TRACE_RING_VERSION || h->size != TRACE_RING_SIZE) {
+		munmap(p, len);
+		return;
+	}
+	ring = h;
+}
+
+void trace_ring_emit(const char *msg)
+{
+	char line[700], comm[17] = { 0 };
+	struct timespec ts;
+	int cpu = sched_getcpu();
+	int n;
+
+	pthread_once(&ring_once, ring_map);
+	if (!ring)
+		return;
+	prctl(PR_GET_NAME, comm, 0, 0, 0);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	n = snprintf(line, sizeof(line), "%16s-%-7d [%03d] ..... %5llu.%06llu: bpf_trace_printk: %s", comm,
+		     (int)syscall(SYS_gettid), cpu < 0 ? 0 : cpu, (unsigned long long)ts.tv_sec,
+		     (unsigned long long)ts.tv_nsec / 1000, msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line) - 1)
+		n = sizeof(line) - 2;
+	/* the event's output always ends in a newline of its own, also after a
+	 * message that has one (trace_pipe then shows an empty line) */
+	line[n++] = '\n';
+
+	char *data = (char *)ring + DATA_OFF;
+	uint32_t mask = ring->size - 1;
+	shm_lock(&ring->lock);
+	uint64_t head = ring->head;
+	for (int i = 0; i < n; i++)
+		data[(head + (uint64_t)i) & mask] = line[i];
+	__atomic_store_n(&ring->head, head + (uint64_t)n, __ATOMIC_RELEASE);
+	shm_unlock(&ring->lock);
+}
