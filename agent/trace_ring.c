@@ -110,3 +110,40 @@ void trace_ring_emit(const char *msg)
 	__atomic_store_n(&ring->head, head + (uint64_t)n, __ATOMIC_RELEASE);
 	shm_unlock(&ring->lock);
 }
+
+size_t trace_ring_read(char *buf, size_t n)
+{
+	pthread_once(&ring_once, ring_map);
+	if (!ring || !n)
+		return 0;
+	const char *data = (const char *)ring + DATA_OFF;
+	uint64_t size = ring->size, mask = size - 1;
+	uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+	uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+	int resync = 0;
+
+	if (head - tail > size) {
+		tail = head - size;
+		resync = 1;
+	}
+	if (head - tail > n)
+		head = tail + n;
+	for (uint64_t p = tail; p < head; p++)
+		buf[p - tail] = data[p & mask];
+	/* writers may have gone round while we copied: drop what they overwrote */
+	uint64_t now = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+	uint64_t skip = now > size && now - size > tail ? now - size - tail : 0;
+	if (skip > head - tail)
+		skip = head - tail;
+	size_t len = (size_t)(head - tail - skip);
+	memmove(buf, buf + skip, len);
+	if (resync || skip) {
+		/* from the next line on */
+		char *nl = memchr(buf, '\n', len);
+		size_t drop = nl ? (size_t)(nl - buf) + 1 : len;
+		memmove(buf, buf + drop, len - drop);
+		len -= drop;
+	}
+	__atomic_store_n(&ring->tail, head, __ATOMIC_RELEASE);
+	return len;
+}

@@ -13,6 +13,7 @@
 #ifndef BPFSHIM_TRACE_RING_H
 #define BPFSHIM_TRACE_RING_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "shm_lock.h"
 
@@ -34,5 +35,8 @@ struct trace_ring_hdr {
 
 /* Append one bpf_trace_printk event with message msg. */
 void trace_ring_emit(const char *msg);
+/* Consume up to n bytes written since the last read (from the next line
+ * when unread data was overwritten); 0 when there is none. */
+size_t trace_ring_read(char *buf, size_t n);
 
 #endif

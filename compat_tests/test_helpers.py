@@ -815,8 +815,12 @@ def test_trace_pipe_matches_kernel(backend):
 DEBUGF = 'BEGIN { debugf("bt %d %s|\\n", -3, "str"); debugf("bt2 %u", 7); exit(); }'
 
 
+@pytest.mark.parametrize("reader", ["bpfshim trace-pipe", "tracefs trace_pipe"])
 @pytest.mark.parametrize("who", ["root", "65534"])
-def test_bpftrace_debugf_matches_kernel(who):
+def test_bpftrace_debugf_matches_kernel(who, reader):
+    """Read with `bpfshim trace-pipe`, or as tools do: a process under the
+    shim reading tracefs's trace_pipe (cat, for 2 s: it blocks as the
+    kernel's does)."""
     import shutil
     _need("interp@65534" if who != "root" else None)
     bt = shutil.which("bpftrace")
@@ -829,9 +833,12 @@ def test_bpftrace_debugf_matches_kernel(who):
     rt = Runtime(unpriv=who != "root")
     try:
         q = subprocess.run(rt.cmd([bt, "-e", DEBUGF]), capture_output=True, env=rt.env(), timeout=60)
-        argv = [os.path.join(G.ROOT, ".venv", "bin", "python"), "-m", "syscall_server", "trace-pipe", "--nonblock"]
-        if who != "root":
-            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        if reader == "tracefs trace_pipe":
+            argv = rt.cmd(["timeout", "2", "cat", "/sys/kernel/tracing/trace_pipe"])
+        else:
+            argv = [os.path.join(G.ROOT, ".venv", "bin", "python"), "-m", "syscall_server", "trace-pipe", "--nonblock"]
+            if who != "root":
+                argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
         out = subprocess.run(argv, capture_output=True, env=rt.env(), cwd=G.ROOT, timeout=60).stdout.decode()
         assert q.returncode == 0, q.stderr
         assert _normalise(out, {"comm": "bpftrace", "pid": None}) == want, out

@@ -378,6 +378,10 @@ BPFSHIM_API FILE *fopen(const char *path, const char *mode)
 	int fd = fdinfo_fd(path);
 	if (fd >= 0)
 		return fdopen(fd, "r");
+	if (shim_is_trace_pipe(path) && mode && mode[0] == 'r' && !strchr(mode, '+')) {
+		fd = shim_trace_pipe_open(O_RDONLY | (strchr(mode, 'e') ? O_CLOEXEC : 0));
+		return fd < 0 ? NULL : fdopen(fd, "r");
+	}
 	FILE *f = mode && mode[0] == 'r' && !strchr(mode, '+') ? mounts_with_bpffs(path) : NULL;
 	if (f)
 		return f;
@@ -438,6 +442,8 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode, int 
 	int fd = fdinfo_fd(path);
 	if (fd >= 0)
 		return fd;
+	if (shim_is_trace_pipe(path))
+		return shim_trace_pipe_open(flags);
 	fd = at ? real.openat(dirfd, path, flags, mode) : real.open(path, flags, mode);
 	if (fd < 0 && (errno == EACCES || errno == EPERM || errno == ENOENT)) {
 		int saved = errno, p = pseudo_fd(path, flags);

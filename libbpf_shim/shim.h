@@ -108,6 +108,10 @@ struct shim_reply {
  * request, installing an fd): the calls the shim makes meanwhile (the mmap of
  * a map segment) are its own and never identify unknown fds. */
 extern __thread int shim_internal;
+
+/* tracefs trace_pipe served from bpfshim's trace pipe (trace_pipe.c) */
+int shim_is_trace_pipe(const char *path);
+int shim_trace_pipe_open(int flags);
 int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
 		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size);
 /* Fire-and-forget (SHIM_OP_RELEASE). */
