@@ -70,11 +70,19 @@ struct bpf_prog_rt {
 	void **map_values;
 	bpf_jit_fn jited;               /* NULL: interpreter */
 	struct bpf_jit_env env;
-	/* statistics, as bpf_prog_stats: updated by bpf_prog_run */
-	uint64_t run_cnt, run_time_ns, faults;
+	/* runs stopped by a fault. No run_cnt/run_time_ns: the kernel keeps
+	 * them only with BPF_ENABLE_STATS, and two clock reads would double the
+	 * cost of a probe hit */
+	uint64_t faults;
 	/* uses per-CPU map values: a run holds a CPU slot (agent/run_cpu.c) */
 	uint32_t percpu;
 };
+
+/* Where a fault ends a run: rbx, rbp, r12-r15, the stack pointer and the
+ * return address, saved by bpf_rt_setjmp (agent/prog_run.c). Cheaper than
+ * sigsetjmp, which costs more than a whole probe hit otherwise does; the
+ * fault path restores the signal mask itself. */
+typedef uint64_t bpf_rt_jmp_buf[8];
 
 /* Per-thread state of the program run in progress (kernel: current->bpf_ctx). */
 struct bpf_run_ctx {
@@ -90,7 +98,7 @@ struct bpf_run_ctx {
 	int override_set;
 	uint64_t override_rc;
 	/* A fault (SIGSEGV/SIGBUS) inside program code or a helper lands here. */
-	sigjmp_buf fault_jmp;
+	bpf_rt_jmp_buf fault_jmp;
 	int in_prog;
 	struct bpf_run_ctx *prev;        /* nesting: a probe hit inside a helper */
 };

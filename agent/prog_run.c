@@ -6,10 +6,10 @@
  *
  * Faults: a SIGSEGV/SIGBUS (and the SIGILL/SIGFPE of an engine's trap)
  * raised by the kernel while this thread is inside a program jumps back to
- * the run's sigsetjmp; the run ends with -EFAULT, the fault is counted in
+ * the run's bpf_rt_setjmp; the run ends with -EFAULT, the fault is counted in
  * prog->faults and the host goes on. Every other fault, and signals sent by
  * kill()/tgkill(), go to the handler that was installed before ours.
- * sigsetjmp(.., 0) does not save the mask (a syscall per run); the fault
+ * No signal mask is saved (that would be a syscall per run); the fault
  * path unblocks the fault signals itself. Each thread that runs programs
  * gets an alternate signal stack unless it has one, so a stack overflow
  * inside a program is contained too.
@@ -31,11 +31,30 @@ BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 __thread int bpf_rt_call_depth;
 
 /* A fault-safe copy in progress on this thread (bpf_rt_copy_nofault). */
-static __thread sigjmp_buf *volatile copy_jmp;
+static __thread bpf_rt_jmp_buf *volatile copy_jmp;
 static __thread uint64_t exit_r0;
 
 #define barrier() __asm__ __volatile__("" ::: "memory")
-#define RUN_EXIT 0x7fff   /* sigsetjmp value of bpf_rt_exit_run */
+#define RUN_EXIT 0x7fff   /* bpf_rt_setjmp value of bpf_rt_exit_run */
+
+/* setjmp/longjmp of the callee-saved registers only (x86-64 SysV). */
+__attribute__((returns_twice)) int bpf_rt_setjmp(bpf_rt_jmp_buf jb);
+__attribute__((noreturn)) void bpf_rt_longjmp(bpf_rt_jmp_buf jb, int val);
+__asm__(".text\n"
+	".globl bpf_rt_setjmp\n.hidden bpf_rt_setjmp\n.type bpf_rt_setjmp,@function\n"
+	"bpf_rt_setjmp:\n"
+	"	mov %rbx, 0(%rdi)\n	mov %rbp, 8(%rdi)\n	mov %r12, 16(%rdi)\n"
+	"	mov %r13, 24(%rdi)\n	mov %r14, 32(%rdi)\n	mov %r15, 40(%rdi)\n"
+	"	lea 8(%rsp), %rdx\n	mov %rdx, 48(%rdi)\n	mov (%rsp), %rdx\n	mov %rdx, 56(%rdi)\n"
+	"	xor %eax, %eax\n	ret\n"
+	".size bpf_rt_setjmp, .-bpf_rt_setjmp\n"
+	".globl bpf_rt_longjmp\n.hidden bpf_rt_longjmp\n.type bpf_rt_longjmp,@function\n"
+	"bpf_rt_longjmp:\n"
+	"	mov %esi, %eax\n	test %eax, %eax\n	jnz 1f\n	inc %eax\n1:\n"
+	"	mov 0(%rdi), %rbx\n	mov 8(%rdi), %rbp\n	mov 16(%rdi), %r12\n"
+	"	mov 24(%rdi), %r13\n	mov 32(%rdi), %r14\n	mov 40(%rdi), %r15\n"
+	"	mov 48(%rdi), %rsp\n	jmp *56(%rdi)\n"
+	".size bpf_rt_longjmp, .-bpf_rt_longjmp\n");
 
 static const int fault_sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE };
 static struct sigaction prev_act[BPFSHIM_ARRAY_SIZE(fault_sigs)];
@@ -74,15 +93,15 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	/* si_code > 0: raised by the kernel for this thread's own instruction */
 	if (si->si_code > 0) {
-		sigjmp_buf *j = copy_jmp;
+		bpf_rt_jmp_buf *j = copy_jmp;
 		if (j && (sig == SIGSEGV || sig == SIGBUS)) {
 			copy_jmp = NULL;
-			siglongjmp(*j, 1);
+			bpf_rt_longjmp(*j, 1);
 		}
 		struct bpf_run_ctx *rc = bpf_cur_run_ctx;
 		if (rc && rc->in_prog) {
 			rc->in_prog = 0;
-			siglongjmp(rc->fault_jmp, sig);
+			bpf_rt_longjmp(rc->fault_jmp, sig);
 		}
 	}
 	chain(sig, si, uc);
@@ -168,7 +187,7 @@ __attribute__((noreturn)) void bpf_rt_fault(int sig)
 
 	if (rc && rc->in_prog) {
 		rc->in_prog = 0;
-		siglongjmp(rc->fault_jmp, sig);
+		bpf_rt_longjmp(rc->fault_jmp, sig);
 	}
 	__builtin_trap();
 }
@@ -180,7 +199,7 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0)
 	if (rc && rc->in_prog) {
 		rc->in_prog = 0;
 		exit_r0 = r0;
-		siglongjmp(rc->fault_jmp, RUN_EXIT);
+		bpf_rt_longjmp(rc->fault_jmp, RUN_EXIT);
 	}
 	__builtin_trap();
 }
@@ -189,8 +208,8 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0)
 
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 {
-	sigjmp_buf jb;
-	sigjmp_buf *volatile saved;
+	bpf_rt_jmp_buf jb;
+	bpf_rt_jmp_buf *volatile saved;
 
 	if (!n)
 		return 0;
@@ -198,7 +217,7 @@ int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 		return -EFAULT;
 	ensure_thread();
 	saved = copy_jmp;
-	if (sigsetjmp(jb, 0)) {
+	if (bpf_rt_setjmp(jb)) {
 		copy_jmp = saved;
 		unblock_fault_sigs();
 		return -EFAULT;
@@ -216,15 +235,15 @@ int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 
 long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
 {
-	sigjmp_buf jb;
-	sigjmp_buf *volatile saved;
+	bpf_rt_jmp_buf jb;
+	bpf_rt_jmp_buf *volatile saved;
 	volatile size_t i = 0;
 
 	if (!n)
 		return 0;
 	ensure_thread();
 	saved = copy_jmp;
-	if (sigsetjmp(jb, 0)) {
+	if (bpf_rt_setjmp(jb)) {
 		copy_jmp = saved;
 		unblock_fault_sigs();
 		return -EFAULT;
@@ -249,14 +268,6 @@ long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
 
 /* ---- the runner ---- */
 
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* r2 goes to the interpreter only (the bpf_conformance convention; AOT code
  * gets it from its own preamble). */
 int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in, uint64_t cookie,
@@ -267,7 +278,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	const struct bpf_prog_rt *volatile cur = prog;
 	int saved_depth = bpf_rt_call_depth;
 	volatile int cpu_claimed = 0;
-	uint64_t r0 = 0, t0;
+	uint64_t r0 = 0;
 	int sig;
 
 	ensure_thread();
@@ -277,10 +288,9 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	rc.bpf_cookie = cookie;
 	rc.func_ip = func_ip;
 	rc.prev = bpf_cur_run_ctx;
-	t0 = now_ns();
 	bpf_cur_run_ctx = &rc;
 	bpf_rt_call_depth = 0;
-	sig = sigsetjmp(rc.fault_jmp, 0);
+	sig = bpf_rt_setjmp(rc.fault_jmp);
 	if (sig) {
 		/* the handler (or bpf_rt_fault) left in_prog = 0 */
 		bpf_cur_run_ctx = rc.prev;
@@ -289,7 +299,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 			bpf_rt_cpu_release();
 		if (sig == RUN_EXIT) {
 			*ret = exit_r0;
-			goto stats;
+			return 0;
 		}
 		unblock_fault_sigs();
 		__atomic_add_fetch((uint64_t *)&prog->faults, 1, __ATOMIC_RELAXED);
@@ -322,9 +332,6 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	if (cpu_claimed)
 		bpf_rt_cpu_release();
 	*ret = r0;
-stats:
-	__atomic_add_fetch((uint64_t *)&prog->run_cnt, 1, __ATOMIC_RELAXED);
-	__atomic_add_fetch((uint64_t *)&prog->run_time_ns, now_ns() - t0, __ATOMIC_RELAXED);
 	return 0;
 }
 
