@@ -342,3 +342,66 @@ def test_bpftool_sequence_ran(sequences):
     for name, seq in sequences.items():
         assert seq[0][0] == 0, f"{name}: {fmt(seq[0])}"
         assert any("01 02 03 04 05 06 07 08" in r[1] for r in seq), name
+
+
+LOOP_C = r"""
+#include <unistd.h>
+volatile long sink;
+__attribute__((noinline)) void hot(long i) { sink += i; }
+int main(void) { for (long i = 0; i < 100000; i++) { hot(i); usleep(1000); } return 0; }
+"""
+PERF_LINE = re.compile(r"^pid \d+  fd \d+: prog_id \d+  ", re.M)
+
+
+def perf_list(wrap, exe):
+    """`bpftool perf list` while bpftrace holds a uprobe and a uretprobe on
+    a running process: (bpftool status, what it lists for bpftrace's pid)."""
+    import time
+    target = subprocess.Popen(wrap([exe]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = f"uprobe:{exe}:hot {{ @ = count(); }} uretprobe:{exe}:hot {{ @r = count(); }}"
+    bt = subprocess.Popen(wrap(["bpftrace", "-e", script, "-p", str(target.pid)]), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = bt.stdout.readline()          # "Attaching 2 probes..." once attached
+        assert "Attaching" in line, line
+        time.sleep(0.3)
+        # bpftrace runs under `env` (and setpriv): its pid is the newest bpftrace
+        pids = subprocess.run(["pgrep", "-P", str(bt.pid)], capture_output=True, text=True).stdout.split()
+        bt_pid = int(pids[-1]) if pids and wrap is not None and wrap([])[:1] != [] else bt.pid
+        rc, out, err = run(wrap([BPFTOOL, "perf", "list"]))
+        mine = [PERF_LINE.sub("", l) for l in out.splitlines() if l.startswith(f"pid {bt_pid} ")
+                or l.startswith(f"pid {bt.pid} ")]
+        return rc, sorted(mine), err
+    finally:
+        for p in (bt, target):
+            p.kill()
+            p.wait()
+
+
+def test_bpftool_perf_list():
+    """BPF_TASK_FD_QUERY over /proc/PID/fd: the uprobes a loader holds."""
+    if not BPFTOOL or not shutil.which("bpftrace"):
+        pytest.skip("bpftool or bpftrace is not installed")
+    d = readable_tmpdir("bpfshim-bpftool-perf-")
+    exe = os.path.join(d, "loop")
+    with open(exe + ".c", "w") as f:
+        f.write(LOOP_C)
+    subprocess.run(["cc", "-O1", "-o", exe, exe + ".c"], check=True)
+    os.chmod(exe, 0o755)
+    res = {}
+    if kernel_bpf_reason() is None:
+        res["kernel"] = perf_list(lambda argv: list(argv), exe)
+    runtimes = [("bpfshim", Runtime(prefix="bpfshim-bpftool-perf-"))]
+    if unpriv_reason() is None:
+        runtimes.append(("bpfshim uid 65534", Runtime(unpriv=True, prefix="bpfshim-bpftool-perf-u-")))
+    try:
+        for name, rt in runtimes:
+            res[name] = perf_list(rt.cmd, exe)
+    finally:
+        for _, rt in runtimes:
+            rt.close()
+        shutil.rmtree(d, ignore_errors=True)
+    ref = res.get("kernel", res["bpfshim"])
+    assert ref[0] == 0 and len(ref[1]) == 2, ref
+    for name, r in res.items():
+        assert r == ref, f"{name}: {r}\nreference: {ref}"

@@ -102,7 +102,7 @@ class Conn:
         if fds:
             from .objects import registry
             try:
-                obj = registry.by_inode(os.fstat(fds[0]))
+                obj = registry.by_fd(fds[0])
                 if obj is not None:
                     kind, oid = obj.kind, obj.id
             finally:

@@ -5,7 +5,7 @@ Commands absent from the table fail with EINVAL and a line naming them.
 """
 import errno
 
-from . import _native, cmd_btf, cmd_link, cmd_map, cmd_obj, cmd_prog
+from . import _native, cmd_btf, cmd_link, cmd_map, cmd_obj, cmd_prog, perf_event
 from .errors import BpfError, unsupported
 
 ffi = _native.ffi
@@ -71,6 +71,7 @@ _reg("BPF_OBJ_GET_INFO_BY_FD", cmd_obj.obj_get_info_by_fd, "info.info")
 _reg("BPF_BTF_LOAD", cmd_btf.btf_load, "btf_token_fd", "btf_log_true_size", "btf_log_level")
 _reg("BPF_PROG_LOAD", cmd_prog.prog_load, "fd_array_cnt", "prog_token_fd", "log_true_size", "core_relo_rec_size")
 _reg("BPF_PROG_BIND_MAP", cmd_prog.prog_bind_map, "prog_bind_map.flags")
+_reg("BPF_TASK_FD_QUERY", perf_event.task_fd_query, "task_fd_query.probe_addr")
 _reg("BPF_LINK_CREATE", cmd_link.link_create, "link_create.uprobe_multi.pid", "link_create.kprobe_multi.cookies",
      "link_create.perf_event.bpf_cookie", "link_create.flags")
 

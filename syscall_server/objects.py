@@ -61,12 +61,27 @@ class BpfObject:
             self.fd = -1
 
 
+def fd_identity(fd, pid="self"):
+    """What names the object behind fd `fd` of process `pid`: its inode, and
+    for an eventfd (perf events), whose inode all eventfds share, the
+    eventfd-id of its fdinfo. OSError when there is no such fd."""
+    path = f"/proc/{pid}/fd/{fd}"
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, 0)
+    if os.readlink(path) == "anon_inode:[eventfd]":
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("eventfd-id:"):
+                    key = (st.st_dev, st.st_ino, int(line.split()[1]))
+    return key
+
+
 class Registry:
     def __init__(self):
         self.lock = threading.RLock()
         self.objs = {k: {} for k in KIND_NAMES}
         self.next_id = {k: 1 for k in KIND_NAMES}
-        self.inodes = {}                 # (st_dev, st_ino) -> object
+        self.inodes = {}                 # fd_identity() -> object
         self.pins = {"/sys/fs/bpf": None}  # path -> object, None = directory
 
     # ---- ids ----
@@ -77,8 +92,8 @@ class Registry:
             obj.id = oid
             self.objs[obj.kind][oid] = obj
             if obj.fd >= 0:
-                st = os.fstat(obj.fd)
-                self.inodes[(st.st_dev, st.st_ino)] = obj
+                obj.identity = fd_identity(obj.fd)
+                self.inodes[obj.identity] = obj
             return obj
 
     def drop(self, obj):
@@ -86,15 +101,16 @@ class Registry:
             if self.objs[obj.kind].pop(obj.id, None) is None:
                 return
             if obj.fd >= 0:
-                st = os.fstat(obj.fd)
-                self.inodes.pop((st.st_dev, st.st_ino), None)
+                self.inodes.pop(obj.identity, None)
             obj.destroy()
 
     def get(self, kind, oid):
         return self.objs[kind].get(oid)
 
-    def by_inode(self, st):
-        return self.inodes.get((st.st_dev, st.st_ino))
+    def by_fd(self, fd, pid="self"):
+        """The object behind fd `fd` of process `pid` (this one by default),
+        or None; OSError when there is no such fd."""
+        return self.inodes.get(fd_identity(fd, pid))
 
     def next_after(self, kind, start):
         """The smallest id > start (BPF_*_GET_NEXT_ID), or None."""

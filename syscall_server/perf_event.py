@@ -260,3 +260,43 @@ def give(obj):
     if isinstance(obj, (UprobeEvent, TimerEvent)):
         return [(obj, 0)]
     return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]
+
+
+def task_fd_query(ctx, attr):
+    """bpf_task_fd_query(): what a perf event fd of process `pid` runs
+    (bpftool perf). The fd is found through /proc/PID/fd, so any process of
+    the user can be asked about; bpfshim needs no CAP_SYS_ADMIN for it."""
+    q = attr.task_fd_query
+    if q.flags:
+        raise BpfError(errno.EINVAL)
+    if not os.path.exists(f"/proc/{q.pid}"):
+        raise BpfError(errno.ENOENT)
+    try:
+        obj = registry.by_fd(q.fd, q.pid)
+    except OSError:
+        raise BpfError(errno.EBADF)
+    if not isinstance(obj, PerfEventObject) or q.pid == os.getpid():
+        # ENOTSUPP: not a perf event (links: raw_tp only); the server's own
+        # copies of the events are bpfshim's internals, not a loader's
+        raise BpfError(524)
+    if getattr(obj, "prog", None) is None:
+        raise BpfError(errno.ENOENT)
+    if not isinstance(obj, UprobeEvent):
+        raise BpfError(errno.EOPNOTSUPP)
+    U = _native.uapi
+    fd_type = U.BPF_FD_TYPE_URETPROBE if obj.retprobe else U.BPF_FD_TYPE_UPROBE
+    # bpf_task_fd_query_copy()
+    name = obj.path.encode()
+    ctx.conn.write(ctx.uattr_field("task_fd_query", "buf_len"), struct.pack("<I", len(name)))
+    err = 0
+    if q.buf_len and q.buf:
+        if q.buf_len >= len(name) + 1:
+            ctx.conn.write(q.buf, name + b"\0")
+        else:
+            ctx.conn.write(q.buf, name[:q.buf_len - 1] + b"\0")
+            err = errno.ENOSPC
+    ctx.conn.write(ctx.uattr_field("task_fd_query", "prog_id"),
+                   struct.pack("<IIQQ", obj.prog.id, fd_type, obj.offset, 0))
+    if err:
+        raise BpfError(err)
+    return 0

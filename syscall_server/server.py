@@ -185,7 +185,7 @@ class Server:
         conn.done(0, give=perf_event.give(obj), ret_fd=0)
 
     def _identify(self, conn, fds):
-        obj = registry.by_inode(os.fstat(fds[0])) if fds else None
+        obj = registry.by_fd(fds[0]) if fds else None
         if obj is None:
             conn.done(-1, errno.EBADF)
             return
