@@ -72,7 +72,8 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, u
 	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \
 	X(trace_printk) X(trace_vprintk)                                          \
 	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \
-	X(ringbuf_discard) X(ringbuf_query)
+	X(ringbuf_discard) X(ringbuf_query)                                        \
+	X(get_stackid) X(get_stack)
 
 #define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);
 BPF_RT_HELPERS(BPF_RT_HELPER_DECL)
