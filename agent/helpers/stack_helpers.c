@@ -5,8 +5,8 @@
  * trampoline filled.
  *
  *   - User stack (BPF_F_USER_STACK): perf_callchain_user() on x86-64: ip,
- *     the return address at [sp] when the probe sits on a `push %rbp` or
- *     `endbr64` (is_uprobe_at_func_entry()), then the frame-pointer chain
+ *     the return address at [sp] when the probe sits on a `push %rbp`
+ *     (is_uprobe_at_func_entry(); not on `endbr64`, measured on 6.18), then the frame-pointer chain
  *     from bp ({next fp, return address} pairs) read fault-safely until a
  *     read fails or max_depth entries; return addresses swapped for the
  *     uretprobe trampoline are put back (fixup_uretprobe_trampoline_entries()).

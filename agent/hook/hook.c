@@ -553,9 +553,8 @@ uint64_t hook_dispatch_return(struct hook_pt_regs *regs)
 int hook_at_func_entry(void)
 {
 	const struct hook_site *s = entry_site;
-	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 
-	return s && (s->orig[0] == 0x55 || !memcmp(s->orig, endbr64, 4));
+	return s && s->orig[0] == 0x55;
 }
 
 size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max)
