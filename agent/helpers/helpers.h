@@ -54,6 +54,12 @@ uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r
 int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, uint64_t cookie,
 		       uint64_t func_ip, uint64_t *ret);
 
+/* Ringbuf samples reserved on this thread and not yet submitted or
+ * discarded: a run notes the count when it starts and discards what is left
+ * above it when it ends, also after a fault (ringbuf_helpers.c). */
+uint32_t bpf_rt_ringbuf_mark(void);
+void bpf_rt_ringbuf_release(uint32_t mark);
+
 /* The helpers of agent/helpers/, one function each, named after their
  * enum bpf_func_id entry (BPF_FUNC_x -> bpf_x). */
 #define BPF_RT_HELPERS(X)                                                          \

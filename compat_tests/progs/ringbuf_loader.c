@@ -12,6 +12,11 @@
  *       and producer positions, and the records as mapped (headers with
  *       their busy/discard bits and page offsets, data through the second
  *       mapping of the data area).
+ *   ringbuf_loader OBJ leak
+ *       programs the kernel's verifier refuses (a reservation never
+ *       submitted; a fault while one is held), loaded and run where they
+ *       load ("verifier" lines), then the ring must still work: an output
+ *       after them is consumed.
  */
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
@@ -290,6 +295,52 @@ static int testrun_mode(struct bpf_object *obj)
 	return 0;
 }
 
+/* ---- leak mode ---- */
+
+static int load_raw(const char *what, struct bpf_insn *insns, size_t n)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, o, .prog_flags = BPF_F_SLEEPABLE);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SYSCALL, what, "GPL", insns, n, &o);
+	printf("verifier %s: %s\n", what, fd < 0 ? strerror(errno) : "loaded");
+	if (fd >= 0) {
+		struct op ctx = { 0 };
+		LIBBPF_OPTS(bpf_test_run_opts, t, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+		int err = bpf_prog_test_run_opts(fd, &t);
+		printf("verifier %s: run %s\n", what, err ? strerror(errno) : "ok");
+		close(fd);
+	}
+	return fd;
+}
+
+static int leak_mode(struct bpf_object *obj)
+{
+	map_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "small"));
+	prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "rb_op"));
+	struct ring_buffer *rb = ring_buffer__new(map_fd, on_small, NULL, NULL);
+	if (!rb)
+		return 1;
+#define LD_MAP(fd) { .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = 1, .src_reg = BPF_PSEUDO_MAP_FD, .imm = (fd) }, { 0 }
+#define MOV_IMM(d, v) { .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = (d), .imm = (v) }
+#define CALL(f) { .code = BPF_JMP | BPF_CALL, .imm = (f) }
+#define EXIT { .code = BPF_JMP | BPF_EXIT }
+	struct bpf_insn unreleased[] = {
+		LD_MAP(map_fd), MOV_IMM(2, 8), MOV_IMM(3, 0), CALL(BPF_FUNC_ringbuf_reserve),
+		MOV_IMM(0, 0), EXIT,
+	};
+	struct bpf_insn fault[] = {
+		LD_MAP(map_fd), MOV_IMM(2, 8), MOV_IMM(3, 0), CALL(BPF_FUNC_ringbuf_reserve),
+		MOV_IMM(1, 0), { .code = BPF_LDX | BPF_MEM | BPF_DW, .dst_reg = 1, .src_reg = 1 },
+		MOV_IMM(0, 0), EXIT,
+	};
+	load_raw("unreleased", unreleased, sizeof(unreleased) / sizeof(unreleased[0]));
+	load_raw("fault", fault, sizeof(fault) / sizeof(fault[0]));
+	op(0, 24, 0);
+	printf("consume: %d\n", ring_buffer__consume(rb));
+	query();
+	ring_buffer__free(rb);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -315,6 +366,8 @@ int main(int argc, char **argv)
 		r = uprobe_mode(obj, argv[3], atol(argv[4]));
 	else if (!strcmp(argv[2], "testrun"))
 		r = testrun_mode(obj);
+	else if (!strcmp(argv[2], "leak"))
+		r = leak_mode(obj);
 	if (!r)
 		printf("done\n");
 	bpf_object__close(obj);
