@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -186,6 +187,14 @@ static void wait_ready(const char *what)
 	printf("epoll after %s: %d\n", what, n);
 }
 
+/* poll(2) on the map fd: ready whenever the ring has data (ringbuf_map_poll_kern) */
+static void poll_ready(const char *what)
+{
+	struct pollfd p = { .fd = map_fd, .events = POLLIN | POLLRDNORM | POLLOUT };
+	int n = poll(&p, 1, 50);
+	printf("poll after %s: %d revents %#x\n", what, n, (unsigned)p.revents);
+}
+
 static void dump(void)
 {
 	uint64_t c = *cons, p = *prod;
@@ -230,6 +239,7 @@ static int testrun_mode(struct bpf_object *obj)
 	wait_ready("output no_wakeup");
 	op(0, 24, 0);
 	wait_ready("output behind the consumer");
+	poll_ready("output behind the consumer");
 	op(0, 24, BPF_RB_FORCE_WAKEUP);
 	wait_ready("output force_wakeup");
 	wait_ready("nothing consumed");
@@ -237,6 +247,7 @@ static int testrun_mode(struct bpf_object *obj)
 	query();
 	CONSUME();
 	wait_ready("consumed");
+	poll_ready("consumed");
 	op(1, 8, 0);
 	wait_ready("submit at the consumer");
 	CONSUME();
