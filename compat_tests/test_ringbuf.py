@@ -12,6 +12,8 @@ bpfshim (root and uid 65534, AOT and interpreter):
   at or behind the consumer, level-triggered re-reports), the consumer and
   producer positions, and every record header (busy/discard bits, page
   offset) and data checksum as mapped, including records that wrap;
+- inherit: a process that got the ring's fd over exec (unseen by the shim
+  until then) sleeps in epoll_wait on it and is woken by another process;
 - leak: programs the kernel's verifier refuses (a reservation never
   submitted, a fault while one is held) load under bpfshim (DENYLIST); what
   they leave behind is discarded when their run ends, so an output after
@@ -33,6 +35,7 @@ CASES = {
     "testrun": ["testrun"],
     "uprobe": ["uprobe", "{T}", "1199"],   # 1199 % 6 == 5: the last event forces a wake-up
     "leak": ["leak"],
+    "inherit": ["inherit"],
 }
 # lines a DENYLISTed case leaves out of the comparison
 DENIED_LINES = ("verifier ", "query:")

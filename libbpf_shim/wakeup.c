@@ -156,8 +156,18 @@ int shim_wake_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	struct wake_reg *r;
 	int ret;
 
-	if (!e || (e->kind != SHIM_OBJ_PERF_EVENT && !is_ringbuf(e)))
-		return real.epoll_ctl(epfd, op, fd, ev);
+	if (!e || (e->kind != SHIM_OBJ_PERF_EVENT && !is_ringbuf(e))) {
+		ret = real.epoll_ctl(epfd, op, fd, ev);
+		/* epoll refuses a memfd: a ringbuf this process got without the
+		 * shim seeing it (over exec, SCM_RIGHTS) is identified only then */
+		int er = errno;
+		if (ret == 0 || er != EPERM || e)
+			return ret;
+		if (!is_ringbuf(e = shim_fd_get(fd))) {
+			errno = er;
+			return ret;
+		}
+	}
 	pthread_mutex_lock(&regs_lock);
 	r = reg_find(epfd, fd);
 	if (e->kind == SHIM_OBJ_PERF_EVENT) {

@@ -12,6 +12,10 @@
  *       and producer positions, and the records as mapped (headers with
  *       their busy/discard bits and page offsets, data through the second
  *       mapping of the data area).
+ *   ringbuf_loader OBJ inherit
+ *       a child execs with the ring's fd (not seen by its libbpf: inherited),
+ *       sleeps in epoll_wait on it, and is woken by an output the parent's
+ *       program makes.
  *   ringbuf_loader OBJ leak
  *       programs the kernel's verifier refuses (a reservation never
  *       submitted; a fault while one is held), loaded and run where they
@@ -22,6 +26,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -352,8 +357,56 @@ static int leak_mode(struct bpf_object *obj)
 	return 0;
 }
 
+/* ---- inherit mode ---- */
+
+static int inherit_child(int fd, int sync)
+{
+	struct epoll_event ev = { .events = EPOLLIN }, out;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int r = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+	printf("child: epoll_ctl %s\n", r ? strerror(errno) : "ok");
+	if (write(sync, "r", 1) != 1)
+		return 1;
+	r = epoll_wait(ep, &out, 1, 5000);
+	printf("child: woken %d\n", r);
+	return 0;
+}
+
+static int inherit_mode(struct bpf_object *obj, char *self)
+{
+	char fdnum[16], syncnum[16], c;
+	int st, sync[2];
+
+	map_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "small"));
+	prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "rb_op"));
+	if (pipe(sync))
+		return 1;
+	fcntl(map_fd, F_SETFD, 0);
+	snprintf(fdnum, sizeof(fdnum), "%d", map_fd);
+	snprintf(syncnum, sizeof(syncnum), "%d", sync[1]);
+	pid_t child = fork();
+	if (child == 0) {
+		close(sync[0]);
+		execl("/proc/self/exe", self, "-", "child", fdnum, syncnum, (char *)NULL);
+		_exit(1);
+	}
+	close(sync[1]);
+	/* the child sleeps in epoll_wait (or is about to) when the output comes */
+	if (read(sync[0], &c, 1) != 1)
+		return 1;
+	usleep(50000);
+	struct op o = run(0, 24, 0);
+	waitpid(child, &st, 0);
+	printf("parent: output %lld\nchild exit %d\n", (long long)o.ret, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && !strcmp(argv[2], "child")) {
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		return inherit_child(atoi(argv[3]), atoi(argv[4]));
+	}
 	if (argc < 3) {
 		fprintf(stderr, "usage: see the comment at the top of ringbuf_loader.c\n");
 		return 2;
@@ -379,6 +432,8 @@ int main(int argc, char **argv)
 		r = testrun_mode(obj);
 	else if (!strcmp(argv[2], "leak"))
 		r = leak_mode(obj);
+	else if (!strcmp(argv[2], "inherit"))
+		r = inherit_mode(obj, argv[0]);
 	if (!r)
 		printf("done\n");
 	bpf_object__close(obj);
