@@ -12,6 +12,9 @@ bpfshim (root and uid 65534, AOT and interpreter):
   at or behind the consumer, level-triggered re-reports), the consumer and
   producer positions, and every record header (busy/discard bits, page
   offset) and data checksum as mapped, including records that wrap;
+- stress: 4 producer processes (PROG_TEST_RUN of a syscall program: reserve/
+  submit, output, discard) and one consumer in ring_buffer__poll(-1): every
+  record once and in order per producer, no lost wake-up;
 - inherit: a process that got the ring's fd over exec (unseen by the shim
   until then) sleeps in epoll_wait on it and is woken by another process;
 - leak: programs the kernel's verifier refuses (a reservation never
@@ -36,6 +39,7 @@ CASES = {
     "uprobe": ["uprobe", "{T}", "1199"],   # 1199 % 6 == 5: the last event forces a wake-up
     "leak": ["leak"],
     "inherit": ["inherit"],
+    "stress": ["stress", "50000"],
 }
 # lines a DENYLISTed case leaves out of the comparison
 DENIED_LINES = ("verifier ", "query:")

@@ -151,4 +151,72 @@ int rb_op(struct op *o)
 	}
 }
 
+/* rb_stress: producer `p` sends seqs [seq, seq + n) through `events`:
+ * seq % 3 == 0 reserve/submit, 1 output (24 + seq % 57 bytes), 2 a reserve
+ * that is discarded and then one that is submitted. Stops early when the
+ * ring is full; ret = seqs sent. */
+struct stress {
+	__u32 p;
+	__u32 n;
+	__u64 seq;
+	__s64 ret;
+};
+
+struct rec {
+	__u32 p;
+	__u32 pad;
+	__u64 seq;
+	__u64 fill;
+};
+
+SEC("syscall")
+int rb_stress(struct stress *c)
+{
+	__u64 buf[10] = {};
+	__u32 n = c->n > 128 ? 128 : c->n, i, sz;
+	struct rec *r;
+
+	c->ret = 0;
+	for (i = 0; i < n; i++) {
+		__u64 seq = c->seq + i;
+		switch (seq % 3) {
+		case 0:
+			r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+			if (!r)
+				return 0;
+			r->p = c->p;
+			r->pad = 0;
+			r->seq = seq;
+			r->fill = ~seq;
+			bpf_ringbuf_submit(r, 0);
+			break;
+		case 1:
+			buf[0] = c->p;
+			buf[1] = seq;
+			buf[2] = ~seq;
+			sz = 24 + (__u32)(seq % 57);
+			asm volatile("" : "+r"(sz));   /* the verifier needs the bound checked */
+			if (sz > sizeof(buf) || bpf_ringbuf_output(&events, buf, sz, 0))
+				return 0;
+			break;
+		default:
+			r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+			if (!r)
+				return 0;
+			bpf_ringbuf_discard(r, 0);
+			r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+			if (!r)
+				return 0;
+			r->p = c->p;
+			r->pad = 0;
+			r->seq = seq;
+			r->fill = ~seq;
+			bpf_ringbuf_submit(r, 0);
+			break;
+		}
+		c->ret = i + 1;
+	}
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

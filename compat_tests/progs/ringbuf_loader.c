@@ -16,6 +16,11 @@
  *       a child execs with the ring's fd (not seen by its libbpf: inherited),
  *       sleeps in epoll_wait on it, and is woken by an output the parent's
  *       program makes.
+ *   ringbuf_loader OBJ stress N
+ *       4 producer processes send N records each through PROG_TEST_RUN of
+ *       rb_stress (reserve/submit, output, discard) while this process
+ *       consumes with ring_buffer__poll(-1): every record once, in order per
+ *       producer; a lost wake-up hangs (the alarm fails it).
  *   ringbuf_loader OBJ leak
  *       programs the kernel's verifier refuses (a reservation never
  *       submitted; a fault while one is held), loaded and run where they
@@ -311,6 +316,89 @@ static int testrun_mode(struct bpf_object *obj)
 	return 0;
 }
 
+/* ---- stress mode ---- */
+
+struct stress {
+	uint32_t p, n;
+	uint64_t seq;
+	int64_t ret;
+};
+
+static uint64_t st_next[4], st_bad, st_got;
+
+static int on_stress(void *ctx, void *d, size_t size)
+{
+	uint64_t v[3];
+	(void)ctx;
+	memcpy(v, d, sizeof(v));
+	if (size < 24 || v[0] >= 4 || v[1] != st_next[v[0]] || v[2] != ~v[1] ||
+	    (v[1] % 3 == 1 ? size != 24 + v[1] % 57 : size != 24))
+		st_bad++;
+	else
+		st_next[v[0]]++;
+	st_got++;
+	return 0;
+}
+
+static void on_chld(int sig)
+{
+	(void)sig;
+}
+
+static int stress_mode(struct bpf_object *obj, long n)
+{
+	int fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "rb_stress"));
+	struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "events")),
+						  on_stress, NULL, NULL);
+	pid_t kids[4];
+	uint64_t full = 0;
+
+	if (!rb)
+		return 1;
+	for (uint32_t p = 0; p < 4; p++) {
+		if ((kids[p] = fork()))
+			continue;
+		for (uint64_t seq = 0; seq < (uint64_t)n;) {
+			struct stress c = { .p = p, .n = (uint32_t)((uint64_t)n - seq < 128 ? (uint64_t)n - seq : 128),
+					    .seq = seq };
+			/* a syscall program's context is copied back to ctx_in */
+			LIBBPF_OPTS(bpf_test_run_opts, t, .ctx_in = &c, .ctx_size_in = sizeof(c));
+			if (bpf_prog_test_run_opts(fd, &t))
+				_exit(2);
+			seq += (uint64_t)c.ret;
+			if (!c.ret) {
+				full++;
+				usleep(100);
+			}
+		}
+		_exit(0);
+	}
+	int st[4], failed = 0;
+	signal(SIGCHLD, on_chld);   /* a producer that fails interrupts the wait */
+	while (st_got < 4 * (uint64_t)n && !failed) {
+		int r = ring_buffer__poll(rb, -1);
+		if (r < 0 && r != -EINTR) {
+			printf("ring_buffer__poll: %s\n", strerror(-r));
+			break;
+		}
+		for (int p = 0; p < 4; p++)
+			if (kids[p] > 0 && waitpid(kids[p], &st[p], WNOHANG) == kids[p]) {
+				kids[p] = -kids[p];
+				failed |= !WIFEXITED(st[p]) || WEXITSTATUS(st[p]);
+			}
+	}
+	for (int p = 0; p < 4; p++) {
+		if (kids[p] > 0)
+			waitpid(kids[p], &st[p], 0);
+		printf("producer %d: exit %d, %llu records in order\n", p, WIFEXITED(st[p]) ? WEXITSTATUS(st[p]) : -1,
+		       (unsigned long long)st_next[p]);
+	}
+	printf("bad %llu, left %d\n", (unsigned long long)st_bad, ring_buffer__consume(rb));
+	(void)full;
+	ring_buffer__free(rb);
+	return 0;
+}
+
 /* ---- leak mode ---- */
 
 static int load_raw(const char *what, struct bpf_insn *insns, size_t n)
@@ -432,6 +520,8 @@ int main(int argc, char **argv)
 		r = testrun_mode(obj);
 	else if (!strcmp(argv[2], "leak"))
 		r = leak_mode(obj);
+	else if (!strcmp(argv[2], "stress") && argc == 4)
+		r = stress_mode(obj, atol(argv[3]));
 	else if (!strcmp(argv[2], "inherit"))
 		r = inherit_mode(obj, argv[0]);
 	if (!r)
