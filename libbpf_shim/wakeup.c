@@ -245,6 +245,8 @@ out:
 /* Before epoll_wait on epfd: a ring without data keeps no wake-up. */
 void shim_wake_epoll_before(int epfd)
 {
+	if (!__atomic_load_n(&n_regs, __ATOMIC_RELAXED))
+		return;   /* no perf event or ringbuf in any epoll: the common case */
 	pthread_mutex_lock(&regs_lock);
 	for (int i = 0; i < n_regs; i++) {
 		struct wake_reg *r = &regs[i];
@@ -261,7 +263,7 @@ void shim_wake_epoll_before(int epfd)
  * their wake-up. */
 void shim_wake_epoll_after(int epfd, const struct epoll_event *evs, int n)
 {
-	if (n <= 0)
+	if (n <= 0 || !__atomic_load_n(&n_regs, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&regs_lock);
 	for (int i = 0; i < n_regs; i++) {
