@@ -225,7 +225,7 @@ STACK_SCRIPTS = {
     "kstack_from_uprobe": "uprobe:{S}:leaf { @[kstack] = count(); @k[kstack(3)] = count(); }" + EXIT,
 }
 
-LIBC_ADDR = re.compile(r"\b(0x)?7f[0-9a-f]{10}\b")
+LIBC_ADDR = re.compile(r"\b(0x)?7[0-9a-f]{11}\b")   # shared libraries, stacks: 0x7xxxxxxxxxxx
 
 
 def normalise_stacks(out):
