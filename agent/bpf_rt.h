@@ -148,4 +148,8 @@ typedef uint64_t (*bpf_rt_callback_fn)(uint64_t r1, uint64_t r2, uint64_t r3, ui
 				       const struct bpf_jit_env *env);
 extern const struct bpf_prog_rt *(*bpf_rt_prog_array_get)(void *map, uint32_t index);
 
+/* Ringbuf producers wake the consumers of map_id through this (the kernel's
+ * rb->work); the loader side fills it, NULL wakes nobody. */
+extern void (*bpf_rt_ringbuf_wake)(uint32_t map_id);
+
 #endif

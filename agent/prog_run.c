@@ -278,6 +278,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	const struct bpf_prog_rt *volatile cur = prog;
 	int saved_depth = bpf_rt_call_depth;
 	volatile int cpu_claimed = 0;
+	uint32_t rb_mark = bpf_rt_ringbuf_mark();
 	uint64_t r0 = 0;
 	int sig;
 
@@ -297,6 +298,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 		bpf_rt_call_depth = saved_depth;
 		if (cpu_claimed)
 			bpf_rt_cpu_release();
+		bpf_rt_ringbuf_release(rb_mark);
 		if (sig == RUN_EXIT) {
 			*ret = exit_r0;
 			return 0;
@@ -331,6 +333,7 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	bpf_rt_call_depth = saved_depth;
 	if (cpu_claimed)
 		bpf_rt_cpu_release();
+	bpf_rt_ringbuf_release(rb_mark);
 	*ret = r0;
 	return 0;
 }

@@ -185,3 +185,93 @@ def test_bpftrace_one_liner(name, victims, runtime_dirs):
         assert (rc_u, normalise(out_u)) == (rc_s, normalise(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
     if why is not None:
         pytest.skip(f"kernel side not run: {why}")
+
+
+# ---- user stacks: ustack, ustack(n), ustack(perf), kstack, usym(reg("ip")) ----
+
+# Built without PIE (frame addresses stay put between runs) and with frame
+# pointers; the entry instructions differ on purpose (-fcf-protection=branch):
+# the kernel adds the return address at [sp] for a probe on `push %rbp` only.
+STACK_VICTIM_C = r"""
+#include <unistd.h>
+volatile long sink;
+/* entry instructions: leaf, top, rec endbr64; mid push %rbp; bare a mov */
+__attribute__((noinline)) long leaf(long x) { sink += x; return x + 1; }
+__attribute__((noinline, nocf_check)) long bare(long x) { sink -= x; return x; }
+__attribute__((noinline, nocf_check)) long mid(long x) { return leaf(x) + bare(x) + 1; }
+__attribute__((noinline)) long top(long x) { return mid(x) * 2; }
+__attribute__((noinline)) long rec(int n) { return n ? rec(n - 1) + 1 : leaf(n); }
+__attribute__((noinline)) void marker(void) { sink++; }
+int main(void)
+{
+    for (int i = 0; i < 3; i++)
+        sink += top(i);
+    sink += rec(4);
+    marker();
+    usleep(300000);   /* alive while bpftrace resolves symbols */
+    return 0;
+}
+"""
+
+S = "{S}"
+EXIT = " uprobe:{S}:marker { exit(); }"
+STACK_SCRIPTS = {
+    "ustack_endbr64": "uprobe:{S}:leaf { @[ustack] = count(); }" + EXIT,
+    "ustack_mov": "uprobe:{S}:bare { @[ustack] = count(); }" + EXIT,
+    "ustack_push_perf": 'uprobe:{S}:mid { printf("%s|%s\\n", usym(reg("ip")), ustack(perf)); }',
+    "ustack_n_uretprobe": "uretprobe:{S}:mid { @[ustack(2)] = count(); }" + EXIT,
+    "ustack_under_uretprobe": "uretprobe:{S}:top { @n = count(); } uprobe:{S}:leaf { @[ustack] = count(); }" + EXIT,
+    "ustack_recursive": 'uprobe:{S}:rec { printf("%d %s\\n", arg0, ustack(3)); }',
+    "kstack_from_uprobe": "uprobe:{S}:leaf { @[kstack] = count(); @k[kstack(3)] = count(); }" + EXIT,
+}
+
+LIBC_ADDR = re.compile(r"\b(0x)?7[0-9a-f]{11}\b")   # shared libraries, stacks: 0x7xxxxxxxxxxx
+
+
+def normalise_stacks(out):
+    """Output blocks (a map entry, an event: a line and its indented frames)
+    sorted, frames kept in order; shared-library addresses (ASLR) masked."""
+    blocks = []
+    for line in out.splitlines():
+        if NOISE.search(line):
+            continue
+        line = LIBC_ADDR.sub("LIBADDR", line)
+        if blocks and (line[:1].isspace() or line.startswith("]")):
+            blocks[-1].append(line)
+        else:
+            blocks.append([line])
+    return sorted(blocks)
+
+
+@pytest.fixture(scope="module")
+def stack_victim():
+    if not BPFTRACE:
+        pytest.skip("bpftrace is not installed")
+    d = tempfile.mkdtemp(prefix="bpfshim-stackvictim-")
+    os.chmod(d, 0o755)
+    exe = os.path.join(d, "stackvictim")
+    with open(exe + ".c", "w") as f:
+        f.write(STACK_VICTIM_C)
+    subprocess.run(["cc", "-O1", "-fno-inline", "-fno-omit-frame-pointer", "-fcf-protection=branch", "-no-pie",
+                    "-o", exe, exe + ".c"], check=True)
+    os.chmod(exe, 0o755)
+    yield exe
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", sorted(STACK_SCRIPTS))
+def test_bpftrace_stack(name, stack_victim, runtime_dirs):
+    script = STACK_SCRIPTS[name].replace(S, stack_victim)
+    rc_s, out_s = run_bpftrace(script, stack_victim, runtime_dirs[0])
+    assert rc_s == 0 and "\n@" in out_s or "+0" in out_s, out_s
+    why = kernel_bpf_reason()
+    if why is None:
+        rc_k, out_k = run_bpftrace(script, stack_victim)
+        assert (rc_s, normalise_stacks(out_s)) == (rc_k, normalise_stacks(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
+    else:
+        assert rc_s == 0, out_s
+    if unpriv_reason() is None:
+        rc_u, out_u = run_bpftrace(script, stack_victim, runtime_dirs[1], unpriv=True)
+        assert (rc_u, normalise_stacks(out_u)) == (rc_s, normalise_stacks(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")

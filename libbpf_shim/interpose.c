@@ -100,6 +100,8 @@ BPFSHIM_API int close(int fd)
 	if (e)
 		copy = *e;
 	r = real.close(fd);
+	if (r == 0 || errno == EINTR)
+		shim_wake_closed(fd);
 	if (e && (r == 0 || errno == EINTR))
 		released(fd, &copy);
 	return r;
@@ -702,7 +704,7 @@ BPFSHIM_API int prlimit(pid_t pid, __rlimit_resource_t res, const struct rlimit 
 	return prlimit64(pid, res, (const struct rlimit64 *)n, (struct rlimit64 *)o);
 }
 
-/* ---------------- perf event fds: ioctl, epoll, poll ---------------- */
+/* ---------------- perf event and ringbuf fds: ioctl, epoll, poll (wakeup.c) ---------------- */
 
 BPFSHIM_API int ioctl(int fd, unsigned long req, ...)
 {
@@ -723,45 +725,46 @@ BPFSHIM_API int ioctl(int fd, unsigned long req, ...)
 BPFSHIM_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	ENSURE();
-	int r = real.epoll_ctl(epfd, op, fd, ev);
-	if (r == 0)
-		shim_perf_epoll_ctl(epfd, op, fd);
-	return r;
+	return shim_wake_epoll_ctl(epfd, op, fd, ev);
 }
 
 BPFSHIM_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	ENSURE();
+	shim_wake_epoll_before(epfd);
 	int r = real.epoll_wait(epfd, evs, max, timeout);
-	if (r > 0)
-		shim_perf_epoll_ready(epfd);
+	shim_wake_epoll_after(epfd, evs, r);
 	return r;
 }
 
 BPFSHIM_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss)
 {
 	ENSURE();
+	shim_wake_epoll_before(epfd);
 	int r = real.epoll_pwait(epfd, evs, max, timeout, ss);
-	if (r > 0)
-		shim_perf_epoll_ready(epfd);
+	shim_wake_epoll_after(epfd, evs, r);
 	return r;
 }
 
 BPFSHIM_API int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
 	ENSURE();
+	struct pollfd *orig = shim_wake_poll_before(fds, n);
 	int r = real.poll(fds, n, timeout);
-	if (r > 0)
-		shim_perf_poll_ready(fds, n);
+	int er = errno;
+	shim_wake_poll_after(fds, n, orig);
+	errno = er;
 	return r;
 }
 
 BPFSHIM_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss)
 {
 	ENSURE();
+	struct pollfd *orig = shim_wake_poll_before(fds, n);
 	int r = real.ppoll(fds, n, ts, ss);
-	if (r > 0)
-		shim_perf_poll_ready(fds, n);
+	int er = errno;
+	shim_wake_poll_after(fds, n, orig);
+	errno = er;
 	return r;
 }
 

@@ -5,9 +5,8 @@
  * ENABLE/DISABLE, and poll/epoll on the fd — plus the producer side,
  * bpf_perf_event_output(), which any process runs on the shared ring.
  *
- * The fd is an eventfd the producers signal; the consumer's wake-up is
- * consumed (the eventfd drained) when poll/epoll report it, as the kernel's
- * perf_poll() consumes its wake-up, so consumers sleep with no timer.
+ * The fd is an eventfd the producers signal; consumers sleep on it in
+ * poll/epoll (wakeup.c).
  */
 #include <errno.h>
 #include <poll.h>
@@ -295,61 +294,6 @@ int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
 		return (int)shim_err(EINVAL);
 	}
 	return (int)shim_err(ENOTTY);
-}
-
-/* ---- consumer wake-ups: drain the eventfd when it is reported ---- */
-
-static void drain(int fd)
-{
-	uint64_t v;
-	while (read(fd, &v, sizeof(v)) == sizeof(v))
-		;
-}
-
-#define MAX_EP 64
-static struct { int epfd; int fd; } ep_regs[MAX_EP * 16];
-static int n_ep_regs;
-static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void shim_perf_epoll_ctl(int epfd, int op, int fd)
-{
-	struct shim_fd *e = shim_fd_peek(fd);
-
-	if (!e || e->kind != SHIM_OBJ_PERF_EVENT)
-		return;
-	pthread_mutex_lock(&ep_lock);
-	for (int i = 0; i < n_ep_regs; i++)
-		if (ep_regs[i].epfd == epfd && ep_regs[i].fd == fd) {
-			if (op == EPOLL_CTL_DEL)
-				ep_regs[i] = ep_regs[--n_ep_regs];
-			pthread_mutex_unlock(&ep_lock);
-			return;
-		}
-	if (op == EPOLL_CTL_ADD && n_ep_regs < (int)(sizeof(ep_regs) / sizeof(ep_regs[0]))) {
-		ep_regs[n_ep_regs].epfd = epfd;
-		ep_regs[n_ep_regs++].fd = fd;
-	}
-	pthread_mutex_unlock(&ep_lock);
-}
-
-void shim_perf_epoll_ready(int epfd)
-{
-	pthread_mutex_lock(&ep_lock);
-	for (int i = 0; i < n_ep_regs; i++)
-		if (ep_regs[i].epfd == epfd)
-			drain(ep_regs[i].fd);
-	pthread_mutex_unlock(&ep_lock);
-}
-
-void shim_perf_poll_ready(struct pollfd *fds, unsigned long n)
-{
-	for (unsigned long i = 0; i < n; i++) {
-		if (fds[i].fd >= 0 && (fds[i].revents & POLLIN)) {
-			struct shim_fd *e = shim_fd_peek(fds[i].fd);
-			if (e && e->kind == SHIM_OBJ_PERF_EVENT)
-				drain(fds[i].fd);
-		}
-	}
 }
 
 /* ---- producer: bpf_perf_event_output() ---- */

@@ -92,6 +92,9 @@ struct shm_map *shim_map_by_id(uint32_t id)
 		map_ids[map_ids_len++].m = &e->map;
 	}
 	pthread_mutex_unlock(&map_ids_lock);
+	/* a program's ringbuf: ask for its wake-up eventfd now, not in a probe hit */
+	if (e->map.hdr->attr.map_type == BPF_MAP_TYPE_RINGBUF)
+		shim_ringbuf_wake_fd(id);
 	return &e->map;
 }
 

@@ -60,6 +60,7 @@ enum shim_ctl {
 	SHIM_CTL_STATUS = 6,
 	SHIM_CTL_PERF_IOCTL = 8,   /* payload = u32 event id, u32 request, u64 arg (SET_BPF: prog id) */
 	SHIM_CTL_PERF_GET = 7,     /* b = perf event id: its eventfd (ret) and ring fd, for producers */       /* DONE message = JSON of the live objects (bpfshim status) */
+	SHIM_CTL_RINGBUF_WAKEFD = 9, /* b = ringbuf map id: the eventfd its producers signal (ret, SHIM_FD_WAKE) */
 };
 
 struct shim_msg {
@@ -74,7 +75,8 @@ struct shim_fd_meta {
 	uint32_t kind;             /* enum shim_obj_kind */
 	uint32_t id;
 	uint32_t f_flags;          /* BPF_F_RDONLY / BPF_F_WRONLY of this fd;
-	                            * SHIM_FD_RING: the ring segment of a perf event */
+	                            * SHIM_FD_RING: the ring segment of a perf event;
+	                            * SHIM_FD_WAKE: a ringbuf's wake-up eventfd */
 	uint32_t _pad;
 	uint64_t seg_size;         /* maps: bytes of the memfd segment */
 };
@@ -113,6 +115,7 @@ struct shim_prog_image {
 
 enum {
 	SHIM_FD_RING = 0x80000000,
+	SHIM_FD_WAKE = 0x40000000,    /* an object's wake-up eventfd: not an object fd */
 	SHIM_PROG_MAGIC = 0x47525042, /* "BPRG" */
 	SHIM_MSG_MAX = 65536,
 	SHIM_PROTO_VERSION = 1,

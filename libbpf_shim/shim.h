@@ -140,9 +140,17 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 void shim_perf_ring_received(int fd);
 void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, long off);
 int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg);
-void shim_perf_epoll_ctl(int epfd, int op, int fd);
-void shim_perf_epoll_ready(int epfd);
-void shim_perf_poll_ready(struct pollfd *fds, unsigned long n);
+
+/* ---- consumer wake-ups of perf events and ringbufs (wakeup.c) ---- */
+struct epoll_event;
+int shim_wake_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+void shim_wake_epoll_before(int epfd);
+void shim_wake_epoll_after(int epfd, const struct epoll_event *evs, int n);
+void shim_wake_closed(int fd);
+struct pollfd *shim_wake_poll_before(struct pollfd *fds, unsigned long n);
+void shim_wake_poll_after(struct pollfd *fds, unsigned long n, struct pollfd *orig);
+/* The eventfd of ringbuf map `id` in this process (asked once), or -1. */
+int shim_ringbuf_wake_fd(uint32_t id);
 
 /* ---- pseudo-files and paths ---- */
 int shim_is_bpffs_path(const char *path);

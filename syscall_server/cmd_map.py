@@ -5,6 +5,7 @@ A map is a memfd segment laid out by agent/maps (shm_map_format); the
 server keeps one mapping of it for what it reads (frozen, info).
 """
 import errno
+import os
 import mmap
 import os
 import re
@@ -44,12 +45,18 @@ class MapObject(BpfObject):
         self.btf_value_type_id = 0
         self.btf_vmlinux_value_type_id = 0
         self.map_ifindex = 0
+        # a ringbuf's consumers sleep on this eventfd, its producers signal it
+        self.wake_fd = (os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+                        if mattr.map_type == _native.uapi.BPF_MAP_TYPE_RINGBUF else -1)
 
     @property
     def frozen(self):
         return bool(self.hdr.frozen)
 
     def destroy(self):
+        if self.wake_fd >= 0:
+            os.close(self.wake_fd)
+            self.wake_fd = -1
         self.hdr = None
         self.base = None
         try:

@@ -66,6 +66,11 @@ def handle(conn, ctl, arg, payload):
             if obj is None:
                 raise BpfError(errno.ENOENT)
             conn.done(0, give=perf_event.give(obj), ret_fd=0)
+        elif ctl == P.SHIM_CTL_RINGBUF_WAKEFD:
+            obj = registry.get(P.SHIM_OBJ_MAP, arg)
+            if obj is None or obj.wake_fd < 0:
+                raise BpfError(errno.ENOENT)
+            conn.done(0, give=[(obj, P.SHIM_FD_WAKE, obj.wake_fd)], ret_fd=0)
         elif ctl == P.SHIM_CTL_PERF_IOCTL:
             from . import perf_event
             eid, req, parg = struct.unpack_from("<IIQ", payload)

@@ -54,6 +54,12 @@ uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r
 int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, uint64_t cookie,
 		       uint64_t func_ip, uint64_t *ret);
 
+/* Ringbuf samples reserved on this thread and not yet submitted or
+ * discarded: a run notes the count when it starts and discards what is left
+ * above it when it ends, also after a fault (ringbuf_helpers.c). */
+uint32_t bpf_rt_ringbuf_mark(void);
+void bpf_rt_ringbuf_release(uint32_t mark);
+
 /* The helpers of agent/helpers/, one function each, named after their
  * enum bpf_func_id entry (BPF_FUNC_x -> bpf_x). */
 #define BPF_RT_HELPERS(X)                                                          \
@@ -70,7 +76,10 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, u
 	X(send_signal) X(send_signal_thread)                                       \
 	X(get_func_ip) X(get_attach_cookie) X(skb_load_bytes)                     \
 	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \
-	X(trace_printk) X(trace_vprintk)
+	X(trace_printk) X(trace_vprintk)                                          \
+	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \
+	X(ringbuf_discard) X(ringbuf_query)                                        \
+	X(get_stackid) X(get_stack)
 
 #define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);
 BPF_RT_HELPERS(BPF_RT_HELPER_DECL)

@@ -250,6 +250,7 @@ static struct hook_site *site_hash[SITE_HASH];
 
 static __thread struct shadow_ent *ss_base;
 static __thread uint32_t ss_n;
+static __thread const struct hook_site *entry_site;   /* entry handlers of this site run */
 
 /* Raw system calls: used while a site is half patched, when calling into
  * libc could hit the very code being patched. */
@@ -463,13 +464,17 @@ uint64_t hook_dispatch_entry(struct hook_site *s, struct hook_pt_regs *regs)
 	if (l) {
 		int saved = sl->override;
 
+		const struct hook_site *prev_site = entry_site;
+
 		sl->override = 0;
 		sl->in_entry++;
+		entry_site = s;
 		for (unsigned i = 0; i < l->n; i++) {
 			struct hook *h = l->h[i];
 			if (h->entry)
 				h->entry(regs, h->data);
 		}
+		entry_site = prev_site;
 		sl->in_entry--;
 		ov = (uint64_t)sl->override;
 		sl->override = saved;
@@ -543,6 +548,25 @@ uint64_t hook_dispatch_return(struct hook_pt_regs *regs)
 	for (k = 0; k < nchain; k++)
 		ret_handlers(&chain[k], regs);
 	return ret;
+}
+
+int hook_at_func_entry(void)
+{
+	const struct hook_site *s = entry_site;
+
+	return s && s->orig[0] == 0x55;
+}
+
+size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max)
+{
+	const struct shadow_ent *b = ss_base;
+	size_t n = 0;
+
+	*tramp = (uint64_t)hook_ret_tramp;
+	for (uint32_t i = ss_n; i-- > 0 && n < max;)
+		if (b[i].sp >= sp && b[i].ret != (uint64_t)hook_ret_tramp)
+			out[n++] = b[i].ret;
+	return n;
 }
 
 static uint64_t int3_hits, parked_moved, merged_traps;

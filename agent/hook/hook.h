@@ -75,6 +75,17 @@ int hook_detach(struct hook *h);
  * handler. */
 int hook_override(struct hook_pt_regs *regs, uint64_t rc);
 
+/* For user stack walks, as the kernel's perf_callchain_user() from a uprobe:
+ * hook_at_func_entry() is 1 while entry handlers of a site whose original
+ * instruction is `push %rbp` run on this thread (the return address is at
+ * [sp], in no frame yet: is_uprobe_at_func_entry(); 6.18 measured: not for
+ * a site on `endbr64`);
+ * hook_ret_addrs() gives the return trampoline's address and the return
+ * addresses it replaced in frames at or above sp, innermost first
+ * (fixup_uretprobe_trampoline_entries()). */
+int hook_at_func_entry(void);
+size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max);
+
 /* How a hook was applied (tests, status). */
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
 int hook_mode(const struct hook *h);
