@@ -21,7 +21,7 @@ def retvals(out):
     res = {}
     for line in out.splitlines():
         f = line.split()
-        if len(f) == 4:
+        if len(f) == 5:
             res[f[0]] = None if f[2] == "-" else int(f[2])
     return res
 

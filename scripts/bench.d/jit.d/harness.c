@@ -12,7 +12,8 @@
  *   -1  one call per program (retval only: the differential test),
  *   -x DIR  (bpf) write DIR/<name>.xlated and DIR/<name>.maps (the loaded
  *           program's instructions and map ids, for timing the AOT compiler).
- * Prints one line per program: name ns_per_call retval load_ms.
+ * Prints one line per program: name ns_per_call retval load_ms native_ns,
+ * the last the native build timed in the same rounds (batches alternate).
  * Both builds get the same input: bench_init_<name>() fills the native
  * memory and those bytes become the BPF object's .data before it loads.
  */
@@ -34,12 +35,19 @@ static double target_ms = 300;
 static int once;
 static const char *xdir;
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t c)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(c, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Batches are timed in this thread's CPU time: the machine may be shared,
+ * and time spent descheduled is no engine's. */
+static uint64_t now_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }
 
 /* ---- the native map behind BENCH_HASH: open addressing, linear probing ---- */
@@ -115,34 +123,55 @@ __attribute__((noinline)) long native_map_update_elem(void *map, const void *key
 
 /* ---- timing ---- */
 
-/* ns per call: batches of n calls, n doubled until a batch takes 1/5 of the
- * target time; then the median of five such batches. */
-static double time_calls(int (*batch)(void *, u32, u32 *), void *arg, u32 *ret)
+typedef int (*batch_fn)(void *arg, u32 n, u32 *ret);
+
+/* Calls per batch: doubled until a batch takes a tenth of the target time. */
+static u32 calibrate(batch_fn batch, void *arg)
 {
-	double per[5];
-	u32 n = 1;
+	u32 n = 1, ret;
 
 	for (;;) {
 		uint64_t t0 = now_ns();
-		if (batch(arg, n, ret))
-			return -1;
+		if (batch(arg, n, &ret))
+			return 0;
 		double dt = (double)(now_ns() - t0);
-		if (dt * 5 >= target_ms * 1e6 || n >= (1u << 30))
-			break;
+		if (dt * 10 >= target_ms * 1e6 || n >= (1u << 30))
+			return n;
 		n = dt < 1000 ? n * 16 : n * 2;
 	}
-	for (int k = 0; k < 5; k++) {
-		uint64_t t0 = now_ns();
-		if (batch(arg, n, ret))
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* ns per call of each of k engines (k <= 2), median of five rounds in which
+ * their batches alternate, so that both see the same machine (other work on
+ * it changes from second to second). */
+#define ROUNDS 5
+static int time_calls(int k, batch_fn *batch, void **arg, double *ns)
+{
+	double per[2][ROUNDS];
+	u32 n[2], ret;
+
+	for (int e = 0; e < k; e++)
+		if (!(n[e] = calibrate(batch[e], arg[e])))
 			return -1;
-		per[k] = (double)(now_ns() - t0) / n;
+	for (int r = 0; r < ROUNDS; r++)
+		for (int e = 0; e < k; e++) {
+			uint64_t t0 = now_ns();
+			if (batch[e](arg[e], n[e], &ret))
+				return -1;
+			per[e][r] = (double)(now_ns() - t0) / n[e];
+		}
+	for (int e = 0; e < k; e++) {
+		qsort(per[e], ROUNDS, sizeof(double), cmp_double);
+		ns[e] = per[e][ROUNDS / 2];
 	}
-	for (int i = 0; i < 5; i++)
-		for (int j = i + 1; j < 5; j++)
-			if (per[j] < per[i]) {
-				double x = per[i]; per[i] = per[j]; per[j] = x;
-			}
-	return per[2];
+	return 0;
 }
 
 static void *sym(const char *prefix, const char *name)
@@ -180,10 +209,13 @@ static int run_native(const char *name)
 	void *fn = sym("bench_", name);
 	u32 ret;
 
+	double ns = 0;
+
 	init_mem(name);
 	native_batch(fn, 1, &ret);
-	double ns = once ? 0 : time_calls(native_batch, fn, &(u32){0});
-	printf("%s %.3f %u 0\n", name, ns, ret);
+	if (!once && time_calls(1, (batch_fn[]){ native_batch }, (void *[]){ fn }, &ns))
+		return -1;
+	printf("%s %.3f %u 0 %.3f\n", name, ns, ret, ns);
 	return 0;
 }
 
@@ -268,23 +300,24 @@ static int run_bpf(const char *dir, const char *name)
 	init_mem(name);
 	if (bpf_map__set_initial_value(data, mem, size))
 		return -1;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
 	if (bpf_object__load(obj)) {
 		fprintf(stderr, "harness: load %s: %s\n", path, strerror(errno));
-		printf("%s - - -\n", name);
+		printf("%s - - - -\n", name);
 		bpf_object__close(obj);
 		return 0;
 	}
-	double load_ms = (double)(now_ns() - t0) / 1e6;
+	double load_ms = (double)(clock_ns(CLOCK_MONOTONIC) - t0) / 1e6;
 	a.fd = bpf_program__fd(bpf_object__next_program(obj, NULL));
 	if (xdir && dump_xlated(name, a.fd))
 		return -1;
 	if (bpf_batch(&a, 1, &ret))
 		return -1;
-	double ns = once ? 0 : time_calls(bpf_batch, &a, &(u32){0});
-	if (ns < 0)
+	double ns[2] = { 0, 0 };
+	if (!once && time_calls(2, (batch_fn[]){ bpf_batch, native_batch },
+				(void *[]){ &a, sym("bench_", name) }, ns))
 		return -1;
-	printf("%s %.3f %u %.3f\n", name, ns, ret, load_ms);
+	printf("%s %.3f %u %.3f %.3f\n", name, ns[0], ret, load_ms, ns[1]);
 	fflush(stdout);
 	bpf_object__close(obj);
 	return 0;
