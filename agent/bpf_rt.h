@@ -122,6 +122,10 @@ int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret);
 int bpf_prog_run_probe(const struct bpf_prog_rt *prog, void *ctx, uint64_t cookie, uint64_t func_ip,
 		       uint64_t *ret);
 
+/* BPF_PROG_TEST_RUN's repeat: `repeat` runs (0 means 1) in one guarded
+ * section, r0 of the last in *ret. */
+int bpf_prog_test_run_repeat(const struct bpf_prog_rt *prog, void *ctx, uint32_t repeat, uint64_t *ret);
+
 
 /* The ctx of an skb program under PROG_TEST_RUN (libbpf_shim/test_run.c):
  * what the program reads, then the packet for bpf_skb_load_bytes. */

@@ -53,8 +53,11 @@ static inline const bpf_helper_fn *helper_table(const struct bpf_prog_rt *prog)
 }
 
 /* One frame: runs from `insn` until BPF_EXIT (or a pending tail call) with
- * r1..r5 from args. */
-static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn, const uint64_t *args)
+ * r1..r5 given. They come by value: copying them from an array its caller
+ * has just stored stalls on store forwarding (wide loads of narrow stores),
+ * which was most of the cost of a short program. */
+static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn, uint64_t r1, uint64_t r2,
+		    uint64_t r3, uint64_t r4, uint64_t r5)
 {
 	uint64_t regs[11];
 	uint64_t stack[BPF_RT_STACK_SIZE / 8];
@@ -103,8 +106,12 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 #define OFF insn->off
 #define CONT ({ insn++; goto *jumptable[insn->code]; })
 
-	memcpy(&regs[1], args, 5 * sizeof(uint64_t));
 	regs[0] = 0;
+	regs[1] = r1;
+	regs[2] = r2;
+	regs[3] = r3;
+	regs[4] = r4;
+	regs[5] = r5;
 	regs[10] = (uint64_t)(uintptr_t)(stack + BPF_RT_STACK_SIZE / 8);
 	goto *jumptable[insn->code];
 
@@ -254,7 +261,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 			if (bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
 				bpf_rt_fault(SIGSEGV);   /* the kernel refuses it at load */
 			bpf_rt_call_depth++;
-			regs[0] = run(prog, insn + IMM + 1, &regs[1]);
+			regs[0] = run(prog, insn + IMM + 1, regs[1], regs[2], regs[3], regs[4], regs[5]);
 			bpf_rt_call_depth--;
 			if (tail_call_pending())
 				return regs[0];
@@ -388,28 +395,23 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
 			 uint64_t r3, uint64_t r4, uint64_t r5)
 {
-	const uint64_t args[5] = { r1, r2, r3, r4, r5 };
 	uint64_t r0;
 
 	insn_idx &= ~BPF_RT_CB_INSN_TAG;
 	if (insn_idx >= prog->insn_cnt || bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
 		bpf_rt_fault(SIGSEGV);
 	bpf_rt_call_depth++;
-	r0 = run(prog, prog->insns + insn_idx, args);
+	r0 = run(prog, prog->insns + insn_idx, r1, r2, r3, r4, r5);
 	bpf_rt_call_depth--;
 	return r0;
 }
 
 BPFSHIM_API uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1)
 {
-	const uint64_t args[5] = { r1, 0, 0, 0, 0 };
-
-	return run(prog, prog->insns, args);
+	return run(prog, prog->insns, r1, 0, 0, 0, 0);
 }
 
 uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r2)
 {
-	const uint64_t args[5] = { r1, r2, 0, 0, 0 };
-
-	return run(prog, prog->insns, args);
+	return run(prog, prog->insns, r1, r2, 0, 0, 0);
 }

@@ -269,13 +269,13 @@ long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
 /* ---- the runner ---- */
 
 /* r2 goes to the interpreter only (the bpf_conformance convention; AOT code
- * gets it from its own preamble). */
-int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in, uint64_t cookie,
-		       uint64_t func_ip, uint64_t *ret)
+ * gets it from its own preamble). The program runs `repeat` times (>= 1)
+ * inside one guarded section, as the kernel's bpf_test_run() loops inside
+ * one section: a run costs what its engine costs. A fault ends all runs. */
+static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in, uint64_t cookie,
+		       uint64_t func_ip, uint32_t repeat, uint64_t *ret)
 {
-	volatile uint64_t r2 = r2_in;
 	struct bpf_run_ctx rc;
-	const struct bpf_prog_rt *volatile cur = prog;
 	int saved_depth = bpf_rt_call_depth;
 	volatile int cpu_claimed = 0;
 	uint32_t rb_mark = bpf_rt_ringbuf_mark();
@@ -307,28 +307,36 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 		__atomic_add_fetch((uint64_t *)&prog->faults, 1, __ATOMIC_RELAXED);
 		return -EFAULT;
 	}
-	for (;;) {
-		const struct bpf_prog_rt *p = cur;
-		if (p->percpu && shm_run_cpu < 0) {
-			bpf_rt_cpu_claim();
-			cpu_claimed = 1;
+	/* in_prog stays set between the repetitions: the loop itself does not fault */
+	barrier();
+	rc.in_prog = 1;
+	barrier();
+	for (uint32_t i = 0; i < repeat; i++) {
+		const struct bpf_prog_rt *p = prog;
+		uint64_t a2 = r2_in;
+
+		rc.tail_call_cnt = 0;
+		for (;;) {
+			if (p->percpu && shm_run_cpu < 0) {
+				bpf_rt_cpu_claim();
+				cpu_claimed = 1;
+			}
+			rc.prog = p;
+			rc.tail_call_next = NULL;
+			barrier();
+			r0 = p->jited ? p->jited((uint64_t)(uintptr_t)ctx, &p->env)
+				      : bpf_interp_run2(p, (uint64_t)(uintptr_t)ctx, a2);
+			barrier();
+			if (__builtin_expect(!rc.tail_call_next, 1))
+				break;
+			/* the helper counted it and refused past BPF_RT_MAX_TAIL_CALL_CNT */
+			p = rc.tail_call_next;
+			a2 = 0;
 		}
-		rc.prog = p;
-		rc.tail_call_next = NULL;
-		barrier();
-		rc.in_prog = 1;
-		barrier();
-		r0 = p->jited ? p->jited((uint64_t)(uintptr_t)ctx, &p->env)
-			      : bpf_interp_run2(p, (uint64_t)(uintptr_t)ctx, r2);
-		barrier();
-		rc.in_prog = 0;
-		barrier();
-		if (!rc.tail_call_next)
-			break;
-		/* the helper counted it and refused past BPF_RT_MAX_TAIL_CALL_CNT */
-		cur = rc.tail_call_next;
-		r2 = 0;
 	}
+	barrier();
+	rc.in_prog = 0;
+	barrier();
 	bpf_cur_run_ctx = rc.prev;
 	bpf_rt_call_depth = saved_depth;
 	if (cpu_claimed)
@@ -336,6 +344,18 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	bpf_rt_ringbuf_release(rb_mark);
 	*ret = r0;
 	return 0;
+}
+
+int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, uint64_t cookie,
+		       uint64_t func_ip, uint64_t *ret)
+{
+	return run_guarded(prog, ctx, r2, cookie, func_ip, 1, ret);
+}
+
+BPFSHIM_API int bpf_prog_test_run_repeat(const struct bpf_prog_rt *prog, void *ctx, uint32_t repeat,
+					 uint64_t *ret)
+{
+	return run_guarded(prog, ctx, 0, 0, 0, repeat ? repeat : 1, ret);
 }
 
 BPFSHIM_API int bpf_prog_run(const struct bpf_prog_rt *prog, void *ctx, uint64_t *ret)

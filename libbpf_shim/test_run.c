@@ -33,16 +33,12 @@ static int run_repeat(const struct bpf_prog_rt *p, void *ctx, uint32_t repeat,
 		      uint32_t *retval, uint32_t *duration)
 {
 	uint64_t r0 = 0, t0;
-	int err = 0;
+	int err;
 
 	if (!repeat)
 		repeat = 1;
 	t0 = now_ns();
-	for (uint32_t i = 0; i < repeat; i++) {
-		err = bpf_prog_run(p, ctx, &r0);
-		if (err)
-			break;
-	}
+	err = bpf_prog_test_run_repeat(p, ctx, repeat, &r0);
 	uint64_t d = (now_ns() - t0) / repeat;
 	*duration = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
 	*retval = (uint32_t)r0;

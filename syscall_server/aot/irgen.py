@@ -23,6 +23,8 @@ from .insn import (
     BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, BPF_PSEUDO_FUNC, jump_target,
 )
 
+from .switch import plan as switch_plan
+
 ENTRY_NAME = "bpf_prog"
 IMPORT_PREFIX = "__bpfshim_import."
 ZERO_NAME = "__bpfshim_zero"
@@ -536,6 +538,13 @@ class FuncGen:
             return True
         if op not in _CMP and op != BPF_JSET:
             raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
+        sw = switch_plan(self.prog, self.f, pc) if is64 and op in _CMP and not ins.code & BPF_X else None
+        if sw:
+            default, cases = sw
+            v = self.rd(ins.dst, pc)
+            arms = " ".join(f"i64 {c - (1 << 64) if c >> 63 else c}, label %L{t}" for c, t in cases)
+            self.e(f"switch i64 {v}, label %L{default} [ {arms} ]")
+            return True
         a = self.rd(ins.dst, pc)
         ty = "i64" if is64 else "i32"
         if not is64:
