@@ -1,0 +1,192 @@
+"""The stock BCC python tools (bpfcc-tools) and libbpf-tools binaries that
+work on uprobes, unmodified, on the kernel (root) and through bpfshim (root,
+and uid 65534). Each case starts the tool on a pty (so its output is line
+buffered, as on a terminal), waits for the line it prints once attached, runs
+the deterministic victim (compat_tests/victims.py) or types into an
+interactive bash, then ends the tool with SIGINT (or lets its own -n/-d end
+it). Outputs are compared after masking pids, wall-clock times and the order
+of equal-count lines (hash order).
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from compat_tests.env import denied, kernel_bpf_reason, unpriv_reason
+from compat_tests.unpriv import Runtime, readable_tmpdir
+from compat_tests.victims import build_victims
+
+pexpect = pytest.importorskip("pexpect")
+
+BASH = "/bin/bash"
+
+# name -> (tool argv, line printed once attached, what drives it, how it ends)
+# {V} victim, {L} libvictim.so. Drivers: "victim" runs it to completion;
+# "victim-pid" starts it stopped and gives its pid as {PID}; "bash" types
+# into an interactive bash. Ends: "sigint", or "exit" (the tool's own -n).
+CASES = {
+    "funccount": (["funccount-bpfcc", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+    "funccount_regex": (["funccount-bpfcc", "-r", "{V}:^(work|fib|neg)$"], "Hit Ctrl-C", "victim", "sigint"),
+    "funccount_lib_pid": (["funccount-bpfcc", "-p", "{PID}", "c:pthread_create"], "Hit Ctrl-C",
+                          "victim-pid", "sigint"),
+    "funccount_shared_lib": (["funccount-bpfcc", "{L}:lib_add"], "Hit Ctrl-C", "victim", "sigint"),
+    "trace": (["trace-bpfcc", 'p:{V}:work "x=%d", arg1',
+               'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
+               'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", "victim", "sigint"),
+    "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+    "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
+                       "-C", "p:{V}:work(unsigned int x):unsigned int:x%4",
+                       "-C", "p:{V}:worker(long t, long i):long:t"], "open kprobes", "victim", "exit"),
+    "argdist_hist": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1", "-H", "r:{V}:work():int:$retval",
+                      "-H", "p:{V}:fib(int n):int:n"], "open kprobes", "victim", "exit"),
+    "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+    "bashreadline_bcc": (["bashreadline-bpfcc"], "COMMAND", "bash", "sigint"),
+    "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+    "libbpf_bashreadline": (["bashreadline"], "COMMAND", "bash", "sigint"),
+}
+
+BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    for tool in ("funccount-bpfcc", "funclatency", "cc"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed")
+    d = readable_tmpdir("bpfshim-tools-")
+    exe, lib = build_victims(d)
+    sides = []
+    if kernel_bpf_reason() is None:
+        sides.append(("kernel", None))
+    sides.append(("bpfshim", Runtime(prefix="bpfshim-tools-rt-")))
+    if unpriv_reason() is None:
+        sides.append(("bpfshim uid 65534", Runtime(unpriv=True, prefix="bpfshim-tools-rtu-")))
+    yield {"{V}": exe, "{L}": lib}, sides
+    for _, rt in sides:
+        if rt:
+            rt.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def wrap(rt, argv, extra_env=()):
+    return rt.cmd(argv, extra_env) if rt else list(argv)
+
+
+def spawn(rt, argv, extra_env=()):
+    argv = wrap(rt, argv, extra_env)
+    env = rt.env() if rt else {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(extra_env)
+    return pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8", codec_errors="replace",
+                         timeout=60, dimensions=(50, 200))
+
+
+def stopped_victim(rt, exe):
+    """The victim started stopped (a shell that stops itself, then execs the
+    victim with the same pid): its pid is known before any probe is placed."""
+    p = subprocess.Popen(wrap(rt, ["sh", "-c", f'kill -STOP $$; exec "$0"', exe]))
+    for _ in range(500):
+        with open(f"/proc/{p.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return p
+        time.sleep(0.01)
+    raise AssertionError("the victim did not stop")
+
+
+def drive_bash(rt):
+    """An interactive bash (readline) on its own pty typing BASH_LINES."""
+    sh = spawn(rt, [BASH, "--norc", "--noprofile", "-i"], [("PS1", "$ "), ("HISTFILE", "/dev/null")])
+    sh.expect_exact("$ ")
+    for line in BASH_LINES:
+        sh.sendline(line)
+        sh.expect_exact("$ ")
+    pid = sh.pid
+    sh.sendline("exit")
+    sh.expect(pexpect.EOF)
+    sh.close()
+    return pid
+
+
+def run_case(case, subst, rt):
+    argv, ready, driver, end = CASES[case]
+    victim = None
+    if driver == "victim-pid":
+        victim = stopped_victim(rt, subst["{V}"])
+        subst = dict(subst, **{"{PID}": str(victim.pid)})
+    argv = [a.replace("{V}", subst["{V}"]).replace("{L}", subst["{L}"]).replace("{PID}", subst.get("{PID}", ""))
+            for a in argv]
+    tool = spawn(rt, argv)
+    try:
+        tool.expect_exact(ready)
+        pids = []
+        if driver == "victim":
+            v = subprocess.run(wrap(rt, [subst["{V}"]]), timeout=60)
+            assert v.returncode == 0
+        elif driver == "victim-pid":
+            os.kill(victim.pid, signal.SIGCONT)
+            assert victim.wait(timeout=60) == 0
+        else:
+            pids.append(drive_bash(rt))
+        if end == "sigint":
+            time.sleep(0.5)   # the tool drains what the probes wrote
+            tool.kill(signal.SIGINT)
+        tool.expect(pexpect.EOF)
+        out = tool.before
+    finally:
+        tool.close(force=True)
+        if victim and victim.poll() is None:
+            victim.kill()
+    return tool.exitstatus, tool.signalstatus, normalise(case, out, pids)
+
+
+TIME = re.compile(r"\b\d\d:\d\d:\d\d\b")
+EQUAL_COUNTS = re.compile(r"^\s+\d+\s+\S.* = ")
+
+
+def normalise(case, out, pids):
+    lines = [l.rstrip() for l in out.replace("\r\n", "\n").split("\n")]
+    lines = [l for l in lines if l and "^C" not in l]
+    if "bashreadline" in case:
+        # system-wide probe: keep the header and our shell's lines only
+        keep = re.compile(r"^\S+\s+(%s)\s" % "|".join(map(str, pids)))
+        lines = [l for l in lines if "COMMAND" in l or keep.match(l)]
+    if case.startswith("trace"):
+        # one perf buffer per probe, drained in turn: order kept within a probe
+        head, body = lines[:1], lines[1:]
+        lines = head + sorted(body, key=lambda l: re.sub(r"[-\d]+", "", l))
+        lines = [re.sub(r"^\d+\s+\d+\s", "PID TID ", l) for l in lines]
+    lines = [re.sub(r"\[\d+\]$", "[PID]", TIME.sub("TIME", l)) for l in lines]
+    lines = [re.sub(r"^(TIME\s+)\d+", r"\1PID", l) for l in lines]
+    out, run = [], []
+    for l in lines + [None]:
+        if l is not None and EQUAL_COUNTS.match(l):
+            run.append(l)
+            continue
+        out += sorted(run)
+        run = []
+        if l is not None:
+            out.append(l)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tool(case, setup):
+    subst, sides = setup
+    argv = CASES[case][0]
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} is not installed")
+    why = denied("tools", case)
+    if why:
+        pytest.skip(f"DENYLIST: {why}")
+    res = {name: run_case(case, subst, rt) for name, rt in sides}
+    ref = sides[0][0]
+    rc, sig, lines = res[ref]
+    assert any(l.strip() for l in lines), f"{ref}: no output"
+    for name, got in res.items():
+        assert got == res[ref], f"{case}: {ref} vs {name}\n" + "\n".join(
+            f"--- {n}: rc={r[0]} sig={r[1]}\n" + "\n".join(r[2]) for n, r in ((ref, res[ref]), (name, got)))
+    if ref != "kernel":
+        pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
