@@ -23,30 +23,37 @@ from compat_tests.victims import build_victims
 pexpect = pytest.importorskip("pexpect")
 
 BASH = "/bin/bash"
+VICTIM = ["{V}"]
+GETENT = ["getent", "ahosts", "localhost"]
+SETTLE = 0.5
 
 # name -> (tool argv, line printed once attached, what drives it, how it ends)
-# {V} victim, {L} libvictim.so. Drivers: "victim" runs it to completion;
-# "victim-pid" starts it stopped and gives its pid as {PID}; "bash" types
+# {V} victim, {L} libvictim.so. The driver is a command run to completion
+# (started stopped when the tool needs its pid, {PID}), or "bash": typing
 # into an interactive bash. Ends: "sigint", or "exit" (the tool's own -n).
+# Tools that print their header before they open the perf buffer (events
+# output before that are lost, on the kernel too) get SETTLE seconds more.
 CASES = {
-    "funccount": (["funccount-bpfcc", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
-    "funccount_regex": (["funccount-bpfcc", "-r", "{V}:^(work|fib|neg)$"], "Hit Ctrl-C", "victim", "sigint"),
-    "funccount_lib_pid": (["funccount-bpfcc", "-p", "{PID}", "c:pthread_create"], "Hit Ctrl-C",
-                          "victim-pid", "sigint"),
-    "funccount_shared_lib": (["funccount-bpfcc", "{L}:lib_add"], "Hit Ctrl-C", "victim", "sigint"),
+    "funccount_regex": (["funccount-bpfcc", "-r", "{V}:^(work|fib|neg)$"], "Hit Ctrl-C", VICTIM, "sigint"),
+    "funccount_lib_pid": (["funccount-bpfcc", "-p", "{PID}", "c:pthread_create"], "Hit Ctrl-C", VICTIM, "sigint"),
     "trace": (["trace-bpfcc", 'p:{V}:work "x=%d", arg1',
                'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
-               'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", "victim", "sigint"),
-    "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+               'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", VICTIM, "sigint"),
+    "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
                        "-C", "p:{V}:work(unsigned int x):unsigned int:x%4",
-                       "-C", "p:{V}:worker(long t, long i):long:t"], "open kprobes", "victim", "exit"),
+                       "-C", "p:{V}:worker(long t, long i):long:t",
+                       "-C", "p:{L}:lib_add(int a, int b):int:a+b"], "open kprobes", VICTIM, "exit"),
     "argdist_hist": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1", "-H", "r:{V}:work():int:$retval",
-                      "-H", "p:{V}:fib(int n):int:n"], "open kprobes", "victim", "exit"),
-    "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
-    "bashreadline_bcc": (["bashreadline-bpfcc"], "COMMAND", "bash", "sigint"),
-    "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", "victim", "sigint"),
+                      "-H", "p:{V}:fib(int n):int:n"], "open kprobes", VICTIM, "exit"),
+    "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
+    "bashreadline_bcc": (["bashreadline-bpfcc"], ("COMMAND", SETTLE), "bash", "sigint"),
+    "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "libbpf_bashreadline": (["bashreadline"], "COMMAND", "bash", "sigint"),
+    "funcslower": (["funcslower-bpfcc", "-u", "0.001", "-a", "2", "{V}:six", "{V}:neg"], ("ARGS", SETTLE),
+                   VICTIM, "sigint"),
+    "gethostlatency_bcc": (["gethostlatency-bpfcc", "-p", "{PID}"], ("HOST", SETTLE), GETENT, "sigint"),
+    "libbpf_gethostlatency": (["gethostlatency", "-p", "{PID}"], "HOST", GETENT, "sigint"),
 }
 
 BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]
@@ -84,10 +91,10 @@ def spawn(rt, argv, extra_env=()):
                          timeout=60, dimensions=(50, 200))
 
 
-def stopped_victim(rt, exe):
-    """The victim started stopped (a shell that stops itself, then execs the
-    victim with the same pid): its pid is known before any probe is placed."""
-    p = subprocess.Popen(wrap(rt, ["sh", "-c", f'kill -STOP $$; exec "$0"', exe]))
+def stopped(rt, argv):
+    """argv started stopped (a shell that stops itself, then execs argv with
+    the same pid): its pid is known before any probe is placed."""
+    p = subprocess.Popen(wrap(rt, ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', *argv]), stdout=subprocess.DEVNULL)
     for _ in range(500):
         with open(f"/proc/{p.pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "T":
@@ -112,24 +119,26 @@ def drive_bash(rt):
 
 def run_case(case, subst, rt):
     argv, ready, driver, end = CASES[case]
+    sub = lambda args: [re.sub(r"{[VLP]\w*}", lambda m: subst[m.group(0)], a) for a in args]
     victim = None
-    if driver == "victim-pid":
-        victim = stopped_victim(rt, subst["{V}"])
+    if driver != "bash" and any("{PID}" in a for a in argv):
+        victim = stopped(rt, sub(driver))
         subst = dict(subst, **{"{PID}": str(victim.pid)})
-    argv = [a.replace("{V}", subst["{V}"]).replace("{L}", subst["{L}"]).replace("{PID}", subst.get("{PID}", ""))
-            for a in argv]
-    tool = spawn(rt, argv)
+    tool = spawn(rt, sub(argv))
     try:
-        tool.expect_exact(ready)
-        pids = []
-        if driver == "victim":
-            v = subprocess.run(wrap(rt, [subst["{V}"]]), timeout=60)
-            assert v.returncode == 0
-        elif driver == "victim-pid":
-            os.kill(victim.pid, signal.SIGCONT)
-            assert victim.wait(timeout=60) == 0
+        ready, settle = ready if isinstance(ready, tuple) else (ready, 0)
+        if tool.expect_exact([ready, pexpect.EOF, pexpect.TIMEOUT]):
+            raise AssertionError(f"{argv[0]} did not attach:\n{tool.before}")
+        time.sleep(settle)
+        if driver == "bash":
+            pids = [drive_bash(rt)]
         else:
-            pids.append(drive_bash(rt))
+            if victim:
+                os.kill(victim.pid, signal.SIGCONT)
+            else:
+                victim = subprocess.Popen(wrap(rt, sub(driver)), stdout=subprocess.DEVNULL)
+            assert victim.wait(timeout=60) == 0
+            pids = [victim.pid]
         if end == "sigint":
             time.sleep(0.5)   # the tool drains what the probes wrote
             tool.kill(signal.SIGINT)
@@ -143,23 +152,24 @@ def run_case(case, subst, rt):
 
 
 TIME = re.compile(r"\b\d\d:\d\d:\d\d\b")
+LATENCY = re.compile(r"\s+\d+\.\d+\b")       # and its padding
+ADDR = re.compile(r"\b0x[0-9a-f]{12}\b")       # user-space addresses (ASLR)
 EQUAL_COUNTS = re.compile(r"^\s+\d+\s+\S.* = ")
 
 
 def normalise(case, out, pids):
+    """Lines with the driver's pids, wall-clock times, latencies and
+    addresses masked; runs of equal-count lines (hash order) sorted."""
     lines = [l.rstrip() for l in out.replace("\r\n", "\n").split("\n")]
     lines = [l for l in lines if l and "^C" not in l]
+    pid = re.compile(r"\b(%s)\b" % "|".join(map(str, pids)))
     if "bashreadline" in case:
-        # system-wide probe: keep the header and our shell's lines only
-        keep = re.compile(r"^\S+\s+(%s)\s" % "|".join(map(str, pids)))
-        lines = [l for l in lines if "COMMAND" in l or keep.match(l)]
+        # a system-wide probe: the header and our shell's lines only
+        lines = [l for l in lines if "COMMAND" in l or pid.search(l)]
     if case.startswith("trace"):
         # one perf buffer per probe, drained in turn: order kept within a probe
-        head, body = lines[:1], lines[1:]
-        lines = head + sorted(body, key=lambda l: re.sub(r"[-\d]+", "", l))
-        lines = [re.sub(r"^\d+\s+\d+\s", "PID TID ", l) for l in lines]
-    lines = [re.sub(r"\[\d+\]$", "[PID]", TIME.sub("TIME", l)) for l in lines]
-    lines = [re.sub(r"^(TIME\s+)\d+", r"\1PID", l) for l in lines]
+        lines = lines[:1] + sorted(lines[1:], key=lambda l: re.sub(r"[-\d]+", "", l))
+    lines = [ADDR.sub("ADDR", LATENCY.sub(" LAT", TIME.sub("TIME", pid.sub("PID", l)))) for l in lines]
     out, run = [], []
     for l in lines + [None]:
         if l is not None and EQUAL_COUNTS.match(l):
