@@ -39,6 +39,7 @@ CASES = {
     "trace": (["trace-bpfcc", 'p:{V}:work "x=%d", arg1',
                'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
                'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", VICTIM, "sigint"),
+    "funcinterval": (["funcinterval-bpfcc", "-m", "{V}:worker"], "Hit Ctrl-C", VICTIM, "sigint"),
     "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
                        "-C", "p:{V}:work(unsigned int x):unsigned int:x%4",
