@@ -23,7 +23,8 @@ from compat_tests.victims import build_victims
 pexpect = pytest.importorskip("pexpect")
 
 BASH = "/bin/bash"
-VICTIM = ["{V}"]
+# on one CPU: events go to that CPU's perf buffer, so they are read in order
+VICTIM = ["taskset", "-c", "0", "{V}"]
 GETENT = ["getent", "ahosts", "localhost"]
 SETTLE = 0.5
 
@@ -39,7 +40,7 @@ CASES = {
     "trace": (["trace-bpfcc", 'p:{V}:work "x=%d", arg1',
                'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
                'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", VICTIM, "sigint"),
-    "funcinterval": (["funcinterval-bpfcc", "-m", "{V}:worker"], "Hit Ctrl-C", VICTIM, "sigint"),
+    "funcinterval": (["funcinterval-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
                        "-C", "p:{V}:work(unsigned int x):unsigned int:x%4",
@@ -141,7 +142,7 @@ def run_case(case, subst, rt):
             assert victim.wait(timeout=60) == 0
             pids = [victim.pid]
         if end == "sigint":
-            time.sleep(0.5)   # the tool drains what the probes wrote
+            time.sleep(0.3)   # the tool drains what the probes wrote
             tool.kill(signal.SIGINT)
         tool.expect(pexpect.EOF)
         out = tool.before
