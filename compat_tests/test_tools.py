@@ -26,14 +26,14 @@ BASH = "/bin/bash"
 # on one CPU: events go to that CPU's perf buffer, so they are read in order
 VICTIM = ["taskset", "-c", "0", "{V}"]
 GETENT = ["getent", "ahosts", "localhost"]
-SETTLE = 0.5
 
 # name -> (tool argv, line printed once attached, what drives it, how it ends)
 # {V} victim, {L} libvictim.so. The driver is a command run to completion
 # (started stopped when the tool needs its pid, {PID}), or "bash": typing
 # into an interactive bash. Ends: "sigint", or "exit" (the tool's own -n).
-# Tools that print their header before they open the perf buffer (events
-# output before that are lost, on the kernel too) get SETTLE seconds more.
+# Some tools print their header before they open the perf buffer (events
+# output before that are lost, on the kernel too): after the line, the tool
+# is also waited for until it sleeps in its event loop (wait_idle).
 CASES = {
     "funccount_regex": (["funccount-bpfcc", "-r", "{V}:^(work|fib|neg)$"], "Hit Ctrl-C", VICTIM, "sigint"),
     "funccount_lib_pid": (["funccount-bpfcc", "-p", "{PID}", "c:pthread_create"], "Hit Ctrl-C", VICTIM, "sigint"),
@@ -49,12 +49,12 @@ CASES = {
     "argdist_hist": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1", "-H", "r:{V}:work():int:$retval",
                       "-H", "p:{V}:fib(int n):int:n"], "open kprobes", VICTIM, "exit"),
     "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
-    "bashreadline_bcc": (["bashreadline-bpfcc"], ("COMMAND", SETTLE), "bash", "sigint"),
+    "bashreadline_bcc": (["bashreadline-bpfcc"], "COMMAND", "bash", "sigint"),
     "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "libbpf_bashreadline": (["bashreadline"], "COMMAND", "bash", "sigint"),
-    "funcslower": (["funcslower-bpfcc", "-u", "0.001", "-a", "2", "{V}:six", "{V}:neg"], ("ARGS", SETTLE),
+    "funcslower": (["funcslower-bpfcc", "-u", "0.001", "-a", "2", "{V}:six", "{V}:neg"], "ARGS",
                    VICTIM, "sigint"),
-    "gethostlatency_bcc": (["gethostlatency-bpfcc", "-p", "{PID}"], ("HOST", SETTLE), GETENT, "sigint"),
+    "gethostlatency_bcc": (["gethostlatency-bpfcc", "-p", "{PID}"], "HOST", GETENT, "sigint"),
     "libbpf_gethostlatency": (["gethostlatency", "-p", "{PID}"], "HOST", GETENT, "sigint"),
 }
 
@@ -105,6 +105,24 @@ def stopped(rt, argv):
     raise AssertionError("the victim did not stop")
 
 
+# poll, select, nanosleep, epoll_wait, ppoll, clock_nanosleep, pselect6, epoll_pwait
+EVENT_LOOP_SYSCALLS = {"7", "23", "35", "232", "271", "230", "270", "281"}
+
+
+def wait_idle(pid):
+    """Until the tool's main thread sleeps in its event loop (poll, epoll,
+    sleep): its perf buffers are open then."""
+    for _ in range(3000):
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split()[0] in EVENT_LOOP_SYSCALLS:
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} does not reach its event loop")
+
+
 def drive_bash(rt):
     """An interactive bash (readline) on its own pty typing BASH_LINES."""
     sh = spawn(rt, [BASH, "--norc", "--noprofile", "-i"], [("PS1", "$ "), ("HISTFILE", "/dev/null")])
@@ -128,10 +146,9 @@ def run_case(case, subst, rt):
         subst = dict(subst, **{"{PID}": str(victim.pid)})
     tool = spawn(rt, sub(argv))
     try:
-        ready, settle = ready if isinstance(ready, tuple) else (ready, 0)
         if tool.expect_exact([ready, pexpect.EOF, pexpect.TIMEOUT]):
             raise AssertionError(f"{argv[0]} did not attach:\n{tool.before}")
-        time.sleep(settle)
+        wait_idle(tool.pid)
         if driver == "bash":
             pids = [drive_bash(rt)]
         else:
@@ -156,6 +173,7 @@ def run_case(case, subst, rt):
 TIME = re.compile(r"\b\d\d:\d\d:\d\d\b")
 LATENCY = re.compile(r"\s+\d+\.\d+\b")       # and its padding
 ADDR = re.compile(r"\b0x[0-9a-f]{12}\b")       # user-space addresses (ASLR)
+HIST_ROW = re.compile(r"^\s+\d+ -> \d+\s+: (\d+)\s")
 EQUAL_COUNTS = re.compile(r"^\s+\d+\s+\S.* = ")
 
 
@@ -171,6 +189,11 @@ def normalise(case, out, pids):
     if case.startswith("trace"):
         # one perf buffer per probe, drained in turn: order kept within a probe
         lines = lines[:1] + sorted(lines[1:], key=lambda l: re.sub(r"[-\d]+", "", l))
+    if re.search("funclatency|funcinterval", case):
+        # times: how many calls the histogram holds, not which buckets
+        total = sum(int(HIST_ROW.match(l).group(1)) for l in lines if HIST_ROW.match(l))
+        lines = [l for l in lines if not HIST_ROW.match(l)] + [f"calls in the histogram: {total}"]
+        lines = [re.sub(r"(avg|total)\W+\d+", r"\1 N", l) for l in lines]
     lines = [ADDR.sub("ADDR", LATENCY.sub(" LAT", TIME.sub("TIME", pid.sub("PID", l)))) for l in lines]
     out, run = [], []
     for l in lines + [None]:
