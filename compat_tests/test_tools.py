@@ -4,8 +4,9 @@ and uid 65534). Each case starts the tool on a pty (so its output is line
 buffered, as on a terminal), waits for the line it prints once attached, runs
 the deterministic victim (compat_tests/victims.py) or types into an
 interactive bash, then ends the tool with SIGINT (or lets its own -n/-d end
-it). Outputs are compared after masking pids, wall-clock times and the order
-of equal-count lines (hash order).
+it). Outputs are compared after masking pids, wall-clock times, latencies
+(histograms of times by their number of calls) and the order of equal-count
+lines (hash order).
 """
 import os
 import re
