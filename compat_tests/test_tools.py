@@ -52,6 +52,8 @@ CASES = {
     "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "bashreadline_bcc": (["bashreadline-bpfcc"], "COMMAND", "bash", "sigint"),
     "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
+    "libbpf_funclatency_cgroup": (["funclatency", "-m", "-c", "/sys/fs/cgroup/unified", "{V}:work"], "Hit Ctrl-C",
+                                  VICTIM, "sigint"),
     "libbpf_bashreadline": (["bashreadline"], "COMMAND", "bash", "sigint"),
     "funcslower": (["funcslower-bpfcc", "-u", "0.001", "-a", "2", "{V}:six", "{V}:neg"], "ARGS",
                    VICTIM, "sigint"),
