@@ -26,7 +26,8 @@ pexpect = pytest.importorskip("pexpect")
 BASH = "/bin/bash"
 # on one CPU: events go to that CPU's perf buffer, so they are read in order
 VICTIM = ["taskset", "-c", "0", "{V}"]
-GETENT = ["getent", "ahosts", "localhost"]
+# started stopped for -p (a shell that stops itself, then execs getent)
+GETENT = ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', "getent", "ahosts", "localhost"]
 
 # name -> (tool argv, line printed once attached, what drives it, how it ends)
 # {V} victim, {L} libvictim.so. The driver is a command run to completion
@@ -41,6 +42,7 @@ CASES = {
     "trace": (["trace-bpfcc", 'p:{V}:work "x=%d", arg1',
                'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
                'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", VICTIM, "sigint"),
+    "trace_pid": (["trace-bpfcc", "-p", "{PID}", 'p:{V}:neg "%d", arg1'], "PID", VICTIM, "sigint"),
     "funcinterval": (["funcinterval-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
@@ -52,6 +54,7 @@ CASES = {
     "stackcount": (["stackcount-bpfcc", "-U", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "bashreadline_bcc": (["bashreadline-bpfcc"], "COMMAND", "bash", "sigint"),
     "libbpf_funclatency": (["funclatency", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
+    "libbpf_funclatency_pid": (["funclatency", "-m", "-p", "{PID}", ":work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "libbpf_funclatency_cgroup": (["funclatency", "-m", "-c", "/sys/fs/cgroup/unified", "{V}:work"], "Hit Ctrl-C",
                                   VICTIM, "sigint"),
     "libbpf_bashreadline": (["bashreadline"], "COMMAND", "bash", "sigint"),
@@ -97,9 +100,10 @@ def spawn(rt, argv, extra_env=()):
 
 
 def stopped(rt, argv):
-    """argv started stopped (a shell that stops itself, then execs argv with
-    the same pid): its pid is known before any probe is placed."""
-    p = subprocess.Popen(wrap(rt, ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', *argv]), stdout=subprocess.DEVNULL)
+    """argv started so that it stops itself (the victim with VICTIM_STOP):
+    its pid is known, and its files mapped, before any probe is placed."""
+    p = subprocess.Popen(wrap(rt, argv, [("VICTIM_STOP", "1")]), stdout=subprocess.DEVNULL,
+                         env=dict(os.environ, VICTIM_STOP="1"))
     for _ in range(500):
         with open(f"/proc/{p.pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "T":

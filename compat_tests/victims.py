@@ -1,13 +1,16 @@
 """Deterministic sample programs the tool tests probe: `victim` calls
 work(0..99), fib(10), six(), greet() on four strings, neg(-3..2), worker()
 50 times from each of 4 threads, and lib_add() from `libvictim.so` 10 times,
-then exits. Built with -O1 -fno-inline so every function is a real call."""
+then exits; with VICTIM_STOP set it first stops itself (SIGSTOP). Built with -O1 -fno-inline so every function is a real call."""
 import os
 import subprocess
 
 VICTIM_C = r"""
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
 volatile long sink;
 int lib_add(int a, int b);
 __attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
@@ -23,6 +26,10 @@ static void *thread_main(void *arg) {
 int main(void) {
     static const char *names[] = {"alpha", "beta", "gamma", "beta"};
     pthread_t th[4];
+    if (getenv("VICTIM_STOP")) {
+        raise(SIGSTOP);   /* a tool attaches to this pid, then SIGCONT */
+        usleep(300000);   /* bpfshim patches a running process within ms, the kernel at once */
+    }
     for (int i = 0; i < 100; i++) sink += work(i);
     sink += fib(10);
     for (int i = 0; i < 5; i++) sink += six(i, 2 * i, 3 * i, 4 * i, 5 * i, 6 * i);
