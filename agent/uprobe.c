@@ -52,14 +52,19 @@ struct probe {
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
 static const struct attach_table *table;
-static __thread int in_probe;     /* a probe hit while a program runs here is a miss */
+/* 1 while a program runs on this thread: a probe hit then is a miss. 2 on
+ * the runtime's own work (the follower thread, starting it): probes do not
+ * fire, as kernel uprobes never see bpfshim's calls into probed functions
+ * (funccount on pthread_create, malloc, ...). */
+static __thread int in_probe;
 
 static void run(struct probe *p, struct hook_pt_regs *regs)
 {
 	uint64_t r0;
 
 	if (in_probe) {
-		__atomic_add_fetch(&p->misses, 1, __ATOMIC_RELAXED);
+		if (in_probe == 1)
+			__atomic_add_fetch(&p->misses, 1, __ATOMIC_RELAXED);
 		return;
 	}
 	in_probe = 1;
@@ -206,6 +211,7 @@ static void *follower(void *arg)
 {
 	int delay = 100;
 
+	in_probe = 2;
 	while (!__atomic_load_n(&init_done, __ATOMIC_ACQUIRE))
 		shm_futex_wait(&init_done, 0, 1000);
 
@@ -239,6 +245,8 @@ static void start_follower(void)
 
 	if (getenv("BPFSHIM_NO_AGENT"))
 		return;
+	int was = in_probe;
+	in_probe = 2;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 256 * 1024);
@@ -249,6 +257,7 @@ static void start_follower(void)
 	follower_running = !pthread_create(&follower_thread, &a, follower, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
+	in_probe = was;
 }
 
 /*

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "shim.h"
 
 /* CHECK_ATTR(): no non-zero byte after the command's last field. Bytes past
@@ -165,8 +166,12 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 	if (is_fd_map(t)) {
 		uint32_t id;
 		int err;
-		if (t == BPF_MAP_TYPE_CGROUP_ARRAY)
+		if (t == BPF_MAP_TYPE_CGROUP_ARRAY) {
+			static const char m[] = "bpfshim: BPF_MAP_UPDATE_ELEM: cgroup fds in "
+						"BPF_MAP_TYPE_CGROUP_ARRAY are not supported\n";
+			(void)!write(2, m, sizeof(m) - 1);
 			return -EOPNOTSUPP;
+		}
 		/* bpf_fd_array_map_update_elem(): flags and index before the fd */
 		if (t != BPF_MAP_TYPE_HASH_OF_MAPS) {
 			if (flags != BPF_ANY)

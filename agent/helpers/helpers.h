@@ -79,7 +79,8 @@ void bpf_rt_ringbuf_release(uint32_t mark);
 	X(trace_printk) X(trace_vprintk)                                          \
 	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \
 	X(ringbuf_discard) X(ringbuf_query)                                        \
-	X(get_stackid) X(get_stack)
+	X(get_stackid) X(get_stack)                                                \
+	X(current_task_under_cgroup)
 
 #define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);
 BPF_RT_HELPERS(BPF_RT_HELPER_DECL)

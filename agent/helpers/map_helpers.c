@@ -69,6 +69,21 @@ u64 bpf_map_peek_elem(u64 map, u64 value, u64 r3, u64 r4, u64 r5)
 }
 
 /*
+ * bpf_current_task_under_cgroup(cgroup_array, index): the kernel's checks on
+ * the index and the slot. bpfshim's cgroup arrays cannot be filled (the
+ * update fails with EOPNOTSUPP), so a slot in range is always empty:
+ * -EAGAIN, as the kernel answers for an empty slot.
+ */
+u64 bpf_current_task_under_cgroup(u64 map, u64 index, u64 r3, u64 r4, u64 r5)
+{
+	struct shm_map *m = MAP(map);
+
+	if ((uint32_t)index >= m->hdr->attr.max_entries)
+		return bpf_rt_err(E2BIG);
+	return bpf_rt_err(EAGAIN);
+}
+
+/*
  * bpf_tail_call(ctx, prog_array, index): records the target in the run
  * context; the engine returns at once and bpf_prog_run() goes on with it.
  * Checks in the kernel's order (___bpf_prog_run JMP_TAIL_CALL): the index,
