@@ -57,3 +57,15 @@ def denied(test, case):
         if t == test and c == case:
             return why.strip()
     return None
+
+
+def clang_bpf(src, out, *flags):
+    """Build an eBPF object as libbpf loaders expect it (clang -target bpf
+    -O2 -g, asm/ headers from the multiarch include directory)."""
+    import subprocess
+    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    argv = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86", *flags]
+    if multiarch:
+        argv.append(f"-I/usr/include/{multiarch}")   # asm/types.h
+    subprocess.run(argv + ["-c", str(src), "-o", str(out)], check=True)
+    os.chmod(out, 0o755)

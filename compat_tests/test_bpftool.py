@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import kernel_bpf_reason, unpriv_reason, denied
+from compat_tests.env import clang_bpf, denied, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if os.path.exists("/usr/sbin/bpftool") else None)
@@ -277,11 +277,7 @@ def build_prog():
         pytest.skip("clang is not installed")
     d = readable_tmpdir("bpfshim-bpftool-obj-")
     obj = os.path.join(d, "prog.o")
-    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "bpftool_prog.bpf.c")
-    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", f"-I/usr/include/{multiarch}", "-c", src, "-o", obj],
-                   check=True)
-    os.chmod(obj, 0o644)
+    clang_bpf(os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs", "bpftool_prog.bpf.c"), obj)
     return obj
 
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
@@ -47,13 +47,9 @@ def build(d):
                    check=True)
     subprocess.run(["cc", "-O1", "-Wall", "-o", p["loader"], os.path.join(PROGS, "uprobe_loader.c"), "-lbpf"],
                    check=True)
-    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    bpf = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86"]
-    if multiarch:
-        bpf.append(f"-I/usr/include/{multiarch}")   # asm/types.h
     src = os.path.join(PROGS, "uprobe_loader.bpf.c")
-    subprocess.run(bpf + ["-c", src, "-o", p["plain.o"]], check=True)
-    subprocess.run(bpf + ["-DGLOBALS", "-c", src, "-o", p["glob.o"]], check=True)
+    clang_bpf(src, p["plain.o"])
+    clang_bpf(src, p["glob.o"], "-DGLOBALS")
     for f in p.values():
         os.chmod(f, 0o755)
     return p

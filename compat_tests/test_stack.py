@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
@@ -33,11 +33,7 @@ def build(d):
                     os.path.join(PROGS, "uprobe_target.c")], check=True)
     subprocess.run(["cc", "-O1", "-Wall", "-o", p["loader"], os.path.join(PROGS, "stack_loader.c"), "-lbpf"],
                    check=True)
-    multiarch = subprocess.run(["cc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    bpf = ["clang", "-target", "bpf", "-O2", "-g", "-D__TARGET_ARCH_x86"]
-    if multiarch:
-        bpf.append(f"-I/usr/include/{multiarch}")
-    subprocess.run(bpf + ["-c", os.path.join(PROGS, "stack_loader.bpf.c"), "-o", p["stack.o"]], check=True)
+    clang_bpf(os.path.join(PROGS, "stack_loader.bpf.c"), p["stack.o"])
     for f in p.values():
         os.chmod(f, 0o755)
     return p
