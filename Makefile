@@ -1,6 +1,7 @@
 # Builds the two native libraries into syscall_server/_native/:
 #   libbpfshim.so       the preload library: libbpf_shim/ (loader side) + agent/ (runtime)
 #   libbpfshim_core.so  agent/ only (maps, engines, helpers), loaded by the server through cffi
+#   libbpfshim_boot.so  agent/boot/: what `bpfshim attach` injects; it dlopens libbpfshim.so
 # Sources are picked up by wildcard: a new .c file under these folders needs no edit here.
 CC      ?= cc
 OUT     := syscall_server/_native
@@ -19,7 +20,7 @@ HDRS      := $(wildcard agent/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 
-all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so
+all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so $(OUT)/libbpfshim_boot.so
 
 # Rewritten only when the value changes, so objects rebuild only then.
 build/gen/bpfshim_config.h: FORCE
@@ -44,6 +45,11 @@ $(OUT)/libbpfshim.so: $(AGENT_OBJ) $(SHIM_OBJ)
 $(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC))
 	@mkdir -p $(OUT)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+# No TLS, no libbpfshim code: see agent/boot/boot.c.
+$(OUT)/libbpfshim_boot.so: agent/boot/boot.c Makefile
+	@mkdir -p $(OUT)
+	$(CC) -O2 -g -fPIC -shared -Wall -Wextra -o $@ $< -ldl
 
 clean:
 	rm -rf build $(OUT)/*.so

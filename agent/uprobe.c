@@ -38,6 +38,8 @@ int hook_detach(struct hook *h);
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
 void shim_prog_release(uint32_t id);
 int shim_runtime_dir(char *out, size_t n);
+int shim_set_runtime_dir(const char *dir);
+int shim_interposing(void);
 void shm_futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
 void shm_futex_wake(uint32_t *addr);
 
@@ -203,6 +205,7 @@ static int open_table(void)
 static uint32_t stop_word;
 static pthread_t follower_thread;
 static int follower_running;
+static int agent_on;              /* preloaded, or attached by bpfshim_agent_main() */
 
 /* Set once the constructor has applied the probes that existed at start. */
 static uint32_t init_done;
@@ -289,34 +292,46 @@ void agent_resume(void)
  * not the thread. */
 static void after_fork_child(void)
 {
+	if (!agent_on)
+		return;
 	table = NULL;
 	follower_running = 0;
 	start_follower();
 }
 
 /*
- * Entry point for `bpfshim attach PID` (frida injects this library into a
- * running process and calls it): `data` is the runtime directory of the
- * caller's server. The constructors have run already, with the target's own
- * environment; follow the caller's table from now on.
+ * Entry point for `bpfshim attach PID` (frida loads this library into a
+ * running process and calls it from a thread of its own): `data` is the
+ * runtime directory of the caller's server. The constructors have run
+ * already and started nothing (the library is not preloaded there); from
+ * now on the process follows that server's table.
  */
 BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 {
 	if (stay_resident)
 		*stay_resident = 1;
-	if (data && *data) {
-		agent_pause();
-		setenv("BPFSHIM_RUNTIME_DIR", data, 1);
-		if (table) {
-			munmap((void *)table, sizeof(*table));
-			table = NULL;
-		}
+	if (!data || !*data)
+		return;
+	agent_pause();
+	if (table) {
+		munmap((void *)table, sizeof(*table));
+		table = NULL;
+	}
+	if (shim_set_runtime_dir(data) == 0) {
+		agent_on = 1;
 		agent_resume();
 	}
 }
 
 __attribute__((constructor(200))) static void uprobe_init(void)
 {
+	pthread_atfork(NULL, NULL, after_fork_child);
+	/* loaded by `bpfshim attach`: bpfshim_agent_main() says which server */
+	if (!shim_interposing()) {
+		__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
+		return;
+	}
+	agent_on = 1;
 	/* Probes that exist when the process starts are in place before main()
 	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes.
 	 * The follower thread is created first: a probe on pthread_create (or
@@ -332,6 +347,5 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 	}
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	shm_futex_wake(&init_done);
-	pthread_atfork(NULL, NULL, after_fork_child);
 }
 #endif

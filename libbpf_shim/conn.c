@@ -69,11 +69,31 @@ static uid_t real_uid(void)
 	return (uid_t)real.syscall(SYS_getuid);
 }
 
+/* Set by `bpfshim attach` (the caller's server), ahead of the environment,
+ * which a running process's other threads may be reading. */
+static char runtime_dir_set[PATH_MAX];
+
+/* Follow the server in `dir` from now on; 0 or -errno. */
+int shim_set_runtime_dir(const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (!n || n >= sizeof(runtime_dir_set))
+		return -ENAMETOOLONG;
+	pthread_mutex_lock(&conn_lock);
+	memcpy(runtime_dir_set, dir, n + 1);
+	if (conn_fd >= 0)
+		real.close(conn_fd);
+	conn_fd = -1;
+	pthread_mutex_unlock(&conn_lock);
+	return 0;
+}
+
 /* The runtime directory: $BPFSHIM_RUNTIME_DIR, $XDG_RUNTIME_DIR/bpfshim or
  * ${TMPDIR:-/tmp}/bpfshim-$UID. Created 0700. */
 int shim_runtime_dir(char *out, size_t n)
 {
-	const char *e = getenv("BPFSHIM_RUNTIME_DIR");
+	const char *e = runtime_dir_set[0] ? runtime_dir_set : getenv("BPFSHIM_RUNTIME_DIR");
 	const char *x = getenv("XDG_RUNTIME_DIR");
 	const char *t = getenv("TMPDIR");
 

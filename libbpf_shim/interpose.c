@@ -27,6 +27,20 @@
 struct shim_real real;
 static int resolved;
 
+/* Whether this library is in the process's global scope (preloaded), so
+ * that its definitions are what the application's calls reach; not when
+ * `bpfshim attach` loaded it (RTLD_LOCAL). RTLD_DEFAULT would also search
+ * the caller's own scope: the main program's handle does not. */
+int shim_interposing(void)
+{
+	void *main_scope = dlopen(NULL, RTLD_NOW);
+	int in = main_scope && dlsym(main_scope, "bpfshim_agent_main") != NULL;
+
+	if (main_scope)
+		dlclose(main_scope);
+	return in;
+}
+
 void shim_resolve_real(void)
 {
 	if (__atomic_load_n(&resolved, __ATOMIC_ACQUIRE))

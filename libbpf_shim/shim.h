@@ -57,6 +57,7 @@ struct shim_real {
 };
 extern struct shim_real real;
 void shim_resolve_real(void);
+int shim_interposing(void);
 
 /* ---- fault-safe access to the caller's memory ---- */
 /* Copy n bytes; 0 or -EFAULT. Never crashes on a bad pointer. */

@@ -15,6 +15,7 @@ PKG_DIR = Path(__file__).resolve().parent
 NATIVE_DIR = PKG_DIR / "_native"
 SHIM_LIB = NATIVE_DIR / "libbpfshim.so"
 CORE_LIB = NATIVE_DIR / "libbpfshim_core.so"
+BOOT_LIB = NATIVE_DIR / "libbpfshim_boot.so"
 UAPI_CDEF = PKG_DIR / "uapi_cdef.h"
 
 # Functions and types of our own native code (agent/maps/map.h, agent/bpf_rt.h).

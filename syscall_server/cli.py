@@ -5,15 +5,18 @@
   bpfshim server [--foreground]   start the per-user server (normally automatic)
   bpfshim status [--json]         live maps, programs, links, BTF
   bpfshim trace-pipe [--nonblock] bpf_trace_printk output, as /sys/kernel/tracing/trace_pipe
+  bpfshim attach PID              run the agent in a process started without the library
   bpfshim conformance-plugin      bpf_conformance plugin protocol
 """
 import argparse
+import errno
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 
 from . import _native
 
@@ -97,6 +100,68 @@ def cmd_status(args):
             print(f"{kind[:-1]} {o['id']}: " + ", ".join(f"{k}={v}" for k, v in o.items() if k != "id"))
 
 
+def attach_fail(pid, err, what=None):
+    sys.exit(f"bpfshim attach: pid {pid}: {what or os.strerror(err)}")
+
+
+def proc_uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise ProcessLookupError(pid)
+
+
+def maps_agent(pid, lib):
+    """Whether the process maps libbpfshim.so (preloaded or attached)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return any(line.rstrip().endswith(lib) for line in f)
+
+
+def cmd_attach(args):
+    """Load the agent into a running process with frida; the process then
+    follows the caller's server (its attach table) like one started with the
+    library preloaded. The agent runs as the process's user and reaches the
+    caller's runtime directory: both must be the same user."""
+    pid, lib = args.pid, os.path.realpath(lib_path())
+    try:
+        os.kill(pid, 0)
+        uid = proc_uid(pid)
+        has = maps_agent(pid, lib)
+    except ProcessLookupError:
+        attach_fail(pid, errno.ESRCH)
+    except PermissionError:
+        attach_fail(pid, errno.EPERM, f"cannot ptrace: {os.strerror(errno.EPERM)}")
+    if uid != os.getuid():
+        attach_fail(pid, errno.EPERM, f"runs as uid {uid}: attach as that user (the agent joins the caller's server)")
+    if has:
+        attach_fail(pid, errno.EEXIST, f"already runs the agent ({lib} is mapped)")
+    request_status()                      # the server exists before the agent asks it anything
+    import frida
+    dev = frida.get_local_device()
+    done = threading.Event()
+    ids = []
+    dev.on("uninjected", lambda i: done.set() if i in ids else None)
+    try:
+        ids.append(dev.inject_library_file(pid, str(_native.BOOT_LIB), "bpfshim_boot",
+                                           f"{lib}\n{os.path.abspath(runtime_dir())}"))
+    except frida.PermissionDeniedError:
+        attach_fail(pid, errno.EPERM, f"cannot ptrace: {os.strerror(errno.EPERM)}")
+    except (frida.ProcessNotFoundError, frida.TransportError, frida.ProcessNotRespondingError) as e:
+        if not os.path.exists(f"/proc/{pid}"):
+            attach_fail(pid, errno.ESRCH, "exited during attach")
+        attach_fail(pid, errno.EIO, f"injection failed: {e}")
+    # bpfshim_boot() returns (and its library is unloaded) once the agent runs
+    done.wait(10)
+    try:
+        ok = maps_agent(pid, lib)
+    except OSError:
+        attach_fail(pid, errno.ESRCH, "exited during attach")
+    if not ok:
+        attach_fail(pid, errno.EIO, f"the agent did not load (see the process's stderr)")
+    print(f"bpfshim: agent attached to pid {pid} (server in {runtime_dir()})")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "conformance-plugin":
@@ -113,6 +178,8 @@ def main(argv=None):
     st.add_argument("--json", action="store_true")
     tp = sub.add_parser("trace-pipe", help="print bpf_trace_printk output (consumes it)")
     tp.add_argument("--nonblock", action="store_true", help="print what is there and exit")
+    at = sub.add_parser("attach", help="load the agent into a running process")
+    at.add_argument("pid", type=int)
     sub.add_parser("conformance-plugin", help="bpf_conformance plugin (program hex on stdin)")
     args = ap.parse_args(argv)
     if args.what == "lib":
@@ -129,6 +196,8 @@ def main(argv=None):
             sys.exit(trace_pipe.run(runtime_dir(), follow=not args.nonblock))
         except KeyboardInterrupt:
             sys.exit(0)
+    elif args.what == "attach":
+        cmd_attach(args)
 
 
 if __name__ == "__main__":
