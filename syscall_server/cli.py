@@ -139,26 +139,33 @@ def cmd_attach(args):
     request_status()                      # the server exists before the agent asks it anything
     import frida
     dev = frida.get_local_device()
-    done = threading.Event()
-    ids = []
-    dev.on("uninjected", lambda i: done.set() if i in ids else None)
+    gone, cv = set(), threading.Condition()
+
+    def uninjected(i):
+        with cv:
+            gone.add(i)
+            cv.notify_all()
+
+    dev.on("uninjected", uninjected)
     try:
-        ids.append(dev.inject_library_file(pid, str(_native.BOOT_LIB), "bpfshim_boot",
-                                           f"{lib}\n{os.path.abspath(runtime_dir())}"))
+        iid = dev.inject_library_file(pid, str(_native.BOOT_LIB), "bpfshim_boot",
+                                      f"{lib}\n{os.path.abspath(runtime_dir())}")
     except frida.PermissionDeniedError:
         attach_fail(pid, errno.EPERM, f"cannot ptrace: {os.strerror(errno.EPERM)}")
     except (frida.ProcessNotFoundError, frida.TransportError, frida.ProcessNotRespondingError) as e:
         if not os.path.exists(f"/proc/{pid}"):
             attach_fail(pid, errno.ESRCH, "exited during attach")
         attach_fail(pid, errno.EIO, f"injection failed: {e}")
-    # bpfshim_boot() returns (and its library is unloaded) once the agent runs
-    done.wait(10)
+    # bpfshim_boot() returns (and its library is unloaded) once the agent runs;
+    # the event may come before inject_library_file() returns
+    with cv:
+        cv.wait_for(lambda: iid in gone, 10)
     try:
         ok = maps_agent(pid, lib)
     except OSError:
         attach_fail(pid, errno.ESRCH, "exited during attach")
     if not ok:
-        attach_fail(pid, errno.EIO, f"the agent did not load (see the process's stderr)")
+        attach_fail(pid, errno.EIO, "the agent did not load (see the process's stderr)")
     print(f"bpfshim: agent attached to pid {pid} (server in {runtime_dir()})")
 
 

@@ -1,0 +1,49 @@
+/* uprobe_loader OBJ FUNC entry|return TARGET ARGS...: attaches OBJ's
+ * program to FUNC in TARGET with bpf_program__attach_uprobe_opts, runs
+ * TARGET (its output passes through), prints "hits N" (the sum of the
+ * counts map). The same binary runs on the kernel and under bpfshim. */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	if (argc < 5)
+		return 2;
+	int ret = !strcmp(argv[3], "return");
+	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
+	if (!obj || bpf_object__load(obj)) {
+		fprintf(stderr, "load: %s\n", strerror(errno));
+		return 1;
+	}
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, ret ? "on_return" : "on_entry");
+	LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = argv[2], .retprobe = ret);
+	struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, -1, argv[4], 0, &o);
+	if (!l) {
+		fprintf(stderr, "attach: %s\n", strerror(errno));
+		return 1;
+	}
+	fflush(stdout);
+	pid_t c = fork();
+	if (c == 0) {
+		execv(argv[4], argv + 4);
+		_exit(127);
+	}
+	int st;
+	waitpid(c, &st, 0);
+	int fd = bpf_object__find_map_fd_by_name(obj, "counts");
+	unsigned long long sum = 0, v;
+	__u32 k, *prev = NULL;
+	while (!bpf_map_get_next_key(fd, prev, &k)) {
+		if (!bpf_map_lookup_elem(fd, &k, &v))
+			sum += v;
+		prev = &k;
+	}
+	printf("hits %llu\n", sum);
+	bpf_link__destroy(l);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
