@@ -1177,7 +1177,13 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		 * was merged into it (one SIGTRAP at a time): tell it apart
 		 * from a thread stopped after the site's first instruction. */
 		struct hook_site *s = site_find((uint64_t)g[REG_RIP] - 1);
-		if (s && __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc && trapped_here(s, g)) {
+		/* The int3 may be gone already: a thread that ran this handler
+		 * after quiesce() gave up waiting (a loaded machine) finds the
+		 * jump written. Where no instruction ends at site+1, only the
+		 * int3 leaves a thread there. */
+		int int3_gone_only_trap = s && s->mode == HOOK_MODE_JMP && s->bmap[1] == 0xff;
+		if (s && (int3_gone_only_trap || __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc) &&
+		    trapped_here(s, g)) {
 			__atomic_add_fetch(&merged_traps, 1, __ATOMIC_RELAXED);
 			__atomic_add_fetch(&int3_hits, 1, __ATOMIC_RELAXED);
 			quiesce_fix(g, 0);
