@@ -49,7 +49,7 @@ struct probe {
 	uint64_t func_ip;
 	uint64_t seq;
 	struct hook *hook;
-	uint64_t hits, misses;
+	uint64_t misses;          /* hits while a program ran on this thread */
 };
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
@@ -72,7 +72,6 @@ static void run(struct probe *p, struct hook_pt_regs *regs)
 	in_probe = 1;
 	bpf_prog_run_probe(p->prog, regs, p->cookie, p->func_ip, &r0);
 	in_probe = 0;
-	__atomic_add_fetch(&p->hits, 1, __ATOMIC_RELAXED);
 }
 
 static void probe_entry(struct hook_pt_regs *regs, void *data)
