@@ -947,8 +947,22 @@ static struct {
 
 static void quiesce_fix(greg_t *g, int queued)
 {
-	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE))
+	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE)) {
+		/* quiesce() gave up waiting for this thread (a loaded machine):
+		 * if it stopped inside a site that has its jump now, the bytes
+		 * ahead of it are no longer the instructions it was running */
+		uint64_t ip = (uint64_t)g[REG_RIP];
+		for (int k = 1; queued && k < 5; k++) {
+			struct hook_site *s = site_find(ip - k);
+			if (s && s->mode == HOOK_MODE_JMP && s->bmap[k] != 0xff &&
+			    __atomic_load_n((uint8_t *)s->addr, __ATOMIC_ACQUIRE) == 0xe9) {
+				g[REG_RIP] = (greg_t)(s->tramp + s->bmap[k]);
+				__atomic_add_fetch(&parked_moved, 1, __ATOMIC_RELAXED);
+				break;
+			}
+		}
 		return;
+	}
 	if (queued) {
 		uint64_t ip = (uint64_t)g[REG_RIP], a = qreq.addr;
 		if (ip > a && ip < a + 5 && qreq.site->bmap[ip - a] != 0xff) {
