@@ -19,9 +19,11 @@ struct {
 	__type(value, struct res);
 } res SEC(".maps");
 
+/* many buckets: the stacks hold libc addresses (ASLR), so whether two of
+ * them collide must not be left to chance */
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 64);
+	__uint(max_entries, 4096);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, 127 * sizeof(__u64));
 } stacks SEC(".maps");
