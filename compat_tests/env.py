@@ -18,6 +18,8 @@ def kernel_bpf_reason():
     """None when kernel eBPF works here, else why the kernel side is skipped."""
     if os.getuid() != 0:
         return "not root"
+    if os.environ.get("BPFSHIM_TEST_KERNEL") == "0":
+        return "BPFSHIM_TEST_KERNEL=0 (the bpfshim sides only, as on a machine without kernel eBPF)"
     if os.environ.get("LD_PRELOAD"):
         return "LD_PRELOAD is set in the test process"
     libc = ctypes.CDLL(None, use_errno=True)

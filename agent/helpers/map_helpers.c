@@ -116,7 +116,24 @@ u64 bpf_tail_call(u64 ctx, u64 map, u64 index, u64 r4, u64 r5)
  * shm_copy_value_locked). */
 u64 bpf_spin_lock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
 {
-	shm_lock((shm_lock_t *)PTR(lock));
+	shm_lock_t *l = (shm_lock_t *)PTR(lock);
+	uint32_t dead = shm_lock_takeover(l);
+	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+
+	if (!dead)
+		return 0;
+	/* taken over from a killed BPF_F_LOCK writer: finish its copy, found
+	 * through the program's map that holds the value */
+	for (uint32_t i = 0; rc && rc->prog && i < rc->prog->nr_maps; i++) {
+		const struct shm_map *m = rc->prog->maps[i];
+		int32_t off = m->hdr->attr.spin_lock_off;
+
+		if (off >= 0 && (char *)l >= (char *)m->hdr + off && (char *)l < (char *)m->hdr + m->size) {
+			shm_value_lock_recover(m, (char *)l - off, dead);
+			return 0;
+		}
+	}
+	__atomic_store_n(l, shm_self_tid(), __ATOMIC_RELEASE);
 	return 0;
 }
 

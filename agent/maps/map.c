@@ -3,6 +3,7 @@
  * checks of map_create() that depend only on the attrs, and the CPU slot. */
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +29,32 @@ static uint64_t hdr_area(const struct shm_map_ops *ops)
 	return ops->page_aligned_area ? BPFSHIM_ROUND_UP(h, PAGE_SIZE_) : h;
 }
 
+/* The journal of locked value copies (see shm_copy_value_locked) follows the
+ * type's area, in maps whose values hold a struct bpf_spin_lock. */
+#define SHM_JOURNAL_SLOTS 16u
+
+struct shm_journal_slot {
+	uint32_t owner;        /* tid of the writer holding the slot, 0 = free */
+	uint32_t _pad;
+	uint64_t dst_off;      /* the value being written, from the segment start */
+	unsigned char data[];  /* the whole new value */
+};
+
+static uint64_t journal_off(const struct shm_map_ops *ops, const struct shm_map_attr *attr)
+{
+	return BPFSHIM_ROUND_UP(hdr_area(ops) + ops->area_size(attr), 64);
+}
+
+static uint64_t journal_slot_size(const struct shm_map_attr *attr)
+{
+	return BPFSHIM_ROUND_UP(sizeof(struct shm_journal_slot) + attr->value_size, 64);
+}
+
+static uint64_t journal_size(const struct shm_map_attr *attr)
+{
+	return attr->spin_lock_off >= 0 ? SHM_JOURNAL_SLOTS * journal_slot_size(attr) : 0;
+}
+
 BPFSHIM_API int shm_map_check_attr(const struct shm_map_attr *attr)
 {
 	const struct shm_map_ops *ops = shm_map_ops_get(attr->map_type);
@@ -43,7 +70,7 @@ BPFSHIM_API uint64_t shm_map_seg_size(const struct shm_map_attr *attr)
 
 	if (!ops)
 		return 0;
-	return BPFSHIM_ROUND_UP(hdr_area(ops) + ops->area_size(attr), PAGE_SIZE_);
+	return BPFSHIM_ROUND_UP(journal_off(ops, attr) + journal_size(attr), PAGE_SIZE_);
 }
 
 static void init_handle(struct shm_map *m, struct shm_map_hdr *h, uint64_t size, int fd)
@@ -184,12 +211,113 @@ void shm_copy_value(const struct shm_map *m, void *dst, const void *src)
 	memcpy((char *)dst + off + 4, (const char *)src + off + 4, vs - (uint32_t)off - 4);
 }
 
+/*
+ * BPF_F_LOCK copies that a killed writer cannot leave half done. The kernel
+ * copies a locked value with preemption off, so nobody ever sees half of an
+ * update; here a writer can be SIGKILLed in the middle of its memcpy and
+ * shm_lock hands the lock on. So a writer first puts the whole new value in
+ * a journal slot and names the slot in the lock word (above the tid bits);
+ * whoever takes the lock over from a dead owner whose word names a slot
+ * finishes that copy from the slot first (a redo log). A dead writer's value
+ * is then either untouched or entirely written, as on the kernel.
+ */
+static struct shm_journal_slot *journal_slot(const struct shm_map *m, uint32_t i)
+{
+	const struct shm_map_attr *a = &m->hdr->attr;
+
+	return (struct shm_journal_slot *)((char *)m->hdr + journal_off(m->ops, a) + i * journal_slot_size(a));
+}
+
+static shm_lock_t *value_lock(const struct shm_map *m, void *value)
+{
+	return (shm_lock_t *)((char *)value + m->hdr->attr.spin_lock_off);
+}
+
+void shm_value_lock_recover(const struct shm_map *m, void *value, uint32_t dead_word)
+{
+	uint32_t i = dead_word >> SHM_LOCK_TID_BITS;
+
+	if (i && i <= SHM_JOURNAL_SLOTS && m->hdr->attr.spin_lock_off >= 0) {
+		struct shm_journal_slot *s = journal_slot(m, i - 1);
+
+		if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == (dead_word & SHM_LOCK_TID_MASK)) {
+			if ((char *)m->hdr + s->dst_off == (char *)value)
+				shm_copy_value(m, value, s->data);
+			__atomic_store_n(&s->owner, 0, __ATOMIC_RELEASE);
+		}
+	}
+	__atomic_store_n(value_lock(m, value), shm_self_tid(), __ATOMIC_RELEASE);
+}
+
+/* Whether a slot's owner is gone and no lock word names the slot (it died
+ * before naming it, or after its copy): then nobody will redo it. */
+static int journal_slot_abandoned(const struct shm_map *m, struct shm_journal_slot *s, uint32_t i, uint32_t owner)
+{
+	int saved = errno, gone;
+
+	if (s->dst_off + m->hdr->attr.value_size <= m->size &&
+	    __atomic_load_n(value_lock(m, (char *)m->hdr + s->dst_off), __ATOMIC_ACQUIRE) >> SHM_LOCK_TID_BITS == i + 1)
+		return 0;
+	gone = kill((pid_t)owner, 0) < 0 && errno == ESRCH;
+	errno = saved;
+	return gone;
+}
+
+/* A free slot or an abandoned one. NULL when every slot is busy: the copy
+ * then goes unjournaled. */
+static struct shm_journal_slot *journal_get(const struct shm_map *m, uint32_t *idx)
+{
+	uint32_t me = shm_self_tid();
+
+	for (uint32_t i = 0; i < SHM_JOURNAL_SLOTS; i++) {
+		struct shm_journal_slot *s = journal_slot(m, i);
+		uint32_t cur = __atomic_load_n(&s->owner, __ATOMIC_RELAXED);
+
+		if (cur && !journal_slot_abandoned(m, s, i, cur))
+			continue;
+		if (__atomic_compare_exchange_n(&s->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+			*idx = i;
+			return s;
+		}
+	}
+	return NULL;
+}
+
+/* Takes the lock of a map value, finishing a dead holder's journaled copy. */
+static shm_lock_t *value_lock_take(const struct shm_map *m, void *value)
+{
+	shm_lock_t *l = value_lock(m, value);
+	uint32_t dead = shm_lock_takeover(l);
+
+	if (dead)
+		shm_value_lock_recover(m, value, dead);
+	return l;
+}
+
 void shm_copy_value_locked(const struct shm_map *m, void *dst, const void *src, int lock_src)
 {
-	shm_lock_t *l = (shm_lock_t *)((char *)(lock_src ? src : dst) + m->hdr->attr.spin_lock_off);
+	shm_lock_t *l;
+	struct shm_journal_slot *s;
+	uint32_t i, me = shm_self_tid();
 
-	shm_lock(l);
+	if (lock_src) {   /* a copy out: a reader killed half way harms nothing */
+		l = value_lock_take(m, (void *)src);
+		shm_copy_value(m, dst, src);
+		shm_unlock(l);
+		return;
+	}
+	l = value_lock_take(m, dst);
+	s = journal_get(m, &i);
+	if (s) {
+		memcpy(s->data, src, m->hdr->attr.value_size);
+		s->dst_off = (uint64_t)((char *)dst - (char *)m->hdr);
+		__atomic_store_n(l, me | (i + 1) << SHM_LOCK_TID_BITS, __ATOMIC_RELEASE);
+	}
 	shm_copy_value(m, dst, src);
+	if (s) {
+		__atomic_store_n(l, me, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->owner, 0, __ATOMIC_RELEASE);
+	}
 	shm_unlock(l);
 }
 

@@ -136,6 +136,10 @@ uint32_t shm_nr_possible_cpus(void);
  * attr.spin_lock_off is never copied; _locked takes it (on src or dst). */
 void shm_copy_value(const struct shm_map *m, void *dst, const void *src);
 void shm_copy_value_locked(const struct shm_map *m, void *dst, const void *src, int lock_src);
+/* After shm_lock_takeover() of a value's lock returned `dead_word`: finish
+ * the journaled copy the dead holder was in the middle of, if any, and make
+ * the lock word this thread's plain tid. */
+void shm_value_lock_recover(const struct shm_map *m, void *value, uint32_t dead_word);
 void shm_clear_special(const struct shm_map *m, void *value);
 
 /* fd arrays (perf_event_array, prog_array, ...): the object id in slot i, or 0. */

@@ -23,12 +23,15 @@ __attribute__((constructor)) static void shm_lock_init(void)
 	pthread_atfork(0, 0, reset_tid);
 }
 
-static int owner_dead(uint32_t tid)
+static int owner_dead(uint32_t word)
 {
-	return kill((pid_t)tid, 0) < 0 && errno == ESRCH;
+	int saved = errno, dead = kill((pid_t)(word & SHM_LOCK_TID_MASK), 0) < 0 && errno == ESRCH;
+
+	errno = saved;
+	return dead;
 }
 
-void shm_lock(shm_lock_t *l)
+uint32_t shm_lock_takeover(shm_lock_t *l)
 {
 	uint32_t me = shm_self_tid();
 	unsigned spins = 0;
@@ -36,23 +39,28 @@ void shm_lock(shm_lock_t *l)
 	for (;;) {
 		uint32_t cur = 0;
 		if (__atomic_compare_exchange_n(l, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-			return;
+			return 0;
 		if (++spins < 128) {
 			__builtin_ia32_pause();
 			continue;
 		}
 		/* Long wait: either a busy owner or a dead one. */
 		if (cur && owner_dead(cur)) {
-			int saved = errno;
-			if (__atomic_compare_exchange_n(l, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-				errno = saved;
-				return;
-			}
-			errno = saved;
+			/* the dead owner's upper bits stay until the taker has
+			 * dealt with what they say */
+			uint32_t dead = cur;
+			if (__atomic_compare_exchange_n(l, &cur, me | (dead & ~SHM_LOCK_TID_MASK), 0,
+							__ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				return dead;
 		}
 		spins = 64;
 		sched_yield();
 	}
+}
+
+void shm_lock(shm_lock_t *l)
+{
+	(void)shm_lock_takeover(l);
 }
 
 void shm_unlock(shm_lock_t *l)
