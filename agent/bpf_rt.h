@@ -59,6 +59,8 @@ struct bpf_jit_env {
 
 typedef uint64_t (*bpf_jit_fn)(uint64_t r1, const struct bpf_jit_env *env);
 
+struct bpf_interp_op;
+
 /* A program as one process holds it. */
 struct bpf_prog_rt {
 	uint32_t id;                    /* server-wide prog id */
@@ -76,6 +78,8 @@ struct bpf_prog_rt {
 	uint64_t faults;
 	/* uses per-CPU map values: a run holds a CPU slot (agent/run_cpu.c) */
 	uint32_t percpu;
+	/* the interpreter's decoded form of insns (bpf_interp_prepare) */
+	const struct bpf_interp_op *interp_ops;
 };
 
 /* Where a fault ends a run: rbx, rbp, r12-r15, the stack pointer and the
@@ -109,8 +113,12 @@ extern __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 extern bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];
 
 /* Engines. Both return r0; on a tail call they return with
- * bpf_cur_run_ctx->tail_call_next set. */
+ * bpf_cur_run_ctx->tail_call_next set. The interpreter runs a program
+ * bpf_interp_prepare() has decoded (0, or -ENOMEM); bpf_interp_release()
+ * frees that. */
 uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1);
+int bpf_interp_prepare(struct bpf_prog_rt *prog);
+void bpf_interp_release(struct bpf_prog_rt *prog);
 
 /* Run a program the way the kernel's bpf_prog_run does: engine choice, tail
  * calls, fault containment, stats. Returns 0 and r0 in *ret, or -EFAULT if

@@ -23,12 +23,14 @@ static uint64_t unwind(uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint6
 	return a1;
 }
 
-/* 0 with *r0 set, -EFAULT if the program faulted, -EINVAL for no program. */
+/* 0 with *r0 set, -EFAULT if the program faulted, -EINVAL for no program,
+ * -ENOMEM. */
 BPFSHIM_API int bpf_conformance_run(const void *insns, uint32_t insn_cnt, void *mem, uint32_t mem_len,
 				    void *jit_entry, uint64_t *r0)
 {
 	bpf_helper_fn table[BPF_RT_HELPER_MAX];
 	struct bpf_prog_rt prog;
+	int err;
 
 	if (!insns || !insn_cnt || !r0)
 		return -EINVAL;
@@ -40,5 +42,10 @@ BPFSHIM_API int bpf_conformance_run(const void *insns, uint32_t insn_cnt, void *
 	prog.env.helpers = table;
 	prog.env.prog = &prog;
 	prog.jited = (bpf_jit_fn)jit_entry;
-	return bpf_rt_run_guarded(&prog, mem_len ? mem : NULL, mem_len, 0, 0, r0);
+	err = prog.jited ? 0 : bpf_interp_prepare(&prog);
+	if (err)
+		return err;
+	err = bpf_rt_run_guarded(&prog, mem_len ? mem : NULL, mem_len, 0, 0, r0);
+	bpf_interp_release(&prog);
+	return err;
 }

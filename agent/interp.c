@@ -6,15 +6,23 @@
  * and the modulo 0, shifts are masked, 32-bit results are zero-extended).
  * Always available; the reference for the AOT engine.
  *
- * Dispatch is a computed goto over the opcode byte, as the kernel's
- * interpreter. bpf-to-bpf calls and callbacks recurse with a fresh 512-byte
- * stack frame, at most BPF_RT_MAX_CALL_FRAMES deep. Memory accesses are
+ * A program is decoded once (bpf_interp_prepare) into one 16-byte op per
+ * instruction: the handler's address, dst and src as byte offsets into the
+ * register file, a lddw's 64-bit value resolved. Dispatch is a computed goto
+ * through the op's handler: decoding the fields and indexing a table by
+ * opcode at every instruction was most of the cost of one. Jump offsets and
+ * instruction indexes (bpf-to-bpf calls, callbacks) are the program's own.
+ * A few frequent sequences run as one op (superinstructions, fuse()).
+ * bpf-to-bpf calls and callbacks recurse with a fresh 512-byte stack frame,
+ * at most BPF_RT_MAX_CALL_FRAMES deep. Memory accesses are
  * plain loads and stores: a program that touches what it must not faults,
  * and bpf_prog_run() contains the fault. An instruction the loader should
  * have refused (LD_ABS/LD_IND, unknown opcodes, kfunc calls, a missing
  * helper) ends the run as a fault too.
  */
+#include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include "bpf_rt.h"
@@ -40,6 +48,36 @@ typedef uint64_t u64_ua __attribute__((aligned(1), may_alias));
 typedef int16_t s16_ua __attribute__((aligned(1), may_alias));
 typedef int32_t s32_ua __attribute__((aligned(1), may_alias));
 
+/* One decoded instruction. The second slot of a lddw holds the value and
+ * faults if jumped to, as the kernel would refuse that jump. */
+struct bpf_interp_op {
+	const void *handler;
+	union {
+		struct {
+			uint8_t dst, src;   /* dst_reg, src_reg times 8 */
+			int16_t off;
+			int32_t imm;
+		};
+		uint64_t imm64;
+	};
+};
+
+/* Handlers the opcode alone does not pick, after the 256 opcodes in run()'s
+ * table: variants, and the superinstructions of fuse(). */
+enum {
+	H_MOVSX64 = 256,   /* ALU64 MOV X with off != 0 */
+	H_MOVSX32,
+	H_PSEUDO_CALL,     /* a bpf-to-bpf call (JMP CALL is a helper call) */
+	H_BAD,
+	H_ZEXT,            /* r <<= 32; r >>= 32 */
+	H_MOV_ZEXT,        /* r = s; r <<= 32; r >>= 32 */
+	H_LDDW_ADD,        /* r = lddw; r' += s' */
+	/* by BPF_OP(code) >> 4 of a JMP K condition: */
+	H_ADD_JMP,         /* r += k; if r' op k' goto */
+	H_SEL = H_ADD_JMP + 16,   /* if r op k goto L; r' = k'; L: (or r' = k'; ja L) */
+	H_MAX = H_SEL + 16
+};
+
 static inline int tail_call_pending(void)
 {
 	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
@@ -52,17 +90,17 @@ static inline const bpf_helper_fn *helper_table(const struct bpf_prog_rt *prog)
 	return prog->env.helpers ? prog->env.helpers : bpf_helpers;
 }
 
-/* One frame: runs from `insn` until BPF_EXIT (or a pending tail call) with
+/* One frame: runs from `op` until BPF_EXIT (or a pending tail call) with
  * r1..r5 given. They come by value: copying them from an array its caller
  * has just stored stalls on store forwarding (wide loads of narrow stores),
- * which was most of the cost of a short program. */
-static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn, uint64_t r1, uint64_t r2,
+ * which was most of the cost of a short program. With prog NULL it returns
+ * its handler table instead, for bpf_interp_prepare. */
+static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *op, uint64_t r1, uint64_t r2,
 		    uint64_t r3, uint64_t r4, uint64_t r5)
 {
 	uint64_t regs[11];
 	uint64_t stack[BPF_RT_STACK_SIZE / 8];
 	uint64_t may_goto_cnt = BPF_MAX_LOOPS;
-	const struct bpf_insn *const start = prog->insns;
 
 #define ALU_OPS(OP) \
 	[BPF_ALU64 | OP | BPF_X] = &&ALU64_##OP##_X, [BPF_ALU64 | OP | BPF_K] = &&ALU64_##OP##_K, \
@@ -70,13 +108,14 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 #define JMP_OPS(OP) \
 	[BPF_JMP | OP | BPF_X] = &&JMP_##OP##_X, [BPF_JMP | OP | BPF_K] = &&JMP_##OP##_K, \
 	[BPF_JMP32 | OP | BPF_X] = &&JMP32_##OP##_X, [BPF_JMP32 | OP | BPF_K] = &&JMP32_##OP##_K
+#define FUSED_JMP_OPS(OP) [H_ADD_JMP + (OP >> 4)] = &&ADD_##OP, [H_SEL + (OP >> 4)] = &&SEL_##OP
 #define MEM_OPS(SZ) \
 	[BPF_LDX | BPF_MEM | SZ] = &&LDX_##SZ, [BPF_ST | BPF_MEM | SZ] = &&ST_##SZ, \
 	[BPF_STX | BPF_MEM | SZ] = &&STX_##SZ, [BPF_STX | BPF_ATOMIC | SZ] = &&ATOMIC_##SZ
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Woverride-init"
-	static const void *const jumptable[256] = {
-		[0 ... 255] = &&bad_insn,
+	static const void *const handlers[H_MAX] = {
+		[0 ... H_MAX - 1] = &&bad_insn,
 		ALU_OPS(BPF_ADD), ALU_OPS(BPF_SUB), ALU_OPS(BPF_MUL), ALU_OPS(BPF_DIV),
 		ALU_OPS(BPF_OR), ALU_OPS(BPF_AND), ALU_OPS(BPF_LSH), ALU_OPS(BPF_RSH),
 		ALU_OPS(BPF_MOD), ALU_OPS(BPF_XOR), ALU_OPS(BPF_MOV), ALU_OPS(BPF_ARSH),
@@ -94,18 +133,27 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 		[BPF_LDX | BPF_MEMSX | BPF_B] = &&LDSX_B, [BPF_LDX | BPF_MEMSX | BPF_H] = &&LDSX_H,
 		[BPF_LDX | BPF_MEMSX | BPF_W] = &&LDSX_W,
 		[BPF_LD | BPF_IMM | BPF_DW] = &&LD_IMM_DW,
+		[H_MOVSX64] = &&MOVSX64, [H_MOVSX32] = &&MOVSX32, [H_PSEUDO_CALL] = &&PSEUDO_CALL,
+		[H_ZEXT] = &&ZEXT, [H_MOV_ZEXT] = &&MOV_ZEXT, [H_LDDW_ADD] = &&LDDW_ADD,
+		FUSED_JMP_OPS(BPF_JEQ), FUSED_JMP_OPS(BPF_JNE), FUSED_JMP_OPS(BPF_JGT), FUSED_JMP_OPS(BPF_JGE),
+		FUSED_JMP_OPS(BPF_JLT), FUSED_JMP_OPS(BPF_JLE), FUSED_JMP_OPS(BPF_JSGT), FUSED_JMP_OPS(BPF_JSGE),
+		FUSED_JMP_OPS(BPF_JSLT), FUSED_JMP_OPS(BPF_JSLE),
 	};
 #pragma GCC diagnostic pop
 #undef ALU_OPS
 #undef JMP_OPS
+#undef FUSED_JMP_OPS
 #undef MEM_OPS
 
-#define DST regs[insn->dst_reg]
-#define SRC regs[insn->src_reg]
-#define IMM insn->imm
-#define OFF insn->off
-#define CONT ({ insn++; goto *jumptable[insn->code]; })
+#define REG(off) (*(uint64_t *)((char *)regs + (off)))
+#define DST REG(op->dst)
+#define SRC REG(op->src)
+#define IMM op->imm
+#define OFF op->off
+#define CONT ({ op++; goto *op->handler; })
 
+	if (__builtin_expect(!prog, 0))
+		return (uint64_t)(uintptr_t)handlers;
 	regs[0] = 0;
 	regs[1] = r1;
 	regs[2] = r2;
@@ -113,7 +161,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 	regs[4] = r4;
 	regs[5] = r5;
 	regs[10] = (uint64_t)(uintptr_t)(stack + BPF_RT_STACK_SIZE / 8);
-	goto *jumptable[insn->code];
+	goto *op->handler;
 
 	/* ---- ALU ---- */
 #define ALU(OP, EXPR)                                                                       \
@@ -143,7 +191,11 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 #undef SHIFT
 	ALU64_NEG: DST = 0 - DST; CONT;
 	ALU_NEG: DST = (uint32_t)(0 - (uint32_t)DST); CONT;
-	ALU64_BPF_MOV_X:
+	ALU64_BPF_MOV_X: DST = SRC; CONT;
+	ALU64_BPF_MOV_K: DST = (uint64_t)(int64_t)IMM; CONT;
+	ALU_BPF_MOV_X: DST = (uint32_t)SRC; CONT;
+	ALU_BPF_MOV_K: DST = (uint32_t)IMM; CONT;
+	MOVSX64:
 		switch (OFF) {
 		case 8: DST = (uint64_t)(int64_t)(int8_t)SRC; break;
 		case 16: DST = (uint64_t)(int64_t)(int16_t)SRC; break;
@@ -151,16 +203,13 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 		default: DST = SRC; break;
 		}
 		CONT;
-	ALU64_BPF_MOV_K: DST = (uint64_t)(int64_t)IMM; CONT;
-	ALU_BPF_MOV_X:
+	MOVSX32:
 		switch (OFF) {
 		case 8: DST = (uint32_t)(int32_t)(int8_t)SRC; break;
 		case 16: DST = (uint32_t)(int32_t)(int16_t)SRC; break;
 		default: DST = (uint32_t)SRC; break;
 		}
 		CONT;
-	ALU_BPF_MOV_K: DST = (uint32_t)IMM; CONT;
-
 	/* Division: off = 1 is signed (sdiv/smod). The kernel's interpreter
 	 * divides by 0 as 0 and leaves dst for a modulo by 0 (the verifier's
 	 * rewrite); INT_MIN / -1 is INT_MIN and INT_MIN % -1 is 0 (div64_s64
@@ -223,13 +272,27 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 		CONT;
 
 	/* ---- jumps ---- */
-	JMP_JA: insn += OFF; CONT;
-	JMP32_JA: insn += IMM; CONT;   /* gotol */
+	JMP_JA: op += OFF; CONT;
+	JMP32_JA: op += IMM; CONT;   /* gotol */
+/* Superinstructions: ADD_ is a loop counter and its test; SEL_ a conditional
+ * move of a constant, without the data-dependent branch whose mispredictions
+ * were most of what it cost. */
 #define COND(OP, UT64, UT32, CMP)                                                           \
-	JMP_##OP##_X: if ((UT64)DST CMP (UT64)SRC) insn += OFF; CONT;                       \
-	JMP_##OP##_K: if ((UT64)DST CMP (UT64)(int64_t)IMM) insn += OFF; CONT;              \
-	JMP32_##OP##_X: if ((UT32)DST CMP (UT32)SRC) insn += OFF; CONT;                     \
-	JMP32_##OP##_K: if ((UT32)DST CMP (UT32)IMM) insn += OFF; CONT;
+	JMP_##OP##_X: if ((UT64)DST CMP (UT64)SRC) op += OFF; CONT;                         \
+	JMP_##OP##_K: if ((UT64)DST CMP (UT64)(int64_t)IMM) op += OFF; CONT;                \
+	JMP32_##OP##_X: if ((UT32)DST CMP (UT32)SRC) op += OFF; CONT;                       \
+	JMP32_##OP##_K: if ((UT32)DST CMP (UT32)IMM) op += OFF; CONT;                       \
+	ADD_##OP:                                                                           \
+		DST += (uint64_t)(int64_t)IMM;                                              \
+		op++;                                                                       \
+		if ((UT64)DST CMP (UT64)(int64_t)IMM) op += OFF;                            \
+		CONT;                                                                       \
+	SEL_##OP: {   /* a mask: gcc would branch on a ?: */                               \
+		uint64_t keep_ = -(uint64_t)((UT64)DST CMP (UT64)(int64_t)IMM);             \
+		REG(op[1].dst) = (REG(op[1].dst) & keep_) | ((uint64_t)(int64_t)op[1].imm & ~keep_); \
+		op += OFF;                                                                  \
+		CONT;                                                                       \
+	}
 	COND(BPF_JEQ, uint64_t, uint32_t, ==)
 	COND(BPF_JNE, uint64_t, uint32_t, !=)
 	COND(BPF_JGT, uint64_t, uint32_t, >)
@@ -241,44 +304,37 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 	COND(BPF_JSLT, int64_t, int32_t, <)
 	COND(BPF_JSLE, int64_t, int32_t, <=)
 #undef COND
-	JMP_BPF_JSET_X: if (DST & SRC) insn += OFF; CONT;
-	JMP_BPF_JSET_K: if (DST & (uint64_t)(int64_t)IMM) insn += OFF; CONT;
-	JMP32_BPF_JSET_X: if ((uint32_t)DST & (uint32_t)SRC) insn += OFF; CONT;
-	JMP32_BPF_JSET_K: if ((uint32_t)DST & (uint32_t)IMM) insn += OFF; CONT;
+	JMP_BPF_JSET_X: if (DST & SRC) op += OFF; CONT;
+	JMP_BPF_JSET_K: if (DST & (uint64_t)(int64_t)IMM) op += OFF; CONT;
+	JMP32_BPF_JSET_X: if ((uint32_t)DST & (uint32_t)SRC) op += OFF; CONT;
+	JMP32_BPF_JSET_K: if ((uint32_t)DST & (uint32_t)IMM) op += OFF; CONT;
 	JMP_JCOND:   /* may_goto, as the verifier rewrites it: a loop budget */
-		if (insn->src_reg != 0)
-			goto bad_insn;
 		if (!may_goto_cnt)
-			insn += OFF;
+			op += OFF;
 		else
 			may_goto_cnt--;
 		CONT;
 
 	/* ---- calls ---- */
-	JMP_CALL:
-		if (insn->src_reg == BPF_PSEUDO_CALL) {
-			/* a subprogram: new frame, r1-r5 passed, r6-r9 kept here */
-			if (bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
-				bpf_rt_fault(SIGSEGV);   /* the kernel refuses it at load */
-			bpf_rt_call_depth++;
-			regs[0] = run(prog, insn + IMM + 1, regs[1], regs[2], regs[3], regs[4], regs[5]);
-			bpf_rt_call_depth--;
-			if (tail_call_pending())
-				return regs[0];
-			CONT;
-		}
-		if (insn->src_reg != 0)
-			goto bad_insn;   /* kfuncs */
-		{
-			bpf_helper_fn fn = (uint32_t)IMM < BPF_RT_HELPER_MAX ? helper_table(prog)[IMM] : NULL;
-			if (!fn)
-				goto bad_insn;
-			regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
-		}
+	PSEUDO_CALL:   /* a subprogram: new frame, r1-r5 passed, r6-r9 kept here */
+		if (bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
+			bpf_rt_fault(SIGSEGV);   /* the kernel refuses it at load */
+		bpf_rt_call_depth++;
+		regs[0] = run(prog, op + IMM + 1, regs[1], regs[2], regs[3], regs[4], regs[5]);
+		bpf_rt_call_depth--;
+		if (tail_call_pending())
+			return regs[0];
+		CONT;
+	JMP_CALL: {
+		bpf_helper_fn fn = (uint32_t)IMM < BPF_RT_HELPER_MAX ? helper_table(prog)[IMM] : NULL;
+		if (!fn)
+			goto bad_insn;
+		regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
 		/* bpf_tail_call: the run loop continues with the target */
 		if (IMM == BPF_FUNC_tail_call && tail_call_pending())
 			return regs[0];
 		CONT;
+	}
 	JMP_CALLX: {   /* callx: the helper id in dst */
 		bpf_helper_fn fn = DST < BPF_RT_HELPER_MAX ? helper_table(prog)[DST] : NULL;
 		uint64_t id = DST;
@@ -358,38 +414,140 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_insn *insn,
 			goto bad_insn;
 		CONT;
 
-	/* ---- 64-bit immediates and relocated map references ---- */
-	LD_IMM_DW:
-		switch (insn->src_reg) {
-		case 0:
-			DST = (uint64_t)(uint32_t)IMM | (uint64_t)(uint32_t)insn[1].imm << 32;
-			break;
-		case BPF_PSEUDO_MAP_IDX:
-			if ((uint32_t)IMM >= prog->nr_maps)
-				goto bad_insn;
-			DST = (uint64_t)(uintptr_t)prog->maps[IMM];
-			break;
-		case BPF_PSEUDO_MAP_IDX_VALUE:
-			if ((uint32_t)IMM >= prog->nr_maps || !prog->map_values || !prog->map_values[IMM])
-				goto bad_insn;
-			DST = (uint64_t)(uintptr_t)prog->map_values[IMM] + (uint32_t)insn[1].imm;
-			break;
-		case BPF_PSEUDO_FUNC:   /* a callback: its insn index, tagged */
-			DST = BPF_RT_CB_INSN_TAG | (uint64_t)(insn + 1 + IMM - start);
-			break;
-		default:
-			goto bad_insn;
-		}
-		insn++;
-		CONT;
+	LD_IMM_DW: DST = op[1].imm64; op++; CONT;
+
+	/* ---- superinstructions (fuse) ---- */
+	ZEXT: DST = (uint32_t)DST; op++; CONT;
+	MOV_ZEXT: DST = (uint32_t)SRC; op += 2; CONT;
+	LDDW_ADD: DST = op[1].imm64; op += 2; DST += SRC; CONT;
 
 	bad_insn:
 		bpf_rt_fault(SIGILL);
+#undef REG
 #undef DST
 #undef SRC
 #undef IMM
 #undef OFF
 #undef CONT
+}
+
+/* The value of the lddw at insn; -EINVAL for one that faults when run: a map
+ * the program does not have, a value it cannot take the address of, an
+ * unknown src_reg, no second half. */
+static int lddw_value(const struct bpf_prog_rt *prog, const struct bpf_insn *insn, uint64_t *v)
+{
+	uint32_t i = (uint32_t)insn->imm;
+
+	if (insn + 1 >= prog->insns + prog->insn_cnt)
+		return -EINVAL;
+	switch (insn->src_reg) {
+	case 0:
+		*v = (uint64_t)i | (uint64_t)(uint32_t)insn[1].imm << 32;
+		return 0;
+	case BPF_PSEUDO_MAP_IDX:
+		if (i >= prog->nr_maps)
+			return -EINVAL;
+		*v = (uint64_t)(uintptr_t)prog->maps[i];
+		return 0;
+	case BPF_PSEUDO_MAP_IDX_VALUE:
+		if (i >= prog->nr_maps || !prog->map_values || !prog->map_values[i])
+			return -EINVAL;
+		*v = (uint64_t)(uintptr_t)prog->map_values[i] + (uint32_t)insn[1].imm;
+		return 0;
+	case BPF_PSEUDO_FUNC:   /* a callback: its insn index, tagged */
+		*v = BPF_RT_CB_INSN_TAG | (uint64_t)(insn + 1 + insn->imm - prog->insns);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* The handler index of insn (lddw's value aside). */
+static unsigned handler_of(const struct bpf_insn *insn)
+{
+	if (insn->dst_reg > BPF_REG_10 || insn->src_reg > BPF_REG_10)
+		return H_BAD;
+	switch (insn->code) {
+	case BPF_ALU64 | BPF_MOV | BPF_X:
+		return insn->off ? H_MOVSX64 : insn->code;
+	case BPF_ALU | BPF_MOV | BPF_X:
+		return insn->off ? H_MOVSX32 : insn->code;
+	case BPF_JMP | BPF_CALL:
+		return insn->src_reg == BPF_PSEUDO_CALL ? H_PSEUDO_CALL : insn->src_reg ? H_BAD : insn->code;
+	case BPF_JMP | BPF_JCOND:
+		return insn->src_reg ? H_BAD : insn->code;
+	}
+	return insn->code;
+}
+
+/* Superinstructions, for what compilers emit in loops: the op at i does the
+ * work of the ops after it too and skips them. Those stay as decoded, so a
+ * jump to one of them runs it alone. */
+static void fuse(const struct bpf_prog_rt *prog, const void *const *handlers, struct bpf_interp_op *ops)
+{
+	const struct bpf_insn *in = prog->insns;
+	uint32_t n = prog->insn_cnt;
+
+/* insn i + k is CODE and decoded to its plain handler */
+#define IS(k, CODE) (i + (k) < n && in[i + (k)].code == (CODE) && ops[i + (k)].handler == handlers[CODE])
+#define ZEXT_AT(k) (IS(k, BPF_ALU64 | BPF_LSH | BPF_K) && in[i + (k)].imm == 32 &&                       \
+		    IS((k) + 1, BPF_ALU64 | BPF_RSH | BPF_K) && in[i + (k) + 1].imm == 32 &&               \
+		    in[i + (k) + 1].dst_reg == in[i + (k)].dst_reg)
+/* insn i + k is a JMP K condition with superinstructions */
+#define COND_K(k) (i + (k) < n && BPF_CLASS(in[i + (k)].code) == BPF_JMP && BPF_SRC(in[i + (k)].code) == BPF_K && \
+		   handlers[H_SEL + (BPF_OP(in[i + (k)].code) >> 4)] != handlers[H_BAD] && IS(k, in[i + (k)].code))
+	for (uint32_t i = 0; i < n; i++) {
+		unsigned h = 0;
+
+		if (ZEXT_AT(0))
+			h = H_ZEXT;
+		else if (IS(0, BPF_ALU64 | BPF_MOV | BPF_X) && ZEXT_AT(1) && in[i + 1].dst_reg == in[i].dst_reg)
+			h = H_MOV_ZEXT;
+		else if (IS(0, BPF_LD | BPF_IMM | BPF_DW) && IS(2, BPF_ALU64 | BPF_ADD | BPF_X))
+			h = H_LDDW_ADD;
+		else if (IS(0, BPF_ALU64 | BPF_ADD | BPF_K) && COND_K(1))
+			h = H_ADD_JMP + (BPF_OP(in[i + 1].code) >> 4);
+		else if (COND_K(0) && IS(1, BPF_ALU64 | BPF_MOV | BPF_K) &&
+			 (in[i].off == 1 || (IS(2, BPF_JMP | BPF_JA) && in[i + 2].off == in[i].off - 2)))
+			h = H_SEL + (BPF_OP(in[i].code) >> 4);
+		if (h)
+			ops[i].handler = handlers[h];
+	}
+#undef IS
+#undef ZEXT_AT
+#undef COND_K
+}
+
+int bpf_interp_prepare(struct bpf_prog_rt *prog)
+{
+	const void *const *handlers = (const void *const *)(uintptr_t)run(NULL, NULL, 0, 0, 0, 0, 0);
+	/* one op more: falling off the end faults */
+	struct bpf_interp_op *ops = calloc(prog->insn_cnt + 1, sizeof(*ops));
+
+	if (!ops)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < prog->insn_cnt; i++) {
+		const struct bpf_insn *insn = &prog->insns[i];
+
+		ops[i] = (struct bpf_interp_op){ .handler = handlers[handler_of(insn)], .dst = insn->dst_reg * 8,
+						 .src = insn->src_reg * 8, .off = insn->off, .imm = insn->imm };
+		if (insn->code == (BPF_LD | BPF_IMM | BPF_DW)) {
+			uint64_t v = 0;
+			if (lddw_value(prog, insn, &v))
+				ops[i].handler = handlers[H_BAD];
+			if (++i < prog->insn_cnt)
+				ops[i] = (struct bpf_interp_op){ .handler = handlers[H_BAD], .imm64 = v };
+		}
+	}
+	ops[prog->insn_cnt].handler = handlers[H_BAD];
+	fuse(prog, handlers, ops);
+	prog->interp_ops = ops;
+	return 0;
+}
+
+void bpf_interp_release(struct bpf_prog_rt *prog)
+{
+	free((void *)prog->interp_ops);
+	prog->interp_ops = NULL;
 }
 
 uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint64_t r1, uint64_t r2,
@@ -398,20 +556,21 @@ uint64_t bpf_interp_call(const struct bpf_prog_rt *prog, uint64_t insn_idx, uint
 	uint64_t r0;
 
 	insn_idx &= ~BPF_RT_CB_INSN_TAG;
-	if (insn_idx >= prog->insn_cnt || bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
+	/* no ops: a tagged value an AOT program made up */
+	if (!prog->interp_ops || insn_idx >= prog->insn_cnt || bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
 		bpf_rt_fault(SIGSEGV);
 	bpf_rt_call_depth++;
-	r0 = run(prog, prog->insns + insn_idx, r1, r2, r3, r4, r5);
+	r0 = run(prog, prog->interp_ops + insn_idx, r1, r2, r3, r4, r5);
 	bpf_rt_call_depth--;
 	return r0;
 }
 
 BPFSHIM_API uint64_t bpf_interp_run(const struct bpf_prog_rt *prog, uint64_t r1)
 {
-	return run(prog, prog->insns, r1, 0, 0, 0, 0);
+	return run(prog, prog->interp_ops, r1, 0, 0, 0, 0);
 }
 
 uint64_t bpf_interp_run2(const struct bpf_prog_rt *prog, uint64_t r1, uint64_t r2)
 {
-	return run(prog, prog->insns, r1, r2, 0, 0, 0);
+	return run(prog, prog->interp_ops, r1, r2, 0, 0, 0);
 }

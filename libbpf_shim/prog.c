@@ -152,6 +152,11 @@ static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 	rt->env.prog = rt;
 	if (hdr.jited_len && !getenv("BPFSHIM_NO_JIT"))
 		rt->jited = (bpf_jit_fn)bpf_jit_load((const char *)img + hdr.jited_off, hdr.jited_len);
+	/* decoded here, not in the first run (a probe hit) */
+	if (!rt->jited && bpf_interp_prepare(rt)) {
+		*err = -ENOMEM;
+		return NULL;   /* leaks a little, as above */
+	}
 	return rt;
 }
 
