@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,12 @@ def unpriv_reason():
         return "not root: cannot switch to uid 65534"
     if not shutil.which("setpriv"):
         return "setpriv is not installed"
+    # the preload library and the server's interpreter must be usable by it
+    py = ROOT / ".venv" / "bin" / "python"
+    probe = subprocess.run(unpriv_cmd() + ["sh", "-c", f'test -r "{SHIM_LIB}" && test -x "{py}"'],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"uid {UNPRIV_UID} cannot read {SHIM_LIB} or run {py} (scripts/setup makes the tree readable)"
     return None
 
 
