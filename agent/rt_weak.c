@@ -112,6 +112,12 @@ BPFSHIM_API __attribute__((weak)) int hook_attach(void *addr, void *entry, void 
 	return -ENOSYS;
 }
 
+BPFSHIM_API __attribute__((weak)) int hook_attach_in(void *addr, const void *func, size_t func_size, void *entry,
+						 void *ret, void *data, struct hook **out)
+{
+	return -ENOSYS;
+}
+
 BPFSHIM_API __attribute__((weak)) int hook_detach(struct hook *h)
 {
 	return -ENOSYS;

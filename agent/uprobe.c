@@ -9,6 +9,7 @@
  * Only in the preload library (a server has no probes).
  */
 #ifndef BPFSHIM_CORE_ONLY
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -23,16 +24,7 @@
 #include <sys/sysmacros.h>
 #include "bpf_rt.h"
 #include "attach_table.h"
-#if __has_include("hook/hook.h")
 #include "hook/hook.h"
-#else
-/* The hook engine's interface (agent/hook/hook.h) until it is in the tree. */
-struct hook_pt_regs;
-struct hook;
-typedef void (*hook_fn)(struct hook_pt_regs *regs, void *data);
-int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out);
-int hook_detach(struct hook *h);
-#endif
 
 /* from libbpf_shim/ (the same library) */
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
@@ -50,6 +42,11 @@ struct probe {
 	uint64_t seq;
 	struct hook *hook;
 	uint64_t misses;          /* hits while a program ran on this thread */
+	uint64_t dev, ino, offset;  /* the probed site */
+	/* The USDT semaphore (ref_ctr_offset) this site's count is held by,
+	 * or NULL: as the kernel, each probed site adds 1 once per process,
+	 * however many probes share it (agent/attach_table.h). */
+	uint16_t *ref_ctr;
 };
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
@@ -79,8 +76,10 @@ static void probe_entry(struct hook_pt_regs *regs, void *data)
 	run(data, regs);
 }
 
-/* Where the file offset of (dev, ino) is mapped executable here, or 0. */
-static uintptr_t resolve(const struct attach_slot *s)
+/* Where file offset `offset` of (dev, ino) is mapped here, in a mapping
+ * with permission `perm` ('x': the code; 'w': private writable data, where
+ * a USDT semaphore lives, as the kernel's valid_ref_ctr_vma()), or 0. */
+static uintptr_t resolve_in(const struct attach_slot *s, uint64_t offset, char perm)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	char line[512], perms[8];
@@ -93,15 +92,120 @@ static uintptr_t resolve(const struct attach_slot *s)
 	while (fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min, &inode) != 7)
 			continue;
-		if (perms[2] != 'x' || inode != s->ino || makedev(maj, min) != s->dev)
+		if (inode != s->ino || makedev(maj, min) != s->dev)
 			continue;
-		if (s->offset >= off && s->offset < off + (end - start)) {
-			addr = start + (s->offset - off);
+		if (perm == 'x' ? perms[2] != 'x' : perms[1] != 'w' || perms[3] != 'p')
+			continue;
+		if (offset >= off && offset < off + (end - start)) {
+			addr = start + (offset - off);
 			break;
 		}
 	}
 	fclose(f);
 	return addr;
+}
+
+static uintptr_t resolve(const struct attach_slot *s)
+{
+	return resolve_in(s, s->offset, 'x');
+}
+
+/* The function symbol (.symtab, else .dynsym) of the probed file whose code
+ * holds file offset `off`: its distance before `off` and its size, for the
+ * hook engine to tell a function entry from a site inside one (USDT, fn+off).
+ * 0 when the file has no such symbol. */
+static size_t func_of(const struct attach_slot *s, uint64_t off, uint64_t *before)
+{
+	int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	size_t found = 0;
+	const unsigned char *f;
+
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) || st.st_ino != s->ino || st.st_dev != s->dev || st.st_size < (off_t)sizeof(Elf64_Ehdr) ||
+	    (f = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
+		close(fd);
+		return 0;
+	}
+	close(fd);
+	uint64_t size = (uint64_t)st.st_size, vaddr = UINT64_MAX;
+	const Elf64_Ehdr *eh = (const void *)f;
+#define IN_FILE(o, n) ((uint64_t)(o) <= size && (uint64_t)(n) <= size - (uint64_t)(o))
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+	    !IN_FILE(eh->e_phoff, (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr)) ||
+	    !IN_FILE(eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr)))
+		goto out;
+	const Elf64_Phdr *ph = (const void *)(f + eh->e_phoff);
+	for (unsigned i = 0; i < eh->e_phnum; i++)
+		if (ph[i].p_type == PT_LOAD && off >= ph[i].p_offset && off - ph[i].p_offset < ph[i].p_filesz)
+			vaddr = off - ph[i].p_offset + ph[i].p_vaddr;
+	const Elf64_Shdr *sh = (const void *)(f + eh->e_shoff);
+	for (uint32_t want = SHT_SYMTAB; vaddr != UINT64_MAX && !found; want = want == SHT_SYMTAB ? SHT_DYNSYM : 0) {
+		if (!want)
+			break;
+		for (unsigned i = 0; i < eh->e_shnum && !found; i++) {
+			if (sh[i].sh_type != want || sh[i].sh_entsize != sizeof(Elf64_Sym) ||
+			    !IN_FILE(sh[i].sh_offset, sh[i].sh_size))
+				continue;
+			const Elf64_Sym *sym = (const void *)(f + sh[i].sh_offset);
+			for (uint64_t k = 0; k < sh[i].sh_size / sizeof(*sym); k++) {
+				unsigned t = ELF64_ST_TYPE(sym[k].st_info);
+				if ((t == STT_FUNC || t == STT_GNU_IFUNC) && sym[k].st_size && sym[k].st_shndx != SHN_UNDEF &&
+				    vaddr >= sym[k].st_value && vaddr - sym[k].st_value < sym[k].st_size) {
+					*before = vaddr - sym[k].st_value;
+					found = sym[k].st_size;
+					break;
+				}
+			}
+		}
+	}
+#undef IN_FILE
+out:
+	munmap((void *)f, (size_t)st.st_size);
+	return found;
+}
+
+static struct probe *same_site(const struct probe *p)
+{
+	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++) {
+		struct probe *q = applied[k];
+		if (q && q != p && q->hook && q->dev == p->dev && q->ino == p->ino && q->offset == p->offset)
+			return q;
+	}
+	return NULL;
+}
+
+/* The semaphore of a newly hooked site: +1 unless the site is probed here
+ * already (the kernel updates it when it writes the breakpoint, once). */
+static void ref_ctr_get(struct probe *p, const struct attach_slot *s)
+{
+	struct probe *q = same_site(p);
+	uintptr_t a;
+
+	if (!s->ref_ctr_offset || (q && q->ref_ctr))
+		return;
+	a = resolve_in(s, s->ref_ctr_offset, 'w');
+	if (!a)
+		return;         /* not mapped writable: as the kernel, nothing to count */
+	p->ref_ctr = (uint16_t *)a;
+	__atomic_add_fetch(p->ref_ctr, 1, __ATOMIC_RELAXED);
+}
+
+/* The last probe of a site gives the count back; otherwise another
+ * probe of the site holds it from now on. */
+static void ref_ctr_put(struct probe *p)
+{
+	struct probe *q;
+
+	if (!p->ref_ctr)
+		return;
+	q = same_site(p);
+	if (q)
+		q->ref_ctr = p->ref_ctr;
+	else
+		__atomic_sub_fetch(p->ref_ctr, 1, __ATOMIC_RELAXED);
+	p->ref_ctr = NULL;
 }
 
 static void detach_slot(unsigned i)
@@ -110,6 +214,7 @@ static void detach_slot(unsigned i)
 
 	if (!p)
 		return;
+	ref_ctr_put(p);
 	if (p->hook)
 		hook_detach(p->hook);
 	applied[i] = NULL;
@@ -138,8 +243,14 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	p->cookie = s->cookie;
 	p->func_ip = addr;
 	p->seq = s->seq;
+	p->dev = s->dev;
+	p->ino = s->ino;
+	p->offset = s->offset;
 	int retprobe = s->flags & ATTACH_F_RETPROBE;
-	int err = hook_attach((void *)addr, retprobe ? NULL : probe_entry, retprobe ? probe_entry : NULL, p, &p->hook);
+	uint64_t before = 0;
+	size_t fsize = func_of(s, s->offset, &before);
+	int err = hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize,
+				 retprobe ? NULL : probe_entry, retprobe ? probe_entry : NULL, p, &p->hook);
 	if (err) {
 		char m[ATTACH_PATH_MAX + 128];
 		int k = snprintf(m, sizeof(m), "bpfshim: cannot probe %s+0x%" PRIx64 " in pid %d: %s\n",
@@ -148,6 +259,8 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 			(void)!write(2, m, (size_t)k);
 		/* applied without a hook: not retried until the slot changes */
 		p->hook = NULL;
+	} else {
+		ref_ctr_get(p, s);
 	}
 	applied[i] = p;
 }

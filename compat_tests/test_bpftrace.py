@@ -15,7 +15,7 @@ import pytest
 
 from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.unpriv import readable_tmpdir
-from compat_tests.victims import build_victims
+from compat_tests.victims import build_usdt_victim, build_victims
 
 BPFTRACE = shutil.which("bpftrace")
 
@@ -124,20 +124,25 @@ def runtime_dirs():
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_bpftrace_one_liner(name, victims, runtime_dirs):
     exe, lib = victims
-    script = SCRIPTS[name].replace(V, exe).replace(L, lib).replace("{C}", LIBC)
+    compare_sides(SCRIPTS[name].replace(V, exe).replace(L, lib).replace("{C}", LIBC), exe, runtime_dirs)
+
+
+def compare_sides(script, exe, runtime_dirs, norm=normalise):
+    """`bpftrace -e script -c exe` through bpfshim (root, then uid 65534)
+    against the kernel's run; returns bpfshim's output."""
     rc_s, out_s = run_bpftrace(script, exe, runtime_dirs[0])
     why = kernel_bpf_reason()
     if why is None:
         rc_k, out_k = run_bpftrace(script, exe)
-        assert (rc_s, normalise(out_s)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
+        assert (rc_s, norm(out_s)) == (rc_k, norm(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
     else:
         assert rc_s == 0, out_s
-    why_u = unpriv_reason()
-    if why_u is None:
+    if unpriv_reason() is None:
         rc_u, out_u = run_bpftrace(script, exe, runtime_dirs[1], unpriv=True)
-        assert (rc_u, normalise(out_u)) == (rc_s, normalise(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
+        assert (rc_u, norm(out_u)) == (rc_s, norm(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
     if why is not None:
         pytest.skip(f"kernel side not run: {why}")
+    return out_s
 
 
 # ---- user stacks: ustack, ustack(n), ustack(perf), kstack, usym(reg("ip")) ----
@@ -217,14 +222,69 @@ def test_bpftrace_stack(name, stack_victim, runtime_dirs):
     script = STACK_SCRIPTS[name].replace(S, stack_victim)
     rc_s, out_s = run_bpftrace(script, stack_victim, runtime_dirs[0])
     assert rc_s == 0 and "\n@" in out_s or "+0" in out_s, out_s
-    why = kernel_bpf_reason()
-    if why is None:
-        rc_k, out_k = run_bpftrace(script, stack_victim)
-        assert (rc_s, normalise_stacks(out_s)) == (rc_k, normalise_stacks(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
-    else:
-        assert rc_s == 0, out_s
+    compare_sides(script, stack_victim, runtime_dirs, normalise_stacks)
+
+
+# ---- USDT: probes with arguments and semaphores (the uprobe PMU's ref_ctr_offset) ----
+
+U = "{U}"
+USDT_SCRIPTS = {
+    "usdt_args": "usdt:{U}:app:tick { @[arg0 % 5] = sum(arg1); }",
+    "usdt_plain": "usdt:{U}:app:plain { @s = sum(arg0); @n = count(); }",
+    # the semaphores enable the gated code and the two-site probe; the
+    # victim prints them at exit (1 for tick, 2 for twice's two sites)
+    "usdt_semaphores": "usdt:{U}:app:tick { @t = count(); } usdt:{U}:app:twice { @w = sum(arg0); } "
+                       "uprobe:{U}:gated { @g = count(); }",
+    "usdt_wildcard": "usdt:{U}:app:* { @[probe] = count(); }",
+    "usdt_two_probes_one_site": "usdt:{U}:app:tick { @a = count(); } usdt:{U}:app:tick { @b = count(); }",
+}
+
+
+@pytest.fixture(scope="module")
+def usdt_victim(victims):
+    exe = build_usdt_victim(os.path.dirname(victims[0]))
+    if not exe:
+        pytest.skip("sys/sdt.h is not installed (systemtap-sdt-dev)")
+    return exe
+
+
+@pytest.mark.parametrize("name", sorted(USDT_SCRIPTS))
+def test_bpftrace_usdt(name, usdt_victim, runtime_dirs):
+    out = compare_sides(USDT_SCRIPTS[name].replace(U, usdt_victim), usdt_victim, runtime_dirs)
+    assert "\n@" in out, out
+
+
+def semaphore_while_traced(runtime_dir=None, unpriv=False):
+    """The victim in watch mode, `bpftrace -p` on its `watched` probe for a
+    moment, then bpftrace gone: the changes of the semaphore it saw."""
+    exe = semaphore_while_traced.exe
+    env = dict(os.environ)
+    pre = []
+    if runtime_dir:
+        env["BPFSHIM_RUNTIME_DIR"] = runtime_dir
+        pre = (unpriv_cmd() if unpriv else []) + ["env", f"LD_PRELOAD={SHIM_LIB}"]
+    victim = subprocess.Popen(pre + [exe, "watch"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline() == "ready\n"
+        script = f"usdt:{exe}:app:watched {{ @ = count(); }} interval:ms:300 {{ exit(); }}"
+        bt = subprocess.run(pre + [BPFTRACE, "-e", script, "-p", str(victim.pid)], env=env, capture_output=True,
+                            text=True, timeout=60)
+        assert bt.returncode == 0, bt.stdout + bt.stderr
+        out, _ = victim.communicate(timeout=30)
+    finally:
+        victim.kill()
+        victim.wait()
+    return out
+
+
+def test_usdt_semaphore_released(usdt_victim, runtime_dirs):
+    """The semaphore goes up while a tracer is attached and back to 0 after."""
+    semaphore_while_traced.exe = usdt_victim
+    got = {"bpfshim": semaphore_while_traced(runtime_dirs[0])}
     if unpriv_reason() is None:
-        rc_u, out_u = run_bpftrace(script, stack_victim, runtime_dirs[1], unpriv=True)
-        assert (rc_u, normalise_stacks(out_u)) == (rc_s, normalise_stacks(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
-    if why is not None:
-        pytest.skip(f"kernel side not run: {why}")
+        got["bpfshim uid 65534"] = semaphore_while_traced(runtime_dirs[1], unpriv=True)
+    ref = "semaphore 1\nsemaphore 0\n"
+    if kernel_bpf_reason() is None:
+        ref = got["kernel"] = semaphore_while_traced()
+    for name, out in got.items():
+        assert out == ref, f"{name}: {out!r}, reference {ref!r}"

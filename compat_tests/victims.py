@@ -65,3 +65,66 @@ def build_victims(d):
     for p in (lib, exe):
         os.chmod(p, 0o755)
     return exe, lib
+
+# USDT probes (sys/sdt.h, systemtap-sdt-dev) with semaphores: `tick` and
+# `twice` (a probe with two sites) are gated by their semaphores, as real
+# applications gate costly arguments; at exit the victim prints the
+# semaphores, which count the probed sites (the kernel adds 1 per site).
+# With "watch" it instead prints each change of the semaphore of `watched`
+# (one site) until it is back to 0 after a tracer came and went (10 s at most).
+USDT_C = r"""
+#define _SDT_HAS_SEMAPHORES 1
+#include <sys/sdt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+volatile unsigned short app_tick_semaphore __attribute__((section(".probes")));
+volatile unsigned short app_twice_semaphore __attribute__((section(".probes")));
+volatile unsigned short app_plain_semaphore __attribute__((section(".probes")));
+volatile unsigned short app_watched_semaphore __attribute__((section(".probes")));
+volatile long sink;
+__attribute__((noinline)) void gated(long i) { sink += i; }
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "watch")) {
+        unsigned last = 0, seen = 0;
+        printf("ready\n");
+        fflush(stdout);
+        for (int t = 0; t < 10000 && !(seen && !last); t++) {
+            if (app_watched_semaphore != last) {
+                last = app_watched_semaphore;
+                seen = 1;
+                printf("semaphore %u\n", last);
+                fflush(stdout);
+            }
+            STAP_PROBE1(app, watched, t);
+            usleep(1000);
+        }
+        return 0;
+    }
+    for (long i = 0; i < 40; i++) {
+        if (app_tick_semaphore)
+            gated(i);
+        STAP_PROBE2(app, tick, i, i * 2);
+        STAP_PROBE1(app, plain, i + 100);
+        if (app_twice_semaphore) {
+            if (i % 2)
+                STAP_PROBE1(app, twice, i);
+            else
+                STAP_PROBE1(app, twice, -i);
+        }
+    }
+    printf("tick semaphore %u, twice semaphore %u\n", app_tick_semaphore, app_twice_semaphore);
+    return 0;
+}
+"""
+
+
+def build_usdt_victim(d):
+    """The USDT victim in d, or None without sys/sdt.h."""
+    exe = os.path.join(d, "usdt_victim")
+    with open(exe + ".c", "w") as f:
+        f.write(USDT_C)
+    if subprocess.run(["cc", "-O1", "-o", exe, exe + ".c"], capture_output=True).returncode:
+        return None
+    os.chmod(exe, 0o755)
+    return exe

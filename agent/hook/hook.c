@@ -1350,7 +1350,40 @@ static int site_to_int3(struct hook_site *s)
 	return 0;
 }
 
-static struct hook_site *site_create(uint64_t addr, int *err)
+/* See hook_attach_in(): whether a branch elsewhere in [func, func + size)
+ * may land in (addr, addr + len). Decoded from a copy with the original
+ * bytes of the sites already patched. */
+static int branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size)
+{
+	uint8_t *code;
+	size_t avail;
+	int prot, hit = 0;
+
+	if (!func || addr < func || addr >= func + size || mapping_of(func, &prot, &avail) || avail < size ||
+	    !(code = malloc(size)))
+		return 1;
+	memcpy(code, (void *)func, size);
+	for (struct hook_site *o = all_sites; o; o = o->anext)
+		for (unsigned i = 0; i < 5; i++)
+			if (o->addr + i >= func && o->addr + i < func + size)
+				code[o->addr + i - func] = o->orig[i];
+	for (size_t pc = 0; pc < size && !hit;) {
+		struct x86_insn d;
+		uint64_t target = 0;
+		int n = hook_x86_decode(code + pc, size - pc, &d);
+		if (n <= 0)
+			break;          /* padding or data past the code: what came before counts */
+		int br = branch_of(&d, code + pc, func + pc + (unsigned)n, &target);
+		int indirect = !d.vex && d.map == 0 && d.op == 0xff && ((d.modrm >> 3) & 7) == 4;
+		hit = indirect || br == BR_BAD ||
+		      ((br == BR_JMP || br == BR_JCC || br == BR_CALL) && target > addr && target < addr + len);
+		pc += (unsigned)n;
+	}
+	free(code);
+	return hit;
+}
+
+static struct hook_site *site_create(uint64_t addr, uint64_t func, size_t func_size, int *err)
 {
 	struct hook_site *s;
 	size_t avail = 0;
@@ -1390,6 +1423,8 @@ static struct hook_site *site_create(uint64_t addr, int *err)
 	for (struct hook_site *o = all_sites; !*err && o; o = o->anext)
 		if (o->addr > addr && o->addr < addr + s->disp_len)
 			*err = -EINVAL;         /* its trampoline stays unused */
+	if (!*err && func_size != (size_t)-1 && addr != func && branch_into(addr, s->disp_len, func, func_size))
+		*err = -EINVAL;                 /* inside a function: see hook_attach_in() */
 	if (*err)
 		*err = build_ool(s, avail);
 	if (*err) {
@@ -1439,6 +1474,12 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
 
 int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out)
 {
+	return hook_attach_in(addr, NULL, (size_t)-1, entry, ret, data, out);
+}
+
+int hook_attach_in(void *addr, const void *func, size_t func_size, hook_fn entry, hook_fn ret, void *data,
+		   struct hook **out)
+{
 	struct hook_site *s;
 	struct hook *h;
 	sigset_t trap, old;
@@ -1455,7 +1496,7 @@ int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook 
 	if (err)
 		goto out;
 	s = site_find((uint64_t)addr);
-	if (!s && !(s = site_create((uint64_t)addr, &err)))
+	if (!s && !(s = site_create((uint64_t)addr, (uint64_t)func, func_size, &err)))
 		goto out;
 	h = calloc(1, sizeof(*h));
 	if (!h) {

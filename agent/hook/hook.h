@@ -64,6 +64,17 @@ struct hook;
  * handler. */
 int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out);
 
+/* hook_attach, told the code of the function addr lies in: [func, func +
+ * func_size). An address past the function's first instruction is patched
+ * with the 5-byte jmp only when a scan of the function finds no branch into
+ * the bytes the jmp covers and no indirect jump (a jump table may land
+ * there); otherwise, and when func is NULL for such an address (nothing
+ * known), with int3, as the kernel does at any instruction (USDT sites,
+ * fn+off). hook_attach itself assumes the jmp is safe where its own bytes
+ * allow it (callers that probe function entries). */
+int hook_attach_in(void *addr, const void *func, size_t func_size, hook_fn entry, hook_fn ret, void *data,
+		   struct hook **out);
+
 /* Remove a hook. When it returns, its handlers are not running and will not
  * run again. The original bytes come back when the last hook of the address
  * goes. Safe while other threads run the function; must not be called from
