@@ -17,6 +17,7 @@ import pytest
 
 from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
+from compat_tests.victims import build_usdt_victim
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
 
@@ -122,5 +123,30 @@ def test_libbpf_uprobe(case, setup):
             fails.append(f"{ref_name} rc={rc_ref} vs {name} rc={rc}\n{diff}\nstderr of {name}:\n{err}")
     if fails:
         pytest.fail("\n".join(fails))
+    if "kernel" not in res:
+        pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
+
+
+@pytest.mark.parametrize("mode", ["child", "all processes"])
+def test_libbpf_usdt(mode, setup):
+    """bpf_program__attach_usdt (libbpf's USDT: argument specs, cookies, the
+    semaphore through ref_ctr_offset) on the USDT victim."""
+    p, sides = setup
+    d = os.path.dirname(p["loader"])
+    victim = build_usdt_victim(d)
+    if not victim:
+        pytest.skip("sys/sdt.h is not installed (systemtap-sdt-dev)")
+    loader, obj = os.path.join(d, "usdt_loader"), os.path.join(d, "usdt_loader.bpf.o")
+    subprocess.run(["cc", "-O1", "-Wall", "-o", loader, os.path.join(PROGS, "usdt_loader.c"), "-lbpf"], check=True)
+    clang_bpf(os.path.join(PROGS, "usdt_loader.bpf.c"), obj)
+    os.chmod(loader, 0o755)
+    argv = [loader, obj, victim] + (["-a"] if mode != "child" else [])
+    res = {name: run(rt.cmd(argv)) for name, rt in sides}
+    if kernel_bpf_reason() is None:
+        res["kernel"] = run(argv)
+    ref = res.get("kernel", res["bpfshim"])
+    assert ref[0] == 0 and ref[1].endswith("done\n") and "0: 40" in ref[1], ref
+    for name, r in res.items():
+        assert r[:2] == ref[:2], f"{name}: {r}\nreference: {ref}"
     if "kernel" not in res:
         pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
