@@ -35,6 +35,16 @@ def func_offset(exe, name):
     raise LookupError(name)
 
 
+def insn_offset(exe, name, k):
+    """File offset of the k-th instruction of a function (objdump's
+    decoding), for a probe inside it."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", exe], capture_output=True, text=True,
+                         check=True).stdout
+    body = out.split(f"<{name}>:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    vaddr = int(body[k].split(":", 1)[0], 16)
+    return func_offset(exe, name) + vaddr - int(body[0].split(":", 1)[0], 16)
+
+
 def build(d):
     """Compile the target, the loader and both BPF objects into d (readable
     by uid 65534); returns their paths."""
@@ -68,6 +78,9 @@ CASES = {
     "uprobe_uretprobe_events": "-o {P} -f probed_fn -r -e -- {T} seq 200",
     "uprobe_only_counts": "-o {P} -f probed_fn -- {T} seq 1000",
     "by_offset": "-o {P} -a {OFF} -r -e -- {T} seq 50",
+    # past the first instruction (the hook engine checks no branch lands
+    # in the bytes its jump covers)
+    "inside_function": "-o {P} -a {OFF1} -e -- {T} seq 50",
     "pid_filter_child": "-o {P} -f probed_fn -r -e -P -- {T} seq 50",
     "pid_filter_other": "-o {P} -f probed_fn -r -e -p 1 -- {T} seq 50",
     "many_events": "-o {P} -f probed_fn -r -e -- {T} seq 3000",
@@ -93,7 +106,8 @@ def setup():
 
 def argv_of(case, p):
     subst = {"{T}": p["target"], "{P}": p["plain.o"], "{G}": p["glob.o"],
-             "{OFF}": hex(func_offset(p["target"], "probed_fn")), "{DEAD}": str(dead_pid())}
+             "{OFF}": hex(func_offset(p["target"], "probed_fn")), "{DEAD}": str(dead_pid()),
+             "{OFF1}": hex(insn_offset(p["target"], "probed_fn", 1))}
     argv = [p["loader"]]
     for a in CASES[case].split():
         argv.append(subst.get(a, a))
