@@ -110,17 +110,49 @@ static uintptr_t resolve(const struct attach_slot *s)
 	return resolve_in(s, s->offset, 'x');
 }
 
-/* The function symbol (.symtab, else .dynsym) of the probed file whose code
- * holds file offset `off`: its distance before `off` and its size, for the
- * hook engine to tell a function entry from a site inside one (USDT, fn+off).
- * 0 when the file has no such symbol. */
-static size_t func_of(const struct attach_slot *s, uint64_t off, uint64_t *before)
+/* [o, o + n) lies in a file of `size` bytes */
+#define IN_FILE(o, n) ((uint64_t)(o) <= size && (uint64_t)(n) <= size - (uint64_t)(o))
+
+/* The next section of a type (and name, if given) from index *from on. */
+static const Elf64_Shdr *section(const unsigned char *f, uint64_t size, const char *want_name, uint32_t want_type,
+				 unsigned *from)
+{
+	const Elf64_Ehdr *eh = (const void *)f;
+	const Elf64_Shdr *sh = (const void *)(f + eh->e_shoff);
+	const Elf64_Shdr *names = eh->e_shstrndx < eh->e_shnum ? &sh[eh->e_shstrndx] : NULL;
+
+	for (unsigned i = *from; i < eh->e_shnum; i++) {
+		if (sh[i].sh_type != want_type || !IN_FILE(sh[i].sh_offset, sh[i].sh_size))
+			continue;
+		if (want_name) {
+			size_t len = strlen(want_name) + 1;
+			if (!names || !IN_FILE(names->sh_offset, names->sh_size) || sh[i].sh_name >= names->sh_size ||
+			    names->sh_size - sh[i].sh_name < len ||
+			    memcmp(f + names->sh_offset + sh[i].sh_name, want_name, len))
+				continue;
+		}
+		*from = i + 1;
+		return &sh[i];
+	}
+	*from = eh->e_shnum;
+	return NULL;
+}
+
+/* What the probed file says of the site at file offset `off`, for the hook
+ * engine to tell a function entry from a site inside a function:
+ * returns the size of the function symbol (.symtab, else .dynsym) whose
+ * code holds it and sets *before to the site's distance from the
+ * function's start; 0 when no symbol covers it. *usdt is set when the site
+ * is a USDT probe (a .note.stapsdt location): such a site is inside some
+ * function whatever the symbols say. */
+static size_t site_info(const struct attach_slot *s, uint64_t off, uint64_t *before, int *usdt)
 {
 	int fd = open(s->path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	size_t found = 0;
 	const unsigned char *f;
 
+	*usdt = 0;
 	if (fd < 0)
 		return 0;
 	if (fstat(fd, &st) || st.st_ino != s->ino || st.st_dev != s->dev || st.st_size < (off_t)sizeof(Elf64_Ehdr) ||
@@ -131,7 +163,8 @@ static size_t func_of(const struct attach_slot *s, uint64_t off, uint64_t *befor
 	close(fd);
 	uint64_t size = (uint64_t)st.st_size, vaddr = UINT64_MAX;
 	const Elf64_Ehdr *eh = (const void *)f;
-#define IN_FILE(o, n) ((uint64_t)(o) <= size && (uint64_t)(n) <= size - (uint64_t)(o))
+	const Elf64_Shdr *sh;
+	unsigned from;
 	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
 	    !IN_FILE(eh->e_phoff, (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr)) ||
 	    !IN_FILE(eh->e_shoff, (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr)))
@@ -140,16 +173,14 @@ static size_t func_of(const struct attach_slot *s, uint64_t off, uint64_t *befor
 	for (unsigned i = 0; i < eh->e_phnum; i++)
 		if (ph[i].p_type == PT_LOAD && off >= ph[i].p_offset && off - ph[i].p_offset < ph[i].p_filesz)
 			vaddr = off - ph[i].p_offset + ph[i].p_vaddr;
-	const Elf64_Shdr *sh = (const void *)(f + eh->e_shoff);
-	for (uint32_t want = SHT_SYMTAB; vaddr != UINT64_MAX && !found; want = want == SHT_SYMTAB ? SHT_DYNSYM : 0) {
-		if (!want)
-			break;
-		for (unsigned i = 0; i < eh->e_shnum && !found; i++) {
-			if (sh[i].sh_type != want || sh[i].sh_entsize != sizeof(Elf64_Sym) ||
-			    !IN_FILE(sh[i].sh_offset, sh[i].sh_size))
+	if (vaddr == UINT64_MAX)
+		goto out;
+	for (uint32_t want = SHT_SYMTAB; want && !found; want = want == SHT_SYMTAB ? SHT_DYNSYM : 0) {
+		for (from = 0; !found && (sh = section(f, size, NULL, want, &from));) {
+			const Elf64_Sym *sym = (const void *)(f + sh->sh_offset);
+			if (sh->sh_entsize != sizeof(*sym))
 				continue;
-			const Elf64_Sym *sym = (const void *)(f + sh[i].sh_offset);
-			for (uint64_t k = 0; k < sh[i].sh_size / sizeof(*sym); k++) {
+			for (uint64_t k = 0; k < sh->sh_size / sizeof(*sym); k++) {
 				unsigned t = ELF64_ST_TYPE(sym[k].st_info);
 				if ((t == STT_FUNC || t == STT_GNU_IFUNC) && sym[k].st_size && sym[k].st_shndx != SHN_UNDEF &&
 				    vaddr >= sym[k].st_value && vaddr - sym[k].st_value < sym[k].st_size) {
@@ -160,11 +191,38 @@ static size_t func_of(const struct attach_slot *s, uint64_t off, uint64_t *befor
 			}
 		}
 	}
-#undef IN_FILE
+	/* stapsdt notes: name "stapsdt", type 3, desc = pc, base, semaphore,
+	 * strings; pc moves with .stapsdt.base (prelink), as libbpf/bcc read it */
+	from = 0;
+	const Elf64_Shdr *base = section(f, size, ".stapsdt.base", SHT_PROGBITS, &from);
+	from = 0;
+	while (!*usdt && (sh = section(f, size, ".note.stapsdt", SHT_NOTE, &from))) {
+		for (uint64_t o = 0; o + sizeof(Elf64_Nhdr) <= sh->sh_size;) {
+			const Elf64_Nhdr *n = (const void *)(f + sh->sh_offset + o);
+			uint64_t name = o + sizeof(*n), desc = name + ((n->n_namesz + 3) & ~3u);
+			o = desc + ((n->n_descsz + 3) & ~3u);
+			if (o > sh->sh_size)
+				break;
+			if (n->n_type != 3 || n->n_namesz != 8 || memcmp(f + sh->sh_offset + name, "stapsdt", 8) ||
+			    n->n_descsz < 24)
+				continue;
+			uint64_t pc, sbase;
+			memcpy(&pc, f + sh->sh_offset + desc, 8);
+			memcpy(&sbase, f + sh->sh_offset + desc + 8, 8);
+			if (base && sbase)
+				pc += base->sh_addr - sbase;
+			if (pc == vaddr) {
+				*usdt = 1;
+				break;
+			}
+		}
+	}
 out:
 	munmap((void *)f, (size_t)st.st_size);
 	return found;
 }
+
+#undef IN_FILE
 
 static struct probe *same_site(const struct probe *p)
 {
@@ -247,10 +305,17 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	p->ino = s->ino;
 	p->offset = s->offset;
 	int retprobe = s->flags & ATTACH_F_RETPROBE;
+	/* the engine proves a site inside a function safe for its jump from
+	 * the function's code; a USDT site with no symbol around it gets int3;
+	 * other sites no symbol covers (assembly without .size, stripped
+	 * files) are taken as the entries the loader resolved them to be */
 	uint64_t before = 0;
-	size_t fsize = func_of(s, s->offset, &before);
-	int err = hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize,
-				 retprobe ? NULL : probe_entry, retprobe ? probe_entry : NULL, p, &p->hook);
+	int usdt;
+	size_t fsize = site_info(s, s->offset, &before, &usdt);
+	hook_fn entry = retprobe ? NULL : probe_entry, ret = retprobe ? probe_entry : NULL;
+	int err = fsize || usdt ? hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize, entry, ret,
+						 p, &p->hook)
+				: hook_attach((void *)addr, entry, ret, p, &p->hook);
 	if (err) {
 		char m[ATTACH_PATH_MAX + 128];
 		int k = snprintf(m, sizeof(m), "bpfshim: cannot probe %s+0x%" PRIx64 " in pid %d: %s\n",
