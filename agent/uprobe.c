@@ -326,6 +326,13 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 		p->hook = NULL;
 	} else {
 		ref_ctr_get(p, s);
+		if (getenv("BPFSHIM_DEBUG_HOOKS")) {   /* which patch a site got (compat_tests) */
+			char m[ATTACH_PATH_MAX + 96];
+			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": %s\n", s->path, s->offset,
+					 hook_mode(p->hook) == HOOK_MODE_JMP ? "jmp" : "int3");
+			if (k > 0)
+				(void)!write(2, m, (size_t)k);
+		}
 	}
 	applied[i] = p;
 }

@@ -15,7 +15,7 @@ import pytest
 
 from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.unpriv import readable_tmpdir
-from compat_tests.victims import build_usdt_victim, build_victims
+from compat_tests.victims import build_usdt_victim, build_victims, func_offset
 
 BPFTRACE = shutil.which("bpftrace")
 
@@ -288,3 +288,21 @@ def test_usdt_semaphore_released(usdt_victim, runtime_dirs):
         ref = got["kernel"] = semaphore_while_traced()
     for name, out in got.items():
         assert out == ref, f"{name}: {out!r}, reference {ref!r}"
+
+
+def test_hook_modes(usdt_victim, runtime_dirs):
+    """Which patch each probed site gets (BPFSHIM_DEBUG_HOOKS): a function
+    entry the 5-byte jump (the tens-of-ns path), a USDT site a patch of
+    some kind (test_libbpf_uprobe.py test_hook_mode has entries without a
+    symbol size, which bpftrace refuses)."""
+    script = f"uprobe:{usdt_victim}:gated {{ @g = count(); }} usdt:{usdt_victim}:app:tick {{ @t = count(); }}"
+    env = dict(os.environ, BPFSHIM_RUNTIME_DIR=runtime_dirs[0], BPFSHIM_DEBUG_HOOKS="1")
+    out = subprocess.run(["env", f"LD_PRELOAD={SHIM_LIB}", BPFTRACE, "-e", script, "-c", usdt_victim], env=env,
+                         capture_output=True, text=True, timeout=120)
+    modes = dict(re.findall(r"bpfshim: probe (\S+): (jmp|int3)", out.stderr))
+    gated = next((m for site, m in modes.items() if site.startswith(usdt_victim)), None)
+    assert out.returncode == 0 and gated, out.stdout + out.stderr
+    entry = f"{usdt_victim}+{hex(func_offset(usdt_victim, 'gated'))}"
+    assert modes.get(entry) == "jmp", (entry, modes)
+    assert len([s for s in modes if s.startswith(usdt_victim)]) == 2, modes   # and the tick site
+

@@ -10,6 +10,7 @@ with bpfshim's as root and as uid 65534.
 """
 import difflib
 import os
+import re
 import shutil
 import subprocess
 
@@ -17,22 +18,9 @@ import pytest
 
 from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
-from compat_tests.victims import build_usdt_victim
+from compat_tests.victims import build_usdt_victim, func_offset
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
-
-
-def func_offset(exe, name):
-    """File offset of a function, as libbpf computes it from the ELF."""
-    from elftools.elf.elffile import ELFFile
-    with open(exe, "rb") as f:
-        elf = ELFFile(f)
-        sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
-        for seg in elf.iter_segments():
-            h = seg.header
-            if h.p_type == "PT_LOAD" and h.p_vaddr <= sym["st_value"] < h.p_vaddr + h.p_filesz:
-                return sym["st_value"] - h.p_vaddr + h.p_offset
-    raise LookupError(name)
 
 
 def insn_offset(exe, name, k):
@@ -81,6 +69,7 @@ CASES = {
     # past the first instruction (the hook engine checks no branch lands
     # in the bytes its jump covers)
     "inside_function": "-o {P} -a {OFF1} -e -- {T} seq 50",
+    "entry_without_symbol_size": "-o {P} -a {OFFNS} -- {T} seq 50",
     "pid_filter_child": "-o {P} -f probed_fn -r -e -P -- {T} seq 50",
     "pid_filter_other": "-o {P} -f probed_fn -r -e -p 1 -- {T} seq 50",
     "many_events": "-o {P} -f probed_fn -r -e -- {T} seq 3000",
@@ -107,7 +96,8 @@ def setup():
 def argv_of(case, p):
     subst = {"{T}": p["target"], "{P}": p["plain.o"], "{G}": p["glob.o"],
              "{OFF}": hex(func_offset(p["target"], "probed_fn")), "{DEAD}": str(dead_pid()),
-             "{OFF1}": hex(insn_offset(p["target"], "probed_fn", 1))}
+             "{OFF1}": hex(insn_offset(p["target"], "probed_fn", 1)),
+             "{OFFNS}": hex(func_offset(p["target"], "nosize_fn"))}
     argv = [p["loader"]]
     for a in CASES[case].split():
         argv.append(subst.get(a, a))
@@ -164,3 +154,15 @@ def test_libbpf_usdt(mode, setup):
         assert r[:2] == ref[:2], f"{name}: {r}\nreference: {ref}"
     if "kernel" not in res:
         pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
+
+
+@pytest.mark.parametrize("case", ["by_offset", "inside_function", "entry_without_symbol_size"])
+def test_hook_mode(case, setup):
+    """The patch a site gets (BPFSHIM_DEBUG_HOOKS): the 5-byte jump, the
+    tens-of-ns path, for a function entry with or without a symbol size and
+    for a site inside a function that no branch lands in."""
+    p, sides = setup
+    rt = sides[0][1]
+    rc, out, err = run(rt.cmd(argv_of(case, p), extra_env=[("BPFSHIM_DEBUG_HOOKS", "1")]))
+    modes = re.findall(r"bpfshim: probe \S+: (jmp|int3)", err)
+    assert rc == 0 and modes and set(modes) == {"jmp"}, f"rc={rc}\n{out}\n{err}"

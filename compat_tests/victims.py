@@ -128,3 +128,17 @@ def build_usdt_victim(d):
         return None
     os.chmod(exe, 0o755)
     return exe
+
+
+def func_offset(exe, name):
+    """File offset of a function of a victim, as loaders compute it from
+    the ELF (.symtab)."""
+    from elftools.elf.elffile import ELFFile
+    with open(exe, "rb") as f:
+        elf = ELFFile(f)
+        sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+        for seg in elf.iter_segments():
+            h = seg.header
+            if h.p_type == "PT_LOAD" and h.p_vaddr <= sym["st_value"] < h.p_vaddr + h.p_filesz:
+                return sym["st_value"] - h.p_vaddr + h.p_offset
+    raise LookupError(name)

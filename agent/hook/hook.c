@@ -1359,8 +1359,9 @@ static int branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size)
 	size_t avail;
 	int prot, hit = 0;
 
-	if (!func || addr < func || addr >= func + size || mapping_of(func, &prot, &avail) || avail < size ||
-	    !(code = malloc(size)))
+	/* both ends mapped executable (mapping_of caps avail at an insn) */
+	if (!func || addr < func || addr >= func + size || mapping_of(func, &prot, &avail) ||
+	    mapping_of(func + size - 1, &prot, &avail) || !(code = malloc(size)))
 		return 1;
 	memcpy(code, (void *)func, size);
 	for (struct hook_site *o = all_sites; o; o = o->anext)

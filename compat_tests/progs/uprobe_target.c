@@ -24,6 +24,11 @@ __attribute__((noinline)) long probed_fn(long x)
 	return x * 3 - 7;
 }
 
+/* An entry with no symbol size, as hand-written assembly often has. */
+__asm__(".text\n.globl nosize_fn\n.type nosize_fn, @function\nnosize_fn:\n"
+	"push %rbp\nmov %rsp, %rbp\npop %rbp\nret\n");
+void nosize_fn(void);
+
 static atomic_int stop;
 static atomic_ulong total;
 
@@ -50,8 +55,10 @@ int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "seq")) {
 		long n = atol(argv[2]), sum = 0;
-		for (long i = 0; i < n; i++)
+		for (long i = 0; i < n; i++) {
 			sum += probed_fn(i);
+			nosize_fn();
+		}
 		printf("target: calls %ld sum %ld\n", n, sum);
 		return 0;
 	}
