@@ -95,6 +95,8 @@ class Server:
         while True:
             time.sleep(10)
             with self.lock:
+                if not self.conns and not os.path.exists(self.path):
+                    os._exit(0)    # the runtime directory is gone: nothing can reach its objects
                 busy = self.conns or len(registry.pins) > 1
                 if busy:
                     self.last_active = time.time()
