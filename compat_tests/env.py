@@ -78,3 +78,10 @@ def clang_bpf(src, out, *flags):
         argv.append(f"-I/usr/include/{multiarch}")   # asm/types.h
     subprocess.run(argv + ["-c", str(src), "-o", str(out)], check=True)
     os.chmod(out, 0o755)
+
+
+def hook_modes(stderr):
+    """(site, "jmp" | "int3") for each site a process under
+    BPFSHIM_DEBUG_HOOKS=1 patched, from its stderr (agent/uprobe.c)."""
+    import re
+    return re.findall(r"bpfshim: probe (\S+): (jmp|int3)", stderr)

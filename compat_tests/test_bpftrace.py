@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.env import SHIM_LIB, hook_modes, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.unpriv import readable_tmpdir
 from compat_tests.victims import build_usdt_victim, build_victims, func_offset
 
@@ -299,7 +299,7 @@ def test_hook_modes(usdt_victim, runtime_dirs):
     env = dict(os.environ, BPFSHIM_RUNTIME_DIR=runtime_dirs[0], BPFSHIM_DEBUG_HOOKS="1")
     out = subprocess.run(["env", f"LD_PRELOAD={SHIM_LIB}", BPFTRACE, "-e", script, "-c", usdt_victim], env=env,
                          capture_output=True, text=True, timeout=120)
-    modes = dict(re.findall(r"bpfshim: probe (\S+): (jmp|int3)", out.stderr))
+    modes = dict(hook_modes(out.stderr))
     gated = next((m for site, m in modes.items() if site.startswith(usdt_victim)), None)
     assert out.returncode == 0 and gated, out.stdout + out.stderr
     entry = f"{usdt_victim}+{hex(func_offset(usdt_victim, 'gated'))}"

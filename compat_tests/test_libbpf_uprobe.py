@@ -10,13 +10,12 @@ with bpfshim's as root and as uid 65534.
 """
 import difflib
 import os
-import re
 import shutil
 import subprocess
 
 import pytest
 
-from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
+from compat_tests.env import clang_bpf, hook_modes, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 from compat_tests.victims import build_usdt_victim, func_offset
 
@@ -164,5 +163,5 @@ def test_hook_mode(case, setup):
     p, sides = setup
     rt = sides[0][1]
     rc, out, err = run(rt.cmd(argv_of(case, p), extra_env=[("BPFSHIM_DEBUG_HOOKS", "1")]))
-    modes = re.findall(r"bpfshim: probe \S+: (jmp|int3)", err)
+    modes = [mode for _, mode in hook_modes(err)]
     assert rc == 0 and modes and set(modes) == {"jmp"}, f"rc={rc}\n{out}\n{err}"

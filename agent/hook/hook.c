@@ -1350,6 +1350,16 @@ static int site_to_int3(struct hook_site *s)
 	return 0;
 }
 
+/* buf holds the code at [at, at + len): put back the original bytes where
+ * sites patched it (their jmp or int3 is not the code). */
+static void unpatch_copy(uint8_t *buf, uint64_t at, size_t len)
+{
+	for (struct hook_site *o = all_sites; o; o = o->anext)
+		for (size_t i = 0; i < len; i++)
+			if (at + i >= o->addr && at + i < o->addr + 5)
+				buf[i] = o->orig[at + i - o->addr];
+}
+
 /* See hook_attach_in(): whether a branch elsewhere in [func, func + size)
  * may land in (addr, addr + len). Decoded from a copy with the original
  * bytes of the sites already patched. */
@@ -1364,10 +1374,7 @@ static int branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size)
 	    mapping_of(func + size - 1, &prot, &avail) || !(code = malloc(size)))
 		return 1;
 	memcpy(code, (void *)func, size);
-	for (struct hook_site *o = all_sites; o; o = o->anext)
-		for (unsigned i = 0; i < 5; i++)
-			if (o->addr + i >= func && o->addr + i < func + size)
-				code[o->addr + i - func] = o->orig[i];
+	unpatch_copy(code, func, size);
 	for (size_t pc = 0; pc < size && !hit;) {
 		struct x86_insn d;
 		uint64_t target = 0;
@@ -1408,10 +1415,8 @@ static struct hook_site *site_create(uint64_t addr, uint64_t func, size_t func_s
 	s->avail = avail;
 	/* Other sites near: their patches are not the code, and neither may
 	 * hide the other's address inside displaced bytes. */
+	unpatch_copy(s->orig, addr, avail);
 	for (struct hook_site *o = all_sites; o; o = o->anext) {
-		for (size_t i = 0; i < avail; i++)
-			if (addr + i >= o->addr && addr + i < o->addr + 5)
-				s->orig[i] = o->orig[addr + i - o->addr];
 		if (addr > o->addr && addr < o->addr + o->disp_len && o->mode == HOOK_MODE_JMP) {
 			*err = site_to_int3(o);
 			if (*err) {

@@ -3,7 +3,6 @@
  * checks of map_create() that depend only on the attrs, and the CPU slot. */
 #include <errno.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -253,14 +252,10 @@ void shm_value_lock_recover(const struct shm_map *m, void *value, uint32_t dead_
  * before naming it, or after its copy): then nobody will redo it. */
 static int journal_slot_abandoned(const struct shm_map *m, struct shm_journal_slot *s, uint32_t i, uint32_t owner)
 {
-	int saved = errno, gone;
-
 	if (s->dst_off + m->hdr->attr.value_size <= m->size &&
 	    __atomic_load_n(value_lock(m, (char *)m->hdr + s->dst_off), __ATOMIC_ACQUIRE) >> SHM_LOCK_TID_BITS == i + 1)
 		return 0;
-	gone = kill((pid_t)owner, 0) < 0 && errno == ESRCH;
-	errno = saved;
-	return gone;
+	return shm_lock_owner_dead(owner);
 }
 
 /* A free slot or an abandoned one. NULL when every slot is busy: the copy

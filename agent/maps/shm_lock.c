@@ -23,7 +23,7 @@ __attribute__((constructor)) static void shm_lock_init(void)
 	pthread_atfork(0, 0, reset_tid);
 }
 
-static int owner_dead(uint32_t word)
+int shm_lock_owner_dead(uint32_t word)
 {
 	int saved = errno, dead = kill((pid_t)(word & SHM_LOCK_TID_MASK), 0) < 0 && errno == ESRCH;
 
@@ -45,7 +45,7 @@ uint32_t shm_lock_takeover(shm_lock_t *l)
 			continue;
 		}
 		/* Long wait: either a busy owner or a dead one. */
-		if (cur && owner_dead(cur)) {
+		if (cur && shm_lock_owner_dead(cur)) {
 			/* the dead owner's upper bits stay until the taker has
 			 * dealt with what they say */
 			uint32_t dead = cur;

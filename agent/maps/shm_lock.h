@@ -30,6 +30,9 @@ void shm_lock(shm_lock_t *l);
  * keeps the dead owner's upper bits until the taker stores its own tid. */
 uint32_t shm_lock_takeover(shm_lock_t *l);
 void shm_unlock(shm_lock_t *l);
+/* Whether the thread a lock word (or any word with a tid in its low
+ * SHM_LOCK_TID_BITS) names is gone; errno is kept. */
+int shm_lock_owner_dead(uint32_t word);
 /* This thread's tid, cached. */
 uint32_t shm_self_tid(void);
 
