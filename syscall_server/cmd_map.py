@@ -11,7 +11,7 @@ import os
 import re
 import struct
 
-from . import _native
+from . import _native, kernel_sizes
 from .errors import BpfError, unsupported
 from .objects import BpfObject, registry
 
@@ -208,7 +208,7 @@ def _write_active(obj):
         return False
     ino = os.fstat(obj.fd).st_ino
     lo = obj.hdr.data_off
-    hi = lo + 2 * PAGE if ringbuf else obj.seg_size
+    hi = lo + 2 * kernel_sizes.PAGE if ringbuf else obj.seg_size
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -275,83 +275,10 @@ def fdinfo(obj, f_flags):
             f"memlock:\t{memlock(obj, obj.hdr.type_state[1])}\nmap_id:\t{obj.id}\nfrozen:\t{1 if obj.frozen else 0}\n")
 
 
-# Sizes of the kernel's own structures that map_mem_usage() counts, measured
-# on 6.18 x86-64 (bpftool map show of each type and size): the memlock field
-# of fdinfo must read as the kernel's, since tools print it.
-SIZEOF_BPF_ARRAY = 312          # also bpf_queue_stack, bpf_bloom_filter
-SIZEOF_BPF_HTAB = 832
-SIZEOF_HTAB_BUCKET = 16
-SIZEOF_HTAB_ELEM = 48
-HASHTAB_MAP_LOCK_COUNT = 8
-SIZEOF_BPF_STACK_MAP = 320
-SIZEOF_STACK_MAP_BUCKET = 16
-SIZEOF_BPF_RINGBUF_MAP = 304
-RINGBUF_NR_META_PAGES = 3
-PAGE = 4096
-SIZEOF_LPM_TRIE_NODE = 40
-
-
-def _pow2(n):
-    return 1 << (max(n, 1) - 1).bit_length()
-
-
-def _r8(n):
-    return (n + 7) & ~7
-
-
 def memlock(obj, nr_elems=0):
-    """map_mem_usage() of the kernel for this map."""
-    U = _native.uapi
+    """map_mem_usage() of the kernel for this map (syscall_server/kernel_sizes.py:
+    the kernel's formulas over its structure sizes measured on this machine)."""
     a = obj.attr
-    t, n, ks, vs, cpus = a.map_type, a.max_entries, a.key_size, a.value_size, a.nr_cpus
-    if t in (U.BPF_MAP_TYPE_ARRAY, U.BPF_MAP_TYPE_PERCPU_ARRAY):
-        if t == U.BPF_MAP_TYPE_PERCPU_ARRAY:
-            return SIZEOF_BPF_ARRAY + n * 8 + n * _r8(vs) * cpus
-        if a.map_flags & 0x400:   # BPF_F_MMAPABLE
-            return _page_align(SIZEOF_BPF_ARRAY) + _page_align(n * _r8(vs))
-        return SIZEOF_BPF_ARRAY + n * _r8(vs)
-    if t in (U.BPF_MAP_TYPE_PROG_ARRAY, U.BPF_MAP_TYPE_PERF_EVENT_ARRAY, U.BPF_MAP_TYPE_CGROUP_ARRAY,
-             U.BPF_MAP_TYPE_ARRAY_OF_MAPS):
-        return SIZEOF_BPF_ARRAY + n * 8
-    if t in (U.BPF_MAP_TYPE_QUEUE, U.BPF_MAP_TYPE_STACK):
-        return SIZEOF_BPF_ARRAY + (n + 1) * vs
-    if t == U.BPF_MAP_TYPE_BLOOM_FILTER:
-        nh = (a.map_extra & 0xF) or 5
-        bits = n * nh // 5 * 7
-        bits = 64 if bits <= 64 else _pow2(bits)
-        if n * nh > 0xFFFFFFFF or bits > 1 << 31:
-            bits = 1 << 31
-        return SIZEOF_BPF_ARRAY + max(bits // 8, 8)
-    if t in (U.BPF_MAP_TYPE_HASH, U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_HASH,
-             U.BPF_MAP_TYPE_LRU_PERCPU_HASH, U.BPF_MAP_TYPE_HASH_OF_MAPS):
-        percpu = t in (U.BPF_MAP_TYPE_PERCPU_HASH, U.BPF_MAP_TYPE_LRU_PERCPU_HASH)
-        lru = t in (U.BPF_MAP_TYPE_LRU_HASH, U.BPF_MAP_TYPE_LRU_PERCPU_HASH)
-        vsz = 8 if t == U.BPF_MAP_TYPE_HASH_OF_MAPS else _r8(vs)
-        elem = SIZEOF_HTAB_ELEM + _r8(ks) + (8 if percpu else vsz)
-        usage = SIZEOF_BPF_HTAB + SIZEOF_HTAB_BUCKET * _pow2(n) + 4 * cpus * HASHTAB_MAP_LOCK_COUNT
-        if not (a.map_flags & 1):     # preallocated
-            # htab_has_extra_elems(): not for percpu, LRU or fd (of maps) tables
-            ne = n + (cpus if not percpu and not lru and t != U.BPF_MAP_TYPE_HASH_OF_MAPS else 0)
-            usage += elem * ne
-            if percpu:
-                usage += _r8(vs) * cpus * ne
-            elif not lru:
-                usage += 8 * cpus
-        else:
-            usage += (elem + 8) * nr_elems
-            if percpu:
-                usage += (8 + 8) * nr_elems + _r8(vs) * cpus * nr_elems
-        return usage
-    if t == U.BPF_MAP_TYPE_STACK_TRACE:
-        return SIZEOF_BPF_STACK_MAP + _pow2(n) * 8 + n * (SIZEOF_STACK_MAP_BUCKET + vs)
-    if t == U.BPF_MAP_TYPE_RINGBUF:
-        data = n // PAGE
-        return SIZEOF_BPF_RINGBUF_MAP + (RINGBUF_NR_META_PAGES + data) * PAGE + \
-            (RINGBUF_NR_META_PAGES + 2 * data) * 8
-    if t == U.BPF_MAP_TYPE_LPM_TRIE:
-        return nr_elems * (SIZEOF_LPM_TRIE_NODE + (ks - 4) + vs)
-    return obj.seg_size
-
-
-def _page_align(n):
-    return (n + PAGE - 1) & ~(PAGE - 1)
+    usage = kernel_sizes.map_mem_usage(a.map_type, a.max_entries, a.key_size, a.value_size, a.map_flags,
+                                       a.map_extra, a.nr_cpus, nr_elems)
+    return obj.seg_size if usage is None else usage
