@@ -26,6 +26,12 @@ enum attach_state {
 
 enum attach_flags {
 	ATTACH_F_RETPROBE = 1,
+	/* A syscall tracepoint (agent/syscall_tp.c), not a uprobe: `offset` is
+	 * the syscall number (syscalls:sys_{enter,exit}_*), any syscall with
+	 * ATTACH_F_RAW_SYSCALLS (raw_syscalls:*); `tp_type` the event id. */
+	ATTACH_F_SYSCALL = 2,
+	ATTACH_F_SYS_EXIT = 4,
+	ATTACH_F_RAW_SYSCALLS = 8,
 };
 
 struct attach_slot {
@@ -40,7 +46,7 @@ struct attach_slot {
 	int32_t pid;               /* only this process, or -1 */
 	uint32_t flags;            /* enum attach_flags */
 	uint32_t event_id;         /* the perf event (or link) behind it */
-	uint32_t _pad;
+	uint32_t tp_type;          /* tracepoints: the tracefs event id (common_type) */
 	char path[ATTACH_PATH_MAX];
 };
 

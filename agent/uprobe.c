@@ -25,6 +25,7 @@
 #include "bpf_rt.h"
 #include "attach_table.h"
 #include "hook/hook.h"
+#include "syscall_tp.h"
 
 /* from libbpf_shim/ (the same library) */
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
@@ -55,7 +56,7 @@ static const struct attach_table *table;
  * the runtime's own work (the follower thread, starting it): probes do not
  * fire, as kernel uprobes never see bpfshim's calls into probed functions
  * (funccount on pthread_create, malloc, ...). */
-static __thread int in_probe;
+__thread int in_probe;
 
 static void run(struct probe *p, struct hook_pt_regs *regs)
 {
@@ -66,9 +67,11 @@ static void run(struct probe *p, struct hook_pt_regs *regs)
 			__atomic_add_fetch(&p->misses, 1, __ATOMIC_RELAXED);
 		return;
 	}
+	SUD_INTERNAL_BEGIN();
 	in_probe = 1;
 	bpf_prog_run_probe(p->prog, regs, p->cookie, p->func_ip, &r0);
 	in_probe = 0;
+	SUD_INTERNAL_END();
 }
 
 static void probe_entry(struct hook_pt_regs *regs, void *data)
@@ -348,6 +351,9 @@ static int sync_table(void)
 		uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 		int want = st == ATTACH_ENABLED && (s->pid == -1 || s->pid == me);
 
+		syscall_tp_slot(i, s, want && (s->flags & ATTACH_F_SYSCALL));
+		if (s->flags & ATTACH_F_SYSCALL)
+			continue;
 		if (applied[i] && (!want || applied[i]->seq != s->seq))
 			detach_slot(i);
 		if (want && !applied[i]) {
@@ -355,6 +361,7 @@ static int sync_table(void)
 			pending |= !applied[i];
 		}
 	}
+	syscall_tp_commit();
 	return pending;
 }
 
@@ -396,7 +403,7 @@ static uint32_t init_done;
 
 static void *follower(void *arg)
 {
-	int delay = 100;
+	int delay = 100, tp_delay = 1;
 
 	in_probe = 2;
 	while (!__atomic_load_n(&init_done, __ATOMIC_ACQUIRE))
@@ -418,9 +425,15 @@ static void *follower(void *arg)
 	while (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE)) {
 		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
 		int pending = sync_table();
-		/* a pending slot (library not loaded yet) is retried every second */
+		/* a pending slot (library not loaded yet) is retried every second;
+		 * threads still to arm for syscall tracepoints, soon */
+		int timeout = pending ? 1000 : 60000;
+		if (syscall_tp_poll())
+			timeout = tp_delay < 200 ? (tp_delay *= 2) : 200;
+		else
+			tp_delay = 1;
 		if (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
-			shm_futex_wait((uint32_t *)&table->gen, gen, pending ? 1000 : 60000);
+			shm_futex_wait((uint32_t *)&table->gen, gen, timeout);
 	}
 	return NULL;
 }
@@ -516,6 +529,7 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 		return;
 	}
 	agent_on = 1;
+	in_probe = 2;     /* the runtime's own syscalls here are not the application's */
 	/* Probes that exist when the process starts are in place before main()
 	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes.
 	 * The follower thread is created first: a probe on pthread_create (or
@@ -531,5 +545,6 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 	}
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	shm_futex_wake(&init_done);
+	in_probe = 0;
 }
 #endif

@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include "shim.h"
+#include "syscall_tp.h"
 #include "bpfshim_config.h"
 
 #ifndef BPFSHIM_DEFAULT_PYTHON
@@ -425,6 +426,7 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 {
 	int err;
 	sigset_t all, old;
+	SUD_INTERNAL_BEGIN();
 
 	/* A signal handler that re-enters bpf() would deadlock on the lock.
 	 * Synchronous faults stay deliverable: uaccess.c depends on them. */
@@ -444,12 +446,14 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 	}
 	pthread_mutex_unlock(&conn_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	SUD_INTERNAL_END();
 	return err;
 }
 
 void shim_notify(uint32_t op, int64_t a, int64_t b)
 {
 	sigset_t all, old;
+	SUD_INTERNAL_BEGIN();
 
 	shim_block_signals(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -458,4 +462,5 @@ void shim_notify(uint32_t op, int64_t a, int64_t b)
 		send_msg(op, a, b, NULL, 0, -1);
 	pthread_mutex_unlock(&conn_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	SUD_INTERNAL_END();
 }

@@ -23,6 +23,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include "shim.h"
+#include "syscall_tp.h"
 
 struct shim_real real;
 static int resolved;
@@ -74,18 +75,25 @@ BPFSHIM_API long syscall(long nr, ...)
 	a4 = va_arg(ap, long); a5 = va_arg(ap, long); a6 = va_arg(ap, long);
 	va_end(ap);
 	ENSURE();
-	if (nr == SYS_bpf)
-		return shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3);
-	if (nr == SYS_perf_event_open)
-		/* pid, cpu, group_fd are ints: only the low 32 bits of the slots are set */
-		return shim_perf_event_open((uint64_t)a1, (int)a2, (int)a3, (int)a4, (unsigned long)a5);
+	if (nr == SYS_bpf || nr == SYS_perf_event_open) {
+		/* answered here: its own syscalls are bpfshim's, not the caller's */
+		SUD_INTERNAL_BEGIN();
+		long r = nr == SYS_bpf ? shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3)
+			/* pid, cpu, group_fd are ints: only the low 32 bits of the slots are set */
+			: shim_perf_event_open((uint64_t)a1, (int)a2, (int)a3, (int)a4, (unsigned long)a5);
+		SUD_INTERNAL_END();
+		return r;
+	}
 	return real.syscall(nr, a1, a2, a3, a4, a5, a6);
 }
 
 BPFSHIM_API int bpf(int cmd, union bpf_attr *attr, unsigned int size)
 {
 	ENSURE();
-	return (int)shim_sys_bpf(cmd, (uint64_t)(uintptr_t)attr, size);
+	SUD_INTERNAL_BEGIN();
+	int r = (int)shim_sys_bpf(cmd, (uint64_t)(uintptr_t)attr, size);
+	SUD_INTERNAL_END();
+	return r;
 }
 
 /* ---------------- descriptors ---------------- */
@@ -439,12 +447,38 @@ static int memfd_with(const char *text)
 	return fd;
 }
 
+/* tracefs files of the tracepoints bpfshim serves (syscall_server/
+ * tracepoints.py): the server's text, so loader and server agree on ids. */
+static int tracefs_fd(const char *path)
+{
+	static const char *const roots[] = { "/sys/kernel/tracing/", "/sys/kernel/debug/tracing/" };
+	static char text[SHIM_MSG_MAX];
+	struct shim_reply rep;
+
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(roots); i++) {
+		size_t k = strlen(roots[i]);
+		const char *rel = path + k;
+		if (strncmp(path, roots[i], k) ||
+		    (strcmp(rel, "available_events") && strncmp(rel, "events/syscalls/", 16) &&
+		     strncmp(rel, "events/raw_syscalls/", 20)))
+			continue;
+		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, text,
+				 sizeof(text)) || rep.err)
+			return -1;
+		return memfd_with(text);
+	}
+	return -1;
+}
+
 static int pseudo_fd(const char *path, int flags)
 {
 	size_t n = path ? strlen(path) : 0;
 
 	if ((flags & O_ACCMODE) != O_RDONLY)
 		return -1;
+	int fd = tracefs_fd(path);
+	if (fd >= 0)
+		return fd;
 	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(pseudo_files); i++) {
 		size_t k = strlen(pseudo_files[i].suffix);
 		if (n >= k && !strcmp(path + n - k, pseudo_files[i].suffix))

@@ -61,6 +61,7 @@ enum shim_ctl {
 	SHIM_CTL_PERF_IOCTL = 8,   /* payload = u32 event id, u32 request, u64 arg (SET_BPF: prog id) */
 	SHIM_CTL_PERF_GET = 7,     /* b = perf event id: its eventfd (ret) and ring fd, for producers */       /* DONE message = JSON of the live objects (bpfshim status) */
 	SHIM_CTL_RINGBUF_WAKEFD = 9, /* b = ringbuf map id: the eventfd its producers signal (ret, SHIM_FD_WAKE) */
+	SHIM_CTL_TRACEFS_READ = 10,  /* payload = path under the tracefs root: DONE message = the file, or -ENOENT */
 };
 
 struct shim_msg {

@@ -35,7 +35,7 @@ class AttachTable:
         lib.shm_futex_wake(ffi.addressof(self.t, "gen"))
 
     def add(self, *, prog_id, dev, ino, offset, ref_ctr_offset, cookie, pid, retprobe, event_id, path,
-            enabled):
+            enabled, flags=0, tp_type=0):
         for i in range(self.t.nslots):
             s = self.t.slots[i]
             if s.state == 0:
@@ -45,8 +45,8 @@ class AttachTable:
         self.seq += 1
         s.prog_id, s.dev, s.ino, s.offset = prog_id, dev, ino, offset
         s.ref_ctr_offset, s.cookie, s.pid = ref_ctr_offset, cookie, pid
-        s.flags = 1 if retprobe else 0
-        s.event_id = event_id
+        s.flags = flags | (lib.ATTACH_F_RETPROBE if retprobe else 0)
+        s.event_id, s.tp_type = event_id, tp_type
         p = path.encode()[:255]
         ffi.memmove(s.path, p + b"\0", len(p) + 1)
         s.seq = self.seq

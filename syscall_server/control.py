@@ -78,6 +78,12 @@ def handle(conn, ctl, arg, payload):
             if obj is None:
                 raise BpfError(errno.EBADF)
             conn.done(perf_event.perf_ioctl(conn, obj, req, parg))
+        elif ctl == P.SHIM_CTL_TRACEFS_READ:
+            from .tracepoints import catalogue
+            text = catalogue().file(payload.rstrip(b"\0").decode(errors="replace"))
+            if text is None:
+                raise BpfError(errno.ENOENT)
+            conn.done(0, msg=text)
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
         else:

@@ -118,7 +118,9 @@ def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
         registry.add(obj)
         return obj
     elif t == PERF_TYPE_TRACEPOINT:
-        raise unsupported(errno.EOPNOTSUPP, f"tracepoint perf events (id {cfg})")
+        obj = TracepointEvent(a, cpu, pid, _tracepoint(cfg))
+        registry.add(obj)
+        return obj
     elif t == PERF_TYPE_HARDWARE:
         raise unsupported(errno.ENOENT, "hardware perf events")
     else:
@@ -155,17 +157,14 @@ def _uprobe_target(conn, a):
     return path, st
 
 
-class UprobeEvent(PerfEventObject):
-    """A uprobe / uretprobe event: a slot in the attach table once a
-    program is attached (PERF_EVENT_IOC_SET_BPF or a perf link)."""
+class ProbeEvent(PerfEventObject):
+    """An event whose program every agent runs: with a program
+    (PERF_EVENT_IOC_SET_BPF or a perf link) it is a slot of the attach
+    table (agent/attach_table.h)."""
+    prog_type = None
 
-    def __init__(self, attr, cpu, pid, path, st):
+    def __init__(self, attr, cpu, pid):
         super().__init__(attr, cpu, pid)
-        self.path = path
-        self.dev, self.ino = st.st_dev, st.st_ino
-        self.offset = attr["config2"]
-        self.retprobe = bool(attr["config"] & 1)
-        self.ref_ctr_offset = attr["config"] >> 32
         self.enabled = not (attr["flags"] & 1)
         self.prog = None
         self.slot = None
@@ -173,16 +172,14 @@ class UprobeEvent(PerfEventObject):
     def set_bpf(self, prog, cookie=0):
         """perf_event_set_bpf_prog()"""
         from .attach import table
-        if prog.prog_type != _native.uapi.BPF_PROG_TYPE_KPROBE:
+        if prog.prog_type != self.prog_type:
             raise BpfError(errno.EINVAL)
         if self.prog is not None:
             raise BpfError(errno.EEXIST)
         self.prog = prog
         self.hold_child(prog)
-        self.slot = table().add(prog_id=prog.id, dev=self.dev, ino=self.ino, offset=self.offset,
-                                ref_ctr_offset=self.ref_ctr_offset, cookie=cookie, pid=self.pid,
-                                retprobe=self.retprobe, event_id=self.id, path=self.path,
-                                enabled=self.enabled)
+        self.slot = table().add(prog_id=prog.id, cookie=cookie, event_id=self.id, enabled=self.enabled,
+                                **self.slot_fields())
 
     def set_enabled(self, on):
         from .attach import table
@@ -203,6 +200,71 @@ class UprobeEvent(PerfEventObject):
             table().remove(self.slot)
             self.slot = None
         super().destroy()
+
+
+class UprobeEvent(ProbeEvent):
+    """A uprobe / uretprobe event."""
+    prog_type = _native.uapi.BPF_PROG_TYPE_KPROBE
+
+    def __init__(self, attr, cpu, pid, path, st):
+        super().__init__(attr, cpu, pid)
+        self.path = path
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.offset = attr["config2"]
+        self.retprobe = bool(attr["config"] & 1)
+        self.ref_ctr_offset = attr["config"] >> 32
+
+    def slot_fields(self):
+        return dict(dev=self.dev, ino=self.ino, offset=self.offset, ref_ctr_offset=self.ref_ctr_offset,
+                    pid=self.pid, retprobe=self.retprobe, path=self.path)
+
+
+def _tracepoint(eid):
+    """perf_trace_init(): the event with this tracefs id."""
+    from .tracepoints import catalogue
+    tp = catalogue().by_id.get(eid)
+    if tp is None:
+        name = _kernel_event(eid) if eid >> 32 == 0 else None
+        if name:
+            raise unsupported(errno.EOPNOTSUPP, f"tracepoint {name} (id {eid}): bpfshim serves the syscall "
+                                                "tracepoints (syscalls:*, raw_syscalls:*) only")
+        raise BpfError(errno.ENOENT)
+    return tp
+
+
+def _kernel_event(eid):
+    """The name of a kernel tracepoint with this id, if tracefs says."""
+    from .tracepoints import tracefs_events
+    root = tracefs_events()
+    try:
+        for cat in os.listdir(root) if root else ():
+            for name in os.listdir(os.path.join(root, cat)):
+                try:
+                    with open(os.path.join(root, cat, name, "id")) as f:
+                        if int(f.read()) == eid:
+                            return f"{cat}:{name}"
+                except (OSError, ValueError):
+                    pass
+    except OSError:
+        pass
+    return None
+
+
+class TracepointEvent(ProbeEvent):
+    """A syscall tracepoint event. The kernel runs a tracepoint's programs in
+    every task, whatever pid/cpu the event was opened for: so does its slot."""
+    prog_type = _native.uapi.BPF_PROG_TYPE_TRACEPOINT
+
+    def __init__(self, attr, cpu, pid, tp):
+        super().__init__(attr, cpu, pid)
+        self.tp = tp
+
+    def slot_fields(self):
+        L = _native.lib
+        flags = L.ATTACH_F_SYSCALL | (L.ATTACH_F_SYS_EXIT if self.tp.exit else 0) | \
+            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0)
+        return dict(dev=0, ino=0, offset=max(self.tp.nr, 0), ref_ctr_offset=0, pid=-1, retprobe=False,
+                    path=self.tp.full_name, flags=flags, tp_type=self.tp.id)
 
 
 class TimerEvent(PerfEventObject):
@@ -257,7 +319,7 @@ PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE, PERF_EVENT_IOC_SET_BPF = 0x2400, 
 def give(obj):
     """The fds of a perf event for a process: the eventfd (the return value)
     and, for BPF_OUTPUT events, the ring segment, marked SHIM_FD_RING."""
-    if isinstance(obj, (UprobeEvent, TimerEvent)):
+    if isinstance(obj, (ProbeEvent, TimerEvent)):
         return [(obj, 0)]
     return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]
 
@@ -281,12 +343,15 @@ def task_fd_query(ctx, attr):
         raise BpfError(524)
     if getattr(obj, "prog", None) is None:
         raise BpfError(errno.ENOENT)
-    if not isinstance(obj, UprobeEvent):
-        raise BpfError(errno.EOPNOTSUPP)
     U = _native.uapi
-    fd_type = U.BPF_FD_TYPE_URETPROBE if obj.retprobe else U.BPF_FD_TYPE_UPROBE
+    if isinstance(obj, TracepointEvent):
+        fd_type, name, offset = U.BPF_FD_TYPE_TRACEPOINT, obj.tp.name.encode(), 0
+    elif isinstance(obj, UprobeEvent):
+        fd_type = U.BPF_FD_TYPE_URETPROBE if obj.retprobe else U.BPF_FD_TYPE_UPROBE
+        name, offset = obj.path.encode(), obj.offset
+    else:
+        raise BpfError(errno.EOPNOTSUPP)
     # bpf_task_fd_query_copy()
-    name = obj.path.encode()
     ctx.conn.write(ctx.uattr_field("task_fd_query", "buf_len"), struct.pack("<I", len(name)))
     err = 0
     if q.buf_len and q.buf:
@@ -296,7 +361,7 @@ def task_fd_query(ctx, attr):
             ctx.conn.write(q.buf, name[:q.buf_len - 1] + b"\0")
             err = errno.ENOSPC
     ctx.conn.write(ctx.uattr_field("task_fd_query", "prog_id"),
-                   struct.pack("<IIQQ", obj.prog.id, fd_type, obj.offset, 0))
+                   struct.pack("<IIQQ", obj.prog.id, fd_type, offset, 0))
     if err:
         raise BpfError(err)
     return 0

@@ -1,0 +1,661 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Syscall tracepoints in user space: syscalls:sys_enter_* / sys_exit_* and
+ * raw_syscalls:sys_enter / sys_exit, run in every process of the user that
+ * has the agent, as the kernel runs them in every task.
+ *
+ * While a syscall tracepoint is attached, each thread of the process has
+ * Syscall User Dispatch on (prctl PR_SET_SYSCALL_USER_DISPATCH, no privilege
+ * needed): every syscall made outside bpfshim's own code region traps with
+ * SIGSYS before it runs. The handler builds the record the kernel gives a
+ * BPF program (perf_call_bpf_enter/exit: the pt_regs pointer in the first 8
+ * bytes, the syscall number, the six arguments or the return value), runs
+ * the enter programs, makes the syscall from the region, runs the exit
+ * programs and returns the result in rax. No tracepoint attached: no
+ * dispatch, no cost.
+ *
+ * The kernel does not carry the setting over clone/fork/exec, so: threads
+ * that exist when a tracepoint is attached are asked (a queued SIGSYS) to
+ * arm themselves; a thread an armed thread creates arms itself first thing
+ * (sud_clone_thread); a forked child arms itself on its way out of the
+ * handler; a new image arms in the constructor (uprobe.c).
+ *
+ * A syscall made from the handler runs on the handler's stack, which does
+ * not work for the few that depend on the caller's frame; those are
+ * emulated:
+ *   - rt_sigreturn: the frame it would restore is copied into the handler's
+ *     own frame, which the handler's return restores;
+ *   - rt_sigprocmask: applied to the mask the handler's return restores;
+ *   - clone/clone3 with a new stack (threads, posix_spawn): made from
+ *     sud_clone_thread with the caller's registers, so the child starts at
+ *     the caller's next instruction on its own stack; vfork, and clone with
+ *     CLONE_VM but no stack, run as fork (the child of a vfork would run on,
+ *     and overwrite, the frame its parent sleeps in).
+ * SIGSYS must never be blocked while dispatch is on (the kernel kills a
+ * thread whose dispatch SIGSYS is blocked): it is kept out of the masks of
+ * rt_sigprocmask, signal handlers, and the temporary masks of rt_sigsuspend,
+ * ppoll, pselect6 and epoll_pwait; an application's own SIGSYS handler is
+ * kept aside and called for SIGSYS that is not dispatch.
+ *
+ * Not traced: what the dynamic loader does before the agent's constructor,
+ * a syscall a signal handler makes while the dispatch handler is in a
+ * blocking syscall, the child of posix_spawn/vfork before it execs (it
+ * shares its parent's TLS, so it has no selector of its own), and the
+ * sys_exit_execve of a successful execve (the new image starts without it).
+ */
+#ifndef BPFSHIM_CORE_ONLY
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include "bpf_rt.h"
+#include "common.h"
+#include "syscall_tp.h"
+#include "helpers/helpers.h"
+#include "hook/hook.h"
+
+#ifndef PR_SET_SYSCALL_USER_DISPATCH
+#define PR_SET_SYSCALL_USER_DISPATCH 59
+#define PR_SYS_DISPATCH_OFF 0
+#define PR_SYS_DISPATCH_ON 1
+#endif
+#ifndef SYS_USER_DISPATCH
+#define SYS_USER_DISPATCH 2          /* si_code of a dispatch SIGSYS */
+#endif
+#define SYSCALL_DISPATCH_FILTER_ALLOW 0
+#define SYSCALL_DISPATCH_FILTER_BLOCK 1
+#define CLONE_VM_ 0x100
+#define CLONE_VFORK_ 0x4000
+#define CLONE_SETTLS_ 0x80000
+#define SIGSYS_BIT (1ull << (SIGSYS - 1))
+#define NR_MAX 1024                  /* syscall numbers the bitmaps cover */
+
+__thread char sud_selector;
+static __thread char sud_armed;
+/* the application's own view of SIGSYS in its mask (kept out of the real one) */
+static __thread char app_blocks_sigsys;
+
+/* ---- bpfshim's code region: the syscalls it makes itself ---- */
+
+long sud_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
+long sud_clone_thread(const greg_t *g);
+void sud_restorer(void);
+extern const char __start_bpfshim_sud[], __stop_bpfshim_sud[];
+
+_Static_assert(REG_R8 == 0 && REG_R9 == 1 && REG_R10 == 2 && REG_R12 == 4 && REG_R13 == 5 && REG_R14 == 6 &&
+	       REG_R15 == 7 && REG_RDI == 8 && REG_RSI == 9 && REG_RBP == 10 && REG_RBX == 11 &&
+	       REG_RDX == 12 && REG_RAX == 13, "gregs layout");
+
+__asm__(
+	".pushsection bpfshim_sud,\"ax\",@progbits\n"
+	/* long sud_syscall6(nr, a0..a5) */
+	".globl sud_syscall6\n.hidden sud_syscall6\n.type sud_syscall6,@function\n"
+	"sud_syscall6:\n"
+	"	mov %rdi, %rax\n	mov %rsi, %rdi\n	mov %rdx, %rsi\n	mov %rcx, %rdx\n"
+	"	mov %r8, %r10\n	mov %r9, %r8\n	mov 8(%rsp), %r9\n	syscall\n	ret\n"
+	/* the SIGSYS handler returns through here */
+	".globl sud_restorer\n.hidden sud_restorer\n.type sud_restorer,@function\n"
+	"sud_restorer:\n"
+	"	mov $15, %eax\n	syscall\n	hlt\n"
+	/* long sud_clone_thread(const greg_t *g): clone/clone3 with all of the
+	 * caller's registers but rsp. The child, on its new stack, finds below
+	 * the stack's top the address to resume at (the caller's next
+	 * instruction) and below that whether to turn dispatch on for itself (a
+	 * thread with a TLS of its own, where its selector is); the parent
+	 * returns the result */
+	".globl sud_clone_thread\n.hidden sud_clone_thread\n.type sud_clone_thread,@function\n"
+	"sud_clone_thread:\n"
+	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n	push %r14\n	push %r15\n"
+	"	mov %rdi, %r11\n"
+	"	mov 0(%r11), %r8\n	mov 8(%r11), %r9\n	mov 16(%r11), %r10\n"
+	"	mov 32(%r11), %r12\n	mov 40(%r11), %r13\n	mov 48(%r11), %r14\n	mov 56(%r11), %r15\n"
+	"	mov 72(%r11), %rsi\n	mov 80(%r11), %rbp\n	mov 88(%r11), %rbx\n	mov 96(%r11), %rdx\n"
+	"	mov 104(%r11), %rax\n	mov 64(%r11), %rdi\n"
+	"	syscall\n"
+	"	test %rax, %rax\n	jnz 3f\n"
+	"	cmpq $0, -16(%rsp)\n	je 4f\n"  /* the child: arm? (stored below the resume address) */
+	"	lea -8(%rsp), %rsp\n"         /* rsp at the resume address */
+	"	push %rdi\n	push %rsi\n	push %rdx\n	push %r10\n	push %r8\n"
+	"	mov %fs:0, %r8\n"
+	"	mov sud_selector@gottpoff(%rip), %rax\n"
+	"	add %rax, %r8\n"              /* &sud_selector of the new thread */
+	"	mov $157, %eax\n	mov $59, %edi\n	mov $1, %esi\n"   /* prctl(PR_SET_SYSCALL_USER_DISPATCH, ON, */
+	"	lea __start_bpfshim_sud(%rip), %rdx\n"
+	"	lea __stop_bpfshim_sud(%rip), %r10\n	sub %rdx, %r10\n" /* region, length, selector) */
+	"	syscall\n"
+	"	test %rax, %rax\n	jnz 2f\n"
+	"	mov sud_selector@gottpoff(%rip), %rax\n	movb $1, %fs:(%rax)\n"
+	"	mov sud_armed@gottpoff(%rip), %rax\n	movb $1, %fs:(%rax)\n"
+	"2:	pop %r8\n	pop %r10\n	pop %rdx\n	pop %rsi\n	pop %rdi\n"
+	"	xor %eax, %eax\n	ret\n"
+	"4:	xor %eax, %eax\n	jmp *-8(%rsp)\n"
+	"3:	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n	ret\n"
+	".popsection\n");
+
+#define SYSCALL(nr, a, b, c, d, e, f) \
+	sud_syscall6((nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+/* ---- what is attached here ---- */
+
+struct tp_probe {
+	const struct bpf_prog_rt *prog;
+	uint64_t seq, cookie;
+	uint32_t nr;               /* syscalls:*: the syscall */
+	uint16_t type;             /* common_type: the event id */
+	uint8_t exit, raw;
+};
+
+/* What the handler reads: published whole, never changed after (a thread
+ * may still be reading an old one, so old ones are not freed). */
+struct tp_set {
+	uint32_t n;
+	uint8_t enter[NR_MAX / 8], exit[NR_MAX / 8];   /* some probe wants this nr */
+	struct tp_probe *p[];
+};
+
+static struct tp_probe *tp_applied[ATTACH_TABLE_SLOTS];   /* the follower's */
+static int tp_changed;
+static struct tp_set *cur_set;
+static int sud_want;                 /* dispatch on in this process */
+
+/* ---- the application's SIGSYS ---- */
+
+struct k_sigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+#define SA_RESTORER_ 0x04000000
+
+static struct k_sigaction app_sigsys;   /* SIG_DFL until the application sets one */
+static int handler_installed;
+
+static void on_sigsys(int sig, siginfo_t *si, void *ucv);
+
+/* Our SIGSYS handler in place (again, if the application replaced it while
+ * dispatch was off), and SIGSYS out of every handler's mask. */
+static void install_handler(void)
+{
+	struct k_sigaction k, old;
+
+	if (SYSCALL(SYS_rt_sigaction, SIGSYS, NULL, &old, 8, 0, 0) == 0 && old.handler != (void *)on_sigsys) {
+		if (handler_installed || old.handler != SIG_DFL)
+			app_sigsys = old;
+		memset(&k, 0, sizeof(k));
+		k.handler = (void *)on_sigsys;
+		/* NODEFER, empty mask: a handler the application's signal runs
+		 * meanwhile may make syscalls that trap in turn */
+		k.flags = SA_SIGINFO | SA_NODEFER | SA_RESTART | SA_RESTORER_;
+		k.restorer = (void *)sud_restorer;
+		SYSCALL(SYS_rt_sigaction, SIGSYS, &k, NULL, 8, 0, 0);
+	}
+	handler_installed = 1;
+	for (int s = 1; s <= 64; s++) {
+		if (s == SIGKILL || s == SIGSTOP || s == SIGSYS)
+			continue;
+		if (SYSCALL(SYS_rt_sigaction, s, NULL, &k, 8, 0, 0) || !(k.mask & SIGSYS_BIT))
+			continue;
+		k.mask &= ~SIGSYS_BIT;
+		SYSCALL(SYS_rt_sigaction, s, &k, NULL, 8, 0, 0);
+	}
+}
+
+/* ---- arming threads ---- */
+
+/* This thread's dispatch in line with sud_want; `sel` is the selector value
+ * the caller restores when it is done. Called on the thread itself. */
+static void sync_thread(char *sel)
+{
+	int want = __atomic_load_n(&sud_want, __ATOMIC_ACQUIRE);
+
+	if (want && !sud_armed) {
+		if (SYSCALL(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, __start_bpfshim_sud,
+			    __stop_bpfshim_sud - __start_bpfshim_sud, &sud_selector, 0))
+			return;
+		sud_armed = 1;
+		*sel = SYSCALL_DISPATCH_FILTER_BLOCK;
+	} else if (!want && sud_armed) {
+		SYSCALL(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0, 0);
+		sud_armed = 0;
+		*sel = SYSCALL_DISPATCH_FILTER_ALLOW;
+	}
+}
+
+/* A thread whose signals are all blocked (bpfshim's own threads, a thread
+ * waiting in sigwait) gets the request when it unblocks them, if ever. */
+static void sync_self(void)
+{
+	uint64_t mask;
+
+	if (SYSCALL(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &mask, 8, 0, 0) || (mask & SIGSYS_BIT))
+		return;
+	sync_thread(&sud_selector);
+}
+
+/* Is thread `tid` blocked in a syscall now (/proc/self/task/TID/syscall
+ * starts with its number; "running" or -1 otherwise)? -1 if it is gone. */
+static int in_syscall(int tid)
+{
+	char path[64], buf[32];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+	int fd = (int)SYSCALL(SYS_open, path, O_RDONLY | O_CLOEXEC, 0, 0, 0, 0);
+	if (fd < 0)
+		return -1;
+	long n = SYSCALL(SYS_read, fd, buf, sizeof(buf) - 1, 0, 0, 0);
+	SYSCALL(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return buf[0] >= '0' && buf[0] <= '9';
+}
+
+/* The threads asked to arm since dispatch went on (a queued SIGSYS whose
+ * value is &sud_want: the handler arms the thread it runs on). A thread
+ * blocked in a syscall is asked later, when it is back in user space: a
+ * signal would end its sleep or poll early (EINTR, even with SA_RESTART). */
+#define ASKED_MAX 4096
+static int asked[ASKED_MAX], n_asked, n_unasked;
+
+static int was_asked(int tid)
+{
+	for (int i = 0; i < n_asked; i++)
+		if (asked[i] == tid)
+			return 1;
+	return 0;
+}
+
+/* Ask the threads not asked yet; sets n_unasked to those left for later.
+ * Threads made after this by an asked (armed) thread arm themselves. */
+static void ask_threads(void)
+{
+	static char dbuf[8192];
+	long pid = SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0), self = SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	int fd = (int)SYSCALL(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0, 0, 0);
+	long n;
+
+	n_unasked = 0;
+	if (fd < 0)
+		return;
+	while ((n = SYSCALL(SYS_getdents64, fd, dbuf, sizeof(dbuf), 0, 0, 0)) > 0) {
+		for (long off = 0; off < n;) {
+			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
+				(void *)(dbuf + off);
+			off += e->reclen;
+			int tid = atoi(e->name);
+			if (tid <= 0 || was_asked(tid))
+				continue;
+			if (tid == self) {
+				sync_self();
+			} else if (in_syscall(tid)) {
+				n_unasked++;
+				continue;
+			} else {
+				siginfo_t si;
+				memset(&si, 0, sizeof(si));
+				si.si_signo = SIGSYS;
+				si.si_code = SI_QUEUE;
+				si.si_pid = (pid_t)pid;
+				si.si_uid = getuid();
+				si.si_value.sival_ptr = &sud_want;
+				SYSCALL(SYS_rt_tgsigqueueinfo, pid, tid, SIGSYS, &si, 0, 0);
+			}
+			if (n_asked < ASKED_MAX)
+				asked[n_asked++] = tid;
+		}
+	}
+	SYSCALL(SYS_close, fd, 0, 0, 0, 0, 0);
+}
+
+int syscall_tp_poll(void)
+{
+	if (n_unasked && __atomic_load_n(&sud_want, __ATOMIC_ACQUIRE))
+		ask_threads();
+	else
+		n_unasked = 0;
+	return n_unasked;
+}
+
+void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
+{
+	const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
+	void shim_prog_release(uint32_t id);
+	struct tp_probe *p = tp_applied[i];
+
+	if (p && (!want || p->seq != s->seq)) {
+		tp_applied[i] = NULL;
+		tp_changed = 1;
+		int used = 0;
+		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
+			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
+		if (!used)
+			shim_prog_release(p->prog->id);
+		/* p stays allocated: a thread may still be running it */
+	}
+	if (want && !tp_applied[i]) {
+		const struct bpf_prog_rt *prog = shim_prog_by_id(s->prog_id);
+		if (!prog || !(p = calloc(1, sizeof(*p))))
+			return;
+		p->prog = prog;
+		p->seq = s->seq;
+		p->cookie = s->cookie;
+		p->nr = (uint32_t)s->offset;
+		p->type = (uint16_t)s->tp_type;
+		p->exit = !!(s->flags & ATTACH_F_SYS_EXIT);
+		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
+		tp_applied[i] = p;
+		tp_changed = 1;
+	}
+}
+
+void syscall_tp_commit(void)
+{
+	unsigned n = 0;
+	struct tp_set *set = NULL;
+
+	if (!tp_changed)
+		return;
+	tp_changed = 0;
+	for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++)
+		n += !!tp_applied[i];
+	if (n && (set = calloc(1, sizeof(*set) + n * sizeof(set->p[0])))) {
+		for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++) {
+			struct tp_probe *p = tp_applied[i];
+			if (!p)
+				continue;
+			set->p[set->n++] = p;
+			uint8_t *bits = p->exit ? set->exit : set->enter;
+			if (p->raw)
+				memset(bits, 0xff, NR_MAX / 8);
+			else if (p->nr < NR_MAX)
+				bits[p->nr / 8] |= 1 << (p->nr % 8);
+		}
+	}
+	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
+	int want = set != NULL;
+	if (want == __atomic_load_n(&sud_want, __ATOMIC_RELAXED))
+		return;
+	if (want)
+		install_handler();
+	__atomic_store_n(&sud_want, want, __ATOMIC_RELEASE);
+	n_asked = 0;
+	if (want)
+		ask_threads();
+}
+
+/* ---- the handler ---- */
+
+/* The record a BPF program gets (struct syscall_tp_t of the kernel's
+ * perf_call_bpf_enter/exit, the raw_syscalls entries alike): the pt_regs
+ * pointer over the common fields, the number (an int there, a long in
+ * raw_syscalls: the same bytes for any real number), then the arguments or
+ * the return value. */
+struct tp_record {
+	uint64_t regs;
+	int64_t nr;
+	uint64_t args[6];
+};
+
+static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_record *rec)
+{
+	uint64_t r0;
+
+	in_probe = 1;
+	for (uint32_t i = 0; i < set->n; i++) {
+		const struct tp_probe *p = set->p[i];
+		if (p->exit != exit || (!p->raw && p->nr != (uint64_t)nr))
+			continue;
+		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
+	}
+	in_probe = 0;
+}
+
+static int wants(const uint8_t *bits, long nr)
+{
+	return nr >= 0 && nr < NR_MAX && (bits[nr / 8] >> (nr % 8) & 1);
+}
+
+/* The kernel's struct ucontext up to the mask: what rt_sigreturn restores. */
+struct k_ucontext {
+	unsigned long uc_flags;
+	void *uc_link;
+	stack_t uc_stack;
+	mcontext_t uc_mcontext;
+	uint64_t uc_sigmask;
+};
+
+static long emulate_sigreturn(ucontext_t *uc)
+{
+	struct k_ucontext app;
+
+	if (bpf_rt_copy_nofault(&app, (void *)uc->uc_mcontext.gregs[REG_RSP], sizeof(app)))
+		return -EFAULT;
+	app_blocks_sigsys = !!(app.uc_sigmask & SIGSYS_BIT);
+	app.uc_sigmask &= ~SIGSYS_BIT;
+	memcpy(uc, &app, offsetof(struct k_ucontext, uc_sigmask));
+	memcpy(&uc->uc_sigmask, &app.uc_sigmask, 8);
+	return uc->uc_mcontext.gregs[REG_RAX];
+}
+
+static long emulate_sigprocmask(ucontext_t *uc, const long *a)
+{
+	uint64_t cur, set, app_view;
+
+	if (a[3] != 8)
+		return -EINVAL;
+	memcpy(&cur, &uc->uc_sigmask, 8);
+	app_view = cur | (app_blocks_sigsys ? SIGSYS_BIT : 0);
+	if (a[1]) {
+		if (bpf_rt_copy_nofault(&set, (void *)a[1], 8))
+			return -EFAULT;
+		set &= ~((1ull << (SIGKILL - 1)) | (1ull << (SIGSTOP - 1)));
+		uint64_t next;
+		switch (a[0]) {
+		case SIG_BLOCK: next = app_view | set; break;
+		case SIG_UNBLOCK: next = app_view & ~set; break;
+		case SIG_SETMASK: next = set; break;
+		default: return -EINVAL;
+		}
+		app_blocks_sigsys = !!(next & SIGSYS_BIT);
+		next &= ~SIGSYS_BIT;
+		memcpy(&uc->uc_sigmask, &next, 8);
+	}
+	if (a[2] && bpf_rt_copy_nofault((void *)a[2], &app_view, 8))
+		return -EFAULT;
+	return 0;
+}
+
+static long emulate_sigaction(long *a)
+{
+	struct k_sigaction k;
+
+	if (a[3] != 8)
+		return -EINVAL;
+	if (a[0] == SIGSYS) {
+		struct k_sigaction old = app_sigsys;
+		if (a[1] && bpf_rt_copy_nofault(&k, (void *)a[1], sizeof(k)))
+			return -EFAULT;
+		if (a[2] && bpf_rt_copy_nofault((void *)a[2], &old, sizeof(old)))
+			return -EFAULT;
+		if (a[1])
+			app_sigsys = k;
+		return 0;
+	}
+	if (a[1]) {
+		if (bpf_rt_copy_nofault(&k, (void *)a[1], sizeof(k)))
+			return -EFAULT;
+		k.mask &= ~SIGSYS_BIT;
+		return SYSCALL(SYS_rt_sigaction, a[0], &k, a[2], a[3], 0, 0);
+	}
+	return SYSCALL(SYS_rt_sigaction, a[0], a[1], a[2], a[3], 0, 0);
+}
+
+/* A temporary mask argument (rt_sigsuspend, ppoll, pselect6, epoll_pwait):
+ * a copy without SIGSYS in *copy; the pointer to pass instead. */
+static long strip_mask(long ptr, uint64_t *copy)
+{
+	if (!ptr || bpf_rt_copy_nofault(copy, (void *)ptr, 8))
+		return ptr;      /* the kernel gives its own EFAULT */
+	*copy &= ~SIGSYS_BIT;
+	return (long)copy;
+}
+
+static long do_clone(ucontext_t *uc, long nr, long *a)
+{
+	greg_t *g = uc->uc_mcontext.gregs;
+	uint64_t sp = 0, flags = 0;
+	long ret;
+
+	if (nr == SYS_clone) {
+		flags = a[0];
+		sp = a[1];
+	} else if (nr == SYS_clone3) {
+		uint64_t ca[7];     /* flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size */
+		if (a[1] < 64 || bpf_rt_copy_nofault(ca, (void *)a[0], sizeof(ca)))
+			return SYSCALL(nr, a[0], a[1], 0, 0, 0, 0);
+		flags = ca[0];
+		sp = ca[5] ? ca[5] + ca[6] : 0;
+	}
+	if (sp) {
+		/* what the child finds below its stack's top: whether it arms
+		 * (a new TLS), where it resumes */
+		uint64_t below[2] = { !!(flags & CLONE_SETTLS_), g[REG_RIP] };
+		if (bpf_rt_copy_nofault((void *)(sp - 16), below, sizeof(below)))
+			return -EFAULT;
+		return sud_clone_thread(g);
+	}
+	if (nr == SYS_vfork)
+		ret = SYSCALL(SYS_fork, 0, 0, 0, 0, 0, 0);
+	else if (nr == SYS_clone && (flags & CLONE_VM_))
+		ret = SYSCALL(SYS_clone, flags & ~(CLONE_VM_ | CLONE_VFORK_), 0, a[2], a[3], a[4], 0);
+	else
+		ret = SYSCALL(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	if (ret == 0) {
+		/* the child of a fork: dispatch is off in it until it arms */
+		sud_armed = 0;
+		char sel = SYSCALL_DISPATCH_FILTER_ALLOW;
+		sync_thread(&sel);
+	}
+	return ret;
+}
+
+static long do_syscall(ucontext_t *uc, long nr, long *a)
+{
+	uint64_t m;
+
+	switch (nr) {
+	case SYS_rt_sigreturn: return emulate_sigreturn(uc);
+	case SYS_rt_sigprocmask: return emulate_sigprocmask(uc, a);
+	case SYS_rt_sigaction: return emulate_sigaction(a);
+	case SYS_clone: case SYS_clone3: case SYS_vfork: case SYS_fork: return do_clone(uc, nr, a);
+	case SYS_rt_sigsuspend: a[0] = strip_mask(a[0], &m); break;
+	case SYS_ppoll: a[3] = strip_mask(a[3], &m); break;
+	case SYS_epoll_pwait: a[4] = strip_mask(a[4], &m); break;
+#ifdef SYS_epoll_pwait2
+	case SYS_epoll_pwait2: a[4] = strip_mask(a[4], &m); break;
+#endif
+	case SYS_pselect6: {
+		struct { long mask; long size; } d;
+		if (a[5] && !bpf_rt_copy_nofault(&d, (void *)a[5], sizeof(d)) && d.mask) {
+			static __thread struct { long mask; long size; } dd;
+			dd.mask = strip_mask(d.mask, &m);
+			dd.size = d.size;
+			a[5] = (long)&dd;
+		}
+		break;
+	}
+	}
+	return SYSCALL(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+static void dispatch(ucontext_t *uc)
+{
+	greg_t *g = uc->uc_mcontext.gregs;
+	long nr = g[REG_RAX];
+	long a[6] = { g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9] };
+	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
+	/* a syscall of bpfshim's own work (a program's helper, the runtime) is
+	 * not one the kernel would trace */
+	int fire = set && !in_probe;
+
+	if (!set && sud_armed) {
+		/* detached meanwhile: this thread's dispatch ends here (on the
+		 * way out of the handler, by the selector it restores) */
+		char sel = sud_selector;
+		sync_thread(&sel);
+	}
+	struct hook_pt_regs regs;
+	struct tp_record rec;
+
+	if (fire && (wants(set->enter, nr) || wants(set->exit, nr))) {
+		/* the user registers at the syscall, as task_pt_regs() has them */
+		regs = (struct hook_pt_regs){
+			.r15 = g[REG_R15], .r14 = g[REG_R14], .r13 = g[REG_R13], .r12 = g[REG_R12],
+			.bp = g[REG_RBP], .bx = g[REG_RBX], .r11 = g[REG_EFL], .r10 = g[REG_R10], .r9 = g[REG_R9],
+			.r8 = g[REG_R8], .ax = (uint64_t)-ENOSYS, .cx = g[REG_RIP], .dx = g[REG_RDX],
+			.si = g[REG_RSI], .di = g[REG_RDI], .orig_ax = nr, .ip = g[REG_RIP], .cs = 0x33,
+			.flags = g[REG_EFL], .sp = g[REG_RSP], .ss = 0x2b,
+		};
+		rec.regs = (uint64_t)(uintptr_t)&regs;
+		rec.nr = nr;
+		if (wants(set->enter, nr)) {
+			memcpy(rec.args, a, sizeof(rec.args));
+			run_probes(set, 0, nr, &rec);
+		}
+	}
+	long ret = do_syscall(uc, nr, a);
+	g[REG_RAX] = ret;
+	if (fire && wants(set->exit, nr)) {
+		regs.ax = ret;
+		rec.regs = (uint64_t)(uintptr_t)&regs;
+		rec.nr = nr;
+		memset(rec.args, 0, sizeof(rec.args));
+		rec.args[0] = ret;
+		run_probes(set, 1, nr, &rec);
+	}
+}
+
+/* A SIGSYS that is not dispatch: the application's, as it asked. */
+static void forward(int sig, siginfo_t *si, void *uc)
+{
+	void *h = app_sigsys.handler;
+
+	if (h == SIG_IGN)
+		return;
+	if (h == SIG_DFL) {
+		struct k_sigaction dfl = { SIG_DFL, 0, NULL, 0 };
+		SYSCALL(SYS_rt_sigaction, SIGSYS, &dfl, NULL, 8, 0, 0);
+		SYSCALL(SYS_tgkill, SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0), SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0),
+			SIGSYS, 0, 0, 0);
+		return;
+	}
+	if (app_sigsys.flags & SA_SIGINFO)
+		((void (*)(int, siginfo_t *, void *))h)(sig, si, uc);
+	else
+		((void (*)(int))h)(sig);
+}
+
+static void on_sigsys(int sig, siginfo_t *si, void *ucv)
+{
+	char saved = sud_selector;
+	int saved_errno = errno;
+
+	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+	if (si->si_code == SYS_USER_DISPATCH)
+		dispatch(ucv);
+	else if (si->si_code == SI_QUEUE && si->si_value.sival_ptr == &sud_want && si->si_pid == getpid())
+		sync_thread(&saved);
+	else
+		forward(sig, si, ucv);
+	errno = saved_errno;
+	sud_selector = saved;
+}
+
+#endif
