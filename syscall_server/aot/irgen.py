@@ -141,6 +141,11 @@ class FuncGen:
         self.n = 0
         self.stack_size, self.stack_escapes, self.stack_zero = _stack_use(prog, f)
         self.helpers_ptr = None
+        # Register -> its value in the current block (a load or the value last
+        # stored): a register read twice in a block is loaded once, so the IR
+        # every pass walks is smaller. Valid until the next block leader (the
+        # blocks split off after calls have the one predecessor).
+        self.cur = {}
 
     # -- small emit helpers ------------------------------------------------
     def tmp(self):
@@ -164,12 +169,16 @@ class FuncGen:
             raise AotError(f"invalid register r{r}", pc)
         if r == BPF_REG_FP:
             return "%fp"
-        return self.val(f"load i64, ptr %r{r}")
+        v = self.cur.get(r)
+        if v is None:
+            v = self.cur[r] = self.val(f"load i64, ptr %r{r}")
+        return v
 
     def wr(self, r, v, pc):
         if r >= BPF_REG_FP:
             raise AotError(f"frame pointer r10 is read only" if r == BPF_REG_FP else f"invalid register r{r}", pc)
         self.e(f"store i64 {v}, ptr %r{r}")
+        self.cur[r] = v
 
     def trunc32(self, v):
         if v.lstrip("-").isdigit():
@@ -253,6 +262,7 @@ class FuncGen:
                 if not terminated:
                     self.e(f"br label %L{pc}")
                 self.out.append(f"L{pc}:")
+                self.cur = {}
             terminated = self.insn(ins)
         if not terminated:
             raise AotError("falls off the end", f.end - 1)
@@ -260,7 +270,7 @@ class FuncGen:
         return self.out
 
     def ret_normal(self):
-        r0 = self.val("load i64, ptr %r0")
+        r0 = self.rd(0, None)
         if self.ret_ty == "i64":
             self.e(f"ret i64 {r0}")
         else:
@@ -271,8 +281,7 @@ class FuncGen:
     def ret_abort(self):
         """Leave at once after a tail call (the run loop continues with its target)."""
         if self.ret_ty == "i64":
-            r0 = self.val("load i64, ptr %r0")
-            self.e(f"ret i64 {r0}")
+            self.e(f"ret i64 {self.rd(0, None)}")
         else:
             self.e("ret { i64, i1 } { i64 0, i1 true }")
 
