@@ -22,7 +22,7 @@ from .link import link
 
 TRIPLE = "x86_64-unknown-linux-gnu"
 # Bump when the generated code or blob format changes: it keys the caches.
-COMPILER_VERSION = "bpfshim-aot-4"
+COMPILER_VERSION = "bpfshim-aot-5"
 
 
 def dump(kind, text):
@@ -41,6 +41,17 @@ def _flag(name):
 LIGHT_PIPELINE = ("sroa", "instruction_combine", "simplify_cfg", "sccp", "new_gvn",
                   "dead_store_elimination", "instruction_combine", "simplify_cfg",
                   "aggressive_dce")
+# Programs whose every loop calls a helper (a map lookup or a probe read per
+# iteration, as tracing programs loop): no loop of theirs can be vectorized,
+# and -O2 spent its time in passes with nothing to do (bench hash_update:
+# 33.7M instructions to compile -> 23.4M, same run time). The light pipeline
+# plus the loop passes that still pay: rotation (a loop test at the bottom)
+# and unrolling (constant trip counts).
+CALL_LOOP_PIPELINE = ("sroa", "instruction_combine", "simplify_cfg", "loop_simplify", "lcssa",
+                      "loop_rotate", "sccp", "new_gvn", "instruction_combine", "loop_unroll",
+                      "simplify_cfg", "dead_store_elimination", "instruction_combine",
+                      "simplify_cfg", "aggressive_dce")
+PIPELINES = {"light": LIGHT_PIPELINE, "call_loops": CALL_LOOP_PIPELINE}
 
 _llvm_options_set = False
 
@@ -68,12 +79,24 @@ def _set_llvm_options():
         llvm.set_option("bpfshim", opt)
 
 
+def pipeline_tier(prog, funcs):
+    """The Codegen.optimize tier for a decoded, analyzed program."""
+    if len(funcs) == 1:
+        if not _insn.has_back_edge(prog):
+            return "light"
+        if _insn.loops_all_call(prog):
+            return "call_loops"
+    return "full"
+
+
 class Codegen:
     """Target machines and optimization pipelines, built once per process.
 
-    Two tiers: programs with loops or bpf-to-bpf calls get the full -O2
-    pipeline and -O2 code generation; straight-line programs the light
-    pipeline and -O1 code generation (their time goes into helpers)."""
+    Three tiers: straight-line programs get the light pipeline and -O1 code
+    generation (their time goes into helpers); programs whose loops all call
+    helpers the light pipeline with loop passes; the others (loops that may
+    vectorize, bpf-to-bpf calls to inline) the full -O2 pipeline. Both of the
+    last two get -O2 code generation."""
 
     def __init__(self, cpu=None):
         llvm.initialize_native_target()
@@ -101,16 +124,17 @@ class Codegen:
         self.lock = threading.Lock()
         self.tag = f"{COMPILER_VERSION};llvm{'.'.join(map(str, llvm.llvm_version_info))};{self.cpu};{self.features}"
 
-    def optimize(self, mod, light=False):
-        """Run a pipeline. A pass builder holds analysis caches keyed by module
-        address, so each module gets a fresh one (cheap); the tuning options and
-        target machines are shared. Returns the target machine for codegen."""
-        tm = self.tm_light if light else self.tm
+    def optimize(self, mod, tier="full"):
+        """Run a tier's pipeline ("light", "call_loops" or "full"). A pass
+        builder holds analysis caches keyed by module address, so each module
+        gets a fresh one (cheap); the tuning options and target machines are
+        shared. Returns the target machine for codegen."""
+        tm = self.tm_light if tier == "light" else self.tm
         pb = llvm.create_pass_builder(tm, self.pto)
         try:
-            if light:
+            if tier in PIPELINES:
                 mpm = llvm.create_new_module_pass_manager()
-                for p in LIGHT_PIPELINE:
+                for p in PIPELINES[tier]:
                     getattr(mpm, f"add_{p}_pass")()
             else:
                 mpm = pb.getModulePassManager()
@@ -142,7 +166,7 @@ class ProgramLibrary:
         self._raise_if_finalized()
         prog = _insn.decode(self.insns)
         funcs = _insn.analyze(prog, self.helper_ids)
-        light = len(funcs) == 1 and not _insn.has_back_edge(prog)
+        tier = pipeline_tier(prog, funcs)
         self.ir = module_ir(prog, funcs)
         if _flag("BPFSHIM_DUMP_IR"):
             dump("IR", self.ir)
@@ -155,7 +179,7 @@ class ProgramLibrary:
                 raise AotError(f"internal error, invalid IR: {e}") from None
             mod.triple = TRIPLE
             mod.data_layout = cg.data_layout
-            tm = cg.optimize(mod, light)
+            tm = cg.optimize(mod, tier)
             if _flag("BPFSHIM_DUMP_IR"):
                 dump("optimized IR", str(mod))
             if _flag("BPFSHIM_DUMP_ASM"):

@@ -238,3 +238,48 @@ def has_back_edge(prog):
             if t is not None and t <= ins.pc:
                 return True
     return False
+
+
+def loops_all_call(prog):
+    """True if the program has loops and each one calls a helper on its way
+    round: the body of every back edge's natural loop (what reaches the jump
+    without passing the loop head) holds a call. The loop vectorizer gives up
+    on a loop with a call it cannot see into, so such loops need none of it."""
+    preds = {}
+    back = []
+    prev = None       # the previous instruction, if it falls through
+    for ins in prog:
+        if ins is None:
+            continue
+        pc = ins.pc
+        if prev is not None:
+            preds.setdefault(pc, []).append(prev)
+        t = jump_target(ins)
+        if t is not None:
+            preds.setdefault(t, []).append(pc)
+            if t <= pc:
+                back.append((pc, t))
+        ends = ins.cls in (BPF_JMP, BPF_JMP32) and (
+            ins.op == BPF_EXIT or (ins.op == BPF_JA and not ins.code & BPF_X))
+        prev = None if ends else pc
+    if not back:
+        return False
+    for src, head in back:
+        body = {head}
+        work = [src]
+        called = False
+        while work and not called:
+            pc = work.pop()
+            if pc in body:
+                continue
+            body.add(pc)
+            ins = prog[pc]
+            called = _is_call(ins)
+            work.extend(preds.get(pc, ()))
+        if not called and not _is_call(prog[head]):
+            return False
+    return True
+
+
+def _is_call(ins):
+    return ins.cls == BPF_JMP and ins.op == BPF_CALL and not is_pseudo_call(ins)
