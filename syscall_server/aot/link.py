@@ -12,10 +12,7 @@ Only PC-relative relocations against symbols defined in the blob are accepted;
 anything else (an external symbol, an absolute address, a GOT entry) means the
 code would need the load address, and is an error.
 """
-import io
 import struct
-
-from elftools.elf.elffile import ELFFile
 
 from .insn import AotError
 
@@ -27,34 +24,48 @@ R_X86_64_NONE, R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_PC64 = 0, 1,
 _KEEP_PREFIXES = (".text", ".rodata", ".data", ".bss")
 _IGNORED = (".note", ".comment", ".llvm_addrsig", ".eh_frame", ".group", ".debug")
 
-
-class _ObjFile(ELFFile):
-    """ELFFile that reuses its parsing structs: every object here is an x86-64
-    ELF64 relocatable, and building the structs is most of ELFFile's cost."""
-    _structs = None
-
-    def __init__(self, stream):
-        cached = _ObjFile._structs
-        if cached is None:
-            super().__init__(stream)
-            _ObjFile._structs = self.structs
-            return
-        self.stream = stream
-        self.stream.seek(0, io.SEEK_END)
-        self.stream_len = self.stream.tell()
-        self._identify_file()
-        self.structs = cached
-        self.header = self._parse_elf_header()
-        self.stream.seek(0)
-        self.e_ident_raw = self.stream.read(16)
-        self.stream_loader = None
+SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 2, 4, 8, 9
+SHF_ALLOC = 2
+ET_REL, EM_X86_64 = 1, 62
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")   # Elf64_Ehdr
+_SHDR = struct.Struct("<IIQQQQIIQQ")         # Elf64_Shdr
+_SYM = struct.Struct("<IBBHQQ")              # Elf64_Sym
+_RELA = struct.Struct("<QQq")                # Elf64_Rela
 
 
-def _open(obj):
-    try:
-        return _ObjFile(io.BytesIO(obj))
-    except AttributeError:      # a pyelftools without these internals
-        return ELFFile(io.BytesIO(obj))
+class _Section:
+    """One section header of an ELF64 little-endian relocatable (all LLVM gives us)."""
+    __slots__ = ("name", "type", "flags", "offset", "size", "link", "info", "align", "_obj")
+
+    def __init__(self, obj, hdr):
+        (self.name, self.type, self.flags, _addr, self.offset, self.size, self.link, self.info,
+         self.align, _entsize) = hdr
+        self._obj = obj
+
+    def data(self):
+        if self.type == SHT_NOBITS:
+            return b""
+        if self.offset + self.size > len(self._obj):
+            raise AotError("linker: section beyond the end of the object")
+        return self._obj[self.offset:self.offset + self.size]
+
+
+def _sections(obj):
+    """The section headers of an x86-64 ELF64 relocatable, names resolved.
+    (Read with struct: pyelftools' parsing was most of the linking time.)"""
+    if len(obj) < _EHDR.size or obj[:6] != b"\x7fELF\x02\x01":
+        raise AotError("linker: not an ELF64 little-endian object")
+    (_ident, e_type, e_machine, _ver, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum,
+     shentsize, shnum, shstrndx) = _EHDR.unpack_from(obj)
+    if e_machine != EM_X86_64 or e_type != ET_REL:
+        raise AotError("linker: not an x86-64 relocatable object")
+    if shentsize != _SHDR.size or shoff + shnum * shentsize > len(obj) or not shstrndx < shnum:
+        raise AotError("linker: bad section header table")
+    secs = [_Section(obj, _SHDR.unpack_from(obj, shoff + i * shentsize)) for i in range(shnum)]
+    names = secs[shstrndx].data()
+    for sec in secs:
+        sec.name = names[sec.name:names.index(b"\0", sec.name)].decode()
+    return secs
 
 
 def _kept(name):
@@ -62,21 +73,16 @@ def _kept(name):
 
 
 NO_SLOT = 0xffffffff
-_SYM = struct.Struct("<IBBHQQ")     # Elf64_Sym
-_RELA = struct.Struct("<QQq")       # Elf64_Rela
 
 
 def link(obj, entry, imports):
     """Object bytes -> blob bytes. entry must end up at offset 0; imports are
     the symbol names of the import slots, in bpf_jit_load's order."""
-    elf = _open(obj)
-    if elf["e_machine"] != "EM_X86_64" or elf["e_type"] != "ET_REL":
-        raise AotError("linker: not an x86-64 relocatable object")
-    secs = list(elf.iter_sections())
+    secs = _sections(bytes(obj))
     # Place sections: text first (in object order), then everything else kept.
-    order = [i for i, s in enumerate(secs) if s["sh_flags"] & 2 and s.name.startswith(".text")]
+    order = [i for i, s in enumerate(secs) if s.flags & SHF_ALLOC and s.name.startswith(".text")]
     order += [i for i, s in enumerate(secs)
-              if s["sh_flags"] & 2 and not s.name.startswith(".text") and s["sh_size"]]
+              if s.flags & SHF_ALLOC and not s.name.startswith(".text") and s.size]
     base = {}
     pos = 0
     for i in order:
@@ -85,22 +91,19 @@ def link(obj, entry, imports):
             if s.name.startswith(_IGNORED):
                 continue
             raise AotError(f"linker: unexpected section {s.name}")
-        al = max(s["sh_addralign"], 1)
+        al = max(s.align, 1)
         pos = (pos + al - 1) // al * al
         base[i] = pos
-        pos += s["sh_size"]
+        pos += s.size
     blob = bytearray(pos)
     for i, off in base.items():
         s = secs[i]
-        if s["sh_type"] != "SHT_NOBITS":
-            blob[off:off + s["sh_size"]] = s.data()
-    # Section headers come from pyelftools; the symbol and relocation tables
-    # are read straight from their section data (ELF64 little-endian layouts),
-    # which is most of the linking time saved.
-    symtab = next((s for s in secs if s["sh_type"] == "SHT_SYMTAB"), None)
+        if s.type != SHT_NOBITS:
+            blob[off:off + s.size] = s.data()
+    symtab = next((s for s in secs if s.type == SHT_SYMTAB), None)
     syms = []
     if symtab is not None:
-        strtab = secs[symtab["sh_link"]].data()
+        strtab = secs[symtab.link].data()
         for st_name, _info, _other, shndx, value, _size in _SYM.iter_unpack(symtab.data()):
             syms.append((strtab[st_name:strtab.index(b"\0", st_name)].decode(), shndx, value))
 
@@ -111,14 +114,14 @@ def link(obj, entry, imports):
         return base[shndx] + value
 
     for rs in secs:
-        if rs["sh_type"] not in ("SHT_RELA", "SHT_REL"):
+        if rs.type not in (SHT_RELA, SHT_REL):
             continue
-        tgt = rs["sh_info"]
+        tgt = rs.info
         if tgt not in base:
-            if secs[tgt].name.startswith(_IGNORED) or not secs[tgt]["sh_flags"] & 2:
+            if secs[tgt].name.startswith(_IGNORED) or not secs[tgt].flags & SHF_ALLOC:
                 continue
             raise AotError(f"linker: relocations for unplaced section {secs[tgt].name}")
-        if rs["sh_type"] != "SHT_RELA":
+        if rs.type != SHT_RELA:
             raise AotError("linker: REL relocations are not expected on x86-64")
         for r_offset, r_info, a in _RELA.iter_unpack(rs.data()):
             typ = r_info & 0xffffffff
