@@ -240,13 +240,9 @@ def has_back_edge(prog):
     return False
 
 
-def loops_all_call(prog):
-    """True if the program has loops and each one calls a helper on its way
-    round: the body of every back edge's natural loop (what reaches the jump
-    without passing the loop head) holds a call. The loop vectorizer gives up
-    on a loop with a call it cannot see into, so such loops need none of it."""
+def predecessors(prog):
+    """pc -> the pcs that jump or fall through to it."""
     preds = {}
-    back = []
     prev = None       # the previous instruction, if it falls through
     for ins in prog:
         if ins is None:
@@ -257,26 +253,35 @@ def loops_all_call(prog):
         t = jump_target(ins)
         if t is not None:
             preds.setdefault(t, []).append(pc)
-            if t <= pc:
-                back.append((pc, t))
         ends = ins.cls in (BPF_JMP, BPF_JMP32) and (
             ins.op == BPF_EXIT or (ins.op == BPF_JA and not ins.code & BPF_X))
         prev = None if ends else pc
+    return preds
+
+
+def loops_all_call(prog, preds=None):
+    """True if the program has loops and each one calls a helper on its way
+    round: the body of every back edge's natural loop (what reaches the jump
+    without passing the loop head) holds a call. The loop vectorizer gives up
+    on a loop with a call it cannot see into, so such loops need none of it."""
+    back = [(ins.pc, t) for ins in prog if ins is not None
+            for t in (jump_target(ins),) if t is not None and t <= ins.pc]
     if not back:
         return False
+    if preds is None:
+        preds = predecessors(prog)
     for src, head in back:
         body = {head}
         work = [src]
-        called = False
+        called = _is_call(prog[head])
         while work and not called:
             pc = work.pop()
             if pc in body:
                 continue
             body.add(pc)
-            ins = prog[pc]
-            called = _is_call(ins)
+            called = _is_call(prog[pc])
             work.extend(preds.get(pc, ()))
-        if not called and not _is_call(prog[head]):
+        if not called:
             return False
     return True
 

@@ -20,10 +20,10 @@ from .insn import (
     BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_FETCH,
     BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL, BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE, BPF_FUNC_tail_call, BPF_REG_FP, MAX_BPF_STACK, HELPER_MAX,
-    BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, BPF_PSEUDO_FUNC, jump_target,
+    BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, BPF_PSEUDO_FUNC, jump_target, predecessors,
 )
 
-from .switch import plan as switch_plan
+from .switch import plan_tree as switch_plan
 
 ENTRY_NAME = "bpf_prog"
 IMPORT_PREFIX = "__bpfshim_import."
@@ -133,10 +133,15 @@ def _stack_use(prog, f):
 
 
 class FuncGen:
-    def __init__(self, prog, f, funcs_by_start):
+    def __init__(self, prog, f, funcs_by_start, preds):
         self.prog = prog
         self.f = f
         self.by_start = funcs_by_start
+        self.preds = preds
+        # Test nodes of a compare tree that became a switch and that nothing
+        # else reaches: their blocks are not emitted (nor planned again as
+        # trees of their own, which cost more than all the rest of the IR).
+        self.dead = set()
         self.out = []
         self.n = 0
         self.stack_size, self.stack_escapes, self.stack_zero = _stack_use(prog, f)
@@ -256,7 +261,7 @@ class FuncGen:
         terminated = True
         for pc in range(f.start, f.end):
             ins = prog[pc]
-            if ins is None:
+            if ins is None or pc in self.dead:
                 continue
             if pc in f.leaders:
                 if not terminated:
@@ -549,7 +554,8 @@ class FuncGen:
             raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
         sw = switch_plan(self.prog, self.f, pc) if is64 and op in _CMP and not ins.code & BPF_X else None
         if sw:
-            default, cases = sw
+            default, cases, nodes = sw
+            self.drop_tree(pc, nodes)
             v = self.rd(ins.dst, pc)
             arms = " ".join(f"i64 {c - (1 << 64) if c >> 63 else c}, label %L{t}" for c, t in cases)
             self.e(f"switch i64 {v}, label %L{default} [ {arms} ]")
@@ -566,6 +572,19 @@ class FuncGen:
             c = self.val(f"icmp {_CMP[op]} {ty} {a}, {b}")
         self.e(f"br i1 {c}, label %L{jump_target(ins)}, label %L{pc + 1}")
         return True
+
+    def drop_tree(self, root, nodes):
+        """Mark dead the tree's nodes after root that only tree nodes reach
+        (the root's switch replaces them; a node is one jump, its own block)."""
+        dead = {n for n in nodes if n > root}
+        changed = True
+        while changed:
+            changed = False
+            for n in list(dead):
+                if any(p != root and p not in dead for p in self.preds.get(n, ())):
+                    dead.discard(n)
+                    changed = True
+        self.dead |= dead
 
     def call(self, ins):
         pc = ins.pc
@@ -607,6 +626,7 @@ class FuncGen:
 def module_ir(prog, funcs):
     """The whole program as LLVM IR text (entry function first: it must land at offset 0)."""
     by_start = {f.start: f for f in funcs}
+    preds = predecessors(prog)
     lines = [
         'target triple = "x86_64-unknown-linux-gnu"',
         f"@{ZERO_NAME} = internal externally_initialized global i64 0, align 8",
@@ -618,7 +638,7 @@ def module_ir(prog, funcs):
         "",
     ]
     for f in funcs:
-        lines += FuncGen(prog, f, by_start).gen()
+        lines += FuncGen(prog, f, by_start, preds).gen()
         lines.append("")
         if f.is_callback:
             lines += callback_ir(f)

@@ -68,6 +68,12 @@ def _value_max(prog, f, pc, r):
 def plan(prog, f, pc):
     """(default leaf pc, [(value, leaf pc)]) for the tree rooted at the jump at
     pc, or None when there is no tree worth a switch."""
+    p = plan_tree(prog, f, pc)
+    return p and p[:2]
+
+
+def plan_tree(prog, f, pc):
+    """plan(), and the set of the tree's test nodes (pcs) as a third element."""
     root = prog[pc]
     if not _test(root):
         return None
@@ -125,4 +131,4 @@ def plan(prog, f, pc):
     cases = [(v, leaf) for lo, hi, leaf in segs if leaf != default for v in range(lo, hi + 1)]
     if len(cases) > MAX_CASES or len({leaf for _, leaf in cases}) + 1 < MIN_LEAVES:
         return None
-    return default, cases
+    return default, cases, set(nodes)
