@@ -38,8 +38,7 @@
  * kept aside and called for SIGSYS that is not dispatch.
  *
  * Not traced: what the dynamic loader does before the agent's constructor,
- * a syscall a signal handler makes while the dispatch handler is in a
- * blocking syscall, the child of posix_spawn/vfork before it execs (it
+ * the child of posix_spawn/vfork before it execs (it
  * shares its parent's TLS, so it has no selector of its own), and the
  * sys_exit_execve of a successful execve (the new image starts without it).
  */
@@ -108,8 +107,8 @@ __asm__(
 	 * caller's registers but rsp. The child, on its new stack, finds below
 	 * the stack's top the address to resume at (the caller's next
 	 * instruction) and below that whether to turn dispatch on for itself (a
-	 * thread with a TLS of its own, where its selector is); the parent
-	 * returns the result */
+	 * thread with a TLS of its own, where its selector is: then the syscall
+	 * number, for its sys_exit); the parent returns the result */
 	".globl sud_clone_thread\n.hidden sud_clone_thread\n.type sud_clone_thread,@function\n"
 	"sud_clone_thread:\n"
 	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n	push %r14\n	push %r15\n"
@@ -120,9 +119,9 @@ __asm__(
 	"	mov 104(%r11), %rax\n	mov 64(%r11), %rdi\n"
 	"	syscall\n"
 	"	test %rax, %rax\n	jnz 3f\n"
-	"	cmpq $0, -16(%rsp)\n	je 4f\n"  /* the child: arm? (stored below the resume address) */
-	"	lea -8(%rsp), %rsp\n"         /* rsp at the resume address */
-	"	push %rdi\n	push %rsi\n	push %rdx\n	push %r10\n	push %r8\n"
+	"	cmpq $0, -16(%rsp)\n	je 4f\n"  /* the child: arm? (the syscall number, or 0) */
+	"	lea -16(%rsp), %rsp\n"        /* rsp at the number, the resume address above it */
+	"	push %rdi\n	push %rsi\n	push %rdx\n	push %r10\n	push %r8\n	push %r9\n	push %rbx\n"
 	"	mov %fs:0, %r8\n"
 	"	mov sud_selector@gottpoff(%rip), %rax\n"
 	"	add %rax, %r8\n"              /* &sud_selector of the new thread */
@@ -131,16 +130,31 @@ __asm__(
 	"	lea __stop_bpfshim_sud(%rip), %r10\n	sub %rdx, %r10\n" /* region, length, selector) */
 	"	syscall\n"
 	"	test %rax, %rax\n	jnz 2f\n"
-	"	mov sud_selector@gottpoff(%rip), %rax\n	movb $1, %fs:(%rax)\n"
 	"	mov sud_armed@gottpoff(%rip), %rax\n	movb $1, %fs:(%rax)\n"
-	"2:	pop %r8\n	pop %r10\n	pop %rdx\n	pop %rsi\n	pop %rdi\n"
-	"	xor %eax, %eax\n	ret\n"
+	"	mov 56(%rsp), %rdi\n	mov 64(%rsp), %rsi\n"   /* the number, the resume address */
+	"	mov %rsp, %rbx\n	and $-16, %rsp\n"
+	"	call sud_child_started\n"    /* sys_exit of the clone in the child; closes the selector */
+	"	mov %rbx, %rsp\n"
+	"2:	pop %rbx\n	pop %r9\n	pop %r8\n	pop %r10\n	pop %rdx\n	pop %rsi\n	pop %rdi\n"
+	"	lea 8(%rsp), %rsp\n	xor %eax, %eax\n	ret\n"
 	"4:	xor %eax, %eax\n	jmp *-8(%rsp)\n"
 	"3:	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n	ret\n"
 	".popsection\n");
 
 #define SYSCALL(nr, a, b, c, d, e, f) \
 	sud_syscall6((nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+/* The application's syscall, made for it by the handler. The selector is
+ * closed meanwhile (the region's own syscall passes anyway): a signal
+ * handler of the application that runs when the syscall returns (raise(),
+ * a signal that ends a sleep) is traced as the application. */
+static long app_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+{
+	sud_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
+	long r = sud_syscall6(nr, a0, a1, a2, a3, a4, a5);
+	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+	return r;
+}
 
 /* ---- what is attached here ---- */
 
@@ -240,29 +254,13 @@ static void sync_self(void)
 	sync_thread(&sud_selector);
 }
 
-/* Is thread `tid` blocked in a syscall now (/proc/self/task/TID/syscall
- * starts with its number; "running" or -1 otherwise)? -1 if it is gone. */
-static int in_syscall(int tid)
-{
-	char path[64], buf[32];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
-	int fd = (int)SYSCALL(SYS_open, path, O_RDONLY | O_CLOEXEC, 0, 0, 0, 0);
-	if (fd < 0)
-		return -1;
-	long n = SYSCALL(SYS_read, fd, buf, sizeof(buf) - 1, 0, 0, 0);
-	SYSCALL(SYS_close, fd, 0, 0, 0, 0, 0);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
-	return buf[0] >= '0' && buf[0] <= '9';
-}
-
 /* The threads asked to arm since dispatch went on (a queued SIGSYS whose
- * value is &sud_want: the handler arms the thread it runs on). A thread
- * blocked in a syscall is asked later, when it is back in user space: a
- * signal would end its sleep or poll early (EINTR, even with SA_RESTART). */
+ * value is &sud_want: the handler arms the thread it runs on). As any
+ * signal, the request ends a sleep or poll the thread is in (EINTR) and
+ * restarts other syscalls (SA_RESTART). The threads are listed again a few
+ * times after: a thread made by one not armed yet is asked then. */
 #define ASKED_MAX 4096
-static int asked[ASKED_MAX], n_asked, n_unasked;
+static int asked[ASKED_MAX], n_asked, n_rescans;
 
 static int was_asked(int tid)
 {
@@ -272,8 +270,8 @@ static int was_asked(int tid)
 	return 0;
 }
 
-/* Ask the threads not asked yet; sets n_unasked to those left for later.
- * Threads made after this by an asked (armed) thread arm themselves. */
+/* Ask the threads not asked yet. Threads an armed thread makes arm
+ * themselves. */
 static void ask_threads(void)
 {
 	static char dbuf[8192];
@@ -281,7 +279,6 @@ static void ask_threads(void)
 	int fd = (int)SYSCALL(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0, 0, 0);
 	long n;
 
-	n_unasked = 0;
 	if (fd < 0)
 		return;
 	while ((n = SYSCALL(SYS_getdents64, fd, dbuf, sizeof(dbuf), 0, 0, 0)) > 0) {
@@ -294,9 +291,6 @@ static void ask_threads(void)
 				continue;
 			if (tid == self) {
 				sync_self();
-			} else if (in_syscall(tid)) {
-				n_unasked++;
-				continue;
 			} else {
 				siginfo_t si;
 				memset(&si, 0, sizeof(si));
@@ -316,11 +310,13 @@ static void ask_threads(void)
 
 int syscall_tp_poll(void)
 {
-	if (n_unasked && __atomic_load_n(&sud_want, __ATOMIC_ACQUIRE))
+	if (n_rescans && __atomic_load_n(&sud_want, __ATOMIC_ACQUIRE)) {
+		n_rescans--;
 		ask_threads();
-	else
-		n_unasked = 0;
-	return n_unasked;
+	} else {
+		n_rescans = 0;
+	}
+	return n_rescans;
 }
 
 void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
@@ -386,6 +382,7 @@ void syscall_tp_commit(void)
 		install_handler();
 	__atomic_store_n(&sud_want, want, __ATOMIC_RELEASE);
 	n_asked = 0;
+	n_rescans = want ? 4 : 0;
 	if (want)
 		ask_threads();
 }
@@ -420,6 +417,22 @@ static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_re
 static int wants(const uint8_t *bits, long nr)
 {
 	return nr >= 0 && nr < NR_MAX && (bits[nr / 8] >> (nr % 8) & 1);
+}
+
+/* A thread made by sud_clone_thread, armed, before it runs its first
+ * instruction: the sys_exit of its clone (0), as the kernel fires it in the
+ * child. */
+void sud_child_started(long nr, uint64_t ip);
+__attribute__((visibility("hidden"))) void sud_child_started(long nr, uint64_t ip)
+{
+	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
+
+	if (set && wants(set->exit, nr)) {
+		struct hook_pt_regs regs = { .ip = ip, .cx = ip, .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
+		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
+		run_probes(set, 1, nr, &rec);
+	}
+	sud_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
 }
 
 /* The kernel's struct ucontext up to the mask: what rt_sigreturn restores. */
@@ -492,9 +505,9 @@ static long emulate_sigaction(long *a)
 		if (bpf_rt_copy_nofault(&k, (void *)a[1], sizeof(k)))
 			return -EFAULT;
 		k.mask &= ~SIGSYS_BIT;
-		return SYSCALL(SYS_rt_sigaction, a[0], &k, a[2], a[3], 0, 0);
+		return app_syscall(SYS_rt_sigaction, a[0], (long)&k, a[2], a[3], 0, 0);
 	}
-	return SYSCALL(SYS_rt_sigaction, a[0], a[1], a[2], a[3], 0, 0);
+	return app_syscall(SYS_rt_sigaction, a[0], a[1], a[2], a[3], 0, 0);
 }
 
 /* A temporary mask argument (rt_sigsuspend, ppoll, pselect6, epoll_pwait):
@@ -526,17 +539,17 @@ static long do_clone(ucontext_t *uc, long nr, long *a)
 	if (sp) {
 		/* what the child finds below its stack's top: whether it arms
 		 * (a new TLS), where it resumes */
-		uint64_t below[2] = { !!(flags & CLONE_SETTLS_), g[REG_RIP] };
+		uint64_t below[2] = { flags & CLONE_SETTLS_ ? (uint64_t)nr : 0, g[REG_RIP] };
 		if (bpf_rt_copy_nofault((void *)(sp - 16), below, sizeof(below)))
 			return -EFAULT;
 		return sud_clone_thread(g);
 	}
 	if (nr == SYS_vfork)
-		ret = SYSCALL(SYS_fork, 0, 0, 0, 0, 0, 0);
+		ret = app_syscall(SYS_fork, 0, 0, 0, 0, 0, 0);
 	else if (nr == SYS_clone && (flags & CLONE_VM_))
-		ret = SYSCALL(SYS_clone, flags & ~(CLONE_VM_ | CLONE_VFORK_), 0, a[2], a[3], a[4], 0);
+		ret = app_syscall(SYS_clone, flags & ~(CLONE_VM_ | CLONE_VFORK_), 0, a[2], a[3], a[4], 0);
 	else
-		ret = SYSCALL(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+		ret = app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 	if (ret == 0) {
 		/* the child of a fork: dispatch is off in it until it arms */
 		sud_armed = 0;
@@ -572,7 +585,7 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 		break;
 	}
 	}
-	return SYSCALL(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 static void dispatch(ucontext_t *uc)

@@ -29,8 +29,8 @@ extern __thread int in_probe;
  * syscall_tp_commit() publishes the result and arms or disarms every thread. */
 void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want);
 void syscall_tp_commit(void);
-/* Ask the threads that were in a syscall at the commit again; the number
- * still to ask. */
+/* The follower, a few ms after a commit: ask threads made meanwhile; non-zero
+ * while it wants to be called again. */
 int syscall_tp_poll(void);
 
 #endif

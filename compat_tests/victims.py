@@ -142,3 +142,69 @@ def func_offset(exe, name):
             if h.p_type == "PT_LOAD" and h.p_vaddr <= sym["st_value"] < h.p_vaddr + h.p_filesz:
                 return sym["st_value"] - h.p_vaddr + h.p_offset
     raise LookupError(name)
+
+# Syscalls for the tracepoint tests: after its start (and, with VICTIM_STOP,
+# after SIGCONT) `tpvictim` makes a fixed set of syscalls that a program's
+# start-up never makes, from the main thread, 4 threads, a forked child and
+# a signal handler, then exits.
+TP_VICTIM_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static volatile int got;
+static void on_usr1(int s) { got++; getppid(); }
+static void *thread_main(void *arg) {
+    for (int i = 0; i < 25; i++) getppid();
+    syscall(SYS_getcwd, (void *)0, (long)(intptr_t)arg);   /* EFAULT/ERANGE by arg */
+    return 0;
+}
+int main(void) {
+    char name[64], buf[16] = "0123456789abcdef";
+    struct stat st;
+    pthread_t th[4];
+    if (getenv("VICTIM_STOP")) {
+        raise(SIGSTOP);
+        usleep(300000);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "/nonexistent/tp-%d", i);
+        open(name, O_RDONLY | O_CLOEXEC);
+        stat(name, &st);
+    }
+    int fd = open("/dev/null", O_WRONLY);
+    for (int i = 0; i < 6; i++) write(i % 2 ? fd : -1, buf, i);
+    close(fd);
+    for (int i = 0; i < 10; i++) getppid();
+    kill(getpid(), 0);
+    signal(SIGUSR1, on_usr1);
+    raise(SIGUSR1);
+    for (long t = 0; t < 4; t++) pthread_create(&th[t], 0, thread_main, (void *)(intptr_t)t);
+    for (int t = 0; t < 4; t++) pthread_join(th[t], 0);
+    pid_t p = fork();
+    if (p == 0) {
+        getppid();
+        _exit(3);
+    }
+    waitpid(p, 0, 0);
+    umask(022);
+    return got == 1 ? 0 : 1;
+}
+"""
+
+
+def build_tp_victim(d):
+    exe = os.path.join(d, "tpvictim")
+    with open(exe + ".c", "w") as f:
+        f.write(TP_VICTIM_C)
+    subprocess.run(["cc", "-O1", "-o", exe, exe + ".c", "-pthread"], check=True)
+    os.chmod(exe, 0o755)
+    return exe

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <fnmatch.h>
 #include <ftw.h>
+#include <glob.h>
 #include <mntent.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -51,7 +53,7 @@ void shim_resolve_real(void)
 	R(readlink); R(readlinkat); R(fopen); R(fopen64); R(open); R(open64); R(openat);
 	R(statfs); R(statfs64); R(unlink); R(unlinkat); R(rmdir); R(mkdir);
 	R(setrlimit); R(prlimit64); R(ioctl); R(epoll_ctl); R(epoll_wait); R(epoll_pwait);
-	R(poll); R(ppoll); R(nftw); R(setmntent);
+	R(poll); R(ppoll); R(nftw); R(setmntent); R(glob);
 #undef R
 	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
@@ -448,26 +450,94 @@ static int memfd_with(const char *text)
 }
 
 /* tracefs files of the tracepoints bpfshim serves (syscall_server/
- * tracepoints.py): the server's text, so loader and server agree on ids. */
-static int tracefs_fd(const char *path)
+ * tracepoints.py): the server's text, so loader and server agree on ids.
+ * `path` under a tracefs root; 0 and the text in `out`, or -1. */
+static const char *const tracefs_roots[] = { "/sys/kernel/tracing/", "/sys/kernel/debug/tracing/" };
+
+static int tracefs_text(const char *path, char *out, size_t n)
 {
-	static const char *const roots[] = { "/sys/kernel/tracing/", "/sys/kernel/debug/tracing/" };
-	static char text[SHIM_MSG_MAX];
 	struct shim_reply rep;
 
-	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(roots); i++) {
-		size_t k = strlen(roots[i]);
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(tracefs_roots); i++) {
+		size_t k = strlen(tracefs_roots[i]);
 		const char *rel = path + k;
-		if (strncmp(path, roots[i], k) ||
+		if (strncmp(path, tracefs_roots[i], k) ||
 		    (strcmp(rel, "available_events") && strncmp(rel, "events/syscalls/", 16) &&
 		     strncmp(rel, "events/raw_syscalls/", 20)))
 			continue;
-		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, text,
-				 sizeof(text)) || rep.err)
+		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, out, n) ||
+		    rep.err)
 			return -1;
-		return memfd_with(text);
+		return 0;
 	}
 	return -1;
+}
+
+static char tracefs_buf[SHIM_MSG_MAX];
+
+static int tracefs_fd(const char *path)
+{
+	return tracefs_text(path, tracefs_buf, sizeof(tracefs_buf)) ? -1 : memfd_with(tracefs_buf);
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* glob() of served tracefs event files that cannot be listed (bpftrace
+ * expands tracepoint wildcards so): the served events that match. */
+BPFSHIM_API int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob)
+{
+	ENSURE();
+	int r = real.glob(pattern, flags, errfunc, pglob);
+	size_t n = 0, cap = 0;
+	char **v = NULL;
+
+	if ((r != GLOB_NOMATCH && r != GLOB_ABORTED) || (flags & (GLOB_APPEND | GLOB_DOOFFS)))
+		return r;
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(tracefs_roots); i++) {
+		size_t k = strlen(tracefs_roots[i]);
+		char avail[64], *save = NULL;
+		if (strncmp(pattern, tracefs_roots[i], k) || strncmp(pattern + k, "events/", 7))
+			continue;
+		snprintf(avail, sizeof(avail), "%savailable_events", tracefs_roots[i]);
+		if (tracefs_text(avail, tracefs_buf, sizeof(tracefs_buf)))
+			break;
+		const char *rest = strchr(pattern + k + 7, '/');     /* after CAT */
+		rest = rest ? strchr(rest + 1, '/') : NULL;          /* after NAME: the file, if any */
+		for (char *ev = strtok_r(tracefs_buf, "\n", &save); ev; ev = strtok_r(NULL, "\n", &save)) {
+			char *colon = strchr(ev, ':'), cand[512];
+			if (!colon)
+				continue;
+			*colon = '/';
+			snprintf(cand, sizeof(cand), "%sevents/%s%s", tracefs_roots[i], ev, rest ? rest : "");
+			if (fnmatch(pattern, cand, FNM_PATHNAME | FNM_PERIOD))
+				continue;
+			if (n + 2 > cap) {
+				char **nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+				if (!nv)
+					break;
+				v = nv;
+			}
+			if (!(v[n] = strdup(cand)))
+				break;
+			n++;
+		}
+		break;
+	}
+	if (!n) {
+		free(v);
+		return r;
+	}
+	if (!(flags & GLOB_NOSORT))
+		qsort(v, n, sizeof(*v), by_name);
+	v[n] = NULL;
+	/* globfree() of the application's libc frees what it holds */
+	pglob->gl_pathc = n;
+	pglob->gl_pathv = v;
+	pglob->gl_offs = 0;
+	return 0;
 }
 
 static int pseudo_fd(const char *path, int flags)

@@ -4,6 +4,7 @@
 #define BPFSHIM_SHIM_H
 
 #include <stddef.h>
+#include <glob.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <linux/bpf.h>
@@ -54,6 +55,7 @@ struct shim_real {
 	int (*prlimit64)(int, int, const void *, void *);
 	int (*nftw)(const char *, void *, int, int);
 	void *(*setmntent)(const char *, const char *);
+	int (*glob)(const char *, int, int (*)(const char *, int), glob_t *);
 };
 extern struct shim_real real;
 void shim_resolve_real(void);

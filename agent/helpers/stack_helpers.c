@@ -13,6 +13,8 @@
  *   - Kernel stack: the regs of a uprobe are user-mode regs, so the kernel's
  *     callchain is empty: get_stackid gives -EFAULT, get_stack 0 bytes, as
  *     on the kernel.
+ *   - Syscall tracepoints: the user regs at the syscall, whose address the
+ *     record starts with (as the kernel's perf_call_bpf_enter puts it there).
  *   - Programs whose context is not a pt_regs (raw tracepoints run through
  *     PROG_TEST_RUN) have no user regs here: an empty callchain (the kernel
  *     would walk the user stack of the bpf() caller).
@@ -37,12 +39,17 @@ static uint32_t callchain(int user, uint64_t *ips, uint32_t max)
 	uint32_t n = 0;
 	uint64_t fp, ret;
 
-	if (!user || !max || !rc || !rc->prog || !rc->ctx ||
-	    (rc->prog->prog_type != BPF_PROG_TYPE_KPROBE && rc->prog->prog_type != BPF_PROG_TYPE_PERF_EVENT))
+	if (!user || !max || !rc || !rc->prog || !rc->ctx)
 		return 0;
-	regs = rc->ctx;   /* a perf event's struct bpf_perf_event_data starts with its regs */
+	int tp = rc->prog->prog_type == BPF_PROG_TYPE_TRACEPOINT;
+	if (tp)
+		regs = *(const struct hook_pt_regs *const *)rc->ctx;   /* the record starts with the regs pointer */
+	else if (rc->prog->prog_type == BPF_PROG_TYPE_KPROBE || rc->prog->prog_type == BPF_PROG_TYPE_PERF_EVENT)
+		regs = rc->ctx;   /* a perf event's struct bpf_perf_event_data starts with its regs */
+	else
+		return 0;
 	ips[n++] = regs->ip;
-	if (n < max && hook_at_func_entry() && !bpf_rt_copy_nofault(&ret, (void *)(uintptr_t)regs->sp, 8))
+	if (n < max && !tp && hook_at_func_entry() && !bpf_rt_copy_nofault(&ret, (void *)(uintptr_t)regs->sp, 8))
 		ips[n++] = ret;
 	fp = regs->bp;
 	while (n < max) {

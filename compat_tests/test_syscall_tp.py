@@ -1,0 +1,111 @@
+"""Syscall tracepoints (syscalls:sys_enter_*/sys_exit_*, raw_syscalls:*):
+bpftrace one-liners on the kernel (root) and through bpfshim (root, uid
+65534), against tpvictim (compat_tests/victims.py), whose syscalls after its
+start come from the main thread, threads, a signal handler and a forked
+child. Each script selects syscalls a program's start-up never makes: the
+kernel also traces the dynamic loader, which runs before bpfshim's agent.
+Then the tracefs files bpfshim serves when tracefs is unreadable, against
+the kernel's.
+"""
+import os
+import subprocess
+
+import pytest
+
+from compat_tests.env import SHIM_LIB, unpriv_cmd, unpriv_reason
+from compat_tests.test_bpftrace import compare_sides, runtime_dirs, victims  # noqa: F401 (fixtures)
+from compat_tests.victims import build_tp_victim
+
+T = "{T}"
+ME = "/pid == cpid/"
+SCRIPTS = {
+    "enter_count": "tracepoint:syscalls:sys_enter_getppid " + ME + " { @ = count(); }",
+    "enter_by_thread": "tracepoint:syscalls:sys_enter_getppid " + ME + " { @[tid == pid] = count(); }",
+    "openat_args": 'tracepoint:syscalls:sys_enter_openat /pid == cpid && strncmp(str(args->filename), "/dev/", 5) '
+                   '== 0/ { printf("%s %d %x\\n", str(args->filename), args->dfd, args->flags); }',
+    "write_enter_exit": "tracepoint:syscalls:sys_enter_write " + ME + " { @w[args->fd, args->count] = count(); } "
+                        "tracepoint:syscalls:sys_exit_write " + ME + " { @r[args->ret] = count(); }",
+    "exit_errno": "tracepoint:syscalls:sys_exit_getcwd " + ME + " { @[args->ret] = count(); }",
+    "syscall_nr_field": "tracepoint:syscalls:sys_enter_umask " + ME + " { printf(\"%d %o\\n\", args->__syscall_nr, "
+                        "args->mask); } tracepoint:syscalls:sys_exit_umask " + ME
+                        + " { printf(\"%d %o\\n\", args->__syscall_nr, args->ret); }",
+    "raw_enter_exit": "tracepoint:raw_syscalls:sys_enter /pid == cpid && args->id == 110/ { @e = count(); } "
+                      "tracepoint:raw_syscalls:sys_exit /pid == cpid && args->id == 1/ { @x[args->ret] = count(); }",
+    "raw_args": "tracepoint:raw_syscalls:sys_enter /pid == cpid && args->id == 1/ "
+                "{ @[args->args[0], args->args[2]] = count(); }",
+    "kill_args": "tracepoint:syscalls:sys_enter_kill " + ME + " { @[args->sig, args->pid == cpid] = count(); } "
+                 "tracepoint:syscalls:sys_exit_kill " + ME + " { @r = sum(args->ret); }",
+    "signal_handler": "tracepoint:syscalls:sys_enter_rt_sigreturn " + ME + " { @sr = count(); } "
+                      "tracepoint:syscalls:sys_enter_tgkill " + ME + " { @[args->sig] = count(); }",
+    "fork_child": 'tracepoint:syscalls:sys_enter_getppid /comm == "tpvictim" && pid != cpid/ { @child = count(); } '
+                  'tracepoint:syscalls:sys_enter_exit_group /comm == "tpvictim"/ { @[args->error_code] = count(); }',
+    "clone_exit_in_both": "tracepoint:syscalls:sys_exit_clone3 " + ME + " { @[args->ret > 0] = count(); } "
+                          'tracepoint:syscalls:sys_exit_clone /comm == "tpvictim"/ { @c[args->ret == 0] = count(); }',
+    "wildcard": "tracepoint:syscalls:sys_enter_get*pid " + ME + " { @[probe] = count(); }",
+    "comm_and_printf": 'tracepoint:syscalls:sys_enter_kill /comm == "tpvictim"/ { printf("%s %d\\n", comm, '
+                       'args->sig); }',
+    "stat_path": 'tracepoint:syscalls:sys_enter_newfstatat /pid == cpid && '
+                 'strncmp(str(args->filename), "/nonexistent", 12) == 0/ { printf("%s %d\\n", str(args->filename), '
+                 'args->dfd); }',
+}
+
+
+@pytest.fixture(scope="module")
+def tp_victim(victims):  # noqa: F811
+    return build_tp_victim(os.path.dirname(victims[0]))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_syscall_tracepoint(name, tp_victim, runtime_dirs):  # noqa: F811
+    out = compare_sides(SCRIPTS[name].replace(T, tp_victim), tp_victim, runtime_dirs)
+    assert [l for l in out.splitlines() if l.strip() and not l.startswith("Attaching")], out
+
+
+# ---- the tracefs files bpfshim serves when tracefs is unreadable ----
+
+EVENTS = ["syscalls/sys_enter_openat", "syscalls/sys_exit_openat", "syscalls/sys_enter_getpid",
+          "syscalls/sys_enter_newstat", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit"]
+
+
+def _tracefs():
+    for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.access(os.path.join(root, "events/syscalls/sys_enter_openat/format"), os.R_OK):
+            return root
+    return None
+
+
+READER = r"""
+import sys
+for p in sys.argv[1:]:
+    with open(p) as f:
+        sys.stdout.write(f.read())
+    sys.stdout.write("\0")
+"""
+
+
+def test_tracefs_files_served():
+    """uid 65534 cannot read tracefs: through the shim it reads the kernel's
+    format files (ids from the snapshot of the emulated kernel, the rest the
+    kernel's), and available_events lists the served events."""
+    root = _tracefs()
+    if root is None:
+        pytest.skip("tracefs is not readable here (needs root and tracefs mounted)")
+    why = unpriv_reason()
+    if why:
+        pytest.skip(why)
+    paths = [f"{root}/events/{e}/format" for e in EVENTS] + [f"{root}/available_events"]
+    p = subprocess.run(unpriv_cmd() + ["env", f"LD_PRELOAD={SHIM_LIB}", "python3", "-c", READER] + paths,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = p.stdout.split("\0")
+    import re
+    for path, text in zip(paths, got):
+        if path.endswith("available_events"):
+            served = set(text.split())
+            kernel = {l for l in open(path).read().split() if l.split(":")[0] in ("syscalls", "raw_syscalls")}
+            assert served <= kernel and len(served) >= len(kernel) - 6, sorted(kernel ^ served)[:10]
+            continue
+        with open(path) as f:
+            want = f.read()
+        # ids differ between kernel builds and boots; the layout must not
+        assert re.sub(r"ID: \d+", "ID: N", text) == re.sub(r"ID: \d+", "ID: N", want), path
