@@ -23,6 +23,7 @@
 #include <time.h>
 #include <sys/mman.h>
 #include "bpf_rt.h"
+#include "syscall_tp.h"
 #include "helpers/helpers.h"
 #include "maps/map.h"
 #include "run_cpu.h"
@@ -130,11 +131,13 @@ static void altstack_free(void *p)
 {
 	stack_t ss = { .ss_flags = SS_DISABLE };
 	stack_t cur;
+	SUD_INTERNAL_BEGIN();   /* at thread exit, the runtime's, not the thread's */
 
 	/* only if it is still ours */
 	if (!sigaltstack(NULL, &cur) && cur.ss_sp == p)
 		sigaltstack(&ss, NULL);
 	munmap((char *)p - 4096, ALTSTACK_SIZE + 4096);
+	SUD_INTERNAL_END();
 }
 
 static void global_init(void)

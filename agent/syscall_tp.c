@@ -552,6 +552,7 @@ static long do_clone(ucontext_t *uc, long nr, long *a)
 		ret = app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 	if (ret == 0) {
 		/* the child of a fork: dispatch is off in it until it arms */
+		bpf_rt_forked();
 		sud_armed = 0;
 		char sel = SYSCALL_DISPATCH_FILTER_ALLOW;
 		sync_thread(&sel);

@@ -17,8 +17,13 @@ extern __thread char sud_selector;
 /* bpfshim's own work on an application thread (a server request, a map
  * command, a probe's program) makes syscalls the kernel would not trace:
  * they run with the selector open. */
+#ifndef BPFSHIM_CORE_ONLY
 #define SUD_INTERNAL_BEGIN() char sud_saved_ = sud_selector; sud_selector = 0
 #define SUD_INTERNAL_END() (sud_selector = sud_saved_)
+#else   /* the server's copy of the runtime traces nothing */
+#define SUD_INTERNAL_BEGIN() do { } while (0)
+#define SUD_INTERNAL_END() do { } while (0)
+#endif
 
 /* 1 while a program runs on this thread, 2 in the runtime's own work: no
  * probe or tracepoint fires then (uprobe.c). */

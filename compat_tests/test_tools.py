@@ -19,13 +19,15 @@ import pytest
 
 from compat_tests.env import denied, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir
-from compat_tests.victims import build_victims
+from compat_tests.victims import build_tp_victim, build_victims
 
 pexpect = pytest.importorskip("pexpect")
 
 BASH = "/bin/bash"
 # on one CPU: events go to that CPU's perf buffer, so they are read in order
 VICTIM = ["taskset", "-c", "0", "{V}"]
+# the syscall tracepoints' victim ({VT}: compat_tests/victims.py tpvictim)
+TPVICTIM = ["taskset", "-c", "0", "{VT}"]
 # started stopped for -p (a shell that stops itself, then execs getent)
 GETENT = ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', "getent", "ahosts", "localhost"]
 
@@ -62,6 +64,13 @@ CASES = {
                    VICTIM, "sigint"),
     "gethostlatency_bcc": (["gethostlatency-bpfcc", "-p", "{PID}"], "HOST", GETENT, "sigint"),
     "libbpf_gethostlatency": (["gethostlatency", "-p", "{PID}"], "HOST", GETENT, "sigint"),
+    # syscall tracepoints (the victim's start-up is over before it is traced)
+    "libbpf_opensnoop_pid": (["opensnoop", "-p", "{PID}"], "PATH", TPVICTIM, "sigint"),
+    "libbpf_opensnoop_failed_name": (["opensnoop", "-x", "-n", "tpvictim"], "PATH", TPVICTIM, "sigint"),
+    "libbpf_syscount_errors": (["syscount", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
+    "libbpf_syscount_errno": (["syscount", "-e", "ENOENT", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
+    "libbpf_killsnoop": (["killsnoop", "-p", "{PID}"], "PID", TPVICTIM, "sigint"),
+    "syscount_bcc_errors": (["syscount-bpfcc", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
 }
 
 BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]
@@ -80,7 +89,7 @@ def setup():
     sides.append(("bpfshim", Runtime(prefix="bpfshim-tools-rt-")))
     if unpriv_reason() is None:
         sides.append(("bpfshim uid 65534", Runtime(unpriv=True, prefix="bpfshim-tools-rtu-")))
-    yield {"{V}": exe, "{L}": lib}, sides
+    yield {"{V}": exe, "{L}": lib, "{VT}": build_tp_victim(d)}, sides
     for _, rt in sides:
         if rt:
             rt.close()
@@ -182,6 +191,7 @@ LATENCY = re.compile(r"\s+\d+\.\d+\b")       # and its padding
 ADDR = re.compile(r"\b0x[0-9a-f]{12}\b")       # user-space addresses (ASLR)
 HIST_ROW = re.compile(r"^\s+\d+ -> \d+\s+: (\d+)\s")
 EQUAL_COUNTS = re.compile(r"^\s+\d+\s+\S.* = ")
+NAME_COUNT = re.compile(r"^(\w+)\s+(\d+)$")       # syscount's table
 
 
 def normalise(case, out, pids):
@@ -201,6 +211,11 @@ def normalise(case, out, pids):
         total = sum(int(HIST_ROW.match(l).group(1)) for l in lines if HIST_ROW.match(l))
         lines = [l for l in lines if not HIST_ROW.match(l)] + [f"calls in the histogram: {total}"]
         lines = [re.sub(r"(avg|total)\W+\d+", r"\1 N", l) for l in lines]
+    if "syscount" in case:
+        # sorted by count; equal counts in hash order
+        rows = sorted((l for l in lines if NAME_COUNT.match(l)),
+                      key=lambda l: (-int(NAME_COUNT.match(l).group(2)), NAME_COUNT.match(l).group(1)))
+        lines = [l for l in lines if not NAME_COUNT.match(l)] + rows
     lines = [ADDR.sub("ADDR", LATENCY.sub(" LAT", TIME.sub("TIME", pid.sub("PID", l)))) for l in lines]
     out, run = [], []
     for l in lines + [None]:

@@ -37,6 +37,8 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
  * copy_{from,to}_user_nofault): 0 or -EFAULT, never a crash. A partial copy
  * may have happened when -EFAULT is returned. */
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
+/* This process is a forked child: per-task caches are stale. */
+void bpf_rt_forked(void);
 /* strncpy_from_user_nofault(): bytes copied including the NUL (at most n, the
  * string cut and NUL-terminated at n - 1), or -EFAULT. */
 long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n);

@@ -67,14 +67,17 @@ static __thread uint32_t my_tid, my_tgid;
 static __thread unsigned comm_gen;
 static __thread char my_comm[16];
 
-static void atfork_child(void)
+/* In a forked child: by glibc's atfork handlers, and first thing by the
+ * syscall tracepoints' handler, which fires the child's sys_exit of the
+ * fork before glibc's handlers run. */
+void bpf_rt_forked(void)
 {
 	__atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
 }
 
 __attribute__((constructor)) static void task_helpers_init(void)
 {
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(NULL, NULL, bpf_rt_forked);
 }
 
 static inline void ids(void)
