@@ -69,6 +69,9 @@ CASES = {
     "libbpf_opensnoop_failed_name": (["opensnoop", "-x", "-n", "tpvictim"], "PATH", TPVICTIM, "sigint"),
     "libbpf_syscount_errors": (["syscount", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
     "libbpf_syscount_errno": (["syscount", "-e", "ENOENT", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
+    # -P: the process name from BPF_CORE_READ_STR_INTO(task->group_leader->comm)
+    "libbpf_syscount_errno_by_process": (["syscount", "-e", "ENOENT", "-P", "-p", "{PID}"], "Ctrl+C", TPVICTIM,
+                                         "sigint"),
     "libbpf_killsnoop": (["killsnoop", "-p", "{PID}"], "PID", TPVICTIM, "sigint"),
     "syscount_bcc_errors": (["syscount-bpfcc", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
 }

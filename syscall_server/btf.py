@@ -117,3 +117,35 @@ class Btf:
                 if k2 == STRUCT and n2 == struct_name:
                     return bitoff // 8
         return -1
+
+    def struct_named(self, name):
+        """The type id of `struct name` (a definition, not a forward
+        declaration), or None."""
+        if not hasattr(self, "_structs"):
+            self._structs = {}
+            for tid, t in enumerate(self.types[1:], 1):
+                if t[0] == STRUCT and t[1] and t[1] not in self._structs:
+                    n = t[1]
+                    self._structs[n] = tid
+        return self._structs.get(name)
+
+    def member(self, tid, name):
+        """(byte offset, size) of member `name` of struct/union tid, looked
+        for in anonymous struct/union members too (as C and CO-RE see
+        them), or None."""
+        tid = self.resolve(tid)
+        if not 0 < tid < len(self.types) or self.types[tid][0] not in (STRUCT, UNION):
+            return None
+        _k, _n, info, _size, extra = self.types[tid]
+        kflag = info >> 31
+        for i in range(info & 0xFFFF):
+            mname, mtype, moff = struct.unpack_from("<III", extra, 12 * i)
+            bitoff = moff & 0xFFFFFF if kflag else moff
+            n = self.name_at(mname)
+            if n == name:
+                return bitoff // 8, self.size_of(mtype) or 0
+            if not n:
+                inner = self.member(mtype, name)
+                if inner is not None:
+                    return bitoff // 8 + inner[0], inner[1]
+        return None

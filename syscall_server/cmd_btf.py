@@ -6,6 +6,9 @@ it: vmlinux first, with kernel_btf set, so tools that enumerate BTF
 """
 import errno
 import os
+import re
+import struct
+from pathlib import Path
 
 from . import _native
 from .btf import Btf
@@ -15,6 +18,8 @@ from .objects import BpfObject, registry
 ffi = _native.ffi
 P = _native.proto
 BTF_MAX_SIZE = 16 * 1024 * 1024
+TASK_LAYOUT_H = Path(__file__).resolve().parent.parent / "agent" / "task_layout.h"
+TASK_LAYOUT_MAGIC, TASK_LAYOUT_VERSION = 0x4b534154, 1
 
 
 class BtfObject(BpfObject):
@@ -138,3 +143,60 @@ def btf_get_info(ctx, obj, uinfo, info_len):
     if ret:
         raise BpfError(-ret)
     return 0
+
+
+def task_layout_names(header=TASK_LAYOUT_H):
+    """The struct names and (struct, member) pairs of agent/task_layout.h's
+    TASK_LAYOUT_STRUCTS / TASK_LAYOUT_FIELDS lists, in their order."""
+    text = header.read_text()
+
+    def body(macro):
+        start = text.index(f"#define {macro}(")
+        lines = []
+        for line in text[start:].splitlines():
+            lines.append(line)
+            if not line.rstrip().endswith("\\"):
+                break
+        return "\n".join(lines).split(")", 1)[1]
+
+    structs = re.findall(r"\bS\((\w+)\)", body("TASK_LAYOUT_STRUCTS"))
+    fields = re.findall(r"\bF\((\w+),\s*(\w+)\)", body("TASK_LAYOUT_FIELDS"))
+    return structs, fields
+
+
+def task_layout(btf, header=TASK_LAYOUT_H):
+    """struct task_layout (agent/task_layout.h) for the kernel BTF `btf`."""
+    structs, fields = task_layout_names(header)
+    sizes = []
+    for s in structs:
+        tid = btf.struct_named(s)
+        sizes.append(btf.size_of(tid) or 0 if tid else 0)
+    offs = []
+    for s, m in fields:
+        tid = btf.struct_named(s)
+        found = btf.member(tid, m) if tid else None
+        offs.append(found if found else (-1, 0))
+    out = struct.pack("<IIII", TASK_LAYOUT_MAGIC, TASK_LAYOUT_VERSION, len(structs), len(fields))
+    out += struct.pack(f"<{len(sizes)}I", *sizes)
+    for off, size in offs:
+        out += struct.pack("<iI", off, size)
+    return out
+
+
+def publish_task_layout(runtime_dir, vmlinux="/sys/kernel/btf/vmlinux"):
+    """Write $RUNTIME_DIR/task_layout from the kernel's BTF, atomically (the
+    agents read it once; agent/helpers/current_task.c). Without a readable
+    kernel BTF every struct is absent (size 0) and bpf_get_current_task()
+    gives 0."""
+    try:
+        with open(vmlinux, "rb") as f:
+            btf = Btf(f.read())
+    except (OSError, BpfError):
+        btf = Btf(struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 0, 0, 1) + b"\0")
+    data = task_layout(btf)
+    path = os.path.join(runtime_dir, "task_layout")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -85,6 +85,9 @@ class Server:
 
     def serve_forever(self):
         cmd_btf.register_kernel_btf()
+        # the kernel's task_struct layout for bpf_get_current_task() (~0.2 s:
+        # not in the way of the first requests; agents wait for the file)
+        threading.Thread(target=cmd_btf.publish_task_layout, args=(self.dir,), daemon=True).start()
         attach.table(self.dir)
         threading.Thread(target=self._idle_watch, daemon=True).start()
         while True:

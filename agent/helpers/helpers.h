@@ -39,6 +39,28 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
 /* This process is a forked child: per-task caches are stale. */
 void bpf_rt_forked(void);
+/* Changes in each forked child (task_helpers.c). */
+unsigned bpf_rt_fork_gen(void);
+/* The calling thread's comm (16 bytes, NUL-padded), cached per thread and
+ * read again after a fork or a rename: prctl(PR_SET_NAME) and
+ * pthread_setname_np() bump bpf_rt_comm_epoch (current_task.c). */
+const char *bpf_rt_comm(void);
+extern unsigned bpf_rt_comm_epoch;
+
+/* The synthetic task structures of bpf_get_current_task (current_task.c).
+ * What can change under a process (its credentials, its parent after a
+ * reparenting) is refreshed when a probe read touches it: the probe reads
+ * call bpf_rt_task_watch() on what they read. */
+extern uintptr_t bpf_rt_task_watch_lo, bpf_rt_task_watch_hi;
+void bpf_rt_task_touch(uintptr_t addr, size_t n);
+void bpf_rt_current_task_forked(void);
+static inline void bpf_rt_task_watch(const void *src, size_t n)
+{
+	uintptr_t a = (uintptr_t)src;
+
+	if (__builtin_expect(a < bpf_rt_task_watch_hi && a + n > bpf_rt_task_watch_lo, 0))
+		bpf_rt_task_touch(a, n);
+}
 /* strncpy_from_user_nofault(): bytes copied including the NUL (at most n, the
  * string cut and NUL-terminated at n - 1), or -EFAULT. */
 long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n);
@@ -74,7 +96,7 @@ void bpf_rt_ringbuf_release(uint32_t mark);
 	X(ktime_get_tai_ns) X(jiffies64)                                            \
 	X(get_prandom_u32) X(get_smp_processor_id) X(get_numa_node_id)             \
 	X(get_current_pid_tgid) X(get_current_uid_gid) X(get_current_comm)         \
-	X(get_current_task) X(get_ns_current_pid_tgid)                             \
+	X(get_current_task) X(get_current_task_btf) X(get_ns_current_pid_tgid)                             \
 	X(send_signal) X(send_signal_thread)                                       \
 	X(get_func_ip) X(get_attach_cookie) X(skb_load_bytes)                     \
 	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \

@@ -8,7 +8,11 @@
  * a program calls kernel memory (its stack, map values, its context) is
  * memory of this process, so the _kernel variants read this process's memory
  * as the _user ones do (a program reading its own stack through
- * bpf_probe_read_kernel gets what it gets on the kernel).
+ * bpf_probe_read_kernel gets what it gets on the kernel). So do the task
+ * structures bpf_get_current_task() points to (current_task.c): memory of
+ * this process laid out as the kernel's; reads of the parts that can change
+ * refresh them first (bpf_rt_task_watch). Kernel addresses are not mapped
+ * here: -EFAULT, as for a bad address on the kernel.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@
 /* bpf_probe_read_{user,kernel}(dst, size, unsafe_ptr): dst zeroed on error */
 static u64 probe_read(void *dst, uint32_t size, const void *src)
 {
+	bpf_rt_task_watch(src, size);
 	int e = bpf_rt_copy_nofault(dst, src, size);
 
 	if (e)
@@ -49,6 +54,7 @@ u64 bpf_probe_read(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
  * it was; on error dst is zeroed. size 0 gives 0. */
 static u64 probe_read_str(char *dst, uint32_t size, const char *src)
 {
+	bpf_rt_task_watch(src, size);
 	long n = bpf_rt_strncpy_nofault(dst, src, size);
 
 	if (n < 0)

@@ -64,8 +64,9 @@ u64 bpf_jiffies64(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 static unsigned fork_gen = 1;
 static __thread unsigned tid_gen;
 static __thread uint32_t my_tid, my_tgid;
-static __thread unsigned comm_gen;
+static __thread unsigned comm_gen, comm_epoch;
 static __thread char my_comm[16];
+unsigned bpf_rt_comm_epoch;
 
 /* In a forked child: by glibc's atfork handlers, and first thing by the
  * syscall tracepoints' handler, which fires the child's sys_exit of the
@@ -73,6 +74,12 @@ static __thread char my_comm[16];
 void bpf_rt_forked(void)
 {
 	__atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+	bpf_rt_current_task_forked();
+}
+
+unsigned bpf_rt_fork_gen(void)
+{
+	return __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 }
 
 __attribute__((constructor)) static void task_helpers_init(void)
@@ -91,6 +98,22 @@ static inline void ids(void)
 	}
 }
 
+/* The thread's comm, read (prctl) once per thread and again after a fork or
+ * a rename (bpf_rt_comm_epoch), as a probe hit must stay cheap. */
+const char *bpf_rt_comm(void)
+{
+	unsigned g = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+	unsigned e = __atomic_load_n(&bpf_rt_comm_epoch, __ATOMIC_RELAXED);
+
+	if (__builtin_expect(comm_gen != g || comm_epoch != e || !my_comm[0], 0)) {
+		memset(my_comm, 0, sizeof(my_comm));
+		prctl(PR_GET_NAME, my_comm, 0, 0, 0);
+		comm_gen = g;
+		comm_epoch = e;
+	}
+	return my_comm;
+}
+
 u64 bpf_get_current_pid_tgid(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	ids();
@@ -103,32 +126,21 @@ u64 bpf_get_current_uid_gid(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 	return (u64)(uint32_t)getgid() << 32 | (uint32_t)getuid();
 }
 
-/* bpf_get_current_comm(buf, size): strscpy_pad of the thread's comm. The
- * name is read once per thread (prctl), as a probe hit must stay cheap. */
+/* bpf_get_current_comm(buf, size): strscpy_pad of the thread's comm. */
 u64 bpf_get_current_comm(u64 buf, u64 size, u64 r3, u64 r4, u64 r5)
 {
+	const char *comm = bpf_rt_comm();
 	char *d = PTR(buf);
 	uint32_t sz = (uint32_t)size;
 	size_t n;
 
 	if (!sz)
 		return 0;
-	if (comm_gen != __atomic_load_n(&fork_gen, __ATOMIC_RELAXED) || !my_comm[0]) {
-		memset(my_comm, 0, sizeof(my_comm));
-		prctl(PR_GET_NAME, my_comm, 0, 0, 0);
-		comm_gen = fork_gen;
-	}
-	n = strnlen(my_comm, sizeof(my_comm) - 1);
+	n = strnlen(comm, 15);
 	if (n > sz - 1)
 		n = sz - 1;
-	memcpy(d, my_comm, n);
+	memcpy(d, comm, n);
 	memset(d + n, 0, sz - n);
-	return 0;
-}
-
-/* There is no task_struct here. */
-u64 bpf_get_current_task(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
-{
 	return 0;
 }
 
