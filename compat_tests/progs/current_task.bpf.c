@@ -9,14 +9,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
-struct rec {
-	char comm[16];
-	char leader_comm[16];
-	char parent_comm[16];
-	__u32 btf_tgid, btf_pid, btf_ppid, btf_same_leader;
-	__u32 core_tgid, core_pid, core_ppid, core_uid, core_gid, core_start, core_leader_pid;
-	__u32 same_task, flags;
-};
+#include "current_task.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -9,14 +9,7 @@
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
-struct rec {
-	char comm[16];
-	char leader_comm[16];
-	char parent_comm[16];
-	unsigned btf_tgid, btf_pid, btf_ppid, btf_same_leader;
-	unsigned core_tgid, core_pid, core_ppid, core_uid, core_gid, core_start, core_leader_pid;
-	unsigned same_task, flags;
-};
+#include "current_task.h"
 
 int main(int argc, char **argv)
 {
