@@ -479,17 +479,20 @@ u64 bpf_get_current_task_btf(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 #ifndef BPFSHIM_CORE_ONLY
 BPFSHIM_API int prctl(int option, ...)
 {
+	static int (*real)(int, ...);
 	va_list ap;
 	unsigned long a[4];
 
+	if (!real)
+		real = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
 	va_start(ap, option);
 	for (int i = 0; i < 4; i++)
 		a[i] = va_arg(ap, unsigned long);
 	va_end(ap);
-	long r = syscall(SYS_prctl, option, a[0], a[1], a[2], a[3]);
+	int r = real(option, a[0], a[1], a[2], a[3]);
 	if (option == PR_SET_NAME && r == 0)
 		__atomic_add_fetch(&bpf_rt_comm_epoch, 1, __ATOMIC_RELAXED);
-	return (int)r;
+	return r;
 }
 
 BPFSHIM_API int pthread_setname_np(pthread_t th, const char *name)
