@@ -37,10 +37,10 @@
  * ppoll, pselect6 and epoll_pwait; an application's own SIGSYS handler is
  * kept aside and called for SIGSYS that is not dispatch.
  *
+ *   - execve/execveat: the new image fires their sys_exit (syscall_tp_exec_exit).
  * Not traced: what the dynamic loader does before the agent's constructor,
- * the child of posix_spawn/vfork before it execs (it
- * shares its parent's TLS, so it has no selector of its own), and the
- * sys_exit_execve of a successful execve (the new image starts without it).
+ * and the child of posix_spawn/vfork before it execs (it shares its
+ * parent's TLS, so it has no selector of its own).
  */
 #ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
@@ -403,6 +403,7 @@ struct tp_record {
 static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_record *rec)
 {
 	uint64_t r0;
+	int was = in_probe;
 
 	in_probe = 1;
 	for (uint32_t i = 0; i < set->n; i++) {
@@ -411,7 +412,7 @@ static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_re
 			continue;
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
-	in_probe = 0;
+	in_probe = was;
 }
 
 static int wants(const uint8_t *bits, long nr)
@@ -560,6 +561,61 @@ static long do_clone(ucontext_t *uc, long nr, long *a)
 	return ret;
 }
 
+/* execve: the kernel fires its sys_exit in the new image, before that
+ * image's first instruction. Every image the agent starts in (preloaded)
+ * was started by a successful execve, so the new image fires it from its
+ * constructor (syscall_tp_exec_exit); an old image that had dispatch on
+ * leaves a variable in the new environment that says which syscall it was
+ * (execve or execveat), taken out before main(). */
+#define EXEC_MARK "BPFSHIM_SYS_EXIT_EXECVE="
+#define ENV_MAX 4096
+
+static long do_execve(long nr, long *a)
+{
+	int envp = nr == SYS_execve ? 2 : 3;
+	const char **old = (const char **)a[envp];
+	static __thread char mark[sizeof(EXEC_MARK) + 8];
+	const char **env;
+	size_t n = 0;
+
+	if (!old)
+		return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	for (const char *e; n < ENV_MAX; n++) {
+		if (bpf_rt_copy_nofault(&e, &old[n], sizeof(e)))
+			return -EFAULT;
+		if (!e)
+			break;
+	}
+	if (n == ENV_MAX || !(env = malloc((n + 2) * sizeof(*env))))
+		return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	memcpy(env, old, n * sizeof(*env));
+	snprintf(mark, sizeof(mark), EXEC_MARK "%ld", nr);
+	env[n] = mark;
+	env[n + 1] = NULL;
+	long b[6] = { a[0], a[1], a[2], a[3], a[4], a[5] };
+	b[envp] = (long)env;
+	long r = app_syscall(nr, b[0], b[1], b[2], b[3], b[4], b[5]);
+	free(env);   /* it failed: the application's syscall goes on as it asked */
+	return r;
+}
+
+void syscall_tp_exec_exit(void)
+{
+	const char *v = getenv("BPFSHIM_SYS_EXIT_EXECVE");
+	long nr = v ? atol(v) : SYS_execve;
+	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
+
+	if (v)
+		unsetenv("BPFSHIM_SYS_EXIT_EXECVE");
+	if (set && wants(set->exit, nr)) {
+		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
+		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
+		SUD_INTERNAL_BEGIN();
+		run_probes(set, 1, nr, &rec);
+		SUD_INTERNAL_END();
+	}
+}
+
 static long do_syscall(ucontext_t *uc, long nr, long *a)
 {
 	uint64_t m;
@@ -569,6 +625,12 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 	case SYS_rt_sigprocmask: return emulate_sigprocmask(uc, a);
 	case SYS_rt_sigaction: return emulate_sigaction(a);
 	case SYS_clone: case SYS_clone3: case SYS_vfork: case SYS_fork: return do_clone(uc, nr, a);
+	case SYS_execveat: {
+		const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
+		if (set && wants(set->exit, nr))
+			return do_execve(nr, a);
+		break;
+	}
 	case SYS_rt_sigsuspend: a[0] = strip_mask(a[0], &m); break;
 	case SYS_ppoll: a[3] = strip_mask(a[3], &m); break;
 	case SYS_epoll_pwait: a[4] = strip_mask(a[4], &m); break;

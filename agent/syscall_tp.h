@@ -37,5 +37,7 @@ void syscall_tp_commit(void);
 /* The follower, a few ms after a commit: ask threads made meanwhile; non-zero
  * while it wants to be called again. */
 int syscall_tp_poll(void);
+/* The constructor of a new image: the sys_exit of the execve that started it. */
+void syscall_tp_exec_exit(void);
 
 #endif

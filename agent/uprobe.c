@@ -543,6 +543,7 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 				break;
 			}
 	}
+	syscall_tp_exec_exit();
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	shm_futex_wake(&init_done);
 	in_probe = 0;

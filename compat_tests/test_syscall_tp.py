@@ -41,6 +41,9 @@ SCRIPTS = {
                   'tracepoint:syscalls:sys_enter_exit_group /comm == "tpvictim"/ { @[args->error_code] = count(); }',
     "clone_exit_in_both": "tracepoint:syscalls:sys_exit_clone3 " + ME + " { @[args->ret > 0] = count(); } "
                           'tracepoint:syscalls:sys_exit_clone /comm == "tpvictim"/ { @c[args->ret == 0] = count(); }',
+    # the new image fires it: the execve of tpvictim by bpftrace's child
+    "execve_exit": 'tracepoint:syscalls:sys_exit_execve /comm == "tpvictim"/ { printf("%s %d %d\\n", comm, '
+                   'args->ret, pid == cpid); }',
     "wildcard": "tracepoint:syscalls:sys_enter_get*pid " + ME + " { @[probe] = count(); }",
     "comm_and_printf": 'tracepoint:syscalls:sys_enter_kill /comm == "tpvictim"/ { printf("%s %d\\n", comm, '
                        'args->sig); }',

@@ -28,6 +28,9 @@ BASH = "/bin/bash"
 VICTIM = ["taskset", "-c", "0", "{V}"]
 # the syscall tracepoints' victim ({VT}: compat_tests/victims.py tpvictim)
 TPVICTIM = ["taskset", "-c", "0", "{VT}"]
+# a shell under the shim that execs two commands, one missing; the marker is
+# in their arguments only (execsnoop -l)
+EXECS = ["sh", "-c", 'M=bpfshim-ex; /bin/true "$M-mark" a; /nonexistent/x "$M-mark" 2>/dev/null; exit 0']
 # started stopped for -p (a shell that stops itself, then execs getent)
 GETENT = ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', "getent", "ahosts", "localhost"]
 
@@ -74,6 +77,7 @@ CASES = {
                                          "sigint"),
     "libbpf_killsnoop": (["killsnoop", "-p", "{PID}"], "PID", TPVICTIM, "sigint"),
     "syscount_bcc_errors": (["syscount-bpfcc", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
+    "libbpf_execsnoop": (["execsnoop", "-x", "-l", "bpfshim-ex-mark"], "PCOMM", EXECS, "sigint"),
 }
 
 BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]
@@ -214,6 +218,9 @@ def normalise(case, out, pids):
         total = sum(int(HIST_ROW.match(l).group(1)) for l in lines if HIST_ROW.match(l))
         lines = [l for l in lines if not HIST_ROW.match(l)] + [f"calls in the histogram: {total}"]
         lines = [re.sub(r"(avg|total)\W+\d+", r"\1 N", l) for l in lines]
+    if "execsnoop" in case:
+        # the pids of the commands the shell starts (its own is masked below)
+        lines = [re.sub(r"^(\S+\s+)\d+", r"\1CPID", l) for l in lines]
     if "syscount" in case:
         # sorted by count; equal counts in hash order
         rows = sorted((l for l in lines if NAME_COUNT.match(l)),

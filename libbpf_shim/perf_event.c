@@ -405,7 +405,8 @@ static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags
 	return (uint64_t)(int64_t)err;
 }
 
-__attribute__((constructor)) static void perf_helpers_init(void)
+/* 150: before uprobe_init (200), which may run programs */
+__attribute__((constructor(150))) static void perf_helpers_init(void)
 {
 	bpf_helpers[BPF_FUNC_perf_event_output] = bpf_perf_event_output;
 }

@@ -296,7 +296,8 @@ static const struct bpf_prog_rt *prog_array_get(void *map, uint32_t index)
 	return id ? shim_prog_by_id(id) : NULL;
 }
 
-__attribute__((constructor)) static void prog_array_init(void)
+/* 150: before uprobe_init (200), which may run programs */
+__attribute__((constructor(150))) static void prog_array_init(void)
 {
 	bpf_rt_prog_array_get = prog_array_get;
 }

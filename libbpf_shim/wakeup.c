@@ -347,7 +347,8 @@ void shim_wake_poll_after(struct pollfd *fds, unsigned long n, struct pollfd *or
 	free(orig);
 }
 
-__attribute__((constructor)) static void wakeup_init(void)
+/* 150: before uprobe_init (200), which may run programs */
+__attribute__((constructor(150))) static void wakeup_init(void)
 {
 	bpf_rt_ringbuf_wake = ringbuf_wake;
 }

@@ -48,6 +48,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include "helpers.h"
+#include "syscall_tp.h"
 #include "task_layout.h"
 
 int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
@@ -117,8 +118,11 @@ int shim_interposing(void);
 /* after uprobe_init (agent/uprobe.c), which may start the server */
 __attribute__((constructor(201))) static void layout_early(void)
 {
-	if (shim_interposing())
+	if (shim_interposing()) {
+		SUD_INTERNAL_BEGIN();   /* the runtime's syscalls, not the application's */
 		layout_load(0);
+		SUD_INTERNAL_END();
+	}
 }
 #endif
 
@@ -362,9 +366,11 @@ static pthread_once_t block_once = PTHREAD_ONCE_INIT;
 static void block_free(void *b)
 {
 	if (b && b == my_block) {
+		SUD_INTERNAL_BEGIN();   /* at thread exit, the runtime's, not the thread's */
 		my_task = my_block = NULL;
 		my_gen = 0;
 		munmap(b, task_len);
+		SUD_INTERNAL_END();
 	}
 }
 

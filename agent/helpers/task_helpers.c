@@ -82,7 +82,8 @@ unsigned bpf_rt_fork_gen(void)
 	return __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 }
 
-__attribute__((constructor)) static void task_helpers_init(void)
+/* 150: before uprobe_init (200), which may run programs */
+__attribute__((constructor(150))) static void task_helpers_init(void)
 {
 	pthread_atfork(NULL, NULL, bpf_rt_forked);
 }

@@ -1,0 +1,35 @@
+/* scripts/bench syscall: ns per getppid() over N calls (argv[1]), the
+ * median of 5 rounds. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 100000;
+	double r[5];
+
+	for (int k = 0; k < 5; k++) {
+		double t0 = now();
+		for (long i = 0; i < n; i++)
+			getppid();
+		r[k] = (now() - t0) / n;
+	}
+	qsort(r, 5, sizeof(r[0]), cmp);
+	printf("ns_per_syscall %.1f\n", r[2]);
+	return 0;
+}
