@@ -358,15 +358,17 @@ PERF_LINE = re.compile(r"^pid \d+  fd \d+: prog_id \d+  ", re.M)
 
 
 def perf_list(wrap, exe):
-    """`bpftool perf list` while bpftrace holds a uprobe and a uretprobe on
-    a running process: (bpftool status, what it lists for bpftrace's pid)."""
+    """`bpftool perf list` while bpftrace holds a uprobe, a uretprobe and a
+    syscall tracepoint on a running process: (bpftool status, what it lists
+    for bpftrace's pid)."""
     import time
     target = subprocess.Popen(wrap([exe]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    script = f"uprobe:{exe}:hot {{ @ = count(); }} uretprobe:{exe}:hot {{ @r = count(); }}"
+    script = f"uprobe:{exe}:hot {{ @ = count(); }} uretprobe:{exe}:hot {{ @r = count(); }} " \
+        "tracepoint:syscalls:sys_enter_clock_nanosleep { @t = count(); }"
     bt = subprocess.Popen(wrap(["bpftrace", "-e", script, "-p", str(target.pid)]), stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True)
     try:
-        line = bt.stdout.readline()          # "Attaching 2 probes..." once attached
+        line = bt.stdout.readline()          # "Attaching 3 probes..." once attached
         assert "Attaching" in line, line
         time.sleep(0.3)
         # bpftrace runs under `env` (and setpriv): its pid is the newest bpftrace
@@ -383,7 +385,7 @@ def perf_list(wrap, exe):
 
 
 def test_bpftool_perf_list():
-    """BPF_TASK_FD_QUERY over /proc/PID/fd: the uprobes a loader holds."""
+    """BPF_TASK_FD_QUERY over /proc/PID/fd: the uprobes and tracepoint a loader holds."""
     if not BPFTOOL or not shutil.which("bpftrace"):
         pytest.skip("bpftool or bpftrace is not installed")
     d = readable_tmpdir("bpfshim-bpftool-perf-")
@@ -406,6 +408,6 @@ def test_bpftool_perf_list():
             rt.close()
         shutil.rmtree(d, ignore_errors=True)
     ref = res.get("kernel", res["bpfshim"])
-    assert ref[0] == 0 and len(ref[1]) == 2, ref
+    assert ref[0] == 0 and len(ref[1]) == 3, ref
     for name, r in res.items():
         assert r == ref, f"{name}: {r}\nreference: {ref}"
