@@ -15,7 +15,7 @@
  * dispatch, no cost.
  *
  * The kernel does not carry the setting over clone/fork/exec, so: threads
- * that exist when a tracepoint is attached are asked (a queued SIGSYS) to
+ * that exist when a tracepoint is attached are asked (a queued SIGRTMAX) to
  * arm themselves; a thread an armed thread creates arms itself first thing
  * (sud_clone_thread); a forked child arms itself on its way out of the
  * handler; a new image arms in the constructor (uprobe.c).
@@ -34,8 +34,9 @@
  * SIGSYS must never be blocked while dispatch is on (the kernel kills a
  * thread whose dispatch SIGSYS is blocked): it is kept out of the masks of
  * rt_sigprocmask, signal handlers, and the temporary masks of rt_sigsuspend,
- * ppoll, pselect6 and epoll_pwait; an application's own SIGSYS handler is
- * kept aside and called for SIGSYS that is not dispatch.
+ * ppoll, pselect6 and epoll_pwait; an application's own SIGSYS (and
+ * SIGRTMAX) handler is kept aside and called for the signals bpfshim did not
+ * send.
  *
  *   - execve/execveat: the new image fires their sys_exit (syscall_tp_exec_exit).
  * Not traced: what the dynamic loader does before the agent's constructor,
@@ -179,7 +180,13 @@ static int tp_changed;
 static struct tp_set *cur_set;
 static int sud_want;                 /* dispatch on in this process */
 
-/* ---- the application's SIGSYS ---- */
+/* ---- the signals bpfshim takes: SIGSYS (dispatch) and ASK_SIG ---- */
+
+/* A thread is asked to arm with a queued real-time signal, not SIGSYS: a
+ * standard signal already pending is not queued again, so a queued SIGSYS
+ * pending when the thread traps would swallow the dispatch SIGSYS, and the
+ * syscall (rolled back by the kernel) would never run. */
+#define ASK_SIG 64                   /* SIGRTMAX */
 
 struct k_sigaction {
 	void *handler;
@@ -189,27 +196,35 @@ struct k_sigaction {
 };
 #define SA_RESTORER_ 0x04000000
 
-static struct k_sigaction app_sigsys;   /* SIG_DFL until the application sets one */
+/* the application's own actions for our two signals (SIG_DFL until it sets one) */
+static struct k_sigaction app_act[2];
 static int handler_installed;
+
+static struct k_sigaction *app_action(long sig)
+{
+	return sig == SIGSYS ? &app_act[0] : sig == ASK_SIG ? &app_act[1] : NULL;
+}
 
 static void on_sigsys(int sig, siginfo_t *si, void *ucv);
 
-/* Our SIGSYS handler in place (again, if the application replaced it while
- * dispatch was off), and SIGSYS out of every handler's mask. */
+/* Our handler in place for both signals (again, if the application replaced
+ * it while dispatch was off), and SIGSYS out of every handler's mask. */
 static void install_handler(void)
 {
 	struct k_sigaction k, old;
 
-	if (SYSCALL(SYS_rt_sigaction, SIGSYS, NULL, &old, 8, 0, 0) == 0 && old.handler != (void *)on_sigsys) {
+	for (int sig = SIGSYS; sig; sig = sig == SIGSYS ? ASK_SIG : 0) {
+		if (SYSCALL(SYS_rt_sigaction, sig, NULL, &old, 8, 0, 0) || old.handler == (void *)on_sigsys)
+			continue;
 		if (handler_installed || old.handler != SIG_DFL)
-			app_sigsys = old;
+			*app_action(sig) = old;
 		memset(&k, 0, sizeof(k));
 		k.handler = (void *)on_sigsys;
 		/* NODEFER, empty mask: a handler the application's signal runs
 		 * meanwhile may make syscalls that trap in turn */
 		k.flags = SA_SIGINFO | SA_NODEFER | SA_RESTART | SA_RESTORER_;
 		k.restorer = (void *)sud_restorer;
-		SYSCALL(SYS_rt_sigaction, SIGSYS, &k, NULL, 8, 0, 0);
+		SYSCALL(SYS_rt_sigaction, sig, &k, NULL, 8, 0, 0);
 	}
 	handler_installed = 1;
 	for (int s = 1; s <= 64; s++) {
@@ -254,7 +269,7 @@ static void sync_self(void)
 	sync_thread(&sud_selector);
 }
 
-/* The threads asked to arm since dispatch went on (a queued SIGSYS whose
+/* The threads asked to arm since dispatch went on (a queued ASK_SIG whose
  * value is &sud_want: the handler arms the thread it runs on). As any
  * signal, the request ends a sleep or poll the thread is in (EINTR) and
  * restarts other syscalls (SA_RESTART). The threads are listed again a few
@@ -294,12 +309,12 @@ static void ask_threads(void)
 			} else {
 				siginfo_t si;
 				memset(&si, 0, sizeof(si));
-				si.si_signo = SIGSYS;
+				si.si_signo = ASK_SIG;
 				si.si_code = SI_QUEUE;
 				si.si_pid = (pid_t)pid;
 				si.si_uid = getuid();
 				si.si_value.sival_ptr = &sud_want;
-				SYSCALL(SYS_rt_tgsigqueueinfo, pid, tid, SIGSYS, &si, 0, 0);
+				SYSCALL(SYS_rt_tgsigqueueinfo, pid, tid, ASK_SIG, &si, 0, 0);
 			}
 			if (n_asked < ASKED_MAX)
 				asked[n_asked++] = tid;
@@ -492,14 +507,15 @@ static long emulate_sigaction(long *a)
 
 	if (a[3] != 8)
 		return -EINVAL;
-	if (a[0] == SIGSYS) {
-		struct k_sigaction old = app_sigsys;
+	struct k_sigaction *app = app_action(a[0]);
+	if (app) {
+		struct k_sigaction old = *app;
 		if (a[1] && bpf_rt_copy_nofault(&k, (void *)a[1], sizeof(k)))
 			return -EFAULT;
 		if (a[2] && bpf_rt_copy_nofault((void *)a[2], &old, sizeof(old)))
 			return -EFAULT;
 		if (a[1])
-			app_sigsys = k;
+			*app = k;
 		return 0;
 	}
 	if (a[1]) {
@@ -698,21 +714,22 @@ static void dispatch(ucontext_t *uc)
 	}
 }
 
-/* A SIGSYS that is not dispatch: the application's, as it asked. */
+/* A signal of ours that bpfshim did not send: the application's, as it asked. */
 static void forward(int sig, siginfo_t *si, void *uc)
 {
-	void *h = app_sigsys.handler;
+	const struct k_sigaction *app = app_action(sig);
+	void *h = app ? app->handler : SIG_DFL;
 
 	if (h == SIG_IGN)
 		return;
 	if (h == SIG_DFL) {
 		struct k_sigaction dfl = { SIG_DFL, 0, NULL, 0 };
-		SYSCALL(SYS_rt_sigaction, SIGSYS, &dfl, NULL, 8, 0, 0);
+		SYSCALL(SYS_rt_sigaction, sig, &dfl, NULL, 8, 0, 0);
 		SYSCALL(SYS_tgkill, SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0), SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0),
-			SIGSYS, 0, 0, 0);
+			sig, 0, 0, 0);
 		return;
 	}
-	if (app_sigsys.flags & SA_SIGINFO)
+	if (app->flags & SA_SIGINFO)
 		((void (*)(int, siginfo_t *, void *))h)(sig, si, uc);
 	else
 		((void (*)(int))h)(sig);
@@ -724,9 +741,10 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	int saved_errno = errno;
 
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
-	if (si->si_code == SYS_USER_DISPATCH)
+	if (sig == SIGSYS && si->si_code == SYS_USER_DISPATCH)
 		dispatch(ucv);
-	else if (si->si_code == SI_QUEUE && si->si_value.sival_ptr == &sud_want && si->si_pid == getpid())
+	else if (sig == ASK_SIG && si->si_code == SI_QUEUE && si->si_value.sival_ptr == &sud_want &&
+		 si->si_pid == getpid())
 		sync_thread(&saved);
 	else
 		forward(sig, si, ucv);

@@ -112,3 +112,84 @@ def test_tracefs_files_served():
             want = f.read()
         # ids differ between kernel builds and boots; the layout must not
         assert re.sub(r"ID: \d+", "ID: N", text) == re.sub(r"ID: \d+", "ID: N", want), path
+
+
+# ---- a process that leans on what dispatch emulates ----
+
+# threads, fork, system() and posix_spawn (clone3 with a stack, vfork-style
+# clone), a 1 kHz SIGALRM whose handler (all signals masked) makes a syscall,
+# sigprocmask, sigsuspend; it prints what it saw, which must not change
+STRESS_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static volatile int alarms, usr1;
+static void on_alarm(int s) { alarms++; getpgid(0); }
+static void on_usr1(int s) { usr1++; }
+static void *worker(void *a) { for (int i = 0; i < 2000; i++) getppid(); return 0; }
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_alarm;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, 0);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, worker, 0);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    pid_t p = fork();
+    if (!p) { getppid(); _exit(7); }
+    int st, st2;
+    waitpid(p, &st, 0);
+    int r = system("exit 3");
+    pid_t sp;
+    char *argv[] = {"/bin/sh", "-c", "exit 5", 0};
+    posix_spawn(&sp, "/bin/sh", 0, 0, argv, environ);
+    waitpid(sp, &st2, 0);
+    struct itimerval z = {0};
+    setitimer(ITIMER_REAL, &z, 0);
+    signal(SIGUSR1, on_usr1);
+    sigset_t m, old;
+    sigemptyset(&m);
+    sigaddset(&m, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &m, &old);
+    kill(getpid(), SIGUSR1);
+    int before = usr1;
+    sigsuspend(&old);
+    sigprocmask(SIG_SETMASK, &old, 0);
+    printf("fork=%d system=%d spawn=%d alarms>0=%d usr1 %d->%d\n", WEXITSTATUS(st), WEXITSTATUS(r),
+           WEXITSTATUS(st2), alarms > 0, before, usr1);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def stress_victim(victims):  # noqa: F811
+    exe = os.path.join(os.path.dirname(victims[0]), "tpstress")
+    with open(exe + ".c", "w") as f:
+        f.write(STRESS_C)
+    subprocess.run(["cc", "-O1", "-pthread", "-o", exe, exe + ".c"], check=True)
+    os.chmod(exe, 0o755)
+    return exe
+
+
+def test_syscall_tracepoint_stress(stress_victim, runtime_dirs):  # noqa: F811
+    """Every syscall of the process dispatched (raw_syscalls) while it
+    forks, spawns, takes signals and changes masks: it behaves as on the
+    kernel, and the counts of its own calls agree."""
+    script = ('tracepoint:raw_syscalls:sys_enter /comm == "tpstress"/ { @all = count(); } '
+              'tracepoint:syscalls:sys_enter_getppid /comm == "tpstress"/ { @p[pid == cpid] = count(); } '
+              'END { clear(@all); }')
+    out = compare_sides(script, stress_victim, runtime_dirs)
+    assert "fork=7 system=3 spawn=5 alarms>0=1 usr1 0->1" in out, out
