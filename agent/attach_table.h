@@ -32,6 +32,9 @@ enum attach_flags {
 	ATTACH_F_SYSCALL = 2,
 	ATTACH_F_SYS_EXIT = 4,
 	ATTACH_F_RAW_SYSCALLS = 8,
+	/* sched:sched_process_exit, fired by a thread's exit or exit_group
+	 * (with ATTACH_F_SYSCALL; `offset` unused) */
+	ATTACH_F_SCHED_EXIT = 16,
 };
 
 struct attach_slot {

@@ -54,6 +54,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include "bpf_rt.h"
 #include "common.h"
@@ -164,7 +165,13 @@ struct tp_probe {
 	uint64_t seq, cookie;
 	uint32_t nr;               /* syscalls:*: the syscall */
 	uint16_t type;             /* common_type: the event id */
-	uint8_t exit, raw;
+	uint8_t kind, raw;         /* enum tp_kind */
+};
+
+enum tp_kind {
+	TP_ENTER,                  /* sys_enter_* / raw sys_enter */
+	TP_EXIT,                   /* sys_exit_* / raw sys_exit */
+	TP_SCHED_EXIT,             /* sched:sched_process_exit, at exit / exit_group */
 };
 
 /* What the handler reads: published whole, never changed after (a thread
@@ -172,6 +179,7 @@ struct tp_probe {
 struct tp_set {
 	uint32_t n;
 	uint8_t enter[NR_MAX / 8], exit[NR_MAX / 8];   /* some probe wants this nr */
+	uint8_t sched_exit;                            /* a TP_SCHED_EXIT probe */
 	struct tp_probe *p[];
 };
 
@@ -359,7 +367,7 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		p->cookie = s->cookie;
 		p->nr = (uint32_t)s->offset;
 		p->type = (uint16_t)s->tp_type;
-		p->exit = !!(s->flags & ATTACH_F_SYS_EXIT);
+		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT : s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
 		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
 		tp_applied[i] = p;
 		tp_changed = 1;
@@ -382,8 +390,12 @@ void syscall_tp_commit(void)
 			if (!p)
 				continue;
 			set->p[set->n++] = p;
-			uint8_t *bits = p->exit ? set->exit : set->enter;
-			if (p->raw)
+			uint8_t *bits = p->kind == TP_EXIT ? set->exit : set->enter;
+			if (p->kind == TP_SCHED_EXIT) {
+				set->sched_exit = 1;
+				bits[SYS_exit / 8] |= 1 << (SYS_exit % 8);
+				bits[SYS_exit_group / 8] |= 1 << (SYS_exit_group % 8);
+			} else if (p->raw)
 				memset(bits, 0xff, NR_MAX / 8);
 			else if (p->nr < NR_MAX)
 				bits[p->nr / 8] |= 1 << (p->nr % 8);
@@ -415,7 +427,7 @@ struct tp_record {
 	uint64_t args[6];
 };
 
-static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_record *rec)
+static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
 {
 	uint64_t r0;
 	int was = in_probe;
@@ -423,7 +435,7 @@ static void run_probes(const struct tp_set *set, int exit, long nr, struct tp_re
 	in_probe = 1;
 	for (uint32_t i = 0; i < set->n; i++) {
 		const struct tp_probe *p = set->p[i];
-		if (p->exit != exit || (!p->raw && p->nr != (uint64_t)nr))
+		if (p->kind != kind || (kind != TP_SCHED_EXIT && !p->raw && p->nr != (uint64_t)nr))
 			continue;
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
@@ -446,7 +458,7 @@ __attribute__((visibility("hidden"))) void sud_child_started(long nr, uint64_t i
 	if (set && wants(set->exit, nr)) {
 		struct hook_pt_regs regs = { .ip = ip, .cx = ip, .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
 		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
-		run_probes(set, 1, nr, &rec);
+		run_probes(set, TP_EXIT, nr, &rec);
 	}
 	sud_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
 }
@@ -627,7 +639,7 @@ void syscall_tp_exec_exit(void)
 		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
 		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
 		SUD_INTERNAL_BEGIN();
-		run_probes(set, 1, nr, &rec);
+		run_probes(set, TP_EXIT, nr, &rec);
 		SUD_INTERNAL_END();
 	}
 }
@@ -667,6 +679,41 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 	return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+/* sched:sched_process_exit as do_exit() fires it for the calling thread:
+ * comm, pid (the thread's), prio, whether the thread group dies with it;
+ * task->exit_code set first, as exit_group()/exit() set it. The kernel also
+ * fires it for threads an exit_group() ends and tasks a signal kills:
+ * bpfshim does not. */
+static void sched_process_exit(const struct tp_set *set, long nr, int status, struct hook_pt_regs *regs)
+{
+	struct {
+		uint64_t regs;
+		char comm[16];
+		int32_t pid, prio;
+		uint8_t group_dead, pad[7];
+	} rec = { .regs = (uint64_t)(uintptr_t)regs };
+	char buf[1024];
+	int threads = 1;
+
+	memcpy(rec.comm, bpf_rt_comm(), 16);
+	rec.pid = (int32_t)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	errno = 0;
+	int nice = getpriority(PRIO_PROCESS, 0);
+	rec.prio = 120 + (errno ? 0 : nice);
+	if (nr == SYS_exit) {
+		int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		const char *t = n > 0 ? (buf[n] = 0, strstr(buf, "\nThreads:")) : NULL;
+		if (t)
+			threads = atoi(t + 9);
+	}
+	rec.group_dead = nr == SYS_exit_group || threads <= 1;
+	bpf_rt_task_exiting((status & 0xff) << 8);
+	run_probes(set, TP_SCHED_EXIT, nr, &rec);
+}
+
 static void dispatch(ucontext_t *uc)
 {
 	greg_t *g = uc->uc_mcontext.gregs;
@@ -699,8 +746,10 @@ static void dispatch(ucontext_t *uc)
 		rec.nr = nr;
 		if (wants(set->enter, nr)) {
 			memcpy(rec.args, a, sizeof(rec.args));
-			run_probes(set, 0, nr, &rec);
+			run_probes(set, TP_ENTER, nr, &rec);
 		}
+		if (set->sched_exit && (nr == SYS_exit || nr == SYS_exit_group))
+			sched_process_exit(set, nr, (int)a[0], &regs);
 	}
 	long ret = do_syscall(uc, nr, a);
 	g[REG_RAX] = ret;
@@ -710,7 +759,7 @@ static void dispatch(ucontext_t *uc)
 		rec.nr = nr;
 		memset(rec.args, 0, sizeof(rec.args));
 		rec.args[0] = ret;
-		run_probes(set, 1, nr, &rec);
+		run_probes(set, TP_EXIT, nr, &rec);
 	}
 }
 

@@ -32,7 +32,7 @@
 	F(task_struct, group_leader) F(task_struct, start_time)                     \
 	F(task_struct, start_boottime) F(task_struct, real_cred)                    \
 	F(task_struct, cred) F(task_struct, nsproxy) F(task_struct, mm)             \
-	F(task_struct, active_mm)                                                   \
+	F(task_struct, active_mm) F(task_struct, exit_code)                         \
 	F(cred, uid) F(cred, gid) F(cred, suid) F(cred, sgid) F(cred, euid)         \
 	F(cred, egid) F(cred, fsuid) F(cred, fsgid)                                 \
 	F(nsproxy, uts_ns) F(nsproxy, ipc_ns) F(nsproxy, mnt_ns)                    \

@@ -44,6 +44,9 @@ SCRIPTS = {
     # the new image fires it: the execve of tpvictim by bpftrace's child
     "execve_exit": 'tracepoint:syscalls:sys_exit_execve /comm == "tpvictim"/ { printf("%s %d %d\\n", comm, '
                    'args->ret, pid == cpid); }',
+    # threads (exit), the fork child and the process (exit_group)
+    "sched_process_exit": 'tracepoint:sched:sched_process_exit /comm == "tpvictim"/ { @[args->comm, '
+                          'args->pid == cpid, args->group_dead, args->prio] = count(); }',
     "wildcard": "tracepoint:syscalls:sys_enter_get*pid " + ME + " { @[probe] = count(); }",
     "comm_and_printf": 'tracepoint:syscalls:sys_enter_kill /comm == "tpvictim"/ { printf("%s %d\\n", comm, '
                        'args->sig); }',

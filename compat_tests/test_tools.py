@@ -31,6 +31,7 @@ TPVICTIM = ["taskset", "-c", "0", "{VT}"]
 # a shell under the shim that execs two commands, one missing; the marker is
 # in their arguments only (execsnoop -l)
 EXECS = ["sh", "-c", 'M=bpfshim-ex; /bin/true "$M-mark" a; /nonexistent/x "$M-mark" 2>/dev/null; exit 0']
+EXITS = ["sh", "-c", '/bin/sh -c "exit 3"; /bin/true; exit 0']
 # started stopped for -p (a shell that stops itself, then execs getent)
 GETENT = ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', "getent", "ahosts", "localhost"]
 
@@ -78,6 +79,8 @@ CASES = {
     "libbpf_killsnoop": (["killsnoop", "-p", "{PID}"], "PID", TPVICTIM, "sigint"),
     "syscount_bcc_errors": (["syscount-bpfcc", "-x", "-p", "{PID}"], "Ctrl+C", TPVICTIM, "sigint"),
     "libbpf_execsnoop": (["execsnoop", "-x", "-l", "bpfshim-ex-mark"], "PCOMM", EXECS, "sigint"),
+    # sched:sched_process_exit, system-wide: the shell and what it starts
+    "libbpf_exitsnoop": (["exitsnoop"], "PCOMM", EXITS, "sigint"),
 }
 
 BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]
@@ -218,6 +221,16 @@ def normalise(case, out, pids):
         total = sum(int(HIST_ROW.match(l).group(1)) for l in lines if HIST_ROW.match(l))
         lines = [l for l in lines if not HIST_ROW.match(l)] + [f"calls in the histogram: {total}"]
         lines = [re.sub(r"(avg|total)\W+\d+", r"\1 N", l) for l in lines]
+    if "exitsnoop" in case:
+        # system-wide: the header, the shell (PID) and its children (PPID)
+        drv = {str(p) for p in pids}
+        keep = []
+        for l in lines:
+            f = l.split()
+            if f[:1] == ["PCOMM"] or (len(f) >= 6 and (f[1] in drv or f[2] in drv)):
+                keep.append(" ".join([f[0], "PID" if f[1] in drv else "CPID", "PID" if f[2] in drv else "PPID",
+                                      "TID" if f[3] == f[1] else "OTHER"] + f[5:]) if f[0] != "PCOMM" else l)
+        lines = keep
     if "execsnoop" in case:
         # the pids of the commands the shell starts (its own is masked below)
         lines = [re.sub(r"^(\S+\s+)\d+", r"\1CPID", l) for l in lines]

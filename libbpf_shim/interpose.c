@@ -461,9 +461,8 @@ static int tracefs_text(const char *path, char *out, size_t n)
 	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(tracefs_roots); i++) {
 		size_t k = strlen(tracefs_roots[i]);
 		const char *rel = path + k;
-		if (strncmp(path, tracefs_roots[i], k) ||
-		    (strcmp(rel, "available_events") && strncmp(rel, "events/syscalls/", 16) &&
-		     strncmp(rel, "events/raw_syscalls/", 20)))
+		/* the server answers for the events it serves, ENOENT otherwise */
+		if (strncmp(path, tracefs_roots[i], k) || (strcmp(rel, "available_events") && strncmp(rel, "events/", 7)))
 			continue;
 		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, out, n) ||
 		    rep.err)

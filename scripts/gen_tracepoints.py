@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Snapshot the kernel's syscall tracepoints (syscalls:*, raw_syscalls:*) into
+"""Snapshot the kernel's syscall tracepoints (syscalls:*, raw_syscalls:*) and
+the other events bpfshim fires (tracepoints.EVENTS) into
 syscall_server/data/syscall_tracepoints.json: event ids, syscall numbers and
 format fields, for when tracefs cannot be read (an unprivileged server).
 
@@ -37,17 +38,17 @@ def main():
         if m:
             nrs.setdefault(m.group(1), int(m.group(2)))
     events = []
-    for cat in ("raw_syscalls", "syscalls"):
-        for name in sorted(os.listdir(os.path.join(root, cat))):
-            path = os.path.join(root, cat, name, "format")
-            if not os.path.exists(path):
-                continue
-            text = open(path).read()
-            ev = tracepoints.parse_format(cat, text)
-            if cat == "syscalls":
-                ev["nr"] = nrs[re.sub(r"^sys_(enter|exit)_", "", name)]
-            events.append(ev)
-            assert tracepoints.format_text(ev) == text, f"{cat}/{name}: format does not round-trip"
+    listed = [(cat, name) for cat in tracepoints.CATEGORIES for name in sorted(os.listdir(os.path.join(root, cat)))]
+    for cat, name in listed + list(tracepoints.EVENTS):
+        path = os.path.join(root, cat, name, "format")
+        if not os.path.exists(path):
+            continue
+        text = open(path).read()
+        ev = tracepoints.parse_format(cat, text)
+        if cat == "syscalls":
+            ev["nr"] = nrs[re.sub(r"^sys_(enter|exit)_", "", name)]
+        events.append(ev)
+        assert tracepoints.format_text(ev) == text, f"{cat}/{name}: format does not round-trip"
     out = os.path.join(os.path.dirname(__file__), "..", "syscall_server", "data", "syscall_tracepoints.json")
     with open(out, "w") as f:
         json.dump({"kernel": os.uname().release, "events": events}, f, separators=(",", ":"))

@@ -227,7 +227,8 @@ def _tracepoint(eid):
         name = _kernel_event(eid) if eid >> 32 == 0 else None
         if name:
             raise unsupported(errno.EOPNOTSUPP, f"tracepoint {name} (id {eid}): bpfshim serves the syscall "
-                                                "tracepoints (syscalls:*, raw_syscalls:*) only")
+                                                "tracepoints (syscalls:*, raw_syscalls:*) and "
+                                                "sched:sched_process_exit only")
         raise BpfError(errno.ENOENT)
     return tp
 
@@ -251,8 +252,9 @@ def _kernel_event(eid):
 
 
 class TracepointEvent(ProbeEvent):
-    """A syscall tracepoint event. The kernel runs a tracepoint's programs in
-    every task, whatever pid/cpu the event was opened for: so does its slot."""
+    """A tracepoint event bpfshim serves (syscall_server/tracepoints.py). The
+    kernel runs a tracepoint's programs in every task, whatever pid/cpu the
+    event was opened for: so does its slot."""
     prog_type = _native.uapi.BPF_PROG_TYPE_TRACEPOINT
 
     def __init__(self, attr, cpu, pid, tp):
@@ -262,7 +264,7 @@ class TracepointEvent(ProbeEvent):
     def slot_fields(self):
         L = _native.lib
         flags = L.ATTACH_F_SYSCALL | (L.ATTACH_F_SYS_EXIT if self.tp.exit else 0) | \
-            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0)
+            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0) | (L.ATTACH_F_SCHED_EXIT if self.tp.sched_exit else 0)
         return dict(dev=0, ino=0, offset=max(self.tp.nr, 0), ref_ctr_offset=0, pid=-1, retprobe=False,
                     path=self.tp.full_name, flags=flags, tp_type=self.tp.id)
 

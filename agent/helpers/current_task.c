@@ -462,6 +462,16 @@ void bpf_rt_task_touch(uintptr_t addr, size_t n)
 	}
 }
 
+/* The thread is exiting (sched:sched_process_exit, agent/syscall_tp.c):
+ * task->exit_code as do_exit() sets it. */
+void bpf_rt_task_exiting(int exit_code)
+{
+	char *t = current_task();
+
+	if (t)
+		PUT(t, task_struct, exit_code, (int32_t)exit_code);
+}
+
 /* The task's address, or 0 when the server published no layout (no kernel
  * BTF): what the kernel never returns, and programs check. */
 u64 bpf_get_current_task(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)

@@ -39,6 +39,8 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
 /* This process is a forked child: per-task caches are stale. */
 void bpf_rt_forked(void);
+/* The calling thread exits with this task->exit_code (current_task.c). */
+void bpf_rt_task_exiting(int exit_code);
 /* Changes in each forked child (task_helpers.c). */
 unsigned bpf_rt_fork_gen(void);
 /* The calling thread's comm (16 bytes, NUL-padded), cached per thread and
