@@ -219,10 +219,32 @@ class UprobeEvent(ProbeEvent):
                     pid=self.pid, retprobe=self.retprobe, path=self.path)
 
 
+_SUD = None
+
+
+def _sud_available():
+    """Whether this kernel has Syscall User Dispatch, which the agent fires
+    tracepoints with: turned on for this thread with a selector that allows
+    every syscall, then off again."""
+    global _SUD
+    if _SUD is None:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        sel = ctypes.c_char(b"\0")       # SYSCALL_DISPATCH_FILTER_ALLOW
+        _SUD = libc.prctl(59, 1, 0, 0, ctypes.addressof(sel)) == 0   # PR_SET_SYSCALL_USER_DISPATCH, ON
+        if _SUD:
+            libc.prctl(59, 0, 0, 0, 0)
+    return _SUD
+
+
 def _tracepoint(eid):
     """perf_trace_init(): the event with this tracefs id."""
     from .tracepoints import catalogue
     tp = catalogue().by_id.get(eid)
+    if tp is not None and not _sud_available():
+        raise unsupported(errno.EOPNOTSUPP, f"tracepoint {tp.full_name}: this kernel has no Syscall User "
+                                            "Dispatch (Linux 5.11+, CONFIG_SYSCALL_USER_DISPATCH)")
     if tp is None:
         name = _kernel_event(eid) if eid >> 32 == 0 else None
         if name:
