@@ -12,9 +12,11 @@ import subprocess
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, unpriv_cmd, unpriv_reason
+from compat_tests.env import unpriv_reason
 from compat_tests.test_bpftrace import compare_sides, runtime_dirs, victims  # noqa: F401 (fixtures)
+from compat_tests.unpriv import Runtime
 from compat_tests.victims import build_tp_victim
+from syscall_server import tracepoints
 
 T = "{T}"
 ME = "/pid == cpid/"
@@ -70,7 +72,8 @@ def test_syscall_tracepoint(name, tp_victim, runtime_dirs):  # noqa: F811
 # ---- the tracefs files bpfshim serves when tracefs is unreadable ----
 
 EVENTS = ["syscalls/sys_enter_openat", "syscalls/sys_exit_openat", "syscalls/sys_enter_getpid",
-          "syscalls/sys_enter_newstat", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit"]
+          "syscalls/sys_enter_newstat", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit",
+          "sched/sched_process_exit"]
 
 
 def _tracefs():
@@ -100,16 +103,20 @@ def test_tracefs_files_served():
     if why:
         pytest.skip(why)
     paths = [f"{root}/events/{e}/format" for e in EVENTS] + [f"{root}/available_events"]
-    p = subprocess.run(unpriv_cmd() + ["env", f"LD_PRELOAD={SHIM_LIB}", "python3", "-c", READER] + paths,
-                       capture_output=True, text=True, timeout=60)
+    rt = Runtime(unpriv=True, prefix="bpfshim-tracefs-")
+    try:
+        p = subprocess.run(rt.cmd(["python3", "-c", READER] + paths), capture_output=True, text=True, timeout=60)
+    finally:
+        rt.close()
     assert p.returncode == 0, p.stderr
     got = p.stdout.split("\0")
     import re
     for path, text in zip(paths, got):
         if path.endswith("available_events"):
             served = set(text.split())
-            kernel = {l for l in open(path).read().split() if l.split(":")[0] in ("syscalls", "raw_syscalls")}
-            assert served <= kernel and len(served) >= len(kernel) - 6, sorted(kernel ^ served)[:10]
+            kernel = {l for l in open(path).read().split()
+                      if l.split(":")[0] in tracepoints.CATEGORIES or tuple(l.split(":")) in tracepoints.EVENTS}
+            assert served == kernel, sorted(kernel ^ served)[:10]
             continue
         with open(path) as f:
             want = f.read()
