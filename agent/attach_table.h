@@ -35,6 +35,10 @@ enum attach_flags {
 	/* sched:sched_process_exit, fired by a thread's exit or exit_group
 	 * (with ATTACH_F_SYSCALL; `offset` unused) */
 	ATTACH_F_SCHED_EXIT = 16,
+	/* sched:sched_process_fork (the parent of a clone, fork or vfork) and
+	 * sched:sched_process_exec (a new image, before main) */
+	ATTACH_F_SCHED_FORK = 32,
+	ATTACH_F_SCHED_EXEC = 64,
 };
 
 struct attach_slot {

@@ -53,6 +53,7 @@
 #include <string.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -172,6 +173,8 @@ enum tp_kind {
 	TP_ENTER,                  /* sys_enter_* / raw sys_enter */
 	TP_EXIT,                   /* sys_exit_* / raw sys_exit */
 	TP_SCHED_EXIT,             /* sched:sched_process_exit, at exit / exit_group */
+	TP_SCHED_FORK,             /* sched:sched_process_fork, in the parent of a clone */
+	TP_SCHED_EXEC,             /* sched:sched_process_exec, in a new image */
 };
 
 /* What the handler reads: published whole, never changed after (a thread
@@ -179,7 +182,7 @@ enum tp_kind {
 struct tp_set {
 	uint32_t n;
 	uint8_t enter[NR_MAX / 8], exit[NR_MAX / 8];   /* some probe wants this nr */
-	uint8_t sched_exit;                            /* a TP_SCHED_EXIT probe */
+	uint8_t sched_exit, sched_fork, sched_exec;    /* a probe of that kind */
 	struct tp_probe *p[];
 };
 
@@ -367,7 +370,10 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		p->cookie = s->cookie;
 		p->nr = (uint32_t)s->offset;
 		p->type = (uint16_t)s->tp_type;
-		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT : s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
+		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT
+			: s->flags & ATTACH_F_SCHED_FORK ? TP_SCHED_FORK
+			: s->flags & ATTACH_F_SCHED_EXEC ? TP_SCHED_EXEC
+			: s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
 		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
 		tp_applied[i] = p;
 		tp_changed = 1;
@@ -391,10 +397,17 @@ void syscall_tp_commit(void)
 				continue;
 			set->p[set->n++] = p;
 			uint8_t *bits = p->kind == TP_EXIT ? set->exit : set->enter;
+			static const int forks[] = { SYS_clone, SYS_clone3, SYS_fork, SYS_vfork };
 			if (p->kind == TP_SCHED_EXIT) {
 				set->sched_exit = 1;
 				bits[SYS_exit / 8] |= 1 << (SYS_exit % 8);
 				bits[SYS_exit_group / 8] |= 1 << (SYS_exit_group % 8);
+			} else if (p->kind == TP_SCHED_FORK) {
+				set->sched_fork = 1;
+				for (unsigned k = 0; k < BPFSHIM_ARRAY_SIZE(forks); k++)
+					set->exit[forks[k] / 8] |= 1 << (forks[k] % 8);
+			} else if (p->kind == TP_SCHED_EXEC) {
+				set->sched_exec = 1;
 			} else if (p->raw)
 				memset(bits, 0xff, NR_MAX / 8);
 			else if (p->nr < NR_MAX)
@@ -435,7 +448,7 @@ static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, voi
 	in_probe = 1;
 	for (uint32_t i = 0; i < set->n; i++) {
 		const struct tp_probe *p = set->p[i];
-		if (p->kind != kind || (kind != TP_SCHED_EXIT && !p->raw && p->nr != (uint64_t)nr))
+		if (p->kind != kind || (kind <= TP_EXIT && !p->raw && p->nr != (uint64_t)nr))
 			continue;
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
@@ -445,6 +458,19 @@ static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, voi
 static int wants(const uint8_t *bits, long nr)
 {
 	return nr >= 0 && nr < NR_MAX && (bits[nr / 8] >> (nr % 8) & 1);
+}
+
+/* A tracepoint record with __data_loc strings: the fixed part, then each
+ * string where its u32 at `loc` says (offset | length << 16, with the NUL). */
+static size_t put_data_loc(char *rec, size_t end, size_t loc, const char *str, size_t cap)
+{
+	size_t n = strnlen(str, cap - end - 1) + 1;
+	uint32_t v = (uint32_t)end | (uint32_t)n << 16;
+
+	memcpy(rec + loc, &v, 4);
+	memcpy(rec + end, str, n - 1);
+	rec[end + n - 1] = 0;
+	return end + n;
 }
 
 /* A thread made by sud_clone_thread, armed, before it runs its first
@@ -635,6 +661,21 @@ void syscall_tp_exec_exit(void)
 
 	if (v)
 		unsetenv("BPFSHIM_SYS_EXIT_EXECVE");
+	if (set && set->sched_exec) {
+		/* sched:sched_process_exec (exec_binprm()): the file as execve
+		 * was given it (the kernel leaves it at AT_EXECFN), the pid */
+		_Alignas(8) char rec[24 + 4096] = { 0 };
+		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
+		const char *file = (const char *)getauxval(AT_EXECFN);
+		int32_t pid = (int32_t)getpid();
+		memcpy(rec, &(uint64_t){ (uint64_t)(uintptr_t)&regs }, 8);
+		put_data_loc(rec, 20, 8, file ? file : "", sizeof(rec));
+		memcpy(rec + 12, &pid, 4);
+		memcpy(rec + 16, &pid, 4);
+		SUD_INTERNAL_BEGIN();
+		run_probes(set, TP_SCHED_EXEC, nr, rec);
+		SUD_INTERNAL_END();
+	}
 	if (set && wants(set->exit, nr)) {
 		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
 		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
@@ -714,6 +755,24 @@ static void sched_process_exit(const struct tp_set *set, long nr, int status, st
 	run_probes(set, TP_SCHED_EXIT, nr, &rec);
 }
 
+/* sched:sched_process_fork as kernel_clone() fires it, in the parent after
+ * the child exists: the parent's comm and tid, the child's (the same comm)
+ * and its pid. */
+static void sched_process_fork(const struct tp_set *set, long child, struct hook_pt_regs *regs)
+{
+	_Alignas(8) char rec[64] = { 0 };
+	const char *comm = bpf_rt_comm();
+	int32_t tid = (int32_t)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0), cpid = (int32_t)child;
+	size_t end = 24;
+
+	memcpy(rec, &(uint64_t){ (uint64_t)(uintptr_t)regs }, 8);
+	end = put_data_loc(rec, end, 8, comm, sizeof(rec));
+	memcpy(rec + 12, &tid, 4);
+	end = put_data_loc(rec, end, 16, comm, sizeof(rec));
+	memcpy(rec + 20, &cpid, 4);
+	run_probes(set, TP_SCHED_FORK, 0, rec);
+}
+
 static void dispatch(ucontext_t *uc)
 {
 	greg_t *g = uc->uc_mcontext.gregs;
@@ -753,6 +812,9 @@ static void dispatch(ucontext_t *uc)
 	}
 	long ret = do_syscall(uc, nr, a);
 	g[REG_RAX] = ret;
+	if (fire && set->sched_fork && ret > 0 &&
+	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
+		sched_process_fork(set, ret, &regs);
 	if (fire && wants(set->exit, nr)) {
 		regs.ax = ret;
 		rec.regs = (uint64_t)(uintptr_t)&regs;

@@ -49,6 +49,14 @@ SCRIPTS = {
     # threads (exit), the fork child and the process (exit_group)
     "sched_process_exit": 'tracepoint:sched:sched_process_exit /comm == "tpvictim"/ { @[args->comm, '
                           'args->pid == cpid, args->group_dead, args->prio] = count(); }',
+    # in the parent of each thread and of the fork child (__data_loc comms)
+    "sched_process_fork": "tracepoint:sched:sched_process_fork /args->parent_pid == (int32)cpid/ { "
+                          'printf("%s %s %d\\n", str(args->parent_comm), str(args->child_comm), '
+                          "args->child_pid > 0); }",
+    # the new image of bpftrace's child (the file as execve got it)
+    "sched_process_exec": "tracepoint:sched:sched_process_exec /pid == cpid/ { "
+                          'printf("%s %d %d\\n", str(args->filename), args->pid == (int32)cpid, '
+                          "args->old_pid == (int32)cpid); }",
     "wildcard": "tracepoint:syscalls:sys_enter_get*pid " + ME + " { @[probe] = count(); }",
     "comm_and_printf": 'tracepoint:syscalls:sys_enter_kill /comm == "tpvictim"/ { printf("%s %d\\n", comm, '
                        'args->sig); }',
