@@ -181,6 +181,9 @@ STACK_SCRIPTS = {
     "ustack_under_uretprobe": "uretprobe:{S}:top { @n = count(); } uprobe:{S}:leaf { @[ustack] = count(); }" + EXIT,
     "ustack_recursive": 'uprobe:{S}:rec { printf("%d %s\\n", arg0, ustack(3)); }',
     "kstack_from_uprobe": "uprobe:{S}:leaf { @[kstack] = count(); @k[kstack(3)] = count(); }" + EXIT,
+    # a syscall tracepoint: the user regs at the syscall (usleep at the end of main)
+    "ustack_syscall_tracepoint": "tracepoint:syscalls:sys_enter_clock_nanosleep /pid == cpid/ "
+                                 "{ @[ustack] = count(); @u[ustack(1)] = count(); }",
 }
 
 LIBC_ADDR = re.compile(r"\b(0x)?7[0-9a-f]{11}\b")   # shared libraries, stacks: 0x7xxxxxxxxxxx
