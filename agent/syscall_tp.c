@@ -2,7 +2,10 @@
 /*
  * Syscall tracepoints in user space: syscalls:sys_enter_* / sys_exit_* and
  * raw_syscalls:sys_enter / sys_exit, run in every process of the user that
- * has the agent, as the kernel runs them in every task.
+ * has the agent, as the kernel runs them in every task; and three sched
+ * events found on the same path (sched_process_exit at exit/exit_group,
+ * sched_process_fork when a clone returns a child, sched_process_exec in a
+ * new image).
  *
  * While a syscall tracepoint is attached, each thread of the process has
  * Syscall User Dispatch on (prctl PR_SET_SYSCALL_USER_DISPATCH, no privilege
@@ -36,9 +39,9 @@
  * rt_sigprocmask, signal handlers, and the temporary masks of rt_sigsuspend,
  * ppoll, pselect6 and epoll_pwait; an application's own SIGSYS (and
  * SIGRTMAX) handler is kept aside and called for the signals bpfshim did not
- * send.
+ * send. execve/execveat: the new image fires their sys_exit
+ * (syscall_tp_exec_exit).
  *
- *   - execve/execveat: the new image fires their sys_exit (syscall_tp_exec_exit).
  * Not traced: what the dynamic loader does before the agent's constructor,
  * and the child of posix_spawn/vfork before it execs (it shares its
  * parent's TLS, so it has no selector of its own).
