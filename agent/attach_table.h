@@ -39,6 +39,9 @@ enum attach_flags {
 	 * sched:sched_process_exec (a new image, before main) */
 	ATTACH_F_SCHED_FORK = 32,
 	ATTACH_F_SCHED_EXEC = 64,
+	/* signal:signal_generate, for the signals kill/tkill/tgkill/
+	 * rt_(tg)sigqueueinfo send (not those the kernel generates) */
+	ATTACH_F_SIGNAL_GENERATE = 128,
 };
 
 struct attach_slot {

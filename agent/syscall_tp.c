@@ -2,10 +2,10 @@
 /*
  * Syscall tracepoints in user space: syscalls:sys_enter_* / sys_exit_* and
  * raw_syscalls:sys_enter / sys_exit, run in every process of the user that
- * has the agent, as the kernel runs them in every task; and three sched
- * events found on the same path (sched_process_exit at exit/exit_group,
+ * has the agent, as the kernel runs them in every task; and the events
+ * found on the same path (sched_process_exit at exit/exit_group,
  * sched_process_fork when a clone returns a child, sched_process_exec in a
- * new image).
+ * new image, signal_generate for the signals syscalls send).
  *
  * While a syscall tracepoint is attached, each thread of the process has
  * Syscall User Dispatch on (prctl PR_SET_SYSCALL_USER_DISPATCH, no privilege
@@ -178,6 +178,7 @@ enum tp_kind {
 	TP_SCHED_EXIT,             /* sched:sched_process_exit, at exit / exit_group */
 	TP_SCHED_FORK,             /* sched:sched_process_fork, in the parent of a clone */
 	TP_SCHED_EXEC,             /* sched:sched_process_exec, in a new image */
+	TP_SIGNAL_GENERATE,        /* signal:signal_generate, for kill/tkill/tgkill/... */
 };
 
 /* What the handler reads: published whole, never changed after (a thread
@@ -186,6 +187,7 @@ struct tp_set {
 	uint32_t n;
 	uint8_t enter[NR_MAX / 8], exit[NR_MAX / 8];   /* some probe wants this nr */
 	uint8_t sched_exit, sched_fork, sched_exec;    /* a probe of that kind */
+	uint8_t signal_generate;
 	struct tp_probe *p[];
 };
 
@@ -376,6 +378,7 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT
 			: s->flags & ATTACH_F_SCHED_FORK ? TP_SCHED_FORK
 			: s->flags & ATTACH_F_SCHED_EXEC ? TP_SCHED_EXEC
+			: s->flags & ATTACH_F_SIGNAL_GENERATE ? TP_SIGNAL_GENERATE
 			: s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
 		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
 		tp_applied[i] = p;
@@ -411,6 +414,15 @@ void syscall_tp_commit(void)
 					set->exit[forks[k] / 8] |= 1 << (forks[k] % 8);
 			} else if (p->kind == TP_SCHED_EXEC) {
 				set->sched_exec = 1;
+			} else if (p->kind == TP_SIGNAL_GENERATE) {
+				static const int sends[] = { SYS_kill, SYS_tkill, SYS_tgkill, SYS_rt_sigqueueinfo,
+							     SYS_rt_tgsigqueueinfo };
+				set->signal_generate = 1;
+				for (unsigned k = 0; k < BPFSHIM_ARRAY_SIZE(sends); k++)
+					set->enter[sends[k] / 8] |= 1 << (sends[k] % 8);
+				/* the SIGCHLD a dying process sends its parent */
+				set->enter[SYS_exit / 8] |= 1 << (SYS_exit % 8);
+				set->enter[SYS_exit_group / 8] |= 1 << (SYS_exit_group % 8);
 			} else if (p->raw)
 				memset(bits, 0xff, NR_MAX / 8);
 			else if (p->nr < NR_MAX)
@@ -723,6 +735,24 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 	return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+/* Does the thread group die with this exit/exit_group (the last thread)? */
+static int group_dies(long nr)
+{
+	char buf[1024];
+	int threads = 1;
+
+	if (nr == SYS_exit_group)
+		return 1;
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	const char *t = n > 0 ? (buf[n] = 0, strstr(buf, "\nThreads:")) : NULL;
+	if (t)
+		threads = atoi(t + 9);
+	return threads <= 1;
+}
+
 /* sched:sched_process_exit as do_exit() fires it for the calling thread:
  * comm, pid (the thread's), prio, whether the thread group dies with it;
  * task->exit_code set first, as exit_group()/exit() set it. The kernel also
@@ -736,26 +766,112 @@ static void sched_process_exit(const struct tp_set *set, long nr, int status, st
 		int32_t pid, prio;
 		uint8_t group_dead, pad[7];
 	} rec = { .regs = (uint64_t)(uintptr_t)regs };
-	char buf[1024];
-	int threads = 1;
-
 	memcpy(rec.comm, bpf_rt_comm(), 16);
 	rec.pid = (int32_t)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
 	errno = 0;
 	int nice = getpriority(PRIO_PROCESS, 0);
 	rec.prio = 120 + (errno ? 0 : nice);
-	if (nr == SYS_exit) {
-		int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-		if (fd >= 0)
-			close(fd);
-		const char *t = n > 0 ? (buf[n] = 0, strstr(buf, "\nThreads:")) : NULL;
-		if (t)
-			threads = atoi(t + 9);
-	}
-	rec.group_dead = nr == SYS_exit_group || threads <= 1;
+	rec.group_dead = group_dies(nr);
 	bpf_rt_task_exiting((status & 0xff) << 8);
 	run_probes(set, TP_SCHED_EXIT, nr, &rec);
+}
+
+/* signal:signal_generate, as __send_signal_locked() fires it for a signal
+ * a syscall sends: the record is made before the syscall (the target's
+ * state then says the result) and fired if the syscall succeeds. Signals
+ * the kernel generates itself (SIGCHLD, SIGPIPE, timers, faults) are not
+ * seen; nor those kill() sends to a process group or to every process. */
+struct sig_gen {
+	struct {
+		uint64_t regs;
+		int32_t sig, errno_, code;
+		char comm[16];
+		int32_t pid, group, result;
+	} rec;
+	int ign;                   /* the target has SIG_IGN for it */
+};
+
+enum { TRACE_SIGNAL_DELIVERED, TRACE_SIGNAL_IGNORED, TRACE_SIGNAL_ALREADY_PENDING };
+#define SI_TKILL_ (-6)
+
+/* A hex mask line of /proc/TID/status ("SigBlk:\t..."), 0 if absent. */
+static uint64_t status_mask(const char *st, const char *name)
+{
+	const char *p = strstr(st, name);
+	return p ? strtoull(p + strlen(name), NULL, 16) : 0;
+}
+
+static int signal_prepare(long nr, const long *a, struct sig_gen *sg)
+{
+	long tid, sig;
+	int group = nr == SYS_kill || nr == SYS_rt_sigqueueinfo;
+	char path[64], st[2048];
+
+	memset(sg, 0, sizeof(*sg));
+	if (nr == SYS_kill || nr == SYS_rt_sigqueueinfo || nr == SYS_tkill) {
+		tid = a[0];
+		sig = a[1];
+	} else if (nr == SYS_tgkill || nr == SYS_rt_tgsigqueueinfo) {
+		tid = a[1];
+		sig = a[2];
+	} else {
+		return 0;
+	}
+	if (tid <= 0 || sig <= 0 || sig > 64)
+		return 0;
+	sg->rec.sig = (int32_t)sig;
+	sg->rec.pid = (int32_t)tid;
+	sg->rec.group = group;
+	sg->rec.code = nr == SYS_kill ? 0 /* SI_USER */ : nr == SYS_tkill || nr == SYS_tgkill ? SI_TKILL_ : 0;
+	if (nr == SYS_rt_sigqueueinfo || nr == SYS_rt_tgsigqueueinfo) {
+		siginfo_t si;
+		if (bpf_rt_copy_nofault(&si, (void *)a[nr == SYS_rt_sigqueueinfo ? 2 : 3], sizeof(si)))
+			return 0;
+		sg->rec.code = si.si_code;
+		sg->rec.errno_ = si.si_errno;
+	}
+	snprintf(path, sizeof(path), "/proc/%ld/comm", tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, sg->rec.comm, sizeof(sg->rec.comm) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n > 0 && sg->rec.comm[n - 1] == '\n')
+		sg->rec.comm[n - 1] = 0;
+	/* prepare_signal(): ignored unless blocked; legacy_queue(): a standard
+	 * signal already pending is not queued again */
+	snprintf(path, sizeof(path), "/proc/%ld/status", tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n > 0) {
+		st[n] = 0;
+		uint64_t bit = 1ull << (sig - 1), dfl_ignore = 1ull << (SIGCONT - 1) | 1ull << (SIGCHLD - 1) |
+								1ull << (SIGWINCH - 1) | 1ull << (SIGURG - 1);
+		uint64_t blk = status_mask(st, "\nSigBlk:"), ign = status_mask(st, "\nSigIgn:"),
+			 cgt = status_mask(st, "\nSigCgt:"), pnd = status_mask(st, group ? "\nShdPnd:" : "\nSigPnd:");
+		sg->ign = !!(ign & bit);
+		if (!(blk & bit) && ((ign & bit) || (!(cgt & bit) && (dfl_ignore & bit))))
+			sg->rec.result = TRACE_SIGNAL_IGNORED;
+		else if (sig < 32 && (pnd & bit))
+			sg->rec.result = TRACE_SIGNAL_ALREADY_PENDING;
+	}
+	return 1;
+}
+
+/* do_notify_parent() at the death of the thread group: SIGCHLD to the
+ * parent, CLD_EXITED; none when the parent ignores SIGCHLD (it reaps
+ * automatically). */
+static void sigchld_at_exit(const struct tp_set *set, struct hook_pt_regs *regs)
+{
+	long a[6] = { SYSCALL(SYS_getppid, 0, 0, 0, 0, 0, 0), SIGCHLD };
+	struct sig_gen sg;
+
+	if (!signal_prepare(SYS_kill, a, &sg) || sg.ign)
+		return;
+	sg.rec.regs = (uint64_t)(uintptr_t)regs;
+	sg.rec.code = 1;    /* CLD_EXITED */
+	run_probes(set, TP_SIGNAL_GENERATE, SYS_exit_group, &sg.rec);
 }
 
 /* sched:sched_process_fork as kernel_clone() fires it, in the parent after
@@ -812,9 +928,16 @@ static void dispatch(ucontext_t *uc)
 		}
 		if (set->sched_exit && (nr == SYS_exit || nr == SYS_exit_group))
 			sched_process_exit(set, nr, (int)a[0], &regs);
+		if (set->signal_generate && (nr == SYS_exit || nr == SYS_exit_group) && group_dies(nr))
+			sigchld_at_exit(set, &regs);
 	}
+	struct sig_gen sg;
+	int gen = fire && set->signal_generate && signal_prepare(nr, a, &sg);
+	sg.rec.regs = (uint64_t)(uintptr_t)&regs;
 	long ret = do_syscall(uc, nr, a);
 	g[REG_RAX] = ret;
+	if (gen && ret == 0)
+		run_probes(set, TP_SIGNAL_GENERATE, nr, &sg.rec);
 	if (fire && set->sched_fork && ret > 0 &&
 	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
 		sched_process_fork(set, ret, &regs);

@@ -57,6 +57,10 @@ SCRIPTS = {
     "sched_process_exec": "tracepoint:sched:sched_process_exec /pid == cpid/ { "
                           'printf("%s %d %d\\n", str(args->filename), args->pid == (int32)cpid, '
                           "args->old_pid == (int32)cpid); }",
+    # raise() (tgkill), and the SIGCHLDs the fork child and the process send at exit
+    "signal_generate": 'tracepoint:signal:signal_generate /comm == "tpvictim"/ { printf("%d %d %d %s %d %d %d '
+                       '%d\\n", args->sig, args->errno, args->code, args->comm, args->pid == (int32)tid, '
+                       "args->group, args->result, pid == cpid); }",
     "wildcard": "tracepoint:syscalls:sys_enter_get*pid " + ME + " { @[probe] = count(); }",
     "comm_and_printf": 'tracepoint:syscalls:sys_enter_kill /comm == "tpvictim"/ { printf("%s %d\\n", comm, '
                        'args->sig); }',

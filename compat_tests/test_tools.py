@@ -81,6 +81,9 @@ CASES = {
     "libbpf_execsnoop": (["execsnoop", "-x", "-l", "bpfshim-ex-mark"], "PCOMM", EXECS, "sigint"),
     # sched:sched_process_exit, system-wide: the shell and what it starts
     "libbpf_exitsnoop": (["exitsnoop"], "PCOMM", EXITS, "sigint"),
+    # signal:signal_generate; SIGUSR1 only (a stopped process's parent also gets a
+    # SIGCHLD when it continues, which the kernel generates)
+    "libbpf_sigsnoop": (["sigsnoop", "-n", "-s", "10", "-p", "{PID}"], "RESULT", TPVICTIM, "sigint"),
 }
 
 BASH_LINES = ["echo one", "true two three", "x=4; echo $x"]

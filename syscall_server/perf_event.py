@@ -249,8 +249,9 @@ def _tracepoint(eid):
         name = _kernel_event(eid) if eid >> 32 == 0 else None
         if name:
             raise unsupported(errno.EOPNOTSUPP, f"tracepoint {name} (id {eid}): bpfshim serves the syscall "
-                                                "tracepoints (syscalls:*, raw_syscalls:*) and "
-                                                "sched:sched_process_exit/_fork/_exec only")
+                                                "tracepoints (syscalls:*, raw_syscalls:*), "
+                                                "sched:sched_process_exit/_fork/_exec and "
+                                                "signal:signal_generate only")
         raise BpfError(errno.ENOENT)
     return tp
 
@@ -285,10 +286,10 @@ class TracepointEvent(ProbeEvent):
 
     def slot_fields(self):
         L = _native.lib
-        sched = {"sched_process_exit": L.ATTACH_F_SCHED_EXIT, "sched_process_fork": L.ATTACH_F_SCHED_FORK,
-                 "sched_process_exec": L.ATTACH_F_SCHED_EXEC}
+        event = {"sched_process_exit": L.ATTACH_F_SCHED_EXIT, "sched_process_fork": L.ATTACH_F_SCHED_FORK,
+                 "sched_process_exec": L.ATTACH_F_SCHED_EXEC, "signal_generate": L.ATTACH_F_SIGNAL_GENERATE}
         flags = L.ATTACH_F_SYSCALL | (L.ATTACH_F_SYS_EXIT if self.tp.exit else 0) | \
-            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0) | sched.get(self.tp.sched, 0)
+            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0) | event.get(self.tp.event, 0)
         return dict(dev=0, ino=0, offset=max(self.tp.nr, 0), ref_ctr_offset=0, pid=-1, retprobe=False,
                     path=self.tp.full_name, flags=flags, tp_type=self.tp.id)
 

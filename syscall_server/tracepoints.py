@@ -1,6 +1,6 @@
 """The tracepoints bpfshim serves: the syscall tracepoints (syscalls:sys_enter_*
-/ sys_exit_*, raw_syscalls:sys_enter / sys_exit) and sched:sched_process_exit,
-_fork and _exec, which the agent fires in user space (agent/syscall_tp.c).
+/ sys_exit_*, raw_syscalls:sys_enter / sys_exit) and the few events found on
+their path (EVENTS), which the agent fires in user space (agent/syscall_tp.c).
 
 Event ids and formats are the kernel's: read from tracefs when this process
 may read it, else from the snapshot of the kernel bpfshim emulates
@@ -16,7 +16,8 @@ SNAPSHOT = os.path.join(os.path.dirname(__file__), "data", "syscall_tracepoints.
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 CATEGORIES = ("raw_syscalls", "syscalls")
 # single events of other categories the agent fires: (category, name)
-EVENTS = (("sched", "sched_process_exit"), ("sched", "sched_process_fork"), ("sched", "sched_process_exec"))
+EVENTS = (("sched", "sched_process_exit"), ("sched", "sched_process_fork"), ("sched", "sched_process_exec"),
+          ("signal", "signal_generate"))
 
 _COMMON = ("\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
            "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
@@ -60,7 +61,7 @@ class Tracepoint:
     def __init__(self, ev):
         self.cat, self.name, self.id = ev["cat"], ev["name"], ev["id"]
         self.raw = self.cat == "raw_syscalls"
-        self.sched = self.name if self.cat == "sched" else None
+        self.event = self.name if (self.cat, self.name) in EVENTS else None
         self.exit = self.name.startswith("sys_exit")
         self.nr = ev.get("nr", -1)
         self.ev = ev
