@@ -430,7 +430,12 @@ void syscall_tp_commit(void)
 		}
 	}
 	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
-	int want = set != NULL;
+	/* BPFSHIM_NO_SYSCALL_DISPATCH: this process (and what it starts) is not
+	 * traced by syscall tracepoints, for an application dispatch disturbs */
+	static int off = -1;
+	if (off < 0)
+		off = getenv("BPFSHIM_NO_SYSCALL_DISPATCH") != NULL;
+	int want = set != NULL && !off;
 	if (want == __atomic_load_n(&sud_want, __ATOMIC_RELAXED))
 		return;
 	if (want)

@@ -215,3 +215,15 @@ def test_syscall_tracepoint_stress(stress_victim, runtime_dirs):  # noqa: F811
               'END { clear(@all); }')
     out = compare_sides(script, stress_victim, runtime_dirs)
     assert "fork=7 system=3 spawn=5 alarms>0=1 usr1 0->1" in out, out
+
+
+def test_dispatch_off_by_env(tp_victim, runtime_dirs):  # noqa: F811
+    """BPFSHIM_NO_SYSCALL_DISPATCH keeps a process out of syscall tracepoints
+    (no kernel counterpart: bpfshim's own switch); the same script sees the
+    process without it."""
+    from compat_tests.test_bpftrace import run_bpftrace
+    script = 'tracepoint:syscalls:sys_enter_getppid /comm == "tpvictim"/ { @n = count(); }'
+    rc, out = run_bpftrace(script, tp_victim, runtime_dirs[0])
+    assert rc == 0 and "@n: " in out, out
+    rc, out = run_bpftrace(script, f"env BPFSHIM_NO_SYSCALL_DISPATCH=1 {tp_victim}", runtime_dirs[0])
+    assert rc == 0 and "@n" not in out, out
