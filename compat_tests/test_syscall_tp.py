@@ -225,5 +225,5 @@ def test_dispatch_off_by_env(tp_victim, runtime_dirs):  # noqa: F811
     script = 'tracepoint:syscalls:sys_enter_getppid /comm == "tpvictim"/ { @n = count(); }'
     rc, out = run_bpftrace(script, tp_victim, runtime_dirs[0])
     assert rc == 0 and "@n: " in out, out
-    rc, out = run_bpftrace(script, f"env BPFSHIM_NO_SYSCALL_DISPATCH=1 {tp_victim}", runtime_dirs[0])
+    rc, out = run_bpftrace(script, f"/usr/bin/env BPFSHIM_NO_SYSCALL_DISPATCH=1 {tp_victim}", runtime_dirs[0])
     assert rc == 0 and "@n" not in out, out
