@@ -228,3 +228,39 @@ def test_dispatch_off_by_env(tp_victim, runtime_dirs):  # noqa: F811
     assert rc == 0 and re.search(r"^@n: [1-9]", out, re.M), out
     rc, out = run_bpftrace(script, f"/usr/bin/env BPFSHIM_NO_SYSCALL_DISPATCH=1 {tp_victim}", runtime_dirs[0])
     assert rc == 0 and re.search(r"^@n: 0$", out, re.M), out
+
+
+# CPython: threads, subprocess (vfork, then exec of sh), a signal handler, fork
+PY_VICTIM = r"""
+import os, signal, subprocess, threading
+def work():
+    for _ in range(100):
+        os.getppid()
+ts = [threading.Thread(target=work) for _ in range(3)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+out = subprocess.run(["/bin/sh", "-c", "exit 4"]).returncode
+signal.signal(signal.SIGUSR1, lambda *a: os.getppid())
+os.kill(os.getpid(), signal.SIGUSR1)
+pid = os.fork()
+if pid == 0:
+    os.getppid()
+    os._exit(5)
+_, st = os.waitpid(pid, 0)
+print("py", out, os.waitstatus_to_exitcode(st))
+"""
+
+
+def test_syscall_tracepoint_python(victims, runtime_dirs):  # noqa: F811
+    """The interpreter under dispatch behaves, and its calls are counted, as
+    on the kernel."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("/usr/bin/python3 is not installed")
+    script = os.path.join(os.path.dirname(victims[0]), "pyvictim.py")
+    with open(script, "w") as f:
+        f.write(PY_VICTIM)
+    os.chmod(script, 0o644)
+    bt = ('tracepoint:syscalls:sys_enter_getppid /comm == "python3"/ { @[pid == cpid] = count(); } '
+          'tracepoint:sched:sched_process_exec /comm == "sh"/ { @sh = count(); }')
+    out = compare_sides(bt, f"/usr/bin/python3 {script}", runtime_dirs)
+    assert "py 4 5" in out and "@[1]: 301" in out, out
