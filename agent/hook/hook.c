@@ -949,13 +949,15 @@ static void quiesce_fix(greg_t *g, int queued)
 {
 	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE)) {
 		/* quiesce() gave up waiting for this thread (a loaded machine):
-		 * if it stopped inside a site that has its jump now, the bytes
-		 * ahead of it are no longer the instructions it was running */
+		 * if it stopped inside a jump-mode site, the bytes ahead of it
+		 * are the jump's, or soon will be (the tail is written right
+		 * after quiesce() returns, while byte 0 is still int3). The
+		 * relocated copy runs the same instructions whatever the state
+		 * of the patch, so the thread goes there. */
 		uint64_t ip = (uint64_t)g[REG_RIP];
 		for (int k = 1; queued && k < 5; k++) {
 			struct hook_site *s = site_find(ip - k);
-			if (s && s->mode == HOOK_MODE_JMP && s->bmap[k] != 0xff &&
-			    __atomic_load_n((uint8_t *)s->addr, __ATOMIC_ACQUIRE) == 0xe9) {
+			if (s && s->mode == HOOK_MODE_JMP && s->bmap[k] != 0xff) {
 				g[REG_RIP] = (greg_t)(s->tramp + s->bmap[k]);
 				__atomic_add_fetch(&parked_moved, 1, __ATOMIC_RELAXED);
 				break;
