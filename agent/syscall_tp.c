@@ -168,7 +168,6 @@ struct tp_probe {
 	const struct bpf_prog_rt *prog;
 	uint64_t seq, cookie;
 	uint32_t nr;               /* syscalls:*: the syscall */
-	uint16_t type;             /* common_type: the event id */
 	uint8_t kind, raw;         /* enum tp_kind */
 };
 
@@ -374,7 +373,6 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		p->seq = s->seq;
 		p->cookie = s->cookie;
 		p->nr = (uint32_t)s->offset;
-		p->type = (uint16_t)s->tp_type;
 		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT
 			: s->flags & ATTACH_F_SCHED_FORK ? TP_SCHED_FORK
 			: s->flags & ATTACH_F_SCHED_EXEC ? TP_SCHED_EXEC
@@ -384,6 +382,14 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		tp_applied[i] = p;
 		tp_changed = 1;
 	}
+}
+
+/* Syscalls `nr[0..n)` trap for this set. */
+static void want_nrs(uint8_t *bits, const int *nr, unsigned n)
+{
+	for (unsigned k = 0; k < n; k++)
+		if (nr[k] >= 0 && nr[k] < NR_MAX)
+			bits[nr[k] / 8] |= 1 << (nr[k] % 8);
 }
 
 void syscall_tp_commit(void)
@@ -403,30 +409,28 @@ void syscall_tp_commit(void)
 				continue;
 			set->p[set->n++] = p;
 			uint8_t *bits = p->kind == TP_EXIT ? set->exit : set->enter;
+			static const int exits[] = { SYS_exit, SYS_exit_group };
 			static const int forks[] = { SYS_clone, SYS_clone3, SYS_fork, SYS_vfork };
+			static const int sends[] = { SYS_kill, SYS_tkill, SYS_tgkill, SYS_rt_sigqueueinfo,
+						     SYS_rt_tgsigqueueinfo };
+			int nr = (int)p->nr;
 			if (p->kind == TP_SCHED_EXIT) {
 				set->sched_exit = 1;
-				bits[SYS_exit / 8] |= 1 << (SYS_exit % 8);
-				bits[SYS_exit_group / 8] |= 1 << (SYS_exit_group % 8);
+				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));
 			} else if (p->kind == TP_SCHED_FORK) {
 				set->sched_fork = 1;
-				for (unsigned k = 0; k < BPFSHIM_ARRAY_SIZE(forks); k++)
-					set->exit[forks[k] / 8] |= 1 << (forks[k] % 8);
+				want_nrs(set->exit, forks, BPFSHIM_ARRAY_SIZE(forks));
 			} else if (p->kind == TP_SCHED_EXEC) {
 				set->sched_exec = 1;
 			} else if (p->kind == TP_SIGNAL_GENERATE) {
-				static const int sends[] = { SYS_kill, SYS_tkill, SYS_tgkill, SYS_rt_sigqueueinfo,
-							     SYS_rt_tgsigqueueinfo };
 				set->signal_generate = 1;
-				for (unsigned k = 0; k < BPFSHIM_ARRAY_SIZE(sends); k++)
-					set->enter[sends[k] / 8] |= 1 << (sends[k] % 8);
-				/* the SIGCHLD a dying process sends its parent */
-				set->enter[SYS_exit / 8] |= 1 << (SYS_exit % 8);
-				set->enter[SYS_exit_group / 8] |= 1 << (SYS_exit_group % 8);
-			} else if (p->raw)
+				want_nrs(set->enter, sends, BPFSHIM_ARRAY_SIZE(sends));
+				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));   /* the SIGCHLD a dying process sends its parent */
+			} else if (p->raw) {
 				memset(bits, 0xff, NR_MAX / 8);
-			else if (p->nr < NR_MAX)
-				bits[p->nr / 8] |= 1 << (p->nr % 8);
+			} else {
+				want_nrs(bits, &nr, 1);
+			}
 		}
 	}
 	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
@@ -763,7 +767,8 @@ static int group_dies(long nr)
  * task->exit_code set first, as exit_group()/exit() set it. The kernel also
  * fires it for threads an exit_group() ends and tasks a signal kills:
  * bpfshim does not. */
-static void sched_process_exit(const struct tp_set *set, long nr, int status, struct hook_pt_regs *regs)
+static void sched_process_exit(const struct tp_set *set, long nr, int status, int group_dead,
+			       struct hook_pt_regs *regs)
 {
 	struct {
 		uint64_t regs;
@@ -776,7 +781,7 @@ static void sched_process_exit(const struct tp_set *set, long nr, int status, st
 	errno = 0;
 	int nice = getpriority(PRIO_PROCESS, 0);
 	rec.prio = 120 + (errno ? 0 : nice);
-	rec.group_dead = group_dies(nr);
+	rec.group_dead = (uint8_t)group_dead;
 	bpf_rt_task_exiting((status & 0xff) << 8);
 	run_probes(set, TP_SCHED_EXIT, nr, &rec);
 }
@@ -931,10 +936,13 @@ static void dispatch(ucontext_t *uc)
 			memcpy(rec.args, a, sizeof(rec.args));
 			run_probes(set, TP_ENTER, nr, &rec);
 		}
-		if (set->sched_exit && (nr == SYS_exit || nr == SYS_exit_group))
-			sched_process_exit(set, nr, (int)a[0], &regs);
-		if (set->signal_generate && (nr == SYS_exit || nr == SYS_exit_group) && group_dies(nr))
-			sigchld_at_exit(set, &regs);
+		if ((set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
+			int group_dead = group_dies(nr);
+			if (set->sched_exit)
+				sched_process_exit(set, nr, (int)a[0], group_dead, &regs);
+			if (set->signal_generate && group_dead)
+				sigchld_at_exit(set, &regs);
+		}
 	}
 	struct sig_gen sg;
 	int gen = fire && set->signal_generate && signal_prepare(nr, a, &sg);
