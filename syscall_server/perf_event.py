@@ -157,35 +157,31 @@ def _uprobe_target(conn, a):
     return path, st
 
 
-class ProbeEvent(PerfEventObject):
-    """An event whose program every agent runs: with a program
-    (PERF_EVENT_IOC_SET_BPF or a perf link) it is a slot of the attach
-    table (agent/attach_table.h)."""
+class ProgEvent(PerfEventObject):
+    """An event that runs a program (PERF_EVENT_IOC_SET_BPF or a perf link):
+    perf_event_set_bpf_prog()'s checks, in one place."""
     prog_type = None
 
     def __init__(self, attr, cpu, pid):
         super().__init__(attr, cpu, pid)
         self.enabled = not (attr["flags"] & 1)
         self.prog = None
-        self.slot = None
 
     def set_bpf(self, prog, cookie=0):
         """perf_event_set_bpf_prog()"""
-        from .attach import table
         if prog.prog_type != self.prog_type:
             raise BpfError(errno.EINVAL)
         if self.prog is not None:
             raise BpfError(errno.EEXIST)
         self.prog = prog
         self.hold_child(prog)
-        self.slot = table().add(prog_id=prog.id, cookie=cookie, event_id=self.id, enabled=self.enabled,
-                                **self.slot_fields())
+        self.prog_set(cookie)
+
+    def prog_set(self, cookie):
+        """What the event does once it has its program."""
 
     def set_enabled(self, on):
-        from .attach import table
         self.enabled = on
-        if self.slot is not None:
-            table().set_enabled(self.slot, on)
 
     def attach_prog(self, ctx, prog, lc):
         from .cmd_link import LinkObject
@@ -193,6 +189,26 @@ class ProbeEvent(PerfEventObject):
         link = LinkObject(prog, _native.uapi.BPF_PERF_EVENT, self)
         registry.add(link)
         return ctx.new_fd(link)
+
+
+class ProbeEvent(ProgEvent):
+    """An event whose program every agent runs: with its program it is a
+    slot of the attach table (agent/attach_table.h)."""
+
+    def __init__(self, attr, cpu, pid):
+        super().__init__(attr, cpu, pid)
+        self.slot = None
+
+    def prog_set(self, cookie):
+        from .attach import table
+        self.slot = table().add(prog_id=self.prog.id, cookie=cookie, event_id=self.id, enabled=self.enabled,
+                                **self.slot_fields())
+
+    def set_enabled(self, on):
+        from .attach import table
+        self.enabled = on
+        if self.slot is not None:
+            table().set_enabled(self.slot, on)
 
     def destroy(self):
         if self.slot is not None:
@@ -294,32 +310,11 @@ class TracepointEvent(ProbeEvent):
                     path=self.tp.full_name, flags=flags, tp_type=self.tp.id)
 
 
-class TimerEvent(PerfEventObject):
+class TimerEvent(ProgEvent):
     """PERF_COUNT_SW_CPU_CLOCK with a program (bpftrace's interval probes):
     the loader that opened it runs the program on a timer (libbpf_shim/
     perf_event.c); the server checks the program as the kernel does."""
-
-    def __init__(self, attr, cpu, pid):
-        super().__init__(attr, cpu, pid)
-        self.prog = None
-
-    def set_bpf(self, prog, cookie=0):
-        if prog.prog_type != _native.uapi.BPF_PROG_TYPE_PERF_EVENT:
-            raise BpfError(errno.EINVAL)
-        if self.prog is not None:
-            raise BpfError(errno.EEXIST)
-        self.prog = prog
-        self.hold_child(prog)
-
-    def set_enabled(self, on):
-        self.enabled = on
-
-    def attach_prog(self, ctx, prog, lc):
-        from .cmd_link import LinkObject
-        self.set_bpf(prog, lc.perf_event.bpf_cookie)
-        link = LinkObject(prog, _native.uapi.BPF_PERF_EVENT, self)
-        registry.add(link)
-        return ctx.new_fd(link)
+    prog_type = _native.uapi.BPF_PROG_TYPE_PERF_EVENT
 
 
 def perf_ioctl(conn, obj, req, arg):
@@ -346,7 +341,7 @@ PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE, PERF_EVENT_IOC_SET_BPF = 0x2400, 
 def give(obj):
     """The fds of a perf event for a process: the eventfd (the return value)
     and, for BPF_OUTPUT events, the ring segment, marked SHIM_FD_RING."""
-    if isinstance(obj, (ProbeEvent, TimerEvent)):
+    if isinstance(obj, ProgEvent):
         return [(obj, 0)]
     return [(obj, 0), (obj, SHIM_FD_RING, obj.ring)]
 
