@@ -26,6 +26,7 @@
 #include "attach_table.h"
 #include "hook/hook.h"
 #include "syscall_tp.h"
+#include "rt_thread.h"
 
 /* from libbpf_shim/ (the same library) */
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
@@ -392,37 +393,37 @@ static int open_table(void)
 	return 0;
 }
 
-/* The follower stops while the application changes credentials (below). */
-static uint32_t stop_word;
-static pthread_t follower_thread;
-static int follower_running;
 static int agent_on;              /* preloaded, or attached by bpfshim_agent_main() */
 
 /* Set once the constructor has applied the probes that existed at start. */
 static uint32_t init_done;
 
-static void *follower(void *arg)
+/* A credential change stops the follower and starts it again (rt_thread.c). */
+static int follower(struct rt_thread *t)
 {
 	int delay = 100, tp_delay = 1;
 
 	in_probe = 2;
-	while (!__atomic_load_n(&init_done, __ATOMIC_ACQUIRE))
-		shm_futex_wait(&init_done, 0, 1000);
+	while (!__atomic_load_n(&init_done, __ATOMIC_ACQUIRE)) {
+		if (rt_thread_stopping(t))
+			return RT_THREAD_STOPPED;
+		shm_futex_wait(&init_done, 0, 100);
+	}
 
 	/* The server creates the table; until then look now and then. */
 	while (open_table()) {
-		shm_futex_wait(&stop_word, 0, delay);
-		if (__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
-			return NULL;
+		rt_thread_wait(t, delay);
+		if (rt_thread_stopping(t))
+			return RT_THREAD_STOPPED;
 		if (delay < 2000)
 			delay *= 2;
 	}
 	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC) {
-		shm_futex_wait(&stop_word, 0, 100);
-		if (__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
-			return NULL;
+		rt_thread_wait(t, 100);
+		if (rt_thread_stopping(t))
+			return RT_THREAD_STOPPED;
 	}
-	while (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE)) {
+	while (!rt_thread_stopping(t)) {
 		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
 		int pending = sync_table();
 		/* a pending slot (library not loaded yet) is retried every second;
@@ -432,57 +433,26 @@ static void *follower(void *arg)
 			timeout = tp_delay < 200 ? (tp_delay *= 2) : 200;
 		else
 			tp_delay = 1;
-		if (!__atomic_load_n(&stop_word, __ATOMIC_ACQUIRE))
+		if (!rt_thread_stopping(t))
 			shm_futex_wait((uint32_t *)&table->gen, gen, timeout);
 	}
-	return NULL;
+	return RT_THREAD_STOPPED;
 }
+
+static void follower_wake(struct rt_thread *t)
+{
+	if (table)
+		shm_futex_wake((uint32_t *)&table->gen);
+}
+
+static struct rt_thread follower_thread = {
+	.fn = follower, .wake = follower_wake, .stack_size = 256 * 1024,
+};
 
 static void start_follower(void)
 {
-	pthread_attr_t a;
-	sigset_t all, old;
-
-	if (getenv("BPFSHIM_NO_AGENT"))
-		return;
-	int was = in_probe;
-	in_probe = 2;
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&a, 256 * 1024);
-	/* the thread takes no signals meant for the application */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	__atomic_store_n(&stop_word, 0, __ATOMIC_RELEASE);
-	follower_running = !pthread_create(&follower_thread, &a, follower, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&a);
-	in_probe = was;
-}
-
-/*
- * glibc applies set*id()/setgroups() to every thread of the process and
- * aborts if one thread fails; a thread of ours can fail where the
- * application's own threads succeed (capabilities are per thread, e.g.
- * setpriv's keep-caps dance). So the follower is stopped around those calls
- * and started again after.
- */
-void agent_pause(void)
-{
-	if (!follower_running)
-		return;
-	__atomic_store_n(&stop_word, 1, __ATOMIC_RELEASE);
-	shm_futex_wake(&stop_word);
-	if (table)
-		shm_futex_wake((uint32_t *)&table->gen);
-	pthread_join(follower_thread, NULL);
-	follower_running = 0;
-}
-
-void agent_resume(void)
-{
-	if (!follower_running)
-		start_follower();
+	if (!getenv("BPFSHIM_NO_AGENT"))
+		rt_thread_start(&follower_thread);
 }
 
 /* The child of a fork keeps the parent's patches (its copy of the code) but
@@ -492,7 +462,6 @@ static void after_fork_child(void)
 	if (!agent_on)
 		return;
 	table = NULL;
-	follower_running = 0;
 	start_follower();
 }
 
@@ -509,14 +478,14 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 		*stay_resident = 1;
 	if (!data || !*data)
 		return;
-	agent_pause();
+	rt_thread_stop(&follower_thread);
 	if (table) {
 		munmap((void *)table, sizeof(*table));
 		table = NULL;
 	}
 	if (shim_set_runtime_dir(data) == 0) {
 		agent_on = 1;
-		agent_resume();
+		start_follower();
 	}
 }
 

@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include "shim.h"
 #include "syscall_tp.h"
+#include "rt_thread.h"
 
 struct shim_real real;
 static int resolved;
@@ -920,10 +921,7 @@ BPFSHIM_API uid_t geteuid(void)
 	return (uid_t)real.syscall(SYS_geteuid);
 }
 
-/* ---------------- credentials: see agent_pause() in agent/uprobe.c ---------------- */
-
-void agent_pause(void);
-void agent_resume(void);
+/* ---------------- credentials: no thread of ours lives through a change (agent/rt_thread.c) ---------------- */
 
 #define SETXID(name, proto, args)                                      \
 	BPFSHIM_API int name proto                                     \
@@ -931,10 +929,10 @@ void agent_resume(void);
 		static int (*fn) proto;                                \
 		if (!fn)                                               \
 			fn = dlsym(RTLD_NEXT, #name);                  \
-		agent_pause();                                         \
+		rt_threads_pause();                                    \
 		int ret_ = fn args;                                    \
 		int err_ = errno;                                      \
-		agent_resume();                                        \
+		rt_threads_resume();                                   \
 		errno = err_;                                          \
 		return ret_;                                           \
 	}
@@ -948,3 +946,5 @@ SETXID(setregid, (gid_t r, gid_t e), (r, e))
 SETXID(setresuid, (uid_t r, uid_t e, uid_t s), (r, e, s))
 SETXID(setresgid, (gid_t r, gid_t e, gid_t s), (r, e, s))
 SETXID(setgroups, (size_t n, const gid_t *l), (n, l))
+/* glibc's initgroups() calls its setgroups() inside libc, not through us */
+SETXID(initgroups, (const char *u, gid_t g), (u, g))

@@ -29,6 +29,7 @@
 #include "shim.h"
 #include "bpf_rt.h"
 #include "perf_ring.h"
+#include "rt_thread.h"
 
 #define PERF_TYPE_UPROBE_DEFAULT 8
 
@@ -75,11 +76,11 @@ static int is_ours(const struct perf_event_attr *a)
 /* ---- CPU_CLOCK events with a program: a timer in this process ---- */
 
 struct timer_ev {
+	struct rt_thread thr;     /* first: timer_main gets it */
 	uint32_t id;
 	uint64_t period_ns;
 	const struct bpf_prog_rt *prog;
-	volatile int running;
-	pthread_t thread;
+	int running;
 };
 static struct timer_ev timers[64];
 static pthread_mutex_t timers_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -92,27 +93,25 @@ static struct timer_ev *timer_of(uint32_t id)
 	return NULL;
 }
 
-static void *timer_main(void *arg)
+static int timer_main(struct rt_thread *thr)
 {
-	struct timer_ev *t = arg;
+	struct timer_ev *t = (struct timer_ev *)thr;
 	struct bpf_perf_event_data ctx;
 	struct timespec next;
 
 	clock_gettime(CLOCK_MONOTONIC, &next);
-	while (t->running) {
+	for (;;) {
 		next.tv_nsec += (long)(t->period_ns % 1000000000ull);
 		next.tv_sec += (time_t)(t->period_ns / 1000000000ull) + next.tv_nsec / 1000000000L;
 		next.tv_nsec %= 1000000000L;
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
-		if (!t->running)
-			break;
+		rt_thread_sleep_until(thr, &next);
+		if (rt_thread_stopping(thr))
+			return RT_THREAD_STOPPED;
 		uint64_t r0;
 		memset(&ctx, 0, sizeof(ctx));
 		ctx.sample_period = t->period_ns;
 		bpf_prog_run(t->prog, &ctx, &r0);
 	}
-	return NULL;
 }
 
 static void timer_enable(struct shim_fd *e, int on)
@@ -121,14 +120,10 @@ static void timer_enable(struct shim_fd *e, int on)
 	struct timer_ev *t = timer_of(e->id);
 	if (t && t->prog) {
 		if (on && !t->running) {
-			sigset_t all, old;
-			t->running = 1;
-			sigfillset(&all);
-			pthread_sigmask(SIG_BLOCK, &all, &old);
-			pthread_create(&t->thread, NULL, timer_main, t);
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			pthread_detach(t->thread);
-		} else if (!on) {
+			t->thr.fn = timer_main;
+			t->running = !rt_thread_start(&t->thr);
+		} else if (!on && t->running) {
+			rt_thread_stop(&t->thr);
 			t->running = 0;
 		}
 	}

@@ -10,12 +10,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "shim.h"
 #include "trace_ring.h"
+#include "rt_thread.h"
 
 static const char *const trace_pipe_paths[] = {
 	"/sys/kernel/tracing/trace_pipe",
@@ -30,64 +31,80 @@ int shim_is_trace_pipe(const char *path)
 	return 0;
 }
 
-static void *pump(void *arg)
-{
-	int wfd = (int)(intptr_t)arg;
+/* A pump stops and starts again around credential changes (rt_thread.c):
+ * what it took from the ring and has not written yet is kept here. */
+struct pump {
+	struct rt_thread thr;     /* first: the registry frees the struct */
+	int wfd;                  /* non-blocking: a full pipe does not hold a stop up */
+	size_t off, n;
 	char buf[16384];
-	struct timespec nap = { 0, 50 * 1000 * 1000 };
+};
 
-	for (;;) {
-		size_t n = trace_ring_read(buf, sizeof(buf));
-		if (!n) {
+static int pump(struct rt_thread *thr)
+{
+	struct pump *p = (struct pump *)thr;
+
+	while (!rt_thread_stopping(thr)) {
+		if (p->off == p->n) {
+			p->off = 0;
+			p->n = trace_ring_read(p->buf, sizeof(p->buf));
+		}
+		if (!p->n) {
 			/* the reader went away: the write end polls POLLERR */
-			struct pollfd pfd = { .fd = wfd, .events = 0 };
+			struct pollfd pfd = { .fd = p->wfd, .events = 0 };
 			if (real.poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLERR))
 				break;
-			nanosleep(&nap, NULL);
+			rt_thread_wait(thr, 50);
 			continue;
 		}
-		for (size_t off = 0; off < n;) {
-			ssize_t w = write(wfd, buf + off, n - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				goto out;     /* EPIPE: the read end is closed */
-			off += (size_t)w;
+		ssize_t w = write(p->wfd, p->buf + p->off, p->n - p->off);
+		if (w < 0 && errno == EAGAIN) {
+			struct pollfd pfd = { .fd = p->wfd, .events = POLLOUT };
+			real.poll(&pfd, 1, 50);
+			continue;
 		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;     /* EPIPE: the read end is closed */
+		p->off += (size_t)w;
 	}
-out:
-	real.close(wfd);
-	return NULL;
+	if (rt_thread_stopping(thr))
+		return RT_THREAD_STOPPED;
+	real.close(p->wfd);
+	return RT_THREAD_DONE;
 }
 
 int shim_trace_pipe_open(int flags)
 {
 	int p[2];
-	pthread_t t;
-	pthread_attr_t a;
-	sigset_t all, old;
+	struct pump *pu;
 
 	if ((flags & O_ACCMODE) != O_RDONLY) {
 		errno = EACCES;
 		return -1;
 	}
-	if (pipe2(p, O_CLOEXEC) < 0)
+	pu = calloc(1, sizeof(*pu));
+	if (!pu)
 		return -1;
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		free(pu);
+		return -1;
+	}
 	if (flags & O_NONBLOCK)
 		fcntl(p[0], F_SETFL, O_NONBLOCK);
 	if (!(flags & O_CLOEXEC))
 		fcntl(p[0], F_SETFD, 0);
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	fcntl(p[1], F_SETFL, O_NONBLOCK);
+	pu->wfd = p[1];
+	pu->thr.fn = pump;
+	pu->thr.free_when_done = 1;
 	/* the pump takes no signals: a closed reader gives it EPIPE, not SIGPIPE */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	int err = pthread_create(&t, &a, pump, (void *)(intptr_t)p[1]);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&a);
+	int err = rt_thread_start(&pu->thr);
 	if (err) {
 		real.close(p[0]);
 		real.close(p[1]);
+		free(pu);
 		errno = err;
 		return -1;
 	}
