@@ -293,74 +293,158 @@ int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
 
 /* ---- producer: bpf_perf_event_output() ---- */
 
+/* The rings this process writes to (or polls), by perf event id. Append
+ * only, with a fixed capacity: a probe reads it without a lock and never
+ * allocates; only the first output to a ring takes rings_lock. */
 struct ring_ent {
 	uint32_t id;
 	int evfd;
 	int ringfd;
-	struct perf_ring_meta *meta;
-	size_t mapped;             /* bytes of the ring file mapped */
+	struct perf_ring_meta *meta;   /* mapped alone, for data_size */
+	struct perf_ring_meta *full;   /* the whole ring, once the loader sized it; else NULL */
 };
 
-static struct ring_ent *rings;
-static size_t n_rings, cap_rings;
+#define MAX_RINGS 1024
+static struct ring_ent rings[MAX_RINGS];
+static unsigned n_rings;
 static pthread_mutex_t rings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct ring_ent *ring_find(uint32_t id)
+{
+	unsigned n = __atomic_load_n(&n_rings, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; i < n; i++)
+		if (rings[i].id == id)
+			return &rings[i];
+	return NULL;
+}
+
+/* The whole ring, mapped once the loader has sized it (shim_perf_mmap: the
+ * size never changes after); NULL before. */
+static struct perf_ring_meta *ring_full(struct ring_ent *r)
+{
+	struct perf_ring_meta *f = __atomic_load_n(&r->full, __ATOMIC_ACQUIRE);
+	uint64_t dsize;
+
+	if (f || !(dsize = __atomic_load_n(&r->meta->data_size, __ATOMIC_ACQUIRE)))
+		return f;
+	pthread_mutex_lock(&rings_lock);
+	if (!(f = r->full)) {
+		void *p = real.mmap(NULL, PERF_RING_META_SIZE + 4096 + dsize, PROT_READ | PROT_WRITE, MAP_SHARED,
+				    r->ringfd, 0);
+		if (p != MAP_FAILED)
+			__atomic_store_n(&r->full, f = p, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&rings_lock);
+	return f;
+}
+
+/* Add a ring: evfd and ringfd are ours (taken over). NULL when full. */
+static struct ring_ent *ring_add(uint32_t id, int evfd, int ringfd)
+{
+	struct ring_ent *r = NULL;
+	void *meta;
+
+	if (n_rings < MAX_RINGS &&
+	    (meta = real.mmap(NULL, PERF_RING_META_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ringfd, 0)) != MAP_FAILED) {
+		r = &rings[n_rings];
+		*r = (struct ring_ent){ .id = id, .evfd = evfd, .ringfd = ringfd, .meta = meta };
+		__atomic_store_n(&n_rings, n_rings + 1, __ATOMIC_RELEASE);
+	} else {
+		real.close(evfd);
+		real.close(ringfd);
+	}
+	return r;
+}
 
 static struct ring_ent *ring_by_id(uint32_t id)
 {
-	struct ring_ent *r = NULL;
+	struct ring_ent *r = ring_find(id);
 	struct shim_reply rep;
 
-	pthread_mutex_lock(&rings_lock);
-	for (size_t i = 0; i < n_rings; i++)
-		if (rings[i].id == id) {
-			r = &rings[i];
-			break;
-		}
 	if (!r) {
-		if (n_rings == cap_rings) {
-			size_t nc = cap_rings ? 2 * cap_rings : 16;
-			void *n = realloc(rings, nc * sizeof(*rings));
-			if (!n)
-				goto out;
-			rings = n;
-			cap_rings = nc;
+		pthread_mutex_lock(&rings_lock);
+		if (!(r = ring_find(id)) &&
+		    !shim_request(SHIM_OP_CTL, SHIM_CTL_PERF_GET, id, NULL, 0, -1, &rep, NULL, 0) && !rep.err) {
+			int evfd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, 800);
+			shim_fd_forget((int)rep.ret);
+			real.close((int)rep.ret);
+			if (pending_ring_fd >= 0)
+				r = ring_add(id, evfd, pending_ring_fd);
+			else if (evfd >= 0)
+				real.close(evfd);
 		}
-		if (shim_request(SHIM_OP_CTL, SHIM_CTL_PERF_GET, id, NULL, 0, -1, &rep, NULL, 0) || rep.err) {
-			pending_ring_fd = -1;
-			goto out;
-		}
-		int evfd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, 800);
-		shim_fd_forget((int)rep.ret);
-		real.close((int)rep.ret);
-		r = &rings[n_rings++];
-		memset(r, 0, sizeof(*r));
-		r->id = id;
-		r->evfd = evfd;
-		r->ringfd = pending_ring_fd;
 		pending_ring_fd = -1;
+		pthread_mutex_unlock(&rings_lock);
 	}
-	/* (Re)map when the loader has sized the ring since we last looked. */
-	if (r->ringfd >= 0) {
-		struct stat st;
-		if (!fstat(r->ringfd, &st) && (size_t)st.st_size != r->mapped) {
-			void *p = real.mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, r->ringfd, 0);
-			if (p != MAP_FAILED) {
-				if (r->meta)
-					munmap(r->meta, r->mapped);
-				r->meta = p;
-				r->mapped = (size_t)st.st_size;
-			}
-		}
-	}
-out:
-	pthread_mutex_unlock(&rings_lock);
 	return r;
+}
+
+static struct perf_event_mmap_page *ring_page(struct perf_ring_meta *full)
+{
+	return (struct perf_event_mmap_page *)((char *)full + PERF_RING_META_SIZE);
+}
+
+static void *ring_data(struct perf_ring_meta *full)
+{
+	return (char *)full + PERF_RING_META_SIZE + 4096;
+}
+
+static int copy_from_prog(void *dst, const void *src, uint64_t n)
+{
+	return shim_copy_from_user(dst, (uint64_t)(uintptr_t)src, n);
+}
+
+/* The consumer's poll (wakeup.c), for the perf event behind fd entry e:
+ * report drops made since the last record that fitted, once there is room.
+ * 1 when a PERF_RECORD_LOST was written. */
+int shim_perf_flush_lost(int fd, struct shim_fd *e)
+{
+	struct perf_ring_meta *meta = meta_of(e), *full;
+	struct ring_ent *r;
+
+	if (!meta || !__atomic_load_n(&meta->lost, __ATOMIC_RELAXED) || !meta->data_size)
+		return 0;
+	if (!(r = ring_find(e->id))) {
+		int evfd = real.fcntl(fd, F_DUPFD_CLOEXEC, 800);
+		int rfd = real.fcntl(e->ring_fd, F_DUPFD_CLOEXEC, 800);
+		if (evfd < 0 || rfd < 0) {
+			if (evfd >= 0)
+				real.close(evfd);
+			if (rfd >= 0)
+				real.close(rfd);
+			return 0;
+		}
+		pthread_mutex_lock(&rings_lock);
+		if (!(r = ring_find(e->id)))
+			r = ring_add(e->id, evfd, rfd);
+		else {
+			real.close(evfd);
+			real.close(rfd);
+		}
+		pthread_mutex_unlock(&rings_lock);
+		if (!r)
+			return 0;
+	}
+	if (!(full = ring_full(r)))
+		return 0;
+	return perf_ring_flush_lost(full, ring_page(full), ring_data(full));
+}
+
+/* The consumer took the wake-up of the perf event behind e. */
+void shim_perf_woken(struct shim_fd *e)
+{
+	struct perf_ring_meta *meta = meta_of(e);
+
+	if (meta)
+		perf_ring_woken(meta);
 }
 
 static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags, uint64_t data, uint64_t size)
 {
 	struct shm_map *m = (struct shm_map *)(uintptr_t)map;
 	uint64_t index = flags & BPF_F_INDEX_MASK;
+	struct perf_ring_meta *full;
 	uint32_t key, id;
 	struct ring_ent *r;
 	int wake = 0, err;
@@ -380,20 +464,14 @@ static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags
 	if (size > 0xffff - 16)
 		return (uint64_t)-E2BIG;
 	r = ring_by_id(id);
-	if (!r || !r->meta)
+	if (!r)
 		return (uint64_t)-ENOENT;
-	if (r->mapped < PERF_RING_META_SIZE + 4096)
+	if (!(full = ring_full(r)))
 		return (uint64_t)-ENOSPC;   /* no buffer mapped yet: perf_output_begin() */
-	/* Copy the record out of program memory before taking the ring lock:
-	 * a fault there must not leave the lock held. */
-	static __thread unsigned char *rec;
-	if (!rec && !(rec = malloc(0x10000)))
-		return (uint64_t)-ENOMEM;
-	if (shim_copy_from_user(rec, data, size))
-		return (uint64_t)-EFAULT;
-	err = perf_ring_output(r->meta, (struct perf_event_mmap_page *)((char *)r->meta + PERF_RING_META_SIZE),
-			       (char *)r->meta + PERF_RING_META_SIZE + 4096, rec, size, &wake);
-	if (wake) {
+	/* the record is copied from program memory fault-safely, under the lock */
+	err = perf_ring_output(full, ring_page(full), ring_data(full), (const void *)(uintptr_t)data, size,
+			       copy_from_prog, &wake);
+	if (wake && perf_ring_claim_signal(full)) {
 		uint64_t one = 1;
 		(void)!write(r->evfd, &one, sizeof(one));
 	}

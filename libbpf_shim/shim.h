@@ -143,6 +143,10 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 void shim_perf_ring_received(int fd);
 void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, long off);
 int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg);
+/* Consumer side of a perf ring (wakeup.c): report pending drops once there is
+ * room (1: a PERF_RECORD_LOST was written); the eventfd's wake-up was taken. */
+int shim_perf_flush_lost(int fd, struct shim_fd *e);
+void shim_perf_woken(struct shim_fd *e);
 
 /* ---- consumer wake-ups of perf events and ringbufs (wakeup.c) ---- */
 struct epoll_event;

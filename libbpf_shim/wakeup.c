@@ -242,6 +242,26 @@ out:
 	return ret;
 }
 
+/* A perf event about to be waited on: drops not reported yet get their
+ * PERF_RECORD_LOST now if it fits (the consumer made room), and wake it. */
+static void perf_before_wait(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+
+	if (e && e->kind == SHIM_OBJ_PERF_EVENT && shim_perf_flush_lost(fd, e))
+		signal_fd(fd);
+}
+
+/* A perf event's wake-up was reported: take it (perf_poll). */
+static void perf_take_wakeup(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+
+	drain(fd);
+	if (e && e->kind == SHIM_OBJ_PERF_EVENT)
+		shim_perf_woken(e);
+}
+
 /* Before epoll_wait on epfd: a ring without data keeps no wake-up. */
 void shim_wake_epoll_before(int epfd)
 {
@@ -250,8 +270,12 @@ void shim_wake_epoll_before(int epfd)
 	pthread_mutex_lock(&regs_lock);
 	for (int i = 0; i < n_regs; i++) {
 		struct wake_reg *r = &regs[i];
-		if (r->epfd != epfd || !r->pages)
+		if (r->epfd != epfd)
 			continue;
+		if (!r->pages) {
+			perf_before_wait(r->fd);
+			continue;
+		}
 		/* drain first: a wake-up after this sees its record below */
 		if (drain(r->wfd) && rb_avail(r))
 			signal_fd(r->wfd);
@@ -272,7 +296,7 @@ void shim_wake_epoll_after(int epfd, const struct epoll_event *evs, int n)
 			continue;
 		for (int k = 0; k < n; k++)
 			if (evs[k].data.u64 == r->data) {
-				drain(r->wfd);
+				perf_take_wakeup(r->wfd);
 				break;
 			}
 	}
@@ -305,6 +329,8 @@ struct pollfd *shim_wake_poll_before(struct pollfd *fds, unsigned long n)
 
 	for (unsigned long i = 0; i < n; i++) {
 		struct shim_fd *e = fds[i].fd >= 0 ? shim_fd_peek(fds[i].fd) : NULL;
+		if (e && e->kind == SHIM_OBJ_PERF_EVENT)
+			perf_before_wait(fds[i].fd);
 		if (!is_ringbuf(e))
 			continue;
 		int efd = shim_ringbuf_wake_fd(e->id);
@@ -341,7 +367,7 @@ void shim_wake_poll_after(struct pollfd *fds, unsigned long n, struct pollfd *or
 		if (fds[i].fd >= 0 && (fds[i].revents & POLLIN)) {
 			struct shim_fd *e = shim_fd_peek(fds[i].fd);
 			if (e && e->kind == SHIM_OBJ_PERF_EVENT)
-				drain(fds[i].fd);
+				perf_take_wakeup(fds[i].fd);
 		}
 	}
 	free(orig);

@@ -1,0 +1,126 @@
+"""Event loss is always accounted: every record a program sends is either
+delivered to the consumer or counted as lost, exactly, on the kernel and
+through bpfshim (root and uid 65534).
+
+- bpftrace: `printf` from 4 threads of progs/events_target.c with a small
+  perf buffer (BPFTRACE_PERF_RB_PAGES), so the kernel's rings overflow as
+  well: lines printed + "Lost N events" == calls made. The kernel reports
+  drops (PERF_RECORD_LOST) only in front of the next record that fits, so
+  the target ends with one call on each CPU after the consumer drained
+  ("flush"); bpfshim must also be exact without those calls (its consumer's
+  poll writes the PERF_RECORD_LOST once there is room).
+- libbpf (progs/events_loader.c): 2 target processes x 4 threads racing on
+  the same rings; perf buffer (perf_buffer__new with a lost callback): the
+  records delivered + the lost callback's counts == calls, and the lost
+  count == the sends the program saw fail; ringbuf (ring_buffer__poll):
+  delivered + the program's failed bpf_ringbuf_output calls == calls. No
+  record arrives damaged or twice.
+"""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from compat_tests.env import clang_bpf, kernel_bpf_reason, unpriv_reason
+from compat_tests.unpriv import Runtime, readable_tmpdir, run
+
+PROGS = os.path.join(os.path.dirname(__file__), "progs")
+BPFTRACE = shutil.which("bpftrace")
+SIDES = ["kernel", "bpfshim", "bpfshim uid 65534"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    d = readable_tmpdir("bpfshim-events-")
+    p = {k: os.path.join(d, k) for k in ("target", "loader", "events.o")}
+    subprocess.run(["cc", "-O1", "-Wall", "-pthread", "-o", p["target"], os.path.join(PROGS, "events_target.c")],
+                   check=True)
+    have_libbpf = os.path.exists("/usr/include/bpf/libbpf.h") and shutil.which("clang")
+    if have_libbpf:
+        subprocess.run(["cc", "-O1", "-Wall", "-o", p["loader"], os.path.join(PROGS, "events_loader.c"), "-lbpf"],
+                       check=True)
+        clang_bpf(os.path.join(PROGS, "events_loader.bpf.c"), p["events.o"])
+    for f in p.values():
+        if os.path.exists(f):
+            os.chmod(f, 0o755)
+    rts = {"bpfshim": Runtime(prefix="bpfshim-events-")}
+    if unpriv_reason() is None:
+        rts["bpfshim uid 65534"] = Runtime(unpriv=True, prefix="bpfshim-events-u-")
+    yield p, rts, have_libbpf
+    for rt in rts.values():
+        rt.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def side_cmd(side, rts, argv, env=()):
+    """argv run on side (the kernel: as is), or None with the reason it cannot run here."""
+    if side == "kernel":
+        why = kernel_bpf_reason()
+        return (None, f"kernel side not run: {why}") if why else (["env", *[f"{k}={v}" for k, v in env]] + argv, None)
+    if side not in rts:
+        return None, f"{side}: {unpriv_reason()}"
+    return rts[side].cmd(argv, extra_env=env), None
+
+
+BT_SCRIPT = 'uprobe:{T}:ev { printf("%d %d\\n", arg0, arg1); }'
+BT_LINE = re.compile(r"^-?\d+ \d+$", re.M)
+BT_LOST = re.compile(r"^Lost (\d+) events$", re.M)
+PRODUCED = re.compile(r"^produced (\d+)$", re.M)
+
+
+@pytest.mark.parametrize("flush", ["flush", "no_flush"])
+@pytest.mark.parametrize("side", SIDES)
+def test_bpftrace_printf(side, flush, setup):
+    p, rts, _ = setup
+    if not BPFTRACE:
+        pytest.skip("bpftrace is not installed")
+    if side == "kernel" and flush == "no_flush":
+        pytest.skip("the kernel counts drops only in front of a later record on the same ring")
+    target = f"{p['target']} 4 50000 0" + (" flush" if flush == "flush" else "")
+    argv, why = side_cmd(side, rts, [BPFTRACE, "-e", BT_SCRIPT.replace("{T}", p["target"]), "-c", target],
+                         env=[("BPFTRACE_PERF_RB_PAGES", "4")])
+    if argv is None:
+        pytest.skip(why)
+    rc, out, err = run(argv, timeout=120)
+    text = out + err
+    produced = PRODUCED.search(text)
+    assert rc == 0 and produced, f"rc={rc}\n{text[-3000:]}"
+    lines, lost = len(BT_LINE.findall(text)), sum(int(n) for n in BT_LOST.findall(text))
+    assert lines + lost == int(produced.group(1)), \
+        f"{side}: {lines} lines + {lost} lost != {produced.group(1)} calls"
+    if side != "kernel":
+        assert lost > 0, f"{side}: the buffer never overflowed ({lines} lines): the case tests nothing"
+
+
+@pytest.mark.parametrize("flush", ["flush", "no_flush"])
+@pytest.mark.parametrize("mode", ["perf", "ringbuf"])
+@pytest.mark.parametrize("side", SIDES)
+def test_libbpf(side, mode, flush, setup):
+    p, rts, have_libbpf = setup
+    if not have_libbpf:
+        pytest.skip("libbpf-dev or clang is not installed")
+    if side == "kernel" and flush == "no_flush" and mode == "perf":
+        pytest.skip("the kernel counts drops only in front of a later record on the same ring")
+    calls = 100000
+    argv = [p["loader"], p["events.o"], mode, "2", p["target"], "2", "4", str(calls)] + \
+        (["flush"] if flush == "flush" else [])
+    argv, why = side_cmd(side, rts, argv)
+    if argv is None:
+        pytest.skip(why)
+    rc, out, err = run(argv, timeout=120)
+    res = re.search(r"^delivered (\d+) lost (\d+) failed (\d+) bad (\d+) ns \d+$", out, re.M)
+    assert rc == 0 and res, f"rc={rc}\n{out}\n{err}"
+    delivered, lost, failed, bad = map(int, res.groups())
+    produced = sum(int(n) for n in PRODUCED.findall(out))
+    assert len(PRODUCED.findall(out)) == 2, out
+    assert bad == 0, f"{side}: {bad} records damaged or delivered twice\n{out}"
+    if mode == "perf":
+        assert delivered + lost == produced, f"{side}: {delivered} delivered + {lost} lost != {produced}\n{out}"
+        assert lost == failed, f"{side}: {lost} reported lost, {failed} sends failed\n{out}"
+    else:
+        assert lost == 0 and delivered + failed == produced, \
+            f"{side}: {delivered} delivered + {failed} failed != {produced}\n{out}"
+    if side != "kernel":
+        assert failed > 0, f"{side}: the buffer never overflowed: the case tests nothing\n{out}"
