@@ -294,8 +294,10 @@ int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
 /* ---- producer: bpf_perf_event_output() ---- */
 
 /* The rings this process writes to (or polls), by perf event id. Append
- * only, with a fixed capacity: a probe reads it without a lock and never
- * allocates; only the first output to a ring takes rings_lock. */
+ * only, in chunks that are never freed: a probe reads it without a lock and
+ * never allocates; only the first output to a ring takes rings_lock (and
+ * maps a new chunk with mmap, not malloc). Searched newest first: the live
+ * rings are the recent ones. */
 struct ring_ent {
 	uint32_t id;
 	int evfd;
@@ -304,18 +306,25 @@ struct ring_ent {
 	struct perf_ring_meta *full;   /* the whole ring, once the loader sized it; else NULL */
 };
 
-#define MAX_RINGS 1024
-static struct ring_ent rings[MAX_RINGS];
+#define RING_CHUNK 256
+#define MAX_RING_CHUNKS 64
+static struct ring_ent *ring_chunks[MAX_RING_CHUNKS];
 static unsigned n_rings;
+
+static struct ring_ent *ring_at(unsigned i)
+{
+	return &ring_chunks[i / RING_CHUNK][i % RING_CHUNK];
+}
+
 static pthread_mutex_t rings_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct ring_ent *ring_find(uint32_t id)
 {
 	unsigned n = __atomic_load_n(&n_rings, __ATOMIC_ACQUIRE);
 
-	for (unsigned i = 0; i < n; i++)
-		if (rings[i].id == id)
-			return &rings[i];
+	for (unsigned i = n; i-- > 0;)
+		if (ring_at(i)->id == id)
+			return ring_at(i);
 	return NULL;
 }
 
@@ -339,15 +348,24 @@ static struct perf_ring_meta *ring_full(struct ring_ent *r)
 	return f;
 }
 
-/* Add a ring: evfd and ringfd are ours (taken over). NULL when full. */
+/* Add a ring (under rings_lock): evfd and ringfd are ours (taken over).
+ * NULL when full. */
 static struct ring_ent *ring_add(uint32_t id, int evfd, int ringfd)
 {
+	unsigned c = n_rings / RING_CHUNK;
 	struct ring_ent *r = NULL;
-	void *meta;
+	void *meta = MAP_FAILED;
 
-	if (n_rings < MAX_RINGS &&
-	    (meta = real.mmap(NULL, PERF_RING_META_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ringfd, 0)) != MAP_FAILED) {
-		r = &rings[n_rings];
+	if (c < MAX_RING_CHUNKS && !ring_chunks[c]) {
+		void *p = real.mmap(NULL, RING_CHUNK * sizeof(struct ring_ent), PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p != MAP_FAILED)
+			ring_chunks[c] = p;
+	}
+	if (c < MAX_RING_CHUNKS && ring_chunks[c])
+		meta = real.mmap(NULL, PERF_RING_META_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ringfd, 0);
+	if (meta != MAP_FAILED) {
+		r = ring_at(n_rings);
 		*r = (struct ring_ent){ .id = id, .evfd = evfd, .ringfd = ringfd, .meta = meta };
 		__atomic_store_n(&n_rings, n_rings + 1, __ATOMIC_RELEASE);
 	} else {
