@@ -15,6 +15,9 @@ through bpfshim (root and uid 65534).
   count == the sends the program saw fail; ringbuf (ring_buffer__poll):
   delivered + the program's failed bpf_ringbuf_output calls == calls. No
   record arrives damaged or twice.
+- wake-ups: producers that pause after each record, a consumer that polls
+  with no timeout until it has every record: a wake-up lost (bpfshim
+  signals a ring's eventfd once until the consumer takes it) hangs it.
 """
 import os
 import re
@@ -124,3 +127,21 @@ def test_libbpf(side, mode, flush, setup):
             f"{side}: {delivered} delivered + {failed} failed != {produced}\n{out}"
     if side != "kernel":
         assert failed > 0, f"{side}: the buffer never overflowed: the case tests nothing\n{out}"
+
+
+@pytest.mark.parametrize("mode", ["perf-wait", "ringbuf-wait"])
+@pytest.mark.parametrize("side", SIDES)
+def test_wakeup(side, mode, setup):
+    p, rts, have_libbpf = setup
+    if not have_libbpf:
+        pytest.skip("libbpf-dev or clang is not installed")
+    argv, why = side_cmd(side, rts, [p["loader"], p["events.o"], mode, "2", p["target"], "2", "2", "300"],
+                         env=[("EVENTS_PAUSE_US", "300")])
+    if argv is None:
+        pytest.skip(why)
+    rc, out, err = run(argv, timeout=60)
+    res = re.search(r"^delivered (\d+) lost (\d+) failed (\d+) bad (\d+) ns \d+$", out, re.M)
+    assert rc == 0 and res, f"{side}: rc={rc} (SIGALRM: a wake-up never came)\n{out}\n{err}"
+    delivered, lost, failed, bad = map(int, res.groups())
+    produced = sum(int(n) for n in PRODUCED.findall(out))
+    assert bad == 0 and produced == 600 and delivered + (lost if mode == "perf-wait" else failed) == produced, out

@@ -1,6 +1,6 @@
 /* Loader of the event-loss tests (test_events.py) and `scripts/bench events`:
  *
- *   events_loader OBJ perf|ringbuf PAGES TARGET PROCS THREADS TOTAL [flush]
+ *   events_loader OBJ perf|ringbuf|perf-wait|ringbuf-wait PAGES TARGET PROCS THREADS TOTAL [flush]
  *
  * Attaches events_loader.bpf.c's on_perf or on_ringbuf to TARGET's ev(),
  * runs PROCS processes `TARGET THREADS TOTAL BASE [flush]` at once (their
@@ -12,7 +12,9 @@
  * D records received, L drops the perf buffer reported (PERF_RECORD_LOST),
  * F sends the program saw fail, B records that were not one ev() call's
  * (bad contents, or the same call twice), N ns from the first record of
- * the run to its last (the flush calls left out). */
+ * the run to its last (the flush calls left out). The -wait modes poll with
+ * no timeout until every call is delivered or counted: a wake-up that never
+ * comes hangs them (they give up after 30 s). */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -91,10 +93,11 @@ static int on_rb(void *ctx, void *data, size_t size)
 int main(int argc, char **argv)
 {
 	if (argc < 8) {
-		fprintf(stderr, "usage: events_loader OBJ perf|ringbuf PAGES TARGET PROCS THREADS TOTAL [flush]\n");
+		fprintf(stderr, "usage: events_loader OBJ perf|ringbuf|perf-wait|ringbuf-wait PAGES TARGET PROCS THREADS "
+			"TOTAL [flush]\n");
 		return 2;
 	}
-	int perf = !strcmp(argv[2], "perf");
+	int perf = !strncmp(argv[2], "perf", 4), wait_all = strstr(argv[2], "-wait") != NULL;
 	long pages = atol(argv[3]), procs = atol(argv[5]), threads = atol(argv[6]);
 	nthreads = procs * threads;
 	total = atol(argv[7]);
@@ -147,16 +150,27 @@ int main(int argc, char **argv)
 		}
 	}
 	long running = procs;
+	int timeout = wait_all ? -1 : 100;
+	uint32_t fk = 0;
+	int failed_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "failed"));
+	if (wait_all)
+		alarm(30);
 	for (;;) {
-		int n = perf ? perf_buffer__poll(pb, 100) : ring_buffer__poll(rb, 100);
+		int n = perf ? perf_buffer__poll(pb, timeout) : ring_buffer__poll(rb, timeout);
 		if (n < 0 && n != -EINTR) {
 			printf("poll: %s\n", strerror(-n));
 			return 1;
 		}
 		int status;
 		pid_t c;
-		if (!running && n == 0)
+		if (wait_all) {
+			uint64_t f = 0;
+			bpf_map_lookup_elem(failed_fd, &fk, &f);
+			if (delivered + (perf ? lost : f) == (uint64_t)(procs * total))
+				break;
+		} else if (!running && n == 0) {
 			break;   /* the targets are gone and nothing came for 100 ms */
+		}
 		while (running && (c = waitpid(-1, &status, WNOHANG)) > 0) {
 			running--;
 			if (!WIFEXITED(status) || WEXITSTATUS(status)) {
@@ -165,9 +179,10 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	uint32_t k = 0;
+	while (running && waitpid(-1, NULL, 0) > 0)
+		running--;
 	uint64_t failed = 0;
-	bpf_map_lookup_elem(bpf_map__fd(bpf_object__find_map_by_name(obj, "failed")), &k, &failed);
+	bpf_map_lookup_elem(failed_fd, &fk, &failed);
 	printf("delivered %llu lost %llu failed %llu bad %llu ns %llu\n", (unsigned long long)delivered,
 	       (unsigned long long)lost, (unsigned long long)failed, (unsigned long long)bad,
 	       (unsigned long long)(last_ns - first_ns));

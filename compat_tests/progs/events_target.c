@@ -7,7 +7,9 @@
  * had time to drain, one more call on each CPU this process may run on: on
  * the kernel, drops are reported (PERF_RECORD_LOST) only in front of the
  * next record that fits, so without a later record on that CPU's ring the
- * last drops are never counted. Prints "produced N": the calls made. */
+ * last drops are never counted. With EVENTS_PAUSE_US set, each thread
+ * sleeps that long after each call (the consumer sleeps between records).
+ * Prints "produced N": the calls made. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -23,7 +25,7 @@ __attribute__((noinline)) void ev(long t, long i)
 	sink += t + i;
 }
 
-static long per, extra, base;
+static long per, extra, base, pause_us;
 static pthread_barrier_t go;
 
 static void *run(void *arg)
@@ -31,8 +33,11 @@ static void *run(void *arg)
 	long t = (long)arg, n = per + (t == 0 ? extra : 0);
 
 	pthread_barrier_wait(&go);
-	for (long i = 0; i < n; i++)
+	for (long i = 0; i < n; i++) {
 		ev(base + t, i);
+		if (pause_us)
+			usleep((useconds_t)pause_us);
+	}
 	return NULL;
 }
 
@@ -49,6 +54,7 @@ int main(int argc, char **argv)
 	if (nt < 1 || nt > 256)
 		return 2;
 	base = atol(argv[3]);
+	pause_us = getenv("EVENTS_PAUSE_US") ? atol(getenv("EVENTS_PAUSE_US")) : 0;
 	per = total / nt;
 	extra = total % nt;
 	pthread_barrier_init(&go, NULL, (unsigned)nt);
