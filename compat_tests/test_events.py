@@ -97,27 +97,32 @@ def test_bpftrace_printf(side, flush, setup):
         assert lost > 0, f"{side}: the buffer never overflowed ({lines} lines): the case tests nothing"
 
 
+def run_loader(side, setup, mode, procs, threads, calls, extra=(), env=(), timeout=120):
+    """events_loader on side: (delivered, lost, failed, bad, produced, its stdout); skips
+    when the side cannot run here."""
+    p, rts, have_libbpf = setup
+    if not have_libbpf:
+        pytest.skip("libbpf-dev or clang is not installed")
+    argv, why = side_cmd(side, rts, [p["loader"], p["events.o"], mode, "2", p["target"], str(procs), str(threads),
+                                     str(calls), *extra], env=env)
+    if argv is None:
+        pytest.skip(why)
+    rc, out, err = run(argv, timeout=timeout)
+    res = re.search(r"^delivered (\d+) lost (\d+) failed (\d+) bad (\d+) ns \d+$", out, re.M)
+    assert rc == 0 and res, f"{side}: rc={rc} (-14, SIGALRM: a -wait mode timed out)\n{out}\n{err}"
+    assert len(PRODUCED.findall(out)) == procs, out
+    produced = sum(int(n) for n in PRODUCED.findall(out))
+    return (*map(int, res.groups()), produced, out)
+
+
 @pytest.mark.parametrize("flush", ["flush", "no_flush"])
 @pytest.mark.parametrize("mode", ["perf", "ringbuf"])
 @pytest.mark.parametrize("side", SIDES)
 def test_libbpf(side, mode, flush, setup):
-    p, rts, have_libbpf = setup
-    if not have_libbpf:
-        pytest.skip("libbpf-dev or clang is not installed")
     if side == "kernel" and flush == "no_flush" and mode == "perf":
         pytest.skip("the kernel counts drops only in front of a later record on the same ring")
-    calls = 100000
-    argv = [p["loader"], p["events.o"], mode, "2", p["target"], "2", "4", str(calls)] + \
-        (["flush"] if flush == "flush" else [])
-    argv, why = side_cmd(side, rts, argv)
-    if argv is None:
-        pytest.skip(why)
-    rc, out, err = run(argv, timeout=120)
-    res = re.search(r"^delivered (\d+) lost (\d+) failed (\d+) bad (\d+) ns \d+$", out, re.M)
-    assert rc == 0 and res, f"rc={rc}\n{out}\n{err}"
-    delivered, lost, failed, bad = map(int, res.groups())
-    produced = sum(int(n) for n in PRODUCED.findall(out))
-    assert len(PRODUCED.findall(out)) == 2, out
+    delivered, lost, failed, bad, produced, out = run_loader(side, setup, mode, 2, 4, 100000,
+                                                             ["flush"] if flush == "flush" else [])
     assert bad == 0, f"{side}: {bad} records damaged or delivered twice\n{out}"
     if mode == "perf":
         assert delivered + lost == produced, f"{side}: {delivered} delivered + {lost} lost != {produced}\n{out}"
@@ -132,16 +137,6 @@ def test_libbpf(side, mode, flush, setup):
 @pytest.mark.parametrize("mode", ["perf-wait", "ringbuf-wait"])
 @pytest.mark.parametrize("side", SIDES)
 def test_wakeup(side, mode, setup):
-    p, rts, have_libbpf = setup
-    if not have_libbpf:
-        pytest.skip("libbpf-dev or clang is not installed")
-    argv, why = side_cmd(side, rts, [p["loader"], p["events.o"], mode, "2", p["target"], "2", "2", "300"],
-                         env=[("EVENTS_PAUSE_US", "300")])
-    if argv is None:
-        pytest.skip(why)
-    rc, out, err = run(argv, timeout=60)
-    res = re.search(r"^delivered (\d+) lost (\d+) failed (\d+) bad (\d+) ns \d+$", out, re.M)
-    assert rc == 0 and res, f"{side}: rc={rc} (SIGALRM: a wake-up never came)\n{out}\n{err}"
-    delivered, lost, failed, bad = map(int, res.groups())
-    produced = sum(int(n) for n in PRODUCED.findall(out))
+    delivered, lost, failed, bad, produced, out = run_loader(side, setup, mode, 2, 2, 300,
+                                                             env=[("EVENTS_PAUSE_US", "300")], timeout=60)
     assert bad == 0 and produced == 600 and delivered + (lost if mode == "perf-wait" else failed) == produced, out
