@@ -256,11 +256,20 @@ class Case:
         return p
 
     def obj(self, cmd, label, path, fd=0, file_flags=0, size=16):
-        pb = ctypes.create_string_buffer(path.encode()) if path is not None else None
+        if isinstance(path, str):
+            path = path.encode()
+        pp, pb = self.ptr(path + b"\0" if isinstance(path, bytes) else path)
         a = ctypes.create_string_buffer(ATTR_BUF)
-        struct.pack_into("<QII", a, 0, ctypes.addressof(pb) if pb is not None else 0, fd, file_flags)
+        struct.pack_into("<QII", a, 0, pp, fd, file_flags)
         r, e = self.bpf(cmd, a, size)
         return self.rec(label, r, e, fd=(cmd == OBJ_GET))
+
+    def unlink(self, label, path):
+        try:
+            os.unlink(path)
+            self.note(label, "ok")
+        except OSError as e:
+            self.note(label, ename(e.errno))
 
     def close(self):
         for addr, ln in self.maps:
@@ -1240,11 +1249,7 @@ def c_pin_get(c):
     c.obj(OBJ_GET, "get_rdwr_flags", p, file_flags=RDONLY | WRONLY)
     c.obj(OBJ_GET, "get_bad_flags", p, file_flags=1 << 20)
     c.obj(OBJ_GET, "get_with_bpf_fd", p, fd=fd)
-    try:
-        os.unlink(p)
-        c.note("unlink", "ok")
-    except OSError as e:
-        c.note("unlink", ename(e.errno))
+    c.unlink("unlink", p)
     c.obj(OBJ_GET, "get_after_unlink", p)
     c.lookup("orig_still_works", fd, u32(1), 8)
 
@@ -1354,6 +1359,116 @@ def c_mmap_rdonly_prog(c):
     fd = c.create("mmapable_rdonly_prog", ARRAY, 4, 8, 16, MMAPABLE | RDONLY_PROG)
     _mmap(c, "mmap_rdonly_prog_rw", fd, PAGE, PROT_READ | PROT_WRITE)
     _mmap(c, "mmap_rdonly_prog_ro", fd, PAGE, PROT_READ)
+
+
+# ====================================================== fuzzer reproducers (issue 10)
+HIGH = 1 << 63            # pointers at or above 2^63: no user address
+
+
+def _ids(c, raw, n):
+    """n u32 map ids of fd-map values, as map<i>/other."""
+    return [c.sym(struct.unpack_from("<I", raw, 4 * i)[0]) for i in range(n)]
+
+
+@case
+def c_batch_array_of_maps_holes(c):
+    """generic_map_lookup_batch steps over empty slots (the fd array's lookup
+    gives ENOENT for them); it looped forever under bpfshim."""
+    inner = c.create("inner", ARRAY, 4, 8, 4)
+    fd = c.create("outer", ARRAY_OF_MAPS, 4, 4, 6, inner=inner)
+    empty = c.create("outer_empty", ARRAY_OF_MAPS, 4, 4, 3, inner=inner)
+    if None in (inner, fd, empty):
+        return
+    for k in (1, 4):
+        c.update(f"set_slot{k}", fd, u32(k), u32(inner))
+    r, cnt, keys, vals, out = c.batch(LOOKUP_BATCH, "all", fd, 6, 4, 4, tok=4)
+    c.note("all.keys", keys[:4 * cnt].hex())
+    c.note("all.values", _ids(c, vals, cnt))
+    tok = None
+    for i in range(4):
+        r, cnt, keys, vals, out = c.batch(LOOKUP_BATCH, f"piece{i}", fd, 1, 4, 4, in_batch=tok, tok=4)
+        c.note(f"piece{i}.keys", keys[:4 * cnt].hex())
+        if r:
+            break
+        tok = out[:4]
+    c.batch(LOOKUP_BATCH, "all_empty", empty, 3, 4, 4, tok=4)
+    c.batch(LOOKUP_BATCH, "from_last", fd, 2, 4, 4, in_batch=u32(5), tok=4)
+    c.batch(LOOKUP_AND_DELETE_BATCH, "lookup_and_delete", fd, 6, 4, 4, tok=4)
+
+
+@case
+def c_batch_hash_of_maps(c):
+    inner = c.create("inner", HASH, 4, 8, 4)
+    fd = c.create("outer", HASH_OF_MAPS, 4, 4, 4, inner=inner)
+    if None in (inner, fd):
+        return
+    for k in (3, 7):
+        c.update(f"set{k}", fd, u32(k), u32(inner))
+    r, cnt, keys, vals, out = c.batch(LOOKUP_BATCH, "all", fd, 4, 4, 4, tok=4)
+    c.note("all.keys", sorted(keys[4 * i:4 * i + 4].hex() for i in range(cnt)))
+    c.note("all.values", _ids(c, vals, cnt))
+    r, cnt, keys, vals, out = c.batch(LOOKUP_AND_DELETE_BATCH, "lookup_and_delete", fd, 4, 4, 4, tok=4)
+    c.note("lad.keys", sorted(keys[4 * i:4 * i + 4].hex() for i in range(cnt)))
+    c.batch(LOOKUP_BATCH, "after", fd, 4, 4, 4, tok=4)
+
+
+@case
+def c_ptr_high(c):
+    """Pointers at or above 2^63 are EFAULT, on the loader's path (element
+    commands) and on the server's (info, pin, prog load)."""
+    fd = c.create("create", HASH, 4, 8, 4)
+    c.update("put", fd, u32(1), u64(7))
+    c.elem(LOOKUP, "lookup_key_high", fd, HIGH, out_size=8)
+    c.elem(LOOKUP, "lookup_value_high", fd, u32(1), HIGH)
+    c.elem(UPDATE, "update_key_max", fd, (1 << 64) - 8, u64(1))
+    c.elem(NEXT_KEY, "next_key_out_high", fd, None, HIGH)
+    a = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<IIQ", a, 0, fd, 88, HIGH)
+    c.rec("info_high", *c.bpf(OBJ_GET_INFO_BY_FD, a, 16))
+    struct.pack_into("<IIQ", a, 0, fd, 88, (1 << 64) - 16)
+    c.rec("info_wraps", *c.bpf(OBJ_GET_INFO_BY_FD, a, 16))
+    c.obj(OBJ_PIN, "pin_path_high", HIGH, fd)
+    c.obj(OBJ_GET, "get_path_high", HIGH)
+    lic = ctypes.create_string_buffer(b"GPL")
+    a = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<IIQQ", a, 0, 1, 2, HIGH, ctypes.addressof(lic))         # SOCKET_FILTER, insns at 2^63
+    c.rec("prog_insns_high", *c.bpf(5, a, 48), fd=True)
+    insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
+    struct.pack_into("<IIQQ", a, 0, 1, 2, ctypes.addressof(insns), HIGH)
+    c.rec("prog_license_high", *c.bpf(5, a, 48), fd=True)
+    struct.pack_into("<IIQQII", a, 0, 1, 2, ctypes.addressof(insns), ctypes.addressof(lic), 1, 64)
+    struct.pack_into("<Q", a, 32, HIGH)                                          # log_buf
+    c.rec("prog_log_buf_high", *c.bpf(5, a, 48), fd=True)
+    c.rec("attr_high", *c.bpf(MAP_CREATE, ctypes.c_void_p(HIGH), CREATE_SIZE))
+
+
+@case
+def c_pin_path_walk(c):
+    """Pin paths are bytes and are walked as the kernel walks them."""
+    fd = c.create("create", ARRAY, 4, 8, 4)
+    base = c.pin_path()
+    raw = base.encode() + b"_\xff\xfe\x80"
+    c.pins.append(raw)
+    c.obj(OBJ_PIN, "pin_non_utf8", raw, fd)
+    g = c.obj(OBJ_GET, "get_non_utf8", raw)
+    if g >= 0:
+        c.note("same_id", c.info_id(g) == c.ids[0])
+    c.obj(OBJ_PIN, "pin_dotdot_through_file", raw + b"/../" + base.encode().rsplit(b"/", 1)[1] + b"_b", fd)
+    c.obj(OBJ_PIN, "pin_dot_through_file", raw + b"/./x", fd)
+    c.obj(OBJ_PIN, "pin_under_file", raw + b"/x", fd)
+    c.obj(OBJ_GET, "get_trailing_slash", raw + b"/")
+    c.obj(OBJ_GET, "get_dotdot_through_file", raw + b"/..")
+    c.obj(OBJ_PIN, "pin_trailing_slash_new", base + "_new/", fd)
+    c.obj(OBJ_PIN, "pin_dotdot_missing", base + "_missing/../" + base.rsplit("/", 1)[1] + "_c", fd)
+    ok = base + "_d"
+    c.pins.append(ok)
+    c.obj(OBJ_PIN, "pin_via_dotdot_root", "/sys/fs/bpf/../bpf/" + ok.rsplit("/", 1)[1], fd)
+    c.obj(OBJ_GET, "get_via_double_slash", ok.replace("/sys/fs/bpf/", "/sys/fs/bpf//./"))
+    c.obj(OBJ_PIN, "pin_existing", raw, fd)
+    c.obj(OBJ_PIN, "pin_empty", b"", fd)
+    c.obj(OBJ_PIN, "pin_root", "/sys/fs/bpf", fd)
+    c.unlink("unlink_non_utf8", raw)
+    c.obj(OBJ_GET, "get_after_unlink", raw)
 
 
 # ====================================================== driver

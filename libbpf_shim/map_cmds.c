@@ -430,7 +430,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 	uint32_t t = m->hdr->attr.map_type, ks = m->hdr->attr.key_size;
 	uint64_t elem_flags = attr->batch.elem_flags;
 	size_t vs = sys_value_size(m);
-	uint32_t max_count = attr->batch.count, cp = 0, pos = 0;
+	uint32_t max_count = attr->batch.count, cp = 0, pos = 0, skipped = 0;
 	struct kbuf pb, kb, vb;
 	long err;
 
@@ -486,8 +486,21 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 			if (!err && del)
 				err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -524;
 		}
-		if (err == -ENOENT)
+		if (err == -ENOENT) {
+			/* an empty slot (fd arrays) or an element deleted since
+			 * get_next_key: step over it, as generic_map_lookup_batch's
+			 * next_key does. With delete the walk restarts from the
+			 * first key, which has gone; a key that stays and keeps
+			 * failing is a corrupted map: bounded by max_entries. */
+			if (!del) {
+				memcpy(prev, key, ks);
+				have_prev = 1;
+			} else if (++skipped > m->hdr->attr.max_entries) {
+				err = -EINVAL;
+				goto out;
+			}
 			continue;
+		}
 		if (err)
 			goto out;
 		if (shim_copy_to_user(attr->batch.keys + (uint64_t)cp * ks, key, ks) ||

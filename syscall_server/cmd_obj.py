@@ -1,6 +1,7 @@
 """BPF_OBJ_PIN, BPF_OBJ_GET, BPF_*_GET_NEXT_ID, BPF_*_GET_FD_BY_ID and
 BPF_OBJ_GET_INFO_BY_FD, for every kind of object."""
 import errno
+import os
 
 from . import _native, cmd_btf, cmd_map, cmd_prog
 from .errors import BpfError
@@ -20,10 +21,18 @@ def obj_from_fd(ctx, fd):
 
 
 def _path(ctx, attr):
+    """The pathname's bytes (any but NUL, as the kernel takes them), relative
+    ones from the caller's working directory (AT_FDCWD)."""
     try:
-        return ctx.conn.read_str(attr.pathname, PATH_MAX).decode()
+        path = ctx.conn.read_str(attr.pathname, PATH_MAX)
     except BpfError as e:
         raise BpfError(errno.ENAMETOOLONG if e.errno == errno.E2BIG else e.errno)
+    if path and not path.startswith(b"/"):
+        try:
+            path = os.fsencode(os.readlink(f"/proc/{ctx.conn.pid}/cwd")) + b"/" + path
+        except OSError:
+            raise BpfError(errno.ENOENT)
+    return path
 
 
 def obj_pin(ctx, attr):

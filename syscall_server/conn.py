@@ -31,7 +31,7 @@ class Conn:
 
     # ---- framing ----
     def send(self, op, a=0, b=0, payload=b"", fds=()):
-        data = HDR.pack(op, len(payload), a, b) + payload
+        data = HDR.pack(op, len(payload), _s64(a), _s64(b)) + payload
         if fds:
             self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
         else:
@@ -69,8 +69,7 @@ class Conn:
         """n bytes at addr in the caller, or BpfError(EFAULT)."""
         if n == 0:
             return b""
-        if addr == 0:
-            raise BpfError(14)
+        _check_range(addr, n)
         out = bytearray()
         while len(out) < n:
             k = min(CHUNK, n - len(out))
@@ -82,11 +81,14 @@ class Conn:
     def read_str(self, addr, maxlen):
         """NUL-terminated string (without the NUL); BpfError(EFAULT) or
         BpfError(E2BIG) when there is no NUL within maxlen bytes."""
+        _check_range(addr, 1)
         self.send(P.SHIM_OP_READSTR, addr, maxlen)
         data, _ = self._mem_reply()
         return bytes(data)
 
     def write(self, addr, data):
+        if data:
+            _check_range(addr, len(data))
         for off in range(0, len(data), CHUNK):
             self.send(P.SHIM_OP_WRITE, addr + off, 0, bytes(data[off:off + CHUNK]))
             self._mem_reply()
@@ -115,7 +117,7 @@ class Conn:
         (object, f_flags, fd): each is sent as a new fd (the object's own by
         default); ret_fd picks the one whose number is returned."""
         metas = b"".join(META.pack(g[0].kind, g[0].id, g[1], 0, getattr(g[0], "seg_size", 0)) for g in give)
-        m = msg.encode()[:60000]
+        m = msg.encode(errors="surrogateescape")[:60000]   # pin paths are bytes
         payload = DONE.pack(len(give), len(m), ret_fd, 0) + metas + m
         self.send(P.SHIM_OP_DONE, ret, err, payload, [g[2] if len(g) > 2 else g[0].fd for g in give])
         for g in give:
@@ -137,3 +139,20 @@ class Conn:
         for obj in list(self.held.values()):
             obj.put()
         self.held.clear()
+
+
+U64 = (1 << 64) - 1
+
+
+def _s64(v):
+    """a and b are int64 on the wire; a u64 (an address at or above 2^63 the
+    caller's attr gave) travels as its two's complement, as in C."""
+    v &= U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _check_range(addr, n):
+    """access_ok(): a range that wraps past 2^64 is EFAULT before any access
+    (addresses come from attr fields: any u64)."""
+    if addr == 0 or addr < 0 or addr + n > U64 + 1:
+        raise BpfError(14)

@@ -43,15 +43,15 @@ def status():
 def handle(conn, ctl, arg, payload):
     try:
         if ctl == P.SHIM_CTL_PIN_UNLINK:
-            registry.unlink(payload.rstrip(b"\0").decode())
+            registry.unlink(payload.rstrip(b"\0"))
             conn.done(0)
         elif ctl == P.SHIM_CTL_PIN_STAT:
-            conn.done(registry.stat(payload.rstrip(b"\0").decode()))
+            conn.done(registry.stat(payload.rstrip(b"\0")))
         elif ctl == P.SHIM_CTL_PIN_MKDIR:
-            registry.mkdir(payload.rstrip(b"\0").decode())
+            registry.mkdir(payload.rstrip(b"\0"))
             conn.done(0)
         elif ctl == P.SHIM_CTL_PIN_LIST:
-            tree = registry.listing(payload.rstrip(b"\0").decode())
+            tree = registry.listing(payload.rstrip(b"\0"))
             conn.done(0, msg="".join(f"{'d' if d else 'f'} {p}\n" for p, d in tree))
         elif ctl == P.SHIM_CTL_FDINFO:
             kind, oid = struct.unpack_from("<II", payload)

@@ -7,6 +7,7 @@ events); the fds loaders hold are copies of it sent with SCM_RIGHTS, so the
 object's inode identifies any copy. An object lives while something holds
 it: a process (Conn.held), a pin, or another object (a program's maps).
 """
+import contextlib
 import errno
 import os
 import posixpath
@@ -91,6 +92,9 @@ class Registry:
             self.next_id[obj.kind] = oid + 1
             obj.id = oid
             self.objs[obj.kind][oid] = obj
+            made = getattr(self._req, "made", None)
+            if made is not None:
+                made.append(obj)
             if obj.fd >= 0:
                 obj.identity = fd_identity(obj.fd)
                 self.inodes[obj.identity] = obj
@@ -121,43 +125,98 @@ class Registry:
         return [self.objs[kind][i] for i in sorted(self.objs[kind])]
 
     # ---- pins (bpffs) ----
-    @staticmethod
-    def norm(path):
-        p = posixpath.normpath(path)
-        if p.startswith("//"):
-            p = p[1:]
+    # Paths are the caller's bytes, kept as str by surrogateescape (os.fsdecode)
+    # so that any byte but NUL names a pin, as on bpffs. They are resolved one
+    # component at a time as the kernel's path walk does: "." and ".." need the
+    # component before them to be a directory (a pinned object: ENOTDIR), a
+    # missing one is ENOENT; outside /sys/fs/bpf the real filesystem answers.
+    ROOT = "/sys/fs/bpf"
+
+    def _is_dir(self, p):
+        """p (normalised) as a directory of the walk: True, or BpfError."""
+        if p == self.ROOT or p.startswith(self.ROOT + "/"):
+            if p not in self.pins:
+                raise BpfError(errno.ENOENT)
+            if self.pins[p] is not None:
+                raise BpfError(errno.ENOTDIR)
+            return True
+        if not os.path.exists(p):
+            raise BpfError(errno.ENOENT)
+        if not os.path.isdir(p):
+            raise BpfError(errno.ENOTDIR)
+        return True
+
+    def walk(self, path):
+        """(normalised path, trailing slash) of `path` (str or bytes) after the
+        kernel's walk of every component but the last; BpfError on the way."""
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not path:
+            raise BpfError(errno.ENOENT)
+        if not path.startswith("/"):
+            path = "/" + path    # callers resolve relative paths (cmd_obj: the caller's cwd)
+        parts = [c for c in path.split("/") if c]
+        cur = "/"
+        last = None
+        for i, c in enumerate(parts):
+            final = i == len(parts) - 1
+            if c in (".", ".."):
+                self._is_dir(cur)
+                if c == "..":
+                    cur = posixpath.dirname(cur)
+                if final:
+                    last = cur
+                continue
+            if not final:
+                nxt = posixpath.join(cur, c)
+                self._is_dir(nxt)
+                cur = nxt
+            else:
+                last = posixpath.join(cur, c)
+        if last is None:
+            last = cur
+        return last, path.endswith("/")
+
+    def _lookup(self, path):
+        """The existing entry `path` names (a trailing slash wants a directory)."""
+        p, slash = self.walk(path)
+        if p not in self.pins:
+            raise BpfError(errno.ENOENT)
+        if slash and self.pins[p] is not None:
+            raise BpfError(errno.ENOTDIR)
+        return p
+
+    def _create(self, path, directory=False):
+        """The entry `path` would create: its parent must be a bpffs directory."""
+        p, slash = self.walk(path)
+        parent = posixpath.dirname(p)
+        if p in self.pins or p in ("/", posixpath.dirname(self.ROOT)):
+            raise BpfError(errno.EEXIST)
+        if not (p.startswith(self.ROOT + "/")):
+            raise BpfError(errno.EPERM, f"{os.fsencode(path)!r}: not on bpffs")
+        self._is_dir(parent)
+        if slash and not directory:
+            raise BpfError(errno.ENOENT)   # foo/bar/: asks for a directory
         return p
 
     def pin(self, path, obj):
-        p = self.norm(path)
         with self.lock:
-            if not (p == "/sys/fs/bpf" or p.startswith("/sys/fs/bpf/")):
-                raise BpfError(errno.EPERM, f"{path}: not on bpffs")
-            parent = posixpath.dirname(p)
-            if parent not in self.pins or self.pins[parent] is not None:
-                raise BpfError(errno.ENOENT)
-            if p in self.pins:
-                raise BpfError(errno.EEXIST)
+            p = self._create(path)
             self.pins[p] = obj
             obj.get()
 
     def pinned(self, path):
-        p = self.norm(path)
         with self.lock:
-            if p not in self.pins:
-                raise BpfError(errno.ENOENT)
-            obj = self.pins[p]
+            obj = self.pins[self._lookup(path)]
             if obj is None:      # a directory is not a bpf object
                 raise BpfError(errno.EACCES)
             return obj
 
     def unlink(self, path):
-        p = self.norm(path)
         with self.lock:
-            if p == "/sys/fs/bpf":
+            p = self._lookup(path)
+            if p == self.ROOT:
                 raise BpfError(errno.EBUSY)
-            if p not in self.pins:
-                raise BpfError(errno.ENOENT)
             obj = self.pins[p]
             if obj is None and any(k.startswith(p + "/") for k in self.pins):
                 raise BpfError(errno.ENOTEMPTY)
@@ -166,33 +225,21 @@ class Registry:
                 obj.put()
 
     def mkdir(self, path):
-        p = self.norm(path)
         with self.lock:
-            parent = posixpath.dirname(p)
-            if p in self.pins:
-                raise BpfError(errno.EEXIST)
-            if parent not in self.pins:
-                raise BpfError(errno.ENOENT)
-            if self.pins[parent] is not None:
-                raise BpfError(errno.ENOTDIR)
-            self.pins[p] = None
+            self.pins[self._create(path, directory=True)] = None
 
     def stat(self, path):
         """1 for a directory, 2 for a pinned object; BpfError(ENOENT)."""
-        p = self.norm(path)
         with self.lock:
-            if p not in self.pins:
-                raise BpfError(errno.ENOENT)
+            p = self._lookup(path)
             return 1 if self.pins[p] is None else 2
 
     def listing(self, path):
         """The tree under a pin directory, in pre-order, each directory's
         entries newest first as bpffs's readdir gives them: [(path, is_dir)];
         BpfError(ENOENT) when absent, ENOTDIR for a pinned object."""
-        p = self.norm(path)
         with self.lock:
-            if p not in self.pins:
-                raise BpfError(errno.ENOENT)
+            p = self._lookup(path)
             if self.pins[p] is not None:
                 raise BpfError(errno.ENOTDIR)
             children = {}
@@ -208,6 +255,24 @@ class Registry:
 
     def pins_of(self, obj):
         return sorted(p for p, o in self.pins.items() if o is obj)
+
+    # ---- requests ----
+    _req = threading.local()    # .made: the objects the thread's request added
+
+    @contextlib.contextmanager
+    def request(self):
+        """Around one request: an object it added that nothing holds at the
+        end (the request failed after creating it, or its caller was gone
+        before the reply gave it an fd) is freed, as the kernel frees an
+        object whose fd it could not install."""
+        self._req.made = made = []
+        try:
+            yield
+        finally:
+            self._req.made = None
+            for obj in made:
+                if obj.refs <= 0:
+                    self.drop(obj)
 
 
 registry = Registry()
