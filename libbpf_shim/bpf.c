@@ -39,9 +39,14 @@ static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsign
 	struct { uint64_t uattr; union shim_attr attr; } req;
 	int err;
 
+	struct shim_uwin w;
+
 	req.uattr = uattr;
 	memcpy(&req.attr, attr, size);
+	shim_uwin_bpf(&w, cmd, uattr, &attr->a, size);
+	shim_cur_uwin = &w;
 	err = shim_request(SHIM_OP_BPF, cmd, size, &req, sizeof(req.uattr) + size, -1, &rep, NULL, 0);
+	shim_cur_uwin = NULL;
 
 	if (err)
 		return shim_err(-err);

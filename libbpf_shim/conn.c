@@ -65,63 +65,52 @@ int shim_is_conn_fd(int fd)
 	return fd >= 0 && fd == conn_fd;
 }
 
-static uid_t real_uid(void)
-{
-	return (uid_t)real.syscall(SYS_getuid);
-}
-
-/* Set by `bpfshim attach` (the caller's server), ahead of the environment,
- * which a running process's other threads may be reading. */
-static char runtime_dir_set[PATH_MAX];
-
-/* Follow the server in `dir` from now on; 0 or -errno. */
+/* Follow the server in `dir` from now on (`bpfshim attach`: the caller's
+ * server, ahead of the environment); 0 or -errno. */
 int shim_set_runtime_dir(const char *dir)
 {
-	size_t n = strlen(dir);
+	int err;
 
-	if (!n || n >= sizeof(runtime_dir_set))
-		return -ENAMETOOLONG;
 	pthread_mutex_lock(&conn_lock);
-	memcpy(runtime_dir_set, dir, n + 1);
-	if (conn_fd >= 0)
+	err = shim_rundir_set(dir);
+	if (!err && conn_fd >= 0) {
 		real.close(conn_fd);
-	conn_fd = -1;
+		conn_fd = -1;
+	}
 	pthread_mutex_unlock(&conn_lock);
-	return 0;
+	return err;
 }
 
-/* The runtime directory: $BPFSHIM_RUNTIME_DIR, $XDG_RUNTIME_DIR/bpfshim or
- * ${TMPDIR:-/tmp}/bpfshim-$UID. Created 0700. */
-int shim_runtime_dir(char *out, size_t n)
-{
-	const char *e = runtime_dir_set[0] ? runtime_dir_set : getenv("BPFSHIM_RUNTIME_DIR");
-	const char *x = getenv("XDG_RUNTIME_DIR");
-	const char *t = getenv("TMPDIR");
-
-	if (e && *e)
-		snprintf(out, n, "%s", e);
-	else if (x && *x && !access(x, W_OK))
-		snprintf(out, n, "%s/bpfshim", x);
-	else
-		snprintf(out, n, "%s/bpfshim-%u", t && *t ? t : "/tmp", (unsigned)real_uid());
-	if (mkdir(out, 0700) && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int try_connect(const char *dir)
+/* Connect to the server of the checked directory `dfd` (reached through the
+ * fd, so the directory checked is the one used) and check it runs as our
+ * uid (SO_PEERCRED). -ECONNREFUSED/-ENOENT: nobody listens. */
+static int try_connect(int dfd, const char *dir)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, hi;
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+	int fd, hi, e;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/server.sock", dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/server.sock", dfd);
+	if (access("/proc/self/fd", X_OK) &&
+	    (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/server.sock", dir) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;   /* no /proc: the path itself, if it fits */
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		int e = errno;
+		e = errno;
 		real.close(fd);
 		return -e;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) || cr.uid != shim_rundir_uid()) {
+		char m[PATH_MAX + 160];
+		int k = snprintf(m, sizeof(m), "bpfshim: refusing the server in %s: it runs as uid %d, not %u\n",
+				 dir, (int)cr.uid, (unsigned)shim_rundir_uid());
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+		real.close(fd);
+		return -EACCES;
 	}
 	hi = real.fcntl(fd, F_DUPFD_CLOEXEC, CONN_FD_MIN);
 	if (hi >= 0) {
@@ -195,39 +184,47 @@ static void spawn_server(const char *dir)
 	_exit(127);
 }
 
+static int nobody_listens(int err)
+{
+	return err == -ECONNREFUSED || err == -ENOENT;
+}
+
 static int connect_or_spawn(void)
 {
-	char dir[PATH_MAX], lockp[PATH_MAX + 16];
-	int fd, lk, err;
+	char dir[PATH_MAX];
+	int dfd, fd, lk;
 
-	err = shim_runtime_dir(dir, sizeof(dir));
-	if (err)
-		return err;
-	fd = try_connect(dir);
-	if (fd >= 0)
-		return fd;
+	dfd = shim_rundir_open();
+	if (dfd < 0)
+		return dfd;
+	if (shim_runtime_dir(dir, sizeof(dir)))
+		snprintf(dir, sizeof(dir), "?");
+	fd = try_connect(dfd, dir);
+	if (fd >= 0 || !nobody_listens(fd))
+		goto out;
 	/* One spawner at a time; the others wait for the socket. */
-	snprintf(lockp, sizeof(lockp), "%s/spawn.lock", dir);
-	lk = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	lk = openat(dfd, "spawn.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (lk >= 0)
 		flock(lk, LOCK_EX);
-	fd = try_connect(dir);
-	if (fd < 0) {
+	fd = try_connect(dfd, dir);
+	if (nobody_listens(fd)) {
 		spawn_server(dir);
-		for (int i = 0; i < 200 && fd < 0; i++) {  /* up to 10 s */
+		for (int i = 0; i < 200 && nobody_listens(fd); i++) {  /* up to 10 s */
 			struct timespec ts = { 0, 50 * 1000 * 1000 };
 			nanosleep(&ts, NULL);
-			fd = try_connect(dir);
+			fd = try_connect(dfd, dir);
 		}
 	}
 	if (lk >= 0)
 		real.close(lk);  /* releases the flock */
-	if (fd < 0) {
+	if (nobody_listens(fd)) {
 		char m[PATH_MAX + 128];
 		int k = snprintf(m, sizeof(m), "bpfshim: cannot reach the server in %s (see %s/server.log)\n", dir, dir);
 		if (k > 0)
 			(void)!write(2, m, (size_t)k);
 	}
+out:
+	real.close(dfd);
 	return fd;
 }
 
@@ -286,10 +283,47 @@ static ssize_t recv_msg(struct shim_msg *h, int *fds, int *nfds)
 	return n - (ssize_t)sizeof(*h);
 }
 
-/* Serve one memory request of the server. */
+/* What names an fd the table does not know, for the server to look up
+ * (objects.py fd_identity): its inode and, for an eventfd, whose inode all
+ * eventfds share, the eventfd-id. The fd itself is never sent on a memory
+ * request: the server learns nothing it could use. */
+static int fd_ident(int fd, struct shim_fd_ident *id)
+{
+	char path[64], link[64], buf[1024];
+	struct stat st;
+	ssize_t n;
+	int f;
+
+	memset(id, 0, sizeof(*id));
+	if (fstat(fd, &st))
+		return -errno;
+	id->dev = st.st_dev;
+	id->ino = st.st_ino;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = real.readlink(path, link, sizeof(link) - 1);
+	if (n <= 0 || (link[n] = 0, strcmp(link, "anon_inode:[eventfd]")))
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = real.open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return 0;
+	n = read(f, buf, sizeof(buf) - 1);
+	real.close(f);
+	if (n > 0) {
+		char *p;
+		buf[n] = 0;
+		if ((p = strstr(buf, "eventfd-id:")))
+			id->eventfd_id = strtoull(p + 11, NULL, 10);
+	}
+	return 0;
+}
+
+/* Serve one memory request of the server, inside the window of the request
+ * being made (uwin.c); anything else is EFAULT. */
 static int serve_mem(const struct shim_msg *h, size_t plen)
 {
 	static char buf[SHIM_MSG_MAX];
+	uint64_t max;
 	int err;
 	long n;
 
@@ -297,32 +331,42 @@ static int serve_mem(const struct shim_msg *h, size_t plen)
 	case SHIM_OP_READ:
 		if ((uint64_t)h->b > sizeof(buf))
 			return send_msg(SHIM_OP_MEM_ERR, EINVAL, 0, NULL, 0, -1);
+		if (!shim_uwin_allows((uint64_t)h->a, (uint64_t)h->b, SHIM_UWIN_R, NULL))
+			return send_msg(SHIM_OP_MEM_ERR, EFAULT, 0, NULL, 0, -1);
 		err = shim_copy_from_user(buf, (uint64_t)h->a, (size_t)h->b);
 		if (err)
 			return send_msg(SHIM_OP_MEM_ERR, -err, 0, NULL, 0, -1);
 		return send_msg(SHIM_OP_MEM, 0, 0, buf, (size_t)h->b, -1);
 	case SHIM_OP_READSTR:
-		n = shim_strncpy_from_user(buf, (uint64_t)h->a,
-					   (uint64_t)h->b < sizeof(buf) ? (size_t)h->b : sizeof(buf));
+		max = (uint64_t)h->b < sizeof(buf) ? (uint64_t)h->b : sizeof(buf);
+		if (!shim_uwin_allows((uint64_t)h->a, 0, SHIM_UWIN_STR, &max))
+			return send_msg(SHIM_OP_MEM_ERR, EFAULT, 0, NULL, 0, -1);
+		n = shim_strncpy_from_user(buf, (uint64_t)h->a, (size_t)max);
 		if (n < 0)
 			return send_msg(SHIM_OP_MEM_ERR, -n, 0, NULL, 0, -1);
 		return send_msg(SHIM_OP_MEM, 0, 0, buf, (size_t)n, -1);
 	case SHIM_OP_FDGET: {
-		struct shim_fd_meta meta = { 0 };
-		/* No nested request here: an fd the table does not know is sent
-		 * along, and the server identifies it by its inode. */
+		struct { struct shim_fd_meta meta; struct shim_fd_ident id; } r;
+		/* No nested request here: an fd the table does not know is named
+		 * by its inode, which the server looks up. */
 		struct shim_fd *e = shim_fd_peek((int)h->a);
+		memset(&r, 0, sizeof(r));
 		if (!e && real.fcntl((int)h->a, F_GETFD) < 0)
 			return send_msg(SHIM_OP_MEM_ERR, EBADF, 0, NULL, 0, -1);
 		if (e) {
-			meta.kind = e->kind;
-			meta.id = e->id;
-			meta.f_flags = e->f_flags;
-			meta.seg_size = e->map.size;
+			r.meta.kind = e->kind;
+			r.meta.id = e->id;
+			r.meta.f_flags = e->f_flags;
+			r.meta.seg_size = e->map.size;
+			return send_msg(SHIM_OP_MEM, 0, 0, &r.meta, sizeof(r.meta), -1);
 		}
-		return send_msg(SHIM_OP_MEM, 0, 0, &meta, sizeof(meta), e ? -1 : (int)h->a);
+		if (fd_ident((int)h->a, &r.id))
+			return send_msg(SHIM_OP_MEM_ERR, EBADF, 0, NULL, 0, -1);
+		return send_msg(SHIM_OP_MEM, 0, 0, &r, sizeof(r), -1);
 	}
 	case SHIM_OP_WRITE:
+		if (!shim_uwin_allows((uint64_t)h->a, plen, SHIM_UWIN_W, NULL))
+			return send_msg(SHIM_OP_MEM_ERR, EFAULT, 0, NULL, 0, -1);
 		err = shim_copy_to_user((uint64_t)h->a, msgbuf, plen);
 		if (err)
 			return send_msg(SHIM_OP_MEM_ERR, -err, 0, NULL, 0, -1);

@@ -149,6 +149,7 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 	struct perf_event_attr head;
 	struct shim_reply rep;
 	uint64_t req[2] = { uattr, flags };
+	struct shim_uwin w;
 	int err;
 
 	memset(&head, 0, sizeof(head));
@@ -156,9 +157,12 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 		return shim_err(EFAULT);
 	if (!is_ours(&head))
 		return real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+	shim_uwin_perf(&w, uattr, &head);
+	shim_cur_uwin = &w;
 	err = shim_request(SHIM_OP_PERF_EVENT_OPEN, pid,
 			   (int64_t)(((uint64_t)(uint32_t)group_fd << 32) | (uint32_t)cpu),
 			   req, sizeof(req), -1, &rep, NULL, 0);
+	shim_cur_uwin = NULL;
 	if (err)
 		return shim_err(-err);
 	if (rep.err)

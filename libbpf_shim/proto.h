@@ -13,8 +13,10 @@
  * and answers SHIM_OP_MEM or SHIM_OP_MEM_ERR), and ends with SHIM_OP_DONE:
  * a = return value, b = errno (0 on success), payload = struct shim_done +
  * fd metadata + an optional message for stderr; new fds ride along as
- * SCM_RIGHTS in the same message. So all per-command knowledge of which
- * pointer to read lives in one place, the server.
+ * SCM_RIGHTS in the same message. The server's handler decides which
+ * pointer to read; the shim answers only inside the ranges the request's
+ * attr names (uwin.c) and EFAULT elsewhere, so a server is never trusted
+ * with the rest of the caller's memory.
  */
 #ifndef BPFSHIM_PROTO_H
 #define BPFSHIM_PROTO_H
@@ -34,7 +36,8 @@ enum shim_op {
 	SHIM_OP_WRITE = 18,        /* a = address; payload = bytes */
 	SHIM_OP_DONE = 19,         /* a = ret, b = errno; payload = struct shim_done ... */
 	SHIM_OP_FDGET = 20,        /* a = fd number in the caller: reply MEM with a
-	                            * struct shim_fd_meta (kind 0 = open but not ours)
+	                            * struct shim_fd_meta, followed for an fd the shim
+	                            * does not know (kind 0) by a struct shim_fd_ident;
 	                            * or MEM_ERR EBADF */
 	/* shim -> server replies */
 	SHIM_OP_MEM = 32,          /* payload = bytes read (READ/READSTR) or empty (WRITE) */
@@ -80,6 +83,14 @@ struct shim_fd_meta {
 	                            * SHIM_FD_WAKE: a ringbuf's wake-up eventfd */
 	uint32_t _pad;
 	uint64_t seg_size;         /* maps: bytes of the memfd segment */
+};
+
+/* After the meta, in the FDGET reply for an fd the shim's table does not
+ * know (kind 0): what the server identifies it by. */
+struct shim_fd_ident {
+	uint64_t dev;
+	uint64_t ino;
+	uint64_t eventfd_id;       /* eventfds: their fdinfo eventfd-id */
 };
 
 struct shim_done {

@@ -4,6 +4,7 @@
 #define BPFSHIM_SHIM_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <glob.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -71,6 +72,34 @@ void shim_uaccess_exit(void);
 /* Copy a NUL-terminated string of at most max bytes (excluding NUL):
  * length, -EFAULT, or -E2BIG when no NUL within max. */
 long shim_strncpy_from_user(char *dst, uint64_t src, size_t max);
+
+/* ---- the runtime directory (rundir.c) ---- */
+/* Its path, checked (ours, 0700, no symlink); 0 or -errno (-EACCES: refused,
+ * with a line on stderr). */
+int shim_runtime_dir(char *out, size_t n);
+/* The checked directory opened (O_DIRECTORY), or -errno. */
+int shim_rundir_open(void);
+/* The uid it and its server must belong to: the real uid at start. */
+uid_t shim_rundir_uid(void);
+int shim_rundir_set(const char *path);
+
+/* ---- what the server may touch of the caller's memory (uwin.c) ---- */
+enum { SHIM_UWIN_R = 1, SHIM_UWIN_W = 2, SHIM_UWIN_STR = 4, SHIM_UWIN_MAX = 16 };
+struct shim_uwin_range {
+	uint64_t addr, len;
+	uint32_t access;
+};
+struct shim_uwin {
+	unsigned n;
+	struct shim_uwin_range r[SHIM_UWIN_MAX];
+};
+/* The window of the request this thread is making; NULL: none at all. */
+extern __thread const struct shim_uwin *shim_cur_uwin;
+struct perf_event_attr;
+void shim_uwin_bpf(struct shim_uwin *w, int cmd, uint64_t uattr, const union bpf_attr *a,
+		   unsigned int size);
+void shim_uwin_perf(struct shim_uwin *w, uint64_t uattr, const struct perf_event_attr *head);
+int shim_uwin_allows(uint64_t addr, uint64_t len, uint32_t access, uint64_t *max);
 
 /* ---- fd table: fd number -> bpfshim object ---- */
 struct shim_fd {

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 
-from . import _native
+from . import _native, rundir
 
 
 def lib_path():
@@ -64,13 +64,13 @@ def cmd_server(args):
 
 def request_status():
     """Ask the server (starting it through the shim if needed) for its objects."""
-    path = os.path.join(runtime_dir(), "server.sock")
     P = _native.proto
     for attempt in range(2):
         try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            s.connect(path)
+            s = rundir.connect(runtime_dir())
             break
+        except rundir.UnsafeRuntimeDir as e:
+            sys.exit(str(e))
         except OSError:
             if attempt:
                 raise

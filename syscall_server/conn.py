@@ -20,6 +20,7 @@ MSG_MAX = P.SHIM_MSG_MAX
 CHUNK = MSG_MAX - 64
 META = struct.Struct("<IIIIQ")   # struct shim_fd_meta
 DONE = struct.Struct("<IIiI")    # struct shim_done
+IDENT = struct.Struct("<QQQ")    # struct shim_fd_ident: the key of objects.fd_identity
 
 
 class Conn:
@@ -96,20 +97,16 @@ class Conn:
     def fdget(self, fd):
         """What the caller's fd is: (kind, id, f_flags) — kind 0 when the fd
         is open but no bpfshim object; BpfError(EBADF) when not open. An fd
-        the shim's table does not know arrives with the reply and is
-        identified here by its inode."""
+        the shim's table does not know is named by its inode."""
         self.send(P.SHIM_OP_FDGET, fd)
         data, fds = self._mem_reply()
+        for x in fds:
+            os.close(x)
         kind, oid, f_flags, _pad, _seg = META.unpack_from(data)
-        if fds:
-            from .objects import registry
-            try:
-                obj = registry.by_fd(fds[0])
-                if obj is not None:
-                    kind, oid = obj.kind, obj.id
-            finally:
-                for x in fds:
-                    os.close(x)
+        if len(data) >= META.size + IDENT.size:
+                        obj = registry.inodes.get(IDENT.unpack_from(data, META.size))
+            if obj is not None:
+                kind, oid = obj.kind, obj.id
         return kind, oid, f_flags
 
     def done(self, ret, err=0, give=(), ret_fd=-1, msg=""):

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-from . import _native, attach, cmd_btf, cmd_map, dispatch, perf_event
+from . import _native, attach, cmd_btf, cmd_map, dispatch, perf_event, rundir
 from .conn import Conn
 from .errors import BpfError
 from .objects import registry
@@ -71,15 +71,20 @@ class Server:
         self.last_active = time.time()
 
     def listen(self):
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        """Listen in the checked runtime directory (reached through its fd:
+        the directory checked is the one used)."""
+        try:
+            dfd = rundir.open_checked(self.dir)
+        except rundir.UnsafeRuntimeDir as e:
+            sys.exit(str(e))
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            os.unlink(self.path)
+            os.unlink("server.sock", dir_fd=dfd)
         except FileNotFoundError:
             pass
-        s.bind(self.path)
-        os.chmod(self.path, 0o600)
+        s.bind(f"/proc/self/fd/{dfd}/server.sock")
+        os.chmod("server.sock", 0o600, dir_fd=dfd, follow_symlinks=False)
+        os.close(dfd)
         s.listen(64)
         self.sock = s
 
@@ -112,6 +117,7 @@ class Server:
     def _serve_conn(self, sock):
         conn = Conn(sock)
         if conn.uid != os.getuid():   # SO_PEERCRED: one server per user
+            print(f"bpfshim server: refused a connection of pid {conn.pid}, uid {conn.uid}", flush=True)
             sock.close()
             return
         with self.lock:
@@ -198,13 +204,7 @@ class Server:
 
 
 def default_runtime_dir():
-    e = os.environ.get("BPFSHIM_RUNTIME_DIR")
-    if e:
-        return e
-    x = os.environ.get("XDG_RUNTIME_DIR")
-    if x and os.access(x, os.W_OK):
-        return os.path.join(x, "bpfshim")
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"bpfshim-{os.getuid()}")
+    return rundir.default()
 
 
 def main(argv=None):
