@@ -11,7 +11,7 @@ import os
 import re
 import struct
 
-from . import _native, kernel_sizes
+from . import _native, budget, kernel_sizes
 from .errors import BpfError, unsupported
 from .objects import BpfObject, registry
 
@@ -31,8 +31,9 @@ class MapObject(BpfObject):
     kind = P.SHIM_OBJ_MAP
     memfd_name = "bpf-map"
 
-    def __init__(self, mattr, name, seg_size):
+    def __init__(self, mattr, name, seg_size, charge=None):
         super().__init__()
+        self.charge = charge     # budget token, given back with the segment
         self.attr = mattr        # struct shm_map_attr (cffi)
         self.name = name
         self.seg_size = seg_size
@@ -64,6 +65,9 @@ class MapObject(BpfObject):
         except BufferError:
             pass
         super().destroy()
+        if self.charge is not None:
+            budget.uncharge(self.charge)
+            self.charge = None
 
 
 def bpf_obj_name_cpy(raw):
@@ -144,12 +148,23 @@ def map_create(ctx, attr):
     size = lib.shm_map_seg_size(m)
     if not size:
         raise BpfError(errno.ENOMEM)
-    obj = MapObject(m, name, size)
-    registry.add(obj)
-    err = lib.shm_map_format(obj.base, size, m, obj.id, name.encode())
+    token = budget.charge(ctx.conn.pid, size, f"map {name or map_type_name(attr.map_type)}")
+    oid = registry.reserve_id(P.SHIM_OBJ_MAP)
+    obj = None
+    try:
+        with registry.unlocked():     # the segment may be GiBs: others go on meanwhile
+            obj = MapObject(m, name, size, token)
+            budget.attach(token, obj.fd)
+            err = lib.shm_map_format(obj.base, size, m, oid, name.encode())
+    except OSError as e:
+        raise BpfError(errno.ENOMEM, f"map {name}: {size} bytes: {e.strerror}", loud=True)
+    finally:
+        if obj is None:
+            budget.uncharge(token)
     if err:
-        registry.drop(obj)
+        obj.destroy()
         raise BpfError(-err)
+    registry.add(obj, oid)
     if btf is not None:
         obj.btf = btf
         obj.hold_child(btf)

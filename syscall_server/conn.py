@@ -11,6 +11,7 @@ import struct
 
 from . import _native
 from .errors import BpfError
+from .objects import registry
 
 ffi = _native.ffi
 P = _native.proto  # constants of proto.h
@@ -53,7 +54,9 @@ class Conn:
         return op, a, b, data[HDR.size:HDR.size + ln], fds
 
     def _mem_reply(self):
-        m = self.recv()
+        # the caller may take its time, or never answer: not under the table's lock
+        with registry.unlocked():
+            m = self.recv()
         if m is None:
             raise ConnectionError("peer gone")
         op, a, _b, payload, fds = m
@@ -104,7 +107,8 @@ class Conn:
             os.close(x)
         kind, oid, f_flags, _pad, _seg = META.unpack_from(data)
         if len(data) >= META.size + IDENT.size:
-                        obj = registry.inodes.get(IDENT.unpack_from(data, META.size))
+            from .objects import registry
+            obj = registry.inodes.get(IDENT.unpack_from(data, META.size))
             if obj is not None:
                 kind, oid = obj.kind, obj.id
         return kind, oid, f_flags

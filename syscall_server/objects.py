@@ -84,12 +84,34 @@ class Registry:
         self.next_id = {k: 1 for k in KIND_NAMES}
         self.inodes = {}                 # fd_identity() -> object
         self.pins = {"/sys/fs/bpf": None}  # path -> object, None = directory
+    # ---- the lock ----
+    @contextlib.contextmanager
+    def unlocked(self):
+        """Out of the object lock (if this thread holds it, at any depth) for
+        a wait on a caller or a long allocation: no request holds the table
+        across those, so one caller cannot stall the others."""
+        if not self.lock._is_owned():
+            yield
+            return
+        state = self.lock._release_save()
+        try:
+            yield
+        finally:
+            self.lock._acquire_restore(state)
 
     # ---- ids ----
-    def add(self, obj):
+    def reserve_id(self, kind):
+        """An id for an object built out of the lock, then add()ed with it:
+        like the kernel's, it is visible only once the object is whole."""
         with self.lock:
-            oid = self.next_id[obj.kind]
-            self.next_id[obj.kind] = oid + 1
+            oid = self.next_id[kind]
+            self.next_id[kind] = oid + 1
+            return oid
+
+    def add(self, obj, oid=None):
+        with self.lock:
+            if oid is None:
+                oid = self.reserve_id(obj.kind)
             obj.id = oid
             self.objs[obj.kind][oid] = obj
             made = getattr(self._req, "made", None)

@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""MAP_CREATE of reasonable, huge and over-the-limit sizes, run in one
+process per backend inside a memory cgroup (compat_tests/test_map_budget.py):
+`python3 map_budget_cases.py` prints one JSON list of {"name", "trace"} as
+map_cases.py does. Each case closes its maps, except those of `sum`, which
+keeps creating 64 MiB arrays until one is refused (the limit counts every
+live map).
+
+Standard library only: uid 65534 runs this with /usr/bin/python3.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from map_cases import ARRAY, HASH, LRU_HASH, NO_PREALLOC, STACK_TRACE, Case  # noqa: E402
+
+MIB = 1 << 20
+SIZES = {   # name: (type, key_size, value_size, max_entries, flags)
+    "hash_small": (HASH, 4, 8, 1024, 0),
+    "array_8m": (ARRAY, 4, 8, MIB, 0),
+    "array_400m": (ARRAY, 4, 4096, 100000, 0),
+    "array_u32max": (ARRAY, 4, 4, 0xFFFFFFFF, 0),
+    "hash_1g": (HASH, 8, 8, 1 << 24, 0),
+    "hash_over_2g_entries": (HASH, 8, 8, 0x80000001, 0),
+    "hash_no_prealloc_huge": (HASH, 8, 8, 1 << 24, NO_PREALLOC),
+    "lru_hash_huge": (LRU_HASH, 128, 8, 0x04000010, 0),
+    "stack_trace_2g": (STACK_TRACE, 4, 1016, 0x80000000, 0),
+    "stack_trace_over_2g": (STACK_TRACE, 4, 1016, 0x80000001, 0),
+    "stack_trace_256m": (STACK_TRACE, 4, 1016, 0x10000000, 0),
+    "stack_trace_small": (STACK_TRACE, 4, 1016, 1024, 0),
+}
+SUM_MAX = 8       # 64 MiB arrays: the 256 MiB limit refuses one before this
+
+
+def run():
+    out = []
+    for name, (t, ks, vs, n, fl) in SIZES.items():
+        c = Case(name)
+        try:
+            c.create(name, t, ks, vs, n, fl)
+        finally:
+            c.close()
+        out.append({"name": name, "trace": c.trace})
+    c = Case("sum")
+    try:
+        for i in range(SUM_MAX):
+            if c.create(f"array_64m_{i}", ARRAY, 4, 4096, 16384) is None:
+                break
+        # after the refusal, the live maps still leave room for a small one
+        c.create("then_small", HASH, 4, 8, 1024)
+    finally:
+        c.close()
+    out.append({"name": "sum", "trace": c.trace})
+    return out
+
+
+if __name__ == "__main__":
+    json.dump(run(), sys.stdout)
+    sys.stdout.write("\n")
