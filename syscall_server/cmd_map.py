@@ -64,10 +64,10 @@ class MapObject(BpfObject):
             self.mm.close()
         except BufferError:
             pass
-        super().destroy()
-        if self.charge is not None:
+        if self.charge is not None:     # before the fd closes: the budget fstat()s it
             budget.uncharge(self.charge)
             self.charge = None
+        super().destroy()
 
 
 def bpf_obj_name_cpy(raw):
