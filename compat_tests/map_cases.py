@@ -1471,6 +1471,109 @@ def c_pin_path_walk(c):
     c.obj(OBJ_GET, "get_after_unlink", raw)
 
 
+@case
+def c_errno_kept(c):
+    """A call that succeeds leaves errno as it was (bpftool batch checks errno
+    after each line it reads). Run first in a fresh process: the first bpf()
+    connects to the server. Raw calls, since ctypes swaps errno around them."""
+    SENTINEL = 4242
+
+    def kept(label, fn, fd=False):
+        ctypes.set_errno(SENTINEL)
+        r = fn()
+        e = ctypes.get_errno()
+        if fd and r >= 0:
+            c.fds.append(r)
+        c.trace.append([label, "fd" if fd and r >= 0 else (0 if r == 0 else ("ok" if r not in (-1, None) else r)),
+                        "" if r not in (-1, None) else ename(e), "kept" if e == SENTINEL else f"errno {ename(e)}"])
+        return r
+
+    def sysc(cmd, a, size):
+        return lambda: libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(cmd), a, ctypes.c_uint(size))
+    a = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<IIIII", a, 0, ARRAY, 4, 8, 4, MMAPABLE)
+    fd = kept("map_create", sysc(MAP_CREATE, a, CREATE_SIZE), fd=True)
+    if fd < 0:
+        return
+    key, val = ctypes.create_string_buffer(u32(1)), ctypes.create_string_buffer(u64(5))
+    e = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<IIQQQ", e, 0, fd, 0, ctypes.addressof(key), ctypes.addressof(val), 0)
+    kept("update", sysc(UPDATE, e, ELEM_SIZE))
+    kept("lookup", sysc(LOOKUP, e, ELEM_SIZE))
+    insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
+    lic = ctypes.create_string_buffer(b"GPL")
+    pa = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<IIQQ", pa, 0, 1, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    kept("prog_load", sysc(5, pa, 48), fd=True)
+    path = c.pin_path().encode()
+    pb = ctypes.create_string_buffer(path)
+    oa = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<QII", oa, 0, ctypes.addressof(pb), fd, 0)
+    kept("obj_pin", sysc(OBJ_PIN, oa, 16))
+    kept("obj_get", sysc(OBJ_GET, ctypes.create_string_buffer(struct.pack("<QII", ctypes.addressof(pb), 0, 0)), 16),
+         fd=True)
+    # perf_event_open(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_BPF_OUTPUT), this process, any CPU
+    pe = ctypes.create_string_buffer(struct.pack("<IIQQQ", 1, 128, 10, 1, 0).ljust(128, b"\0"))
+    kept("perf_event_open", lambda: libc.syscall(ctypes.c_long(298), pe, 0, -1, -1, ctypes.c_ulong(0)), fd=True)
+    def mmap():
+        addr = libc.mmap(None, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if addr in (None, MAP_FAILED):
+            return -1
+        c.maps.append((addr, PAGE))
+        return 1
+    kept("mmap", mmap)
+    d = kept("dup", lambda: libc.dup(fd), fd=True)
+    if d >= 0:
+        c.fds.remove(d)
+        kept("close_map_fd", lambda: libc.close(d))
+    kept("unlink_pin", lambda: libc.unlink(pb))
+    c.pins.remove(path.decode())
+
+
+@case
+def c_attr_tail_every_command(c):
+    """CHECK_ATTR of every command: a non-zero byte just past its last field
+    (the measured table, syscall_server/uapi_facts.py) is EINVAL before
+    anything else is looked at; bpfshim checks it on its dispatch path."""
+    ends = _last_field_ends()
+    fd = c.create("create", ARRAY, 4, 8, 4)
+    info = ctypes.create_string_buffer(INFO_SIZE_61)
+    # attrs that succeed as they are, so a byte the check misses shows
+    base = {MAP_CREATE: struct.pack("<IIII", ARRAY, 4, 8, 4),
+            MAP_GET_FD_BY_ID: u32(c.ids[0] if c.ids else 0), MAP_FREEZE: u32(fd or 0),
+            OBJ_GET_INFO_BY_FD: struct.pack("<IIQ", fd or 0, INFO_SIZE_61, ctypes.addressof(info))}
+    for cmd in range(len(ends)):
+        a = ctypes.create_string_buffer(base.get(cmd, b"").ljust(ATTR_BUF, b"\0"), ATTR_BUF)
+        if cmd in base:
+            c.rec(f"cmd{cmd}_base", *c.bpf(cmd, a, 168), fd=cmd in FD_CMDS)
+        end = ends[cmd]
+        a[end] = 1
+        c.rec(f"cmd{cmd}_byte_at_{end}", *c.bpf(cmd, a, max(end + 1, 168)), fd=cmd in FD_CMDS)
+    a = ctypes.create_string_buffer(ATTR_BUF)
+    struct.pack_into("<II", a, 0, 1, 1)     # prog_id 1 and next_id 1: next_id is past PROG_GET_FD_BY_ID's
+    c.rec("prog_get_fd_by_id_next_id", *c.bpf(13, a, 8), fd=True)
+    struct.pack_into("<II", a, 0, 0x7FFFFFF0, 0)
+    c.rec("prog_get_fd_by_id_missing", *c.bpf(13, a, 8), fd=True)
+    if fd is not None:
+        struct.pack_into("<II", a, 0, c.ids[0], 1)
+        c.rec("map_get_fd_by_id_next_id", *c.bpf(MAP_GET_FD_BY_ID, a, 12), fd=True)
+
+
+# the commands whose success returns a new fd: MAP_CREATE, PROG_LOAD, OBJ_GET, PROG/MAP_GET_FD_BY_ID,
+# RAW_TRACEPOINT_OPEN, BTF_LOAD, BTF_GET_FD_BY_ID, LINK_CREATE, LINK_GET_FD_BY_ID, ITER_CREATE, TOKEN_CREATE
+FD_CMDS = {0, 5, 7, 13, 14, 17, 18, 19, 28, 30, 33, 36}
+
+
+def _last_field_ends():
+    """offsetofend of each command's last field, from the kernel's source
+    names (kernel/bpf/syscall.c BPF_*_LAST_FIELD, 6.18) as the uapi header lays
+    them out: syscall_server/uapi_facts.py's table, which test_uapi_facts
+    re-measures on the kernel. This file is standard library only (uid 65534
+    runs it with /usr/bin/python3), so the test passes the table in
+    BPFSHIM_ATTR_ENDS."""
+    return [int(x) for x in os.environ["BPFSHIM_ATTR_ENDS"].split(",")]
+
+
 # ====================================================== driver
 def run(names=None):
     out = []

@@ -57,11 +57,18 @@ def stop_server(rt):
             pass
 
 
+def attr_ends():
+    """The last-field ends of every command (map_cases c_attr_tail_every_command)."""
+    from syscall_server import uapi_facts
+    return ",".join(str(uapi_facts.CMD_LAST_FIELD[c][1]) for c in sorted(uapi_facts.CMD_LAST_FIELD))
+
+
 def run_side(side):
     """{case: trace} of one backend, or {"__error__": why} when the child
     died or printed no JSON."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
+    env["BPFSHIM_ATTR_ENDS"] = attr_ends()
     rt = None
     if side == "kernel":
         ensure_bpffs()

@@ -66,6 +66,19 @@ __attribute__((constructor(101))) static void interpose_init(void)
 
 #define ENSURE() do { if (__builtin_expect(!resolved, 0)) shim_resolve_real(); } while (0)
 
+/* Every entry point leaves errno as it found it when it succeeds, as the
+ * kernel's syscalls and libc's wrappers do: the shim's own work (connecting,
+ * spawning the server, notifying it) must not show (bpftool batch checks
+ * errno after reading each line). */
+#define KEEP_ERRNO(type, call, ok)                      \
+	do {                                            \
+		int e_ = errno;                         \
+		type r_ = (call);                       \
+		if (ok)                                 \
+			errno = e_;                     \
+		return r_;                              \
+	} while (0)
+
 /* ---------------- syscall() and bpf() ---------------- */
 
 BPFSHIM_API long syscall(long nr, ...)
@@ -80,17 +93,26 @@ BPFSHIM_API long syscall(long nr, ...)
 	ENSURE();
 	if (nr == SYS_bpf || nr == SYS_perf_event_open) {
 		/* answered here: its own syscalls are bpfshim's, not the caller's */
+		int e = errno;
 		SUD_INTERNAL_BEGIN();
 		long r = nr == SYS_bpf ? shim_sys_bpf((int)a1, (uint64_t)a2, (unsigned int)a3)
 			/* pid, cpu, group_fd are ints: only the low 32 bits of the slots are set */
 			: shim_perf_event_open((uint64_t)a1, (int)a2, (int)a3, (int)a4, (unsigned long)a5);
 		SUD_INTERNAL_END();
+		if (r != -1)
+			errno = e;   /* see KEEP_ERRNO */
 		return r;
 	}
 	return real.syscall(nr, a1, a2, a3, a4, a5, a6);
 }
 
+static int bpf_(int cmd, union bpf_attr *attr, unsigned int size);
 BPFSHIM_API int bpf(int cmd, union bpf_attr *attr, unsigned int size)
+{
+	KEEP_ERRNO(int, bpf_(cmd, attr, size), r_ >= 0);
+}
+
+static int bpf_(int cmd, union bpf_attr *attr, unsigned int size)
 {
 	ENSURE();
 	SUD_INTERNAL_BEGIN();
@@ -110,7 +132,13 @@ static void released(int fd, const struct shim_fd *was)
 		shim_notify(SHIM_OP_RELEASE, kind, id);
 }
 
+static int close_(int fd);
 BPFSHIM_API int close(int fd)
+{
+	KEEP_ERRNO(int, close_(fd), r_ >= 0);
+}
+
+static int close_(int fd)
 {
 	struct shim_fd *e;
 	struct shim_fd copy;
@@ -132,7 +160,13 @@ BPFSHIM_API int close(int fd)
 	return r;
 }
 
+static int dup_(int fd);
 BPFSHIM_API int dup(int fd)
+{
+	KEEP_ERRNO(int, dup_(fd), r_ >= 0);
+}
+
+static int dup_(int fd)
 {
 	ENSURE();
 	int n = real.dup(fd);
@@ -155,13 +189,25 @@ static int dup_common(int oldfd, int newfd, int r)
 	return r;
 }
 
+static int dup2_(int oldfd, int newfd);
 BPFSHIM_API int dup2(int oldfd, int newfd)
+{
+	KEEP_ERRNO(int, dup2_(oldfd, newfd), r_ >= 0);
+}
+
+static int dup2_(int oldfd, int newfd)
 {
 	ENSURE();
 	return dup_common(oldfd, newfd, real.dup2(oldfd, newfd));
 }
 
+static int dup3_(int oldfd, int newfd, int flags);
 BPFSHIM_API int dup3(int oldfd, int newfd, int flags)
+{
+	KEEP_ERRNO(int, dup3_(oldfd, newfd, flags), r_ >= 0);
+}
+
+static int dup3_(int oldfd, int newfd, int flags)
 {
 	ENSURE();
 	return dup_common(oldfd, newfd, real.dup3(oldfd, newfd, flags));
@@ -177,9 +223,12 @@ BPFSHIM_API int fcntl(int fd, int cmd, ...)
 	arg = va_arg(ap, long);
 	va_end(ap);
 	ENSURE();
+	int e = errno;
 	r = real.fcntl(fd, cmd, arg);
 	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && shim_fd_peek(fd))
 		shim_fd_dup(fd, r);
+	if (r != -1)
+		errno = e;   /* see KEEP_ERRNO */
 	return r;
 }
 BPFSHIM_API int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
@@ -229,7 +278,13 @@ static void *ringbuf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, i
 
 /* bpf_map_mmap(): only BPF_F_MMAPABLE arrays (ringbufs: see ringbuf
  * support); the file offset the loader passes is relative to the values. */
+static void *mmap_(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 BPFSHIM_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	KEEP_ERRNO(void *, mmap_(addr, len, prot, flags, fd, off), r_ != MAP_FAILED);
+}
+
+static void *mmap_(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	struct shim_fd *e;
 
@@ -347,7 +402,13 @@ static ssize_t fake_readlink(const char *path, char *buf, size_t sz, int *handle
 	return (ssize_t)n;
 }
 
+static ssize_t readlink_(const char *path, char *buf, size_t sz);
 BPFSHIM_API ssize_t readlink(const char *path, char *buf, size_t sz)
+{
+	KEEP_ERRNO(ssize_t, readlink_(path, buf, sz), r_ >= 0);
+}
+
+static ssize_t readlink_(const char *path, char *buf, size_t sz)
 {
 	int handled;
 	ssize_t n;
@@ -357,7 +418,13 @@ BPFSHIM_API ssize_t readlink(const char *path, char *buf, size_t sz)
 	return handled ? n : real.readlink(path, buf, sz);
 }
 
+static ssize_t readlinkat_(int dirfd, const char *path, char *buf, size_t sz);
 BPFSHIM_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t sz)
+{
+	KEEP_ERRNO(ssize_t, readlinkat_(dirfd, path, buf, sz), r_ >= 0);
+}
+
+static ssize_t readlinkat_(int dirfd, const char *path, char *buf, size_t sz)
 {
 	int handled = 0;
 	ssize_t n = 0;
@@ -399,7 +466,13 @@ static int fdinfo_fd(const char *path)
 static int pseudo_fd(const char *path, int flags);
 static FILE *mounts_with_bpffs(const char *path);
 
+static FILE *fopen_(const char *path, const char *mode);
 BPFSHIM_API FILE *fopen(const char *path, const char *mode)
+{
+	KEEP_ERRNO(FILE *, fopen_(path, mode), r_ != NULL);
+}
+
+static FILE *fopen_(const char *path, const char *mode)
 {
 	ENSURE();
 	int fd = fdinfo_fd(path);
@@ -487,7 +560,13 @@ static int by_name(const void *a, const void *b)
 
 /* glob() of served tracefs event files that cannot be listed (bpftrace
  * expands tracepoint wildcards so): the served events that match. */
+static int glob_(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob);
 BPFSHIM_API int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob)
+{
+	KEEP_ERRNO(int, glob_(pattern, flags, errfunc, pglob), r_ == 0);
+}
+
+static int glob_(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *pglob)
 {
 	ENSURE();
 	int r = real.glob(pattern, flags, errfunc, pglob);
@@ -584,7 +663,7 @@ BPFSHIM_API int open(const char *path, int flags, ...)
 		mode = va_arg(ap, mode_t);
 		va_end(ap);
 	}
-	return open_common(AT_FDCWD, path, flags, mode, 0);
+	KEEP_ERRNO(int, open_common(AT_FDCWD, path, flags, mode, 0), r_ >= 0);
 }
 BPFSHIM_API int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
@@ -598,7 +677,7 @@ BPFSHIM_API int openat(int dirfd, const char *path, int flags, ...)
 		mode = va_arg(ap, mode_t);
 		va_end(ap);
 	}
-	return open_common(dirfd, path, flags, mode, 1);
+	KEEP_ERRNO(int, open_common(dirfd, path, flags, mode, 1), r_ >= 0);
 }
 BPFSHIM_API int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
 
@@ -613,7 +692,13 @@ int shim_is_bpffs_path(const char *path)
 
 static int pin_ctl(int ctl, const char *path);
 
+static int statfs_(const char *path, struct statfs *buf);
 BPFSHIM_API int statfs(const char *path, struct statfs *buf)
+{
+	KEEP_ERRNO(int, statfs_(path, buf), r_ >= 0);
+}
+
+static int statfs_(const char *path, struct statfs *buf)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path)) {
@@ -646,7 +731,13 @@ static int pin_ctl(int ctl, const char *path)
 	return (int)rep.ret;
 }
 
+static int unlink_(const char *path);
 BPFSHIM_API int unlink(const char *path)
+{
+	KEEP_ERRNO(int, unlink_(path), r_ >= 0);
+}
+
+static int unlink_(const char *path)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path))
@@ -654,7 +745,13 @@ BPFSHIM_API int unlink(const char *path)
 	return real.unlink(path);
 }
 
+static int unlinkat_(int dirfd, const char *path, int flags);
 BPFSHIM_API int unlinkat(int dirfd, const char *path, int flags)
+{
+	KEEP_ERRNO(int, unlinkat_(dirfd, path, flags), r_ >= 0);
+}
+
+static int unlinkat_(int dirfd, const char *path, int flags)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path))
@@ -662,7 +759,13 @@ BPFSHIM_API int unlinkat(int dirfd, const char *path, int flags)
 	return real.unlinkat(dirfd, path, flags);
 }
 
+static int rmdir_(const char *path);
 BPFSHIM_API int rmdir(const char *path)
+{
+	KEEP_ERRNO(int, rmdir_(path), r_ >= 0);
+}
+
+static int rmdir_(const char *path)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path))
@@ -670,7 +773,13 @@ BPFSHIM_API int rmdir(const char *path)
 	return real.rmdir(path);
 }
 
+static int mkdir_(const char *path, mode_t mode);
 BPFSHIM_API int mkdir(const char *path, mode_t mode)
+{
+	KEEP_ERRNO(int, mkdir_(path, mode), r_ >= 0);
+}
+
+static int mkdir_(const char *path, mode_t mode)
 {
 	ENSURE();
 	if (shim_is_bpffs_path(path))
@@ -700,7 +809,13 @@ static int is_under(const char *path, const char *dir)
 	return !strncmp(path, dir, n) && path[n] == '/';
 }
 
+static int nftw_(const char *dir, nftw_fn fn, int nopenfd, int flags);
 BPFSHIM_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
+{
+	KEEP_ERRNO(int, nftw_(dir, fn, nopenfd, flags), r_ != -1);
+}
+
+static int nftw_(const char *dir, nftw_fn fn, int nopenfd, int flags)
 {
 	struct shim_reply rep;
 	const char *stack[64];       /* the directories the walk is in */
@@ -784,7 +899,13 @@ static FILE *mounts_with_bpffs(const char *path)
 	return fdopen(fd, "r");
 }
 
+static FILE *setmntent_(const char *path, const char *mode);
 BPFSHIM_API FILE *setmntent(const char *path, const char *mode)
+{
+	KEEP_ERRNO(FILE *, setmntent_(path, mode), r_ != NULL);
+}
+
+static FILE *setmntent_(const char *path, const char *mode)
 {
 	ENSURE();
 	FILE *f = mode && mode[0] == 'r' ? mounts_with_bpffs(path) : NULL;
@@ -796,7 +917,13 @@ BPFSHIM_API FILE *setmntent(const char *path, const char *mode)
 /* bpfshim charges nothing to RLIMIT_MEMLOCK; a loader raising it (bpftrace,
  * libbpf without memcg accounting) must not fail for lack of
  * CAP_SYS_RESOURCE. */
+static int setrlimit_(__rlimit_resource_t res, const struct rlimit *rl);
 BPFSHIM_API int setrlimit(__rlimit_resource_t res, const struct rlimit *rl)
+{
+	KEEP_ERRNO(int, setrlimit_(res, rl), r_ >= 0);
+}
+
+static int setrlimit_(__rlimit_resource_t res, const struct rlimit *rl)
 {
 	ENSURE();
 	int r = real.setrlimit(res, rl);
@@ -809,7 +936,13 @@ BPFSHIM_API int setrlimit64(__rlimit_resource_t res, const struct rlimit64 *rl)
 	return setrlimit(res, (const struct rlimit *)rl);
 }
 
+static int prlimit64_(pid_t pid, __rlimit_resource_t res, const struct rlimit64 *n, struct rlimit64 *o);
 BPFSHIM_API int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimit64 *n, struct rlimit64 *o)
+{
+	KEEP_ERRNO(int, prlimit64_(pid, res, n, o), r_ >= 0);
+}
+
+static int prlimit64_(pid_t pid, __rlimit_resource_t res, const struct rlimit64 *n, struct rlimit64 *o)
 {
 	ENSURE();
 	int r = real.prlimit64(pid, res, n, o);
@@ -836,17 +969,29 @@ BPFSHIM_API int ioctl(int fd, unsigned long req, ...)
 	ENSURE();
 	e = shim_fd_peek(fd);
 	if (e && e->kind == SHIM_OBJ_PERF_EVENT)
-		return shim_perf_ioctl(e, req, arg);
+		KEEP_ERRNO(int, shim_perf_ioctl(e, req, arg), r_ >= 0);
 	return real.ioctl(fd, req, arg);
 }
 
+static int epoll_ctl_(int epfd, int op, int fd, struct epoll_event *ev);
 BPFSHIM_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	KEEP_ERRNO(int, epoll_ctl_(epfd, op, fd, ev), r_ >= 0);
+}
+
+static int epoll_ctl_(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	ENSURE();
 	return shim_wake_epoll_ctl(epfd, op, fd, ev);
 }
 
+static int epoll_wait_(int epfd, struct epoll_event *evs, int max, int timeout);
 BPFSHIM_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+	KEEP_ERRNO(int, epoll_wait_(epfd, evs, max, timeout), r_ >= 0);
+}
+
+static int epoll_wait_(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	ENSURE();
 	shim_wake_epoll_before(epfd);
@@ -855,7 +1000,13 @@ BPFSHIM_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeo
 	return r;
 }
 
+static int epoll_pwait_(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss);
 BPFSHIM_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss)
+{
+	KEEP_ERRNO(int, epoll_pwait_(epfd, evs, max, timeout, ss), r_ >= 0);
+}
+
+static int epoll_pwait_(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss)
 {
 	ENSURE();
 	shim_wake_epoll_before(epfd);
@@ -864,7 +1015,13 @@ BPFSHIM_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int time
 	return r;
 }
 
+static int poll_(struct pollfd *fds, nfds_t n, int timeout);
 BPFSHIM_API int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	KEEP_ERRNO(int, poll_(fds, n, timeout), r_ >= 0);
+}
+
+static int poll_(struct pollfd *fds, nfds_t n, int timeout)
 {
 	ENSURE();
 	struct pollfd *orig = shim_wake_poll_before(fds, n);
@@ -875,7 +1032,13 @@ BPFSHIM_API int poll(struct pollfd *fds, nfds_t n, int timeout)
 	return r;
 }
 
+static int ppoll_(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss);
 BPFSHIM_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss)
+{
+	KEEP_ERRNO(int, ppoll_(fds, n, ts, ss), r_ >= 0);
+}
+
+static int ppoll_(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss)
 {
 	ENSURE();
 	struct pollfd *orig = shim_wake_poll_before(fds, n);
@@ -913,7 +1076,13 @@ static int fake_root(void)
 	return v;
 }
 
+static uid_t geteuid_(void);
 BPFSHIM_API uid_t geteuid(void)
+{
+	KEEP_ERRNO(uid_t, geteuid_(), 1);
+}
+
+static uid_t geteuid_(void)
 {
 	ENSURE();
 	if (fake_root())
@@ -929,9 +1098,11 @@ BPFSHIM_API uid_t geteuid(void)
 		static int (*fn) proto;                                \
 		if (!fn)                                               \
 			fn = dlsym(RTLD_NEXT, #name);                  \
+		int err_ = errno;                                      \
 		rt_threads_pause();                                    \
 		int ret_ = fn args;                                    \
-		int err_ = errno;                                      \
+		if (ret_ != 0)                                         \
+			err_ = errno;                                  \
 		rt_threads_resume();                                   \
 		errno = err_;                                          \
 		return ret_;                                           \

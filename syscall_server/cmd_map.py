@@ -82,6 +82,10 @@ def bpf_obj_name_cpy(raw):
 
 
 def map_create(ctx, attr):
+    if attr.excl_prog_hash:
+        raise unsupported(errno.EINVAL, "maps exclusive to a program (excl_prog_hash)")
+    if attr.excl_prog_hash_size:      # a size without a hash
+        raise BpfError(errno.EINVAL)
     flags = attr.map_flags
     token_flag = flags & (1 << 16)            # BPF_F_TOKEN_FD
     flags &= ~(1 << 16)

@@ -190,6 +190,8 @@ def prog_load(ctx, attr):
         raise BpfError(errno.EINVAL)
     if attr.prog_ifindex:
         raise unsupported(errno.EOPNOTSUPP, "program offload (prog_ifindex)")
+    if attr.signature or attr.signature_size or attr.keyring_id:
+        raise unsupported(errno.EINVAL, "signed programs (signature, keyring_id)")
     raw = ctx.conn.read(attr.insns, attr.insn_cnt * 8)
     name = bpf_obj_name_cpy(ffi.buffer(attr.prog_name))
     level, log_size, log_buf = _log_setup(attr)
