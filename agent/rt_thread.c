@@ -32,6 +32,15 @@ enum { IDLE, RUNNING, WANTED };
 static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static struct rt_thread *threads;
 static int paused;
+/* The process the registry describes: the child of a vfork (or posix_spawn)
+ * shares its memory and runs no fork handlers; it has no thread of ours,
+ * and must not stop or start its parent's. */
+static pid_t owner;
+
+static int in_vfork_child(void)
+{
+	return syscall(SYS_getpid) != owner;
+}
 
 static void *trampoline(void *arg)
 {
@@ -175,6 +184,8 @@ void rt_thread_sleep_until(struct rt_thread *t, const struct timespec *abs)
 /* The lock is held from pause to resume: no thread of ours starts meanwhile. */
 void rt_threads_pause(void)
 {
+	if (in_vfork_child())
+		return;
 	pthread_mutex_lock(&lock);
 	if (paused++)
 		return;
@@ -195,6 +206,8 @@ void rt_threads_pause(void)
 
 void rt_threads_resume(void)
 {
+	if (in_vfork_child())
+		return;
 	if (!--paused)
 		for (struct rt_thread *t = threads, *next; t; t = next) {
 			next = t->next;
@@ -222,6 +235,7 @@ static void child(void)
 
 	lock = fresh;
 	paused = 0;
+	owner = (pid_t)syscall(SYS_getpid);
 	for (struct rt_thread *t = threads, *next; t; t = next) {
 		next = t->next;
 		t->state = IDLE;
@@ -234,6 +248,7 @@ static void child(void)
 
 __attribute__((constructor(150))) static void rt_thread_init(void)
 {
+	owner = (pid_t)syscall(SYS_getpid);
 	pthread_atfork(prepare, parent, child);
 }
 #endif

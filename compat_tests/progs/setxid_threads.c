@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
 
@@ -162,6 +163,17 @@ int main(void)
 	for (int i = 0; i < ROUNDS; i++)
 		lower_round();
 	pthread_join(t, NULL);
+	/* the child of a vfork shares this memory (the library's too) and
+	 * changes only its own groups */
+	pid_t child = vfork();
+	if (child == 0)
+		_exit(setgroups(0, NULL) ? 3 : 0);
+	int status = -1;
+	if (child < 0 || waitpid(child, &status, 0) != child || status != 0) {
+		fprintf(stderr, "vfork child: status %#x\n", status);
+		exit(2);
+	}
+	CHECK(setgroups(0, NULL));     /* the library's threads are still the parent's own */
 	done = 1;
 	pthread_join(c, NULL);
 	getresuid(&r, &e, &s);
