@@ -42,10 +42,12 @@ class Runtime:
         except OSError:
             return []
 
-    def close(self):
+    def stop_servers(self, sig=signal.SIGTERM):
+        """Send sig to the server(s) and wait until they are gone (SIGKILL
+        after a second)."""
         for pid in self.server_pids():
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 continue
             for _ in range(50):
@@ -59,6 +61,9 @@ class Runtime:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def close(self):
+        self.stop_servers()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

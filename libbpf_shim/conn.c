@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -403,6 +404,31 @@ static int ensure_conn(void)
 	return 0;
 }
 
+static int request_sent;      /* the server got the current request */
+
+static int conn_lost(int err)
+{
+	return err == -EPIPE || err == -ECONNRESET || err == -EBADF || err == -ENOTCONN;
+}
+
+static void drop_conn(void)
+{
+	if (conn_fd >= 0)
+		real.close(conn_fd);
+	conn_fd = -1;
+	need_hold = 1;
+}
+
+/* A server that died since the last request leaves a hang-up on the socket:
+ * reconnect before sending rather than after losing the request. */
+static void drop_dead_conn(void)
+{
+	struct pollfd p = { .fd = conn_fd, .events = POLLIN | POLLRDHUP };
+
+	if (conn_fd >= 0 && real.poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+		drop_conn();
+}
+
 static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
 		      int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size)
 {
@@ -416,6 +442,7 @@ static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, si
 	err = send_msg(op, a, b, payload, len, fd_in);
 	if (err)
 		return err;
+	request_sent = 1;
 	for (;;) {
 		n = recv_msg(&h, fds, &nfds);
 		if (n < 0)
@@ -478,16 +505,23 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_mutex_lock(&conn_lock);
 	shim_internal++;
-	err = do_request(op, a, b, payload, len, fd_in, rep, msg_out, msg_out_size);
-	shim_internal--;
-	if (err == -EPIPE || err == -ECONNRESET || err == -EBADF || err == -ENOTCONN) {
-		/* The server went away (or the app closed our socket): drop the
-		 * connection; the next call starts a new server. */
-		if (conn_fd >= 0)
-			real.close(conn_fd);
-		conn_fd = -1;
-		say("lost the connection to the server; it restarts on the next call", 66);
+	drop_dead_conn();
+	for (int tries = 0;; tries++) {
+		request_sent = 0;
+		err = do_request(op, a, b, payload, len, fd_in, rep, msg_out, msg_out_size);
+		if (!conn_lost(err))
+			break;
+		/* The server went away (or the app closed our socket). Its
+		 * objects outlive it (syscall_server/durable.py): a request it
+		 * never got goes to the next server, which hears first what
+		 * this process holds. One it got may or may not have happened. */
+		drop_conn();
+		if (request_sent || tries) {
+			say("lost the connection to the server during a request; the next call reconnects", 78);
+			break;
+		}
 	}
+	shim_internal--;
 	pthread_mutex_unlock(&conn_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	SUD_INTERNAL_END();

@@ -193,8 +193,11 @@ struct shim_fd *shim_fd_get(int fd)
 	if (n <= 0)
 		return NULL;
 	link[n] = 0;
+	/* durable objects are files bpfshim-obj-* in the runtime directory
+	 * (syscall_server/durable.py) */
+	const char *base = strrchr(link, '/');
 	if (strncmp(link, "/memfd:bpf", 10) && strncmp(link, "/memfd:btf", 10) &&
-	    strcmp(link, "anon_inode:[eventfd]"))
+	    strcmp(link, "anon_inode:[eventfd]") && !(base && !strncmp(base + 1, "bpfshim-obj-", 12)))
 		return NULL;
 	/* The server answers with the fd's meta; shim_request installs it
 	 * under the number it receives, so move it to `fd`. */

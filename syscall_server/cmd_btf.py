@@ -35,6 +35,12 @@ class BtfObject(BpfObject):
         self._parsed = None
         self.open_fd()
 
+    _transient = BpfObject._transient + ("_parsed",)
+
+    def revive(self, store):
+        super().revive(store)
+        self._parsed = None
+
     @property
     def data(self):
         if self._data is None:
@@ -58,7 +64,7 @@ def register_kernel_btf():
     names.sort(key=lambda n: (n != "vmlinux", n))
     for n in names:
         path = os.path.join(base, n)
-        if os.access(path, os.R_OK):
+        if os.access(path, os.R_OK) and not any(b.kernel_path == path for b in registry.all(P.SHIM_OBJ_BTF)):
             obj = registry.add(BtfObject(name=n, kernel_path=path))
             obj.get()   # held by the kernel itself: never dropped
 

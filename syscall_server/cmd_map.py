@@ -38,17 +38,31 @@ class MapObject(BpfObject):
         self.name = name
         self.seg_size = seg_size
         self.open_fd(seg_size)
-        self.mm = mmap.mmap(self.fd, seg_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self.base = ffi.from_buffer(self.mm)
-        self.hdr = ffi.cast("struct shm_map_hdr *", self.base)
+        self._map_segment()
         self.btf = None
         self.btf_key_type_id = 0
         self.btf_value_type_id = 0
         self.btf_vmlinux_value_type_id = 0
         self.map_ifindex = 0
+
+    _transient = BpfObject._transient + ("mm", "base", "hdr", "wake_fd", "charge")
+
+    def revive(self, store):
+        super().revive(store)
+        self._map_segment()
+        try:
+            self.charge = budget.charge(os.getpid(), self.seg_size, f"map {self.name}")
+            budget.attach(self.charge, self.fd)
+        except BpfError:
+            self.charge = None   # recovered whatever the budget says: never lose its data
+
+    def _map_segment(self):
+        self.mm = mmap.mmap(self.fd, self.seg_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.base = ffi.from_buffer(self.mm)
+        self.hdr = ffi.cast("struct shm_map_hdr *", self.base)
         # a ringbuf's consumers sleep on this eventfd, its producers signal it
         self.wake_fd = (os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-                        if mattr.map_type == _native.uapi.BPF_MAP_TYPE_RINGBUF else -1)
+                        if self.attr.map_type == _native.uapi.BPF_MAP_TYPE_RINGBUF else -1)
 
     @property
     def frozen(self):
@@ -226,6 +240,7 @@ def _write_active(obj):
     if not (ringbuf or a.map_flags & _native.uapi.BPF_F_MMAPABLE):
         return False
     ino = os.fstat(obj.fd).st_ino
+    obj_path = os.readlink(f"/proc/self/fd/{obj.fd}")
     lo = obj.hdr.data_off
     hi = lo + 2 * kernel_sizes.PAGE if ringbuf else obj.seg_size
     for pid in os.listdir("/proc"):
@@ -239,7 +254,7 @@ def _write_active(obj):
         for ln in lines:
             fields = ln.split(None, 5)
             if len(fields) == 6 and fields[1][1:2] == b"w" and int(fields[4]) == ino and \
-                    fields[5].startswith(b"/memfd:") and lo <= int(fields[2], 16) < hi:
+                    fields[5].startswith((b"/memfd:", os.fsencode(obj_path))) and lo <= int(fields[2], 16) < hi:
                 return True
     return False
 

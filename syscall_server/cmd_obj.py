@@ -47,8 +47,8 @@ def obj_pin(ctx, attr):
         if e.errno != errno.EBADF:
             raise
         obj = None
-    if obj is None or obj.kind == P.SHIM_OBJ_PERF_EVENT:
-        raise BpfError(errno.EINVAL)
+    if obj is None or obj.kind not in (P.SHIM_OBJ_MAP, P.SHIM_OBJ_PROG, P.SHIM_OBJ_LINK):
+        raise BpfError(errno.EINVAL)     # a BTF or a perf event is no bpffs object
     registry.pin(_path(ctx, attr), obj)
     return 0
 

@@ -25,11 +25,14 @@ IDENT = struct.Struct("<QQQ")    # struct shim_fd_ident: the key of objects.fd_i
 
 
 class Conn:
+    before_done = None      # the server's: save what a new server would recover
     def __init__(self, sock):
         self.sock = sock
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         self.pid, self.uid, self.gid = struct.unpack("3i", creds)
         self.held = {}           # (kind, id) -> object: what this process holds
+        from .durable import process_start
+        self.start_time = process_start(self.pid)
 
     # ---- framing ----
     def send(self, op, a=0, b=0, payload=b"", fds=()):
@@ -120,9 +123,11 @@ class Conn:
         metas = b"".join(META.pack(g[0].kind, g[0].id, g[1], 0, getattr(g[0], "seg_size", 0)) for g in give)
         m = msg.encode(errors="surrogateescape")[:60000]   # pin paths are bytes
         payload = DONE.pack(len(give), len(m), ret_fd, 0) + metas + m
-        self.send(P.SHIM_OP_DONE, ret, err, payload, [g[2] if len(g) > 2 else g[0].fd for g in give])
         for g in give:
             self.hold(g[0])
+        if self.before_done:
+            self.before_done()
+        self.send(P.SHIM_OP_DONE, ret, err, payload, [g[2] if len(g) > 2 else g[0].fd for g in give])
 
     # ---- references ----
     def hold(self, obj):

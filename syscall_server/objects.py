@@ -36,10 +36,29 @@ class BpfObject:
         self.children = []       # objects this one holds (released with it)
         self.pids = set()        # processes that have held it (for status)
 
+    # not saved by durable.py: descriptors, mappings, counts made again
+    _transient = ("fd", "identity", "refs", "pids")
+
     def open_fd(self, size=0):
-        self.fd = os.memfd_create(self.memfd_name, os.MFD_CLOEXEC)
+        from . import durable
+        if durable.STORE is not None and self.kind in durable.KINDS:
+            self.fd, self.file = durable.STORE.create(self.kind)    # outlives the server
+        else:
+            self.fd = os.memfd_create(self.memfd_name, os.MFD_CLOEXEC)
         if size:
             os.ftruncate(self.fd, size)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        for k in self._transient:
+            d.pop(k, None)
+        return d
+
+    def revive(self, store):
+        """After durable.py loaded it: the descriptor again, no counts yet."""
+        self.fd = store.reopen(self.file)
+        self.refs = 0
+        self.pids = set()
 
     def get(self):
         self.refs += 1
@@ -60,6 +79,10 @@ class BpfObject:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if getattr(self, "file", None):
+            from . import durable
+            durable.STORE.remove(self.file)
+            self.file = None
 
 
 def fd_identity(fd, pid="self"):

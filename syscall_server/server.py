@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-from . import _native, attach, cmd_btf, cmd_map, dispatch, perf_event, rundir
+from . import _native, attach, cmd_btf, cmd_map, dispatch, durable, perf_event, rundir
 from .conn import Conn
 from .errors import BpfError
 from .objects import registry
@@ -89,6 +89,8 @@ class Server:
         self.sock = s
 
     def serve_forever(self):
+        durable.start(self.dir, lambda: self.conns)   # before anything gets an id
+        Conn.before_done = self._save
         cmd_btf.register_kernel_btf()
         # the kernel's task_struct layout for bpf_get_current_task() (~0.2 s:
         # not in the way of the first requests; agents wait for the file)
@@ -123,11 +125,17 @@ class Server:
         with self.lock:
             self.conns.add(conn)
         try:
+            first = True
             while True:
                 m = conn.recv()
                 if m is None:
                     break
                 self._request(conn, *m)
+                if first:
+                    first = False
+                    with self.lock:    # it said what it holds (SHIM_OP_HOLD comes first)
+                        durable.STORE.claimed(conn.pid)
+                        self._save()
         except (ConnectionError, OSError) as e:
             if not isinstance(e, (ConnectionError, BrokenPipeError)) and not getattr(e, "errno", 0) in (errno.ECONNRESET, errno.EPIPE):
                 traceback.print_exc()
@@ -135,37 +143,53 @@ class Server:
             with self.lock:
                 self.conns.discard(conn)
                 conn.release_all()
+                self._save()
                 self.last_active = time.time()
             sock.close()
 
+    def _save(self):
+        """The registry as a new server would recover it (durable.py), before
+        the reply of a request that changed it."""
+        try:
+            durable.STORE.save(self.conns)
+        except Exception:     # never fails a request; the next save tries again
+            traceback.print_exc()
+
     def _request(self, conn, op, a, b, payload, fds):
-        with self.lock, registry.request():
-            if op == P.SHIM_OP_RELEASE:
-                conn.release(a, b)
-                return
-            if op == P.SHIM_OP_HOLD:
-                for i in range(0, len(payload) - 7, 8):
-                    kind, oid = struct.unpack_from("<II", payload, i)
-                    obj = registry.get(kind, oid)
-                    if obj is not None:
-                        conn.hold(obj)
-                return
+        with self.lock:
             try:
-                if op == P.SHIM_OP_BPF:
-                    uattr = struct.unpack_from("<Q", payload)[0]
-                    self._bpf(conn, a, uattr, b, payload[8:])
-                elif op == P.SHIM_OP_PERF_EVENT_OPEN:
-                    self._perf_event_open(conn, a, b, payload)
-                elif op == P.SHIM_OP_IDENTIFY:
-                    self._identify(conn, fds)
-                elif op == P.SHIM_OP_CTL:
-                    from . import control
-                    control.handle(conn, a, b, payload)
-                else:
-                    conn.done(-1, errno.EINVAL, msg=f"unknown request {op}")
+                with registry.request():
+                    self._handle(conn, op, a, b, payload, fds)
             finally:
-                for fd in fds:
-                    os.close(fd)
+                self._save()
+
+    def _handle(self, conn, op, a, b, payload, fds):
+        if op == P.SHIM_OP_RELEASE:
+            conn.release(a, b)
+            return
+        if op == P.SHIM_OP_HOLD:
+            for i in range(0, len(payload) - 7, 8):
+                kind, oid = struct.unpack_from("<II", payload, i)
+                obj = registry.get(kind, oid)
+                if obj is not None:
+                    conn.hold(obj)
+            return
+        try:
+            if op == P.SHIM_OP_BPF:
+                uattr = struct.unpack_from("<Q", payload)[0]
+                self._bpf(conn, a, uattr, b, payload[8:])
+            elif op == P.SHIM_OP_PERF_EVENT_OPEN:
+                self._perf_event_open(conn, a, b, payload)
+            elif op == P.SHIM_OP_IDENTIFY:
+                self._identify(conn, fds)
+            elif op == P.SHIM_OP_CTL:
+                from . import control
+                control.handle(conn, a, b, payload)
+            else:
+                conn.done(-1, errno.EINVAL, msg=f"unknown request {op}")
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _bpf(self, conn, cmd, uattr, size, attr_bytes):
         ctx = Ctx(conn, cmd, uattr, size)
