@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.env import ROOT, SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.unpriv import Runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -144,6 +144,11 @@ def test_pins_survive_without_loader():
             os.unlink(batch)
             if side == "bpfshim":
                 kill_server(rt)
+                st = subprocess.run([sys.executable, "-m", "syscall_server.cli", "status", "--json"],
+                                    capture_output=True, text=True, timeout=60, cwd=ROOT,
+                                    env=dict(rt.env(), PYTHONPATH=str(ROOT)))
+                assert st.returncode == 0, st.stderr
+                assert [m["recovered"] for m in json.loads(st.stdout)["maps"] if m["pins"] == [pin]] == [True]
             p = subprocess.run(wrap(["bpftool", "-j", "map", "dump", "pinned", pin]), capture_output=True,
                                text=True, timeout=60)
             subprocess.run(wrap(["rm", "-f", pin]), capture_output=True)

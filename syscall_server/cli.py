@@ -94,7 +94,8 @@ def cmd_status(args):
     print(f"{'id':>5}  {'type':<28} {'name':<16} {'key':>5} {'value':>6} {'entries':>8}  pins / pids")
     for m in st["maps"]:
         print(f"{m['id']:>5}  {m['type']:<28} {m['name']:<16} {m['key_size']:>5} {m['value_size']:>6} "
-              f"{m['max_entries']:>8}  {','.join(m['pins']) or '-'} / {','.join(map(str, m['pids'])) or '-'}")
+              f"{m['max_entries']:>8}  {','.join(m['pins']) or '-'} / {','.join(map(str, m['pids'])) or '-'}"
+              + ("  (recovered)" if m.get("recovered") else ""))
     for kind in ("progs", "links"):
         for o in st.get(kind, []):
             print(f"{kind[:-1]} {o['id']}: " + ", ".join(f"{k}={v}" for k, v in o.items() if k != "id"))

@@ -25,17 +25,21 @@ def status():
     for c in (server.conns if server else ()):
         for key in c.held:
             holders.setdefault(key, set()).add(c.pid)
+    from . import durable
+    for pid, (_start, held) in (durable.STORE.provisional.items() if durable.STORE else ()):
+        for o in held:       # held before the server restarted, not yet reconnected
+            holders.setdefault((o.kind, o.id), set()).add(pid)
     maps = []
     for m in registry.all(P.SHIM_OBJ_MAP):
         a = m.attr
         maps.append({"id": m.id, "type": cmd_map.map_type_name(a.map_type), "name": m.name,
                      "key_size": a.key_size, "value_size": a.value_size, "max_entries": a.max_entries,
                      "map_flags": a.map_flags, "frozen": m.frozen, "pins": registry.pins_of(m),
-                     "pids": sorted(holders.get((m.kind, m.id), ()))})
+                     "pids": sorted(holders.get((m.kind, m.id), ())), "recovered": getattr(m, "recovered", False)})
     out = {"maps": maps}
     for kind, name in ((P.SHIM_OBJ_PROG, "progs"), (P.SHIM_OBJ_LINK, "links"), (P.SHIM_OBJ_BTF, "btf")):
         out[name] = [dict(getattr(o, "status", lambda: {})(), id=o.id, pins=registry.pins_of(o),
-                          pids=sorted(holders.get((o.kind, o.id), ())))
+                          pids=sorted(holders.get((o.kind, o.id), ())), recovered=getattr(o, "recovered", False))
                      for o in registry.all(kind)]
     return out
 

@@ -59,6 +59,7 @@ class BpfObject:
         self.fd = store.reopen(self.file)
         self.refs = 0
         self.pids = set()
+        self.recovered = True    # made by an earlier server (bpfshim status)
 
     def get(self):
         self.refs += 1
