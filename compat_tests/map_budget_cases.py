@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from map_cases import ARRAY, HASH, LRU_HASH, NO_PREALLOC, STACK_TRACE, Case  # noqa: E402
+from map_cases import ARRAY, HASH, LRU_HASH, NO_PREALLOC, PERCPU_ARRAY, STACK_TRACE, Case  # noqa: E402
 
 MIB = 1 << 20
 SIZES = {   # name: (type, key_size, value_size, max_entries, flags)
@@ -29,6 +29,7 @@ SIZES = {   # name: (type, key_size, value_size, max_entries, flags)
     "stack_trace_over_2g": (STACK_TRACE, 4, 1016, 0x80000001, 0),
     "stack_trace_256m": (STACK_TRACE, 4, 1016, 0x10000000, 0),
     "stack_trace_small": (STACK_TRACE, 4, 1016, 1024, 0),
+    "percpu_array_320m": (PERCPU_ARRAY, 4, 4096, 40000, 0),
 }
 SUM_MAX = 8       # 64 MiB arrays: the 256 MiB limit refuses one before this
 
