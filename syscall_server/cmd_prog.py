@@ -234,7 +234,8 @@ def prog_load(ctx, attr):
             raise BpfError(errno.EINVAL)
         prog.btf = registry.get(kind, oid)
     prog.func_info, prog.line_info = _btf_info(ctx, attr, starts, len(insns), log, level, log_buf, log_size)
-    prog.jited = compile_aot(xl, log)
+    with registry.unlocked():     # compiling may take seconds: other callers go on
+        prog.jited = compile_aot(xl, log)
     _publish(prog, xl)
     registry.add(prog)
     for m in prog.maps:
