@@ -6,7 +6,9 @@ Measured on 6.18 (compat_tests/test_map_budget.py): the kernel no longer
 looks at RLIMIT_MEMLOCK (a root loader with `ulimit -l 64` creates an 8 MiB
 array, and so does uid 65534 with CAP_BPF); what refuses a map is the memory
 cgroup of its creator (ENOMEM, same for root and a CAP_BPF user), or the
-machine running out (vmalloc fails, no OOM kill). An unprivileged user gets
+machine running out (vmalloc fails, no OOM kill). Per-CPU maps are the
+exception: the kernel lets them past the cgroup's limit, bpfshim does not
+(their values are a segment in the cgroup like any other; DENYLIST). An unprivileged user gets
 EPERM from the kernel only because kernel.unprivileged_bpf_disabled is set;
 bpfshim gives its users what a privileged user in their cgroup gets.
 
