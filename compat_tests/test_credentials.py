@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .env import ROOT, SHIM_LIB, unpriv_cmd
+from .env import ROOT, SHIM_LIB, kernel_bpf_reason, unpriv_cmd
+from .unpriv import Runtime
 
 RUNS = 1000
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="not root: cannot chang
 @pytest.fixture(scope="module")
 def setxid_threads(tmp_path_factory):
     exe = tmp_path_factory.mktemp("creds") / "setxid_threads"
-    subprocess.run(["cc", "-O2", "-Wall", "-pthread", "-o", str(exe),
+    subprocess.run(["cc", "-O1", "-fno-inline", "-Wall", "-pthread", "-o", str(exe),
                     str(ROOT / "compat_tests" / "progs" / "setxid_threads.c")], check=True)
     return str(exe)
 
@@ -60,3 +61,25 @@ def test_set_ids_from_a_thread(setxid_threads):
     included) start and stop, and setresgid refused (EPERM) on every thread
     alike; at the end every thread, the library's too, is uid/gid 65534."""
     same_every_time([setxid_threads])
+
+
+def test_probes_through_credential_changes(setxid_threads):
+    """bpftrace's uprobes in the program keep firing while it changes its
+    credentials (the library's follower is stopped and started around each
+    change): the counts are the kernel's."""
+    why = kernel_bpf_reason()
+    if why:
+        pytest.skip(f"kernel side: {why}")
+    script = (f"uprobe:{setxid_threads}:setgid_cap {{ @caps = count(); }} "
+              f"uprobe:{setxid_threads}:all_threads_dropped {{ @end = count(); }}")
+    argv = ["bpftrace", "-e", script, "-c", setxid_threads]
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    k = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    rt = Runtime(prefix="bpfshim-creds-")
+    try:
+        s = subprocess.run(rt.cmd(argv), env=rt.env(), capture_output=True, text=True, timeout=120)
+    finally:
+        rt.close()
+    assert k.returncode == 0 and "@caps: 60" in k.stdout, k.stdout + k.stderr
+    assert (s.returncode, s.stdout) == (k.returncode, k.stdout), s.stderr
