@@ -75,8 +75,17 @@ class Store:
 
     # ---- the state ----
     def save(self, conns):
-        """Write the registry if it changed (under the registry's lock)."""
-        objs = [o for k in KINDS for o in registry.all(k)]
+        """Write the registry if it changed (under the registry's lock). Each
+        object is pickled when it is new or took a reference (obj.saved);
+        what changes with every fd handed out (holders) is small."""
+        if not registry.dirty:
+            return
+        objs = []
+        for k in KINDS:
+            for o in registry.all(k):
+                if getattr(o, "saved", None) is None:
+                    o.saved = _dumps(o)
+                objs.append(o.saved)
         holders = {}
         for c in conns:
             for key in c.held:
@@ -85,41 +94,37 @@ class Store:
         for pid, (start, held) in self.provisional.items():
             for o in held:
                 holders.setdefault((o.kind, o.id), []).append((pid, start))
-        state = {"version": 1, "objs": objs, "holders": holders,
+        state = {"version": 2, "objs": objs, "holders": holders,
                  "next_id": {k: registry.next_id[k] for k in KINDS},
-                 "pins": {p: o for p, o in registry.pins.items() if o is None or o.kind in KINDS}}
-        buf = io.BytesIO()
-        _Pickler(buf).dump(state)
-        data = buf.getvalue()
-        if data == self.saved:
-            return
+                 "pins": {p: (o.kind, o.id) if o is not None else None for p, o in registry.pins.items()
+                          if o is None or o.kind in KINDS}}
         tmp = f"{STATE}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
                      dir_fd=self.dfd)
         try:
-            os.write(fd, data)
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
         finally:
             os.close(fd)
         os.replace(tmp, STATE, src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
-        self.saved = data
+        registry.dirty = False
 
     def recover(self):
         """Rebuild the registry from the saved state; returns the objects
         recovered. Files no object names are removed."""
+        live = []
         try:
             fd = os.open(STATE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self.dfd)
         except FileNotFoundError:
-            state = None
-        else:
+            fd = None
+        if fd is not None:
             with os.fdopen(fd, "rb") as f:
                 try:
-                    state = _Unpickler(f).load()
+                    state = pickle.load(f)
+                    if state.get("version") == 2:
+                        live = self._rebuild(state)
                 except Exception as e:    # an unreadable state loses the objects, not the server
                     print(f"bpfshim server: {self.path}/{STATE} unreadable ({e!r}); starting empty", flush=True)
-                    state = None
-        live = []
-        if state:
-            live = self._rebuild(state)
         keep = {o.file for o in live} | {STATE}
         for name in os.listdir(self.dfd):
             if name not in keep:
@@ -127,32 +132,37 @@ class Store:
         return live
 
     def _rebuild(self, state):
+        loaded = [_loads(b) for b in state["objs"]]
+        by_key = {(o.kind, o.id): o for o in loaded}
         objs = []
-        for o in state["objs"]:
+        for o in loaded:
+            _resolve(o, by_key)
             try:
                 o.revive(self)
             except OSError as e:
                 print(f"bpfshim server: {KIND_NAMES[o.kind]} {o.id} not recovered: {e}", flush=True)
+                del by_key[(o.kind, o.id)]
                 continue
             objs.append(o)
-        ok = {id(o) for o in objs}
         for k, v in state["next_id"].items():
             registry.next_id[k] = max(registry.next_id[k], v)
         for o in objs:
-            o.children = [c for c in o.children if id(c) in ok or c.kind not in KINDS]
+            o.children = [c for c in o.children if isinstance(c, BpfObject) and (c.kind, c.id) in by_key]
             registry.add(o, o.id)
+            o.saved = None
         for o in objs:
             for c in o.children:
                 c.refs += 1
             if getattr(o, "kernel_btf", False):
                 o.refs += 1      # held by the kernel itself
-        for p, o in state["pins"].items():
-            if o is None or id(o) in ok:
+        for p, key in state["pins"].items():
+            o = by_key.get(key) if key is not None else None
+            if key is None or o is not None:
                 registry.pins[p] = o
                 if o is not None:
                     o.refs += 1
-        for (kind, oid), hs in state["holders"].items():
-            o = registry.get(kind, oid)
+        for key, hs in state["holders"].items():
+            o = by_key.get(key)
             if o is None:
                 continue
             for pid, start in hs:
@@ -189,30 +199,67 @@ def process_start(pid):
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-# ---- pickling objects: durable ones whole, without their descriptors;
-# anything else they point to (perf events, links) as None; cffi structs as
+# ---- pickling one object: itself whole but for its descriptors; the other
+# durable objects it points to by (kind, id), resolved once all are loaded;
+# anything else it points to (perf events, links) as None; cffi structs as
 # their bytes ----
-class _Pickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, BpfObject) and obj.kind not in KINDS:
-            return ("gone",)
-        if isinstance(obj, ffi.CData):
-            t = ffi.typeof(obj)
-            if t.kind == "pointer" and t.item.kind == "struct":
-                return ("cdata", t.cname, bytes(ffi.buffer(obj)))
-            return ("gone",)
-        if isinstance(obj, (threading.Thread, type(threading.Lock()), type(threading.RLock()))):
-            return ("gone",)
-        return None
+class _Ref:
+    def __init__(self, key):
+        self.key = key
 
 
-class _Unpickler(pickle.Unpickler):
-    def persistent_load(self, pid):
-        if pid[0] == "cdata":
-            c = ffi.new(pid[1])
-            ffi.memmove(c, pid[2], len(pid[2]))
-            return c
-        return None
+def _dumps(root):
+    class P(pickle.Pickler):
+        def persistent_id(self, obj):
+            if obj is root:
+                return None
+            if isinstance(obj, BpfObject):
+                return ("obj", obj.kind, obj.id) if obj.kind in KINDS else ("gone",)
+            if isinstance(obj, ffi.CData):
+                t = ffi.typeof(obj)
+                if t.kind == "pointer" and t.item.kind == "struct":
+                    return ("cdata", t.cname, bytes(ffi.buffer(obj)))
+                return ("gone",)
+            if isinstance(obj, (threading.Thread, type(threading.Lock()), type(threading.RLock()))):
+                return ("gone",)
+            return None
+    buf = io.BytesIO()
+    P(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(root)
+    return buf.getvalue()
+
+
+def _loads(data):
+    class U(pickle.Unpickler):
+        def persistent_load(self, pid):
+            if pid[0] == "obj":
+                return _Ref((pid[1], pid[2]))
+            if pid[0] == "cdata":
+                c = ffi.new(pid[1])
+                ffi.memmove(c, pid[2], len(pid[2]))
+                return c
+            return None
+    return U(io.BytesIO(data)).load()
+
+
+def _resolve(obj, by_key):
+    """Replace the _Refs in obj's attributes (and the lists, tuples, sets and
+    dicts they hold) by the objects loaded; None where one is missing."""
+    def fix(v, depth):
+        if isinstance(v, _Ref):
+            return by_key.get(v.key)
+        if depth > 4:
+            return v
+        if isinstance(v, list):
+            return [fix(x, depth + 1) for x in v]
+        if isinstance(v, tuple):
+            return tuple(fix(x, depth + 1) for x in v)
+        if isinstance(v, set):
+            return {fix(x, depth + 1) for x in v}
+        if isinstance(v, dict):
+            return {k: fix(x, depth + 1) for k, x in v.items()}
+        return v
+    for k, v in list(obj.__dict__.items()):
+        obj.__dict__[k] = fix(v, 0)
 
 
 _reaper = None

@@ -37,7 +37,7 @@ class BpfObject:
         self.pids = set()        # processes that have held it (for status)
 
     # not saved by durable.py: descriptors, mappings, counts made again
-    _transient = ("fd", "identity", "refs", "pids")
+    _transient = ("fd", "identity", "refs", "pids", "saved")
 
     def open_fd(self, size=0):
         from . import durable
@@ -61,17 +61,23 @@ class BpfObject:
         self.pids = set()
         self.recovered = True    # made by an earlier server (bpfshim status)
 
+    # Every change of what a new server must recover goes through a count
+    # (pins, holders, children) or add(): that marks the registry for
+    # durable.py, and the object itself where its own state changed.
     def get(self):
         self.refs += 1
+        registry.dirty = True
 
     def put(self):
         self.refs -= 1
+        registry.dirty = True
         if self.refs <= 0:
             registry.drop(self)
 
     def hold_child(self, obj):
         obj.get()
         self.children.append(obj)
+        self.saved = None
 
     def destroy(self):
         for c in self.children:
@@ -108,6 +114,7 @@ class Registry:
         self.next_id = {k: 1 for k in KIND_NAMES}
         self.inodes = {}                 # fd_identity() -> object
         self.pins = {"/sys/fs/bpf": None}  # path -> object, None = directory
+        self.dirty = True                # changed since durable.py saved it
     # ---- the lock ----
     @contextlib.contextmanager
     def unlocked(self):
@@ -138,6 +145,8 @@ class Registry:
                 oid = self.reserve_id(obj.kind)
             obj.id = oid
             self.objs[obj.kind][oid] = obj
+            obj.saved = None
+            self.dirty = True
             made = getattr(self._req, "made", None)
             if made is not None:
                 made.append(obj)
@@ -267,12 +276,14 @@ class Registry:
             if obj is None and any(k.startswith(p + "/") for k in self.pins):
                 raise BpfError(errno.ENOTEMPTY)
             del self.pins[p]
+            self.dirty = True
             if obj is not None:
                 obj.put()
 
     def mkdir(self, path):
         with self.lock:
             self.pins[self._create(path, directory=True)] = None
+            self.dirty = True
 
     def stat(self, path):
         """1 for a directory, 2 for a pinned object; BpfError(ENOENT)."""
