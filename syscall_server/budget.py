@@ -14,10 +14,11 @@ bpfshim gives its users what a privileged user in their cgroup gets.
 
 A map fits when, in the creator's memory cgroup and each ancestor with a
 limit (cgroup v1 memory.limit_in_bytes, v2 memory.max), usage minus the file
-cache the kernel would reclaim plus what live maps charged there have not
-committed yet (segment pages are committed when first written; a shmem
-file's st_blocks says how many are) leaves room for the new segment, and
-MemAvailable does too. Checks and charges are serialised by this module's
+cache the kernel would reclaim plus what live maps charged there do not add
+to that usage yet leaves room for the new segment, and MemAvailable does too.
+A segment in memory (memfd, tmpfs) shows in usage as its pages are first
+written (its st_blocks says how many are); one on a disk file never does
+(page cache), so it counts in full. Checks and charges are serialised by this module's
 lock, not the object table's.
 """
 import errno
@@ -36,7 +37,8 @@ class Charge:
     def __init__(self, memcg, size, fd):
         self.memcg = memcg     # the creator's cgroup directory (None: not known)
         self.size = size
-        self.fd = fd           # the segment's memfd once it exists, else -1
+        self.fd = fd           # the segment's descriptor once it exists, else -1
+        self.in_memory = False  # its pages are shmem (memfd, tmpfs), not evictable file cache
 
 
 def _read(path):
@@ -122,9 +124,35 @@ def _under(d, top):
     return d is not None and (d == top or d.startswith(top + "/"))
 
 
-def _uncommitted(c):
-    """Bytes of charge c not yet in any cgroup's usage."""
-    if c.fd < 0:
+MEMORY_FS = ("tmpfs", "shmem", "ramfs")
+
+
+def _in_memory(fd):
+    """Whether the pages of fd's file stay in memory (a memfd, a file on
+    tmpfs) rather than being page cache the kernel can write back and drop."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    if path.startswith("/memfd:"):
+        return True
+    best, fstype = "", None
+    for line in (_read("/proc/self/mountinfo") or "").splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) > 4 and rfields:
+            mnt = fields[4]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, rfields[0]
+    return fstype in MEMORY_FS
+
+
+def _ahead(c, counted):
+    """Bytes of charge c that usage does not show yet: all of it, but for the
+    pages of an in-memory segment already committed (its st_blocks) when
+    they are `counted` in the usage at hand. Pages of a segment on a disk
+    file are reclaimable cache, not counted as used: the whole map is."""
+    if c.fd < 0 or not c.in_memory or not counted:
         return c.size
     try:
         return max(0, c.size - os.fstat(c.fd).st_blocks * 512)
@@ -142,14 +170,13 @@ def charge(pid, size, what):
         for d, limit, used in _limits(memcg):
             # what lives in this cgroup's usage already: pages the server
             # (when it is inside) has committed; the rest is still to come
-            ahead = sum(c.size if not _under(server_memcg, d) else _uncommitted(c)
-                        for c in charges if _under(c.memcg, d))
+            ahead = sum(_ahead(c, _under(server_memcg, d)) for c in charges if _under(c.memcg, d))
             if used + ahead + size > limit:
                 raise BpfError(errno.ENOMEM,
                                f"{what}: {size} bytes do not fit the memory cgroup {d} "
                                f"(limit {limit}, in use {used}, maps not yet committed {ahead})",
                                loud=True)
-        avail = _mem_available() - sum(_uncommitted(c) for c in charges)
+        avail = _mem_available() - sum(_ahead(c, True) for c in charges)
         if size > avail:
             raise BpfError(errno.ENOMEM, f"{what}: {size} bytes exceed the memory available ({avail})",
                            loud=True)
@@ -160,9 +187,11 @@ def charge(pid, size, what):
 
 
 def attach(token, fd):
-    """The segment of the charge exists: its committed pages are in usage."""
+    """The segment of the charge exists (its committed pages may be in usage)."""
+    in_memory = _in_memory(fd)
     with _lock:
         _charges[token].fd = fd
+        _charges[token].in_memory = in_memory
 
 
 def uncharge(token):
