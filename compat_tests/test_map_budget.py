@@ -78,7 +78,9 @@ def run_side(side):
         if side == "kernel":
             cmd = cg.prefix() + limit + [PYTHON, RUNNER]
         else:
-            rt = Runtime(unpriv=side == "bpfshim@65534", prefix="bpfshim-budget-rt-")
+            # @tmpfs: the runtime directory (so the segments) in memory, not on disk
+            rt = Runtime(unpriv=side == "bpfshim@65534", prefix="bpfshim-budget-rt-",
+                         parent="/dev/shm" if side == "bpfshim@tmpfs" else None)
             cmd = cg.prefix() + limit + rt.cmd([PYTHON, RUNNER])
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd="/")
         assert p.returncode == 0, f"{side}: exit {p.returncode}\n{p.stderr[-3000:]}"
@@ -104,11 +106,14 @@ def results(side):
     return _cache[side]
 
 
-@pytest.mark.parametrize("side", ["bpfshim", "bpfshim@65534"])
+@pytest.mark.parametrize("side", ["bpfshim", "bpfshim@65534", "bpfshim@tmpfs"])
 def test_map_budget(side):
     why = kernel_bpf_reason()
     if why:
         pytest.skip(f"kernel side: {why}")
+    if side == "bpfshim@tmpfs" and not any(ln.split()[1:3] == ["/dev/shm", "tmpfs"]
+                                           for ln in open("/proc/mounts")):
+        pytest.skip("no tmpfs at /dev/shm")
     if side == "bpfshim@65534" and unpriv_reason():
         pytest.skip(unpriv_reason())
     k, s = results("kernel"), results(side)

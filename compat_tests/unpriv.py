@@ -17,9 +17,9 @@ class Runtime:
     with the shim preloaded (after the switch of user: setpriv itself is not
     traced); `close()` stops the server and removes the directory."""
 
-    def __init__(self, unpriv=False, prefix="bpfshim-rt-"):
+    def __init__(self, unpriv=False, prefix="bpfshim-rt-", parent=None):
         self.unpriv = unpriv
-        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.chmod(self.dir, 0o700)
         if unpriv and os.getuid() == 0:
             os.chown(self.dir, UNPRIV_UID, UNPRIV_UID)
