@@ -378,10 +378,27 @@ static int serve_mem(const struct shim_msg *h, size_t plen)
 
 static void say(const char *m, size_t n)
 {
-	char line[1024];
-	int k = snprintf(line, sizeof(line), "bpfshim: %.*s\n", (int)(n < 900 ? n : 900), m);
+	char line[1200];
+	int k = snprintf(line, sizeof(line), "bpfshim: %.*s\n", (int)(n < 1100 ? n : 1100), m);
 	if (k > 0)
 		(void)!write(2, line, (size_t)k);
+}
+
+void shim_say_once(const char *m)
+{
+	static uint32_t seen[32];
+	static unsigned nseen;
+	uint32_t h = 2166136261u;
+
+	if (!m || !*m)
+		return;
+	for (const char *p = m; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;   /* FNV-1a */
+	for (unsigned i = 0; i < nseen && i < 32; i++)
+		if (seen[i] == h)
+			return;
+	seen[nseen++ % 32] = h;
+	say(m, strlen(m));
 }
 
 static int ensure_conn(void)

@@ -538,9 +538,13 @@ static int tracefs_text(const char *path, char *out, size_t n)
 		/* the server answers for the events it serves, ENOENT otherwise */
 		if (strncmp(path, tracefs_roots[i], k) || (strcmp(rel, "available_events") && strncmp(rel, "events/", 7)))
 			continue;
-		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, out, n) ||
-		    rep.err)
+		out[0] = 0;
+		if (shim_request(SHIM_OP_CTL, SHIM_CTL_TRACEFS_READ, 0, rel, strlen(rel) + 1, -1, &rep, out, n))
 			return -1;
+		if (rep.err) {
+			shim_say_once(out);   /* a tracepoint bpfshim does not serve: why */
+			return -1;
+		}
 		return 0;
 	}
 	return -1;
@@ -648,6 +652,8 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode, int 
 		int saved = errno, p = pseudo_fd(path, flags);
 		if (p >= 0)
 			return p;
+		if (path && strstr(path, "tracing/kprobe_events"))   /* BCC's kprobes */
+			shim_say_once(SHIM_NO_KPROBES);
 		errno = saved;
 	}
 	return fd;

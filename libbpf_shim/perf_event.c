@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +72,58 @@ static int is_ours(const struct perf_event_attr *a)
 	if (a->type == PERF_TYPE_SOFTWARE)
 		return a->config == PERF_COUNT_SW_BPF_OUTPUT || a->config == PERF_COUNT_SW_CPU_CLOCK;
 	return a->type == PERF_TYPE_TRACEPOINT || a->type == PERF_TYPE_UPROBE_DEFAULT;
+}
+
+/* The PMU type sysfs gives a dynamic PMU (kprobe, uprobe), or -1. */
+static int pmu_type(const char *pmu)
+{
+	char path[96], buf[16];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "/sys/bus/event_source/devices/%s/type", pmu);
+	fd = real.open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	real.close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return atoi(buf);
+}
+
+/* A perf event bpfshim does not serve and the kernel refused: one line
+ * naming it (the loader's own message may say only "Permission denied"). */
+static void say_not_served(const struct perf_event_attr *a)
+{
+	static const char *const hw[] = { "cpu-cycles", "instructions", "cache-references", "cache-misses",
+		"branch-instructions", "branch-misses", "bus-cycles", "stalled-cycles-frontend",
+		"stalled-cycles-backend", "ref-cycles" };
+	static const char *const sw[] = { "cpu-clock", "task-clock", "page-faults", "context-switches",
+		"cpu-migrations", "minor-faults", "major-faults", "alignment-faults", "emulation-faults",
+		"dummy", "bpf-output", "cgroup-switches" };
+	char what[200], sym[128], m[600];
+
+	if (a->type == PERF_TYPE_HARDWARE && a->config < BPFSHIM_ARRAY_SIZE(hw))
+		snprintf(what, sizeof(what), "hardware event %s", hw[a->config]);
+	else if (a->type == PERF_TYPE_SOFTWARE && a->config < BPFSHIM_ARRAY_SIZE(sw))
+		snprintf(what, sizeof(what), "software event %s", sw[a->config]);
+	else if (a->type == PERF_TYPE_HW_CACHE)
+		snprintf(what, sizeof(what), "hardware cache event 0x%llx", (unsigned long long)a->config);
+	else if (a->type == PERF_TYPE_RAW)
+		snprintf(what, sizeof(what), "raw PMU event 0x%llx", (unsigned long long)a->config);
+	else if (a->type == PERF_TYPE_BREAKPOINT)
+		snprintf(what, sizeof(what), "hardware breakpoint");
+	else if ((int)a->type == pmu_type("kprobe")) {
+		if (!a->config1 || shim_strncpy_from_user(sym, a->config1, sizeof(sym) - 1) < 0)
+			snprintf(sym, sizeof(sym), "0x%llx", (unsigned long long)a->config2);
+		snprintf(what, sizeof(what), "%s %s", a->config & 1 ? "kretprobe" : "kprobe", sym);
+	} else
+		snprintf(what, sizeof(what), "perf event type %u config 0x%llx", a->type,
+			 (unsigned long long)a->config);
+	snprintf(m, sizeof(m), "%s is not served in user space (bpfshim serves uprobes, uretprobes, USDT, "
+		 "syscall tracepoints, bpf-output and cpu-clock events); it " SHIM_NO_KERNEL, what);
+	shim_say_once(m);
 }
 
 /* ---- CPU_CLOCK events with a program: a timer in this process ---- */
@@ -155,8 +208,15 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 	memset(&head, 0, sizeof(head));
 	if (shim_copy_from_user(&head, uattr, PERF_ATTR_SIZE_VER0))
 		return shim_err(EFAULT);
-	if (!is_ours(&head))
-		return real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+	if (!is_ours(&head)) {
+		long r = real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+		if (r < 0) {
+			int e = errno;
+			say_not_served(&head);
+			errno = e;
+		}
+		return r;
+	}
 	shim_uwin_perf(&w, uattr, &head);
 	shim_cur_uwin = &w;
 	err = shim_request(SHIM_OP_PERF_EVENT_OPEN, pid,
@@ -170,8 +230,14 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 	if (pending_ring_fd < 0) {
 		/* an event that runs programs: no ring */
 		struct shim_fd *e = shim_fd_peek((int)rep.ret);
-		if (e && head.type == PERF_TYPE_SOFTWARE && head.config == PERF_COUNT_SW_CPU_CLOCK)
+		if (e && head.type == PERF_TYPE_SOFTWARE && head.config == PERF_COUNT_SW_CPU_CLOCK) {
 			timer_opened(e->id, &head);
+			/* one event a CPU, or another process's: a sampler (profile),
+			 * not a timer (interval, on one CPU) */
+			if (cpu > 0 || (pid > 0 && pid != getpid()))
+				shim_say_once("cpu-clock sampling (profile) runs on a timer in the loader: the traced "
+					      "processes are not sampled, their stacks are not seen");
+		}
 		return rep.ret;
 	}
 	err = attach_ring((int)rep.ret);

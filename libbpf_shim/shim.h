@@ -148,6 +148,12 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size);
 /* Fire-and-forget (SHIM_OP_RELEASE). */
 void shim_notify(uint32_t op, int64_t a, int64_t b);
+/* "bpfshim: m" on stderr, once per process for each text: what bpfshim does
+ * not serve, said where a loader first meets it. */
+void shim_say_once(const char *m);
+#define SHIM_NO_KERNEL "needs kernel eBPF (run the tool without bpfshim, as root)"
+#define SHIM_NO_KPROBES "kprobes are not served in user space (bpfshim serves uprobes, uretprobes, USDT " \
+	"and syscall tracepoints); a kprobe " SHIM_NO_KERNEL
 /* Is fd the connection's own socket (never let the app close it under us)? */
 int shim_is_conn_fd(int fd);
 

@@ -84,13 +84,15 @@ def handle(conn, ctl, arg, payload):
             conn.done(perf_event.perf_ioctl(conn, obj, req, parg))
         elif ctl == P.SHIM_CTL_TRACEFS_READ:
             from .tracepoints import catalogue
-            text = catalogue().file(payload.rstrip(b"\0").decode(errors="replace"))
+            path = payload.rstrip(b"\0").decode(errors="replace")
+            text = catalogue().file(path)
             if text is None:
-                raise BpfError(errno.ENOENT)
+                why = catalogue().not_served(path)
+                raise BpfError(errno.ENOENT, why, loud=bool(why))
             conn.done(0, msg=text)
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
         else:
             raise BpfError(errno.EINVAL)
     except BpfError as e:
-        conn.done(-1, e.errno)
+        conn.done(-1, e.errno, msg=e.strerror if e.loud else "")

@@ -264,10 +264,7 @@ def _tracepoint(eid):
     if tp is None:
         name = _kernel_event(eid) if eid >> 32 == 0 else None
         if name:
-            raise unsupported(errno.EOPNOTSUPP, f"tracepoint {name} (id {eid}): bpfshim serves the syscall "
-                                                "tracepoints (syscalls:*, raw_syscalls:*), "
-                                                "sched:sched_process_exit/_fork/_exec and "
-                                                "signal:signal_generate only")
+            raise unsupported(errno.EOPNOTSUPP, catalogue().not_served_line(name))
         raise BpfError(errno.ENOENT)
     return tp
 
@@ -277,16 +274,21 @@ def _kernel_event(eid):
     from .tracepoints import tracefs_events
     root = tracefs_events()
     try:
-        for cat in os.listdir(root) if root else ():
-            for name in os.listdir(os.path.join(root, cat)):
-                try:
-                    with open(os.path.join(root, cat, name, "id")) as f:
-                        if int(f.read()) == eid:
-                            return f"{cat}:{name}"
-                except (OSError, ValueError):
-                    pass
+        cats = os.listdir(root) if root else ()
     except OSError:
-        pass
+        return None
+    for cat in cats:
+        try:
+            names = os.listdir(os.path.join(root, cat))
+        except OSError:      # events/enable, header_page, ...: files
+            continue
+        for name in names:
+            try:
+                with open(os.path.join(root, cat, name, "id")) as f:
+                    if int(f.read()) == eid:
+                        return f"{cat}:{name}"
+            except (OSError, ValueError):
+                pass
     return None
 
 

@@ -100,6 +100,26 @@ class Catalogue:
             return None
         return format_text(tp.ev) if m.group(3) == "format" else f"{tp.id}\n"
 
+    def served(self):
+        """What bpfshim serves, for messages: whole categories as CAT:*."""
+        cats = {}
+        for cat, name in self.by_name:
+            cats.setdefault(cat, []).append(name)
+        return ", ".join(f"{c}:*" if c in ("syscalls", "raw_syscalls") else ", ".join(f"{c}:{n}" for n in sorted(ns))
+                         for c, ns in sorted(cats.items()))
+
+    def not_served(self, path):
+        """The line for a loader looking up a tracepoint bpfshim does not
+        serve (events/CAT/NAME/...), or "" for other paths."""
+        m = re.fullmatch(r"events/(\w+)/(\w+)(/.*)?", path)
+        if not m or (m.group(1), m.group(2)) in self.by_name:
+            return ""
+        return self.not_served_line(f"{m.group(1)}:{m.group(2)}")
+
+    def not_served_line(self, full_name):
+        return (f"tracepoint {full_name} is not served in user space (bpfshim serves {self.served()}); "
+                "kernel tracepoints need kernel eBPF (run the tool without bpfshim, as root)")
+
 
 _catalogue = None
 
