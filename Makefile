@@ -20,7 +20,20 @@ HDRS      := $(wildcard agent/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 
-all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so $(OUT)/libbpfshim_boot.so
+# Headers the server reads at run time (cffi cdefs, the task layout), next to
+# the libraries so that an installed package carries them.
+RT_HEADERS := libbpf_shim/proto.h agent/attach_table.h agent/task_layout.h
+RT_HEADERS_OUT := $(addprefix $(OUT)/include/,$(notdir $(RT_HEADERS)))
+
+all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so $(OUT)/libbpfshim_boot.so $(RT_HEADERS_OUT)
+
+$(OUT)/include/%.h: libbpf_shim/%.h
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+$(OUT)/include/%.h: agent/%.h
+	@mkdir -p $(dir $@)
+	cp $< $@
 
 # Rewritten only when the value changes, so objects rebuild only then.
 build/gen/bpfshim_config.h: FORCE
@@ -52,6 +65,6 @@ $(OUT)/libbpfshim_boot.so: agent/boot/boot.c Makefile
 	$(CC) -O2 -g -fPIC -shared -Wall -Wextra -o $@ $< -ldl
 
 clean:
-	rm -rf build $(OUT)/*.so
+	rm -rf build $(OUT)/*.so $(OUT)/include
 
 .PHONY: all clean FORCE

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.dist import Distribution
 from setuptools.command.build_py import build_py
 from setuptools.command.develop import develop
 
@@ -41,4 +42,11 @@ try:  # PEP 660 editable installs go through editable_wheel, not develop
 except ImportError:  # old setuptools
     _extra = {}
 
-setup(cmdclass={"build_py": BuildPy, "develop": Develop, **_extra})
+class BinaryDistribution(Distribution):
+    """The package carries native libraries: a platform wheel, not py3-none-any."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildPy, "develop": Develop, **_extra}, distclass=BinaryDistribution)

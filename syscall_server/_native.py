@@ -72,7 +72,11 @@ int bpf_rt_tail_call_pending(void);
 /* -- end agent/jit.c -- */
 """
 
-PROTO_H = PKG_DIR.parent / "libbpf_shim" / "proto.h"
+# Headers read at run time: `make` copies them next to the libraries.
+INCLUDE = PKG_DIR / "_native" / "include"
+PROTO_H = INCLUDE / "proto.h"
+ATTACH_TABLE_H = INCLUDE / "attach_table.h"
+TASK_LAYOUT_H = INCLUDE / "task_layout.h"
 
 
 def cdef_of_header(path):
@@ -127,7 +131,7 @@ if _uapi_text:
 _proto_text = cdef_of_header(PROTO_H)
 ffi.cdef(_proto_text)
 ffi.cdef(CORE_CDEF)
-ffi.cdef(cdef_of_header(PKG_DIR.parent / "agent" / "attach_table.h"))
+ffi.cdef(cdef_of_header(ATTACH_TABLE_H))
 uapi = Consts(_uapi_text, ["BPF_"])
 proto = Consts(_proto_text, ["SHIM_"])
 

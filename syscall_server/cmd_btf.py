@@ -18,7 +18,7 @@ from .objects import BpfObject, registry
 ffi = _native.ffi
 P = _native.proto
 BTF_MAX_SIZE = 16 * 1024 * 1024
-TASK_LAYOUT_H = Path(__file__).resolve().parent.parent / "agent" / "task_layout.h"
+TASK_LAYOUT_H = _native.TASK_LAYOUT_H
 TASK_LAYOUT_MAGIC, TASK_LAYOUT_VERSION = 0x4b534154, 1
 
 
