@@ -27,6 +27,7 @@
 #include "helpers/helpers.h"
 #include "maps/map.h"
 #include "run_cpu.h"
+#include "rawsys.h"
 
 BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 __thread int bpf_rt_call_depth;
@@ -140,32 +141,36 @@ static void altstack_free(void *p)
 	SUD_INTERNAL_END();
 }
 
-static void global_init(void)
+/* The key at load (a first run may be inside fork() or malloc); the fault
+ * handlers at the first run of the process (bpf_rt_once), after the
+ * application has set its own (chained to). */
+__attribute__((constructor(110))) static void altstack_key_init(void)
 {
 	pthread_key_create(&altstack_key, altstack_free);
-	install();
 }
 
+static int installed;
+
+/* A thread's first run: raw syscalls only, it may be in a signal handler. */
 static void thread_init(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	stack_t cur;
 
-	pthread_once(&once, global_init);
+	bpf_rt_once(&installed, install);
 	thread_ready = 1;
-	if (sigaltstack(NULL, &cur) || !(cur.ss_flags & SS_DISABLE))
+	if (BPF_RT_SYS(SYS_sigaltstack, 0, &cur) || !(cur.ss_flags & SS_DISABLE))
 		return;
 	/* a guard page below, so an overflow of the handler itself is a plain crash */
-	char *m = mmap(NULL, ALTSTACK_SIZE + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
+	char *m = bpf_rt_mmap(ALTSTACK_SIZE + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!m)
 		return;
-	mprotect(m, 4096, PROT_NONE);
+	BPF_RT_SYS(SYS_mprotect, m, 4096, PROT_NONE);
 	stack_t ss = { .ss_sp = m + 4096, .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
-	if (sigaltstack(&ss, NULL)) {
-		munmap(m, ALTSTACK_SIZE + 4096);
+	if (BPF_RT_SYS(SYS_sigaltstack, &ss, 0)) {
+		BPF_RT_SYS(SYS_munmap, m, ALTSTACK_SIZE + 4096);
 		return;
 	}
-	pthread_setspecific(altstack_key, m + 4096);
+	bpf_rt_setspecific(altstack_key, m + 4096);
 }
 
 static inline void ensure_thread(void)

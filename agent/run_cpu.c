@@ -13,13 +13,13 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include "common.h"
 #include "maps/map.h"
 #include "run_cpu.h"
+#include "rawsys.h"
 
 #define RUN_CPU_SLOTS 1024
 
@@ -35,6 +35,8 @@ static struct run_cpu_slot *slots;
 static struct run_cpu_slot local_slots[RUN_CPU_SLOTS];   /* no runtime dir */
 static uint32_t nr_slots;
 
+/* Raw syscalls: the follower prepares this before a program is applied
+ * (bpf_rt_cpu_prepare), but a run elsewhere may be the first. */
 static void open_slots(void)
 {
 	char dir[512], path[600];
@@ -42,24 +44,31 @@ static void open_slots(void)
 	uint32_t n = shm_nr_possible_cpus();
 	size_t len = sizeof(struct run_cpu_slot) * RUN_CPU_SLOTS;
 
-	if (shim_runtime_dir && !shim_runtime_dir(dir, sizeof(dir))) {
-		snprintf(path, sizeof(path), "%s/cpus", dir);
-		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (shim_runtime_dir && !shim_runtime_dir(dir, sizeof(dir)) &&
+	    !bpf_rt_path_join(path, sizeof(path), dir, "cpus")) {
+		int fd = (int)BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd >= 0) {
 			struct stat st;
-			if (!fstat(fd, &st) && ((size_t)st.st_size >= len || !ftruncate(fd, (off_t)len))) {
-				void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-				if (m != MAP_FAILED)
+			if (!BPF_RT_SYS(SYS_fstat, fd, &st) &&
+			    ((size_t)st.st_size >= len || !BPF_RT_SYS(SYS_ftruncate, fd, len))) {
+				void *m = bpf_rt_mmap(len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+				if (m)
 					s = m;
 			}
-			close(fd);
+			BPF_RT_SYS(SYS_close, fd);
 		}
 	}
 	struct run_cpu_slot *none = NULL;
 	if (!__atomic_compare_exchange_n(&slots, &none, s, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
 	    s != local_slots)
-		munmap(s, len);
+		BPF_RT_SYS(SYS_munmap, s, len);
 	__atomic_store_n(&nr_slots, n < RUN_CPU_SLOTS ? n : RUN_CPU_SLOTS, __ATOMIC_RELEASE);
+}
+
+void bpf_rt_cpu_prepare(void)
+{
+	if (!__atomic_load_n(&nr_slots, __ATOMIC_ACQUIRE))
+		open_slots();
 }
 
 static int owner_dead(uint32_t tid)
@@ -75,8 +84,7 @@ void bpf_rt_cpu_claim(void)
 	uint32_t me = shm_self_tid(), n;
 	int c = sched_getcpu();
 
-	if (!__atomic_load_n(&nr_slots, __ATOMIC_ACQUIRE))
-		open_slots();
+	bpf_rt_cpu_prepare();
 	n = nr_slots;
 	c = c < 0 ? 0 : c % (int)n;
 	for (unsigned round = 0;; round++) {

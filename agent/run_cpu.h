@@ -6,5 +6,7 @@
 /* Claim a CPU slot for this thread's run: sets shm_run_cpu (maps/map.h). */
 void bpf_rt_cpu_claim(void);
 void bpf_rt_cpu_release(void);
+/* Map the shared slots now (the follower, before a program can run). */
+void bpf_rt_cpu_prepare(void);
 
 #endif

@@ -56,6 +56,7 @@
 #include <string.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -65,6 +66,7 @@
 #include "syscall_tp.h"
 #include "helpers/helpers.h"
 #include "hook/hook.h"
+#include "rawsys.h"
 
 #ifndef PR_SET_SYSCALL_USER_DISPATCH
 #define PR_SET_SYSCALL_USER_DISPATCH 59
@@ -664,16 +666,19 @@ static long do_execve(long nr, long *a)
 		if (!e)
 			break;
 	}
-	if (n == ENV_MAX || !(env = malloc((n + 2) * sizeof(*env))))
+	/* mmap, not malloc: a signal handler may exec while its thread holds malloc's lock */
+	size_t len = (n + 2) * sizeof(*env);
+	if (n == ENV_MAX || !(env = bpf_rt_mmap(len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)))
 		return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 	memcpy(env, old, n * sizeof(*env));
-	snprintf(mark, sizeof(mark), EXEC_MARK "%ld", nr);
+	memcpy(mark, EXEC_MARK, sizeof(EXEC_MARK) - 1);
+	mark[sizeof(EXEC_MARK) - 1 + bpf_rt_utoa(mark + sizeof(EXEC_MARK) - 1, (uint64_t)nr)] = 0;
 	env[n] = mark;
 	env[n + 1] = NULL;
 	long b[6] = { a[0], a[1], a[2], a[3], a[4], a[5] };
 	b[envp] = (long)env;
 	long r = app_syscall(nr, b[0], b[1], b[2], b[3], b[4], b[5]);
-	free(env);   /* it failed: the application's syscall goes on as it asked */
+	SYSCALL(SYS_munmap, env, len, 0, 0, 0, 0);   /* it failed: the application's syscall goes on as it asked */
 	return r;
 }
 
@@ -752,11 +757,8 @@ static int group_dies(long nr)
 
 	if (nr == SYS_exit_group)
 		return 1;
-	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	const char *t = n > 0 ? (buf[n] = 0, strstr(buf, "\nThreads:")) : NULL;
+	long n = bpf_rt_read_file("/proc/self/status", buf, sizeof(buf));
+	const char *t = n > 0 ? strstr(buf, "\nThreads:") : NULL;
 	if (t)
 		threads = atoi(t + 9);
 	return threads <= 1;
@@ -840,22 +842,19 @@ static int signal_prepare(long nr, const long *a, struct sig_gen *sg)
 		sg->rec.code = si.si_code;
 		sg->rec.errno_ = si.si_errno;
 	}
-	snprintf(path, sizeof(path), "/proc/%ld/comm", tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, sg->rec.comm, sizeof(sg->rec.comm) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
+	/* "/proc/TID/" without snprintf (not async-signal-safe) */
+	size_t k = sizeof("/proc/") - 1;
+	memcpy(path, "/proc/", k);
+	k += bpf_rt_utoa(path + k, (uint64_t)tid);
+	memcpy(path + k, "/comm", sizeof("/comm"));
+	long n = bpf_rt_read_file(path, sg->rec.comm, sizeof(sg->rec.comm));
 	if (n > 0 && sg->rec.comm[n - 1] == '\n')
 		sg->rec.comm[n - 1] = 0;
 	/* prepare_signal(): ignored unless blocked; legacy_queue(): a standard
 	 * signal already pending is not queued again */
-	snprintf(path, sizeof(path), "/proc/%ld/status", tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	n = fd >= 0 ? read(fd, st, sizeof(st) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
+	memcpy(path + k, "/status", sizeof("/status"));
+	n = bpf_rt_read_file(path, st, sizeof(st));
 	if (n > 0) {
-		st[n] = 0;
 		uint64_t bit = 1ull << (sig - 1), dfl_ignore = 1ull << (SIGCONT - 1) | 1ull << (SIGCHLD - 1) |
 								1ull << (SIGWINCH - 1) | 1ull << (SIGURG - 1);
 		uint64_t blk = status_mask(st, "\nSigBlk:"), ign = status_mask(st, "\nSigIgn:"),

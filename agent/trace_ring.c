@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include "common.h"
 #include "trace_ring.h"
+#include "rawsys.h"
 
 #define DATA_OFF 64
 
@@ -28,7 +29,6 @@
 int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
 
 static struct trace_ring_hdr *ring;
-static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
 
 static void ring_map(void)
 {
@@ -41,24 +41,26 @@ static void ring_map(void)
 	if (shim_runtime_dir) {
 		if (shim_runtime_dir(dir, sizeof(dir)))
 			return;
-	} else if (env && *env) {
-		snprintf(dir, sizeof(dir), "%s", env);
+	} else if (env && *env && strlen(env) < sizeof(dir)) {
+		strcpy(dir, env);
 	} else {
 		return;
 	}
-	snprintf(path, sizeof(path), "%s/%s", dir, TRACE_RING_NAME);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	/* raw syscalls: the first writer is a program run, maybe in a signal handler */
+	if (bpf_rt_path_join(path, sizeof(path), dir, TRACE_RING_NAME))
+		return;
+	fd = (int)BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return;
 	/* a fresh file is sized once; ftruncate of an existing one to the same
 	 * size changes nothing, so racing creators agree */
-	if (fstat(fd, &st) || (st.st_size != (off_t)len && ftruncate(fd, (off_t)len))) {
-		close(fd);
+	if (BPF_RT_SYS(SYS_fstat, fd, &st) || (st.st_size != (off_t)len && BPF_RT_SYS(SYS_ftruncate, fd, len))) {
+		BPF_RT_SYS(SYS_close, fd);
 		return;
 	}
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
+	void *p = bpf_rt_mmap(len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	BPF_RT_SYS(SYS_close, fd);
+	if (!p)
 		return;
 	struct trace_ring_hdr *h = p;
 	uint32_t zero = 0;
@@ -72,10 +74,17 @@ static void ring_map(void)
 			sched_yield();
 	}
 	if (h->magic != TRACE_RING_MAGIC || h->version != TRACE_RING_VERSION || h->size != TRACE_RING_SIZE) {
-		munmap(p, len);
+		BPF_RT_SYS(SYS_munmap, p, len);
 		return;
 	}
 	ring = h;
+}
+
+static int ring_state;
+
+static void ring_once(void)
+{
+	bpf_rt_once(&ring_state, ring_map);
 }
 
 void trace_ring_emit(const char *msg)
@@ -85,7 +94,7 @@ void trace_ring_emit(const char *msg)
 	int cpu = sched_getcpu();
 	int n;
 
-	pthread_once(&ring_once, ring_map);
+	ring_once();
 	if (!ring)
 		return;
 	prctl(PR_GET_NAME, comm, 0, 0, 0);
@@ -113,7 +122,7 @@ void trace_ring_emit(const char *msg)
 
 size_t trace_ring_read(char *buf, size_t n)
 {
-	pthread_once(&ring_once, ring_map);
+	ring_once();
 	if (!ring || !n)
 		return 0;
 	const char *data = (const char *)ring + DATA_OFF;

@@ -27,10 +27,16 @@
 #include "hook/hook.h"
 #include "syscall_tp.h"
 #include "rt_thread.h"
+#include "run_cpu.h"
+#include "rawsys.h"
+#include "helpers/helpers.h"
+#include <limits.h>
+#include <linux/futex.h>
 
 /* from libbpf_shim/ (the same library) */
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
 void shim_prog_release(uint32_t id);
+void shim_prog_prepare(const struct bpf_prog_rt *rt);
 int shim_runtime_dir(char *out, size_t n);
 int shim_set_runtime_dir(const char *dir);
 int shim_interposing(void);
@@ -341,6 +347,26 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	applied[i] = p;
 }
 
+/*
+ * What a program needs before it can run in this process, got here and not
+ * in a probe (which may interrupt fork(), malloc, a signal handler, and must
+ * not allocate, lock, wait or ask the server): the shared CPU slots, the
+ * task layout, the program with its maps, the perf rings and tail call
+ * targets its maps name (shim_prog_prepare). Done for every live slot at
+ * each pass, so rings and targets the loader adds later (bpftrace and BCC
+ * fill their perf event arrays after attaching; shim_poke wakes us) are
+ * picked up without a probe asking.
+ */
+static void prepare_slot(const struct attach_slot *s)
+{
+	const struct bpf_prog_rt *prog = shim_prog_by_id(s->prog_id);
+
+	bpf_rt_cpu_prepare();
+	bpf_rt_task_prepare();
+	if (prog)
+		shim_prog_prepare(prog);
+}
+
 /* Bring this process in line with the table; 1 if something is pending. */
 static int sync_table(void)
 {
@@ -351,6 +377,9 @@ static int sync_table(void)
 		const struct attach_slot *s = &table->slots[i];
 		uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 		int want = st == ATTACH_ENABLED && (s->pid == -1 || s->pid == me);
+
+		if (want)
+			prepare_slot(s);
 
 		syscall_tp_slot(i, s, want && (s->flags & ATTACH_F_SYSCALL));
 		if (s->flags & ATTACH_F_SYSCALL)
@@ -443,6 +472,42 @@ static void follower_wake(struct rt_thread *t)
 {
 	if (table)
 		shm_futex_wake((uint32_t *)&table->gen);
+}
+
+/* A probe found something missing (a perf ring): the follower's next pass
+ * gets it. A raw FUTEX_WAKE on the table's generation (also wakes other
+ * processes' followers: they share the word, and find nothing to do). */
+void agent_follower_kick(void)
+{
+	const struct attach_table *t = __atomic_load_n(&table, __ATOMIC_ACQUIRE);
+
+	if (t)
+		BPF_RT_SYS(SYS_futex, &t->gen, FUTEX_WAKE, INT_MAX, 0, 0, 0);
+}
+
+/* The loader changed a slot of a PERF_EVENT_ARRAY or PROG_ARRAY: every
+ * process's follower looks again at what its programs use (prepare_slot).
+ * The loader may not follow the table itself: map it for the wake. */
+void shim_poke(void)
+{
+	static const struct attach_table *mine;
+	char dir[512], path[600];
+	int fd;
+
+	if (__atomic_load_n(&table, __ATOMIC_ACQUIRE)) {
+		agent_follower_kick();
+		return;
+	}
+	if (!__atomic_load_n(&mine, __ATOMIC_ACQUIRE) && !shim_runtime_dir(dir, sizeof(dir)) &&
+	    !bpf_rt_path_join(path, sizeof(path), dir, "attach.tbl") && (fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		void *m = mmap(NULL, sizeof(struct attach_table), PROT_READ, MAP_SHARED, fd, 0);
+		const struct attach_table *none = NULL;
+		close(fd);
+		if (m != MAP_FAILED && !__atomic_compare_exchange_n(&mine, &none, m, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			munmap(m, sizeof(struct attach_table));
+	}
+	if (mine)
+		BPF_RT_SYS(SYS_futex, &mine->gen, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 }
 
 static struct rt_thread follower_thread = {

@@ -184,7 +184,11 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 			return err;
 		if (!m->ops->sys_update)
 			return -EOPNOTSUPP;
-		return m->ops->sys_update(m, key, &id, flags);
+		err = m->ops->sys_update(m, key, &id, flags);
+		/* the followers get the ring or program it names before a probe needs it */
+		if (!err && (t == BPF_MAP_TYPE_PERF_EVENT_ARRAY || t == BPF_MAP_TYPE_PROG_ARRAY))
+			shim_poke();
+		return err;
 	}
 	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK || t == BPF_MAP_TYPE_BLOOM_FILTER) {
 		if (!m->ops->push)

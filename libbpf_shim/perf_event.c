@@ -31,6 +31,7 @@
 #include "bpf_rt.h"
 #include "perf_ring.h"
 #include "rt_thread.h"
+#include "rawsys.h"
 
 #define PERF_TYPE_UPROBE_DEFAULT 8
 
@@ -365,9 +366,10 @@ int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg)
 
 /* The rings this process writes to (or polls), by perf event id. Append
  * only, in chunks that are never freed: a probe reads it without a lock and
- * never allocates; only the first output to a ring takes rings_lock (and
- * maps a new chunk with mmap, not malloc). Searched newest first: the live
- * rings are the recent ones. */
+ * never allocates, maps with raw syscalls, and never asks the server: the
+ * follower thread adds the rings of a program's PERF_EVENT_ARRAY before the
+ * program runs here and when the loader fills a slot (shim_prog_prepare).
+ * Searched newest first: the live rings are the recent ones. */
 struct ring_ent {
 	uint32_t id;
 	int evfd;
@@ -399,22 +401,22 @@ static struct ring_ent *ring_find(uint32_t id)
 }
 
 /* The whole ring, mapped once the loader has sized it (shim_perf_mmap: the
- * size never changes after); NULL before. */
+ * size never changes after); NULL before. Raw syscalls, no lock: a probe may
+ * be the first to need it; of two racing mappers one unmaps its own. */
 static struct perf_ring_meta *ring_full(struct ring_ent *r)
 {
-	struct perf_ring_meta *f = __atomic_load_n(&r->full, __ATOMIC_ACQUIRE);
+	struct perf_ring_meta *f = __atomic_load_n(&r->full, __ATOMIC_ACQUIRE), *none = NULL;
 	uint64_t dsize;
 
 	if (f || !(dsize = __atomic_load_n(&r->meta->data_size, __ATOMIC_ACQUIRE)))
 		return f;
-	pthread_mutex_lock(&rings_lock);
-	if (!(f = r->full)) {
-		void *p = real.mmap(NULL, PERF_RING_META_SIZE + 4096 + dsize, PROT_READ | PROT_WRITE, MAP_SHARED,
-				    r->ringfd, 0);
-		if (p != MAP_FAILED)
-			__atomic_store_n(&r->full, f = p, __ATOMIC_RELEASE);
+	f = bpf_rt_mmap(PERF_RING_META_SIZE + 4096 + dsize, PROT_READ | PROT_WRITE, MAP_SHARED, r->ringfd, 0);
+	if (!f)
+		return NULL;
+	if (!__atomic_compare_exchange_n(&r->full, &none, f, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		BPF_RT_SYS(SYS_munmap, f, PERF_RING_META_SIZE + 4096 + dsize);
+		f = none;
 	}
-	pthread_mutex_unlock(&rings_lock);
 	return f;
 }
 
@@ -445,7 +447,42 @@ static struct ring_ent *ring_add(uint32_t id, int evfd, int ringfd)
 	return r;
 }
 
-static struct ring_ent *ring_by_id(uint32_t id)
+/* Records probes dropped because this process had no ring for the event
+ * yet, by event id: given to the ring's `lost` count (PERF_RECORD_LOST)
+ * when the follower adds it. Slots are claimed with a CAS, never freed. */
+#define MISSED_MAX 64
+static struct { uint32_t id; uint64_t n; } missed[MISSED_MAX];
+
+void agent_follower_kick(void);   /* agent/uprobe.c */
+
+static void ring_missed(uint32_t id)
+{
+	for (unsigned i = 0; i < MISSED_MAX; i++) {
+		uint32_t cur = __atomic_load_n(&missed[i].id, __ATOMIC_ACQUIRE), zero = 0;
+		if (cur == id || (!cur && (__atomic_compare_exchange_n(&missed[i].id, &zero, id, 0, __ATOMIC_ACQ_REL,
+								       __ATOMIC_ACQUIRE) || zero == id))) {
+			__atomic_add_fetch(&missed[i].n, 1, __ATOMIC_RELEASE);
+			break;
+		}
+	}
+	agent_follower_kick();
+}
+
+static void missed_to_ring(struct ring_ent *r)
+{
+	for (unsigned i = 0; i < MISSED_MAX; i++) {
+		if (__atomic_load_n(&missed[i].id, __ATOMIC_ACQUIRE) != r->id)
+			continue;
+		uint64_t n = __atomic_exchange_n(&missed[i].n, 0, __ATOMIC_ACQ_REL);
+		if (n) {
+			shm_lock(&r->meta->lock);
+			r->meta->lost += n;
+			shm_unlock(&r->meta->lock);
+		}
+	}
+}
+
+void shim_perf_ring_prepare(uint32_t id)
 {
 	struct ring_ent *r = ring_find(id);
 	struct shim_reply rep;
@@ -465,7 +502,8 @@ static struct ring_ent *ring_by_id(uint32_t id)
 		pending_ring_fd = -1;
 		pthread_mutex_unlock(&rings_lock);
 	}
-	return r;
+	if (r)
+		missed_to_ring(r);
 }
 
 static struct perf_event_mmap_page *ring_page(struct perf_ring_meta *full)
@@ -551,9 +589,12 @@ static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags
 		return (uint64_t)-ENOENT;
 	if (size > 0xffff - 16)
 		return (uint64_t)-E2BIG;
-	r = ring_by_id(id);
-	if (!r)
-		return (uint64_t)-ENOENT;
+	r = ring_find(id);
+	if (!r) {
+		/* filled after the follower last looked: counted, the follower asked */
+		ring_missed(id);
+		return (uint64_t)-ENOSPC;
+	}
 	if (!(full = ring_full(r)))
 		return (uint64_t)-ENOSPC;   /* no buffer mapped yet: perf_output_begin() */
 	/* the record is copied from program memory fault-safely, under the lock */

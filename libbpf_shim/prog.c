@@ -29,6 +29,50 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct prog_cache_ent *cache;
 static size_t cache_len, cache_cap;
 
+/* The built programs again, for probes (a tail call's target): read without
+ * a lock, written under cache_lock; a released program's id is cleared. A
+ * probe never builds a program nor asks the server for one: the follower
+ * did it before the program could run here (shim_prog_prepare). */
+#define LIVE_MAX 1024
+static struct { uint32_t id; const struct bpf_prog_rt *rt; } live[LIVE_MAX];
+static unsigned n_live;
+
+static void live_add(uint32_t id, const struct bpf_prog_rt *rt)
+{
+	for (unsigned i = 0; i < n_live; i++)
+		if (!__atomic_load_n(&live[i].id, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&live[i].rt, rt, __ATOMIC_RELEASE);
+			__atomic_store_n(&live[i].id, id, __ATOMIC_RELEASE);
+			return;
+		}
+	if (n_live < LIVE_MAX) {
+		live[n_live].rt = rt;
+		live[n_live].id = id;
+		__atomic_store_n(&n_live, n_live + 1, __ATOMIC_RELEASE);
+	}
+}
+
+static void live_drop(uint32_t id)
+{
+	for (unsigned i = 0; i < n_live; i++)
+		if (live[i].id == id)
+			__atomic_store_n(&live[i].id, 0, __ATOMIC_RELEASE);
+}
+
+static const struct bpf_prog_rt *live_find(uint32_t id)
+{
+	unsigned n = __atomic_load_n(&n_live, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; i < n; i++)
+		if (__atomic_load_n(&live[i].id, __ATOMIC_ACQUIRE) == id) {
+			const struct bpf_prog_rt *rt = __atomic_load_n(&live[i].rt, __ATOMIC_ACQUIRE);
+			/* not released and reused meanwhile */
+			if (__atomic_load_n(&live[i].id, __ATOMIC_ACQUIRE) == id)
+				return rt;
+		}
+	return NULL;
+}
+
 /* Move an fd the shim opened for its own use above the app's range. */
 static int internal_fd(int fd)
 {
@@ -190,8 +234,10 @@ const struct bpf_prog_rt *shim_prog_get(int fd, int *err)
 					cache_cap = nc;
 				}
 			}
-			if (cache_len < cache_cap)
+			if (cache_len < cache_cap) {
 				cache[cache_len++] = (struct prog_cache_ent){ e->id, rt, fd, (void *)rt->insns, 0 };
+				live_add(e->id, rt);
+			}
 		}
 	}
 	pthread_mutex_unlock(&cache_lock);
@@ -275,6 +321,7 @@ void shim_prog_release(uint32_t id)
 				break;          /* the app's own fd: not ours to drop */
 			ent = cache[i];
 			cache[i] = cache[--cache_len];
+			live_drop(id);
 			found = 1;
 			break;
 		}
@@ -288,12 +335,57 @@ void shim_prog_release(uint32_t id)
 	 * may still be on its way out through them */
 }
 
-/* bpf_tail_call's slot lookup (agent/bpf_rt.h): prog_array slots hold ids. */
+/* bpf_tail_call's slot lookup (agent/bpf_rt.h): prog_array slots hold ids.
+ * In a probe: a target not built here yet (the follower builds it when
+ * poked, shim_prog_prepare) is a missing entry, as an empty slot. */
 static const struct bpf_prog_rt *prog_array_get(void *map, uint32_t index)
 {
 	uint32_t id = shm_fd_array_get((const struct shm_map *)map, index);
 
-	return id ? shim_prog_by_id(id) : NULL;
+	return id ? live_find(id) : NULL;
+}
+
+/*
+ * Everything the program needs to run in this process, obtained now, by the
+ * follower thread before the program can run here (agent/uprobe.c), and
+ * again whenever the loader changes a slot of a map it uses (shim_poke):
+ * its maps are open (shim_prog_get), the perf rings its PERF_EVENT_ARRAY
+ * slots name, the programs its PROG_ARRAY slots name (and theirs). A probe
+ * then finds them without a lock, a request or an allocation.
+ */
+static void prepare(const struct bpf_prog_rt *rt, uint32_t *seen, unsigned *n_seen)
+{
+	for (unsigned k = 0; k < *n_seen; k++)
+		if (seen[k] == rt->id)
+			return;
+	if (*n_seen < 64)
+		seen[(*n_seen)++] = rt->id;
+	for (uint32_t i = 0; i < rt->nr_maps; i++) {
+		const struct shm_map *m = rt->maps[i];
+		uint32_t t = m->hdr->attr.map_type, max = m->hdr->attr.max_entries;
+		if (t != BPF_MAP_TYPE_PERF_EVENT_ARRAY && t != BPF_MAP_TYPE_PROG_ARRAY)
+			continue;
+		for (uint32_t k = 0; k < max; k++) {
+			uint32_t id = shm_fd_array_get(m, k);
+			if (!id)
+				continue;
+			if (t == BPF_MAP_TYPE_PERF_EVENT_ARRAY) {
+				shim_perf_ring_prepare(id);
+			} else {
+				const struct bpf_prog_rt *next = shim_prog_by_id(id);
+				if (next)
+					prepare(next, seen, n_seen);
+			}
+		}
+	}
+}
+
+void shim_prog_prepare(const struct bpf_prog_rt *rt)
+{
+	uint32_t seen[64];
+	unsigned n = 0;
+
+	prepare(rt, seen, &n);
 }
 
 /* 150: before uprobe_init (200), which may run programs */

@@ -167,6 +167,11 @@ struct bpf_prog_rt;
 const struct bpf_prog_rt *shim_prog_get(int fd, int *err);
 const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
 void shim_prog_release(uint32_t id);
+/* The follower, before a program can run here: what it needs (prog.c). */
+void shim_prog_prepare(const struct bpf_prog_rt *rt);
+/* A PERF_EVENT_ARRAY or PROG_ARRAY slot was filled: every process's follower
+ * prepares its programs again (agent/uprobe.c). */
+void shim_poke(void);
 struct shm_map *shim_map_by_id(uint32_t id);
 long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
 /* agent/jit.c */
@@ -181,6 +186,9 @@ int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg);
 /* Consumer side of a perf ring (wakeup.c): report pending drops once there is
  * room (1: a PERF_RECORD_LOST was written); the eventfd's wake-up was taken. */
 int shim_perf_flush_lost(int fd, struct shim_fd *e);
+/* The follower: the ring of perf event `id` in this process's table, asked
+ * of the server if new, with the drops of probes that found it missing. */
+void shim_perf_ring_prepare(uint32_t id);
 void shim_perf_woken(struct shim_fd *e);
 
 /* ---- consumer wake-ups of perf events and ringbufs (wakeup.c) ---- */

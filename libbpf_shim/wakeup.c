@@ -44,15 +44,25 @@ static struct { uint32_t id; int fd; } rb_wake[MAX_RB_WAKE];
 static unsigned n_rb_wake;
 static pthread_mutex_t rb_wake_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int shim_ringbuf_wake_fd(uint32_t id)
+/* Without a lock or a request: what a producer (a probe) may do. */
+static int rb_wake_find(uint32_t id)
 {
 	unsigned n = __atomic_load_n(&n_rb_wake, __ATOMIC_ACQUIRE);
-	struct shim_reply rep;
-	int fd = -1;
 
 	for (unsigned i = 0; i < n; i++)
 		if (rb_wake[i].id == id)
 			return rb_wake[i].fd;
+	return -1;
+}
+
+int shim_ringbuf_wake_fd(uint32_t id)
+{
+	unsigned n = __atomic_load_n(&n_rb_wake, __ATOMIC_ACQUIRE);
+	struct shim_reply rep;
+	int fd = rb_wake_find(id);
+
+	if (fd >= 0)
+		return fd;
 	pthread_mutex_lock(&rb_wake_lock);
 	for (unsigned i = n; i < n_rb_wake; i++)
 		if (rb_wake[i].id == id)
@@ -78,10 +88,12 @@ static void signal_fd(int fd)
 	(void)!write(fd, &one, sizeof(one));
 }
 
-/* bpf_rt_ringbuf_wake: the producers' irq_work. */
+/* bpf_rt_ringbuf_wake: the producers' irq_work. The eventfd was asked for
+ * when the program's maps were opened here (prog.c shim_map_by_id), before
+ * it could run. */
 static void ringbuf_wake(uint32_t id)
 {
-	int fd = shim_ringbuf_wake_fd(id);
+	int fd = rb_wake_find(id);
 
 	if (fd >= 0)
 		signal_fd(fd);

@@ -8,7 +8,6 @@ import errno
 import os
 import re
 import struct
-from pathlib import Path
 
 from . import _native
 from .btf import Btf

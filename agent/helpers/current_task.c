@@ -50,6 +50,7 @@
 #include "helpers.h"
 #include "syscall_tp.h"
 #include "task_layout.h"
+#include "rawsys.h"
 
 int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
 
@@ -86,21 +87,22 @@ static void layout_load(int wait)
 
 	if (layout_state == 1 || (layout_state < 0 && now < layout_retry_ns))
 		return;
-	if (!shim_runtime_dir || shim_runtime_dir(dir, sizeof(dir)))
+	if (!shim_runtime_dir || shim_runtime_dir(dir, sizeof(dir)) ||
+	    bpf_rt_path_join(path, sizeof(path), dir, "task_layout"))
 		goto fail;
-	snprintf(path, sizeof(path), "%s/task_layout", dir);
 	for (int i = 0; i < tries; i++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		/* raw syscalls: a probe's first call may be the one that reads it */
+		long fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0) {
-			ssize_t n = read(fd, &L, sizeof(L));
-			close(fd);
-			if (n == (ssize_t)sizeof(L) && layout_ok()) {
+			long n = BPF_RT_SYS(SYS_read, fd, &L, sizeof(L));
+			BPF_RT_SYS(SYS_close, fd);
+			if (n == (long)sizeof(L) && layout_ok()) {
 				layout_state = 1;
 				return;
 			}
 			break;
 		}
-		if (errno != ENOENT)
+		if (fd != -ENOENT)
 			break;
 		if (i + 1 < tries)
 			nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
@@ -151,17 +153,9 @@ struct pstat {
 
 static int read_file(const char *path, char *buf, size_t n)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t r;
+	long r = bpf_rt_read_file(path, buf, n);
 
-	if (fd < 0)
-		return -1;
-	r = read(fd, buf, n - 1);
-	close(fd);
-	if (r < 0)
-		return -1;
-	buf[r] = 0;
-	return (int)r;
+	return r < 0 ? -1 : (int)r;
 }
 
 static int read_stat(const char *path, struct pstat *st)
@@ -356,12 +350,22 @@ void bpf_rt_current_task_forked(void)
 	proc_mu = init;
 }
 
+/* The follower, before it applies a program: the first current_task()
+ * of a probe then finds the layout read (a probe never waits for it). */
+void bpf_rt_task_prepare(void)
+{
+	if (__atomic_load_n(&layout_state, __ATOMIC_ACQUIRE) == 1)
+		return;
+	pthread_mutex_lock(&proc_mu);
+	layout_load(1);
+	pthread_mutex_unlock(&proc_mu);
+}
+
 /* ---- the calling thread ---- */
 
 static __thread char *my_task, *my_block;   /* my_block: a task of our own (not the leader) */
 static __thread unsigned my_gen, my_epoch;
 static pthread_key_t block_key;
-static pthread_once_t block_once = PTHREAD_ONCE_INIT;
 
 static void block_free(void *b)
 {
@@ -374,7 +378,8 @@ static void block_free(void *b)
 	}
 }
 
-static void block_key_init(void)
+/* At load: a first call may be inside fork() or malloc (rawsys.h bpf_rt_setspecific). */
+__attribute__((constructor(110))) static void block_key_init(void)
 {
 	pthread_key_create(&block_key, block_free);
 }
@@ -391,7 +396,7 @@ static void thread_setup(unsigned g)
 	my_task = NULL;
 	my_gen = g;
 	pthread_mutex_lock(&proc_mu);
-	layout_load(1);
+	layout_load(0);   /* a probe does not wait: bpf_rt_task_prepare() did */
 	if (layout_state == 1 && __atomic_load_n(&proc_gen, __ATOMIC_ACQUIRE) != g)
 		proc_setup(g);
 	pthread_mutex_unlock(&proc_mu);
@@ -410,8 +415,7 @@ static void thread_setup(unsigned g)
 	snprintf(path, sizeof(path), "/proc/self/task/%u/stat", tid);
 	fill_task(b, tid, my_tgid_, path, 1);
 	my_task = my_block = b;
-	pthread_once(&block_once, block_key_init);
-	pthread_setspecific(block_key, b);
+	bpf_rt_setspecific(block_key, b);
 }
 
 /* After a rename: the thread's comm, and the leader's (/proc/self/comm). */

@@ -56,6 +56,8 @@ extern unsigned bpf_rt_comm_epoch;
 extern uintptr_t bpf_rt_task_watch_lo, bpf_rt_task_watch_hi;
 void bpf_rt_task_touch(uintptr_t addr, size_t n);
 void bpf_rt_current_task_forked(void);
+/* Read the task layout now (the follower, before a probe needs it). */
+void bpf_rt_task_prepare(void);
 static inline void bpf_rt_task_watch(const void *src, size_t n)
 {
 	uintptr_t a = (uintptr_t)src;

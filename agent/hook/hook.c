@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include "hook.h"
+#include "rawsys.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -252,21 +253,9 @@ static __thread struct shadow_ent *ss_base;
 static __thread uint32_t ss_n;
 static __thread const struct hook_site *entry_site;   /* entry handlers of this site run */
 
-/* Raw system calls: used while a site is half patched, when calling into
- * libc could hit the very code being patched. */
-static long rsys(long n, long a, long b, long c, long d, long e, long f)
-{
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	register long r9 __asm__("r9") = f;
-	long ret;
-
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
+/* Raw system calls (rawsys.h): used while a site is half patched, when
+ * calling into libc could hit the very code being patched. */
+#define rsys bpf_rt_sys
 
 static unsigned site_bucket(uint64_t addr)
 {
@@ -330,7 +319,7 @@ static struct rcu_slot *rcu_register(void)
 			    __atomic_compare_exchange_n(&c->s[i].owner, &zero, 1, 0, __ATOMIC_SEQ_CST,
 							__ATOMIC_RELAXED)) {
 				tls_slot = &c->s[i];
-				pthread_setspecific(rcu_key, tls_slot);
+				bpf_rt_setspecific(rcu_key, tls_slot);
 				return tls_slot;
 			}
 		}
@@ -418,7 +407,7 @@ static struct shadow_ent *shadow_base(void)
 	if ((unsigned long)p > -4096ul)
 		return NULL;
 	ss_base = p;
-	pthread_setspecific(shadow_key, p);
+	bpf_rt_setspecific(shadow_key, p);
 	return ss_base;
 }
 
@@ -1246,6 +1235,14 @@ static void atfork_child(void)
 	qreq.active = 0;
 }
 
+/* Created before the application's keys (rawsys.h bpf_rt_setspecific); 110: before
+ * uprobe_init (200), which may attach. */
+static int keys_ok;
+__attribute__((constructor(110))) static void hook_keys(void)
+{
+	keys_ok = !pthread_key_create(&shadow_key, shadow_free) && !pthread_key_create(&rcu_key, rcu_release);
+}
+
 static int init_locked(void)
 {
 	struct sigaction sa;
@@ -1259,9 +1256,7 @@ static int init_locked(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGTRAP, &sa, &prev_trap))
 		return -errno;
-	if (pthread_key_create(&shadow_key, shadow_free))
-		return -EAGAIN;
-	if (pthread_key_create(&rcu_key, rcu_release))
+	if (!keys_ok)
 		return -EAGAIN;
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0, 0, 0, 0) == 0)
 		have_sync_core = 1;

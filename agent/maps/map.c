@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include "map.h"
+#include "rawsys.h"
 
 #define PAGE_SIZE_ 4096u
 
@@ -152,36 +153,43 @@ BPFSHIM_API void *shm_map_mmap(int fd, uint64_t seg_size, uint64_t *mapped)
 	return base;
 }
 
+/* num_possible_cpus(): the highest cpu of /sys/devices/system/cpu/possible
+ * ("0-1", "0,2-5") + 1. Read with plain syscalls and parsed by hand: the
+ * first call may be a probe's, inside fork() or malloc (no stdio). */
 BPFSHIM_API uint32_t shm_nr_possible_cpus(void)
 {
 	static uint32_t n;
-	FILE *f;
-	unsigned lo, hi;
+	char buf[256];
+	uint32_t max = 0, cur = 0;
+	int have = 0;
+	long len;
 
-	if (n)
+	if (__atomic_load_n(&n, __ATOMIC_RELAXED))
 		return n;
-	f = fopen("/sys/devices/system/cpu/possible", "r");
-	if (f) {
-		char buf[256], *p;
-		uint32_t max = 0;
-		if (fgets(buf, sizeof(buf), f)) {
-			/* "0-1" or "0,2-5": the highest cpu + 1, as num_possible_cpus() */
-			for (p = strtok(buf, ","); p; p = strtok(NULL, ",")) {
-				int k = sscanf(p, "%u-%u", &lo, &hi);
-				if (k == 2 && hi + 1 > max)
-					max = hi + 1;
-				else if (k == 1 && lo + 1 > max)
-					max = lo + 1;
-			}
+	len = bpf_rt_read_file("/sys/devices/system/cpu/possible", buf, sizeof(buf));
+	for (long i = 0; i <= len; i++) {
+		char c = i < len ? buf[i] : 0;
+		if (c >= '0' && c <= '9') {
+			cur = cur * 10 + (uint32_t)(c - '0');
+			have = 1;
+			continue;
 		}
-		fclose(f);
-		n = max;
+		if (have && cur + 1 > max)
+			max = cur + 1;
+		cur = 0;
+		have = 0;
 	}
-	if (!n) {
-		long c = sysconf(_SC_NPROCESSORS_CONF);
-		n = c > 0 ? (uint32_t)c : 1;
+	if (!max) {
+		/* no sysfs: the highest CPU we may run on (sysconf would opendir) */
+		cpu_set_t set;
+		max = 1;
+		if (!sched_getaffinity(0, sizeof(set), &set))
+			for (uint32_t c = 0; c < CPU_SETSIZE; c++)
+				if (CPU_ISSET(c, &set))
+					max = c + 1;
 	}
-	return n;
+	__atomic_store_n(&n, max, __ATOMIC_RELAXED);
+	return max;
 }
 
 __thread int shm_run_cpu = -1;

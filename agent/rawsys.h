@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What code that runs inside a probe uses instead of libc. Raw system calls: libc's wrappers of
+ * open/close/mmap are interposed by the shim (fd table look-ups that may
+ * ask the server, wake-up registrations under a lock), and a probe may
+ * interrupt any of them. These go straight to the kernel. They return
+ * -errno, as the kernel does, and leave errno alone.
+ */
+#ifndef BPFSHIM_RAWSYS_H
+#define BPFSHIM_RAWSYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+
+static inline long bpf_rt_sys(long n, long a, long b, long c, long d, long e, long f)
+{
+	register long r10 __asm__("r10") = d;
+	register long r8 __asm__("r8") = e;
+	register long r9 __asm__("r9") = f;
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+#define BPF_RT_SYS(n, ...) bpf_rt_sys_n((n), __VA_ARGS__, 0, 0, 0, 0, 0, 0)
+#define bpf_rt_sys_n(n, a, b, c, d, e, f, ...) \
+	bpf_rt_sys((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+
+/* A mapping's result as a pointer, or NULL. */
+static inline void *bpf_rt_mmap(size_t len, int prot, int flags, int fd, long off)
+{
+	long r = BPF_RT_SYS(SYS_mmap, 0, len, prot, flags, fd, off);
+
+	return (unsigned long)r > -4096ul ? NULL : (void *)r;
+}
+
+/* The start of a file (a /proc or /sys file) into buf, NUL-terminated:
+ * its length, or -errno. */
+static inline long bpf_rt_read_file(const char *path, char *buf, size_t n)
+{
+	long fd = BPF_RT_SYS(SYS_openat, -100 /* AT_FDCWD */, path, 02000000 /* O_RDONLY | O_CLOEXEC */, 0);
+	long r;
+
+	if (fd < 0)
+		return fd;
+	r = BPF_RT_SYS(SYS_read, fd, buf, n - 1);
+	BPF_RT_SYS(SYS_close, fd);
+	buf[r > 0 ? r : 0] = 0;
+	return r;
+}
+
+/* The decimal digits of v at out (no NUL): how many. */
+static inline size_t bpf_rt_utoa(char *out, uint64_t v)
+{
+	char t[20];
+	size_t n = 0, k = 0;
+
+	do
+		t[n++] = (char)('0' + v % 10);
+	while (v /= 10);
+	while (n)
+		out[k++] = t[--n];
+	return k;
+}
+
+/* dir + "/" + name into out (n bytes): 0, or -1 when it does not fit
+ * (snprintf is not async-signal-safe). */
+static inline int bpf_rt_path_join(char *out, size_t n, const char *dir, const char *name)
+{
+	size_t k = 0;
+
+	for (const char *p = dir; *p; p++)
+		if (k + 1 < n)
+			out[k++] = *p;
+		else
+			return -1;
+	if (k + 1 >= n)
+		return -1;
+	out[k++] = '/';
+	for (const char *p = name; *p; p++)
+		if (k + 1 < n)
+			out[k++] = *p;
+		else
+			return -1;
+	out[k] = 0;
+	return 0;
+}
+
+/* pthread_once() for code a probe runs: no lock a signal handler could
+ * find held by the code it interrupted (a probe never nests on its own
+ * thread: in_probe); a racing thread waits for the first one's few syscalls.
+ * *state: 0, 1 running, 2 done. */
+static inline void bpf_rt_once(int *state, void (*fn)(void))
+{
+	int zero = 0;
+
+	if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2)
+		return;
+	if (__atomic_compare_exchange_n(state, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		fn();
+		__atomic_store_n(state, 2, __ATOMIC_RELEASE);
+	}
+	while (__atomic_load_n(state, __ATOMIC_ACQUIRE) != 2)
+		__builtin_ia32_pause();
+}
+
+/* pthread_setspecific() callocs a thread's second level of keys for a key
+ * past glibc's first 32 (PTHREAD_KEY_2NDLEVEL_SIZE): a probe sets only keys
+ * below (the library creates its keys in constructors, before the
+ * application's); past them the value's destructor is not run at thread exit. */
+static inline void bpf_rt_setspecific(pthread_key_t k, const void *p)
+{
+	if (k < 32)
+		pthread_setspecific(k, p);
+}
+
+#endif
