@@ -63,16 +63,16 @@ def attr_ends():
     return ",".join(str(uapi_facts.CMD_LAST_FIELD[c][1]) for c in sorted(uapi_facts.CMD_LAST_FIELD))
 
 
-def run_side(side):
-    """{case: trace} of one backend, or {"__error__": why} when the child
-    died or printed no JSON."""
+def run_side(side, names=()):
+    """{case: trace} of one backend (the cases `names`, else all), or
+    {"__error__": why} when the child died or printed no JSON."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     env["BPFSHIM_ATTR_ENDS"] = attr_ends()
     rt = None
     if side == "kernel":
         ensure_bpffs()
-        cmd = [PYTHON, RUNNER]
+        cmd = [PYTHON, RUNNER, *names]
     else:
         rt = tempfile.mkdtemp(prefix="bpfshim-mapsys-")
         os.chmod(rt, 0o700)
@@ -81,7 +81,7 @@ def run_side(side):
             os.chown(rt, UNPRIV_UID, UNPRIV_UID)
             pre = unpriv_cmd()
         # LD_PRELOAD after the switch of user: setpriv itself is not traced
-        cmd = pre + ["env", f"LD_PRELOAD={SHIM_LIB}", f"BPFSHIM_RUNTIME_DIR={rt}", PYTHON, RUNNER]
+        cmd = pre + ["env", f"LD_PRELOAD={SHIM_LIB}", f"BPFSHIM_RUNTIME_DIR={rt}", PYTHON, RUNNER, *names]
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120, cwd="/")
     finally:

@@ -81,6 +81,10 @@ static int map_get(int fd, struct shim_fd **out)
 	}
 	if (e->kind != SHIM_OBJ_MAP)
 		return -EINVAL;
+	/* the segment is writable by whoever holds the fd: a header that no
+	 * longer describes this map is not followed (map.h) */
+	if (!shm_map_geometry_ok(&e->map))
+		return -EFAULT;
 	*out = e;
 	return 0;
 }
@@ -456,7 +460,12 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 			err = -EFAULT;
 			goto out;
 		}
-		/* Skip to position `pos` (deleted elements are already gone). */
+		/* Skip to position `pos` (deleted elements are already gone);
+		 * no map has a position past its size */
+		if (pos > m->hdr->attr.max_entries) {
+			err = -ENOENT;
+			goto done;
+		}
 		if (!del) {
 			for (uint32_t i = 0; i < pos; i++) {
 				err = m->ops->get_next_key(m, have_prev ? prev : NULL, key);
@@ -494,14 +503,15 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 			/* an empty slot (fd arrays) or an element deleted since
 			 * get_next_key: step over it, as generic_map_lookup_batch's
 			 * next_key does. With delete the walk restarts from the
-			 * first key, which has gone; a key that stays and keeps
-			 * failing is a corrupted map: bounded by max_entries. */
+			 * first key, which has gone. More skips than the map has
+			 * entries is a corrupted map (a cycle): EINVAL. */
+			if (++skipped > m->hdr->attr.max_entries) {
+				err = -EINVAL;
+				goto out;
+			}
 			if (!del) {
 				memcpy(prev, key, ks);
 				have_prev = 1;
-			} else if (++skipped > m->hdr->attr.max_entries) {
-				err = -EINVAL;
-				goto out;
 			}
 			continue;
 		}

@@ -136,6 +136,28 @@ static struct bucket *buckets(const struct shm_map *m)
 	return (struct bucket *)shm_map_data(m);
 }
 
+/*
+ * The segment is writable by every process holding the map fd, so what it
+ * says is checked before it is followed (a loader writing into it by
+ * mistake must get errors, never a fault or an endless walk): the
+ * geometry in the header against this process's mapping (htab_ok, at each
+ * entry point) and every element index read from it (IDX_OK); chain walks
+ * are bounded by max_entries.
+ */
+#define IDX_OK(m, i) ((i) >= 1 && (i) <= (m)->hdr->attr.max_entries)
+
+static int htab_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+	uint64_t nb = h->type_state[3];
+
+	/* n_buckets_for(max_entries), without its loop: this is on every lookup */
+	return shm_map_geometry_ok(m) && h->attr.max_entries && nb && !(nb & (nb - 1)) &&
+	       nb >= h->attr.max_entries && (nb == 1 || nb / 2 < h->attr.max_entries) &&
+	       h->type_state[4] == elem_size_for(&h->attr) &&
+	       h->data_off + htab_area(&h->attr) <= m->size;
+}
+
 static struct elem *elem_at(const struct shm_map *m, uint32_t idx1)
 {
 	const struct shm_map_hdr *h = m->hdr;
@@ -217,8 +239,8 @@ static uint32_t freelist_pop(struct shm_map *m)
 
 	do {
 		idx = (uint32_t)old;
-		if (!idx)
-			return 0;
+		if (!IDX_OK(m, idx))
+			return 0;      /* empty (0), or a corrupted head: nothing to take */
 		uint32_t next = __atomic_load_n(&elem_at(m, idx)->next, __ATOMIC_RELAXED);
 		new = ((old >> 32) + 1) << 32 | next;
 	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
@@ -265,6 +287,8 @@ static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, c
 		uint64_t steps = 0;
 		for (i = __atomic_load_n(link, __ATOMIC_ACQUIRE); i && !IS_NULLS(i);
 		     i = __atomic_load_n(link, __ATOMIC_ACQUIRE)) {
+			if (!IDX_OK(m, i))
+				return 0;
 			struct elem *e = elem_at(m, i);
 			if (e->hash == hash && key_eq(elem_key(e), key, ks)) {
 				if (prev)
@@ -298,7 +322,8 @@ static int lru_evict(struct shm_map *m)
 
 	for (uint32_t k = 0; k < nb && seen < 64; k++) {
 		uint32_t bi = (start + k) & (nb - 1);
-		for (uint32_t i = __atomic_load_n(&buckets(m)[bi].head, __ATOMIC_ACQUIRE); i && !IS_NULLS(i) && seen < 4096;
+		for (uint32_t i = __atomic_load_n(&buckets(m)[bi].head, __ATOMIC_ACQUIRE);
+		     IDX_OK(m, i) && !IS_NULLS(i) && seen < 4096;
 		     i = __atomic_load_n(&elem_at(m, i)->next, __ATOMIC_ACQUIRE)) {
 			struct elem *e = elem_at(m, i);
 			seen++;
@@ -314,7 +339,7 @@ static int lru_evict(struct shm_map *m)
 	struct bucket *b = &buckets(m)[best_b];
 	uint32_t *link = &b->head;
 	shm_lock(&b->lock);
-	for (uint32_t i = *link; !IS_NULLS(i); i = *link) {
+	for (uint32_t i = *link, steps = 0; IDX_OK(m, i) && steps <= h->attr.max_entries; i = *link, steps++) {
 		if (i == best_i) {
 			__atomic_store_n(link, elem_at(m, i)->next, __ATOMIC_RELEASE);
 			__atomic_sub_fetch(COUNT(h), 1, __ATOMIC_RELAXED);
@@ -384,6 +409,8 @@ static int htab_update_common(struct shm_map *m, const void *key, const void *va
 
 	if (percpu ? flags > BPF_EXIST : (flags & ~(uint64_t)BPF_F_LOCK) > BPF_EXIST)
 		return -EINVAL;
+	if (!htab_ok(m))
+		return -EFAULT;
 	hash = hash_key(key, ks);
 	b = bucket_of(m, hash);
 	if (flags & BPF_F_LOCK) {
@@ -473,6 +500,8 @@ static void copy_out(struct shm_map *m, struct elem *e, void *value, uint64_t fl
 
 static int htab_sys_lookup(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
+	if (!htab_ok(m))
+		return -EFAULT;
 	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 
@@ -494,6 +523,8 @@ static int htab_sys_lookup(struct shm_map *m, const void *key, void *value, uint
 
 static int htab_delete(struct shm_map *m, const void *key)
 {
+	if (!htab_ok(m))
+		return -EFAULT;
 	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 	uint32_t *link;
@@ -513,6 +544,8 @@ static int htab_delete(struct shm_map *m, const void *key)
 
 static int htab_lookup_and_delete(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
+	if (!htab_ok(m))
+		return -EFAULT;
 	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 	uint32_t *link;
@@ -536,6 +569,8 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 {
 	uint32_t ks = m->hdr->attr.key_size, nb = (uint32_t)m->hdr->type_state[3], bi = 0;
 
+	if (!htab_ok(m))
+		return -EFAULT;
 	if (key) {
 		uint32_t hash = hash_key(key, ks);
 		struct bucket *b = bucket_of(m, hash);
@@ -543,7 +578,7 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 		uint32_t i = chain_find(m, b, hash, key, NULL);
 		if (i) {
 			uint32_t n = elem_at(m, i)->next;
-			if (!IS_NULLS(n)) {
+			if (IDX_OK(m, n)) {
 				memcpy(next, elem_key(elem_at(m, n)), ks);
 				shm_unlock(&b->lock);
 				return 0;
@@ -557,7 +592,7 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 		if (IS_NULLS(__atomic_load_n(&b->head, __ATOMIC_ACQUIRE)))
 			continue;
 		shm_lock(&b->lock);
-		if (!IS_NULLS(b->head)) {
+		if (IDX_OK(m, b->head)) {
 			memcpy(next, elem_key(elem_at(m, b->head)), ks);
 			shm_unlock(&b->lock);
 			return 0;
@@ -570,6 +605,8 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 /* Program side: a pointer into the element (this CPU's slot for percpu). */
 static void *htab_lookup_ptr(struct shm_map *m, const void *key)
 {
+	if (!htab_ok(m))
+		return NULL;
 	uint32_t hash = hash_key(key, m->hdr->attr.key_size);
 	uint32_t i = chain_find(m, bucket_of(m, hash), hash, key, NULL);
 

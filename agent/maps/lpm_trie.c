@@ -80,6 +80,19 @@ static int trie_init(struct shm_map *m)
 static uint32_t data_size(const struct shm_map *m) { return m->hdr->attr.key_size - 4; }
 static uint32_t max_prefixlen(const struct shm_map *m) { return data_size(m) * 8; }
 
+/* Node indices are read from the segment, which any holder of the map fd
+ * can write: trie_ok() checks the header at each entry point, NODE_OK each
+ * index before it is followed, and walks are bounded by the pool. */
+#define NODE_OK(m, i) ((i) >= 1 && (i) <= POOL((m)->hdr))
+
+static int trie_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+
+	return shm_map_geometry_ok(m) && NSIZE(h) == node_size(&h->attr) && POOL(h) == pool_size(&h->attr) &&
+	       BUMP(h) <= POOL(h) && (!ROOT(h) || NODE_OK(m, ROOT(h))) && (!FREEL(h) || NODE_OK(m, FREEL(h)));
+}
+
 static struct node *N(const struct shm_map *m, uint32_t idx1)
 {
 	return (struct node *)((char *)shm_map_data(m) + (uint64_t)(idx1 - 1) * NSIZE(m->hdr));
@@ -98,6 +111,8 @@ static uint32_t node_alloc(struct shm_map *m)
 	uint32_t i = (uint32_t)FREEL(h);
 
 	if (i) {
+		if (!NODE_OK(m, i))
+			return 0;     /* a corrupted free list: nothing to take */
 		FREEL(h) = N(m, i)->child[0];
 		return i;
 	}
@@ -147,7 +162,9 @@ static struct node *trie_lookup(struct shm_map *m, const void *key)
 
 	if (*(const uint32_t *)key > max_prefixlen(m))
 		return NULL;
-	for (uint32_t i = (uint32_t)ROOT(m->hdr); i;) {
+	for (uint32_t i = (uint32_t)ROOT(m->hdr), steps = 0; i;) {
+		if (!NODE_OK(m, i) || ++steps > max_prefixlen(m) + 1)
+			return NULL;
 		struct node *n = N(m, i);
 		uint32_t matchlen = longest_prefix_match(m, n, key);
 		if (matchlen == max_prefixlen(m)) {
@@ -168,6 +185,10 @@ static int trie_sys_lookup(struct shm_map *m, const void *key, void *value, uint
 	struct node *n;
 
 	shm_lock(&m->hdr->lock);
+	if (!trie_ok(m)) {
+		shm_unlock(&m->hdr->lock);
+		return -EFAULT;
+	}
 	n = trie_lookup(m, key);
 	if (n)
 		shm_copy_value(m, value, nvalue(m, n));
@@ -180,7 +201,7 @@ static void *trie_lookup_ptr(struct shm_map *m, const void *key)
 	struct node *n;
 
 	shm_lock(&m->hdr->lock);
-	n = trie_lookup(m, key);
+	n = trie_ok(m) ? trie_lookup(m, key) : NULL;
 	shm_unlock(&m->hdr->lock);
 	return n ? nvalue(m, n) : NULL;
 }
@@ -212,6 +233,11 @@ static int trie_update(struct shm_map *m, const void *key, const void *value, ui
 	if (kplen > max_prefixlen(m))
 		return -EINVAL;
 	shm_lock(&h->lock);
+	nn = 0;
+	if (!trie_ok(m)) {
+		ret = -EFAULT;
+		goto out;
+	}
 	nn = node_alloc(m);
 	if (!nn) {
 		ret = -ENOMEM;
@@ -229,7 +255,11 @@ static int trie_update(struct shm_map *m, const void *key, const void *value, ui
 #define SLOT_GET() (slot ? *slot : (uint32_t)*slot_root)
 #define SLOT_SET(v) do { if (slot) __atomic_store_n(slot, (v), __ATOMIC_RELEASE); \
 			 else __atomic_store_n(slot_root, (uint64_t)(v), __ATOMIC_RELEASE); } while (0)
-	while ((node = SLOT_GET())) {
+	for (uint32_t steps = 0; (node = SLOT_GET()); ) {
+		if (!NODE_OK(m, node) || ++steps > max_prefixlen(m) + 1) {
+			ret = -EFAULT;
+			goto out;
+		}
 		struct node *n = N(m, node);
 		matchlen = longest_prefix_match(m, n, key);
 		if (n->prefixlen != matchlen || n->prefixlen == kplen)
@@ -313,7 +343,15 @@ static int trie_delete(struct shm_map *m, const void *key)
 	if (kplen > max_prefixlen(m))
 		return -EINVAL;
 	shm_lock(&h->lock);
-	while ((node = SLOT_GET())) {
+	if (!trie_ok(m)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	for (uint32_t steps = 0; (node = SLOT_GET()); ) {
+		if (!NODE_OK(m, node) || ++steps > max_prefixlen(m) + 1) {
+			ret = -EFAULT;
+			goto out;
+		}
 		struct node *n = N(m, node);
 		matchlen = longest_prefix_match(m, n, key);
 		if (n->prefixlen != matchlen || n->prefixlen == kplen)
@@ -360,6 +398,10 @@ static int trie_get_next_key(struct shm_map *m, const void *key, void *next)
 	uint32_t search_root, node, next_node = 0, kplen = 0, matchlen = 0;
 
 	shm_lock(&h->lock);
+	if (!trie_ok(m)) {
+		err = -EFAULT;
+		goto out;
+	}
 	search_root = (uint32_t)ROOT(h);
 	if (!search_root) {
 		err = -ENOENT;
@@ -371,6 +413,10 @@ static int trie_get_next_key(struct shm_map *m, const void *key, void *next)
 		goto find_leftmost;
 	const uint8_t *kd = (const uint8_t *)key + 4;
 	for (node = search_root; node;) {
+		if (!NODE_OK(m, node) || sp + 1 >= (int)BPFSHIM_ARRAY_SIZE(stack)) {
+			err = -EFAULT;
+			goto out;
+		}
 		struct node *n = N(m, node);
 		stack[++sp] = node;
 		matchlen = longest_prefix_match(m, n, key);
@@ -399,7 +445,12 @@ static int trie_get_next_key(struct shm_map *m, const void *key, void *next)
 	err = -ENOENT;
 	goto out;
 find_leftmost:
-	for (node = search_root; node;) {
+	node = search_root;
+	for (uint32_t steps = 0; node;) {
+		if (!NODE_OK(m, node) || ++steps > max_prefixlen(m) + 1) {
+			err = -EFAULT;
+			goto out;
+		}
 		struct node *n = N(m, node);
 		if (n->flags & LPM_TREE_NODE_FLAG_IM) {
 			node = n->child[0];

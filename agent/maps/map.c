@@ -119,6 +119,21 @@ BPFSHIM_API int shm_map_open(struct shm_map *m, void *base, uint64_t size, int f
 	return 0;
 }
 
+/* See map.h. */
+int shm_map_geometry_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+
+	const struct shm_map_attr *a = &h->attr;
+
+	/* the type's own checks bound the sizes, so the area's size cannot wrap */
+	return h->magic == SHM_MAP_MAGIC && shm_map_ops_get(a->map_type) == m->ops &&
+	       h->data_off == hdr_area(m->ops) && !shm_map_check_attr(a) &&
+	       m->value_stride == BPFSHIM_ROUND_UP(a->value_size, 8) &&
+	       (a->spin_lock_off < 0 || (uint64_t)a->spin_lock_off + 4 <= a->value_size) &&
+	       shm_map_seg_size(a) <= m->size;
+}
+
 /* See map.h: the whole segment, and a ringbuf's data area twice. */
 BPFSHIM_API void *shm_map_mmap(int fd, uint64_t seg_size, uint64_t *mapped)
 {

@@ -115,6 +115,11 @@ static inline const struct shm_map_ops *shm_map_ops_get(uint32_t map_type)
 	return map_type < shm_map_ops_table_len ? shm_map_ops_table[map_type] : NULL;
 }
 
+/* Whether the header of m's segment (writable by every holder of the map fd)
+ * still describes a segment of this type that fits the mapping: what every
+ * offset of the type's area is computed from. Types check it (and the
+ * indices they read from the area) before following them. */
+int shm_map_geometry_ok(const struct shm_map *m);
 /* Total segment size for attrs, or 0 if the type is unknown. */
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
 /* Validate attrs (common checks + the type's alloc_check): 0 or -errno. */

@@ -47,6 +47,16 @@ static char *slot(struct shm_map *m, uint64_t i)
 	return (char *)shm_map_data(m) + i * m->hdr->attr.value_size;
 }
 
+/* The positions are read from the segment, which any holder of the map fd
+ * can write: checked before they index it (under the map lock). */
+static int qs_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+
+	return shm_map_geometry_ok(m) && SIZE(h) == (uint64_t)h->attr.max_entries + 1 &&
+	       HEAD(h) < SIZE(h) && TAIL(h) < SIZE(h);
+}
+
 static int is_empty(struct shm_map_hdr *h)
 {
 	return HEAD(h) == TAIL(h);
@@ -67,6 +77,10 @@ static int queue_get(struct shm_map *m, void *value, int delete)
 	int err = 0;
 
 	shm_lock(&h->lock);
+	if (!qs_ok(m)) {
+		err = -EFAULT;
+		goto out;
+	}
 	if (is_empty(h)) {
 		memset(value, 0, h->attr.value_size);
 		err = -ENOENT;
@@ -90,6 +104,10 @@ static int stack_get(struct shm_map *m, void *value, int delete)
 	int err = 0;
 
 	shm_lock(&h->lock);
+	if (!qs_ok(m)) {
+		err = -EFAULT;
+		goto out;
+	}
 	if (is_empty(h)) {
 		memset(value, 0, h->attr.value_size);
 		err = -ENOENT;
@@ -120,6 +138,10 @@ static int qs_push(struct shm_map *m, const void *value, uint64_t flags)
 	if (flags & BPF_NOEXIST || flags > BPF_EXIST)
 		return -EINVAL;
 	shm_lock(&h->lock);
+	if (!qs_ok(m)) {
+		err = -EFAULT;
+		goto out;
+	}
 	if (is_full(h)) {
 		if (!replace) {
 			err = -E2BIG;
