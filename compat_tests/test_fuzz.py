@@ -124,3 +124,90 @@ def test_fuzz_short(side):
     found = {k: r[k] for k in ("crashes", "hangs", "internal_errors", "leaked", "server_tracebacks")}
     assert r["calls"] == 3000 and r["ok"] > 0, r
     assert found == dict.fromkeys(found, 0) and r["server_alive"], "\n".join([json.dumps(found)] + r["details"])
+
+
+BAD_LOG = r"""
+import ctypes, json, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+ro_addr = libc.mmap(None, 4096, 1, 0x22, -1, 0)                    # PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS
+insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
+lic = ctypes.create_string_buffer(b"GPL")
+out = []
+for name, log in (("log_unmapped", 8), ("log_read_only", ro_addr), ("log_high", 1 << 63)):
+    a = ctypes.create_string_buffer(struct.pack("<IIQQIIQ", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic),
+                                                1, 256, log), 168)
+    r = libc.syscall(321, 5, a, 128)
+    out.append([name, r if r < 0 else "fd", ctypes.get_errno() if r < 0 else 0])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_failed_prog_load_keeps_nothing(side):
+    """PROG_LOAD whose log_buf cannot be written: EFAULT as on the kernel,
+    and the program the server built is gone (it was kept, with no fd)."""
+    side_skip(side)
+    kernel_skip()
+    k = subprocess.run(["/usr/bin/python3", "-c", BAD_LOG], capture_output=True, text=True, timeout=60)
+    assert k.returncode == 0, k.stderr
+    rt = fuzz_bpf.Side(unpriv=side.endswith("65534"))
+    try:
+        before = set(rt.status())
+        s = subprocess.run(rt.cmd(["/usr/bin/python3", "-c", BAD_LOG]), capture_output=True, text=True, timeout=60,
+                           cwd="/")
+        assert s.returncode == 0, s.stderr
+        assert json.loads(s.stdout) == json.loads(k.stdout)
+        left = set(rt.status()) - before
+    finally:
+        rt.close()
+    assert not left, left
+
+
+CREATE_LOOP = r"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+a = ctypes.create_string_buffer(struct.pack("<IIII", 1, 4, 8, 64), 72)
+while True:
+    fd = libc.syscall(321, 0, a, 72)
+    if fd >= 0:
+        os.close(fd)
+"""
+BUSY = r"""
+import ctypes, os, struct, time
+libc = ctypes.CDLL(None, use_errno=True)
+insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "0700000001000000" * 2000 + "9500000000000000"))
+lic = ctypes.create_string_buffer(b"GPL")
+a = ctypes.create_string_buffer(struct.pack("<IIQQ", 1, 2002, ctypes.addressof(insns), ctypes.addressof(lic)), 168)
+end = time.time() + float(os.environ["BUSY_S"])
+while time.time() < end:
+    fd = libc.syscall(321, 5, a, 128)
+    if fd >= 0:
+        os.close(fd)
+"""
+
+
+def test_caller_killed_while_queued_keeps_nothing():
+    """Callers SIGKILLed while their MAP_CREATE waits behind another
+    process's PROG_LOADs: whatever the server made for them is freed."""
+    import random
+    import signal
+    import time
+    rt = fuzz_bpf.Side(unpriv=False)
+    rnd = random.Random(1)
+    try:
+        before = set(rt.status())
+        busy = subprocess.Popen(rt.cmd(["/usr/bin/python3", "-c", BUSY], extra_env=[("BUSY_S", "6")]), cwd="/")
+        for _ in range(30):
+            p = subprocess.Popen(rt.cmd(["/usr/bin/python3", "-c", CREATE_LOOP]), cwd="/")
+            time.sleep(0.05 + rnd.random() * 0.1)
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        busy.wait(timeout=120)
+        time.sleep(0.5)
+        left = {k: o for k, o in rt.status().items() if k not in before}
+    finally:
+        rt.close()
+    assert not left, left
