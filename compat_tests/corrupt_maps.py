@@ -20,10 +20,11 @@ import sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 NR_BPF = 321
-HASH, ARRAY, PERCPU_HASH, LRU_HASH, LPM_TRIE, QUEUE, STACK, BLOOM = 1, 2, 5, 9, 11, 22, 23, 30
+HASH, ARRAY, PERCPU_HASH, STACK_TRACE, LRU_HASH, LPM_TRIE, QUEUE, STACK, BLOOM = 1, 2, 5, 7, 9, 11, 22, 23, 30
 TYPES = {"hash": (HASH, 4, 8, 64, 0), "percpu_hash": (PERCPU_HASH, 4, 8, 64, 0), "lru_hash": (LRU_HASH, 4, 8, 64, 0),
          "array": (ARRAY, 4, 8, 64, 0), "lpm_trie": (LPM_TRIE, 8, 8, 64, 1), "queue": (QUEUE, 0, 8, 64, 0),
-         "stack": (STACK, 0, 8, 64, 0), "bloom_filter": (BLOOM, 0, 8, 64, 0)}
+         "stack": (STACK, 0, 8, 64, 0), "bloom_filter": (BLOOM, 0, 8, 64, 0),
+         "stack_trace": (STACK_TRACE, 4, 64, 64, 0)}
 
 
 def bpf(cmd, attr, size):

@@ -110,7 +110,7 @@ def test_corrupted_segments(side):
             assert p.returncode == 0, f"seed {seed}: exit {p.returncode}\n{p.stderr[-2000:]}"
             res = json.loads(p.stdout)
             assert set(res) == {"hash", "percpu_hash", "lru_hash", "array", "lpm_trie", "queue", "stack",
-                                "bloom_filter"}, res
+                                "bloom_filter", "stack_trace"}, res
             # the garbage was seen: some commands failed on it
             assert any(k != "ok" and not k.startswith("create") for t in res.values() for k in t), res
     finally:

@@ -89,12 +89,26 @@ static uint64_t *bitset(const struct shm_map *m)
 	return (uint64_t *)shm_map_data(m);
 }
 
+/* The hash parameters are read from the segment (writable by every holder
+ * of the map fd): they must be what the attrs make them, or a bit index
+ * could fall outside the bitset. */
+static int bloom_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+
+	return shm_map_geometry_ok(m) && h->type_state[0] == nr_hash_funcs(&h->attr) &&
+	       h->type_state[1] == bitset_mask(&h->attr) &&
+	       h->type_state[3] == (h->attr.value_size % 4 == 0 ? h->attr.value_size / 4 : 0);
+}
+
 /* bloom_map_peek_elem(): 0 if every bit is set, else -ENOENT */
 static int bloom_peek(struct shm_map *m, void *value)
 {
 	const struct shm_map_hdr *h = m->hdr;
 	uint64_t *bits = bitset(m);
 
+	if (!bloom_ok(m))
+		return -EFAULT;
 	for (uint32_t i = 0; i < h->type_state[0]; i++) {
 		uint32_t b = bloom_hash(h, value, i);
 		if (!(__atomic_load_n(&bits[b / 64], __ATOMIC_RELAXED) & (1ull << (b % 64))))
@@ -111,6 +125,8 @@ static int bloom_push(struct shm_map *m, const void *value, uint64_t flags)
 
 	if (flags != BPF_ANY)
 		return -EINVAL;
+	if (!bloom_ok(m))
+		return -EFAULT;
 	for (uint32_t i = 0; i < h->type_state[0]; i++) {
 		uint32_t b = bloom_hash(h, value, i);
 		__atomic_fetch_or(&bits[b / 64], 1ull << (b % 64), __ATOMIC_RELAXED);

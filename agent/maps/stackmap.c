@@ -99,6 +99,19 @@ static int stack_init(struct shm_map *m)
 	return 0;
 }
 
+/* What the segment (writable by every holder of the map fd) says is checked
+ * before it is followed: the geometry (sm_ok, at each entry point) and each
+ * bucket index read from it (IDX_OK). */
+#define IDX_OK(m, i) ((i) >= 1 && (i) <= (m)->hdr->attr.max_entries)
+
+static int sm_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+
+	return shm_map_geometry_ok(m) && h->type_state[1] == n_buckets_for(h->attr.max_entries) &&
+	       h->type_state[2] == bucket_size(&h->attr);
+}
+
 static uint32_t freelist_pop(struct shm_map *m)
 {
 	uint64_t *head = &m->hdr->type_state[0];
@@ -107,8 +120,8 @@ static uint32_t freelist_pop(struct shm_map *m)
 
 	do {
 		idx = (uint32_t)old;
-		if (!idx)
-			return 0;
+		if (!IDX_OK(m, idx))
+			return 0;      /* empty (0), or a corrupted head */
 		uint32_t next = __atomic_load_n(&bucket_at(m, idx)->next, __ATOMIC_RELAXED);
 		new = ((old >> 32) + 1) << 32 | next;
 	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
@@ -141,6 +154,8 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	if (flags & ~(uint64_t)(BPF_F_SKIP_FIELD_MASK | BPF_F_USER_STACK | BPF_F_FAST_STACK_CMP |
 				BPF_F_REUSE_STACKID))
 		return -EINVAL;
+	if (!sm_ok(m))
+		return -EFAULT;
 	/* stack_map_calculate_max_depth(); the kernel collects at most
 	 * max_depth frames (skipped ones included) */
 	max_depth = a->value_size / data_size(a) + skip;
@@ -157,7 +172,7 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	id = hash & (uint32_t)(m->hdr->type_state[1] - 1);
 	slot = &slots(m)[id];
 	cur = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-	b = cur ? bucket_at(m, cur) : NULL;
+	b = IDX_OK(m, cur) ? bucket_at(m, cur) : NULL;
 	int hash_matches = b && b->hash == hash;
 	if (hash_matches && (flags & BPF_F_FAST_STACK_CMP))
 		return (int)id;
@@ -199,7 +214,7 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	bucket_at(m, fresh)->hash = hash;
 	bucket_at(m, fresh)->nr = trace_nr;
 	old = __atomic_exchange_n(slot, fresh, __ATOMIC_ACQ_REL);
-	if (old)
+	if (IDX_OK(m, old))
 		freelist_push(m, old);
 	return (int)id;
 }
@@ -210,16 +225,18 @@ static int stack_extract(struct shm_map *m, const void *key, void *value, int de
 {
 	uint32_t id = *(const uint32_t *)key, cur;
 
+	if (!sm_ok(m))
+		return -EFAULT;
 	if (id >= m->hdr->type_state[1])
 		return -ENOENT;
 	if (delete)
 		cur = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
 	else
 		cur = __atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE);
-	if (!cur)
+	if (!IDX_OK(m, cur))
 		return -ENOENT;
 	struct stack_bucket *b = bucket_at(m, cur);
-	uint32_t len = b->nr * data_size(&m->hdr->attr);
+	uint64_t len = (uint64_t)b->nr * data_size(&m->hdr->attr);
 	if (len > m->hdr->attr.value_size)
 		len = m->hdr->attr.value_size;
 	memcpy(value, b + 1, len);
@@ -249,10 +266,12 @@ static int stack_delete(struct shm_map *m, const void *key)
 {
 	uint32_t id = *(const uint32_t *)key, old;
 
+	if (!sm_ok(m))
+		return -EFAULT;
 	if (id >= m->hdr->type_state[1])
 		return -E2BIG;
 	old = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
-	if (!old)
+	if (!IDX_OK(m, old))
 		return -ENOENT;
 	freelist_push(m, old);
 	return 0;
@@ -264,6 +283,8 @@ static int stack_get_next_key(struct shm_map *m, const void *key, void *next)
 	uint64_t nb = m->hdr->type_state[1];
 	uint64_t id;
 
+	if (!sm_ok(m))
+		return -EFAULT;
 	if (!key) {
 		id = 0;
 	} else {
