@@ -80,6 +80,7 @@ static void init_handle(struct shm_map *m, struct shm_map_hdr *h, uint64_t size,
 	m->size = size;
 	m->fd = fd;
 	m->value_stride = (uint32_t)BPFSHIM_ROUND_UP(h->attr.value_size, 8);
+	m->attr = h->attr;
 }
 
 BPFSHIM_API int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
@@ -115,6 +116,12 @@ BPFSHIM_API int shm_map_open(struct shm_map *m, void *base, uint64_t size, int f
 	if (size < sizeof(*h) || h->magic != SHM_MAP_MAGIC || h->version != SHM_MAP_VERSION ||
 	    h->seg_size > size || !shm_map_ops_get(h->attr.map_type))
 		return -EINVAL;
+	/* the geometry every later access trusts (see shm_map_geometry_ok); the
+	 * type's attr checks bound the sizes, so the area's size cannot wrap */
+	const struct shm_map_ops *ops = shm_map_ops_get(h->attr.map_type);
+	if (h->data_off != hdr_area(ops) || shm_map_check_attr(&h->attr) || shm_map_seg_size(&h->attr) > size ||
+	    (h->attr.spin_lock_off >= 0 && (uint64_t)h->attr.spin_lock_off + 4 > h->attr.value_size))
+		return -EINVAL;
 	init_handle(m, h, size, fd);
 	return 0;
 }
@@ -124,14 +131,9 @@ int shm_map_geometry_ok(const struct shm_map *m)
 {
 	const struct shm_map_hdr *h = m->hdr;
 
-	const struct shm_map_attr *a = &h->attr;
-
-	/* the type's own checks bound the sizes, so the area's size cannot wrap */
-	return h->magic == SHM_MAP_MAGIC && shm_map_ops_get(a->map_type) == m->ops &&
-	       h->data_off == hdr_area(m->ops) && !shm_map_check_attr(a) &&
-	       m->value_stride == BPFSHIM_ROUND_UP(a->value_size, 8) &&
-	       (a->spin_lock_off < 0 || (uint64_t)a->spin_lock_off + 4 <= a->value_size) &&
-	       shm_map_seg_size(a) <= m->size;
+	/* on every element operation: a compare, not the checks again */
+	return h->magic == SHM_MAP_MAGIC && h->data_off == hdr_area(m->ops) &&
+	       !memcmp(&h->attr, &m->attr, sizeof(m->attr));
 }
 
 /* See map.h: the whole segment, and a ringbuf's data area twice. */

@@ -65,6 +65,8 @@ struct shm_map {
 	uint64_t size;
 	int fd;                  /* the memfd, in this process, or -1 */
 	uint32_t value_stride;   /* round_up(value_size, 8) for percpu/array */
+	struct shm_map_attr attr; /* the header's attrs when it was opened (checked
+	                          * then): what shm_map_geometry_ok compares */
 };
 
 static inline void *shm_map_data(const struct shm_map *m)
@@ -116,9 +118,9 @@ static inline const struct shm_map_ops *shm_map_ops_get(uint32_t map_type)
 }
 
 /* Whether the header of m's segment (writable by every holder of the map fd)
- * still describes a segment of this type that fits the mapping: what every
- * offset of the type's area is computed from. Types check it (and the
- * indices they read from the area) before following them. */
+ * still says what it said when shm_map_open checked it fits the mapping:
+ * what every offset of the type's area is computed from. Types check it
+ * (and the indices they read from the area) before following them. */
 int shm_map_geometry_ok(const struct shm_map *m);
 /* Total segment size for attrs, or 0 if the type is unknown. */
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
