@@ -1,0 +1,223 @@
+"""A probe never hurts its host (DESIGN.md, issue 11 items 1 and 2).
+
+Item 1: programs of every kind run where the interrupted code holds locks:
+uprobes and uretprobes on malloc, free and pthread_create, syscall
+tracepoints on the mmap malloc makes for a large block (its arena lock held),
+on clone and exit_group, sched_process_fork/exec/exit (inside fork(), exec
+and exit), a uprobe in a signal handler, each the first run in a new process
+or thread. `psvictim` does all of that from two threads at once, forks,
+execs itself, and says "psvictim done" at the end. Each case must end within
+a timeout (the process group is killed and the case fails otherwise: before
+the fix, the first sched_process_fork hung in fork()), the victim must
+finish, and where the output is deterministic it must be the kernel's. As
+root and as uid 65534.
+
+Item 2: a probe never connects, forks or starts a server. `workers` forks
+workers that clear their environment and (as root) change to uid 65534, as
+nginx's do, then call a probed function that prints (bpf_perf_event_output):
+every event must arrive, as on the kernel. Before the fix each worker asked
+the server for the perf ring from inside its first probe and, no longer
+able to reach the runtime directory, lost its events.
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.test_bpftrace import BPFTRACE, LIBC, NOISE, runtime_dirs  # noqa: F401 (fixture)
+from compat_tests.unpriv import readable_tmpdir
+
+PSVICTIM_C = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#define SMALL 4242
+#define BIG (4 << 20)    /* above the mmap threshold: mmap under the arena lock */
+__attribute__((noinline)) void in_handler(int sig) { __asm__ volatile("" ::: "memory"); }
+static void on_usr1(int sig) { in_handler(sig); }
+static void *volatile keep;   /* so the compiler keeps each malloc/free pair */
+static void alloc(size_t n) { void *p = malloc(n); keep = p; free(keep); }
+static void churn(int n) { for (int i = 0; i < n; i++) alloc(SMALL); }
+static void *thr(void *a) { churn(50); alloc(BIG); return NULL; }
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "exec")) {   /* the image a child execs */
+        churn(5);
+        return 0;
+    }
+    signal(SIGUSR1, on_usr1);
+    pid_t p = fork();                /* the first run in this process is inside fork() */
+    if (p == 0)
+        exit(0);
+    waitpid(p, NULL, 0);
+    for (int r = 0; r < 3; r++) {
+        pthread_t t[2];
+        for (int k = 0; k < 2; k++)
+            pthread_create(&t[k], NULL, thr, NULL);
+        churn(20);
+        raise(SIGUSR1);
+        alloc(BIG);
+        p = fork();                  /* while the threads malloc */
+        if (p == 0) {
+            churn(10);
+            raise(SIGUSR1);
+            alloc(BIG);
+            exit(0);
+        }
+        waitpid(p, NULL, 0);
+        for (int k = 0; k < 2; k++)
+            pthread_join(t[k], NULL);
+    }
+    p = fork();
+    if (p == 0) {
+        execl(argv[0], "psvictim", "exec", (char *)NULL);   /* a path: bpftrace -c gives one */
+        _exit(127);
+    }
+    waitpid(p, NULL, 0);
+    printf("psvictim done\n");
+    return 0;
+}
+"""
+
+WORKERS_C = r"""
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/wait.h>
+__attribute__((noinline)) int probed(int w, int i) { __asm__ volatile("" ::: "memory"); return w * 1000 + i; }
+int main(int argc, char **argv)
+{
+    int nw = atoi(argv[1]), n = atoi(argv[2]);
+    usleep(300000);
+    for (int w = 0; w < nw; w++) {
+        if (fork() == 0) {
+            clearenv();                      /* nginx: no env directive */
+            if (getuid() == 0 && (setgid(65534) || setuid(65534)))
+                _exit(2);                    /* nginx: user nobody */
+            for (int i = 0; i < n; i++) {
+                probed(w, i);
+                usleep(20000);
+            }
+            _exit(0);
+        }
+    }
+    while (wait(NULL) > 0)
+        ;
+    return 0;
+}
+"""
+
+P = "{P}"
+C = "{C}"
+ME = '/comm == "psvictim"/'
+# name: (script, whether the output is deterministic: compared with the kernel's)
+CASES = {
+    "sched_process_fork": ("tracepoint:sched:sched_process_fork " + ME + " { @ = count(); }", True),
+    "sched_process_fork_unfiltered": ("tracepoint:sched:sched_process_fork { @ = count(); }", False),
+    "sched_process_exec": ("tracepoint:sched:sched_process_exec " + ME + " { @ = count(); }", True),
+    "sched_process_exit": ("tracepoint:sched:sched_process_exit " + ME + " { @[args->pid == pid] = count(); }",
+                           False),
+    "sys_exit_clone": ("tracepoint:syscalls:sys_exit_clone " + ME + " { @[args->ret == 0] = count(); }", True),
+    "sys_enter_exit_group": ("tracepoint:syscalls:sys_enter_exit_group " + ME + " { @ = count(); }", True),
+    "sys_enter_mmap_in_malloc": ('tracepoint:syscalls:sys_enter_mmap /comm == "psvictim" && args->len >= 4194304/ '
+                                 '{ printf("mmap %d\\n", pid == cpid); }', False),   # arenas: the agent's thread mallocs too
+    "uprobe_malloc": ('uprobe:{C}:malloc /comm == "psvictim" && arg0 == 4242/ { @ = count(); }', True),
+    "uprobe_malloc_printf": ('uprobe:{C}:malloc /comm == "psvictim" && arg0 == 4194304/ '
+                             '{ printf("big %d\\n", pid == cpid); }', True),
+    "uretprobe_malloc": ("uretprobe:{C}:malloc " + ME + " { @[retval != 0] = count(); @c[cpu >= 0] = count(); }",
+                         False),
+    "uprobe_free": ("uprobe:{C}:free " + ME + " { @h = hist(arg0 & 0xff); @s[tid] = count(); }", False),
+    "uprobe_pthread_create": ("uprobe:{C}:pthread_create " + ME + " { @ = count(); }", True),
+    "uprobe_signal_handler": ('uprobe:{P}:in_handler { printf("handler %d %d\\n", arg0, pid == cpid); }', True),
+    "uprobe_curtask_first_run": ("uprobe:{C}:malloc " + ME + " { @[curtask->tgid == pid] = count(); }", False),
+}
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def bins():
+    if not BPFTRACE:
+        pytest.skip("bpftrace is not installed")
+    d = readable_tmpdir("bpfshim-probe-safety-")
+    out = {}
+    for name, src in (("psvictim", PSVICTIM_C), ("workers", WORKERS_C)):
+        with open(os.path.join(d, name + ".c"), "w") as f:
+            f.write(src)
+        subprocess.run(["cc", "-O1", "-g", "-pthread", "-o", os.path.join(d, name), os.path.join(d, name + ".c")],
+                       check=True)
+        out[name] = os.path.join(d, name)
+    yield out
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def bounded_bpftrace(script, cmd, runtime_dir=None, unpriv=False):
+    """(rc, output) of `bpftrace -e script -c cmd`; fails the test, after
+    killing the whole process group, if it has not ended in TIMEOUT s."""
+    env = dict(os.environ)
+    argv = [BPFTRACE, "-e", script, "-c", cmd]
+    if runtime_dir:
+        env["BPFSHIM_RUNTIME_DIR"] = runtime_dir
+        argv = (unpriv_cmd() if unpriv else []) + ["env", f"LD_PRELOAD={SHIM_LIB}"] + argv
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        pytest.fail(f"hung for {TIMEOUT} s ({'uid 65534' if unpriv else 'root'}): {script}\n{out}")
+    return p.returncode, out
+
+
+def lines(out):
+    return sorted(l for l in out.splitlines() if not NOISE.search(l) and not l.startswith("Attaching"))
+
+
+def sides(rtdirs):
+    """(label, runtime dir, unpriv) of the bpfshim runs this machine can make."""
+    out = [("root", rtdirs[0], False)]
+    if unpriv_reason() is None:
+        out.append(("uid 65534", rtdirs[1], True))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_probe_in_locked_paths(name, bins, runtime_dirs):  # noqa: F811
+    script, deterministic = CASES[name]
+    script = script.replace(P, bins["psvictim"]).replace(C, LIBC)
+    got = {}
+    for label, rtdir, unpriv in sides(runtime_dirs):
+        rc, out = bounded_bpftrace(script, bins["psvictim"], rtdir, unpriv)
+        assert rc == 0 and "psvictim done" in out, f"{label}:\n{out}"
+        got[label] = lines(out)
+    if len(got) == 2 and deterministic:
+        assert got["root"] == got["uid 65534"], got
+    why = kernel_bpf_reason()
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
+    rc, out = bounded_bpftrace(script, bins["psvictim"])
+    assert rc == 0 and "psvictim done" in out, out
+    if deterministic:
+        assert got["root"] == lines(out), f"kernel:\n{out}\nbpfshim:\n{got['root']}"
+
+
+def test_workers_with_cleared_environment(bins, runtime_dirs):  # noqa: F811
+    script = "uprobe:" + bins["workers"] + ':probed { printf("%d %d\\n", arg0, arg1); }'
+    cmd = bins["workers"] + " 3 8"
+    want = sorted(f"{w} {i}" for w in range(3) for i in range(8))
+    for label, rtdir, unpriv in sides(runtime_dirs):
+        rc, out = bounded_bpftrace(script, cmd, rtdir, unpriv)
+        assert (rc, [l for l in lines(out) if re.fullmatch(r"\d+ \d+", l)]) == (0, want), f"{label}:\n{out}"
+    why = kernel_bpf_reason()
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
+    rc, out = bounded_bpftrace(script, cmd)
+    assert (rc, [l for l in lines(out) if re.fullmatch(r"\d+ \d+", l)]) == (0, want), f"kernel:\n{out}"
