@@ -52,6 +52,7 @@ struct shm_map {
     uint64_t size;
     int fd;
     uint32_t value_stride;
+    void *data;
     struct shm_map_attr attr;
 };
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);

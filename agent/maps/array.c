@@ -18,9 +18,12 @@
 
 static int is_percpu(const struct shm_map *m)
 {
-	return m->hdr->attr.map_type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	return m->attr.map_type == BPF_MAP_TYPE_PERCPU_ARRAY;
 }
 
+/* Element code uses the attrs checked when the map was opened (m->attr), not
+ * the header's: a loader writing into the segment cannot move an index or a
+ * stride outside it. */
 static uint64_t elem_bytes(const struct shm_map_attr *a)
 {
 	uint64_t s = BPFSHIM_ROUND_UP((uint64_t)a->value_size, 8);
@@ -29,7 +32,7 @@ static uint64_t elem_bytes(const struct shm_map_attr *a)
 
 static char *elem(const struct shm_map *m, uint32_t i)
 {
-	return (char *)shm_map_data(m) + (uint64_t)i * elem_bytes(&m->hdr->attr);
+	return (char *)shm_map_data(m) + (uint64_t)i * elem_bytes(&m->attr);
 }
 
 /* array_map_alloc_check() */
@@ -73,12 +76,12 @@ static int array_lookup(struct shm_map *m, const void *key, void *value, uint64_
 {
 	uint32_t i = *(const uint32_t *)key;
 
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -ENOENT;
 	if (is_percpu(m)) {
 		/* bpf_percpu_array_copy(): every possible CPU, 8-byte aligned slots,
 		 * padding included (the kernel copies round_up(value_size, 8)) */
-		for (uint32_t c = 0; c < m->hdr->attr.nr_cpus; c++)
+		for (uint32_t c = 0; c < m->attr.nr_cpus; c++)
 			memcpy((char *)value + (uint64_t)c * m->value_stride,
 			       elem(m, i) + (uint64_t)c * m->value_stride, m->value_stride);
 		return 0;
@@ -97,14 +100,14 @@ static int array_update(struct shm_map *m, const void *key, const void *value, u
 
 	if (is_percpu(m) ? flags > BPF_EXIST : (flags & ~(uint64_t)BPF_F_LOCK) > BPF_EXIST)
 		return -EINVAL;
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -E2BIG;
 	if (flags & BPF_NOEXIST)
 		return -EEXIST;
-	if ((flags & BPF_F_LOCK) && m->hdr->attr.spin_lock_off < 0)
+	if ((flags & BPF_F_LOCK) && m->attr.spin_lock_off < 0)
 		return -EINVAL;
 	if (is_percpu(m)) {
-		for (uint32_t c = 0; c < m->hdr->attr.nr_cpus; c++)
+		for (uint32_t c = 0; c < m->attr.nr_cpus; c++)
 			memcpy(elem(m, i) + (uint64_t)c * m->value_stride,
 			       (const char *)value + (uint64_t)c * m->value_stride, m->value_stride);
 		return 0;
@@ -123,12 +126,12 @@ static int array_prog_update(struct shm_map *m, const void *key, const void *val
 
 	if ((flags & ~(uint64_t)BPF_F_LOCK) > BPF_EXIST)
 		return -EINVAL;
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -E2BIG;
 	if (flags & BPF_NOEXIST)
 		return -EEXIST;
 	if (is_percpu(m)) {
-		memcpy(elem(m, i) + (uint64_t)shm_cur_cpu(m) * m->value_stride, value, m->hdr->attr.value_size);
+		memcpy(elem(m, i) + (uint64_t)shm_cur_cpu(m) * m->value_stride, value, m->attr.value_size);
 		return 0;
 	}
 	if (flags & BPF_F_LOCK)
@@ -149,11 +152,11 @@ static int array_get_next_key(struct shm_map *m, const void *key, void *next)
 	uint32_t i = key ? *(const uint32_t *)key : UINT32_MAX;
 	uint32_t *n = next;
 
-	if (i >= m->hdr->attr.max_entries) {
+	if (i >= m->attr.max_entries) {
 		*n = 0;
 		return 0;
 	}
-	if (i == m->hdr->attr.max_entries - 1)
+	if (i == m->attr.max_entries - 1)
 		return -ENOENT;
 	*n = i + 1;
 	return 0;
@@ -163,7 +166,7 @@ static void *array_lookup_ptr(struct shm_map *m, const void *key)
 {
 	uint32_t i = *(const uint32_t *)key;
 
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return NULL;
 	if (is_percpu(m))
 		return elem(m, i) + (uint64_t)shm_cur_cpu(m) * m->value_stride;
@@ -209,7 +212,7 @@ static int fd_array_lookup(struct shm_map *m, const void *key, void *value, uint
 {
 	uint32_t i = *(const uint32_t *)key, id;
 
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -ENOENT;
 	id = __atomic_load_n(slot(m, i), __ATOMIC_ACQUIRE);
 	if (!id)
@@ -231,7 +234,7 @@ static int fd_array_update(struct shm_map *m, const void *key, const void *value
 
 	if (flags != BPF_ANY)
 		return -EINVAL;
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -E2BIG;
 	__atomic_store_n(slot(m, i), *(const uint32_t *)value, __ATOMIC_RELEASE);
 	return 0;
@@ -242,7 +245,7 @@ static int fd_array_delete(struct shm_map *m, const void *key)
 {
 	uint32_t i = *(const uint32_t *)key;
 
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return -E2BIG;
 	return __atomic_exchange_n(slot(m, i), 0, __ATOMIC_ACQ_REL) ? 0 : -ENOENT;
 }
@@ -268,7 +271,7 @@ FD_ARRAY_OPS(cgroup_array_map_ops, fd_array_lookup_unsupp);
  * the id, or 0. */
 uint32_t shm_fd_array_get(const struct shm_map *m, uint32_t i)
 {
-	if (i >= m->hdr->attr.max_entries)
+	if (i >= m->attr.max_entries)
 		return 0;
 	return __atomic_load_n(slot(m, i), __ATOMIC_ACQUIRE);
 }

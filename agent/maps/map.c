@@ -81,6 +81,7 @@ static void init_handle(struct shm_map *m, struct shm_map_hdr *h, uint64_t size,
 	m->fd = fd;
 	m->value_stride = (uint32_t)BPFSHIM_ROUND_UP(h->attr.value_size, 8);
 	m->attr = h->attr;
+	m->data = (char *)h + h->data_off;
 }
 
 BPFSHIM_API int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,

@@ -65,13 +65,15 @@ struct shm_map {
 	uint64_t size;
 	int fd;                  /* the memfd, in this process, or -1 */
 	uint32_t value_stride;   /* round_up(value_size, 8) for percpu/array */
+	void *data;              /* the type's area (data_off when it was opened) */
 	struct shm_map_attr attr; /* the header's attrs when it was opened (checked
-	                          * then): what shm_map_geometry_ok compares */
+	                          * then): what shm_map_geometry_ok compares; code
+	                          * may use them instead of the header's (arrays) */
 };
 
 static inline void *shm_map_data(const struct shm_map *m)
 {
-	return (char *)m->hdr + m->hdr->data_off;
+	return m->data;
 }
 
 /*
