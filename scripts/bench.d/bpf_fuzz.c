@@ -152,6 +152,11 @@ static size_t tmpl_batch(unsigned char *a)
 	return 56;
 }
 
+static uint64_t insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
+{
+	return code | (uint64_t)(dst | src << 4) << 8 | (uint64_t)(uint16_t)off << 16 | (uint64_t)(uint32_t)imm << 32;
+}
+
 static const uint64_t insns_ok[] = {0x00000000000000b7ull, 0x0000000000000095ull};  /* r0 = 0; exit */
 
 static size_t tmpl_prog_load(unsigned char *a)
@@ -161,7 +166,17 @@ static size_t tmpl_prog_load(unsigned char *a)
 	uint32_t lsize = level ? (uint32_t)below(8192) : 0;
 	unsigned char *ins = abuf(16 * 64);
 	memcpy(ins, insns_ok, sizeof(insns_ok));
-	if (chance(30)) {                                  /* a few random instructions before exit */
+	if (nmaps && chance(40)) {
+		/* a lookup in a held map: r1 = map; r2 = fp - 8; *(u64 *)(fp - 8) = 0; call 1; r0 = 0; exit */
+		int32_t mfd = maps[below(nmaps)];
+		uint64_t p[8] = {insn(0x18, 1, 1, 0, mfd), 0, insn(0xbf, 2, 10, 0, 0), insn(0x07, 2, 0, 0, -8),
+				 insn(0x7a, 10, 0, -8, 0), insn(0x85, 0, 0, 0, 1), insn(0xb7, 0, 0, 0, 0),
+				 insn(0x95, 0, 0, 0, 0)};
+		memcpy(ins, p, 8 * 8);
+		cnt = 8;
+		if (chance(30))
+			ins[8 * below(8) + below(8)] ^= (unsigned char)(1u << below(8));
+	} else if (chance(30)) {                                  /* a few random instructions before exit */
 		cnt = 1 + (uint32_t)below(16);
 		for (uint32_t i = 0; i < cnt * 8; i++)
 			ins[i] = (unsigned char)rnd();
