@@ -189,6 +189,24 @@ static size_t tmpl_prog_load(unsigned char *a)
 	uint64_t log = level ? ptr(lsize) : 0;
 	memcpy(a + 0, &t, 4); memcpy(a + 4, &cnt, 4); memcpy(a + 8, &ip, 8); memcpy(a + 16, &lp, 8);
 	memcpy(a + 24, &level, 4); memcpy(a + 28, &lsize, 4); memcpy(a + 32, &log, 8);
+	if (chance(25)) {
+		/* BTF-side records, fd_array and CO-RE relocations over random bytes */
+		int bfd = pick(fds, nfds);
+		uint32_t rs8 = chance(70) ? 8 : (uint32_t)below(300), rs16 = chance(70) ? 16 : (uint32_t)below(300);
+		uint32_t fc = (uint32_t)below(4), lc = (uint32_t)below(8), cc = (uint32_t)below(4), fac = (uint32_t)below(8);
+		uint64_t fi = ptr(1024), li = ptr(1024), fa = ptr(64), cr = ptr(1024);
+		unsigned char *r = abuf(1024);
+		for (int k = 0; k < 1024; k++)
+			r[k] = chance(60) ? 0 : (unsigned char)rnd();
+		fi = chance(50) ? (uint64_t)(uintptr_t)r : fi;
+		memcpy(a + 72, &bfd, 4); memcpy(a + 76, &rs8, 4); memcpy(a + 80, &fi, 8); memcpy(a + 88, &fc, 4);
+		memcpy(a + 92, &rs16, 4); memcpy(a + 96, &li, 8); memcpy(a + 104, &lc, 4);
+		if (chance(30)) { memcpy(a + 120, &fa, 8); memcpy(a + 148, &fac, 4); }
+		if (chance(30)) { memcpy(a + 128, &cr, 8); memcpy(a + 136, &rs16, 4); memcpy(a + 116, &cc, 4); }
+		if (chance(20)) { uint32_t v = (uint32_t)rnd(); memcpy(a + 108 + 4 * below(2), &v, 4); }
+		if (chance(20)) { uint32_t v = (uint32_t)below(64); memcpy(a + 68, &v, 4); }
+		return 168;
+	}
 	return chance(90) ? 128 : below(169);
 }
 
@@ -201,8 +219,9 @@ static size_t tmpl_btf_load(unsigned char *a)
 		0, 'i', 'n', 't', 0};
 	unsigned char *b = abuf(sizeof(btf));
 	memcpy(b, btf, sizeof(btf));
-	if (chance(30))
-		b[below(sizeof(btf))] = (unsigned char)rnd();
+	if (chance(40))
+		for (int k = 1 + (int)below(6); k--;)
+			b[below(sizeof(btf))] = (unsigned char)rnd();
 	uint64_t bp = chance(90) ? (uint64_t)(uintptr_t)b : bad_ptr();
 	uint32_t size = chance(90) ? sizeof(btf) : (uint32_t)below(1 << 16), lsz = chance(70) ? 0 : (uint32_t)below(4096);
 	uint32_t lvl = lsz ? 1 : 0;
