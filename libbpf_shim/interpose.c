@@ -300,13 +300,13 @@ static void *mmap_(void *addr, size_t len, int prot, int flags, int fd, off_t of
 	}
 	const struct shm_map_hdr *h = e->map.hdr;
 	if (h->attr.spin_lock_off >= 0) {
-		errno = 524; /* ENOTSUPP */
+		errno = SHM_ENOTSUPP;
 		return MAP_FAILED;
 	}
 	if (h->attr.map_type == BPF_MAP_TYPE_RINGBUF)
 		return ringbuf_mmap(e, addr, len, prot, flags, off);
 	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY) {
-		errno = 524;   /* ENOTSUPP: no map_mmap for this type */
+		errno = SHM_ENOTSUPP;   /* no map_mmap for this type */
 		return MAP_FAILED;
 	}
 	if (!(h->attr.map_flags & BPF_F_MMAPABLE) || !(flags & MAP_SHARED)) {

@@ -390,7 +390,7 @@ static long map_lookup_and_delete_elem(union bpf_attr *attr)
 	if (!value)
 		goto out_key;
 	memset(value, 0, vs);
-	err = -524; /* ENOTSUPP */
+	err = -SHM_ENOTSUPP;
 	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK) {
 		if (m->ops->pop)
 			err = m->ops->pop(m, value);
@@ -490,14 +490,14 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 			break;
 		memset(value, 0, vs);
 		if (!m->ops->sys_lookup)
-			err = -524;
+			err = -SHM_ENOTSUPP;
 		else if (del && !is_fd_map(t) && m->ops->sys_lookup_and_delete)
 			err = m->ops->sys_lookup_and_delete(m, key, value, elem_flags);
 		else {
 			/* fd maps (hash of maps) copy the id out, then delete */
 			err = m->ops->sys_lookup(m, key, value, elem_flags);
 			if (!err && del)
-				err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -524;
+				err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -SHM_ENOTSUPP;
 		}
 		if (err == -ENOENT) {
 			/* an empty slot (fd arrays) or an element deleted since
@@ -641,19 +641,19 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_BATCH:
 		if (!is_hash(t) && !generic)
-			return -524;
+			return -SHM_ENOTSUPP;
 		return map_lookup_batch(attr, uattr, &e->map, 0);
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
 		if (!is_hash(t))
-			return -524;
+			return -SHM_ENOTSUPP;
 		return map_lookup_batch(attr, uattr, &e->map, 1);
 	case BPF_MAP_UPDATE_BATCH:
 		if (!is_hash(t) && !generic)
-			return -524;
+			return -SHM_ENOTSUPP;
 		return map_update_batch(attr, uattr, &e->map);
 	default:
 		if (!is_hash(t) && t != BPF_MAP_TYPE_LPM_TRIE)
-			return -524;
+			return -SHM_ENOTSUPP;
 		return map_delete_batch(attr, uattr, &e->map);
 	}
 }

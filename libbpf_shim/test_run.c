@@ -11,7 +11,6 @@
 #include "shim.h"
 #include "bpf_rt.h"
 
-#define ENOTSUPP_ 524
 #define ETH_HLEN 14
 #define MAX_BPF_FUNC_ARGS 12
 #define SKB_MAX_DATA (4096 - 64 - 320)  /* PAGE_SIZE - NET_SKB_PAD - skb_shared_info */
@@ -241,6 +240,6 @@ long shim_prog_test_run(union bpf_attr *a, uint64_t uattr)
 	case BPF_PROG_TYPE_SYSCALL:
 		return run_syscall(p, a, uattr);
 	default:
-		return -ENOTSUPP_;
+		return -SHM_ENOTSUPP;
 	}
 }

@@ -12,7 +12,7 @@ import re
 import struct
 
 from . import _native, budget, kernel_sizes
-from .errors import BpfError, unsupported
+from .errors import ENOTSUPP, BpfError, unsupported
 from .objects import BpfObject, registry
 
 ffi, lib = _native.ffi, _native.lib
@@ -217,7 +217,7 @@ def map_freeze(ctx, attr):
         raise BpfError(errno.EINVAL)
     obj = registry.get(kind, oid)
     if obj.attr.spin_lock_off >= 0:
-        raise BpfError(524)   # ENOTSUPP: maps with special fields
+        raise BpfError(ENOTSUPP)   # maps with special fields
     # map_get_sys_perms(): a frozen map, or a read-only fd, cannot be written
     if obj.hdr.frozen or (fl & BPF_F_RDONLY):
         raise BpfError(errno.EPERM)

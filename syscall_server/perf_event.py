@@ -10,7 +10,7 @@ import os
 import struct
 
 from . import _native
-from .errors import BpfError, unsupported
+from .errors import ENOTSUPP, BpfError, unsupported
 from .objects import BpfObject, registry
 
 P = _native.proto
@@ -364,7 +364,7 @@ def task_fd_query(ctx, attr):
     if not isinstance(obj, PerfEventObject) or q.pid == os.getpid():
         # ENOTSUPP: not a perf event (links: raw_tp only); the server's own
         # copies of the events are bpfshim's internals, not a loader's
-        raise BpfError(524)
+        raise BpfError(ENOTSUPP)
     if getattr(obj, "prog", None) is None:
         raise BpfError(errno.ENOENT)
     U = _native.uapi

@@ -195,7 +195,7 @@ int shm_ringbuf_consume(struct shm_map *m, int (*fn)(void *ctx, void *data, uint
 int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips, uint32_t nr, uint64_t flags);
 
 #define SHM_BPF_F_ACCESS_MASK (BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG)
-#define SHM_ENOTSUPP 524
+#define SHM_ENOTSUPP 524     /* ENOTSUPP: kernel-internal, but bpf() returns it */
 
 /* bpf_map_flags_access_ok() */
 static inline int shm_map_flags_access_ok(uint32_t f)
