@@ -394,6 +394,16 @@ static void want_nrs(uint8_t *bits, const int *nr, unsigned n)
 			bits[nr[k] / 8] |= 1 << (nr[k] % 8);
 }
 
+/* BPFSHIM_NO_SYSCALL_DISPATCH: this process (and what it starts) is not
+ * traced by syscall tracepoints, for an application dispatch disturbs. Read
+ * at load: the follower must not getenv while the application may be
+ * clearing its environment (nginx's workers). */
+static int dispatch_off;
+__attribute__((constructor(110))) static void dispatch_env(void)
+{
+	dispatch_off = getenv("BPFSHIM_NO_SYSCALL_DISPATCH") != NULL;
+}
+
 void syscall_tp_commit(void)
 {
 	unsigned n = 0;
@@ -436,12 +446,7 @@ void syscall_tp_commit(void)
 		}
 	}
 	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
-	/* BPFSHIM_NO_SYSCALL_DISPATCH: this process (and what it starts) is not
-	 * traced by syscall tracepoints, for an application dispatch disturbs */
-	static int off = -1;
-	if (off < 0)
-		off = getenv("BPFSHIM_NO_SYSCALL_DISPATCH") != NULL;
-	int want = set != NULL && !off;
+	int want = set != NULL && !dispatch_off;
 	if (want == __atomic_load_n(&sud_want, __ATOMIC_RELAXED))
 		return;
 	if (want)

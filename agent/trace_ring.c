@@ -33,7 +33,7 @@ static struct trace_ring_hdr *ring;
 static void ring_map(void)
 {
 	char dir[4096], path[4200];
-	const char *env = getenv("BPFSHIM_RUNTIME_DIR");
+	const char *env;
 	size_t len = DATA_OFF + TRACE_RING_SIZE;
 	struct stat st;
 	int fd;
@@ -41,7 +41,7 @@ static void ring_map(void)
 	if (shim_runtime_dir) {
 		if (shim_runtime_dir(dir, sizeof(dir)))
 			return;
-	} else if (env && *env && strlen(env) < sizeof(dir)) {
+	} else if ((env = getenv("BPFSHIM_RUNTIME_DIR")) && *env && strlen(env) < sizeof(dir)) {   /* the server */
 		strcpy(dir, env);
 	} else {
 		return;

@@ -293,6 +293,10 @@ static void detach_slot(unsigned i)
 	shim_prog_release(p->prog->id);
 }
 
+/* BPFSHIM_DEBUG_HOOKS, read at load (uprobe_init): the follower never
+ * reads the environment, which the application may be changing. */
+static int debug_hooks;
+
 static void attach_slot(unsigned i, const struct attach_slot *s)
 {
 	uintptr_t addr = resolve(s);
@@ -336,7 +340,7 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 		p->hook = NULL;
 	} else {
 		ref_ctr_get(p, s);
-		if (getenv("BPFSHIM_DEBUG_HOOKS")) {   /* which patch a site got (compat_tests) */
+		if (debug_hooks) {   /* which patch a site got (compat_tests) */
 			char m[ATTACH_PATH_MAX + 96];
 			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": %s\n", s->path, s->offset,
 					 hook_mode(p->hook) == HOOK_MODE_JMP ? "jmp" : "int3");
@@ -395,7 +399,10 @@ static int sync_table(void)
 	return pending;
 }
 
-/* Map the table if the server has made it; 0 on success. */
+void shim_connect_early(void);
+
+/* Map the table if the server has made it, and connect to the server while
+ * this process may (it may change its user later); 0 on success. */
 static int open_table(void)
 {
 	char dir[512], path[600];
@@ -419,6 +426,7 @@ static int open_table(void)
 	if (m == MAP_FAILED)
 		return -1;
 	table = m;
+	shim_connect_early();
 	return 0;
 }
 
@@ -520,13 +528,13 @@ static void start_follower(void)
 		rt_thread_start(&follower_thread);
 }
 
-/* The child of a fork keeps the parent's patches (its copy of the code) but
- * not the thread. */
+/* The child of a fork keeps the parent's patches (its copy of the code) and
+ * its mapping of the table (it may not reach the runtime directory again:
+ * nginx's workers change to another user), but not the thread. */
 static void after_fork_child(void)
 {
 	if (!agent_on)
 		return;
-	table = NULL;
 	start_follower();
 }
 
@@ -557,6 +565,7 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 __attribute__((constructor(200))) static void uprobe_init(void)
 {
 	pthread_atfork(NULL, NULL, after_fork_child);
+	debug_hooks = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	/* loaded by `bpfshim attach`: bpfshim_agent_main() says which server */
 	if (!shim_interposing()) {
 		__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);

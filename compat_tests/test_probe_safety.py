@@ -17,17 +17,28 @@ workers that clear their environment and (as root) change to uid 65534, as
 nginx's do, then call a probed function that prints (bpf_perf_event_output):
 every event must arrive, as on the kernel. Before the fix each worker asked
 the server for the perf ring from inside its first probe and, no longer
-able to reach the runtime directory, lost its events.
+able to reach the runtime directory, lost its events. And nginx itself
+(master and workers, default configuration: workers clear their environment
+and, as root, run as nobody), started with `bpfshim run` before the tracer:
+an sslsniff-like bpftrace script (SSL_read's buffer at its return) sees
+every curl request, as on the kernel. (BCC's sslsniff itself does not build
+against this kernel's headers, on the kernel either: "cannot call
+non-static helper function" in min().)
 """
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.env import ROOT, SHIM_LIB, UNPRIV_UID, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import BPFTRACE, LIBC, NOISE, runtime_dirs  # noqa: F401 (fixture)
 from compat_tests.unpriv import readable_tmpdir
 
@@ -221,3 +232,119 @@ def test_workers_with_cleared_environment(bins, runtime_dirs):  # noqa: F811
         pytest.skip(f"kernel side not run: {why}")
     rc, out = bounded_bpftrace(script, cmd)
     assert (rc, [l for l in lines(out) if re.fullmatch(r"\d+ \d+", l)]) == (0, want), f"kernel:\n{out}"
+
+
+# ---- nginx: master and workers, traced by a tracer that comes later ----
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+LIBSSL = "/lib/x86_64-linux-gnu/libssl.so.3"
+SSLSNIFF_BT = ("uprobe:{S}:SSL_read /comm == \"nginx\"/ { @buf[tid] = arg1; } "
+               "uretprobe:{S}:SSL_read /@buf[tid] != 0/ { if ((int32)retval > 0) "
+               "{ printf(\"%s\\n\", str(@buf[tid], 16)); } delete(@buf[tid]); }")
+NGINX_CONF = """worker_processes 2;
+daemon off;
+master_process on;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location / {{ return 200 "ok $uri\\n"; }}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_prefix(unpriv):
+    d = tempfile.mkdtemp(prefix="bpfshim-nginx-")
+    os.chmod(d, 0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days",
+                    "2", "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"], check=True, capture_output=True)
+    port = free_port()
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(d=d, port=port))
+    for n in ("key.pem", "cert.pem", "nginx.conf"):
+        os.chmod(f"{d}/{n}", 0o644)
+    if unpriv:
+        os.chown(d, UNPRIV_UID, UNPRIV_UID)
+    return d, port
+
+
+def sslsniff_nginx(rtdir=None, unpriv=False, n=8):
+    """nginx started first (through `bpfshim run` unless on the kernel), the
+    tracer after, then n requests: the request lines the tracer printed."""
+    d, port = nginx_prefix(unpriv)
+    pre = unpriv_cmd() if unpriv else []
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    run = []
+    if rtdir:
+        env["BPFSHIM_RUNTIME_DIR"] = rtdir
+        run = [str(ROOT / ".venv" / "bin" / "python"), "-m", "syscall_server", "run", "--"]
+    ng = subprocess.Popen(pre + ["env", f"PYTHONPATH={ROOT}"] + run + [NGINX, "-p", d, "-c", f"{d}/nginx.conf"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    bt = None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("nginx did not start:\n" + open(f"{d}/error.log").read())
+        argv = [BPFTRACE, "-e", SSLSNIFF_BT.replace("{S}", LIBSSL)]
+        if rtdir:
+            argv = pre + ["env", f"LD_PRELOAD={SHIM_LIB}"] + argv
+        bt = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+        head = ""
+        end = time.time() + TIMEOUT
+        while "Attaching" not in head and time.time() < end and bt.poll() is None:
+            if select.select([bt.stdout], [], [], 1)[0]:
+                head += bt.stdout.readline()
+        assert "Attaching" in head, head
+        time.sleep(1)
+        for i in range(n):
+            r = subprocess.run(["curl", "-sk", "--max-time", "10", f"https://127.0.0.1:{port}/r{i}"],
+                               capture_output=True, text=True)
+            assert r.stdout == f"ok /r{i}\n", (r.returncode, r.stdout, r.stderr)
+        time.sleep(1)
+        os.killpg(bt.pid, signal.SIGINT)
+        out, _ = bt.communicate(timeout=TIMEOUT)
+        return sorted(re.findall(r"^GET /r\d+", head + out, re.M)), head + out
+    finally:
+        for p in (bt, ng):
+            if p and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sslsniff_nginx_workers(runtime_dirs):  # noqa: F811
+    if not NGINX or not shutil.which("curl") or not os.path.exists(LIBSSL):
+        pytest.skip("nginx, curl or libssl.so.3 is not installed")
+    want = sorted(f"GET /r{i}" for i in range(8))
+    for label, rtdir, unpriv in sides(runtime_dirs):
+        got, out = sslsniff_nginx(rtdir, unpriv)
+        assert got == want, f"{label}:\n{out}"
+    why = kernel_bpf_reason()
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
+    got, out = sslsniff_nginx()
+    assert got == want, f"kernel:\n{out}"

@@ -37,16 +37,55 @@ static int conn_fd = -1;
 static int need_hold;         /* forked child: tell the server what we inherited */
 static char msgbuf[SHIM_MSG_MAX];
 
+static int try_connect(int dfd, const char *dir);
+static int send_msg(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len, int fd_in);
+static void send_hold(void);
+
+/* A child has a connection of its own, made here, before it returns from
+ * fork(): with the credentials the server accepted in its parent, so it
+ * keeps reaching the server after it changes its user or environment
+ * (nginx's workers: setuid to nobody, no way into the runtime directory),
+ * as a kernel bpf fd stays usable. Never spawns: the parent's server runs. */
+static void connect_nospawn(void)
+{
+	char dir[PATH_MAX];
+	int dfd;
+
+	if (conn_fd >= 0 || (dfd = shim_rundir_open()) < 0)
+		return;
+	if (!shim_runtime_dir(dir, sizeof(dir))) {
+		int fd = try_connect(dfd, dir);
+		if (fd >= 0) {
+			conn_fd = fd;
+			send_hold();
+		}
+	}
+	real.close(dfd);
+}
+
 static void after_fork_child(void)
 {
+	int had = conn_fd >= 0;
+
 	pthread_mutex_init(&conn_lock, NULL);
 	if (conn_fd >= 0)
 		real.close(conn_fd);
 	conn_fd = -1;
 	need_hold = 1;
+	if (had)
+		connect_nospawn();
 }
 
-__attribute__((constructor)) static void conn_init(void)
+/* See shim.h. */
+void shim_connect_early(void)
+{
+	pthread_mutex_lock(&conn_lock);
+	connect_nospawn();
+	pthread_mutex_unlock(&conn_lock);
+}
+
+/* 102: its fork handler runs before uprobe.c's (200), which starts a thread that may ask */
+__attribute__((constructor(102))) static void conn_init(void)
 {
 	pthread_atfork(NULL, NULL, after_fork_child);
 }
@@ -411,14 +450,21 @@ static int ensure_conn(void)
 		conn_fd = -1;
 		return e;
 	}
-	if (need_hold) {
-		static uint32_t pairs[2 * 4096];
-		size_t n = shim_fd_held(pairs, 4096);
-		need_hold = 0;
-		if (n)
-			send_msg(SHIM_OP_HOLD, 0, 0, pairs, n * 8, -1);
-	}
+	send_hold();
 	return 0;
+}
+
+/* A forked child tells the server which objects it holds by inheritance. */
+static void send_hold(void)
+{
+	static uint32_t pairs[2 * 4096];
+
+	if (!need_hold)
+		return;
+	size_t n = shim_fd_held(pairs, 4096);
+	need_hold = 0;
+	if (n)
+		send_msg(SHIM_OP_HOLD, 0, 0, pairs, n * 8, -1);
 }
 
 static int request_sent;      /* the server got the current request */

@@ -164,6 +164,7 @@ static int timer_main(struct rt_thread *thr)
 		uint64_t r0;
 		memset(&ctx, 0, sizeof(ctx));
 		ctx.sample_period = t->period_ns;
+		shim_prog_prepare(t->prog);   /* the shim's thread, not a probe: it may ask */
 		bpf_prog_run(t->prog, &ctx, &r0);
 	}
 }

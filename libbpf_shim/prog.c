@@ -142,6 +142,14 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	return &e->map;
 }
 
+/* BPFSHIM_NO_JIT, read at load: programs are built in the follower thread,
+ * which never reads the environment the application may be changing. */
+static int no_jit;
+__attribute__((constructor(110))) static void no_jit_env(void)
+{
+	no_jit = getenv("BPFSHIM_NO_JIT") != NULL;
+}
+
 static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 {
 	struct stat_like { off_t size; } st;
@@ -194,7 +202,7 @@ static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 	rt->env.maps = (void *const *)rt->maps;
 	rt->env.map_values = (void *const *)rt->map_values;
 	rt->env.prog = rt;
-	if (hdr.jited_len && !getenv("BPFSHIM_NO_JIT"))
+	if (hdr.jited_len && !no_jit)
 		rt->jited = (bpf_jit_fn)bpf_jit_load((const char *)img + hdr.jited_off, hdr.jited_len);
 	/* decoded here, not in the first run (a probe hit) */
 	if (!rt->jited && bpf_interp_prepare(rt)) {

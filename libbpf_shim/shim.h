@@ -156,6 +156,11 @@ void shim_say_once(const char *m);
 	"and syscall tracepoints); a kprobe " SHIM_NO_KERNEL
 /* Is fd the connection's own socket (never let the app close it under us)? */
 int shim_is_conn_fd(int fd);
+/* Connect now if the server runs (never spawning it): a traced process
+ * reaches the server with the credentials it started with, and its forked
+ * children with theirs at fork (conn.c after_fork_child), whatever user
+ * they change to later. The agent calls it when it finds the table. */
+void shim_connect_early(void);
 
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);

@@ -227,6 +227,7 @@ long shim_prog_test_run(union bpf_attr *a, uint64_t uattr)
 	p = shim_prog_get((int)a->test.prog_fd, &err);
 	if (!p)
 		return err;
+	shim_prog_prepare(p);   /* not a probe: the rings its perf event arrays name (BEGIN's printf) */
 	switch (p->prog_type) {
 	case BPF_PROG_TYPE_SOCKET_FILTER:
 	case BPF_PROG_TYPE_SCHED_CLS:

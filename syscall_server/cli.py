@@ -49,6 +49,11 @@ def cmd_run(args):
     if not args.cmd:
         sys.exit("bpfshim run: no command (bpfshim run -- CMD ...)")
     cmd = args.cmd[1:] if args.cmd[0] == "--" else args.cmd
+    # The server runs before the command does: the command's processes
+    # connect at start (agent/uprobe.c open_table) and their children at
+    # fork, so a process that later changes its user (nginx's workers) still
+    # reaches it when a tracer comes.
+    connect_server().close()
     os.execvpe(cmd[0], cmd, child_env())
 
 
@@ -62,9 +67,8 @@ def cmd_server(args):
     print(f"bpfshim server running in {runtime_dir()}")
 
 
-def request_status():
-    """Ask the server (starting it through the shim if needed) for its objects."""
-    P = _native.proto
+def connect_server():
+    """A connection to the server, started through the shim if needed."""
     for attempt in range(2):
         try:
             s = rundir.connect(runtime_dir())
@@ -77,6 +81,13 @@ def request_status():
             # start it the way loaders do: a process with the shim preloaded
             subprocess.run([sys.executable, "-c", "import ctypes; ctypes.CDLL(None).syscall(321, 99, 0, 0)"],
                            env=child_env(), stderr=subprocess.DEVNULL, check=False)
+    return s
+
+
+def request_status():
+    """Ask the server (starting it through the shim if needed) for its objects."""
+    P = _native.proto
+    s = connect_server()
     s.send(struct.pack("<IIqq", P.SHIM_OP_CTL, 0, P.SHIM_CTL_STATUS, 0))
     data = s.recv(1 << 17)
     _op, _ln, _a, _b = struct.unpack_from("<IIqq", data)
