@@ -4,7 +4,7 @@ SIGKILLed sees what it sees on the kernel, where nothing dies: the same
 trace (compat_tests/durable_cases.py) on the kernel and through bpfshim, as
 root and as uid 65534; afterwards the objects are gone, as on the kernel
 once their last pin and fd are."""
-import ctypes
+import functools
 import json
 import os
 import re
@@ -94,13 +94,7 @@ def run_side(side):
             rt.close()
 
 
-_cache = {}
-
-
-def side_result(side):
-    if side not in _cache:
-        _cache[side] = run_side(side)
-    return _cache[side]
+side_result = functools.lru_cache(None)(run_side)   # each side runs once for all tests
 
 
 @pytest.mark.parametrize("side", SIDES[1:])

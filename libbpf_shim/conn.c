@@ -48,17 +48,14 @@ static void send_hold(void);
  * as a kernel bpf fd stays usable. Never spawns: the parent's server runs. */
 static void connect_nospawn(void)
 {
-	char dir[PATH_MAX];
-	int dfd;
+	int dfd, fd;
 
 	if (conn_fd >= 0 || (dfd = shim_rundir_open()) < 0)
 		return;
-	if (!shim_runtime_dir(dir, sizeof(dir))) {
-		int fd = try_connect(dfd, dir);
-		if (fd >= 0) {
-			conn_fd = fd;
-			send_hold();
-		}
+	fd = try_connect(dfd, shim_rundir_path());
+	if (fd >= 0) {
+		conn_fd = fd;
+		send_hold();
 	}
 	real.close(dfd);
 }
@@ -231,14 +228,12 @@ static int nobody_listens(int err)
 
 static int connect_or_spawn(void)
 {
-	char dir[PATH_MAX];
+	const char *dir = shim_rundir_path();
 	int dfd, fd, lk;
 
 	dfd = shim_rundir_open();
 	if (dfd < 0)
 		return dfd;
-	if (shim_runtime_dir(dir, sizeof(dir)))
-		snprintf(dir, sizeof(dir), "?");
 	fd = try_connect(dfd, dir);
 	if (fd >= 0 || !nobody_listens(fd))
 		goto out;

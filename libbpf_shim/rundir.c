@@ -124,6 +124,13 @@ int shim_rundir_open(void)
 	return fd;
 }
 
+const char *shim_rundir_path(void)
+{
+	if (!resolved)
+		resolve();
+	return dir;
+}
+
 int shim_runtime_dir(char *out, size_t n)
 {
 	int fd = shim_rundir_open();

@@ -79,6 +79,9 @@ long shim_strncpy_from_user(char *dst, uint64_t src, size_t max);
 int shim_runtime_dir(char *out, size_t n);
 /* The checked directory opened (O_DIRECTORY), or -errno. */
 int shim_rundir_open(void);
+/* Its path as chosen (checked only by shim_rundir_open): for messages and
+ * the server's command line once the directory is open. */
+const char *shim_rundir_path(void);
 /* The uid it and its server must belong to: the real uid at start. */
 uid_t shim_rundir_uid(void);
 int shim_rundir_set(const char *path);
