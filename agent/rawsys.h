@@ -55,6 +55,48 @@ static inline long bpf_rt_read_file(const char *path, char *buf, size_t n)
 	return r;
 }
 
+/* Fds the runtime keeps for itself live from here up. The kernel gives an
+ * open the lowest free number, and programs count on that (a daemon that
+ * closes 0-2 and reopens /dev/null as stdin, a test of its own fd numbers):
+ * a number the runtime holds must not be one the application would get.
+ * (The shim's own fds: libbpf_shim/conn.c CONN_FD_MIN, prog.c INTERNAL_FD_MIN.) */
+#define BPF_RT_FD_MIN 900
+
+/* `fd` moved to BPF_RT_FD_MIN or above (close-on-exec), or kept where it is
+ * when the fd limit is lower than that. Only a thread that runs while the
+ * application cannot open files (a constructor, a fork child's handler)
+ * leaves no trace: between the open and the move the low number is taken. */
+static inline long bpf_rt_keep_fd(long fd)
+{
+	long hi;
+
+	if (fd < 0 || fd >= BPF_RT_FD_MIN)
+		return fd;
+	hi = BPF_RT_SYS(SYS_fcntl, fd, 1030 /* F_DUPFD_CLOEXEC */, BPF_RT_FD_MIN);
+	if (hi < 0)
+		return fd;
+	BPF_RT_SYS(SYS_close, fd);
+	return hi;
+}
+
+/* Open `path` again at the number *slot holds (a fork child: the kept fd
+ * names its parent's /proc/self), or keep a first open; -errno on failure,
+ * *slot unchanged. */
+static inline long bpf_rt_reopen_fd(int *slot, const char *path, long flags)
+{
+	long fd = BPF_RT_SYS(SYS_openat, -100 /* AT_FDCWD */, path, flags | 02000000 /* O_CLOEXEC */, 0);
+
+	if (fd < 0)
+		return fd;
+	if (*slot < 0) {
+		*slot = (int)bpf_rt_keep_fd(fd);
+		return 0;
+	}
+	BPF_RT_SYS(SYS_dup3, fd, *slot, 02000000);
+	BPF_RT_SYS(SYS_close, fd);
+	return 0;
+}
+
 /* The decimal digits of v at out (no NUL): how many. */
 static inline size_t bpf_rt_utoa(char *out, uint64_t v)
 {

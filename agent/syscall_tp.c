@@ -66,6 +66,7 @@
 #include "syscall_tp.h"
 #include "helpers/helpers.h"
 #include "hook/hook.h"
+#include "hook/tasks.h"
 #include "rawsys.h"
 
 #ifndef PR_SET_SYSCALL_USER_DISPATCH
@@ -304,40 +305,37 @@ static int was_asked(int tid)
 
 /* Ask the threads not asked yet. Threads an armed thread makes arm
  * themselves. */
+struct ask_walk {
+	long pid, self;
+};
+
+static void ask_one(int tid, void *arg)
+{
+	const struct ask_walk *w = arg;
+
+	if (was_asked(tid))
+		return;
+	if (tid == w->self) {
+		sync_self();
+	} else {
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		si.si_signo = ASK_SIG;
+		si.si_code = SI_QUEUE;
+		si.si_pid = (pid_t)w->pid;
+		si.si_uid = getuid();
+		si.si_value.sival_ptr = &sud_want;
+		SYSCALL(SYS_rt_tgsigqueueinfo, w->pid, tid, ASK_SIG, &si, 0, 0);
+	}
+	if (n_asked < ASKED_MAX)
+		asked[n_asked++] = tid;
+}
+
 static void ask_threads(void)
 {
-	static char dbuf[8192];
-	long pid = SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0), self = SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
-	int fd = (int)SYSCALL(SYS_open, "/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0, 0, 0);
-	long n;
+	struct ask_walk w = { SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0), SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0) };
 
-	if (fd < 0)
-		return;
-	while ((n = SYSCALL(SYS_getdents64, fd, dbuf, sizeof(dbuf), 0, 0, 0)) > 0) {
-		for (long off = 0; off < n;) {
-			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
-				(void *)(dbuf + off);
-			off += e->reclen;
-			int tid = atoi(e->name);
-			if (tid <= 0 || was_asked(tid))
-				continue;
-			if (tid == self) {
-				sync_self();
-			} else {
-				siginfo_t si;
-				memset(&si, 0, sizeof(si));
-				si.si_signo = ASK_SIG;
-				si.si_code = SI_QUEUE;
-				si.si_pid = (pid_t)pid;
-				si.si_uid = getuid();
-				si.si_value.sival_ptr = &sud_want;
-				SYSCALL(SYS_rt_tgsigqueueinfo, pid, tid, ASK_SIG, &si, 0, 0);
-			}
-			if (n_asked < ASKED_MAX)
-				asked[n_asked++] = tid;
-		}
-	}
-	SYSCALL(SYS_close, fd, 0, 0, 0, 0, 0);
+	rt_tasks_walk(ask_one, &w);
 }
 
 int syscall_tp_poll(void)

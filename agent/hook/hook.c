@@ -37,6 +37,7 @@
 #include <sys/syscall.h>
 #include "hook.h"
 #include "rawsys.h"
+#include "tasks.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -1014,32 +1015,30 @@ static int may_be_inside(int tid, uint64_t addr)
 	return pc > addr && pc < addr + 5;
 }
 
+struct quiesce_walk {
+	struct hook_site *s;
+	int self;
+};
+
+static void quiesce_pick(int tid, void *arg)
+{
+	struct quiesce_walk *w = arg;
+
+	if (tid == w->self || qreq.n >= QUIESCE_MAX || !may_be_inside(tid, w->s->addr))
+		return;
+	qreq.tids[qreq.n] = tid;
+	qreq.acked[qreq.n] = 0;
+	qreq.n++;
+}
+
 static void quiesce(struct hook_site *s)
 {
-	static char dbuf[8192];
-	int self = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0), pid = (int)rsys(SYS_getpid, 0, 0, 0, 0, 0, 0);
-	int fd = (int)rsys(SYS_open, (long)"/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0, 0, 0);
-	long n;
+	struct quiesce_walk w = { .s = s, .self = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0) };
+	int pid = (int)rsys(SYS_getpid, 0, 0, 0, 0, 0, 0);
 
-	if (fd < 0)
-		return;
 	qreq.n = 0;
-	while ((n = rsys(SYS_getdents64, fd, (long)dbuf, sizeof(dbuf), 0, 0, 0)) > 0) {
-		for (long off = 0; off < n;) {
-			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
-				(void *)(dbuf + off);
-			off += e->reclen;
-			int tid = atoi(e->name);
-			if (tid <= 0 || tid == self || qreq.n >= QUIESCE_MAX)
-				continue;
-			if (!may_be_inside(tid, s->addr))
-				continue;
-			qreq.tids[qreq.n] = tid;
-			qreq.acked[qreq.n] = 0;
-			qreq.n++;
-		}
-	}
-	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (rt_tasks_walk(quiesce_pick, &w))
+		return;
 	if (!qreq.n)
 		return;
 	qreq.addr = s->addr;
@@ -1233,6 +1232,8 @@ static void atfork_child(void)
 				c->s[i].owner = 0;
 			}
 	qreq.active = 0;
+	if (memfd >= 0)     /* it names the parent's memory */
+		bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
 }
 
 /* Created before the application's keys (rawsys.h bpf_rt_setspecific); 110: before
@@ -1262,7 +1263,7 @@ static int init_locked(void)
 		have_sync_core = 1;
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0) == 0)
 		rcu_fast = 1;
-	memfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	inited = 1;
 	return 0;

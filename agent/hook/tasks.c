@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The threads of this process, for the code that must reach each of them
+ * (the hook engine before it rewrites a site, syscall dispatch arming new
+ * threads). Their list is /proc/self/task; the directory is opened once, at
+ * start and in a fork child (before either lets the application run), kept
+ * above the application's fd numbers and read again from its start for each
+ * walk. Opening it for each walk, from the runtime's thread while the
+ * application runs, took the lowest free fd for a moment: an open() of the
+ * application's then returned a number one higher than without bpfshim.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include "rawsys.h"
+#include "tasks.h"
+
+static int task_fd = -1;
+static long task_pid;             /* whose task directory task_fd is */
+static dev_t task_dev;
+static ino_t task_ino;
+static int walk_lock;
+
+static void take(void)
+{
+	while (__atomic_exchange_n(&walk_lock, 1, __ATOMIC_ACQUIRE))
+		BPF_RT_SYS(SYS_sched_yield, 0);
+}
+
+static void drop(void)
+{
+	__atomic_store_n(&walk_lock, 0, __ATOMIC_RELEASE);
+}
+
+static void reopen_locked(void)
+{
+	struct stat st;
+
+	if (bpf_rt_reopen_fd(&task_fd, "/proc/self/task", O_RDONLY | O_DIRECTORY))
+		return;
+	task_pid = BPF_RT_SYS(SYS_getpid, 0);
+	if (!BPF_RT_SYS(SYS_fstat, task_fd, &st)) {
+		task_dev = st.st_dev;
+		task_ino = st.st_ino;
+	}
+}
+
+void rt_tasks_reopen(void)
+{
+	take();
+	reopen_locked();
+	drop();
+}
+
+/* task_fd still is our directory of this process: the application may
+ * have closed it (closefrom) and reused the number. */
+static int still_ours(void)
+{
+	struct stat st;
+
+	return task_fd >= 0 && task_pid == BPF_RT_SYS(SYS_getpid, 0) && !BPF_RT_SYS(SYS_fstat, task_fd, &st) &&
+	       st.st_dev == task_dev && st.st_ino == task_ino;
+}
+
+int rt_tasks_walk(void (*fn)(int tid, void *arg), void *arg)
+{
+	static char dbuf[8192];
+	long n;
+
+	take();
+	if (!still_ours()) {
+		task_fd = -1;   /* not ours to close any more */
+		reopen_locked();
+		if (task_fd < 0) {
+			drop();
+			return -ENOENT;
+		}
+	}
+	BPF_RT_SYS(SYS_lseek, task_fd, 0, SEEK_SET);
+	while ((n = BPF_RT_SYS(SYS_getdents64, task_fd, dbuf, sizeof(dbuf))) > 0) {
+		for (long off = 0; off < n;) {
+			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
+				(void *)(dbuf + off);
+			off += e->reclen;
+			int tid = atoi(e->name);
+			if (tid > 0)
+				fn(tid, arg);
+		}
+	}
+	drop();
+	return n < 0 ? (int)n : 0;
+}
+
+/* 105: before any constructor that may attach (hook.c, uprobe.c) or start
+ * a thread; a fork child opens its own before fork() returns to it. */
+__attribute__((constructor(105))) static void tasks_init(void)
+{
+	rt_tasks_reopen();
+	pthread_atfork(NULL, NULL, rt_tasks_reopen);
+}

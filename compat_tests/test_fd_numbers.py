@@ -1,0 +1,101 @@
+"""A traced process's fds are numbered as without bpfshim.
+
+The kernel gives an open the lowest free number and programs count on it (a
+daemon reopening stdin as 0 after closing it, a server's own bookkeeping).
+The fds the runtime keeps in a traced process (/proc/self/mem for patching,
+the task directory it walks to reach each thread, the server connection)
+live above the application's numbers, and the walks made while the
+application runs take no low number even for a moment: the victim's opens
+return, in main, in a thread, after a fork, what they return under the
+kernel's probes. Before, the task-directory walk of syscall dispatch made an
+open of the victim's return 4 instead of 3 in about one run of two, and the
+hook engine kept /proc/self/mem at the lowest free number for good.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.test_bpftrace import run_bpftrace, runtime_dirs  # noqa: F401 (fixture)
+from compat_tests.unpriv import readable_tmpdir
+
+FDVICTIM_C = r"""
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+__attribute__((noinline)) int probed(int x) { __asm__ volatile("" ::: "memory"); return x + 1; }
+static void *thread_main(void *a) {
+    probed(2);
+    int fd = open("/dev/null", O_RDONLY);
+    printf("fd: thread %d\n", fd);
+    close(fd);
+    return 0;
+}
+int main(void) {
+    probed(1);
+    int a = open("/dev/null", O_RDONLY);
+    for (int i = 0; i < 200; i++) {       /* while the runtime arms threads */
+        getppid();
+        int t = open("/dev/null", O_RDONLY);
+        if (t != a + 1)
+            printf("fd: open %d got %d\n", i, t);
+        close(t);
+        usleep(500);
+    }
+    pthread_t th;
+    pthread_create(&th, 0, thread_main, 0);
+    pthread_join(th, 0);
+    pid_t p = fork();
+    if (p == 0) {
+        probed(3);
+        getppid();
+        printf("fd: child %d\n", open("/dev/null", O_RDONLY));
+        _exit(0);
+    }
+    waitpid(p, 0, 0);
+    printf("fd: main %d %d\n", a, dup(0));
+    return 0;
+}
+"""
+
+SCRIPT = ("uprobe:{V}:probed { @u = count(); } "
+          "tracepoint:syscalls:sys_enter_getppid /comm == \"fdvictim\"/ { @g = count(); }")
+
+
+@pytest.fixture(scope="module")
+def fdvictim():
+    d = readable_tmpdir("bpfshim-fdnum-")
+    exe = os.path.join(d, "fdvictim")
+    with open(exe + ".c", "w") as f:
+        f.write(FDVICTIM_C)
+    subprocess.run(["cc", "-O1", "-pthread", "-o", exe, exe + ".c"], check=True)
+    yield exe
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def fd_lines(out):
+    return sorted(l for l in out.splitlines() if l.startswith("fd: "))
+
+
+def test_fd_numbers_as_on_kernel(fdvictim, runtime_dirs):  # noqa: F811
+    script = SCRIPT.replace("{V}", fdvictim)
+    rc, out = run_bpftrace(script, fdvictim, runtime_dirs[0])
+    assert rc == 0 and "@u: 3" in out, out
+    got = {"root": fd_lines(out)}
+    if unpriv_reason() is None:
+        rc, out = run_bpftrace(script, fdvictim, runtime_dirs[1], unpriv=True)
+        assert rc == 0 and "@u: 3" in out, out
+        got["uid 65534"] = fd_lines(out)
+    why = kernel_bpf_reason()
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
+    rc, out = run_bpftrace(script, fdvictim)
+    assert rc == 0, out
+    want = fd_lines(out)
+    assert want and not any(" got " in l for l in want), out
+    for label, lines in got.items():
+        assert lines == want, f"{label}: {lines}\nkernel: {want}"
