@@ -98,9 +98,6 @@ struct bpf_run_ctx {
 	 * once and bpf_prog_run continues with it (no return to the caller). */
 	const struct bpf_prog_rt *tail_call_next;
 	uint32_t tail_call_cnt;
-	/* bpf_override_return */
-	int override_set;
-	uint64_t override_rc;
 	/* A fault (SIGSEGV/SIGBUS) inside program code or a helper lands here. */
 	bpf_rt_jmp_buf fault_jmp;
 	int in_prog;

@@ -64,6 +64,7 @@
 #include "bpf_rt.h"
 #include "common.h"
 #include "syscall_tp.h"
+#include "syscall_site.h"
 #include "helpers/helpers.h"
 #include "hook/hook.h"
 #include "hook/tasks.h"
@@ -340,6 +341,7 @@ static void ask_threads(void)
 
 int syscall_tp_poll(void)
 {
+	syscall_site_work();
 	if (n_rescans && __atomic_load_n(&sud_want, __ATOMIC_ACQUIRE)) {
 		n_rescans--;
 		ask_threads();
@@ -445,6 +447,7 @@ void syscall_tp_commit(void)
 	}
 	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
 	int want = set != NULL && !dispatch_off;
+	syscall_site_publish(set ? set->enter : NULL, set ? set->exit : NULL, NR_MAX, want);
 	if (want == __atomic_load_n(&sud_want, __ATOMIC_RELAXED))
 		return;
 	if (want)
@@ -482,6 +485,18 @@ static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, voi
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
 	in_probe = was;
+}
+
+/* The enter programs of syscall nr; 1 when one of them called
+ * bpf_override_return: the syscall is not made, it returns *ret (the last
+ * override's rc), and its exit programs see that, as the kernel's
+ * sys_exit after an error injection into the syscall function. */
+static int enter_overridden(const struct tp_set *set, long nr, void *rec, long *ret)
+{
+	bpf_rt_override.set = 0;
+	run_probes(set, TP_ENTER, nr, rec);
+	*ret = (long)bpf_rt_override.rc;
+	return bpf_rt_override.set;
 }
 
 static int wants(const uint8_t *bits, long nr)
@@ -922,6 +937,8 @@ static void dispatch(ucontext_t *uc)
 	}
 	struct hook_pt_regs regs;
 	struct tp_record rec;
+	long ret;
+	int overridden = 0;
 
 	if (fire && (wants(set->enter, nr) || wants(set->exit, nr))) {
 		/* the user registers at the syscall, as task_pt_regs() has them */
@@ -936,9 +953,9 @@ static void dispatch(ucontext_t *uc)
 		rec.nr = nr;
 		if (wants(set->enter, nr)) {
 			memcpy(rec.args, a, sizeof(rec.args));
-			run_probes(set, TP_ENTER, nr, &rec);
+			overridden = enter_overridden(set, nr, &rec, &ret);
 		}
-		if ((set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
+		if (!overridden && (set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
 			int group_dead = group_dies(nr);
 			if (set->sched_exit)
 				sched_process_exit(set, nr, (int)a[0], group_dead, &regs);
@@ -947,13 +964,14 @@ static void dispatch(ucontext_t *uc)
 		}
 	}
 	struct sig_gen sg;
-	int gen = fire && set->signal_generate && signal_prepare(nr, a, &sg);
+	int gen = fire && !overridden && set->signal_generate && signal_prepare(nr, a, &sg);
 	sg.rec.regs = (uint64_t)(uintptr_t)&regs;
-	long ret = do_syscall(uc, nr, a);
+	if (!overridden)
+		ret = do_syscall(uc, nr, a);
 	g[REG_RAX] = ret;
 	if (gen && ret == 0)
 		run_probes(set, TP_SIGNAL_GENERATE, nr, &sg.rec);
-	if (fire && set->sched_fork && ret > 0 &&
+	if (fire && !overridden && set->sched_fork && ret > 0 &&
 	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
 		sched_process_fork(set, ret, &regs);
 	if (fire && wants(set->exit, nr)) {
@@ -993,8 +1011,10 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	int saved_errno = errno;
 
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
-	if (sig == SIGSYS && si->si_code == SYS_USER_DISPATCH)
+	if (sig == SIGSYS && si->si_code == SYS_USER_DISPATCH) {
+		syscall_site_trapped((uint64_t)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RIP]);
 		dispatch(ucv);
+	}
 	else if (sig == ASK_SIG && si->si_code == SI_QUEUE && si->si_value.sival_ptr == &sud_want &&
 		 si->si_pid == getpid())
 		sync_thread(&saved);
@@ -1002,6 +1022,33 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 		forward(sig, si, ucv);
 	errno = saved_errno;
 	sud_selector = saved;
+}
+
+/* The traced path of a rewritten site (syscall_site.c): the trapped path's
+ * code, given the registers a signal frame would hold. The syscalls that
+ * need a real frame go back to trap. */
+int syscall_tp_site(struct hook_pt_regs *r)
+{
+	long nr = (long)r->orig_ax;
+	ucontext_t uc;
+	greg_t *g = uc.uc_mcontext.gregs;
+
+	switch (nr) {
+	case SYS_rt_sigreturn: case SYS_rt_sigprocmask: case SYS_clone: case SYS_clone3: case SYS_fork: case SYS_vfork:
+		return -1;
+	}
+	g[REG_R8] = r->r8, g[REG_R9] = r->r9, g[REG_R10] = r->r10, g[REG_R11] = r->r11;
+	g[REG_R12] = r->r12, g[REG_R13] = r->r13, g[REG_R14] = r->r14, g[REG_R15] = r->r15;
+	g[REG_RDI] = r->di, g[REG_RSI] = r->si, g[REG_RBP] = r->bp, g[REG_RBX] = r->bx, g[REG_RDX] = r->dx;
+	g[REG_RAX] = nr, g[REG_RCX] = r->cx, g[REG_RSP] = r->sp, g[REG_RIP] = r->ip, g[REG_EFL] = r->flags;
+	char saved = sud_selector;
+	int saved_errno = errno;
+	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+	dispatch(&uc);
+	errno = saved_errno;
+	sud_selector = saved;
+	r->ax = (uint64_t)g[REG_RAX];
+	return 0;
 }
 
 #endif

@@ -26,6 +26,7 @@
 #include "attach_table.h"
 #include "hook/hook.h"
 #include "syscall_tp.h"
+#include "syscall_site.h"
 #include "rt_thread.h"
 #include "run_cpu.h"
 #include "rawsys.h"
@@ -55,6 +56,10 @@ struct probe {
 	 * or NULL: as the kernel, each probed site adds 1 once per process,
 	 * however many probes share it (agent/attach_table.h). */
 	uint16_t *ref_ctr;
+	/* what bpf_override_return does here: skip the function (an entry),
+	 * replace its return value (a uretprobe), nothing (a site inside a
+	 * function, where no `ret` would go back to the caller) */
+	enum { OVERRIDE_NONE, OVERRIDE_SKIP, OVERRIDE_RETVAL } override;
 };
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
@@ -76,7 +81,17 @@ static void run(struct probe *p, struct hook_pt_regs *regs)
 	}
 	SUD_INTERNAL_BEGIN();
 	in_probe = 1;
+	bpf_rt_override.set = 0;
 	bpf_prog_run_probe(p->prog, regs, p->cookie, p->func_ip, &r0);
+	if (__builtin_expect(bpf_rt_override.set, 0)) {
+		/* as the kernel's helper: rax = rc, and at an entry the caller
+		 * continues from its return address (the other probes of the
+		 * site still run, any override wins) */
+		if (p->override == OVERRIDE_SKIP)
+			hook_override(regs, bpf_rt_override.rc);
+		else if (p->override == OVERRIDE_RETVAL)
+			regs->ax = bpf_rt_override.rc;
+	}
 	in_probe = 0;
 	SUD_INTERNAL_END();
 }
@@ -234,6 +249,13 @@ out:
 
 #undef IN_FILE
 
+size_t agent_func_at(const struct attach_slot *s, uint64_t *before)
+{
+	int usdt;
+
+	return site_info(s, s->offset, before, &usdt);
+}
+
 static struct probe *same_site(const struct probe *p)
 {
 	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++) {
@@ -293,6 +315,17 @@ static void detach_slot(unsigned i)
 	shim_prog_release(p->prog->id);
 }
 
+/* The program calls bpf_override_return (its own code; a tail-called
+ * program is not looked at). */
+static int calls_override(const struct bpf_prog_rt *prog)
+{
+	for (uint32_t i = 0; i < prog->insn_cnt; i++)
+		if (prog->insns[i].code == (BPF_JMP | BPF_CALL) && prog->insns[i].src_reg == 0 &&
+		    prog->insns[i].imm == BPF_FUNC_override_return)
+			return 1;
+	return 0;
+}
+
 /* BPFSHIM_DEBUG_HOOKS, read at load (uprobe_init): the follower never
  * reads the environment, which the application may be changing. */
 static int debug_hooks;
@@ -330,6 +363,14 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	int err = fsize || usdt ? hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize, entry, ret,
 						 p, &p->hook)
 				: hook_attach((void *)addr, entry, ret, p, &p->hook);
+	p->override = retprobe ? OVERRIDE_RETVAL : before || usdt ? OVERRIDE_NONE : OVERRIDE_SKIP;
+	if (!err && p->override == OVERRIDE_NONE && calls_override(prog)) {
+		char m[ATTACH_PATH_MAX + 160];
+		int k = snprintf(m, sizeof(m), "bpfshim: bpf_override_return has no effect at %s+0x%" PRIx64
+				 ": not a function entry\n", s->path, s->offset);
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+	}
 	if (err) {
 		char m[ATTACH_PATH_MAX + 128];
 		int k = snprintf(m, sizeof(m), "bpfshim: cannot probe %s+0x%" PRIx64 " in pid %d: %s\n",

@@ -68,8 +68,14 @@ class ProgObject(BpfObject):
         self.func_info = self.line_info = b""   # struct bpf_func_info / bpf_line_info records
 
     def status(self):
-        return {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
-                "jited": bool(self.jited), "maps": [m.id for m in self.maps]}
+        st = {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
+              "jited": bool(self.jited), "maps": [m.id for m in self.maps]}
+        if self.calls_helper(U.BPF_FUNC_override_return):
+            st["override_return"] = True      # changes what its probed function or syscall returns
+        return st
+
+    def calls_helper(self, func_id):
+        return any(i.code == V.JMP | V.CALL and i.src == 0 and i.imm == func_id for i in V.decode(self.orig))
 
 
 def bpf_prog_calc_tag(insns):

@@ -44,6 +44,11 @@ TRACING_ONLY_HELPERS = {
     "bpf_override_return", "bpf_get_func_ip", "bpf_get_attach_cookie",
 }
 
+# Helpers only some program types have: bpf_override_return is kprobe_prog_func_proto's
+# (KPROBE: uprobes here); bpfshim also gives it to TRACEPOINT programs (syscall
+# tracepoints: the syscall is not made), which the kernel does not.
+PROG_TYPE_HELPERS = {"bpf_override_return": {2, 5}}   # KPROBE, TRACEPOINT
+
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
 MAX_SUBPROGS = 256
 STACK = 512
@@ -264,7 +269,8 @@ class Verifier:
             # does not know, so that loaders probing helpers (bpftrace's
             # detect_helper looks for "unknown func") see it as absent.
             reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
-        if self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS:
+        types = PROG_TYPE_HELPERS.get(name)
+        if (self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS) or (types and self.prog_type not in types):
             # check_helper_call()'s words (6.x) when the program type lacks it
             reject(self.log, errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}")
 

@@ -88,6 +88,16 @@ int bpf_rt_run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2, u
 uint32_t bpf_rt_ringbuf_mark(void);
 void bpf_rt_ringbuf_release(uint32_t mark);
 
+/* bpf_override_return's request on this thread, for the code that runs
+ * probe programs (agent/uprobe.c, agent/syscall_tp.c): it clears `set`
+ * before its programs run and applies `rc` after them. Probe runs do not
+ * nest on a thread (in_probe). */
+struct bpf_rt_override {
+	int set;
+	uint64_t rc;
+};
+extern __thread struct bpf_rt_override bpf_rt_override;
+
 /* The helpers of agent/helpers/, one function each, named after their
  * enum bpf_func_id entry (BPF_FUNC_x -> bpf_x). */
 #define BPF_RT_HELPERS(X)                                                          \
@@ -102,7 +112,8 @@ void bpf_rt_ringbuf_release(uint32_t mark);
 	X(get_current_pid_tgid) X(get_current_uid_gid) X(get_current_comm)         \
 	X(get_current_task) X(get_current_task_btf) X(get_ns_current_pid_tgid)                             \
 	X(send_signal) X(send_signal_thread)                                       \
-	X(get_func_ip) X(get_attach_cookie) X(skb_load_bytes)                     \
+	X(get_func_ip) X(get_attach_cookie) X(override_return)                  \
+	X(skb_load_bytes)                                                          \
 	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \
 	X(trace_printk) X(trace_vprintk)                                          \
 	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \

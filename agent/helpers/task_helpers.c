@@ -253,3 +253,16 @@ u64 bpf_get_attach_cookie(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 
 	return rc ? rc->bpf_cookie : 0;
 }
+
+__thread struct bpf_rt_override bpf_rt_override;
+
+/* bpf_override_return(ctx, rc): recorded for whoever ran the program (a
+ * uprobe's entry skips the function, a syscall's dispatch skips the
+ * syscall); the kernel's helper writes the registers at once, so a later
+ * fault of the same run does not take it back. Always 0, as there. */
+u64 bpf_override_return(u64 ctx, u64 rc, u64 r3, u64 r4, u64 r5)
+{
+	bpf_rt_override.rc = rc;
+	bpf_rt_override.set = 1;
+	return 0;
+}
