@@ -12,7 +12,7 @@ rejected at load time, and what the engines need to run code safely
 import errno
 import struct
 
-from .errors import BpfError
+from ..errors import BpfError
 
 INSN = struct.Struct("<BBhi")
 
