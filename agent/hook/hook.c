@@ -1559,6 +1559,81 @@ int hook_detach(struct hook *h)
 	return err;
 }
 
+/* ------------------------------------------------- other code rewriters */
+
+int hook_branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size)
+{
+	pthread_mutex_lock(&lock);
+	int hit = branch_into(addr, len, func, size);
+	pthread_mutex_unlock(&lock);
+	return hit;
+}
+
+uint8_t *hook_code_near(uint64_t addr, size_t n)
+{
+	pthread_mutex_lock(&lock);
+	uint8_t *p = init_locked() ? NULL : near_alloc(addr, n);
+	pthread_mutex_unlock(&lock);
+	return p;
+}
+
+int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n)
+{
+	pthread_mutex_lock(&lock);
+	int err = code_write(dst, src, n);
+	pthread_mutex_unlock(&lock);
+	return err;
+}
+
+int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target)
+{
+	return emit_jmp(b, at, target);
+}
+
+/* A 2-byte `jmp .` parks threads reaching addr while the rest is written
+ * (text_poke_bp's steps with a spin for the int3: no trap handler needs to
+ * know the site); one aligned 8-byte compare-and-swap when the bytes fit
+ * in one. */
+int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n)
+{
+	uint64_t lo = addr & ~4095ull, hi = (addr + n + 4095) & ~4095ull;
+	size_t avail;
+	int prot, err = 0;
+
+	if (n < 2 || n > 8 || (addr & 63) == 63)
+		return -EINVAL;
+	pthread_mutex_lock(&lock);
+	if ((err = init_locked()) || (err = mapping_of(addr, &prot, &avail)) ||
+	    (err = avail < n ? -EFAULT : 0))
+		goto out;
+	if (memcmp((void *)addr, old, n)) {
+		err = -EAGAIN;
+		goto out;
+	}
+	if (rsys(SYS_mprotect, (long)lo, (long)(hi - lo), prot | PROT_WRITE | PROT_EXEC, 0, 0, 0)) {
+		err = -EPERM;
+		goto out;
+	}
+	if ((addr & 7) + n <= 8) {
+		uint64_t *w = (uint64_t *)(addr & ~7ull), cur = __atomic_load_n(w, __ATOMIC_ACQUIRE), next = cur;
+		memcpy((uint8_t *)&next + (addr & 7), new, n);
+		if (!__atomic_compare_exchange_n(w, &cur, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			err = -EAGAIN;
+	} else {
+		uint16_t spin = 0xfeeb, head;
+		memcpy(&head, new, 2);
+		__atomic_store_n((uint16_t *)addr, spin, __ATOMIC_RELEASE);
+		sync_cores();
+		memcpy((uint8_t *)addr + 2, new + 2, n - 2);
+		sync_cores();
+		__atomic_store_n((uint16_t *)addr, head, __ATOMIC_RELEASE);
+	}
+	rsys(SYS_mprotect, (long)lo, (long)(hi - lo), prot, 0, 0, 0);
+out:
+	pthread_mutex_unlock(&lock);
+	return err;
+}
+
 int hook_mode(const struct hook *h)
 {
 	return h ? h->site->mode : -EINVAL;

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Syscall sites rewritten, lazily, so that a syscall tracepoint costs no
+ * signal (syscall_tp.c has the tracepoints and the dispatch handler).
+ *
+ * While a syscall tracepoint is attached, a syscall made outside bpfshim's
+ * region traps (Syscall User Dispatch); the handler notes the site
+ * (syscall_site_trapped) and the follower thread rewrites it soon after,
+ * where the code allows, into a jump to a per-site stub near it:
+ *
+ *   site:  mov $nr,%eax ; syscall     ->  jmp stub ; syscall (kept)
+ *   stub:  mov $nr,%eax ; lea site+7(%rip),%r11 ; jmp sud_site_entry
+ *
+ * The instruction before the syscall must be 5 bytes or more, relocatable
+ * as it is (a mov or lea, not rip-relative, not writing rsp), an instruction
+ * boundary of its function's linear decode, and no branch of the function
+ * may land inside it (the hook engine's scan); the syscall instruction stays
+ * where it was, so a branch to it, a thread stopped on it, and one returning
+ * from it all run the original code. Other sites stay on dispatch and are
+ * counted. The jump is written as the hook engine writes code other threads
+ * run (hook_text_replace).
+ *
+ * sud_site_entry, in the region dispatch lets through, looks up the syscall
+ * number in sud_nr_tab with instructions that leave the flags alone: 0
+ * (nothing attached for it) makes the syscall at once and returns to the
+ * site with rcx and r11 as the kernel leaves them; SITE_TRACED saves the
+ * registers as the kernel's pt_regs and runs the syscall through the
+ * dispatch handler's code with its programs (syscall_tp_site); SITE_TRAP
+ * goes back to the original instruction, which traps when dispatch is on:
+ * the syscalls that need the handler's signal frame (rt_sigreturn,
+ * rt_sigprocmask, the clone family, whose child does not return through
+ * the caller's stack the way the parent does). The stub writes 8 bytes
+ * below the red zone, as a signal would; xmm0-15 are saved around the
+ * programs, the upper halves of ymm/zmm are not (as with hooks).
+ */
+#ifndef BPFSHIM_CORE_ONLY
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include "bpf_rt.h"
+#include "common.h"
+#include "syscall_site.h"
+#include "syscall_tp.h"
+#include "helpers/helpers.h"
+#include "hook/hook.h"
+#include "rawsys.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+uint8_t sud_nr_tab[SITE_NR_TAB] HIDDEN __attribute__((aligned(64)));
+
+void sud_site_entry(void) HIDDEN;
+void sud_site_traced(struct hook_pt_regs *r) HIDDEN __attribute__((used));
+
+__asm__(
+	".pushsection bpfshim_sud,\"ax\",@progbits\n"
+	/* rax = nr, r11 = the address after the original syscall */
+	".globl sud_site_entry\n.hidden sud_site_entry\n.type sud_site_entry,@function\n"
+	"sud_site_entry:\n"
+	"	lea -128(%rsp), %rsp\n"
+	"	push %r11\n"
+	"	lea sud_nr_tab(%rip), %rcx\n"
+	"	movzwl %ax, %r11d\n"
+	"	movzbl (%rcx,%r11), %ecx\n"
+	"	jrcxz 1f\n"
+	"	jmp 2f\n"
+	"1:	syscall\n"
+	"	pop %rcx\n"
+	"	lea 128(%rsp), %rsp\n"
+	"	jmp *%rcx\n"
+	/* struct hook_pt_regs below the return address, as the kernel's */
+	"2:	pushfq\n"
+	"	push $0x2b\n"                 /* ss */
+	"	lea 152(%rsp), %rcx\n	push %rcx\n"   /* sp */
+	"	push 16(%rsp)\n"              /* flags */
+	"	push $0x33\n"                 /* cs */
+	"	push 40(%rsp)\n"              /* ip */
+	"	push %rax\n"                  /* orig_ax */
+	"	push %rdi\n	push %rsi\n	push %rdx\n"
+	"	push 80(%rsp)\n"              /* cx: the ip, as the syscall leaves it */
+	"	push $-38\n"                  /* ax: -ENOSYS */
+	"	push %r8\n	push %r9\n	push %r10\n"
+	"	push 112(%rsp)\n"             /* r11: the flags */
+	"	push %rbx\n	push %rbp\n	push %r12\n	push %r13\n	push %r14\n	push %r15\n"
+	"	mov %rsp, %rbx\n"
+	"	and $-16, %rsp\n	sub $256, %rsp\n"
+	"	movaps %xmm0, 0(%rsp)\n	movaps %xmm1, 16(%rsp)\n	movaps %xmm2, 32(%rsp)\n	movaps %xmm3, 48(%rsp)\n"
+	"	movaps %xmm4, 64(%rsp)\n	movaps %xmm5, 80(%rsp)\n	movaps %xmm6, 96(%rsp)\n	movaps %xmm7, 112(%rsp)\n"
+	"	movaps %xmm8, 128(%rsp)\n	movaps %xmm9, 144(%rsp)\n	movaps %xmm10, 160(%rsp)\n	movaps %xmm11, 176(%rsp)\n"
+	"	movaps %xmm12, 192(%rsp)\n	movaps %xmm13, 208(%rsp)\n	movaps %xmm14, 224(%rsp)\n	movaps %xmm15, 240(%rsp)\n"
+	"	mov %rbx, %rdi\n"
+	"	call sud_site_traced\n"
+	"	movaps 0(%rsp), %xmm0\n	movaps 16(%rsp), %xmm1\n	movaps 32(%rsp), %xmm2\n	movaps 48(%rsp), %xmm3\n"
+	"	movaps 64(%rsp), %xmm4\n	movaps 80(%rsp), %xmm5\n	movaps 96(%rsp), %xmm6\n	movaps 112(%rsp), %xmm7\n"
+	"	movaps 128(%rsp), %xmm8\n	movaps 144(%rsp), %xmm9\n	movaps 160(%rsp), %xmm10\n	movaps 176(%rsp), %xmm11\n"
+	"	movaps 192(%rsp), %xmm12\n	movaps 208(%rsp), %xmm13\n	movaps 224(%rsp), %xmm14\n	movaps 240(%rsp), %xmm15\n"
+	"	mov %rbx, %rsp\n"
+	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n"
+	"	pop %r11\n	pop %r10\n	pop %r9\n	pop %r8\n"
+	"	pop %rax\n	pop %rcx\n	pop %rdx\n	pop %rsi\n	pop %rdi\n"
+	"	lea 48(%rsp), %rsp\n"         /* orig_ax, ip, cs, flags, sp, ss */
+	"	popfq\n"
+	"	lea 136(%rsp), %rsp\n"        /* the return address, the red zone */
+	"	jmp *%rcx\n"
+	".popsection\n");
+
+/* ---- what each process says about its sites (bpfshim status) ---- */
+
+static struct syscall_site_stats local_stats, *stats = &local_stats;
+
+static void count(uint64_t *field)
+{
+	__atomic_fetch_add(field, 1, __ATOMIC_RELAXED);
+}
+
+/* The traced path of a rewritten site: the registers at the syscall. */
+void sud_site_traced(struct hook_pt_regs *r)
+{
+	if (sud_nr_tab[r->orig_ax & (SITE_NR_TAB - 1)] == SITE_TRAP || syscall_tp_site(r)) {
+		r->cx -= 2;          /* to the original syscall instruction */
+		r->ax = r->orig_ax;
+		return;
+	}
+	count(&stats->events);
+}
+
+/* $RUNTIME_DIR/syscall_sites.PID, made by the follower: the counters,
+ * shared with `bpfshim status`. A forked child makes its own. */
+static void stats_publish(void)
+{
+	char dir[512], path[600], name[64];
+	static pid_t made_for;
+	pid_t me = getpid();
+
+	if (made_for == me)
+		return;
+	made_for = me;
+	if (shim_runtime_dir(dir, sizeof(dir)))
+		return;
+	memcpy(name, "syscall_sites.", 14);
+	name[14 + bpf_rt_utoa(name + 14, (uint64_t)me)] = 0;
+	if (bpf_rt_path_join(path, sizeof(path), dir, name))
+		return;
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	struct syscall_site_stats *m = MAP_FAILED;
+	if (!ftruncate(fd, sizeof(*m)))
+		m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return;
+	struct syscall_site_stats *old = stats;
+	*m = *old;
+	m->magic = SITE_STATS_MAGIC;
+	m->pid = (uint32_t)me;
+	char st[1024];
+	long n = bpf_rt_read_file("/proc/self/stat", st, sizeof(st) - 1);
+	if (n > 0) {
+		st[n] = 0;
+		/* field 22, after the ")" that ends the comm */
+		const char *p = strrchr(st, ')');
+		for (int f = 2; p && f < 22; f++)
+			p = strchr(p + 1, ' ');
+		if (p)
+			m->start_time = strtoull(p + 1, NULL, 10);
+	}
+	__atomic_store_n(&stats, m, __ATOMIC_RELEASE);
+}
+
+/* ---- the sites seen trapping ---- */
+
+#define SEEN_MAX 4096
+enum { SEEN_NEW, SEEN_REWRITTEN, SEEN_TRAPPING };
+static uint64_t seen[SEEN_MAX];      /* the address after the syscall instruction */
+static uint8_t seen_state[SEEN_MAX];
+static int seen_pending;
+
+void syscall_site_trapped(uint64_t ip)
+{
+	count(&stats->traps);
+	for (unsigned k = 0, i = (unsigned)((ip * 0x9e3779b97f4a7c15ull) >> 52); k < 32; k++, i = (i + 1) % SEEN_MAX) {
+		uint64_t v = __atomic_load_n(&seen[i], __ATOMIC_ACQUIRE), none = 0;
+		if (v == ip)
+			return;
+		if (!v && __atomic_compare_exchange_n(&seen[i], &none, ip, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			__atomic_store_n(&seen_pending, 1, __ATOMIC_RELEASE);
+			agent_follower_kick();
+			return;
+		}
+		if (none == ip)
+			return;
+	}
+}
+
+/* Where addr is mapped from: the file's path, dev, ino and the offset. */
+static int file_of(uint64_t addr, struct attach_slot *s)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512 + ATTACH_PATH_MAX], perms[8], path[ATTACH_PATH_MAX + 1];
+	unsigned long lo, hi, off, ino;
+	unsigned maj, min;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		path[0] = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %256s", &lo, &hi, perms, &off, &maj, &min, &ino, path) < 7 ||
+		    addr < lo || addr >= hi)
+			continue;
+		if (perms[2] != 'x' || !ino || path[0] != '/')
+			break;
+		s->dev = makedev(maj, min);
+		s->ino = ino;
+		s->offset = addr - lo + off;
+		snprintf(s->path, sizeof(s->path), "%s", path);
+		found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+/* An instruction the stub runs as it is: a mov or lea of 5 bytes or more,
+ * not rip-relative, not writing rsp. */
+static int relocatable(const struct x86_insn *d, const uint8_t *p)
+{
+	uint8_t op = d->op, reg = (uint8_t)(((d->modrm >> 3) & 7) | (d->rex & 4 ? 8 : 0)),
+		rm = (uint8_t)((d->modrm & 7) | (d->rex & 1 ? 8 : 0));
+
+	if (d->len < 5 || d->map != 0 || d->vex || d->rip_rel || d->legacy_prefixes)
+		return 0;
+	if (op >= 0xb8 && op <= 0xbf)                       /* mov $imm, r */
+		return (uint8_t)((op & 7) | (d->rex & 1 ? 8 : 0)) != 4;
+	if (op == 0x8b || op == 0x8d)                       /* mov m, r; lea */
+		return reg != 4;
+	if (op == 0x89)                                     /* mov r, m/r */
+		return !(d->modrm >> 6 == 3 && rm == 4);
+	if (op == 0xc7)                                     /* mov $imm, m/r */
+		return ((d->modrm >> 3) & 7) == 0 && !(d->modrm >> 6 == 3 && rm == 4);
+	(void)p;
+	return 0;
+}
+
+static int debug;
+
+/* Rewrite the site whose syscall instruction ends at ip; 1 if done. */
+static int rewrite(uint64_t ip)
+{
+	uint64_t sc = ip - 2, before = 0;
+	struct attach_slot s;
+	uint8_t two[2];
+
+	memset(&s, 0, sizeof(s));
+	if (bpf_rt_copy_nofault(two, (void *)sc, 2) || two[0] != 0x0f || two[1] != 0x05 || !file_of(sc, &s))
+		return 0;
+	size_t fsize = agent_func_at(&s, &before);
+	uint64_t func = sc - before;
+	if (!fsize || fsize > (1u << 20) || before < 5)
+		return 0;
+	/* the instruction that ends at the syscall, in the function's decode */
+	const uint8_t *code = (const uint8_t *)func;
+	uint64_t at = 0;
+	struct x86_insn d = { 0 };
+	for (uint64_t pc = 0; pc < before;) {
+		int n = hook_x86_decode(code + pc, fsize - pc, &d);
+		if (n <= 0)
+			return 0;
+		at = pc;
+		pc += (unsigned)n;
+		if (pc > before)
+			return 0;
+	}
+	uint64_t site = func + at;
+	if (site + d.len != sc || !relocatable(&d, code + at) || (site & 63) == 63 ||
+	    hook_branch_into(site, 5, func, fsize))
+		return 0;
+	uint8_t stub[64], jmp[5], old[5];
+	size_t n = 0;
+	uint8_t *where = hook_code_near(site, sizeof(stub));
+	if (!where)
+		return 0;
+	memcpy(stub, code + at, d.len);
+	n = d.len;
+	stub[n++] = 0x4c;                /* lea rel32(%rip), %r11: the address after the syscall */
+	stub[n++] = 0x8d;
+	stub[n++] = 0x1d;
+	int64_t rel = (int64_t)(ip - ((uint64_t)where + n + 4));
+	if (rel != (int32_t)rel)
+		return 0;
+	int32_t r32 = (int32_t)rel;
+	memcpy(stub + n, &r32, 4);
+	n += 4;
+	n += (size_t)hook_emit_jmp(stub + n, (uint64_t)where + n, (uint64_t)sud_site_entry);
+	if (hook_code_put(where, stub, n))
+		return 0;
+	rel = (int64_t)((uint64_t)where - (site + 5));
+	if (rel != (int32_t)rel)
+		return 0;
+	r32 = (int32_t)rel;
+	jmp[0] = 0xe9;
+	memcpy(jmp + 1, &r32, 4);
+	memcpy(old, code + at, 5);
+	if (hook_text_replace(site, old, jmp, 5))
+		return 0;
+	if (debug) {
+		char m[ATTACH_PATH_MAX + 96];
+		int k = snprintf(m, sizeof(m), "bpfshim: syscall site %s+0x%llx rewritten\n", s.path,
+				 (unsigned long long)(s.offset - d.len));
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+	}
+	return 1;
+}
+
+int syscall_site_work(void)
+{
+	stats_publish();
+	if (!__atomic_exchange_n(&seen_pending, 0, __ATOMIC_ACQ_REL))
+		return 0;
+	for (unsigned i = 0; i < SEEN_MAX; i++) {
+		uint64_t ip = __atomic_load_n(&seen[i], __ATOMIC_ACQUIRE);
+		if (!ip || seen_state[i] != SEEN_NEW)
+			continue;
+		int ok = rewrite(ip);
+		seen_state[i] = ok ? SEEN_REWRITTEN : SEEN_TRAPPING;
+		count(ok ? &stats->rewritten : &stats->trapping);
+	}
+	return 0;
+}
+
+/* Every one of the nr_max bits: raw_syscalls, which also covers the numbers above. */
+static int all_set(const uint8_t *bits, unsigned nr_max)
+{
+	for (unsigned i = 0; bits && i < nr_max / 8; i++)
+		if (bits[i] != 0xff)
+			return 0;
+	return bits != NULL;
+}
+
+void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr_max, int on)
+{
+	int raw = all_set(enter, nr_max) || all_set(exit, nr_max);
+
+	for (unsigned nr = 0; nr < SITE_NR_TAB; nr++) {
+		uint8_t v = 0;
+		switch (nr) {
+		case SYS_rt_sigreturn: case SYS_clone: case SYS_fork: case SYS_vfork: case SYS_clone3:
+			v = SITE_TRAP;
+			break;
+		case SYS_rt_sigprocmask:      /* the mask the dispatch handler keeps SIGSYS out of */
+			v = on ? SITE_TRAP : 0;
+			break;
+		default:
+			if (on && (raw || (nr < nr_max && ((enter[nr / 8] | exit[nr / 8]) >> (nr % 8) & 1))))
+				v = SITE_TRACED;
+		}
+		if (__atomic_load_n(&sud_nr_tab[nr], __ATOMIC_RELAXED) != v)
+			__atomic_store_n(&sud_nr_tab[nr], v, __ATOMIC_RELAXED);
+	}
+}
+
+/* After a fork the child counts for itself. */
+static void site_child(void)
+{
+	local_stats = *stats;
+	local_stats.pid = 0;
+	stats = &local_stats;
+}
+
+__attribute__((constructor(110))) static void site_init(void)
+{
+	debug = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
+	syscall_site_publish(NULL, NULL, 0, 0);
+	pthread_atfork(NULL, NULL, site_child);
+}
+
+#endif
