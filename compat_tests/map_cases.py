@@ -1533,7 +1533,7 @@ def c_errno_kept(c):
 @case
 def c_attr_tail_every_command(c):
     """CHECK_ATTR of every command: a non-zero byte just past its last field
-    (the measured table, syscall_server/uapi_facts.py) is EINVAL before
+    (the command table, syscall_server/bpf_cmd.py) is EINVAL before
     anything else is looked at; bpfshim checks it on its dispatch path."""
     ends = _last_field_ends()
     fd = c.create("create", ARRAY, 4, 8, 4)
@@ -1559,6 +1559,57 @@ def c_attr_tail_every_command(c):
         c.rec("map_get_fd_by_id_next_id", *c.bpf(MAP_GET_FD_BY_ID, a, 12), fd=True)
 
 
+@case
+def c_attr_contract_every_command(c):
+    """The contract of every command and of numbers past the last one, in the
+    kernel's order: a size over the union with a non-zero byte past it, or a
+    size over a page, is E2BIG (before CHECK_ATTR); an attr that cannot be
+    read is EFAULT; then garbage anywhere past the command's last field is
+    EINVAL; bytes past the size the caller passes are not read (a size smaller
+    than the union), from attrs that succeed otherwise."""
+    ends = _last_field_ends()
+    fd = c.create("create", ARRAY, 4, 8, 4)
+    info = ctypes.create_string_buffer(INFO_SIZE_61)
+    base = {MAP_CREATE: struct.pack("<IIII", ARRAY, 4, 8, 4),
+            MAP_GET_FD_BY_ID: u32(c.ids[0] if c.ids else 0),
+            OBJ_GET_INFO_BY_FD: struct.pack("<IIQ", fd or 0, INFO_SIZE_61, ctypes.addressof(info))}
+    garbage = bytes(((0xA5 ^ i) & 0xFF) | 1 for i in range(ATTR_BUF))
+
+    def attr(cmd, *pokes, fill=None):
+        a = ctypes.create_string_buffer(base.get(cmd, b"").ljust(ATTR_BUF, b"\0"), ATTR_BUF)
+        if fill is not None:
+            a[fill:ATTR_BUF] = garbage[fill:]
+        for off in pokes:
+            a[off] = 0x5A
+        return a
+
+    for cmd in list(range(len(ends))) + [len(ends), len(ends) + 1, 1000, -1]:
+        end = ends[cmd] if 0 <= cmd < len(ends) else 0
+        fdc = cmd in FD_CMDS
+        if 0 < end < 168:
+            # garbage over the whole tail, or its last byte only, within the union
+            a = attr(cmd, fill=end)
+            a[168:ATTR_BUF] = b"\0" * (ATTR_BUF - 168)
+            c.rec(f"cmd{cmd}_garbage_from_{end}", *c.bpf(cmd, a, 168), fd=fdc)
+            c.rec(f"cmd{cmd}_byte_167", *c.bpf(cmd, attr(cmd, 167), 168), fd=fdc)
+        if end:
+            c.rec(f"cmd{cmd}_byte_at_end_size_200", *c.bpf(cmd, attr(cmd, end), 200), fd=fdc)
+        # larger than the union: E2BIG comes first
+        c.rec(f"cmd{cmd}_byte_180_size_200", *c.bpf(cmd, attr(cmd, 180, end), 200), fd=fdc)
+        c.rec(f"cmd{cmd}_byte_4095_size_4096", *c.bpf(cmd, attr(cmd, 4095, end), 4096), fd=fdc)
+        c.rec(f"cmd{cmd}_size_4097", *c.bpf(cmd, attr(cmd), 4097), fd=fdc)
+        c.rec(f"cmd{cmd}_garbage_size_4097", *c.bpf(cmd, attr(cmd, fill=0), 4097), fd=fdc)
+        # an attr that cannot be read
+        c.rec(f"cmd{cmd}_null_size_8", *c.bpf(cmd, None, 8), fd=fdc)
+        c.rec(f"cmd{cmd}_unmapped_size_168", *c.bpf(cmd, ctypes.c_void_p(4096), 168), fd=fdc)
+        if cmd in base:
+            # smaller than the union: what lies past the size is not read
+            c.rec(f"cmd{cmd}_size_end_garbage_after", *c.bpf(cmd, attr(cmd, fill=end), end), fd=fdc)
+            c.rec(f"cmd{cmd}_size_200_zero_tail", *c.bpf(cmd, attr(cmd), 200), fd=fdc)
+            c.rec(f"cmd{cmd}_size_{len(base[cmd])}", *c.bpf(cmd, attr(cmd, fill=len(base[cmd])), len(base[cmd])),
+                  fd=fdc)
+
+
 # the commands whose success returns a new fd: MAP_CREATE, PROG_LOAD, OBJ_GET, PROG/MAP_GET_FD_BY_ID,
 # RAW_TRACEPOINT_OPEN, BTF_LOAD, BTF_GET_FD_BY_ID, LINK_CREATE, LINK_GET_FD_BY_ID, ITER_CREATE, TOKEN_CREATE
 FD_CMDS = {0, 5, 7, 13, 14, 17, 18, 19, 28, 30, 33, 36}
@@ -1567,7 +1618,7 @@ FD_CMDS = {0, 5, 7, 13, 14, 17, 18, 19, 28, 30, 33, 36}
 def _last_field_ends():
     """offsetofend of each command's last field, from the kernel's source
     names (kernel/bpf/syscall.c BPF_*_LAST_FIELD, 6.18) as the uapi header lays
-    them out: syscall_server/uapi_facts.py's table, which test_uapi_facts
+    them out: syscall_server/bpf_cmd.py's table, which test_uapi_facts
     re-measures on the kernel. This file is standard library only (uid 65534
     runs it with /usr/bin/python3), so the test passes the table in
     BPFSHIM_ATTR_ENDS."""

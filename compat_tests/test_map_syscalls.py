@@ -59,8 +59,8 @@ def stop_server(rt):
 
 def attr_ends():
     """The last-field ends of every command (map_cases c_attr_tail_every_command)."""
-    from syscall_server import uapi_facts
-    return ",".join(str(uapi_facts.CMD_LAST_FIELD[c][1]) for c in sorted(uapi_facts.CMD_LAST_FIELD))
+    from syscall_server import bpf_cmd
+    return ",".join(str(bpf_cmd.CMD_LAST_FIELD[c][1]) for c in sorted(bpf_cmd.CMD_LAST_FIELD))
 
 
 def run_side(side, names=()):

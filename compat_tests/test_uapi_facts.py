@@ -1,4 +1,5 @@
-"""The uapi header and syscall_server/uapi_facts.py against the running kernel.
+"""The uapi header, syscall_server/uapi_facts.py and the command table
+(syscall_server/bpf_cmd.py, libbpf_shim/bpf_cmd_table.h) against the running kernel.
 
 User-space part (any user): the generated cdef is up to date and cffi lays out
 every struct as gcc does. Kernel part: the header's layouts and enums equal the
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from compat_tests.env import ROOT, kernel_bpf_reason
-from syscall_server import uapi_facts
+from syscall_server import bpf_cmd, uapi_facts
 from syscall_server._native import ffi, uapi
 
 UAPI = ROOT / "agent" / "include" / "uapi"
 sys.path.insert(0, str(ROOT / "scripts"))
+import gen_bpf_cmd  # noqa: E402
 import gen_uapi  # noqa: E402
 
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -29,6 +31,23 @@ def test_cdef_is_generated_from_the_header():
     assert gen_uapi.generate() == committed, "run: python3 scripts/gen_uapi.py"
 
 
+def test_command_table_header_is_generated():
+    committed = (ROOT / "libbpf_shim" / "bpf_cmd_table.h").read_text()
+    assert gen_bpf_cmd.generate() == committed, "run: python3 scripts/gen_bpf_cmd.py"
+
+
+def test_command_table_offsets_equal_cffi(tmp_path):
+    """The C compiler's offsetofend of each command's last field (the shim's
+    table) equals cffi's (the server's)."""
+    src = ('#include <stdio.h>\n#include "bpf_cmd_table.h"\nint main(void){for (int i = 0; i < BPF_CMD_MAX; i++)'
+           ' printf("%d %d %d\\n", i, bpf_cmd_table[i].attr_end, bpf_cmd_table[i].where); return 0;}\n')
+    r, out = _run_c("gcc", [f"-I{UAPI}", f"-I{ROOT / 'libbpf_shim'}"], src, tmp_path)
+    assert out is not None, r.stderr
+    where = {"NONE": 0, "SHIM": 1, "SERVER": 2}
+    want = [(cmd, end, where[bpf_cmd.BY_CMD[cmd].where]) for cmd, (_f, end) in sorted(bpf_cmd.CMD_LAST_FIELD.items())]
+    assert [tuple(map(int, l.split())) for l in out.splitlines()] == want
+
+
 def test_cffi_layout_equals_gcc_layout():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_uapi.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -36,8 +55,8 @@ def test_cffi_layout_equals_gcc_layout():
 
 def test_facts_are_named_in_the_header():
     assert ffi.sizeof("union bpf_attr") == uapi_facts.BPF_ATTR_SIZE
-    assert sorted(uapi_facts.CMD_LAST_FIELD) == list(range(uapi.__MAX_BPF_CMD))
-    field, end = uapi_facts.CMD_LAST_FIELD[uapi.BPF_PROG_LOAD]
+    assert sorted(bpf_cmd.CMD_LAST_FIELD) == list(range(uapi.__MAX_BPF_CMD))
+    field, end = bpf_cmd.CMD_LAST_FIELD[uapi.BPF_PROG_LOAD]
     assert field == "keyring_id" and end == ffi.offsetof("union bpf_attr", "keyring_id") + 4
 
 
@@ -152,14 +171,14 @@ LAST_FIELD_CASES = ["BPF_MAP_CREATE", "BPF_MAP_LOOKUP_ELEM", "BPF_PROG_LOAD", "B
 @pytest.mark.parametrize("name", LAST_FIELD_CASES)
 def test_last_field_measured(prober, name):
     cmd = getattr(uapi, name)
-    field, end = uapi_facts.CMD_LAST_FIELD[cmd]
+    field, end = bpf_cmd.CMD_LAST_FIELD[cmd]
     [(_, c, used, tail_ok)] = _facts(prober, "tail", str(cmd))
     used, tail_ok = int(used), int(tail_ok)
     # every byte from the highest accepted one on is EINVAL on the kernel ...
     assert int(c) == cmd and tail_ok == 1
     parts = field.split(".")
     start = ffi.offsetof("union bpf_attr", *parts)
-    if name in uapi_facts.LAST_FIELD_REJECTS_NONZERO:
+    if name in bpf_cmd.LAST_FIELD_REJECTS_NONZERO:
         # ... the last field takes no non-zero value: the kernel accepts nothing in it
         assert used <= start
     else:
@@ -169,7 +188,7 @@ def test_last_field_measured(prober, name):
 
 @needs_kernel
 def test_check_attr_agrees_with_kernel():
-    """uapi_facts.check_attr against the kernel on a few attrs with one stray byte."""
+    """bpf_cmd.check_attr against the kernel on a few attrs with one stray byte."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
 
@@ -180,11 +199,11 @@ def test_check_attr_agrees_with_kernel():
 
     for name in ("BPF_MAP_GET_NEXT_ID", "BPF_LINK_GET_NEXT_ID", "BPF_PROG_GET_NEXT_ID"):
         cmd = getattr(uapi, name)
-        end = uapi_facts.CMD_LAST_FIELD[cmd][1]
+        end = bpf_cmd.CMD_LAST_FIELD[cmd][1]
         for off, size in ((end, 168), (167, 168), (168, 200), (end, 4096), (0, 4097)):
             data = bytearray(size)
             data[off] = 1
-            want = uapi_facts.check_attr(cmd, data)
+            want = bpf_cmd.check_attr(cmd, data)
             got = kernel(cmd, data)
             if want == 0:
                 assert got not in (-22, -7)

@@ -2,25 +2,25 @@
 /*
  * bpf(2) as the loader sees it. The order of checks is the kernel's
  * __sys_bpf: size > PAGE_SIZE or non-zero bytes past union bpf_attr -> E2BIG,
- * copy at most sizeof(union bpf_attr), then one switch on the command.
- * Map element commands run here on the shared segment; every other command
- * is one request to the server, which reads and writes our memory through
- * the connection (see proto.h).
+ * copy at most sizeof(union bpf_attr) (EFAULT), then the command: an unknown
+ * one is EINVAL, a known one starts with CHECK_ATTR (a non-zero byte past its
+ * last field is EINVAL), both from the command table (bpf_cmd_table.h).
+ * Map element commands and PROG_TEST_RUN run here; every other command is
+ * one request to the server, which reads and writes our memory through the
+ * connection (see proto.h).
  */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 #include "shim.h"
 
-#define PAGE_SIZE_ 4096u
-
 /* bpf_check_uarg_tail_zero() */
 static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
 {
-	unsigned char buf[PAGE_SIZE_];
+	unsigned char buf[BPF_ATTR_PAGE_SIZE];
 	int err;
 
-	if (actual > PAGE_SIZE_)
+	if (actual > BPF_ATTR_PAGE_SIZE)
 		return -E2BIG;
 	if (actual <= expected)
 		return 0;
@@ -31,6 +31,16 @@ static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
 		if (buf[i])
 			return -E2BIG;
 	return 0;
+}
+
+/* CHECK_ATTR(cmd) of a known command on the copied attr (zero past what
+ * the caller passed). */
+static int check_attr(int cmd, const union shim_attr *attr)
+{
+	static const unsigned char zeros[BPF_ATTR_SIZE];
+	size_t end = bpf_cmd_table[cmd].attr_end;
+
+	return memcmp(attr->raw + end, zeros, BPF_ATTR_SIZE - end) ? -EINVAL : 0;
 }
 
 static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsigned int size)
@@ -64,13 +74,13 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 	sigjmp_buf jb;
 	long r;
 
-	if (size > SHIM_ATTR_SIZE) {
-		int err = check_uarg_tail_zero(uattr, SHIM_ATTR_SIZE, size);
+	if (size > BPF_ATTR_SIZE) {
+		int err = check_uarg_tail_zero(uattr, BPF_ATTR_SIZE, size);
 		if (err)
 			return shim_err(-err);
-		size = SHIM_ATTR_SIZE;
+		size = BPF_ATTR_SIZE;
 	}
-	if (!uattr)
+	if (!uattr && size)
 		return shim_err(EFAULT);
 	if (sigsetjmp(jb, 0)) {
 		shim_uaccess_exit();
@@ -79,7 +89,9 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 	shim_uaccess_enter(&jb);
 	memcpy(&attr, (const void *)(uintptr_t)uattr, size);
 	memset(attr.raw + size, 0, sizeof(attr) - size);
-	r = shim_map_cmd(cmd, &attr.a, uattr, size);
+	r = check_attr(cmd, &attr);
+	if (!r)
+		r = shim_map_cmd(cmd, &attr.a, uattr);
 	shim_uaccess_exit();
 	return r < 0 ? shim_err(-r) : r;
 }
@@ -98,28 +110,32 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 		return map_elem_cmd(cmd, uattr, size);
 	}
 
-	err = check_uarg_tail_zero(uattr, SHIM_ATTR_SIZE, size);
+	err = check_uarg_tail_zero(uattr, BPF_ATTR_SIZE, size);
 	if (err)
 		return shim_err(-err);
-	if (size > SHIM_ATTR_SIZE)
-		size = SHIM_ATTR_SIZE;
+	if (size > BPF_ATTR_SIZE)
+		size = BPF_ATTR_SIZE;
 	memset(&attr, 0, sizeof(attr));
 	if (shim_copy_from_user(&attr, uattr, size))
 		return shim_err(EFAULT);
+	/* an unknown command is EINVAL there too; the request starts a server
+	 * that is not running (the CLI asks with one) */
+	if ((unsigned int)cmd >= BPF_CMD_MAX)
+		return forward(cmd, uattr, &attr, size);
+	err = check_attr(cmd, &attr);
+	if (err)
+		return shim_err(-err);
+	if (bpf_cmd_table[cmd].where != BPF_CMD_SHIM)
+		return forward(cmd, uattr, &attr, size);    /* served there, or named there as not served */
 
 	switch (cmd) {
-	case BPF_MAP_LOOKUP_BATCH:
-	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
-	case BPF_MAP_UPDATE_BATCH:
-	case BPF_MAP_DELETE_BATCH: {
-		long r = shim_map_cmd(cmd, &attr.a, uattr, size);
-		return r < 0 ? shim_err(-r) : r;
-	}
 	case BPF_PROG_TEST_RUN: {
 		long r = shim_prog_test_run(&attr.a, uattr);
 		return r < 0 ? shim_err(-r) : r;
 	}
-	default:
-		return forward(cmd, uattr, &attr, size);
+	default: {
+		long r = shim_map_cmd(cmd, &attr.a, uattr);
+		return r < 0 ? shim_err(-r) : r;
+	}
 	}
 }

@@ -11,21 +11,6 @@
 #include <unistd.h>
 #include "shim.h"
 
-/* CHECK_ATTR(): no non-zero byte after the command's last field. Bytes past
- * what the caller passed are zero already (bpf.c), so only [end, attr_size)
- * is looked at, a word at a time. */
-static __thread size_t attr_size;
-#define CHECK_ATTR_END(attr, end) check_attr_tail((const unsigned char *)(attr), (end))
-
-static int check_attr_tail(const unsigned char *a, size_t end)
-{
-	static const unsigned char zeros[sizeof(union shim_attr)];
-
-	if (end >= attr_size)
-		return 0;
-	return memcmp(a + end, zeros, attr_size - end) ? -EINVAL : 0;
-}
-
 #define FMODE_CAN_READ 1
 #define FMODE_CAN_WRITE 2
 
@@ -212,8 +197,6 @@ static long map_lookup_elem(union bpf_attr *attr)
 	size_t vs;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
-		return -EINVAL;
 	if (attr->flags & ~BPF_F_LOCK)
 		return -EINVAL;
 	if ((err = map_get((int)attr->map_fd, &e)))
@@ -262,8 +245,6 @@ static long map_update_elem(union bpf_attr *attr)
 	struct shm_map *m;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
-		return -EINVAL;
 	if ((err = map_get((int)attr->map_fd, &e)))
 		return err;
 	m = &e->map;
@@ -298,8 +279,6 @@ static long map_delete_elem(union bpf_attr *attr)
 	struct shm_map *m;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, key)))
-		return -EINVAL;
 	if ((err = map_get((int)attr->map_fd, &e)))
 		return err;
 	m = &e->map;
@@ -322,8 +301,6 @@ static long map_get_next_key(union bpf_attr *attr)
 	struct shm_map *m;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, next_key)))
-		return -EINVAL;
 	if ((err = map_get((int)attr->map_fd, &e)))
 		return err;
 	m = &e->map;
@@ -363,8 +340,6 @@ static long map_lookup_and_delete_elem(union bpf_attr *attr)
 	struct shm_map *m;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, flags)))
-		return -EINVAL;
 	if (attr->flags & ~BPF_F_LOCK)
 		return -EINVAL;
 	if ((err = map_get((int)attr->map_fd, &e)))
@@ -625,8 +600,6 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 	struct shim_fd *e;
 	long err;
 
-	if (CHECK_ATTR_END(attr, offsetofend(union bpf_attr, batch.flags)))
-		return -EINVAL;
 	if ((err = map_get((int)attr->batch.map_fd, &e)))
 		return err;
 	int perms = sys_perms(e);
@@ -658,9 +631,9 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 	}
 }
 
-long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr, unsigned int size)
+/* CHECK_ATTR was applied by the caller (bpf.c, from the command table). */
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr)
 {
-	attr_size = size;
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_ELEM: return map_lookup_elem(attr);
 	case BPF_MAP_UPDATE_ELEM: return map_update_elem(attr);

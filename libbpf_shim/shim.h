@@ -12,16 +12,13 @@
 #include "common.h"
 #include "proto.h"
 #include "map.h"
+#include "bpf_cmd_table.h"
 
-#define offsetofend(T, f) (offsetof(T, f) + sizeof(((T *)0)->f))
-
-/* sizeof(union bpf_attr) of the kernel bpfshim answers as (6.18); the uapi
- * copy we compile with may be older and smaller. Bytes past the last field
- * of every command, up to this size, are EINVAL; past it, E2BIG. */
-#define SHIM_ATTR_SIZE 168u
+/* The kernel's union bpf_attr (BPF_ATTR_SIZE, bpf_cmd_table.h); the uapi
+ * copy we compile with may be older and smaller. */
 union shim_attr {
 	union bpf_attr a;
-	unsigned char raw[SHIM_ATTR_SIZE > sizeof(union bpf_attr) ? SHIM_ATTR_SIZE : sizeof(union bpf_attr)];
+	unsigned char raw[BPF_ATTR_SIZE > sizeof(union bpf_attr) ? BPF_ATTR_SIZE : sizeof(union bpf_attr)];
 };
 
 /* ---- real libc entry points (resolved once with RTLD_NEXT) ---- */
@@ -168,7 +165,7 @@ void shim_connect_early(void);
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
 /* Map element commands, in this process on the shared segment. */
-long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr, unsigned int size);
+long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 
 /* ---- programs (prog.c) and PROG_TEST_RUN (test_run.c) ---- */
 struct bpf_prog_rt;

@@ -217,9 +217,6 @@ long shim_prog_test_run(union bpf_attr *a, uint64_t uattr)
 	const struct bpf_prog_rt *p;
 	int err = 0;
 
-	for (size_t i = offsetofend(union bpf_attr, test.batch_size); i < sizeof(union shim_attr); i++)
-		if (((unsigned char *)a)[i])
-			return -EINVAL;
 	if ((a->test.ctx_size_in && !a->test.ctx_in) || (!a->test.ctx_size_in && a->test.ctx_in))
 		return -EINVAL;
 	if ((a->test.ctx_size_out && !a->test.ctx_out) || (!a->test.ctx_size_out && a->test.ctx_out))
