@@ -1,5 +1,5 @@
-/* uprobe_loader OBJ FUNC entry|return TARGET ARGS...: attaches OBJ's
- * program to FUNC in TARGET with bpf_program__attach_uprobe_opts, runs
+/* uprobe_loader OBJ FUNC entry|return|override TARGET ARGS...: attaches
+ * OBJ's program (on_entry, on_return, on_override) to FUNC in TARGET with bpf_program__attach_uprobe_opts, runs
  * TARGET (its output passes through), prints "hits N" (the sum of the
  * counts map). The same binary runs on the kernel and under bpfshim. */
 #include <bpf/bpf.h>
@@ -20,7 +20,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "load: %s\n", strerror(errno));
 		return 1;
 	}
-	struct bpf_program *prog = bpf_object__find_program_by_name(obj, ret ? "on_return" : "on_entry");
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, ret ? "on_return"
+								  : !strcmp(argv[3], "override") ? "on_override"
+								  : "on_entry");
 	LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = argv[2], .retprobe = ret);
 	struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, -1, argv[4], 0, &o);
 	if (!l) {
