@@ -358,6 +358,12 @@ void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr
 		case SYS_rt_sigprocmask:      /* the mask the dispatch handler keeps SIGSYS out of */
 			v = on ? SITE_TRAP : 0;
 			break;
+		/* while dispatch is on, SIGSYS stays out of handlers' and
+		 * temporary masks and its handler stays bpfshim's (do_syscall) */
+		case SYS_rt_sigaction: case SYS_rt_sigsuspend: case SYS_ppoll: case SYS_pselect6:
+		case SYS_epoll_pwait: case SYS_epoll_pwait2:
+			v = on ? SITE_TRACED : 0;
+			break;
 		default:
 			if (on && (raw || (nr < nr_max && ((enter[nr / 8] | exit[nr / 8]) >> (nr % 8) & 1))))
 				v = SITE_TRACED;
