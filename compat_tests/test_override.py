@@ -79,6 +79,15 @@ def bcc_argv(p, *args):
     return [BCC_PYTHON, os.path.join(PROGS, "override_bcc.py"), p["victim"], *args]
 
 
+def run_sides(sides, argv, extra_env=()):
+    """(side, parsed output, text for messages) of argv run through each
+    bpfshim side, after it succeeded."""
+    for name, rt in sides:
+        rc, out, err = run(rt.cmd(argv, extra_env), timeout=120)
+        assert rc == 0 and "victim: exit 0" in out, f"{name}: rc={rc}\n{out}\n{err}"
+        yield name, parse(out), f"{name}:\n{out}\n{err}"
+
+
 def check_calls(r, n, m, out):
     """n calls of each function, m openat: every 2nd call and every 3rd
     openat overridden, as the victim saw them and as the programs counted."""
@@ -92,6 +101,8 @@ def check_calls(r, n, m, out):
     assert r[("program", "openat")] == {"hits": m, "overridden": m // 3}, out
     # a uretprobe fires on an overridden call too and sees the override's value
     assert r[("program", "uretprobe ov_endbr")] == {"returns": n, "overridden": n // 2}, out
+    # the program attached after the overriding one on the same site runs on every call
+    assert r[("program", "second ov_endbr")] == {"hits": n}, out
 
 
 def kernel_verdict(argv):
@@ -109,20 +120,31 @@ def test_calls(loader, setup):
         pytest.skip("python3-bpfcc is not installed")
     argv = (loader_argv if loader == "libbpf" else bcc_argv)(p, "calls", "100", "30")
     kernel_verdict(argv)
-    for name, rt in sides:
-        rc, out, err = run(rt.cmd(argv), timeout=120)
-        assert rc == 0 and "victim: exit 0" in out, f"{name}: rc={rc}\n{out}\n{err}"
-        check_calls(parse(out), 100, 30, f"{name}:\n{out}\n{err}")
+    for _, r, out in run_sides(sides, argv):
+        check_calls(r, 100, 30, out)
+
+
+def test_inside_function(setup):
+    """Probed past its first instruction, a function cannot be skipped (no
+    `ret` there goes back to its caller): the override has no effect, and
+    the process is told. The kernel refuses such probes too
+    (trace_kprobe_on_func_entry)."""
+    p, sides = setup
+    from compat_tests.test_libbpf_uprobe import insn_offset
+    env = [("OV_INSIDE", hex(insn_offset(p["victim"], "ov_endbr", 1)))]
+    for _, r, out in run_sides(sides, loader_argv(p, "calls", "10", "0"), env):
+        assert r[("victim", "ov_endbr")] == {"calls": 10, "real": 10, "overridden": 0, "body": 10}, out
+        assert r[("program", "ov_endbr")] == {"hits": 10, "overridden": 5}, out     # it asked
+        assert r[("program", "ov_push")] == {"hits": 10, "overridden": 5}, out
+        assert re.search(r"bpfshim: bpf_override_return has no effect at \S+victim\+0x[0-9a-f]+: not a function "
+                         r"entry\n", out), out
 
 
 def test_threads(setup):
     """8 threads calling the three functions for 5 s: every call counted
     once, exactly every 2nd overridden, the others run."""
     p, sides = setup
-    for name, rt in sides:
-        rc, out, err = run(rt.cmd(loader_argv(p, "threads", "8", "5")), timeout=120)
-        assert rc == 0 and "victim: exit 0" in out, f"{name}: rc={rc}\n{out}\n{err}"
-        r = parse(out)
+    for name, r, out in run_sides(sides, loader_argv(p, "threads", "8", "5")):
         for f in FUNCS:
             v, prog = r[("victim", f)], r[("program", f)]
             n = v["calls"]
@@ -130,8 +152,9 @@ def test_threads(setup):
             assert (v["real"], v["overridden"]) == (n - n // 2, n // 2), f"{name}: {f}\n{out}"
             if f != "ov_tiny":
                 assert v["body"] == n - n // 2, f"{name}: {f}\n{out}"
-        assert r[("program", "uretprobe ov_endbr")] == {"returns": r[("victim", "ov_endbr")]["calls"],
-                                                         "overridden": r[("program", "ov_endbr")]["overridden"]}, out
+        n = r[("victim", "ov_endbr")]["calls"]
+        assert r[("program", "uretprobe ov_endbr")] == {"returns": n, "overridden": n // 2}, out
+        assert r[("program", "second ov_endbr")] == {"hits": n}, out
 
 
 def test_detach_while_running(setup):
@@ -139,10 +162,7 @@ def test_detach_while_running(setup):
     overridden is what the programs overrode, and 0.3 s later every call
     runs the function again."""
     p, sides = setup
-    for name, rt in sides:
-        rc, out, err = run(rt.cmd(loader_argv(p, "detach", "8", "0")), timeout=120)
-        assert rc == 0 and "victim: exit 0" in out, f"{name}: rc={rc}\n{out}\n{err}"
-        r = parse(out)
+    for name, r, out in run_sides(sides, loader_argv(p, "detach", "8", "0")):
         for f in FUNCS:
             before, after, prog = r[("before", f)], r[("after", f)], r[("program", f)]
             assert prog["overridden"] == before["overridden"] > 0, f"{name}: {f}\n{out}"

@@ -35,6 +35,15 @@ int on_endbr(struct pt_regs *ctx) { return every_2nd(ctx, 0); }
 int on_push(struct pt_regs *ctx) { return every_2nd(ctx, 1); }
 int on_tiny(struct pt_regs *ctx) { return every_2nd(ctx, 2); }
 
+int every_call(struct pt_regs *ctx)
+{
+    int s = 10;
+    u64 *hits = counts.lookup(&s);
+    if (hits)
+        __sync_fetch_and_add(hits, 1);
+    return 0;
+}
+
 int on_return(struct pt_regs *ctx)
 {
     int r = 8, c = 9;
@@ -77,6 +86,7 @@ def main():
         for f, fn in zip(FUNCS, ("on_endbr", "on_push", "on_tiny")):
             b.attach_uprobe(name=victim, sym=f, fn_name=fn, pid=child)
         b.attach_uretprobe(name=victim, sym="ov_endbr", fn_name="on_return", pid=child)
+        b.attach_uprobe(name=victim, sym="ov_endbr", fn_name="every_call", pid=child)
     except Exception as e:
         os.kill(child, 9)
         print(f"load: {e}".splitlines()[0])
@@ -86,10 +96,11 @@ def main():
     os.write(wfd, b"g")
     _, status = os.waitpid(child, 0)
     print(f"victim: exit {os.waitstatus_to_exitcode(status)}", flush=True)
-    c = [b["counts"][b["counts"].Key(k)].value for k in range(10)]
+    c = [b["counts"][b["counts"].Key(k)].value for k in range(11)]
     for i, f in enumerate(FUNCS):
         print(f"program {f}: hits {c[i]} overridden {c[3 + i]}")
     print(f"program openat: hits {c[6]} overridden {c[7]}")
+    print(f"program second ov_endbr: hits {c[10]}")
     print(f"program uretprobe ov_endbr: returns {c[8]} overridden {c[9]}")
 
 

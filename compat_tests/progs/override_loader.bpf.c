@@ -4,7 +4,7 @@
  * (one program, attached to each function with its index as the cookie),
  * every 3rd openat(OPEN_FLAGS) of the target fails with ENOENT, and a
  * uretprobe counts the returns it sees and those that returned
- * OVERRIDE_RC. */
+ * OVERRIDE_RC; a second program on ov_endbr counts every call. */
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
 #include <bpf/bpf_helpers.h>
@@ -15,8 +15,10 @@
 #define OPEN_FLAGS (00 | 02000000 | 0400 | 04000)   /* O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK */
 
 /* [0..2] hits by function, [3..5] overrides, [6] openat hits, [7] openat
- * overrides, [8] uretprobe returns, [9] of them OVERRIDE_RC; cfg[0] the target's tgid */
-enum { HITS = 0, OVERRIDES = 3, OPEN_HITS = 6, OPEN_OVERRIDES = 7, RETS = 8, RETS_RC = 9, NCOUNTS = 16 };
+ * overrides, [8] uretprobe returns, [9] of them OVERRIDE_RC, [10] hits of
+ * the second program; cfg[0] the target's tgid */
+enum { HITS = 0, OVERRIDES = 3, OPEN_HITS = 6, OPEN_OVERRIDES = 7, RETS = 8, RETS_RC = 9, SECOND_HITS = 10,
+       NCOUNTS = 16 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -49,6 +51,18 @@ int every_2nd(struct pt_regs *ctx)
 		bpf_override_return(ctx, OVERRIDE_RC);
 		__sync_fetch_and_add(ovs, 1);
 	}
+	return 0;
+}
+
+/* a second program on ov_endbr's entry, after every_2nd: it runs on
+ * every call, overridden or not */
+SEC("uprobe")
+int every_call(struct pt_regs *ctx)
+{
+	__u64 *hits = slot(SECOND_HITS);
+
+	if (hits)
+		__sync_fetch_and_add(hits, 1);
 	return 0;
 }
 

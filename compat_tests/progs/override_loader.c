@@ -4,13 +4,15 @@
  * main(), on the kernel and in bpfshim), attaches `every_2nd` to
  * ov_endbr, ov_push and ov_tiny of it (uprobes with the function's index
  * as the cookie, pid filter = the child), `returns` as a uretprobe on
- * ov_endbr and `every_3rd_openat` to syscalls:sys_enter_openat (for the
- * child's tgid), and prints what the programs counted after the victim's
+ * ov_endbr, `every_call` (a second program on ov_endbr's entry) and
+ * `every_3rd_openat` to syscalls:sys_enter_openat (for the child's tgid),
+ * and prints what the programs counted after the victim's
  * own lines.
  *
  *   override_loader OBJ VICTIM ARGS...
  *     with ARGS "detach T 0": the uprobes are detached 1 s after the start,
  *     while the victim's threads call the functions, then it gets SIGUSR1.
+ *     OV_INSIDE=OFF: `every_2nd` of ov_endbr at file offset OFF instead.
  *
  * A failure prints "load: ERR" or "attach NAME: ERR" and the verifier's
  * line about bpf_override_return, if any (the kernel refuses it).
@@ -65,7 +67,7 @@ static const char *const funcs[] = { "ov_endbr", "ov_push", "ov_tiny" };
 
 int main(int argc, char **argv)
 {
-	struct bpf_link *links[4] = { 0 }, *tp;
+	struct bpf_link *links[5] = { 0 }, *tp;
 	int go[2], status, err;
 
 	if (argc < 4) {
@@ -94,17 +96,26 @@ int main(int argc, char **argv)
 		fail("load", err);
 	struct bpf_program *every_2nd = bpf_object__find_program_by_name(obj, "every_2nd");
 	struct bpf_program *returns = bpf_object__find_program_by_name(obj, "returns");
+	struct bpf_program *every_call = bpf_object__find_program_by_name(obj, "every_call");
 	struct bpf_program *openat = bpf_object__find_program_by_name(obj, "every_3rd_openat");
+	const char *inside = getenv("OV_INSIDE");
 	for (int f = 0; f < 3; f++) {
 		LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = funcs[f], .bpf_cookie = (uint64_t)f);
-		links[f] = bpf_program__attach_uprobe_opts(every_2nd, child, argv[2], 0, &o);
+		size_t off = 0;
+		if (f == 0 && inside) {
+			o.func_name = NULL;
+			off = strtoul(inside, NULL, 0);
+		}
+		links[f] = bpf_program__attach_uprobe_opts(every_2nd, child, argv[2], off, &o);
 		if (!links[f])
 			fail(funcs[f], errno);
 	}
 	LIBBPF_OPTS(bpf_uprobe_opts, ro, .func_name = "ov_endbr", .retprobe = true);
 	links[3] = bpf_program__attach_uprobe_opts(returns, child, argv[2], 0, &ro);
+	LIBBPF_OPTS(bpf_uprobe_opts, so, .func_name = "ov_endbr");
+	links[4] = bpf_program__attach_uprobe_opts(every_call, child, argv[2], 0, &so);
 	tp = bpf_program__attach(openat);
-	if (!links[3] || !tp)
+	if (!links[3] || !links[4] || !tp)
 		fail("attach", errno);
 	uint32_t zero = 0;
 	uint64_t tgid = (uint64_t)child;
@@ -117,7 +128,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (!strcmp(argv[3], "detach")) {
 		sleep(1);
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 5; i++)
 			bpf_link__destroy(links[i]);
 		kill(child, SIGUSR1);
 	}
@@ -125,13 +136,14 @@ int main(int argc, char **argv)
 	printf("victim: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
 	       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	int fd = bpf_object__find_map_fd_by_name(obj, "counts");
-	uint64_t c[10];
-	for (uint32_t k = 0; k < 10; k++)
+	uint64_t c[11];
+	for (uint32_t k = 0; k < 11; k++)
 		bpf_map_lookup_elem(fd, &k, &c[k]);
 	for (int f = 0; f < 3; f++)
 		printf("program %s: hits %llu overridden %llu\n", funcs[f], (unsigned long long)c[f],
 		       (unsigned long long)c[3 + f]);
 	printf("program openat: hits %llu overridden %llu\n", (unsigned long long)c[6], (unsigned long long)c[7]);
+	printf("program second ov_endbr: hits %llu\n", (unsigned long long)c[10]);
 	printf("program uretprobe ov_endbr: returns %llu overridden %llu\n", (unsigned long long)c[8],
 	       (unsigned long long)c[9]);
 	return 0;
