@@ -101,6 +101,8 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 	union shim_attr attr;
 	int err;
 
+	if (shim_hybrid)
+		return shim_hybrid_bpf(cmd, uattr, size);
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_ELEM:
 	case BPF_MAP_UPDATE_ELEM:

@@ -40,6 +40,7 @@ static char msgbuf[SHIM_MSG_MAX];
 static int try_connect(int dfd, const char *dir);
 static int send_msg(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len, int fd_in);
 static void send_hold(void);
+static void send_mode(void);
 
 /* A child has a connection of its own, made here, before it returns from
  * fork(): with the credentials the server accepted in its parent, so it
@@ -56,6 +57,7 @@ static void connect_nospawn(void)
 	if (fd >= 0) {
 		conn_fd = fd;
 		send_hold();
+		send_mode();
 	}
 	real.close(dfd);
 }
@@ -446,7 +448,15 @@ static int ensure_conn(void)
 		return e;
 	}
 	send_hold();
+	send_mode();
 	return 0;
+}
+
+/* bpfshim status shows each process's mode; user space is the default. */
+static void send_mode(void)
+{
+	if (shim_hybrid)
+		send_msg(SHIM_OP_MODE, SHIM_MODE_KERNEL, 0, NULL, 0, -1);
 }
 
 /* A forked child tells the server which objects it holds by inheritance. */

@@ -186,7 +186,8 @@ struct shim_fd *shim_fd_get(int fd)
 
 	if (e)
 		return e;
-	if (fd < 0 || shim_internal || real.fcntl(fd, F_GETFD) < 0)
+	/* a hybrid loader's fds are the kernel's */
+	if (fd < 0 || shim_internal || shim_hybrid || real.fcntl(fd, F_GETFD) < 0)
 		return NULL;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = real.readlink(path, link, sizeof(link) - 1);

@@ -577,7 +577,7 @@ static int glob_(const char *pattern, int flags, int (*errfunc)(const char *, in
 	size_t n = 0, cap = 0;
 	char **v = NULL;
 
-	if ((r != GLOB_NOMATCH && r != GLOB_ABORTED) || (flags & (GLOB_APPEND | GLOB_DOOFFS)))
+	if (shim_hybrid || (r != GLOB_NOMATCH && r != GLOB_ABORTED) || (flags & (GLOB_APPEND | GLOB_DOOFFS)))
 		return r;
 	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(tracefs_roots); i++) {
 		size_t k = strlen(tracefs_roots[i]);
@@ -627,6 +627,8 @@ static int pseudo_fd(const char *path, int flags)
 {
 	size_t n = path ? strlen(path) : 0;
 
+	if (shim_hybrid)
+		return -1;   /* the kernel's files, as it serves them */
 	if ((flags & O_ACCMODE) != O_RDONLY)
 		return -1;
 	int fd = tracefs_fd(path);
@@ -652,7 +654,7 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode, int 
 		int saved = errno, p = pseudo_fd(path, flags);
 		if (p >= 0)
 			return p;
-		if (path && strstr(path, "tracing/kprobe_events"))   /* BCC's kprobes */
+		if (!shim_hybrid && path && strstr(path, "tracing/kprobe_events"))   /* BCC's kprobes */
 			shim_say_once(SHIM_NO_KPROBES);
 		errno = saved;
 	}
@@ -691,7 +693,8 @@ BPFSHIM_API int openat64(int dirfd, const char *path, int flags, ...) __attribut
 
 int shim_is_bpffs_path(const char *path)
 {
-	return path && !strncmp(path, "/sys/fs/bpf", 11) && (path[11] == 0 || path[11] == '/');
+	/* hybrid: pins are the kernel's, in the real bpffs */
+	return !shim_hybrid && path && !strncmp(path, "/sys/fs/bpf", 11) && (path[11] == 0 || path[11] == '/');
 }
 
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -876,7 +879,7 @@ BPFSHIM_API int nftw64(const char *dir, int (*fn)(const char *, const struct sta
  * where none is mounted, so tools that look for bpf mounts find the pins. */
 static FILE *mounts_with_bpffs(const char *path)
 {
-	if (!path || (strcmp(path, "/proc/mounts") && strcmp(path, "/proc/self/mounts")))
+	if (shim_hybrid || !path || (strcmp(path, "/proc/mounts") && strcmp(path, "/proc/self/mounts")))
 		return NULL;
 	FILE *in = real.fopen(path, "r");
 	int fd = memfd_create("bpfshim-mounts", MFD_CLOEXEC), found = 0;
@@ -933,7 +936,7 @@ static int setrlimit_(__rlimit_resource_t res, const struct rlimit *rl)
 {
 	ENSURE();
 	int r = real.setrlimit(res, rl);
-	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK)
+	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK && !shim_hybrid)
 		return 0;
 	return r;
 }
@@ -952,7 +955,7 @@ static int prlimit64_(pid_t pid, __rlimit_resource_t res, const struct rlimit64 
 {
 	ENSURE();
 	int r = real.prlimit64(pid, res, n, o);
-	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK && n)
+	if (r < 0 && errno == EPERM && res == RLIMIT_MEMLOCK && n && !shim_hybrid)
 		return real.prlimit64(pid, res, NULL, o) == 0 ? 0 : r;
 	return r;
 }
@@ -1068,6 +1071,8 @@ static int fake_root(void)
 
 	if (v >= 0)
 		return v;
+	if (shim_hybrid)
+		return v = 0;   /* the kernel's rules: the tool checks what it would */
 	const char *e = getenv("BPFSHIM_FAKE_ROOT");
 	if (e)
 		return v = (*e == '1');

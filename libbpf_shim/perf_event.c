@@ -207,6 +207,8 @@ long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, uns
 	struct shim_uwin w;
 	int err;
 
+	if (shim_hybrid)
+		return shim_hybrid_perf_event_open(uattr, pid, cpu, group_fd, flags);
 	memset(&head, 0, sizeof(head));
 	if (shim_copy_from_user(&head, uattr, PERF_ATTR_SIZE_VER0))
 		return shim_err(EFAULT);

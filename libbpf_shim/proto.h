@@ -30,6 +30,7 @@ enum shim_op {
 	SHIM_OP_PERF_EVENT_OPEN = 5, /* a = pid, b = cpu | (group_fd << 32); payload = u64 uattr, u64 flags.
 	                              * DONE gives the event fd (ret) and its ring segment */
 	SHIM_OP_CTL = 6,           /* a = control request (enum shim_ctl), payload = args */
+	SHIM_OP_MODE = 7,          /* a = enum shim_mode of this process (after connecting); no reply */
 	/* server -> shim, during a request */
 	SHIM_OP_READ = 16,         /* a = address, b = length */
 	SHIM_OP_READSTR = 17,      /* a = address, b = max length; reply without the NUL */
@@ -51,6 +52,12 @@ enum shim_obj_kind {
 	SHIM_OBJ_LINK = 3,
 	SHIM_OBJ_BTF = 4,
 	SHIM_OBJ_PERF_EVENT = 5,
+};
+
+/* Where a process's bpf() and perf_event_open() go (SHIM_OP_MODE). */
+enum shim_mode {
+	SHIM_MODE_USER = 0,        /* answered by bpfshim: the default */
+	SHIM_MODE_KERNEL = 1,      /* hybrid (BPFSHIM_KERNEL=1): the kernel's objects (hybrid.c) */
 };
 
 /* Control requests (SHIM_OP_CTL a=) the shim needs besides bpf(). */

@@ -164,6 +164,12 @@ void shim_connect_early(void);
 
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
+/* Hybrid mode (hybrid.c): set before main() when BPFSHIM_KERNEL=1 and the
+ * caller has kernel eBPF; bpf() and perf_event_open() then go to the kernel
+ * and the shim's fd table, pin namespace and pseudo-files stand aside. */
+extern int shim_hybrid;
+long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size);
+long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 

@@ -25,6 +25,8 @@ static const char *const trace_pipe_paths[] = {
 
 int shim_is_trace_pipe(const char *path)
 {
+	if (shim_hybrid)
+		return 0;    /* the kernel's, where its programs print */
 	for (size_t i = 0; path && i < sizeof(trace_pipe_paths) / sizeof(trace_pipe_paths[0]); i++)
 		if (!strcmp(path, trace_pipe_paths[i]))
 			return 1;

@@ -2,6 +2,7 @@
 
   bpfshim lib                     path of libbpfshim.so (LD_PRELOAD=$(bpfshim lib) tool)
   bpfshim run -- CMD ...          run CMD with the library preloaded
+  bpfshim run --kernel -- CMD     hybrid mode: the kernel's maps, programs and probes; needs kernel eBPF
   bpfshim server [--foreground]   start the per-user server (normally automatic)
   bpfshim status [--json]         live maps, programs, links, BTF
   bpfshim trace-pipe [--nonblock] bpf_trace_printk output, as /sys/kernel/tracing/trace_pipe
@@ -54,7 +55,16 @@ def cmd_run(args):
     # fork, so a process that later changes its user (nginx's workers) still
     # reaches it when a tracer comes.
     connect_server().close()
-    os.execvpe(cmd[0], cmd, child_env())
+    # hybrid mode (libbpf_shim/hybrid.c): the command's first process checks
+    # that the caller has kernel eBPF before its main() and fails at once if
+    # not; without --kernel the command runs in user space whatever the
+    # environment said
+    env = child_env()
+    env.pop("BPFSHIM_KERNEL_CHECKED", None)
+    env.pop("BPFSHIM_KERNEL", None)
+    if args.kernel:
+        env["BPFSHIM_KERNEL"] = "1"
+    os.execvpe(cmd[0], cmd, env)
 
 
 def cmd_server(args):
@@ -107,6 +117,8 @@ def cmd_status(args):
         print(f"{m['id']:>5}  {m['type']:<28} {m['name']:<16} {m['key_size']:>5} {m['value_size']:>6} "
               f"{m['max_entries']:>8}  {','.join(m['pins']) or '-'} / {','.join(map(str, m['pids'])) or '-'}"
               + ("  (recovered)" if m.get("recovered") else ""))
+    for pr in st.get("processes", []):
+        print(f"process {pr['pid']} ({pr['comm']}): {pr['mode']}" + (" (hybrid: the kernel's objects)" if pr["mode"] == "kernel" else ""))
     for kind in ("progs", "links"):
         for o in st.get(kind, []):
             print(f"{kind[:-1]} {o['id']}: " + ", ".join(f"{k}={v}" for k, v in o.items() if k != "id"))
@@ -190,6 +202,8 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="what", required=True)
     sub.add_parser("lib", help="print the path of libbpfshim.so")
     r = sub.add_parser("run", help="run a command with the library preloaded")
+    r.add_argument("--kernel", action="store_true",
+                   help="hybrid mode: objects and non-uprobe attachments are the kernel's (root or CAP_BPF+CAP_PERFMON)")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     s = sub.add_parser("server", help="start the per-user server")
     s.add_argument("--foreground", action="store_true")

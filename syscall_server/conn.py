@@ -31,6 +31,7 @@ class Conn:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         self.pid, self.uid, self.gid = struct.unpack("3i", creds)
         self.held = {}           # (kind, id) -> object: what this process holds
+        self.mode = P.SHIM_MODE_USER   # enum shim_mode (SHIM_OP_MODE): hybrid loaders say so
         from .durable import process_start
         self.start_time = process_start(self.pid)
 

@@ -18,6 +18,22 @@ def _fdinfo_generic(obj, f_flags):
     return f"pos:\t0\nflags:\t{f_flags:08o}\nmnt_id:\t15\nino:\t{obj.id + 1000}\n"
 
 
+MODES = {P.SHIM_MODE_USER: "user", P.SHIM_MODE_KERNEL: "kernel"}
+
+
+def processes(server):
+    """Each connected process and where its bpf() calls go."""
+    out = []
+    for c in sorted(server.conns if server else (), key=lambda c: c.pid):
+        try:
+            with open(f"/proc/{c.pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = "?"
+        out.append({"pid": c.pid, "comm": comm, "mode": MODES.get(c.mode, str(c.mode))})
+    return out
+
+
 def status():
     """Live objects for `bpfshim status`."""
     holders = {}
@@ -36,7 +52,7 @@ def status():
                      "key_size": a.key_size, "value_size": a.value_size, "max_entries": a.max_entries,
                      "map_flags": a.map_flags, "frozen": m.frozen, "pins": registry.pins_of(m),
                      "pids": sorted(holders.get((m.kind, m.id), ())), "recovered": getattr(m, "recovered", False)})
-    out = {"maps": maps}
+    out = {"maps": maps, "processes": processes(server)}
     for kind, name in ((P.SHIM_OBJ_PROG, "progs"), (P.SHIM_OBJ_LINK, "links"), (P.SHIM_OBJ_BTF, "btf")):
         out[name] = [dict(getattr(o, "status", lambda: {})(), id=o.id, pins=registry.pins_of(o),
                           pids=sorted(holders.get((o.kind, o.id), ())), recovered=getattr(o, "recovered", False))

@@ -167,6 +167,9 @@ class Server:
         if op == P.SHIM_OP_RELEASE:
             conn.release(a, b)
             return
+        if op == P.SHIM_OP_MODE:
+            conn.mode = a
+            return
         if op == P.SHIM_OP_HOLD:
             for i in range(0, len(payload) - 7, 8):
                 kind, oid = struct.unpack_from("<II", payload, i)
