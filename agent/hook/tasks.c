@@ -94,10 +94,19 @@ int rt_tasks_walk(void (*fn)(int tid, void *arg), void *arg)
 	return n < 0 ? (int)n : 0;
 }
 
+/* A fork child opens its own before fork() returns to it. A walk another
+ * thread was making is not the child's: the lock is free (only this thread
+ * lives on), and taking it would wait forever. */
+static void tasks_fork_child(void)
+{
+	__atomic_store_n(&walk_lock, 0, __ATOMIC_RELAXED);
+	reopen_locked();
+}
+
 /* 105: before any constructor that may attach (hook.c, uprobe.c) or start
- * a thread; a fork child opens its own before fork() returns to it. */
+ * a thread. */
 __attribute__((constructor(105))) static void tasks_init(void)
 {
 	rt_tasks_reopen();
-	pthread_atfork(NULL, NULL, rt_tasks_reopen);
+	pthread_atfork(NULL, NULL, tasks_fork_child);
 }
