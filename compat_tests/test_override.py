@@ -124,20 +124,24 @@ def test_calls(loader, setup):
         check_calls(r, 100, 30, out)
 
 
-def test_inside_function(setup):
+def test_special_sites(setup):
     """Probed past its first instruction, a function cannot be skipped (no
     `ret` there goes back to its caller): the override has no effect, and
-    the process is told. The kernel refuses such probes too
-    (trace_kprobe_on_func_entry)."""
+    the process is told (the kernel refuses such probes too:
+    trace_kprobe_on_func_entry). In a uretprobe, the override replaces the
+    value the caller gets (as a kernel kretprobe's regs->ax)."""
     p, sides = setup
     from compat_tests.test_libbpf_uprobe import insn_offset
-    env = [("OV_INSIDE", hex(insn_offset(p["victim"], "ov_endbr", 1)))]
+    env = [("OV_INSIDE", hex(insn_offset(p["victim"], "ov_endbr", 1))), ("OV_FORCE_RC", "1")]
     for _, r, out in run_sides(sides, loader_argv(p, "calls", "10", "0"), env):
         assert r[("victim", "ov_endbr")] == {"calls": 10, "real": 10, "overridden": 0, "body": 10}, out
         assert r[("program", "ov_endbr")] == {"hits": 10, "overridden": 5}, out     # it asked
         assert r[("program", "ov_push")] == {"hits": 10, "overridden": 5}, out
         assert re.search(r"bpfshim: bpf_override_return has no effect at \S+victim\+0x[0-9a-f]+: not a function "
                          r"entry\n", out), out
+        # skipped or not at entry, every call of ov_tiny returns what its uretprobe says
+        assert r[("victim", "ov_tiny")] == {"calls": 10, "real": 0, "overridden": 10, "body": -1}, out
+        assert r[("program", "ov_tiny")] == {"hits": 10, "overridden": 5}, out
 
 
 def test_threads(setup):

@@ -4,7 +4,8 @@
  * (one program, attached to each function with its index as the cookie),
  * every 3rd openat(OPEN_FLAGS) of the target fails with ENOENT, and a
  * uretprobe counts the returns it sees and those that returned
- * OVERRIDE_RC; a second program on ov_endbr counts every call. */
+ * OVERRIDE_RC; a second program on ov_endbr counts every call; force_rc
+ * makes every return of a function OVERRIDE_RC. */
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
 #include <bpf/bpf_helpers.h>
@@ -76,6 +77,14 @@ int returns(struct pt_regs *ctx)
 	__sync_fetch_and_add(rets, 1);
 	if (PT_REGS_RC(ctx) == OVERRIDE_RC)
 		__sync_fetch_and_add(rc, 1);
+	return 0;
+}
+
+/* in a uretprobe the helper replaces the value the caller gets */
+SEC("uretprobe")
+int force_rc(struct pt_regs *ctx)
+{
+	bpf_override_return(ctx, OVERRIDE_RC);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
  *     with ARGS "detach T 0": the uprobes are detached 1 s after the start,
  *     while the victim's threads call the functions, then it gets SIGUSR1.
  *     OV_INSIDE=OFF: `every_2nd` of ov_endbr at file offset OFF instead.
+ *     OV_FORCE_RC=1: `force_rc` as a uretprobe on ov_tiny too.
  *
  * A failure prints "load: ERR" or "attach NAME: ERR" and the verifier's
  * line about bpf_override_return, if any (the kernel refuses it).
@@ -67,7 +68,7 @@ static const char *const funcs[] = { "ov_endbr", "ov_push", "ov_tiny" };
 
 int main(int argc, char **argv)
 {
-	struct bpf_link *links[5] = { 0 }, *tp;
+	struct bpf_link *links[6] = { 0 }, *tp;
 	int go[2], status, err;
 
 	if (argc < 4) {
@@ -114,6 +115,13 @@ int main(int argc, char **argv)
 	links[3] = bpf_program__attach_uprobe_opts(returns, child, argv[2], 0, &ro);
 	LIBBPF_OPTS(bpf_uprobe_opts, so, .func_name = "ov_endbr");
 	links[4] = bpf_program__attach_uprobe_opts(every_call, child, argv[2], 0, &so);
+	if (getenv("OV_FORCE_RC")) {
+		LIBBPF_OPTS(bpf_uprobe_opts, fo, .func_name = "ov_tiny", .retprobe = true);
+		links[5] = bpf_program__attach_uprobe_opts(bpf_object__find_program_by_name(obj, "force_rc"), child,
+							   argv[2], 0, &fo);
+		if (!links[5])
+			fail("force_rc", errno);
+	}
 	tp = bpf_program__attach(openat);
 	if (!links[3] || !links[4] || !tp)
 		fail("attach", errno);
