@@ -241,8 +241,8 @@ BPFSHIM_API int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 static void *ringbuf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, off_t off)
 {
 	const struct shm_map_hdr *h = e->map.hdr;
-	uint64_t data = h->attr.max_entries, pg = 4096;
-	uint64_t total = 2 * pg + 2 * data;     /* what the kernel's vma may cover */
+	uint64_t data = h->attr.max_entries, pg = 4096, meta = SHM_RINGBUF_META_PAGES * pg;
+	uint64_t total = meta + 2 * data;       /* what the kernel's vma may cover */
 	char *base;
 
 	if (!(flags & MAP_SHARED) || off % pg) {
@@ -258,7 +258,7 @@ static void *ringbuf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, i
 		return MAP_FAILED;
 	}
 	/* file layout: consumer page, producer page, data once */
-	uint64_t file_end = 2 * pg + data;
+	uint64_t file_end = meta + data;
 	if ((uint64_t)off + len <= file_end)
 		return real.mmap(addr, len, prot, flags, e->map.fd, off + (off_t)h->data_off);
 	base = real.mmap(addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | (flags & MAP_FIXED), -1, 0);
@@ -267,7 +267,7 @@ static void *ringbuf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, i
 	uint64_t first = file_end - (uint64_t)off;
 	if (real.mmap(base, first, prot, MAP_SHARED | MAP_FIXED, e->map.fd, off + (off_t)h->data_off) == MAP_FAILED ||
 	    real.mmap(base + first, len - first, prot, MAP_SHARED | MAP_FIXED, e->map.fd,
-		      (off_t)(h->data_off + 2 * pg)) == MAP_FAILED) {
+		      (off_t)(h->data_off + meta)) == MAP_FAILED) {
 		int er = errno;
 		munmap(base, len);
 		errno = er;
@@ -303,9 +303,9 @@ static void *mmap_(void *addr, size_t len, int prot, int flags, int fd, off_t of
 		errno = SHM_ENOTSUPP;
 		return MAP_FAILED;
 	}
-	if (h->attr.map_type == BPF_MAP_TYPE_RINGBUF)
+	if (e->map.ops->facts.mmap == SHM_MMAP_RINGBUF)
 		return ringbuf_mmap(e, addr, len, prot, flags, off);
-	if (h->attr.map_type != BPF_MAP_TYPE_ARRAY) {
+	if (e->map.ops->facts.mmap != SHM_MMAP_VALUES) {
 		errno = SHM_ENOTSUPP;   /* no map_mmap for this type */
 		return MAP_FAILED;
 	}
