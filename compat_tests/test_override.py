@@ -3,7 +3,8 @@
 (progs/override_bcc.py) make every 2nd call of three functions of the
 victim (progs/override_victim.c: an endbr64 entry, a push %rbp entry, a
 4-byte function that gets an int3) return OVERRIDE_RC without running, and
-every 3rd openat() of the victim fail with ENOENT without being made; the
+every 3rd openat() of the victim fail with ENOENT without being made, every
+2nd getppid() return 4242 (raw_syscalls:sys_enter); the
 victim says what each call returned and how often each body ran, the
 programs what they did. 8 threads for 5 s; a detach while they run.
 
@@ -99,6 +100,8 @@ def check_calls(r, n, m, out):
             assert v["body"] == n - n // 2, out          # the overridden calls did not run
     assert r[("victim", "openat")] == {"calls": m, "opened": m - m // 3, "ENOENT": m // 3, "other": 0}, out
     assert r[("program", "openat")] == {"hits": m, "overridden": m // 3}, out
+    assert r[("victim", "getppid")] == {"calls": m, "faked": m // 2}, out       # raw_syscalls:sys_enter
+    assert r[("program", "getppid")] == {"hits": m, "overridden": m // 2}, out
     # a uretprobe fires on an overridden call too and sees the override's value
     assert r[("program", "uretprobe ov_endbr")] == {"returns": n, "overridden": n // 2}, out
     # the program attached after the overriding one on the same site runs on every call

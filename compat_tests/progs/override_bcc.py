@@ -1,6 +1,6 @@
 """The BCC loader of compat_tests/test_override.py: the programs of
 override_loader.bpf.c written for BCC (kprobe-type functions attached with
-attach_uprobe/attach_uretprobe, a TRACEPOINT_PROBE), the same victim
+attach_uprobe/attach_uretprobe, TRACEPOINT_PROBEs), the same victim
 started the same way, the same lines printed.
 
     python3 override_bcc.py VICTIM ARGS...
@@ -68,6 +68,19 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
     }
     return 0;
 }
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    int zero = 0, h = 11, o = 12;
+    u64 *tgid = cfg.lookup(&zero), *hits = counts.lookup(&h), *ovs = counts.lookup(&o);
+    if (!tgid || !hits || !ovs || bpf_get_current_pid_tgid() >> 32 != *tgid || args->id != 110)
+        return 0;
+    if ((__sync_fetch_and_add(hits, 1) + 1) % 2 == 0) {
+        bpf_override_return((struct pt_regs *)args, 4242);
+        __sync_fetch_and_add(ovs, 1);
+    }
+    return 0;
+}
 """
 
 
@@ -96,10 +109,11 @@ def main():
     os.write(wfd, b"g")
     _, status = os.waitpid(child, 0)
     print(f"victim: exit {os.waitstatus_to_exitcode(status)}", flush=True)
-    c = [b["counts"][b["counts"].Key(k)].value for k in range(11)]
+    c = [b["counts"][b["counts"].Key(k)].value for k in range(13)]
     for i, f in enumerate(FUNCS):
         print(f"program {f}: hits {c[i]} overridden {c[3 + i]}")
     print(f"program openat: hits {c[6]} overridden {c[7]}")
+    print(f"program getppid: hits {c[11]} overridden {c[12]}")
     print(f"program second ov_endbr: hits {c[10]}")
     print(f"program uretprobe ov_endbr: returns {c[8]} overridden {c[9]}")
 

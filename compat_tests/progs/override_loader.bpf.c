@@ -2,7 +2,8 @@
 /* Programs of override_loader.c (compat_tests/test_override.py): every
  * 2nd call of a probed function returns OVERRIDE_RC without running it
  * (one program, attached to each function with its index as the cookie),
- * every 3rd openat(OPEN_FLAGS) of the target fails with ENOENT, and a
+ * every 3rd openat(OPEN_FLAGS) of the target fails with ENOENT, every 2nd
+ * getppid() returns 4242 (raw_syscalls:sys_enter), and a
  * uretprobe counts the returns it sees and those that returned
  * OVERRIDE_RC; a second program on ov_endbr counts every call; force_rc
  * makes every return of a function OVERRIDE_RC. */
@@ -17,9 +18,10 @@
 
 /* [0..2] hits by function, [3..5] overrides, [6] openat hits, [7] openat
  * overrides, [8] uretprobe returns, [9] of them OVERRIDE_RC, [10] hits of
- * the second program; cfg[0] the target's tgid */
+ * the second program, [11] getppid hits, [12] getppid overrides; cfg[0]
+ * the target's tgid */
 enum { HITS = 0, OVERRIDES = 3, OPEN_HITS = 6, OPEN_OVERRIDES = 7, RETS = 8, RETS_RC = 9, SECOND_HITS = 10,
-       NCOUNTS = 16 };
+       RAW_HITS = 11, RAW_OVERRIDES = 12, NCOUNTS = 16 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -105,6 +107,28 @@ int every_3rd_openat(struct enter_openat *ctx)
 		return 0;
 	if ((__sync_fetch_and_add(hits, 1) + 1) % 3 == 0) {
 		bpf_override_return((struct pt_regs *)ctx, -ENOENT);
+		__sync_fetch_and_add(ovs, 1);
+	}
+	return 0;
+}
+
+/* raw_syscalls:sys_enter: every 2nd getppid() of the target returns 4242 */
+struct raw_enter {
+	__u64 common;
+	__s64 id;
+	__u64 args[6];
+};
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int every_2nd_getppid(struct raw_enter *ctx)
+{
+	__u32 zero = 0;
+	__u64 *tgid = bpf_map_lookup_elem(&cfg, &zero), *hits = slot(RAW_HITS), *ovs = slot(RAW_OVERRIDES);
+
+	if (!tgid || !hits || !ovs || bpf_get_current_pid_tgid() >> 32 != *tgid || ctx->id != 110 /* getppid */)
+		return 0;
+	if ((__sync_fetch_and_add(hits, 1) + 1) % 2 == 0) {
+		bpf_override_return((struct pt_regs *)ctx, 4242);
 		__sync_fetch_and_add(ovs, 1);
 	}
 	return 0;

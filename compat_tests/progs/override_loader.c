@@ -5,7 +5,8 @@
  * ov_endbr, ov_push and ov_tiny of it (uprobes with the function's index
  * as the cookie, pid filter = the child), `returns` as a uretprobe on
  * ov_endbr, `every_call` (a second program on ov_endbr's entry) and
- * `every_3rd_openat` to syscalls:sys_enter_openat (for the child's tgid),
+ * `every_3rd_openat` to syscalls:sys_enter_openat and `every_2nd_getppid`
+ * to raw_syscalls:sys_enter (for the child's tgid),
  * and prints what the programs counted after the victim's
  * own lines.
  *
@@ -123,7 +124,8 @@ int main(int argc, char **argv)
 			fail("force_rc", errno);
 	}
 	tp = bpf_program__attach(openat);
-	if (!links[3] || !links[4] || !tp)
+	struct bpf_link *raw = bpf_program__attach(bpf_object__find_program_by_name(obj, "every_2nd_getppid"));
+	if (!links[3] || !links[4] || !tp || !raw)
 		fail("attach", errno);
 	uint32_t zero = 0;
 	uint64_t tgid = (uint64_t)child;
@@ -144,13 +146,14 @@ int main(int argc, char **argv)
 	printf("victim: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
 	       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	int fd = bpf_object__find_map_fd_by_name(obj, "counts");
-	uint64_t c[11];
-	for (uint32_t k = 0; k < 11; k++)
+	uint64_t c[13];
+	for (uint32_t k = 0; k < 13; k++)
 		bpf_map_lookup_elem(fd, &k, &c[k]);
 	for (int f = 0; f < 3; f++)
 		printf("program %s: hits %llu overridden %llu\n", funcs[f], (unsigned long long)c[f],
 		       (unsigned long long)c[3 + f]);
 	printf("program openat: hits %llu overridden %llu\n", (unsigned long long)c[6], (unsigned long long)c[7]);
+	printf("program getppid: hits %llu overridden %llu\n", (unsigned long long)c[11], (unsigned long long)c[12]);
 	printf("program second ov_endbr: hits %llu\n", (unsigned long long)c[10]);
 	printf("program uretprobe ov_endbr: returns %llu overridden %llu\n", (unsigned long long)c[8],
 	       (unsigned long long)c[9]);

@@ -8,7 +8,7 @@
  * assembly: too short for the 5-byte jump, an int3 site).
  *
  *   override_victim calls N M    N calls of each function, M openat() of
- *                                /dev/null with OPEN_FLAGS
+ *                                /dev/null with OPEN_FLAGS, M getppid()
  *   override_victim threads T S  T threads calling them for S seconds
  *   override_victim detach T 0   T threads calling them until SIGUSR1 (the
  *                                probes were detached), 0.3 s more, then
@@ -35,9 +35,12 @@ long ov_push(long x)
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 /* what the BPF programs look for: only these openat() calls are counted */
 #define OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+/* what a raw_syscalls:sys_enter program makes every 2nd getppid() return */
+#define GETPPID_RC 4242
 
 long ov_endbr_body;
 extern long ov_push_body;
@@ -159,9 +162,13 @@ int main(int argc, char **argv)
 				other++;
 			}
 		}
+		long faked = 0;
+		for (long i = 0; i < m; i++)
+			faked += syscall(SYS_getppid) == GETPPID_RC;
 		long body[3] = { ov_endbr_body, ov_push_body, -1 };
 		print_phase("", 0, body);
 		printf("openat: calls %ld opened %ld ENOENT %ld other %ld\n", m, ok, enoent, other);
+		printf("getppid: calls %ld faked %ld\n", m, faked);
 	} else if (!strcmp(argv[1], "threads")) {
 		run_threads(atoi(argv[2]), atoi(argv[3]), 0);
 		long body[3] = { ov_endbr_body, ov_push_body, -1 };
