@@ -22,7 +22,7 @@ SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 
 # Headers the server reads at run time (cffi cdefs, the task layout), next to
 # the libraries so that an installed package carries them.
-RT_HEADERS := libbpf_shim/proto.h agent/attach_table.h agent/task_layout.h
+RT_HEADERS := libbpf_shim/proto.h agent/attach_table.h agent/task_layout.h agent/maps/map_facts.h
 RT_HEADERS_OUT := $(addprefix $(OUT)/include/,$(notdir $(RT_HEADERS)))
 
 all: $(OUT)/libbpfshim.so $(OUT)/libbpfshim_core.so $(OUT)/libbpfshim_boot.so $(RT_HEADERS_OUT)
@@ -32,6 +32,10 @@ $(OUT)/include/%.h: libbpf_shim/%.h
 	cp $< $@
 
 $(OUT)/include/%.h: agent/%.h
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+$(OUT)/include/%.h: agent/maps/%.h
 	@mkdir -p $(dir $@)
 	cp $< $@
 

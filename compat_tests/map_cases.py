@@ -1100,6 +1100,41 @@ def c_batch_fd_and_other_maps(c):
 
 
 @case
+def c_type_facts_every_type(c):
+    """What the map engine's per-type facts decide (agent/maps/map_facts.h),
+    on every map type bpfshim has: the syscall value size (per-CPU, fd
+    values), keyless updates and lookup-and-delete, the batch ops, and mmap
+    (values of an mmapable array, a ringbuf's pages, none)."""
+    inner = c.create("inner", ARRAY, 4, 8, 4)
+    prog_free = [("hash", HASH, 4, 8, 4, 0), ("array", ARRAY, 4, 8, 4, 0), ("array_mmapable", ARRAY, 4, 8, 4, MMAPABLE),
+                 ("prog_array", PROG_ARRAY, 4, 4, 4, 0), ("perf_event_array", PERF_EVENT_ARRAY, 4, 4, 4, 0),
+                 ("percpu_hash", PERCPU_HASH, 4, 8, 4, 0), ("percpu_array", PERCPU_ARRAY, 4, 8, 4, 0),
+                 ("stack_trace", STACK_TRACE, 4, 64, 4, 0), ("cgroup_array", 8, 4, 4, 4, 0),
+                 ("lru_hash", LRU_HASH, 4, 8, 4, 0), ("lru_percpu_hash", LRU_PERCPU_HASH, 4, 8, 4, 0),
+                 ("lpm_trie", LPM_TRIE, 8, 8, 4, NO_PREALLOC), ("array_of_maps", ARRAY_OF_MAPS, 4, 4, 4, 0),
+                 ("hash_of_maps", HASH_OF_MAPS, 4, 4, 4, 0), ("queue", QUEUE, 0, 8, 4, 0), ("stack", STACK, 0, 8, 4, 0),
+                 ("ringbuf", RINGBUF, 0, 0, PAGE, 0), ("bloom", BLOOM_FILTER, 0, 8, 4, 0)]
+    for tag, t, ks, vs, n, fl in prog_free:
+        fd = c.create(tag, t, ks, vs, n, fl, inner=inner if t in (ARRAY_OF_MAPS, HASH_OF_MAPS) else 0)
+        if fd is None:
+            continue
+        big = r8(max(vs, 8)) * NCPUS           # room for any value layout
+        if t != 8:      # cgroup fds are not served (DENYLIST tools libbpf_funclatency_cgroup)
+            c.update(tag + ".update", fd, bytes(ks) if ks else None, bytes(big))
+        c.lookup(tag + ".lookup", fd, bytes(ks) if ks else None, big)
+        c.lookup_and_delete(tag + ".lookup_and_delete", fd, bytes(ks) if ks else None, big)
+        c.lookup_and_delete(tag + ".lookup_and_delete_flags", fd, bytes(ks) if ks else None, big, flags=F_LOCK)
+        for cmd, name in ((LOOKUP_BATCH, "lookup"), (LOOKUP_AND_DELETE_BATCH, "lookup_and_delete"),
+                          (UPDATE_BATCH, "update"), (DELETE_BATCH, "delete")):
+            c.batch(cmd, f"{tag}.batch_{name}", fd, 0, max(ks, 1), big)
+        for prot, pname in ((PROT_READ, "ro"), (PROT_READ | PROT_WRITE, "rw")):
+            addr = _mmap(c, f"{tag}.mmap_{pname}", fd, PAGE, prot)
+            if addr:
+                libc.munmap(addr, PAGE)
+                c.maps.remove((addr, PAGE))
+
+
+@case
 def c_lpm_batch(c):
     fd = c.create("create", LPM_TRIE, 8, 8, 8, NO_PREALLOC)
     keys = lpm_key(8, [10, 0, 0, 0]) + lpm_key(16, [10, 1, 0, 0]) + lpm_key(24, [10, 1, 1, 0])

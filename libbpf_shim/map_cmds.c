@@ -14,27 +14,14 @@
 #define FMODE_CAN_READ 1
 #define FMODE_CAN_WRITE 2
 
-static int is_percpu(uint32_t t)
-{
-	return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
-	       t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
-}
-
-static int is_fd_map(uint32_t t)
-{
-	return t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY ||
-	       t == BPF_MAP_TYPE_CGROUP_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS ||
-	       t == BPF_MAP_TYPE_HASH_OF_MAPS;
-}
-
 /* bpf_map_value_size() */
 static size_t sys_value_size(const struct shm_map *m)
 {
 	const struct shm_map_attr *a = &m->hdr->attr;
 
-	if (is_percpu(a->map_type))
+	if (m->ops->facts.percpu)
 		return BPFSHIM_ROUND_UP((size_t)a->value_size, 8) * a->nr_cpus;
-	if (is_fd_map(a->map_type))
+	if (m->ops->facts.fd_value)
 		return sizeof(uint32_t);
 	return a->value_size;
 }
@@ -115,17 +102,16 @@ static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *
 	uint32_t want;
 
 	memcpy(&fd, value, sizeof(fd));
-	switch (m->hdr->attr.map_type) {
-	case BPF_MAP_TYPE_PROG_ARRAY: want = SHIM_OBJ_PROG; break;
-	case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+	switch (m->ops->facts.fd_value) {
+	case SHM_FD_PROG: want = SHIM_OBJ_PROG; break;
+	case SHM_FD_PERF_EVENT:
 		/* perf_event_get(): EBADF for any file that is no perf event */
 		e = shim_fd_get(fd);
 		if (!e || e->kind != SHIM_OBJ_PERF_EVENT)
 			return -EBADF;
 		*id = e->id;
 		return 0;
-	case BPF_MAP_TYPE_ARRAY_OF_MAPS:
-	case BPF_MAP_TYPE_HASH_OF_MAPS: want = SHIM_OBJ_MAP; break;
+	case SHM_FD_MAP: want = SHIM_OBJ_MAP; break;
 	default:
 		return -EOPNOTSUPP;
 	}
@@ -150,19 +136,19 @@ static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *
 /* bpf_map_update_value() */
 static int update_value(struct shm_map *m, const void *key, const void *value, uint64_t flags)
 {
-	uint32_t t = m->hdr->attr.map_type;
+	const struct shm_map_facts *f = &m->ops->facts;
 
-	if (is_fd_map(t)) {
+	if (f->fd_value) {
 		uint32_t id;
 		int err;
-		if (t == BPF_MAP_TYPE_CGROUP_ARRAY) {
+		if (f->fd_value == SHM_FD_CGROUP) {
 			static const char m[] = "bpfshim: BPF_MAP_UPDATE_ELEM: cgroup fds in "
 						"BPF_MAP_TYPE_CGROUP_ARRAY are not supported\n";
 			(void)!write(2, m, sizeof(m) - 1);
 			return -EOPNOTSUPP;
 		}
 		/* bpf_fd_array_map_update_elem(): flags and index before the fd */
-		if (t != BPF_MAP_TYPE_HASH_OF_MAPS) {
+		if (!f->hashed) {
 			if (flags != BPF_ANY)
 				return -EINVAL;
 			if (*(const uint32_t *)key >= m->hdr->attr.max_entries)
@@ -175,11 +161,11 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 			return -EOPNOTSUPP;
 		err = m->ops->sys_update(m, key, &id, flags);
 		/* the followers get the ring or program it names before a probe needs it */
-		if (!err && (t == BPF_MAP_TYPE_PERF_EVENT_ARRAY || t == BPF_MAP_TYPE_PROG_ARRAY))
+		if (!err && (f->fd_value == SHM_FD_PERF_EVENT || f->fd_value == SHM_FD_PROG))
 			shim_poke();
 		return err;
 	}
-	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK || t == BPF_MAP_TYPE_BLOOM_FILTER) {
+	if (f->keyless) {
 		if (!m->ops->push)
 			return -EOPNOTSUPP;
 		return m->ops->push(m, value, flags);
@@ -218,14 +204,14 @@ static long map_lookup_elem(union bpf_attr *attr)
 	if (!value)
 		goto out_key;
 	memset(value, 0, vs);
-	uint32_t t = m->hdr->attr.map_type;
-	if (t == BPF_MAP_TYPE_BLOOM_FILTER) {
+	uint32_t keyless = m->ops->facts.keyless;
+	if (keyless == SHM_KEYLESS_BLOOM) {
 		err = shim_copy_from_user(value, attr->value, vs);
 		if (!err)
 			err = m->ops->peek ? m->ops->peek(m, value) : -EOPNOTSUPP;
 		goto out_val;
 	}
-	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK)
+	if (keyless == SHM_KEYLESS_QUEUE)
 		err = m->ops->peek ? m->ops->peek(m, value) : -EOPNOTSUPP;
 	else
 		err = m->ops->sys_lookup ? m->ops->sys_lookup(m, key, value, attr->flags) : -EOPNOTSUPP;
@@ -348,8 +334,8 @@ static long map_lookup_and_delete_elem(union bpf_attr *attr)
 	int perms = sys_perms(e);
 	if (!(perms & FMODE_CAN_READ) || !(perms & FMODE_CAN_WRITE))
 		return -EPERM;
-	uint32_t t = m->hdr->attr.map_type;
-	if (attr->flags && (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK))
+	const struct shm_map_facts *f = &m->ops->facts;
+	if (attr->flags && f->keyless == SHM_KEYLESS_QUEUE)
 		return -EINVAL;
 	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
 		return -EINVAL;
@@ -366,11 +352,10 @@ static long map_lookup_and_delete_elem(union bpf_attr *attr)
 		goto out_key;
 	memset(value, 0, vs);
 	err = -SHM_ENOTSUPP;
-	if (t == BPF_MAP_TYPE_QUEUE || t == BPF_MAP_TYPE_STACK) {
+	if (f->keyless == SHM_KEYLESS_QUEUE) {
 		if (m->ops->pop)
 			err = m->ops->pop(m, value);
-	} else if (t == BPF_MAP_TYPE_HASH || t == BPF_MAP_TYPE_PERCPU_HASH ||
-		   t == BPF_MAP_TYPE_LRU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH) {
+	} else {   /* the types whose ops have it: the hash maps, stack traces */
 		if (m->ops->sys_lookup_and_delete)
 			err = m->ops->sys_lookup_and_delete(m, key, value, attr->flags);
 	}
@@ -383,19 +368,6 @@ out_key:
 }
 
 /* ---- batch commands (kernel: generic_map_*_batch, htab_map_*_batch) ---- */
-
-static int is_hash(uint32_t t)
-{
-	return t == BPF_MAP_TYPE_HASH || t == BPF_MAP_TYPE_PERCPU_HASH ||
-	       t == BPF_MAP_TYPE_LRU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
-	       t == BPF_MAP_TYPE_HASH_OF_MAPS;
-}
-
-static int is_array(uint32_t t)
-{
-	return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
-	       t == BPF_MAP_TYPE_ARRAY_OF_MAPS;
-}
 
 static int put_count(uint64_t uattr, uint32_t v)
 {
@@ -410,7 +382,7 @@ static int put_count(uint64_t uattr, uint32_t v)
  */
 static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m, int del)
 {
-	uint32_t t = m->hdr->attr.map_type, ks = m->hdr->attr.key_size;
+	uint32_t hashed = m->ops->facts.hashed, ks = m->hdr->attr.key_size;
 	uint64_t elem_flags = attr->batch.elem_flags;
 	size_t vs = sys_value_size(m);
 	uint32_t max_count = attr->batch.count, cp = 0, pos = 0, skipped = 0;
@@ -419,7 +391,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 
 	if ((elem_flags & ~BPF_F_LOCK) || ((elem_flags & BPF_F_LOCK) && !has_spin_lock(m)))
 		return -EINVAL;
-	if (is_hash(t) && attr->batch.flags)
+	if (hashed && attr->batch.flags)
 		return -EINVAL;
 	if (!max_count)
 		return 0;
@@ -430,7 +402,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 	if (!prev || !key || !value)
 		goto out;
 	int have_prev = 0;
-	if (is_hash(t)) {
+	if (hashed) {
 		if (attr->batch.in_batch && shim_copy_from_user(&pos, attr->batch.in_batch, sizeof(pos))) {
 			err = -EFAULT;
 			goto out;
@@ -466,7 +438,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 		memset(value, 0, vs);
 		if (!m->ops->sys_lookup)
 			err = -SHM_ENOTSUPP;
-		else if (del && !is_fd_map(t) && m->ops->sys_lookup_and_delete)
+		else if (del && m->ops->sys_lookup_and_delete)
 			err = m->ops->sys_lookup_and_delete(m, key, value, elem_flags);
 		else {
 			/* fd maps (hash of maps) copy the id out, then delete */
@@ -504,7 +476,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 		cp++;
 	}
 done:
-	if (is_hash(t)) {
+	if (hashed) {
 		/* End of the map: -ENOENT, with what was copied counted. */
 		if (err == -ENOENT || cp < max_count)
 			err = -ENOENT;
@@ -607,25 +579,24 @@ static long map_do_batch(int cmd, union bpf_attr *attr, uint64_t uattr)
 		return -EPERM;
 	if (has_write && !(perms & FMODE_CAN_WRITE))
 		return -EPERM;
-	uint32_t t = e->map.hdr->attr.map_type;
-	/* the map types whose ops have the batch callbacks (htab BATCH_OPS,
-	 * the generic ones for arrays and the LPM trie); others: ENOTSUPP */
-	int generic = is_array(t) || t == BPF_MAP_TYPE_LPM_TRIE;
+	/* the batch callbacks the type's ops have (htab BATCH_OPS, the generic
+	 * ones for arrays and the LPM trie); none: ENOTSUPP */
+	unsigned batch = e->map.ops->facts.batch;
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_BATCH:
-		if (!is_hash(t) && !generic)
+		if (!(batch & SHM_BATCH_LOOKUP))
 			return -SHM_ENOTSUPP;
 		return map_lookup_batch(attr, uattr, &e->map, 0);
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
-		if (!is_hash(t))
+		if (!(batch & SHM_BATCH_LOOKUP_AND_DELETE))
 			return -SHM_ENOTSUPP;
 		return map_lookup_batch(attr, uattr, &e->map, 1);
 	case BPF_MAP_UPDATE_BATCH:
-		if (!is_hash(t) && !generic)
+		if (!(batch & SHM_BATCH_UPDATE))
 			return -SHM_ENOTSUPP;
 		return map_update_batch(attr, uattr, &e->map);
 	default:
-		if (!is_hash(t) && t != BPF_MAP_TYPE_LPM_TRIE)
+		if (!(batch & SHM_BATCH_DELETE))
 			return -SHM_ENOTSUPP;
 		return map_delete_batch(attr, uattr, &e->map);
 	}

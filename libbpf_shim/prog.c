@@ -188,13 +188,8 @@ static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 			return NULL;   /* leaks a little on a race with map removal */
 		}
 		rt->maps[i] = m;
-		switch (m->hdr->attr.map_type) {
-		case BPF_MAP_TYPE_PERCPU_HASH:
-		case BPF_MAP_TYPE_PERCPU_ARRAY:
-		case BPF_MAP_TYPE_LRU_PERCPU_HASH:
-		case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE:
+		if (m->ops->facts.percpu)
 			rt->percpu = 1;
-		}
 		if (m->hdr->attr.map_type == BPF_MAP_TYPE_ARRAY)
 			rt->map_values[i] = shm_map_data(m);
 	}
@@ -370,14 +365,14 @@ static void prepare(const struct bpf_prog_rt *rt, uint32_t *seen, unsigned *n_se
 		seen[(*n_seen)++] = rt->id;
 	for (uint32_t i = 0; i < rt->nr_maps; i++) {
 		const struct shm_map *m = rt->maps[i];
-		uint32_t t = m->hdr->attr.map_type, max = m->hdr->attr.max_entries;
-		if (t != BPF_MAP_TYPE_PERF_EVENT_ARRAY && t != BPF_MAP_TYPE_PROG_ARRAY)
+		uint32_t fdv = m->ops->facts.fd_value, max = m->hdr->attr.max_entries;
+		if (fdv != SHM_FD_PERF_EVENT && fdv != SHM_FD_PROG)
 			continue;
 		for (uint32_t k = 0; k < max; k++) {
 			uint32_t id = shm_fd_array_get(m, k);
 			if (!id)
 				continue;
-			if (t == BPF_MAP_TYPE_PERF_EVENT_ARRAY) {
+			if (fdv == SHM_FD_PERF_EVENT) {
 				shim_perf_ring_prepare(id);
 			} else {
 				const struct bpf_prog_rt *next = shim_prog_by_id(id);

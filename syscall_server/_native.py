@@ -55,6 +55,7 @@ struct shm_map {
     void *data;
     struct shm_map_attr attr;
 };
+const struct shm_map_facts *shm_map_facts(uint32_t map_type);
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
 int shm_map_check_attr(const struct shm_map_attr *attr);
 int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
@@ -79,6 +80,7 @@ INCLUDE = PKG_DIR / "_native" / "include"
 PROTO_H = INCLUDE / "proto.h"
 ATTACH_TABLE_H = INCLUDE / "attach_table.h"
 TASK_LAYOUT_H = INCLUDE / "task_layout.h"
+MAP_FACTS_H = INCLUDE / "map_facts.h"
 
 
 def cdef_of_header(path):
@@ -132,10 +134,13 @@ if _uapi_text:
     ffi.cdef(_uapi_text)
 _proto_text = cdef_of_header(PROTO_H)
 ffi.cdef(_proto_text)
+_facts_text = cdef_of_header(MAP_FACTS_H)
+ffi.cdef(_facts_text)
 ffi.cdef(CORE_CDEF)
 ffi.cdef(cdef_of_header(ATTACH_TABLE_H))
 uapi = Consts(_uapi_text, ["BPF_"])
 proto = Consts(_proto_text, ["SHIM_"])
+map_facts_enum = Consts(_facts_text, ["SHM_"])
 
 
 def _load():
@@ -145,3 +150,10 @@ def _load():
 
 
 lib = _load() if os.environ.get("BPFSHIM_NO_NATIVE") is None else None
+
+
+def map_facts(map_type):
+    """The facts of a map type (agent/maps/map_facts.h) from the map engine's
+    ops table, or None for a type bpfshim lacks."""
+    f = lib.shm_map_facts(map_type)
+    return None if f == ffi.NULL else f

@@ -132,15 +132,16 @@ def map_create(ctx, attr):
     m.spin_lock_off = -1
 
     inner = None
-    if attr.map_type in (_native.uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, _native.uapi.BPF_MAP_TYPE_HASH_OF_MAPS):
+    F = _native.map_facts_enum
+    facts = _native.map_facts(attr.map_type)
+    if facts and facts.fd_value == F.SHM_FD_MAP:
         # bpf_map_meta_alloc(): the inner map is a template.
         kind, oid, _fl = ctx.conn.fdget(attr.inner_map_fd)
         if kind != P.SHIM_OBJ_MAP:
             raise BpfError(errno.EINVAL)
         inner = registry.get(kind, oid)
         ia = inner.attr
-        if ia.map_type in (_native.uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, _native.uapi.BPF_MAP_TYPE_HASH_OF_MAPS,
-                           _native.uapi.BPF_MAP_TYPE_PROG_ARRAY):
+        if _native.map_facts(ia.map_type).fd_value in (F.SHM_FD_MAP, F.SHM_FD_PROG):
             raise BpfError(errno.EINVAL)
         m.inner_map_type = ia.map_type
         m.inner_key_size = ia.key_size
@@ -236,13 +237,15 @@ def _write_active(obj):
     what loaders map starts at data_off (the consumer page of a ringbuf, the
     values of an mmapable array)."""
     a = obj.attr
-    ringbuf = a.map_type == _native.uapi.BPF_MAP_TYPE_RINGBUF
-    if not (ringbuf or a.map_flags & _native.uapi.BPF_F_MMAPABLE):
+    F = _native.map_facts_enum
+    mm = _native.map_facts(a.map_type).mmap
+    ringbuf = mm == F.SHM_MMAP_RINGBUF
+    if not (ringbuf or (mm == F.SHM_MMAP_VALUES and a.map_flags & _native.uapi.BPF_F_MMAPABLE)):
         return False
     ino = os.fstat(obj.fd).st_ino
     obj_path = os.readlink(f"/proc/self/fd/{obj.fd}")
     lo = obj.hdr.data_off
-    hi = lo + 2 * kernel_sizes.PAGE if ringbuf else obj.seg_size
+    hi = lo + F.SHM_RINGBUF_META_PAGES * kernel_sizes.PAGE if ringbuf else obj.seg_size
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue

@@ -77,9 +77,8 @@ u64 bpf_for_each_map_elem(u64 map, u64 callback, u64 callback_ctx, u64 flags, u6
 		return bpf_rt_err(EINVAL);
 	if (callback_get(&cb, callback))
 		return bpf_rt_err(EINVAL);
-	switch (a->map_type) {
-	case BPF_MAP_TYPE_ARRAY:
-	case BPF_MAP_TYPE_PERCPU_ARRAY:
+	switch (m->ops->facts.for_each) {
+	case SHM_WALK_INDEX:
 		for (uint32_t i = 0; i < a->max_entries; i++) {
 			uint32_t key = i;
 			void *v = m->ops->lookup_ptr(m, &key);
@@ -88,10 +87,7 @@ u64 bpf_for_each_map_elem(u64 map, u64 callback, u64 callback_ctx, u64 flags, u6
 				break;
 		}
 		return n;
-	case BPF_MAP_TYPE_HASH:
-	case BPF_MAP_TYPE_PERCPU_HASH:
-	case BPF_MAP_TYPE_LRU_HASH:
-	case BPF_MAP_TYPE_LRU_PERCPU_HASH: {
+	case SHM_WALK_KEYS: {
 		/* key_size <= MAX_BPF_STACK; cur, and its successor taken before
 		 * the callback */
 		unsigned char k[2][a->key_size];

@@ -177,6 +177,7 @@ const struct shm_map_ops array_map_ops = {
 	.alloc_check = array_alloc_check,
 	.area_size = array_area,
 	.page_aligned_area = 1,
+	.facts = { .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE, .mmap = SHM_MMAP_VALUES, .for_each = SHM_WALK_INDEX },
 	.sys_lookup = array_lookup,
 	.sys_update = array_update,
 	.sys_delete = array_delete,
@@ -190,6 +191,7 @@ const struct shm_map_ops percpu_array_map_ops = {
 	.alloc_check = array_alloc_check,
 	.area_size = array_area,
 	.page_aligned_area = 1,
+	.facts = { .percpu = 1, .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE, .for_each = SHM_WALK_INDEX },
 	.sys_lookup = array_lookup,
 	.sys_update = array_update,
 	.sys_delete = array_delete,
@@ -250,11 +252,12 @@ static int fd_array_delete(struct shm_map *m, const void *key)
 	return __atomic_exchange_n(slot(m, i), 0, __ATOMIC_ACQ_REL) ? 0 : -ENOENT;
 }
 
-#define FD_ARRAY_OPS(name, lookup)                       \
+#define FD_ARRAY_OPS(name, lookup, ...)                  \
 	const struct shm_map_ops name = {                \
 		.alloc_check = fd_array_alloc_check,     \
 		.area_size = array_area,                 \
 		.page_aligned_area = 1,                  \
+		.facts = { __VA_ARGS__ },                \
 		.sys_lookup = lookup,                    \
 		.sys_update = fd_array_update,           \
 		.sys_delete = fd_array_delete,           \
@@ -262,10 +265,11 @@ static int fd_array_delete(struct shm_map *m, const void *key)
 		.prog_delete = fd_array_delete,          \
 	}
 
-FD_ARRAY_OPS(prog_array_map_ops, fd_array_lookup);
-FD_ARRAY_OPS(array_of_maps_map_ops, fd_array_lookup);
-FD_ARRAY_OPS(perf_event_array_map_ops, fd_array_lookup_unsupp);
-FD_ARRAY_OPS(cgroup_array_map_ops, fd_array_lookup_unsupp);
+FD_ARRAY_OPS(prog_array_map_ops, fd_array_lookup, .fd_value = SHM_FD_PROG);
+FD_ARRAY_OPS(array_of_maps_map_ops, fd_array_lookup, .fd_value = SHM_FD_MAP,
+	     .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE);
+FD_ARRAY_OPS(perf_event_array_map_ops, fd_array_lookup_unsupp, .fd_value = SHM_FD_PERF_EVENT);
+FD_ARRAY_OPS(cgroup_array_map_ops, fd_array_lookup_unsupp, .fd_value = SHM_FD_CGROUP);
 
 /* Runtime access to an fd array's slot (perf_event_output, tail_call):
  * the id, or 0. */

@@ -162,6 +162,7 @@ static int bloom_get_next_key(struct shm_map *m, const void *key, void *next)
 
 const struct shm_map_ops bloom_filter_map_ops = {
 	.alloc_check = bloom_alloc_check,
+	.facts = { .keyless = SHM_KEYLESS_BLOOM },
 	.area_size = bloom_area,
 	.init = bloom_init,
 	.sys_lookup = bloom_sys_lookup,

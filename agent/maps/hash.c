@@ -48,9 +48,12 @@ struct elem {
 #define COUNT(h) (&(h)->type_state[1])
 #define CLOCK(h) (&(h)->type_state[2])
 
+/* from the attrs, before there is a map: the type's facts */
 static int is_percpu_type(uint32_t t)
 {
-	return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	const struct shm_map_facts *f = shm_map_facts(t);
+
+	return f && f->percpu;
 }
 
 static int is_lru_type(uint32_t t)
@@ -381,7 +384,7 @@ static void fill_value(struct shm_map *m, struct elem *e, const void *value, enu
 {
 	void *dst = elem_value(m, e);
 
-	if (!is_percpu_type(m->hdr->attr.map_type)) {
+	if (!m->ops->facts.percpu) {
 		shm_copy_value(m, dst, value);
 		return;
 	}
@@ -403,7 +406,7 @@ static int htab_update_common(struct shm_map *m, const void *key, const void *va
 {
 	struct shm_map_hdr *h = m->hdr;
 	uint32_t ks = h->attr.key_size, hash, found, fresh = 0;
-	int percpu = is_percpu_type(h->attr.map_type), lru = is_lru_type(h->attr.map_type);
+	int percpu = m->ops->facts.percpu, lru = is_lru_type(h->attr.map_type);
 	struct bucket *b;
 	int err;
 
@@ -485,7 +488,7 @@ static int htab_prog_update(struct shm_map *m, const void *key, const void *valu
 
 static void copy_out(struct shm_map *m, struct elem *e, void *value, uint64_t flags)
 {
-	if (is_percpu_type(m->hdr->attr.map_type)) {
+	if (m->ops->facts.percpu) {
 		uint32_t n = m->hdr->attr.nr_cpus, st = m->value_stride;
 		for (uint32_t c = 0; c < n; c++)
 			memcpy((char *)value + (uint64_t)c * st, (char *)elem_value(m, e) + (uint64_t)c * st, st);
@@ -614,7 +617,7 @@ static void *htab_lookup_ptr(struct shm_map *m, const void *key)
 		return NULL;
 	struct elem *e = elem_at(m, i);
 	touch(m, e);
-	if (is_percpu_type(m->hdr->attr.map_type))
+	if (m->ops->facts.percpu)
 		return (char *)elem_value(m, e) + (uint64_t)shm_cur_cpu(m) * m->value_stride;
 	return elem_value(m, e);
 }
@@ -625,23 +628,27 @@ uint64_t shm_htab_count(const struct shm_map *m)
 	return __atomic_load_n(COUNT(m->hdr), __ATOMIC_RELAXED);
 }
 
-#define HTAB_OPS(name, check)                                  \
+#define HTAB_BATCH (SHM_BATCH_LOOKUP | SHM_BATCH_LOOKUP_AND_DELETE | SHM_BATCH_UPDATE | SHM_BATCH_DELETE)
+#define HTAB_OPS(name, check, lookup_and_delete, ...)          \
 	const struct shm_map_ops name = {                      \
 		.alloc_check = check,                          \
+		.facts = { .hashed = 1, .batch = HTAB_BATCH, __VA_ARGS__ }, \
 		.area_size = htab_area,                        \
 		.init = htab_init,                             \
 		.sys_lookup = htab_sys_lookup,                 \
 		.sys_update = htab_sys_update,                 \
 		.sys_delete = htab_delete,                     \
-		.sys_lookup_and_delete = htab_lookup_and_delete, \
+		.sys_lookup_and_delete = lookup_and_delete,    \
 		.get_next_key = htab_get_next_key,             \
 		.lookup_ptr = htab_lookup_ptr,                 \
 		.prog_update = htab_prog_update,               \
 		.prog_delete = htab_delete,                    \
 	}
 
-HTAB_OPS(htab_map_ops, htab_alloc_check);
-HTAB_OPS(htab_percpu_map_ops, htab_alloc_check);
-HTAB_OPS(htab_lru_map_ops, htab_alloc_check);
-HTAB_OPS(htab_lru_percpu_map_ops, htab_alloc_check);
-HTAB_OPS(htab_of_maps_map_ops, htab_of_maps_alloc_check);
+HTAB_OPS(htab_map_ops, htab_alloc_check, htab_lookup_and_delete, .for_each = SHM_WALK_KEYS);
+HTAB_OPS(htab_percpu_map_ops, htab_alloc_check, htab_lookup_and_delete, .percpu = 1, .for_each = SHM_WALK_KEYS);
+HTAB_OPS(htab_lru_map_ops, htab_alloc_check, htab_lookup_and_delete, .for_each = SHM_WALK_KEYS);
+HTAB_OPS(htab_lru_percpu_map_ops, htab_alloc_check, htab_lookup_and_delete, .percpu = 1,
+	 .for_each = SHM_WALK_KEYS);
+/* htab_of_maps_map_ops has no map_lookup_and_delete_elem */
+HTAB_OPS(htab_of_maps_map_ops, htab_of_maps_alloc_check, NULL, .fd_value = SHM_FD_MAP);

@@ -475,6 +475,7 @@ out:
 
 const struct shm_map_ops trie_map_ops = {
 	.alloc_check = trie_alloc_check,
+	.facts = { .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE | SHM_BATCH_DELETE },
 	.area_size = trie_area,
 	.init = trie_init,
 	.sys_lookup = trie_sys_lookup,

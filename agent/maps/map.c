@@ -23,6 +23,13 @@ const struct shm_map_ops *const shm_map_ops_table[] = {
 };
 const unsigned shm_map_ops_table_len = BPFSHIM_ARRAY_SIZE(shm_map_ops_table);
 
+BPFSHIM_API const struct shm_map_facts *shm_map_facts(uint32_t map_type)
+{
+	const struct shm_map_ops *ops = shm_map_ops_get(map_type);
+
+	return ops ? &ops->facts : NULL;
+}
+
 static uint64_t hdr_area(const struct shm_map_ops *ops)
 {
 	uint64_t h = BPFSHIM_ROUND_UP(sizeof(struct shm_map_hdr), 64);
@@ -148,7 +155,8 @@ BPFSHIM_API void *shm_map_mmap(int fd, uint64_t seg_size, uint64_t *mapped)
 		errno = EINVAL;
 		return NULL;
 	}
-	if (h.attr.map_type != BPF_MAP_TYPE_RINGBUF) {
+	const struct shm_map_facts *f = shm_map_facts(h.attr.map_type);
+	if (!f || f->mmap != SHM_MMAP_RINGBUF) {
 		base = mmap(NULL, seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		if (base == MAP_FAILED)
 			return NULL;

@@ -24,6 +24,7 @@
 #include <linux/bpf.h>
 #include "common.h"
 #include "shm_lock.h"
+#include "map_facts.h"
 
 #define SHM_MAP_MAGIC 0x4d504246u /* "FBPM" */
 #define SHM_MAP_VERSION 1
@@ -108,6 +109,8 @@ struct shm_map_ops {
 	int (*push)(struct shm_map *m, const void *value, uint64_t flags);
 	int (*pop)(struct shm_map *m, void *value);
 	int (*peek)(struct shm_map *m, void *value);
+
+	struct shm_map_facts facts;
 };
 
 /* map_types.h expands to the table below. */
@@ -118,6 +121,9 @@ static inline const struct shm_map_ops *shm_map_ops_get(uint32_t map_type)
 {
 	return map_type < shm_map_ops_table_len ? shm_map_ops_table[map_type] : NULL;
 }
+
+/* The facts of a map type (map_facts.h), NULL for a type bpfshim lacks. */
+const struct shm_map_facts *shm_map_facts(uint32_t map_type);
 
 /* Whether the header of m's segment (writable by every holder of the map fd)
  * still says what it said when shm_map_open checked it fits the mapping:

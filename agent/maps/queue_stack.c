@@ -189,6 +189,7 @@ static void *qs_lookup_ptr(struct shm_map *m, const void *key)
 #define QS_OPS(name, peek_fn, pop_fn)                  \
 	const struct shm_map_ops name = {              \
 		.alloc_check = qs_alloc_check,         \
+		.facts = { .keyless = SHM_KEYLESS_QUEUE }, \
 		.area_size = qs_area,                  \
 		.init = qs_init,                       \
 		.sys_lookup = qs_lookup,               \

@@ -48,13 +48,13 @@ static int rb_alloc_check(const struct shm_map_attr *a)
 
 static uint64_t rb_area(const struct shm_map_attr *a)
 {
-	return 2 * RB_PAGE + a->max_entries;
+	return SHM_RINGBUF_META_PAGES * RB_PAGE + a->max_entries;
 }
 
 static char *hbase(struct shm_map_hdr *h) { return (char *)h + h->data_off; }
 static uint64_t *cons_pos(struct shm_map_hdr *h) { return (uint64_t *)hbase(h); }
 static uint64_t *prod_pos(struct shm_map_hdr *h) { return (uint64_t *)(hbase(h) + RB_PAGE); }
-static char *rb_data(struct shm_map_hdr *h) { return hbase(h) + 2 * RB_PAGE; }
+static char *rb_data(struct shm_map_hdr *h) { return hbase(h) + SHM_RINGBUF_META_PAGES * RB_PAGE; }
 static uint64_t rb_mask(struct shm_map_hdr *h) { return (uint64_t)h->attr.max_entries - 1; }
 
 /* bpf_ringbuf_rec_pg_off(): pages from the start of the "struct bpf_ringbuf"
@@ -265,6 +265,7 @@ static int rb_get_next_key(struct shm_map *m, const void *key, void *next)
 
 const struct shm_map_ops ringbuf_map_ops = {
 	.alloc_check = rb_alloc_check,
+	.facts = { .mmap = SHM_MMAP_RINGBUF },
 	.area_size = rb_area,
 	.page_aligned_area = 1,
 	.init = rb_init,

@@ -36,7 +36,7 @@ struct tmap {
 
 static int is_percpu(uint32_t t)
 {
-	return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	return shm_map_facts(t)->percpu;
 }
 
 static size_t sys_vs(const struct shm_map_attr *a)
