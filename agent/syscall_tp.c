@@ -919,11 +919,14 @@ static void sched_process_fork(const struct tp_set *set, long child, struct hook
 	run_probes(set, TP_SCHED_FORK, 0, rec);
 }
 
-static void dispatch(ucontext_t *uc)
+/* A syscall and its programs, from the user registers at the syscall (as
+ * task_pt_regs() has them; ax -ENOSYS) and its arguments: the dispatch
+ * handler's (uc, its signal frame) and a rewritten site's (uc NULL: never
+ * for the syscalls that need the frame, syscall_tp_site). Returns the
+ * result, also left in regs->ax. */
+static long traced_syscall(struct hook_pt_regs *regs, long *a, ucontext_t *uc)
 {
-	greg_t *g = uc->uc_mcontext.gregs;
-	long nr = g[REG_RAX];
-	long a[6] = { g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9] };
+	long nr = (long)regs->orig_ax;
 	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
 	/* a syscall of bpfshim's own work (a program's helper, the runtime) is
 	 * not one the kernel would trace */
@@ -935,21 +938,12 @@ static void dispatch(ucontext_t *uc)
 		char sel = sud_selector;
 		sync_thread(&sel);
 	}
-	struct hook_pt_regs regs;
 	struct tp_record rec;
 	long ret;
 	int overridden = 0;
 
 	if (fire && (wants(set->enter, nr) || wants(set->exit, nr))) {
-		/* the user registers at the syscall, as task_pt_regs() has them */
-		regs = (struct hook_pt_regs){
-			.r15 = g[REG_R15], .r14 = g[REG_R14], .r13 = g[REG_R13], .r12 = g[REG_R12],
-			.bp = g[REG_RBP], .bx = g[REG_RBX], .r11 = g[REG_EFL], .r10 = g[REG_R10], .r9 = g[REG_R9],
-			.r8 = g[REG_R8], .ax = (uint64_t)-ENOSYS, .cx = g[REG_RIP], .dx = g[REG_RDX],
-			.si = g[REG_RSI], .di = g[REG_RDI], .orig_ax = nr, .ip = g[REG_RIP], .cs = 0x33,
-			.flags = g[REG_EFL], .sp = g[REG_RSP], .ss = 0x2b,
-		};
-		rec.regs = (uint64_t)(uintptr_t)&regs;
+		rec.regs = (uint64_t)(uintptr_t)regs;
 		rec.nr = nr;
 		if (wants(set->enter, nr)) {
 			memcpy(rec.args, a, sizeof(rec.args));
@@ -958,30 +952,45 @@ static void dispatch(ucontext_t *uc)
 		if (!overridden && (set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
 			int group_dead = group_dies(nr);
 			if (set->sched_exit)
-				sched_process_exit(set, nr, (int)a[0], group_dead, &regs);
+				sched_process_exit(set, nr, (int)a[0], group_dead, regs);
 			if (set->signal_generate && group_dead)
-				sigchld_at_exit(set, &regs);
+				sigchld_at_exit(set, regs);
 		}
 	}
 	struct sig_gen sg;
 	int gen = fire && !overridden && set->signal_generate && signal_prepare(nr, a, &sg);
-	sg.rec.regs = (uint64_t)(uintptr_t)&regs;
+	sg.rec.regs = (uint64_t)(uintptr_t)regs;
 	if (!overridden)
 		ret = do_syscall(uc, nr, a);
-	g[REG_RAX] = ret;
 	if (gen && ret == 0)
 		run_probes(set, TP_SIGNAL_GENERATE, nr, &sg.rec);
 	if (fire && !overridden && set->sched_fork && ret > 0 &&
 	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
-		sched_process_fork(set, ret, &regs);
+		sched_process_fork(set, ret, regs);
+	regs->ax = (uint64_t)ret;
 	if (fire && wants(set->exit, nr)) {
-		regs.ax = ret;
-		rec.regs = (uint64_t)(uintptr_t)&regs;
+		rec.regs = (uint64_t)(uintptr_t)regs;
 		rec.nr = nr;
 		memset(rec.args, 0, sizeof(rec.args));
 		rec.args[0] = ret;
 		run_probes(set, TP_EXIT, nr, &rec);
 	}
+	return ret;
+}
+
+static void dispatch(ucontext_t *uc)
+{
+	greg_t *g = uc->uc_mcontext.gregs;
+	long a[6] = { g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9] };
+	struct hook_pt_regs regs = {
+		.r15 = g[REG_R15], .r14 = g[REG_R14], .r13 = g[REG_R13], .r12 = g[REG_R12],
+		.bp = g[REG_RBP], .bx = g[REG_RBX], .r11 = g[REG_EFL], .r10 = g[REG_R10], .r9 = g[REG_R9],
+		.r8 = g[REG_R8], .ax = (uint64_t)-ENOSYS, .cx = g[REG_RIP], .dx = g[REG_RDX],
+		.si = g[REG_RSI], .di = g[REG_RDI], .orig_ax = g[REG_RAX], .ip = g[REG_RIP], .cs = 0x33,
+		.flags = g[REG_EFL], .sp = g[REG_RSP], .ss = 0x2b,
+	};
+
+	g[REG_RAX] = traced_syscall(&regs, a, uc);
 }
 
 /* A signal of ours that bpfshim did not send: the application's, as it asked. */
@@ -1024,30 +1033,23 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	sud_selector = saved;
 }
 
-/* The traced path of a rewritten site (syscall_site.c): the trapped path's
- * code, given the registers a signal frame would hold. The syscalls that
- * need a real frame go back to trap. */
+/* The traced path of a rewritten site (syscall_site.c): its registers are
+ * the frame the site's stub saved. The syscalls that need a signal frame go
+ * back to trap. */
 int syscall_tp_site(struct hook_pt_regs *r)
 {
-	long nr = (long)r->orig_ax;
-	ucontext_t uc;
-	greg_t *g = uc.uc_mcontext.gregs;
+	long a[6] = { (long)r->di, (long)r->si, (long)r->dx, (long)r->r10, (long)r->r8, (long)r->r9 };
 
-	switch (nr) {
+	switch ((long)r->orig_ax) {
 	case SYS_rt_sigreturn: case SYS_rt_sigprocmask: case SYS_clone: case SYS_clone3: case SYS_fork: case SYS_vfork:
 		return -1;
 	}
-	g[REG_R8] = r->r8, g[REG_R9] = r->r9, g[REG_R10] = r->r10, g[REG_R11] = r->r11;
-	g[REG_R12] = r->r12, g[REG_R13] = r->r13, g[REG_R14] = r->r14, g[REG_R15] = r->r15;
-	g[REG_RDI] = r->di, g[REG_RSI] = r->si, g[REG_RBP] = r->bp, g[REG_RBX] = r->bx, g[REG_RDX] = r->dx;
-	g[REG_RAX] = nr, g[REG_RCX] = r->cx, g[REG_RSP] = r->sp, g[REG_RIP] = r->ip, g[REG_EFL] = r->flags;
 	char saved = sud_selector;
 	int saved_errno = errno;
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
-	dispatch(&uc);
+	traced_syscall(r, a, NULL);
 	errno = saved_errno;
 	sud_selector = saved;
-	r->ax = (uint64_t)g[REG_RAX];
 	return 0;
 }
 

@@ -4,7 +4,7 @@
   bpfshim run -- CMD ...          run CMD with the library preloaded
   bpfshim run --kernel -- CMD     hybrid mode: the kernel's maps, programs and probes; needs kernel eBPF
   bpfshim server [--foreground]   start the per-user server (normally automatic)
-  bpfshim status [--json]         live maps, programs, links, BTF
+  bpfshim status [--json]         live maps, programs, links, BTF; syscall sites per process
   bpfshim trace-pipe [--nonblock] bpf_trace_printk output, as /sys/kernel/tracing/trace_pipe
   bpfshim attach PID              run the agent in a process started without the library
   bpfshim conformance-plugin      bpf_conformance plugin protocol
@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 from . import _native, rundir
 
@@ -107,8 +108,60 @@ def request_status():
     return json.loads(body)
 
 
+# agent/syscall_site.h struct syscall_site_stats: magic, pid, start_time,
+# rewritten, trapping, traps, events
+SITE_STATS = struct.Struct("<IIQQQQQ")
+SITE_STATS_MAGIC = 0x53595353
+
+
+def _start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _site_counts(rt):
+    out = {}
+    for name in os.listdir(rt) if os.path.isdir(rt) else ():
+        if not name.startswith("syscall_sites."):
+            continue
+        path = os.path.join(rt, name)
+        try:
+            with open(path, "rb") as f:
+                magic, pid, start, *counts = SITE_STATS.unpack(f.read(SITE_STATS.size))
+        except (OSError, struct.error):
+            continue
+        if magic != SITE_STATS_MAGIC or _start_time(pid) != start:
+            try:
+                os.unlink(path)       # the process is gone
+            except OSError:
+                pass
+            continue
+        out[pid] = counts
+    return out
+
+
+def syscall_sites(rt, interval=0.5):
+    """Per live process with the agent: its syscall sites rewritten and left
+    trapping, and per second over `interval`: syscalls that trapped, traced
+    syscalls through rewritten sites."""
+    before = _site_counts(rt)
+    if not before:
+        return []
+    time.sleep(interval)
+    rows = []
+    for pid, (rewritten, trapping, traps, events) in sorted(_site_counts(rt).items()):
+        old = before.get(pid, (0, 0, traps, events))
+        rows.append({"pid": pid, "rewritten": rewritten, "trapping": trapping,
+                     "traps_per_s": round((traps - old[2]) / interval), "events_per_s": round((events - old[3]) / interval)})
+    return rows
+
+
 def cmd_status(args):
     st = request_status()
+    st["syscall_sites"] = syscall_sites(runtime_dir())
     if args.json:
         print(json.dumps(st, indent=2))
         return
@@ -122,6 +175,9 @@ def cmd_status(args):
     for kind in ("progs", "links"):
         for o in st.get(kind, []):
             print(f"{kind[:-1]} {o['id']}: " + ", ".join(f"{k}={v}" for k, v in o.items() if k != "id"))
+    for r in st["syscall_sites"]:
+        print(f"syscall sites pid {r['pid']}: rewritten={r['rewritten']} trapping={r['trapping']} "
+              f"traps/s={r['traps_per_s']} traced/s={r['events_per_s']}")
 
 
 def attach_fail(pid, err, what=None):

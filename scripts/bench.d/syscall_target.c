@@ -1,7 +1,8 @@
-/* scripts/bench syscall: ns per getppid() over N calls (argv[1]), the
- * median of 5 rounds. */
+/* scripts/bench syscall: ns per getppid() (or getuid() with argv[2] =
+ * "getuid") over N calls (argv[1]), the median of 5 rounds. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,12 +22,16 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 100000;
+	int uid = argc > 2 && !strcmp(argv[2], "getuid");
 	double r[5];
 
 	for (int k = 0; k < 5; k++) {
 		double t0 = now();
 		for (long i = 0; i < n; i++)
-			getppid();
+			if (uid)
+				getuid();
+			else
+				getppid();
 		r[k] = (now() - t0) / n;
 	}
 	qsort(r, 5, sizeof(r[0]), cmp);
