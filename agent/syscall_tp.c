@@ -86,7 +86,6 @@
 #define SIGSYS_BIT (1ull << (SIGSYS - 1))
 #define NR_MAX 1024                  /* syscall numbers the bitmaps cover */
 
-__thread char sud_selector;
 static __thread char sud_armed;
 /* the application's own view of SIGSYS in its mask (kept out of the real one) */
 static __thread char app_blocks_sigsys;
@@ -353,8 +352,6 @@ int syscall_tp_poll(void)
 
 void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 {
-	const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
-	void shim_prog_release(uint32_t id);
 	struct tp_probe *p = tp_applied[i];
 
 	if (p && (!want || p->seq != s->seq)) {
@@ -364,11 +361,11 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
 			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
 		if (!used)
-			shim_prog_release(p->prog->id);
+			rt_prog_release(p->prog->id);
 		/* p stays allocated: a thread may still be running it */
 	}
 	if (want && !tp_applied[i]) {
-		const struct bpf_prog_rt *prog = shim_prog_by_id(s->prog_id);
+		const struct bpf_prog_rt *prog = rt_prog_by_id(s->prog_id);
 		if (!prog || !(p = calloc(1, sizeof(*p))))
 			return;
 		p->prog = prog;
@@ -487,15 +484,18 @@ static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, voi
 	in_probe = was;
 }
 
-/* The enter programs of syscall nr; 1 when one of them called
- * bpf_override_return: the syscall is not made, it returns *ret (the last
- * override's rc), and its exit programs see that, as the kernel's
- * sys_exit after an error injection into the syscall function. */
-static int enter_overridden(const struct tp_set *set, long nr, void *rec, long *ret)
+/* The enter or exit programs of syscall nr; 1 when one of them called
+ * bpf_override_return, *ret = the last override's rc. From an enter
+ * program the syscall is not made and returns rc, and its exit programs
+ * see that, as the kernel's sys_exit after an error injection into the
+ * syscall function; from an exit program rc replaces the result (as a
+ * uretprobe's override). */
+static int programs_override(const struct tp_set *set, enum tp_kind kind, long nr, void *rec, long *ret)
 {
 	bpf_rt_override.set = 0;
-	run_probes(set, TP_ENTER, nr, rec);
-	*ret = (long)bpf_rt_override.rc;
+	run_probes(set, kind, nr, rec);
+	if (bpf_rt_override.set)
+		*ret = (long)bpf_rt_override.rc;
 	return bpf_rt_override.set;
 }
 
@@ -947,7 +947,7 @@ static long traced_syscall(struct hook_pt_regs *regs, long *a, ucontext_t *uc)
 		rec.nr = nr;
 		if (wants(set->enter, nr)) {
 			memcpy(rec.args, a, sizeof(rec.args));
-			overridden = enter_overridden(set, nr, &rec, &ret);
+			overridden = programs_override(set, TP_ENTER, nr, &rec, &ret);
 		}
 		if (!overridden && (set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
 			int group_dead = group_dies(nr);
@@ -973,7 +973,8 @@ static long traced_syscall(struct hook_pt_regs *regs, long *a, ucontext_t *uc)
 		rec.nr = nr;
 		memset(rec.args, 0, sizeof(rec.args));
 		rec.args[0] = ret;
-		run_probes(set, TP_EXIT, nr, &rec);
+		if (programs_override(set, TP_EXIT, nr, &rec, &ret))
+			regs->ax = (uint64_t)ret;      /* what a rewritten site returns */
 	}
 	return ret;
 }

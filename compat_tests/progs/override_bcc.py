@@ -81,6 +81,15 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
     }
     return 0;
 }
+
+TRACEPOINT_PROBE(syscalls, sys_exit_getppid)
+{
+    int zero = 0;
+    u64 *tgid = cfg.lookup(&zero);
+    if (tgid && bpf_get_current_pid_tgid() >> 32 == *tgid && args->ret != 4242)
+        bpf_override_return((struct pt_regs *)args, 4343);
+    return 0;
+}
 """
 
 

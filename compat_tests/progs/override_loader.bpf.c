@@ -3,7 +3,8 @@
  * 2nd call of a probed function returns OVERRIDE_RC without running it
  * (one program, attached to each function with its index as the cookie),
  * every 3rd openat(OPEN_FLAGS) of the target fails with ENOENT, every 2nd
- * getppid() returns 4242 (raw_syscalls:sys_enter), and a
+ * getppid() returns 4242 (raw_syscalls:sys_enter) and the others 4343
+ * (sys_exit_getppid), and a
  * uretprobe counts the returns it sees and those that returned
  * OVERRIDE_RC; a second program on ov_endbr counts every call; force_rc
  * makes every return of a function OVERRIDE_RC. */
@@ -131,6 +132,25 @@ int every_2nd_getppid(struct raw_enter *ctx)
 		bpf_override_return((struct pt_regs *)ctx, 4242);
 		__sync_fetch_and_add(ovs, 1);
 	}
+	return 0;
+}
+
+/* sys_exit_getppid: a result that is not 4242 (the enter program's)
+ * becomes 4343 */
+struct exit_rec {
+	__u64 common;
+	__s32 nr, pad;
+	__s64 ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_getppid")
+int replace_getppid(struct exit_rec *ctx)
+{
+	__u32 zero = 0;
+	__u64 *tgid = bpf_map_lookup_elem(&cfg, &zero);
+
+	if (tgid && bpf_get_current_pid_tgid() >> 32 == *tgid && ctx->ret != 4242)
+		bpf_override_return((struct pt_regs *)ctx, 4343);
 	return 0;
 }
 

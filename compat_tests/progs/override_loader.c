@@ -6,7 +6,8 @@
  * as the cookie, pid filter = the child), `returns` as a uretprobe on
  * ov_endbr, `every_call` (a second program on ov_endbr's entry) and
  * `every_3rd_openat` to syscalls:sys_enter_openat and `every_2nd_getppid`
- * to raw_syscalls:sys_enter (for the child's tgid),
+ * to raw_syscalls:sys_enter, `replace_getppid` to sys_exit_getppid (for
+ * the child's tgid),
  * and prints what the programs counted after the victim's
  * own lines.
  *
@@ -125,7 +126,8 @@ int main(int argc, char **argv)
 	}
 	tp = bpf_program__attach(openat);
 	struct bpf_link *raw = bpf_program__attach(bpf_object__find_program_by_name(obj, "every_2nd_getppid"));
-	if (!links[3] || !links[4] || !tp || !raw)
+	struct bpf_link *exit = bpf_program__attach(bpf_object__find_program_by_name(obj, "replace_getppid"));
+	if (!links[3] || !links[4] || !tp || !raw || !exit)
 		fail("attach", errno);
 	uint32_t zero = 0;
 	uint64_t tgid = (uint64_t)child;

@@ -39,8 +39,10 @@ long ov_push(long x)
 
 /* what the BPF programs look for: only these openat() calls are counted */
 #define OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-/* what a raw_syscalls:sys_enter program makes every 2nd getppid() return */
+/* what a raw_syscalls:sys_enter program makes every 2nd getppid() return
+ * (not made), and a sys_exit_getppid program the others */
 #define GETPPID_RC 4242
+#define GETPPID_EXIT_RC 4343
 
 long ov_endbr_body;
 extern long ov_push_body;
@@ -162,13 +164,16 @@ int main(int argc, char **argv)
 				other++;
 			}
 		}
-		long faked = 0;
-		for (long i = 0; i < m; i++)
-			faked += syscall(SYS_getppid) == GETPPID_RC;
+		long faked = 0, replaced = 0;
+		for (long i = 0; i < m; i++) {
+			long r = syscall(SYS_getppid);
+			faked += r == GETPPID_RC;
+			replaced += r == GETPPID_EXIT_RC;
+		}
 		long body[3] = { ov_endbr_body, ov_push_body, -1 };
 		print_phase("", 0, body);
 		printf("openat: calls %ld opened %ld ENOENT %ld other %ld\n", m, ok, enoent, other);
-		printf("getppid: calls %ld faked %ld\n", m, faked);
+		printf("getppid: calls %ld faked %ld replaced %ld\n", m, faked, replaced);
 	} else if (!strcmp(argv[1], "threads")) {
 		run_threads(atoi(argv[2]), atoi(argv[3]), 0);
 		long body[3] = { ov_endbr_body, ov_push_body, -1 };
