@@ -128,7 +128,12 @@ void sud_site_traced(struct hook_pt_regs *r)
 		r->ax = r->orig_ax;
 		return;
 	}
-	count(&stats->events);
+	/* added in batches: threads on several CPUs would fight over the line */
+	static __thread uint32_t batch;
+	if (++batch == 64) {
+		__atomic_fetch_add(&stats->events, batch, __ATOMIC_RELAXED);
+		batch = 0;
+	}
 }
 
 /* $RUNTIME_DIR/syscall_sites.PID, made by the follower: the counters,
@@ -263,10 +268,12 @@ static int rewrite(uint64_t ip)
 		return 0;
 	size_t fsize = agent_func_at(&s, &before);
 	uint64_t func = sc - before;
-	if (!fsize || fsize > (1u << 20) || before < 5)
+	/* the function's code as mapped (the follower's buffer) */
+	static uint8_t code[1 << 16];
+	if (!fsize || fsize > sizeof(code) || before < 5 || before >= fsize ||
+	    bpf_rt_copy_nofault(code, (void *)func, fsize))
 		return 0;
 	/* the instruction that ends at the syscall, in the function's decode */
-	const uint8_t *code = (const uint8_t *)func;
 	uint64_t at = 0;
 	struct x86_insn d = { 0 };
 	for (uint64_t pc = 0; pc < before;) {

@@ -24,7 +24,7 @@ struct syscall_site_stats {
 	uint64_t rewritten;        /* sites rewritten */
 	uint64_t trapping;         /* sites left on dispatch */
 	uint64_t traps;            /* syscalls that trapped (dispatch SIGSYS) */
-	uint64_t events;           /* traced syscalls through rewritten sites */
+	uint64_t events;           /* traced syscalls through rewritten sites (in batches of 64 a thread) */
 };
 
 /* The dispatch handler: a syscall trapped, its instruction ends at ip. */

@@ -15,8 +15,22 @@ from compat_tests.env import kernel_bpf_reason, unpriv_reason
 from compat_tests.test_bpftrace import compare_sides, normalise, run_bpftrace, runtime_dirs, victims  # noqa: F401
 
 # Hand-written sites: one of the shape that is rewritten, the same shape with a
-# branch into its bytes, and a syscall after a 2-byte instruction.
+# branch into its bytes, a syscall after a 2-byte instruction; and the first
+# shape again in a library loaded with dlopen.
+SITES_LIB_S = """
+.text
+.globl lib_getppid
+.type lib_getppid,@function
+lib_getppid:
+    mov $110, %eax
+    syscall
+    ret
+.size lib_getppid, .-lib_getppid
+.section .note.GNU-stack,"",@progbits
+"""
+
 SITES_C = r"""
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -47,9 +61,12 @@ static int under_bpfshim(void)
     return strstr(buf, "libbpfshim") != NULL;
 }
 
+static long (*lib_getppid)(void);
+
 static void calls(int n)
 {
     for (int i = 0; i < n; i++) {
+        lib_getppid();
         plain_getppid();
         branchy_getppid(0);
         short_getppid(110);
@@ -58,21 +75,26 @@ static void calls(int n)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     const unsigned char *lg = (const unsigned char *)getppid;
+    void *h = dlopen(argv[1], RTLD_NOW);
+    if (!h || !(lib_getppid = (long (*)(void))dlsym(h, "lib_getppid")))
+        return 1;
     calls(100);
     if (under_bpfshim()) {
         /* the sites that trapped are rewritten by the agent's thread, soon */
         struct timespec ms = { 0, 1000000 };
-        for (int k = 0; k < 3000 && *(const unsigned char *)plain_getppid != 0xe9; k++)
+        for (int k = 0; k < 3000 && (*(const unsigned char *)plain_getppid != 0xe9 ||
+                                    *(const unsigned char *)lib_getppid != 0xe9); k++)
             nanosleep(&ms, 0);
         nanosleep(&ms, 0);
     }
     calls(100);
     if (under_bpfshim())
-        fprintf(stderr, "sites: plain %x branchy %x short %x libc %x\n", *(unsigned char *)plain_getppid,
-                ((unsigned char *)branchy_getppid)[4], *(unsigned char *)short_getppid, lg[0]);
+        fprintf(stderr, "sites: plain %x branchy %x short %x libc %x dlopen %x\n", *(unsigned char *)plain_getppid,
+                ((unsigned char *)branchy_getppid)[4], *(unsigned char *)short_getppid, lg[0],
+                *(unsigned char *)lib_getppid);
     return 0;
 }
 """
@@ -159,11 +181,11 @@ COUNTS = ('tracepoint:syscalls:sys_enter_getppid /comm == "tpstress8"/ { @p[pid 
           'tracepoint:syscalls:sys_enter_getsid /comm == "tpstress8"/ { @s[args->pid] = count(); }')
 
 
-def _build(d, name, src):
+def _build(d, name, src, ext=".c", flags=()):
     exe = os.path.join(d, name)
-    with open(exe + ".c", "w") as f:
+    with open(exe + ext, "w") as f:
         f.write(src)
-    subprocess.run(["cc", "-O1", "-pthread", "-o", exe, exe + ".c"], check=True)
+    subprocess.run(["cc", "-O1", "-pthread", *flags, "-o", exe, exe + ext], check=True)
     os.chmod(exe, 0o755)
     return exe
 
@@ -171,7 +193,8 @@ def _build(d, name, src):
 @pytest.fixture(scope="module")
 def site_victims(victims):  # noqa: F811
     d = os.path.dirname(victims[0])
-    return _build(d, "tpsites", SITES_C), _build(d, "tpstress8", STRESS_C)
+    lib = _build(d, "libtpsites.so", SITES_LIB_S, ".s", ["-shared"])
+    return f"{_build(d, 'tpsites', SITES_C, flags=['-ldl'])} {lib}", _build(d, "tpstress8", STRESS_C)
 
 
 SITES_LINE = re.compile(r"^sites: .*\n?", re.M)
@@ -180,7 +203,7 @@ SITES_LINE = re.compile(r"^sites: .*\n?", re.M)
 def test_which_sites_are_rewritten(site_victims, runtime_dirs):  # noqa: F811
     """Each call is counted as on the kernel, before and after the rewrite;
     the site of the mov-then-syscall shape is a jmp (e9) afterwards, in the
-    program and in libc, while the same shape with a branch into its bytes
+    program, in libc and in a library loaded later (dlopen), while the same shape with a branch into its bytes
     and a syscall after a 2-byte mov keep their code (bpfshim's own
     behaviour: the kernel rewrites nothing)."""
     exe = site_victims[0]
@@ -191,9 +214,9 @@ def test_which_sites_are_rewritten(site_victims, runtime_dirs):  # noqa: F811
     for unpriv, rt in sides:
         rc, out = run_bpftrace(script, exe, rt, unpriv=unpriv)
         assert rc == 0, out
-        assert "sites: plain e9 branchy b8 short 89 libc e9" in out, out
+        assert "sites: plain e9 branchy b8 short 89 libc e9 dlopen e9" in out, out
         outs.append(normalise(SITES_LINE.sub("", out)))
-    assert "@: 1000" in outs[0], outs[0]
+    assert "@: 1200" in outs[0], outs[0]
     assert all(o == outs[0] for o in outs), outs
     why = kernel_bpf_reason()
     if why is not None:
