@@ -237,3 +237,26 @@ def test_prog_types(setup):
             else:
                 assert res[str(t)] == {"ok": False, "errno": 22, "verdict": [REFUSED]}, f"{name}: {type_name}"
         assert sorted(res["status"]) == ["BPF_PROG_TYPE_KPROBE", "BPF_PROG_TYPE_TRACEPOINT"], f"{name}: {res}"
+
+
+@pytest.mark.parametrize("what", ["function", "syscall"])
+def test_faultinject(what, setup):
+    """scripts/faultinject (the example tool, a BCC program): every 2nd call
+    of ov_push returns -7777 unrun, or every 3rd of the victim's openat()
+    fails with ENOENT."""
+    p, sides = setup
+    if subprocess.run([BCC_PYTHON, "-c", "import bcc"], capture_output=True).returncode:
+        pytest.skip("python3-bpfcc is not installed")
+    how = ["-n", "2", "-f", "ov_push", "-r", "-7777"] if what == "function" else ["-n", "3", "-s", "openat", "-e",
+                                                                                   "ENOENT"]
+    argv = [BCC_PYTHON, str(ROOT / "scripts" / "faultinject"), *how, "--", p["victim"], "calls", "10", "30"]
+    for name, rt in sides:
+        rc, out, err = run(rt.cmd(argv), timeout=120)
+        assert rc == 0, f"{name}: rc={rc}\n{out}\n{err}"
+        r = parse(out)
+        if what == "function":
+            assert r[("victim", "ov_push")] == {"calls": 10, "real": 5, "overridden": 5, "body": 5}, out
+            assert "faultinject: ov_push: 10 calls, 5 failed\n" in err, err
+        else:
+            assert r[("victim", "openat")] == {"calls": 30, "opened": 20, "ENOENT": 10, "other": 0}, out
+            assert re.search(r"faultinject: openat: \d+ calls, \d+ failed\n", err), err
