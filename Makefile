@@ -7,16 +7,16 @@ CC      ?= cc
 OUT     := syscall_server/_native
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
-           -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/maps -Ilibbpf_shim \
+           -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/rt -Iagent/maps -Ilibbpf_shim \
            -fno-strict-aliasing -pthread -ftls-model=initial-exec
 LDLIBS  := -ldl -lpthread -lrt
 # The interpreter the shim starts the server with (baked in; BPFSHIM_PYTHON overrides at run time).
 PYTHON  ?= $(if $(wildcard .venv/bin/python),$(abspath .venv/bin/python),python3)
 CFLAGS  += -Ibuild/gen
 
-AGENT_SRC := $(sort $(wildcard agent/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c))
+AGENT_SRC := $(sort $(wildcard agent/*.c agent/rt/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c))
 SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
-HDRS      := $(wildcard agent/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
+HDRS      := $(wildcard agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <sys/mman.h>
 #include "bpf_rt.h"
-#include "syscall_tp.h"
+#include "rt.h"
 #include "helpers/helpers.h"
 #include "maps/map.h"
 #include "run_cpu.h"

@@ -24,7 +24,7 @@
 #include <sys/syscall.h>
 #include <linux/futex.h>
 #include "rt_thread.h"
-#include "syscall_tp.h"
+#include "rt.h"
 
 enum { IDLE, RUNNING, WANTED };
 

@@ -20,6 +20,7 @@
 #include "maps/map.h"
 #include "run_cpu.h"
 #include "rawsys.h"
+#include "rt.h"
 
 #define RUN_CPU_SLOTS 1024
 
@@ -28,8 +29,6 @@ struct run_cpu_slot {
 	char pad[60];                   /* one cache line a slot */
 };
 
-/* libbpf_shim/conn.c; absent from the server's build (a process-local table) */
-int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
 
 static struct run_cpu_slot *slots;
 static struct run_cpu_slot local_slots[RUN_CPU_SLOTS];   /* no runtime dir */
@@ -44,7 +43,8 @@ static void open_slots(void)
 	uint32_t n = shm_nr_possible_cpus();
 	size_t len = sizeof(struct run_cpu_slot) * RUN_CPU_SLOTS;
 
-	if (shim_runtime_dir && !shim_runtime_dir(dir, sizeof(dir)) &&
+	/* no runtime directory (the server): a process-local table */
+	if (!rt_runtime_dir(dir, sizeof(dir)) &&
 	    !bpf_rt_path_join(path, sizeof(path), dir, "cpus")) {
 		int fd = (int)BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd >= 0) {

@@ -147,7 +147,7 @@ static void stats_publish(void)
 	if (made_for == me)
 		return;
 	made_for = me;
-	if (shim_runtime_dir(dir, sizeof(dir)))
+	if (rt_runtime_dir(dir, sizeof(dir)))
 		return;
 	memcpy(name, "syscall_sites.", 14);
 	name[14 + bpf_rt_utoa(name + 14, (uint64_t)me)] = 0;

@@ -43,8 +43,7 @@ int syscall_tp_site(struct hook_pt_regs *r);
 /* uprobe.c: the function around s->offset of the file s names (path, dev,
  * ino): its size and the offset's distance from its start; 0 if no symbol. */
 size_t agent_func_at(const struct attach_slot *s, uint64_t *before);
-/* uprobe.c, libbpf_shim: wake the follower; the runtime directory. */
+/* uprobe.c: wake the follower. */
 void agent_follower_kick(void);
-int shim_runtime_dir(char *out, size_t n);
 
 #endif

@@ -86,7 +86,6 @@
 #define SIGSYS_BIT (1ull << (SIGSYS - 1))
 #define NR_MAX 1024                  /* syscall numbers the bitmaps cover */
 
-__thread char sud_selector;
 static __thread char sud_armed;
 /* the application's own view of SIGSYS in its mask (kept out of the real one) */
 static __thread char app_blocks_sigsys;
@@ -353,8 +352,6 @@ int syscall_tp_poll(void)
 
 void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 {
-	const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
-	void shim_prog_release(uint32_t id);
 	struct tp_probe *p = tp_applied[i];
 
 	if (p && (!want || p->seq != s->seq)) {
@@ -364,11 +361,11 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
 			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
 		if (!used)
-			shim_prog_release(p->prog->id);
+			rt_prog_release(p->prog->id);
 		/* p stays allocated: a thread may still be running it */
 	}
 	if (want && !tp_applied[i]) {
-		const struct bpf_prog_rt *prog = shim_prog_by_id(s->prog_id);
+		const struct bpf_prog_rt *prog = rt_prog_by_id(s->prog_id);
 		if (!prog || !(p = calloc(1, sizeof(*p))))
 			return;
 		p->prog = prog;

@@ -22,11 +22,10 @@
 #include "common.h"
 #include "trace_ring.h"
 #include "rawsys.h"
+#include "rt.h"
 
 #define DATA_OFF 64
 
-/* libbpf_shim/conn.c; absent in the server's core library */
-int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
 
 static struct trace_ring_hdr *ring;
 
@@ -38,14 +37,11 @@ static void ring_map(void)
 	struct stat st;
 	int fd;
 
-	if (shim_runtime_dir) {
-		if (shim_runtime_dir(dir, sizeof(dir)))
-			return;
-	} else if ((env = getenv("BPFSHIM_RUNTIME_DIR")) && *env && strlen(env) < sizeof(dir)) {   /* the server */
-		strcpy(dir, env);
-	} else {
+	int err = rt_runtime_dir(dir, sizeof(dir));
+	if (err == -ENOSYS && (env = getenv("BPFSHIM_RUNTIME_DIR")) && *env && strlen(env) < sizeof(dir))
+		strcpy(dir, env);   /* the server: no loader, the directory it was started in */
+	else if (err)
 		return;
-	}
 	/* raw syscalls: the first writer is a program run, maybe in a signal handler */
 	if (bpf_rt_path_join(path, sizeof(path), dir, TRACE_RING_NAME))
 		return;

@@ -34,13 +34,6 @@
 #include <limits.h>
 #include <linux/futex.h>
 
-/* from libbpf_shim/ (the same library) */
-const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
-void shim_prog_release(uint32_t id);
-void shim_prog_prepare(const struct bpf_prog_rt *rt);
-int shim_runtime_dir(char *out, size_t n);
-int shim_set_runtime_dir(const char *dir);
-int shim_interposing(void);
 void shm_futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
 void shm_futex_wake(uint32_t *addr);
 
@@ -64,11 +57,10 @@ struct probe {
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
 static const struct attach_table *table;
-/* 1 while a program runs on this thread: a probe hit then is a miss. 2 on
- * the runtime's own work (the follower thread, starting it): probes do not
- * fire, as kernel uprobes never see bpfshim's calls into probed functions
- * (funccount on pthread_create, malloc, ...). */
-__thread int in_probe;
+/* in_probe (rt.h) is 1 while a program runs on this thread: a probe hit
+ * then is a miss. 2 on the runtime's own work (the follower thread, starting
+ * it): probes do not fire, as kernel uprobes never see bpfshim's calls into
+ * probed functions (funccount on pthread_create, malloc, ...). */
 
 static void run(struct probe *p, struct hook_pt_regs *regs)
 {
@@ -312,7 +304,7 @@ static void detach_slot(unsigned i)
 	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
 		if (applied[k] && applied[k]->prog == p->prog)
 			return;
-	shim_prog_release(p->prog->id);
+	rt_prog_release(p->prog->id);
 }
 
 /* The program calls bpf_override_return (its own code; a tail-called
@@ -338,7 +330,7 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 
 	if (!addr)
 		return;         /* not mapped here (yet): retried on the next sync */
-	prog = shim_prog_by_id(s->prog_id);
+	prog = rt_prog_by_id(s->prog_id);
 	if (!prog)
 		return;
 	p = calloc(1, sizeof(*p));
@@ -397,19 +389,19 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
  * in a probe (which may interrupt fork(), malloc, a signal handler, and must
  * not allocate, lock, wait or ask the server): the shared CPU slots, the
  * task layout, the program with its maps, the perf rings and tail call
- * targets its maps name (shim_prog_prepare). Done for every live slot at
+ * targets its maps name (rt_prog_prepare). Done for every live slot at
  * each pass, so rings and targets the loader adds later (bpftrace and BCC
- * fill their perf event arrays after attaching; shim_poke wakes us) are
+ * fill their perf event arrays after attaching; rt_followers_poke wakes us) are
  * picked up without a probe asking.
  */
 static void prepare_slot(const struct attach_slot *s)
 {
-	const struct bpf_prog_rt *prog = shim_prog_by_id(s->prog_id);
+	const struct bpf_prog_rt *prog = rt_prog_by_id(s->prog_id);
 
 	bpf_rt_cpu_prepare();
 	bpf_rt_task_prepare();
 	if (prog)
-		shim_prog_prepare(prog);
+		rt_prog_prepare(prog);
 }
 
 /* Bring this process in line with the table; 1 if something is pending. */
@@ -440,8 +432,6 @@ static int sync_table(void)
 	return pending;
 }
 
-void shim_connect_early(void);
-
 /* Map the table if the server has made it, and connect to the server while
  * this process may (it may change its user later); 0 on success. */
 static int open_table(void)
@@ -452,7 +442,7 @@ static int open_table(void)
 
 	if (table)
 		return 0;
-	if (shim_runtime_dir(dir, sizeof(dir)))
+	if (rt_runtime_dir(dir, sizeof(dir)))
 		return -1;
 	snprintf(path, sizeof(path), "%s/attach.tbl", dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -467,7 +457,8 @@ static int open_table(void)
 	if (m == MAP_FAILED)
 		return -1;
 	table = m;
-	shim_connect_early();
+	rt_follow_word_set(&table->gen);
+	rt_connect_early();
 	return 0;
 }
 
@@ -534,31 +525,6 @@ void agent_follower_kick(void)
 		BPF_RT_SYS(SYS_futex, &t->gen, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 }
 
-/* The loader changed a slot of a PERF_EVENT_ARRAY or PROG_ARRAY: every
- * process's follower looks again at what its programs use (prepare_slot).
- * The loader may not follow the table itself: map it for the wake. */
-void shim_poke(void)
-{
-	static const struct attach_table *mine;
-	char dir[512], path[600];
-	int fd;
-
-	if (__atomic_load_n(&table, __ATOMIC_ACQUIRE)) {
-		agent_follower_kick();
-		return;
-	}
-	if (!__atomic_load_n(&mine, __ATOMIC_ACQUIRE) && !shim_runtime_dir(dir, sizeof(dir)) &&
-	    !bpf_rt_path_join(path, sizeof(path), dir, "attach.tbl") && (fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-		void *m = mmap(NULL, sizeof(struct attach_table), PROT_READ, MAP_SHARED, fd, 0);
-		const struct attach_table *none = NULL;
-		close(fd);
-		if (m != MAP_FAILED && !__atomic_compare_exchange_n(&mine, &none, m, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			munmap(m, sizeof(struct attach_table));
-	}
-	if (mine)
-		BPF_RT_SYS(SYS_futex, &mine->gen, FUTEX_WAKE, INT_MAX, 0, 0, 0);
-}
-
 static struct rt_thread follower_thread = {
 	.fn = follower, .wake = follower_wake, .stack_size = 256 * 1024,
 };
@@ -594,10 +560,11 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 		return;
 	rt_thread_stop(&follower_thread);
 	if (table) {
+		rt_follow_word_set(NULL);
 		munmap((void *)table, sizeof(*table));
 		table = NULL;
 	}
-	if (shim_set_runtime_dir(data) == 0) {
+	if (rt_set_runtime_dir(data) == 0) {
 		agent_on = 1;
 		start_follower();
 	}
@@ -608,7 +575,7 @@ __attribute__((constructor(200))) static void uprobe_init(void)
 	pthread_atfork(NULL, NULL, after_fork_child);
 	debug_hooks = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	/* loaded by `bpfshim attach`: bpfshim_agent_main() says which server */
-	if (!shim_interposing()) {
+	if (!rt_interposing()) {
 		__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 		return;
 	}

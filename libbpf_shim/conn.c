@@ -23,7 +23,6 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include "shim.h"
-#include "syscall_tp.h"
 #include "bpfshim_config.h"
 
 #ifndef BPFSHIM_DEFAULT_PYTHON

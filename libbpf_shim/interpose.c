@@ -25,7 +25,6 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include "shim.h"
-#include "syscall_tp.h"
 #include "rt_thread.h"
 
 struct shim_real real;

@@ -160,9 +160,10 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 		if (!m->ops->sys_update)
 			return -EOPNOTSUPP;
 		err = m->ops->sys_update(m, key, &id, flags);
-		/* the followers get the ring or program it names before a probe needs it */
+		/* every process's follower gets the ring or program it names (and
+		 * prepares its programs again) before a probe needs it */
 		if (!err && (f->fd_value == SHM_FD_PERF_EVENT || f->fd_value == SHM_FD_PROG))
-			shim_poke();
+			rt_followers_poke();
 		return err;
 	}
 	if (f->keyless) {

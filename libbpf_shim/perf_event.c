@@ -456,8 +456,6 @@ static struct ring_ent *ring_add(uint32_t id, int evfd, int ringfd)
 #define MISSED_MAX 64
 static struct { uint32_t id; uint64_t n; } missed[MISSED_MAX];
 
-void agent_follower_kick(void);   /* agent/uprobe.c */
-
 static void ring_missed(uint32_t id)
 {
 	for (unsigned i = 0; i < MISSED_MAX; i++) {
@@ -468,7 +466,7 @@ static void ring_missed(uint32_t id)
 			break;
 		}
 	}
-	agent_follower_kick();
+	rt_followers_kick();
 }
 
 static void missed_to_ring(struct ring_ent *r)

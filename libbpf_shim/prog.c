@@ -351,7 +351,7 @@ static const struct bpf_prog_rt *prog_array_get(void *map, uint32_t index)
 /*
  * Everything the program needs to run in this process, obtained now, by the
  * follower thread before the program can run here (agent/uprobe.c), and
- * again whenever the loader changes a slot of a map it uses (shim_poke):
+ * again whenever the loader changes a slot of a map it uses (rt_followers_poke):
  * its maps are open (shim_prog_get), the perf rings its PERF_EVENT_ARRAY
  * slots name, the programs its PROG_ARRAY slots name (and theirs). A probe
  * then finds them without a lock, a request or an allocation.

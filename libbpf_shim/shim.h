@@ -13,6 +13,7 @@
 #include "proto.h"
 #include "map.h"
 #include "bpf_cmd_table.h"
+#include "rt.h"
 
 /* The kernel's union bpf_attr (BPF_ATTR_SIZE, bpf_cmd_table.h); the uapi
  * copy we compile with may be older and smaller. */
@@ -161,6 +162,8 @@ int shim_is_conn_fd(int fd);
  * children with theirs at fork (conn.c after_fork_child), whatever user
  * they change to later. The agent calls it when it finds the table. */
 void shim_connect_early(void);
+/* Follow the server in `dir` from now on (`bpfshim attach`); 0 or -errno. */
+int shim_set_runtime_dir(const char *dir);
 
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
@@ -180,9 +183,6 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id);
 void shim_prog_release(uint32_t id);
 /* The follower, before a program can run here: what it needs (prog.c). */
 void shim_prog_prepare(const struct bpf_prog_rt *rt);
-/* A PERF_EVENT_ARRAY or PROG_ARRAY slot was filled: every process's follower
- * prepares its programs again (agent/uprobe.c). */
-void shim_poke(void);
 struct shm_map *shim_map_by_id(uint32_t id);
 long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
 /* agent/jit.c */

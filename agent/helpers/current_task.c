@@ -48,11 +48,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include "helpers.h"
-#include "syscall_tp.h"
+#include "rt.h"
 #include "task_layout.h"
 #include "rawsys.h"
 
-int shim_runtime_dir(char *out, size_t n) __attribute__((weak));
 
 static struct task_layout L;
 static int layout_state;            /* 0 not read yet, 1 usable, -1 absent */
@@ -87,7 +86,7 @@ static void layout_load(int wait)
 
 	if (layout_state == 1 || (layout_state < 0 && now < layout_retry_ns))
 		return;
-	if (!shim_runtime_dir || shim_runtime_dir(dir, sizeof(dir)) ||
+	if (rt_runtime_dir(dir, sizeof(dir)) ||
 	    bpf_rt_path_join(path, sizeof(path), dir, "task_layout"))
 		goto fail;
 	for (int i = 0; i < tries; i++) {
@@ -115,12 +114,10 @@ fail:
 }
 
 #ifndef BPFSHIM_CORE_ONLY
-int shim_interposing(void);
-
 /* after uprobe_init (agent/uprobe.c), which may start the server */
 __attribute__((constructor(201))) static void layout_early(void)
 {
-	if (shim_interposing()) {
+	if (rt_interposing()) {
 		SUD_INTERNAL_BEGIN();   /* the runtime's syscalls, not the application's */
 		layout_load(0);
 		SUD_INTERNAL_END();

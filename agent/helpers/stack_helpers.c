@@ -25,7 +25,7 @@
 #include <string.h>
 #include "helpers.h"
 #include "map.h"
-#include "hook/hook.h"
+#include "rt.h"
 
 #define PERF_MAX_STACK_DEPTH 127          /* sysctl kernel.perf_event_max_stack */
 #define TASK_SIZE_MAX 0x7ffffffff000ull   /* x86-64, 4-level paging */
@@ -49,7 +49,7 @@ static uint32_t callchain(int user, uint64_t *ips, uint32_t max)
 	else
 		return 0;
 	ips[n++] = regs->ip;
-	if (n < max && !tp && hook_at_func_entry() && !bpf_rt_copy_nofault(&ret, (void *)(uintptr_t)regs->sp, 8))
+	if (n < max && !tp && rt_at_func_entry() && !bpf_rt_copy_nofault(&ret, (void *)(uintptr_t)regs->sp, 8))
 		ips[n++] = ret;
 	fp = regs->bp;
 	while (n < max) {
@@ -62,7 +62,7 @@ static uint32_t callchain(int user, uint64_t *ips, uint32_t max)
 	}
 	/* uretprobe trampolines in the chain: the return addresses they replaced */
 	uint64_t tramp, orig[PERF_MAX_STACK_DEPTH];
-	size_t norig = hook_ret_addrs(regs->sp, &tramp, orig, PERF_MAX_STACK_DEPTH), k = 0;
+	size_t norig = rt_ret_addrs(regs->sp, &tramp, orig, PERF_MAX_STACK_DEPTH), k = 0;
 	for (uint32_t i = 0; i < n && k < norig; i++)
 		if (ips[i] == tramp)
 			ips[i] = orig[k++];

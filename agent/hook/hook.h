@@ -37,18 +37,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "rt.h"          /* struct hook_pt_regs */
 
-/* Binary-identical to the kernel's x86-64 struct pt_regs, as BPF programs
- * read it (PT_REGS_PARM1 = di at offset 112, PT_REGS_RC = ax at 80). */
-struct hook_pt_regs {
-	uint64_t r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
-	uint64_t ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
-};
-_Static_assert(offsetof(struct hook_pt_regs, di) == 112, "pt_regs layout");
-_Static_assert(offsetof(struct hook_pt_regs, ax) == 80, "pt_regs layout");
-_Static_assert(offsetof(struct hook_pt_regs, ip) == 128, "pt_regs layout");
-_Static_assert(offsetof(struct hook_pt_regs, sp) == 152, "pt_regs layout");
-_Static_assert(sizeof(struct hook_pt_regs) == 168, "pt_regs layout");
+/* struct hook_pt_regs: the kernel's x86-64 struct pt_regs (rt.h) */
 
 typedef void (*hook_fn)(struct hook_pt_regs *regs, void *data);
 struct hook;
