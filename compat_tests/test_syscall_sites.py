@@ -86,7 +86,7 @@ int main(int argc, char **argv)
         /* the sites that trapped are rewritten by the agent's thread, soon */
         struct timespec ms = { 0, 1000000 };
         for (int k = 0; k < 3000 && (*(const unsigned char *)plain_getppid != 0xe9 ||
-                                    *(const unsigned char *)lib_getppid != 0xe9); k++)
+                                    *(const unsigned char *)lib_getppid != 0xe9 || lg[0] != 0xe9); k++)
             nanosleep(&ms, 0);
         nanosleep(&ms, 0);
     }
@@ -265,3 +265,41 @@ def test_attach_detach_while_threads_run(site_victims, runtime_dirs):  # noqa: F
         pytest.skip(f"kernel side not run: {why}")
     rc_k, out_k = with_churn()
     assert (rc_k, normalise(out_k)) == (rc, normalise(out)), f"kernel:\n{out_k}\nbpfshim:\n{out}"
+
+
+def test_status_lists_sites(site_victims, runtime_dirs):  # noqa: F811
+    """`bpfshim status` shows, for a traced process, its rewritten and
+    trapping syscall sites and its traced syscalls per second (bpfshim's own
+    report: the kernel has none to compare with)."""
+    import sys
+    import time
+    from compat_tests.env import SHIM_LIB
+    from compat_tests.test_bpftrace import BPFTRACE
+    from syscall_server import cli
+    rt = runtime_dirs[0]
+    env = dict(os.environ, BPFSHIM_RUNTIME_DIR=rt)
+    p = subprocess.Popen(["env", f"LD_PRELOAD={SHIM_LIB}", BPFTRACE, "-e", COUNTS, "-c",
+                          f"{site_victims[1]} 1000000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        rows, deadline = [], time.time() + 30
+        while time.time() < deadline and p.poll() is None:
+            rows = [r for r in cli.syscall_sites(rt, 0.3) if _comm(r["pid"]) == "tpstress8"]
+            if rows and rows[0]["rewritten"] > 0 and rows[0]["events_per_s"] > 0:
+                break
+        assert rows and rows[0]["rewritten"] > 0 and rows[0]["events_per_s"] > 0, rows
+        text = subprocess.run([sys.executable, "-c", "from syscall_server import cli; cli.main(['status'])"],
+                              env=env, capture_output=True, text=True, timeout=60).stdout
+        assert re.search(rf"^syscall sites pid {rows[0]['pid']}: rewritten=[1-9]\d* trapping=\d+ traps/s=\d+ "
+                         r"traced/s=\d+$", text, re.M), text
+    finally:
+        out = p.communicate(timeout=120)[0]
+    assert p.returncode == 0 and "cancelled=1" in out, out
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
