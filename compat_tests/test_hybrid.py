@@ -9,10 +9,11 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, ROOT, kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.env import SHIM_LIB, ROOT, clang_bpf, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import normalise
 from compat_tests.unpriv import Runtime, readable_tmpdir
 
@@ -20,14 +21,20 @@ BPFTRACE = shutil.which("bpftrace")
 BPFTOOL = shutil.which("bpftool")
 BPFSHIM = str(ROOT / ".venv" / "bin" / "bpfshim")
 
-# getppid() then work(i), 100 times: a kernel tracepoint and a uprobe of the
-# same thread, in a known order
+# getppid() then work(i), N times (100): a kernel tracepoint and a uprobe of
+# the same thread, in a known order; then sleep SLEEP ms, spin SPIN ms
 VICTIM_C = r"""
-#include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 volatile long sink;
 __attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
+static long ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 100;
@@ -35,9 +42,14 @@ int main(int argc, char **argv)
         sink += getppid();
         sink += work(i);
     }
+    if (argc > 2)
+        usleep(atoi(argv[2]) * 1000);
+    for (long end = ms() + (argc > 3 ? atoi(argv[3]) : 0); ms() < end;)
+        sink++;
     return 0;
 }
 """
+PROGS = os.path.join(os.path.dirname(__file__), "progs")
 
 V = "{V}"
 TP = "tracepoint:syscalls:sys_enter_getppid /pid == cpid/"
@@ -60,7 +72,10 @@ SCRIPTS = {
     "sched_exit_and_uprobe": "tracepoint:sched:sched_process_exit /pid == cpid && tid == pid/ { @exit = count(); } "
                              "uprobe:{V}:work { @w = count(); }",
     "interval_and_begin": 'BEGIN { @b = 1; } interval:ms:50 { @i = count(); if (@i == 2) { exit(); } }',
+    # a CPU_CLOCK sampling event of the kernel: the target spins 300 ms
+    "profile_and_uprobe": "profile:hz:99 /pid == cpid/ { @sampled = 1; } uprobe:{V}:work { @w = count(); }",
 }
+ARGS = {"profile_and_uprobe": " 100 0 300"}
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +117,69 @@ def compare(rt, argv):
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_hybrid_bpftrace(name, hybrid):
     exe, rt = hybrid
-    out = compare(rt, [BPFTRACE, "-e", SCRIPTS[name].replace(V, exe), "-c", exe])
+    out = compare(rt, [BPFTRACE, "-e", SCRIPTS[name].replace(V, exe), "-c", exe + ARGS.get(name, "")])
     assert "@" in out, out     # the maps were printed: the probes ran
+
+
+def test_hybrid_libbpf_tool(hybrid):
+    """A libbpf tool whose kernel tracepoint program and uprobe program share
+    a hash map (a timestamp stored by tid on one side, read on the other,
+    counts) and a ringbuf."""
+    exe, rt = hybrid
+    d = os.path.dirname(exe)
+    obj, loader = os.path.join(d, "hybrid_loader.o"), os.path.join(d, "hybrid_loader")
+    if not os.path.exists(loader):
+        clang_bpf(os.path.join(PROGS, "hybrid_loader.bpf.c"), obj)
+        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_loader.c"), "-lbpf"], check=True)
+    out = compare(rt, [loader, obj, exe])
+    assert "events tracepoint 100 uprobe 100 seen_start 100" in out, out
+
+
+def test_hybrid_bcc_tool(hybrid):
+    """A BCC tool (TRACEPOINT_PROBE and attach_uprobe) writing into one
+    BPF_HASH and one perf buffer."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True).returncode:
+        pytest.skip("BCC's python module is not installed")
+    exe, rt = hybrid
+    out = compare(rt, ["/usr/bin/python3", os.path.join(PROGS, "hybrid_bcc.py"), exe])
+    assert "events tracepoint 100 uprobe 100" in out, out
+
+
+def percpu_sums(dump):
+    """Each entry of a bpftool -j dump of a per-CPU map without BTF: the sum
+    of its CPUs' little-endian values."""
+    return [sum(int.from_bytes(bytes(int(b, 16) for b in v["value"]), "little") for v in e["values"])
+            for e in dump]
+
+
+def live_dump_then_gone(argv, env, name):
+    """Run argv; while it runs, the kernel's bpftool (no library) dumps map
+    `name`; after it exits, whether a map of that name is left."""
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            rc, out = run([BPFTOOL, "-j", "map", "dump", "name", name])
+            if rc == 0 and percpu_sums(json.loads(out)) == [50]:
+                break
+            time.sleep(0.05)
+        dump = json.loads(out) if rc == 0 else out
+    finally:
+        p.wait(timeout=60)
+    maps = json.loads(run([BPFTOOL, "-j", "map", "list"])[1])
+    return percpu_sums(dump) if rc == 0 else dump, any(m.get("name") == name for m in maps)
+
+
+def test_hybrid_bpftool_during_and_after(hybrid):
+    """bpftool without the library dumps a running tool's map (its count
+    there while the tool runs) and finds it gone after the tool exits."""
+    if not BPFTOOL:
+        pytest.skip("bpftool is not installed")
+    exe, rt = hybrid
+    name = f"AT_hy{os.getpid() % 100000}"
+    argv = [BPFTRACE, "-e", f"{TP} {{ @hy{os.getpid() % 100000} = count(); }}", "-c", f"{exe} 50 1500"]
+    kernel = live_dump_then_gone(argv, rt.env(), name)
+    hybrid_side = live_dump_then_gone(hybrid_cmd(rt, argv), rt.env(), name)
+    assert hybrid_side == kernel == ([50], False), (kernel, hybrid_side)
 
 
 def test_hybrid_processes_with_and_without_library(hybrid):
