@@ -28,6 +28,7 @@
 #include "maps/map.h"
 #include "run_cpu.h"
 #include "rawsys.h"
+#include "start.h"
 
 BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 __thread int bpf_rt_call_depth;
@@ -144,7 +145,7 @@ static void altstack_free(void *p)
 /* The key at load (a first run may be inside fork() or malloc); the fault
  * handlers at the first run of the process (bpf_rt_once), after the
  * application has set its own (chained to). */
-__attribute__((constructor(110))) static void altstack_key_init(void)
+void altstack_key_init(void)
 {
 	pthread_key_create(&altstack_key, altstack_free);
 }

@@ -25,6 +25,7 @@
 #include <linux/futex.h>
 #include "rt_thread.h"
 #include "rt.h"
+#include "start.h"
 
 enum { IDLE, RUNNING, WANTED };
 
@@ -246,7 +247,7 @@ static void child(void)
 	threads = NULL;
 }
 
-__attribute__((constructor(150))) static void rt_thread_init(void)
+void rt_thread_init(void)
 {
 	owner = (pid_t)syscall(SYS_getpid);
 	pthread_atfork(prepare, parent, child);

@@ -69,6 +69,7 @@
 #include "hook/hook.h"
 #include "hook/tasks.h"
 #include "rawsys.h"
+#include "start.h"
 
 #ifndef PR_SET_SYSCALL_USER_DISPATCH
 #define PR_SET_SYSCALL_USER_DISPATCH 59
@@ -396,7 +397,7 @@ static void want_nrs(uint8_t *bits, const int *nr, unsigned n)
  * at load: the follower must not getenv while the application may be
  * clearing its environment (nginx's workers). */
 static int dispatch_off;
-__attribute__((constructor(110))) static void dispatch_env(void)
+void dispatch_env(void)
 {
 	dispatch_off = getenv("BPFSHIM_NO_SYSCALL_DISPATCH") != NULL;
 }

@@ -31,6 +31,7 @@
 #include "run_cpu.h"
 #include "rawsys.h"
 #include "helpers/helpers.h"
+#include "start.h"
 #include <limits.h>
 #include <linux/futex.h>
 
@@ -570,7 +571,7 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 	}
 }
 
-__attribute__((constructor(200))) static void uprobe_init(void)
+void uprobe_init(void)
 {
 	pthread_atfork(NULL, NULL, after_fork_child);
 	debug_hooks = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;

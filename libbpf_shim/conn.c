@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include "shim.h"
 #include "bpfshim_config.h"
+#include "start.h"
 
 #ifndef BPFSHIM_DEFAULT_PYTHON
 #define BPFSHIM_DEFAULT_PYTHON "python3"
@@ -82,8 +83,8 @@ void shim_connect_early(void)
 	pthread_mutex_unlock(&conn_lock);
 }
 
-/* 102: its fork handler runs before uprobe.c's (200), which starts a thread that may ask */
-__attribute__((constructor(102))) static void conn_init(void)
+/* At start: its fork handler runs before uprobe.c's, whose thread may ask (start/preload.c) */
+void conn_init(void)
 {
 	pthread_atfork(NULL, NULL, after_fork_child);
 }

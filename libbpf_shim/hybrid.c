@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <linux/capability.h>
 #include "shim.h"
+#include "start.h"
 
 int shim_hybrid;
 
@@ -104,9 +105,9 @@ static int kernel_ebpf_check(char *why, size_t n)
 	return -1;
 }
 
-/* After the real functions are resolved (interpose.c, 101) and before the
- * agent starts (uprobe.c, 200). */
-__attribute__((constructor(103))) static void hybrid_init(void)
+/* At start, after the real functions are resolved (interpose.c) and before
+ * the agent starts (uprobe.c): start/preload.c. */
+void hybrid_init(void)
 {
 	const char *v = getenv("BPFSHIM_KERNEL");
 	char why[400];

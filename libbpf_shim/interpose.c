@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include "shim.h"
 #include "rt_thread.h"
+#include "start.h"
 
 struct shim_real real;
 static int resolved;
@@ -58,7 +59,7 @@ void shim_resolve_real(void)
 	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
 
-__attribute__((constructor(101))) static void interpose_init(void)
+void interpose_init(void)
 {
 	shim_resolve_real();
 }

@@ -32,6 +32,7 @@
 #include "perf_ring.h"
 #include "rt_thread.h"
 #include "rawsys.h"
+#include "start.h"
 
 #define PERF_TYPE_UPROBE_DEFAULT 8
 
@@ -608,8 +609,8 @@ static uint64_t bpf_perf_event_output(uint64_t ctx, uint64_t map, uint64_t flags
 	return (uint64_t)(int64_t)err;
 }
 
-/* 150: before uprobe_init (200), which may run programs */
-__attribute__((constructor(150))) static void perf_helpers_init(void)
+/* At start, before uprobe_init, which may run programs (start/preload.c) */
+void perf_helpers_init(void)
 {
 	bpf_helpers[BPF_FUNC_perf_event_output] = bpf_perf_event_output;
 }

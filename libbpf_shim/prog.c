@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include "shim.h"
 #include "bpf_rt.h"
+#include "start.h"
 
 #define INTERNAL_FD_MIN 800  /* fds the shim opens for itself stay out of the way */
 
@@ -145,7 +146,7 @@ struct shm_map *shim_map_by_id(uint32_t id)
 /* BPFSHIM_NO_JIT, read at load: programs are built in the follower thread,
  * which never reads the environment the application may be changing. */
 static int no_jit;
-__attribute__((constructor(110))) static void no_jit_env(void)
+void no_jit_env(void)
 {
 	no_jit = getenv("BPFSHIM_NO_JIT") != NULL;
 }
@@ -391,8 +392,8 @@ void shim_prog_prepare(const struct bpf_prog_rt *rt)
 	prepare(rt, seen, &n);
 }
 
-/* 150: before uprobe_init (200), which may run programs */
-__attribute__((constructor(150))) static void prog_array_init(void)
+/* At start, before uprobe_init, which may run programs (start/preload.c) */
+void prog_array_init(void)
 {
 	bpf_rt_prog_array_get = prog_array_get;
 }

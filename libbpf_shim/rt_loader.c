@@ -2,6 +2,7 @@
 /* What the loader side gives the runtime layer (agent/rt/rt.h), for the
  * agent to use without referencing libbpf_shim/. */
 #include "shim.h"
+#include "start.h"
 
 static const struct rt_loader loader = {
 	.runtime_dir = shim_runtime_dir,
@@ -13,8 +14,8 @@ static const struct rt_loader loader = {
 	.prog_prepare = shim_prog_prepare,
 };
 
-/* 101: before any constructor of the agent can ask (105 and later) */
-__attribute__((constructor(101))) static void rt_loader_init(void)
+/* At start, before any step of the agent can ask (start/preload.c). */
+void rt_loader_init(void)
 {
 	rt_register_loader(&loader);
 }

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include "shim.h"
+#include "start.h"
 
 static char dir[PATH_MAX];
 static uid_t dir_uid;
@@ -46,8 +47,8 @@ static void resolve(void)
 	resolved = 1;
 }
 
-/* Before any other constructor of the library can ask. */
-__attribute__((constructor(101))) static void rundir_init(void)
+/* First at start, before any other step can ask (start/preload.c). */
+void rundir_init(void)
 {
 	if (!resolved)
 		resolve();

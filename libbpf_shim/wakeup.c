@@ -33,6 +33,7 @@
 #include <sys/mman.h>
 #include "shim.h"
 #include "bpf_rt.h"
+#include "start.h"
 
 #define INTERNAL_FD_MIN 800
 #define RB_PAGE 4096
@@ -385,8 +386,8 @@ void shim_wake_poll_after(struct pollfd *fds, unsigned long n, struct pollfd *or
 	free(orig);
 }
 
-/* 150: before uprobe_init (200), which may run programs */
-__attribute__((constructor(150))) static void wakeup_init(void)
+/* At start, before uprobe_init, which may run programs (start/preload.c) */
+void wakeup_init(void)
 {
 	bpf_rt_ringbuf_wake = ringbuf_wake;
 }

@@ -51,6 +51,7 @@
 #include "rt.h"
 #include "task_layout.h"
 #include "rawsys.h"
+#include "start.h"
 
 
 static struct task_layout L;
@@ -115,7 +116,7 @@ fail:
 
 #ifndef BPFSHIM_CORE_ONLY
 /* after uprobe_init (agent/uprobe.c), which may start the server */
-__attribute__((constructor(201))) static void layout_early(void)
+void layout_early(void)
 {
 	if (rt_interposing()) {
 		SUD_INTERNAL_BEGIN();   /* the runtime's syscalls, not the application's */
@@ -376,7 +377,7 @@ static void block_free(void *b)
 }
 
 /* At load: a first call may be inside fork() or malloc (rawsys.h bpf_rt_setspecific). */
-__attribute__((constructor(110))) static void block_key_init(void)
+void block_key_init(void)
 {
 	pthread_key_create(&block_key, block_free);
 }

@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include "maps/map.h"
 #include "helpers.h"
+#include "start.h"
 
 #define PTR(r) ((void *)(uintptr_t)(r))
 
@@ -82,8 +83,8 @@ unsigned bpf_rt_fork_gen(void)
 	return __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
 }
 
-/* 150: before uprobe_init (200), which may run programs */
-__attribute__((constructor(150))) static void task_helpers_init(void)
+/* At start, before uprobe_init, which may run programs (start/preload.c) */
+void task_helpers_init(void)
 {
 	pthread_atfork(NULL, NULL, bpf_rt_forked);
 }

@@ -38,6 +38,7 @@
 #include "hook.h"
 #include "rawsys.h"
 #include "tasks.h"
+#include "start.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -1236,10 +1237,10 @@ static void atfork_child(void)
 		bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
 }
 
-/* Created before the application's keys (rawsys.h bpf_rt_setspecific); 110: before
- * uprobe_init (200), which may attach. */
+/* Created before the application's keys (rawsys.h bpf_rt_setspecific); at start,
+ * before uprobe_init, which may attach (start/preload.c). */
 static int keys_ok;
-__attribute__((constructor(110))) static void hook_keys(void)
+void hook_keys(void)
 {
 	keys_ok = !pthread_key_create(&shadow_key, shadow_free) && !pthread_key_create(&rcu_key, rcu_release);
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include "rawsys.h"
 #include "tasks.h"
+#include "start.h"
 
 static int task_fd = -1;
 static long task_pid;             /* whose task directory task_fd is */
@@ -103,9 +104,9 @@ static void tasks_fork_child(void)
 	reopen_locked();
 }
 
-/* 105: before any constructor that may attach (hook.c, uprobe.c) or start
- * a thread. */
-__attribute__((constructor(105))) static void tasks_init(void)
+/* At start (start/preload.c), before any step that may attach (hook.c,
+ * uprobe.c) or start a thread. */
+void tasks_init(void)
 {
 	rt_tasks_reopen();
 	pthread_atfork(NULL, NULL, tasks_fork_child);
