@@ -267,3 +267,111 @@ def test_hybrid_refused_for_ordinary_user(hybrid):
                 "CAP_BPF and CAP_PERFMON are missing" in lines[0], p.stderr
     finally:
         urt.close()
+
+
+# ---- a kernel uprobe and bpfshim's on one function of one process ----
+
+# endbr64 first (-fcf-protection=branch): bpfshim's jump goes after it and
+# the kernel's breakpoint stays in byte 0 (agent/hook/hook.c site_after_endbr)
+BOTH_C = r"""
+#include <unistd.h>
+volatile long sink;
+__attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
+int main(void)
+{
+    char c;
+    for (int phase = 0; phase < 2; phase++) {
+        /* the test attaches or detaches a tool (the agent's thread runs) */
+        if (write(1, "w\n", 2) != 2 || read(0, &c, 1) != 1)
+            return 1;
+        for (int i = 0; i < 50; i++)
+            sink += work(i);
+    }
+    return 0;
+}
+"""
+
+
+def wait_for(pred, what, timeout=20):
+    for _ in range(int(timeout / 0.02)):
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Tool:
+    """bpftrace counting calls of work(): on the kernel, or through bpfshim
+    in user space (its probe applied in the victim, which runs the agent)."""
+
+    def __init__(self, exe, name, rt, shim, victim_err):
+        argv = [BPFTRACE, "-B", "line", "-e", f"uprobe:{exe}:work {{ @{name} = count(); }}"]
+        env = rt.env()
+        if shim:
+            env.update(LD_PRELOAD=str(SHIM_LIB))
+        self.p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: "Attaching" in self.p.stdout.readline(), f"{name} to attach")
+        if shim:      # the victim's agent says when the site is patched
+            wait_for(lambda: "bpfshim: probe " in open(victim_err).read(), "the agent's patch")
+        else:
+            time.sleep(0.2)
+
+    def stop(self):
+        self.p.send_signal(2)
+        out, _ = self.p.communicate(timeout=30)
+        return [l for l in out.splitlines() if l.startswith("@")]
+
+
+def both_tools(exe, rt, first, second, detach, d):
+    """Attach `first` then `second` ((name, shim) pairs), run 50 calls,
+    detach the tool named `detach`, run 50 more: the victim's exit status and
+    each tool's count."""
+    err = os.path.join(d, "victim.err")
+    env = rt.env()
+    env.update(LD_PRELOAD=str(SHIM_LIB), BPFSHIM_DEBUG_HOOKS="1")
+    with open(err, "w") as ef:
+        v = subprocess.Popen([exe], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=ef)
+    try:
+        assert v.stdout.readline() == b"w\n"
+        tools = {n: Tool(exe, n, rt, shim, err) for n, shim in (first, second)}
+        v.stdin.write(b"g")
+        v.stdin.flush()
+        assert v.stdout.readline() == b"w\n"   # the first 50 calls made
+        out = {detach: tools.pop(detach).stop()}
+        v.stdin.write(b"g")
+        v.stdin.flush()
+        rc = v.wait(timeout=30)
+        (rest,) = tools
+        out[rest] = tools[rest].stop()
+        return rc, out
+    finally:
+        if v.poll() is None:
+            v.kill()
+            v.wait()
+
+
+@pytest.mark.parametrize("on,off", [("shim", "shim"), ("shim", "kernel"), ("kernel", "kernel")],
+                         ids=["shim_on_shim_off", "shim_on_kernel_off", "kernel_on_kernel_off"])
+def test_kernel_uprobe_beside_bpfshim(on, off, hybrid):
+    """bpftrace on the kernel and bpftrace through bpfshim probe the same
+    endbr64 function of one process, attached in either order, either
+    detached first: the process lives and each tool counts every call it was
+    attached for, as two kernel tools do. With the jump at the entry, the
+    kernel's removal of its breakpoint (shim_on_kernel_off) killed the
+    process, bpfshim's removal took the kernel's breakpoint away
+    (shim_on_shim_off) and a site under the kernel's breakpoint was refused
+    (kernel_on_kernel_off)."""
+    exe, rt = hybrid
+    d = os.path.dirname(exe)
+    both = os.path.join(d, "both_endbr")
+    if not os.path.exists(both):
+        with open(both + ".c", "w") as f:
+            f.write(BOTH_C)
+        subprocess.run(["cc", "-O1", "-fno-inline", "-fcf-protection=branch", "-o", both, both + ".c"], check=True)
+    first, second = (("u", True), ("k", False)) if on == "shim" else (("k", False), ("u", True))
+    detach = "u" if off == "shim" else "k"
+    got = both_tools(both, rt, first, second, detach, d)
+    # the kernel's reference: two kernel tools through the same steps
+    want = both_tools(both, rt, (first[0], False), (second[0], False), detach, d)
+    other = "k" if detach == "u" else "u"
+    assert got == want == (0, {detach: [f"@{detach}: 50"], other: [f"@{other}: 100"]}), (got, want)
