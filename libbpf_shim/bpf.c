@@ -33,14 +33,14 @@ static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
 	return 0;
 }
 
-/* CHECK_ATTR(cmd) of a known command on the copied attr (zero past what
- * the caller passed). */
-static int check_attr(int cmd, const union shim_attr *attr)
+/* CHECK_ATTR(cmd) of a known command on the attr copied from the caller's
+ * `size` (<= BPF_ATTR_SIZE) bytes: past them it is zero already. */
+static int check_attr(int cmd, const union shim_attr *attr, unsigned int size)
 {
 	static const unsigned char zeros[BPF_ATTR_SIZE];
 	size_t end = bpf_cmd_table[cmd].attr_end;
 
-	return memcmp(attr->raw + end, zeros, BPF_ATTR_SIZE - end) ? -EINVAL : 0;
+	return end < size && memcmp(attr->raw + end, zeros, size - end) ? -EINVAL : 0;
 }
 
 static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsigned int size)
@@ -89,7 +89,7 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 	shim_uaccess_enter(&jb);
 	memcpy(&attr, (const void *)(uintptr_t)uattr, size);
 	memset(attr.raw + size, 0, sizeof(attr) - size);
-	r = check_attr(cmd, &attr);
+	r = check_attr(cmd, &attr, size);
 	if (!r)
 		r = shim_map_cmd(cmd, &attr.a, uattr);
 	shim_uaccess_exit();
@@ -124,7 +124,7 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 	 * that is not running (the CLI asks with one) */
 	if ((unsigned int)cmd >= BPF_CMD_MAX)
 		return forward(cmd, uattr, &attr, size);
-	err = check_attr(cmd, &attr);
+	err = check_attr(cmd, &attr, size);
 	if (err)
 		return shim_err(-err);
 	if (bpf_cmd_table[cmd].where != BPF_CMD_SHIM)

@@ -48,12 +48,13 @@ struct elem {
 #define COUNT(h) (&(h)->type_state[1])
 #define CLOCK(h) (&(h)->type_state[2])
 
-/* from the attrs, before there is a map: the type's facts */
-static int is_percpu_type(uint32_t t)
+/* from the attrs, before there is a map: the type's facts (inline: element
+ * addresses are computed from it on every operation) */
+static inline int is_percpu_type(uint32_t t)
 {
-	const struct shm_map_facts *f = shm_map_facts(t);
+	const struct shm_map_ops *ops = shm_map_ops_get(t);
 
-	return f && f->percpu;
+	return ops && ops->facts.percpu;
 }
 
 static int is_lru_type(uint32_t t)
