@@ -11,14 +11,20 @@
  *   site:  mov $nr,%eax ; syscall     ->  jmp stub ; syscall (kept)
  *   stub:  mov $nr,%eax ; lea site+7(%rip),%r11 ; jmp sud_site_entry
  *
- * The instruction before the syscall must be 5 bytes or more, relocatable
- * as it is (a mov or lea, not rip-relative, not writing rsp), an instruction
+ * The instruction before the syscall must be 5 bytes, relocatable as it is
+ * (a mov or lea, not rip-relative, not writing rsp), an instruction
  * boundary of its function's linear decode, and no branch of the function
  * may land inside it (the hook engine's scan); the syscall instruction stays
  * where it was, so a branch to it, a thread stopped on it, and one returning
- * from it all run the original code. Other sites stay on dispatch and are
- * counted. The jump is written as the hook engine writes code other threads
- * run (hook_text_replace).
+ * from it all run the original code. Otherwise (glibc's read: `xor
+ * %eax,%eax`; numbers from a register) the syscall itself becomes a 2-byte
+ * `jmp` to 5 bytes of alignment padding within 127 bytes (after a ret or
+ * jmp, no branch into them), which become a jmp to the stub: a thread
+ * returning from the syscall lands after it, one stopped on it or restarted
+ * there takes the jmp. Other sites stay on dispatch and are counted. Code
+ * is written as the hook engine writes code other threads run
+ * (hook_text_replace), and a function is decoded with this process's
+ * rewrites undone.
  *
  * sud_site_entry, in the region dispatch lets through, looks up the syscall
  * number in sud_nr_tab with instructions that leave the flags alone: 0
@@ -51,7 +57,6 @@
 #include "helpers/helpers.h"
 #include "hook/hook.h"
 #include "rawsys.h"
-#include "start.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
@@ -234,14 +239,15 @@ static int file_of(uint64_t addr, struct attach_slot *s)
 	return found;
 }
 
-/* An instruction the stub runs as it is: a mov or lea of 5 bytes or more,
+/* An instruction the stub runs as it is: a mov or lea of 5 bytes (longer:
+ * the bytes after the jmp would be a tail the function's decode trips on),
  * not rip-relative, not writing rsp. */
 static int relocatable(const struct x86_insn *d, const uint8_t *p)
 {
 	uint8_t op = d->op, reg = (uint8_t)(((d->modrm >> 3) & 7) | (d->rex & 4 ? 8 : 0)),
 		rm = (uint8_t)((d->modrm & 7) | (d->rex & 1 ? 8 : 0));
 
-	if (d->len < 5 || d->map != 0 || d->vex || d->rip_rel || d->legacy_prefixes)
+	if (d->len != 5 || d->map != 0 || d->vex || d->rip_rel || d->legacy_prefixes)
 		return 0;
 	if (op >= 0xb8 && op <= 0xbf)                       /* mov $imm, r */
 		return (uint8_t)((op & 7) | (d->rex & 1 ? 8 : 0)) != 4;
@@ -257,7 +263,93 @@ static int relocatable(const struct x86_insn *d, const uint8_t *p)
 
 static int debug;
 
-/* Rewrite the site whose syscall instruction ends at ip; 1 if done. */
+/* The code this process rewrote, with the bytes it had: a function's decode
+ * and branch scan read the original code. */
+static struct { uint64_t addr; uint8_t len, orig[5]; } mine[2 * SEEN_MAX];
+static unsigned n_mine;
+
+static void undo_mine(uint8_t *buf, uint64_t at, size_t len)
+{
+	for (unsigned k = 0; k < n_mine; k++)
+		for (unsigned i = 0; i < mine[k].len; i++)
+			if (mine[k].addr + i >= at && mine[k].addr + i < at + len)
+				buf[mine[k].addr + i - at] = mine[k].orig[i];
+}
+
+static int text_replace(uint64_t at, const uint8_t *old, const uint8_t *new, size_t n)
+{
+	if (n_mine == BPFSHIM_ARRAY_SIZE(mine) || hook_text_replace(at, old, new, n))
+		return -1;
+	mine[n_mine].addr = at;
+	mine[n_mine].len = (uint8_t)n;
+	memcpy(mine[n_mine++].orig, old, n);
+	return 0;
+}
+
+/* A stub near `near`: the moved instruction (if any), the address after the
+ * syscall in r11, a jmp to sud_site_entry. */
+static uint8_t *make_stub(uint64_t near, const uint8_t *insn, size_t len, uint64_t ip)
+{
+	uint8_t stub[64];
+	uint8_t *where = hook_code_near(near, sizeof(stub));
+	size_t n = len;
+
+	if (!where)
+		return NULL;
+	memcpy(stub, insn, len);
+	stub[n++] = 0x4c;                /* lea rel32(%rip), %r11 */
+	stub[n++] = 0x8d;
+	stub[n++] = 0x1d;
+	int64_t rel = (int64_t)(ip - ((uint64_t)where + n + 4));
+	if (rel != (int32_t)rel)
+		return NULL;
+	int32_t r32 = (int32_t)rel;
+	memcpy(stub + n, &r32, 4);
+	n += 4;
+	n += (size_t)hook_emit_jmp(stub + n, (uint64_t)where + n, (uint64_t)sud_site_entry);
+	return hook_code_put(where, stub, n) ? NULL : where;
+}
+
+/* Code at `at` becomes a jmp rel32 to `to` (its first 5 bytes, `old`). */
+static int put_jmp(uint64_t at, const uint8_t *old, const uint8_t *to)
+{
+	uint8_t jmp[5];
+	int64_t rel = (int64_t)((uint64_t)to - (at + 5));
+	int32_t r32 = (int32_t)rel;
+
+	if (!to || rel != r32 || (at & 63) == 63)
+		return -1;
+	jmp[0] = 0xe9;
+	memcpy(jmp + 1, &r32, 4);
+	return text_replace(at, old, jmp, 5);
+}
+
+static int is_padding(const struct x86_insn *d, const uint8_t *p)
+{
+	return !d->vex && ((d->map == 0 && (d->op == 0xcc || (d->op == 0x90 && !(d->rex & 1)))) ||
+			   (d->map == 1 && d->op == 0x1f));
+}
+
+static int ends_flow(const struct x86_insn *d)
+{
+	return !d->vex && ((d->map == 0 && (d->op == 0xc3 || d->op == 0xc2 || d->op == 0xe9 || d->op == 0xeb)) ||
+			   (d->map == 1 && d->op == 0x0b));
+}
+
+static void report(const struct attach_slot *s, uint64_t off, const char *how)
+{
+	char m[ATTACH_PATH_MAX + 96];
+	int k = snprintf(m, sizeof(m), "bpfshim: syscall site %s+0x%llx rewritten%s\n", s->path,
+			 (unsigned long long)off, how);
+	if (debug && k > 0)
+		(void)!write(2, m, (size_t)k);
+}
+
+/* Rewrite the site whose syscall instruction ends at ip; 1 if done. Two
+ * ways: the instruction before the syscall (5 bytes or more) becomes a jmp
+ * to a stub that runs it; else the syscall itself becomes a 2-byte jmp to 5
+ * bytes of padding within reach (after a ret or jmp, nothing branching into
+ * them: alignment the code never runs), which become a jmp to the stub. */
 static int rewrite(uint64_t ip)
 {
 	uint64_t sc = ip - 2, before = 0;
@@ -269,62 +361,63 @@ static int rewrite(uint64_t ip)
 		return 0;
 	size_t fsize = agent_func_at(&s, &before);
 	uint64_t func = sc - before;
-	/* the function's code as mapped (the follower's buffer) */
-	static uint8_t code[1 << 16];
-	if (!fsize || fsize > sizeof(code) || before < 5 || before >= fsize ||
-	    bpf_rt_copy_nofault(code, (void *)func, fsize))
+	/* the function's code as mapped (the follower's buffer), and the
+	 * alignment after it */
+	static uint8_t code[(1 << 16) + 16];
+	size_t tail = 16;
+	if (!fsize || fsize > (1 << 16) || before >= fsize || bpf_rt_copy_nofault(code, (void *)func, fsize))
 		return 0;
-	/* the instruction that ends at the syscall, in the function's decode */
-	uint64_t at = 0;
-	struct x86_insn d = { 0 };
-	for (uint64_t pc = 0; pc < before;) {
-		int n = hook_x86_decode(code + pc, fsize - pc, &d);
-		if (n <= 0)
-			return 0;
-		at = pc;
+	if (bpf_rt_copy_nofault(code + fsize, (void *)(func + fsize), tail))
+		tail = 0;
+	undo_mine(code, func, fsize + tail);
+	/* the function's decode: the instruction that ends at the syscall, and
+	 * padding runs */
+	uint64_t at = UINT64_MAX, pad = 0;
+	struct x86_insn d = { 0 }, prev;
+	int flow_ended = 0;
+	uint64_t run = 0, run_len = 0;
+	for (uint64_t pc = 0; pc < fsize + tail;) {
+		int n = hook_x86_decode(code + pc, fsize + tail - pc, &d);
+		if (n <= 0 || (pc < fsize && pc + (unsigned)n > fsize))
+			break;
+		if (pc + (unsigned)n == before) {
+			at = pc;
+			prev = d;
+		}
+		if (pc < before && pc + (unsigned)n > before)
+			return 0;           /* the syscall is not an instruction of this decode */
+		if (is_padding(&d, code + pc) && (run_len || flow_ended)) {
+			if (!run_len)
+				run = pc;
+			run_len += (unsigned)n;
+			int64_t rel = (int64_t)(func + run) - (int64_t)ip;
+			/* not taken already (by this process: its bytes are not the original) */
+			if (!pad && run_len >= 5 && rel >= -128 && rel <= 127 && !memcmp((void *)(func + run), code + run, 5) &&
+			    (run >= fsize || !hook_branch_into(func + run - 1, (unsigned)(run + 5 > fsize ? fsize - run + 1 : 6),
+							      func, fsize, code)))
+				pad = run;
+		} else {
+			run_len = 0;
+			if (pc >= fsize)
+				break;
+		}
+		flow_ended = ends_flow(&d);
 		pc += (unsigned)n;
-		if (pc > before)
-			return 0;
 	}
 	uint64_t site = func + at;
-	if (site + d.len != sc || !relocatable(&d, code + at) || (site & 63) == 63 ||
-	    hook_branch_into(site, 5, func, fsize))
-		return 0;
-	uint8_t stub[64], jmp[5], old[5];
-	size_t n = 0;
-	uint8_t *where = hook_code_near(site, sizeof(stub));
-	if (!where)
-		return 0;
-	memcpy(stub, code + at, d.len);
-	n = d.len;
-	stub[n++] = 0x4c;                /* lea rel32(%rip), %r11: the address after the syscall */
-	stub[n++] = 0x8d;
-	stub[n++] = 0x1d;
-	int64_t rel = (int64_t)(ip - ((uint64_t)where + n + 4));
-	if (rel != (int32_t)rel)
-		return 0;
-	int32_t r32 = (int32_t)rel;
-	memcpy(stub + n, &r32, 4);
-	n += 4;
-	n += (size_t)hook_emit_jmp(stub + n, (uint64_t)where + n, (uint64_t)sud_site_entry);
-	if (hook_code_put(where, stub, n))
-		return 0;
-	rel = (int64_t)((uint64_t)where - (site + 5));
-	if (rel != (int32_t)rel)
-		return 0;
-	r32 = (int32_t)rel;
-	jmp[0] = 0xe9;
-	memcpy(jmp + 1, &r32, 4);
-	memcpy(old, code + at, 5);
-	if (hook_text_replace(site, old, jmp, 5))
-		return 0;
-	if (debug) {
-		char m[ATTACH_PATH_MAX + 96];
-		int k = snprintf(m, sizeof(m), "bpfshim: syscall site %s+0x%llx rewritten\n", s.path,
-				 (unsigned long long)(s.offset - d.len));
-		if (k > 0)
-			(void)!write(2, m, (size_t)k);
+	if (at != UINT64_MAX && prev.len == 5 && relocatable(&prev, code + at) &&
+	    !memcmp((void *)site, code + at, 5) && !hook_branch_into(site, 5, func, fsize, code) &&
+	    !put_jmp(site, code + at, make_stub(site, code + at, prev.len, ip))) {
+		report(&s, s.offset - prev.len, "");
+		return 1;
 	}
+	if (!pad || hook_branch_into(sc, 2, func, fsize, code) || (sc & 63) == 63 ||
+	    put_jmp(func + pad, code + pad, make_stub(func + pad, NULL, 0, ip)))
+		return 0;
+	uint8_t jmp8[2] = { 0xeb, (uint8_t)(int8_t)((int64_t)(func + pad) - (int64_t)ip) };
+	if (text_replace(sc, two, jmp8, 2))
+		return 0;
+	report(&s, s.offset, " (through padding)");
 	return 1;
 }
 
@@ -389,7 +482,7 @@ static void site_child(void)
 	stats = &local_stats;
 }
 
-void site_init(void)
+__attribute__((constructor(110))) static void site_init(void)
 {
 	debug = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	syscall_site_publish(NULL, NULL, 0, 0);

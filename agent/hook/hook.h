@@ -91,14 +91,15 @@ size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max);
 /* For other code rewriters (syscall sites, agent/syscall_site.c), with
  * the hook engine's lock, code pools and rules:
  * hook_branch_into: whether a branch of [func, func + size) may land in
- * (addr, addr + len) (see hook_attach_in), 1 when it cannot tell;
+ * (addr, addr + len) (see hook_attach_in), 1 when it cannot tell; decoded
+ * from `copy` (size bytes, the caller's own patches undone) if not NULL;
  * hook_code_near: n bytes of executable memory within rel32 reach of addr
  * (never freed), filled by hook_code_put; hook_emit_jmp: a jmp at `at` to
  * target (5 bytes, or 14 when out of reach), its length;
  * hook_text_replace: n (2..8) bytes of code at addr from `old` to `new`
  * while other threads may run it, for bytes where no thread can be stopped
  * past addr (inside one instruction). -EAGAIN when the code is not `old`. */
-int hook_branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size);
+int hook_branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size, const uint8_t *copy);
 uint8_t *hook_code_near(uint64_t addr, size_t n);
 int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n);
 int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target);
