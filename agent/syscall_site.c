@@ -57,6 +57,7 @@
 #include "helpers/helpers.h"
 #include "hook/hook.h"
 #include "rawsys.h"
+#include "start.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
@@ -482,7 +483,7 @@ static void site_child(void)
 	stats = &local_stats;
 }
 
-__attribute__((constructor(110))) static void site_init(void)
+void site_init(void)
 {
 	debug = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	syscall_site_publish(NULL, NULL, 0, 0);

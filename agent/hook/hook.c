@@ -38,6 +38,7 @@
 #include "hook.h"
 #include "rawsys.h"
 #include "tasks.h"
+#include "start.h"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -60,6 +61,8 @@ struct hook_site {
 	int mode;                       /* HOOK_MODE_* */
 	int patched;
 	int prot;                       /* of the page(s) at addr */
+	uint64_t ip;                    /* offset 32: the probed address handlers see (addr, or the
+	                                 * entry whose endbr64 the site follows: site_after_endbr) */
 	uint8_t orig[16];
 	uint8_t patch_len;              /* 5 (jmp) or 1 (int3) */
 	uint8_t disp_len;               /* displaced bytes (jmp mode) */
@@ -73,6 +76,7 @@ struct hook_site {
 } __attribute__((aligned(64)));
 
 _Static_assert(offsetof(struct hook_site, xmm_all) == 16, "read by hook_entry_common");
+_Static_assert(offsetof(struct hook_site, ip) == 32, "read by hook_entry_common");
 
 struct hook {
 	struct hook_site *site;
@@ -146,7 +150,7 @@ __asm__(
 	SAVE_GPRS_NO_AX
 	"mov 184(%rsp), %r11\n mov %r11, 80(%rsp)\n"
 	"movq $-1, 120(%rsp)\n"
-	"mov (%rax), %r11\n mov %r11, 128(%rsp)\n"
+	"mov 32(%rax), %r11\n mov %r11, 128(%rsp)\n"
 	"movq $0x33, 136(%rsp)\n"
 	"mov 168(%rsp), %r11\n mov %r11, 144(%rsp)\n"
 	"lea 320(%rsp), %r11\n mov %r11, 152(%rsp)\n"
@@ -544,7 +548,7 @@ int hook_at_func_entry(void)
 {
 	const struct hook_site *s = entry_site;
 
-	return s && s->orig[0] == 0x55;
+	return s && s->orig[0] == 0x55 && s->ip == s->addr;
 }
 
 size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max)
@@ -1152,7 +1156,7 @@ static void int3_hit(struct hook_site *s, greg_t *g)
 		.r11 = (uint64_t)g[REG_R11], .r10 = (uint64_t)g[REG_R10], .r9 = (uint64_t)g[REG_R9],
 		.r8 = (uint64_t)g[REG_R8], .ax = (uint64_t)g[REG_RAX], .cx = (uint64_t)g[REG_RCX],
 		.dx = (uint64_t)g[REG_RDX], .si = (uint64_t)g[REG_RSI], .di = (uint64_t)g[REG_RDI],
-		.orig_ax = ~0ull, .ip = s->addr, .cs = 0x33, .flags = (uint64_t)g[REG_EFL],
+		.orig_ax = ~0ull, .ip = s->ip, .cs = 0x33, .flags = (uint64_t)g[REG_EFL],
 		.sp = (uint64_t)g[REG_RSP], .ss = 0x2b,
 	};
 	uint64_t ov = hook_dispatch_entry(s, &r);
@@ -1236,10 +1240,10 @@ static void atfork_child(void)
 		bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
 }
 
-/* Created before the application's keys (rawsys.h bpf_rt_setspecific); 110: before
- * uprobe_init (200), which may attach. */
+/* Created before the application's keys (rawsys.h bpf_rt_setspecific); at start,
+ * before uprobe_init, which may attach (start/preload.c). */
 static int keys_ok;
-__attribute__((constructor(110))) static void hook_keys(void)
+void hook_keys(void)
 {
 	keys_ok = !pthread_key_create(&shadow_key, shadow_free) && !pthread_key_create(&rcu_key, rcu_release);
 }
@@ -1394,7 +1398,9 @@ static int branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size)
 	return branch_into_copy(addr, len, func, size, NULL);
 }
 
-static struct hook_site *site_create(uint64_t addr, uint64_t func, size_t func_size, int *err)
+/* A site at addr reporting ip (addr, or the entry whose endbr64 it
+ * follows). */
+static struct hook_site *site_create(uint64_t addr, uint64_t ip, uint64_t func, size_t func_size, int *err)
 {
 	struct hook_site *s;
 	size_t avail = 0;
@@ -1409,11 +1415,12 @@ static struct hook_site *site_create(uint64_t addr, uint64_t func, size_t func_s
 	}
 	memset(s, 0, sizeof(*s));
 	s->addr = addr;
+	s->ip = ip;
 	s->prot = prot;
 	/* At a function entry xmm8-15 hold nothing (SysV: caller-saved, no
 	 * arguments); inside one they may be live. */
 	Dl_info di;
-	s->xmm_all = !(dladdr((void *)addr, &di) && di.dli_saddr == (void *)addr);
+	s->xmm_all = !(dladdr((void *)ip, &di) && di.dli_saddr == (void *)ip);
 	memcpy(s->orig, (void *)addr, avail);
 	s->avail = avail;
 	/* Other sites near: their patches are not the code, and neither may
@@ -1434,7 +1441,11 @@ static struct hook_site *site_create(uint64_t addr, uint64_t func, size_t func_s
 			*err = -EINVAL;         /* its trampoline stays unused */
 	if (!*err && func_size != (size_t)-1 && addr != func && branch_into(addr, s->disp_len, func, func_size))
 		*err = -EINVAL;                 /* inside a function: see hook_attach_in() */
-	if (*err)
+	/* after an endbr64: a branch to addr itself is no call of the function,
+	 * and an int3 there would not tell one from the other */
+	if (ip != addr && (*err || branch_into(addr - 1, s->disp_len + 1u, func, func_size)))
+		*err = -EAGAIN;
+	else if (*err)
 		*err = build_ool(s, avail);
 	if (*err) {
 		free(s);
@@ -1481,6 +1492,38 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
 	return 0;
 }
 
+/*
+ * A function entry on endbr64 is patched after it, the jump at entry + 4:
+ * the endbr64 stays as the file has it, and the kernel's uprobe at the same
+ * entry (another tool's, or a hybrid loader's) writes only byte 0, an int3
+ * when it is registered and the file's byte when it goes, so it never lands
+ * inside bpfshim's jump (at the entry, the kernel's restore of byte 0 in
+ * front of the jump's displacement killed the process), and bpfshim's site
+ * works under an int3 the kernel put there first. The kernel single-steps
+ * the endbr64 and resumes at the jump: both tools see the hit. endbr64
+ * changes nothing a program sees but ip, which the site reports as the
+ * entry's. Only where the function's code is known (a branch to entry + 4
+ * is not a call); NULL: patch at the entry.
+ */
+static struct hook_site *site_after_endbr(uint64_t addr, uint64_t func, size_t size)
+{
+	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
+	const uint8_t *p = (const uint8_t *)addr;
+	struct hook_site *s;
+	size_t avail;
+	int prot, err;
+
+	if (!func || func != addr || size == (size_t)-1 || size < 9 || getenv("BPFSHIM_HOOK_INT3") ||
+	    mapping_of(addr, &prot, &avail) || avail < 9 || (p[0] != endbr64[0] && p[0] != 0xcc) ||
+	    memcmp(p + 1, endbr64 + 1, 3))
+		return NULL;
+	s = site_find(addr + 4);
+	if (s)
+		return s->ip == addr ? s : NULL;        /* else a probe at entry + 4 was there first */
+	s = site_create(addr + 4, addr, func, size, &err);
+	return s && s->mode == HOOK_MODE_JMP ? s : NULL;
+}
+
 int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out)
 {
 	return hook_attach_in(addr, NULL, (size_t)-1, entry, ret, data, out);
@@ -1505,7 +1548,13 @@ int hook_attach_in(void *addr, const void *func, size_t func_size, hook_fn entry
 	if (err)
 		goto out;
 	s = site_find((uint64_t)addr);
-	if (!s && !(s = site_create((uint64_t)addr, (uint64_t)func, func_size, &err)))
+	if (s && s->ip != (uint64_t)addr) {
+		err = -EBUSY;           /* the jump after its entry's endbr64 is there */
+		goto out;
+	}
+	if (!s)
+		s = site_after_endbr((uint64_t)addr, (uint64_t)func, func_size);
+	if (!s && !(s = site_create((uint64_t)addr, (uint64_t)addr, (uint64_t)func, func_size, &err)))
 		goto out;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
