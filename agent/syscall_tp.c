@@ -298,10 +298,40 @@ static int asked[ASKED_MAX], n_asked, n_rescans;
 
 static int was_asked(int tid)
 {
-	for (int i = 0; i < n_asked; i++)
-		if (asked[i] == tid)
+	int n = __atomic_load_n(&n_asked, __ATOMIC_ACQUIRE);
+
+	for (int i = 0; i < n && i < ASKED_MAX; i++)
+		if (__atomic_load_n(&asked[i], __ATOMIC_RELAXED) == tid)
 			return 1;
 	return 0;
+}
+
+/* The follower and a thread that exempts itself (ask_not_me) both add. */
+static void note_asked(int tid)
+{
+	int i = __atomic_fetch_add(&n_asked, 1, __ATOMIC_ACQ_REL);
+
+	if (i < ASKED_MAX)
+		__atomic_store_n(&asked[i], tid, __ATOMIC_RELEASE);
+}
+
+/* A thread about to exec, and a fork child that armed itself, take no
+ * ASK_SIG: one queued to it and still pending when a new image starts kills
+ * that image (its handlers are SIG_DFL, and SIGRTMAX's default action is to
+ * terminate; a fork child's follower asked its main thread while it was in
+ * execve). The thread is listed as asked, and a request already queued is
+ * taken out (rt_sigtimedwait dequeues it, blocked or not). Left: a request
+ * the follower decided on before the listing and sends after the drain. */
+static void ask_not_me(void)
+{
+	int self = (int)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	uint64_t m = 1ull << (ASK_SIG - 1);
+	struct timespec zero = { 0, 0 };
+
+	if (!was_asked(self))
+		note_asked(self);
+	while (SYSCALL(SYS_rt_sigtimedwait, &m, NULL, &zero, 8, 0, 0) == ASK_SIG)
+		;
 }
 
 /* Ask the threads not asked yet. Threads an armed thread makes arm
@@ -328,8 +358,7 @@ static void ask_one(int tid, void *arg)
 		si.si_value.sival_ptr = &sud_want;
 		SYSCALL(SYS_rt_tgsigqueueinfo, w->pid, tid, ASK_SIG, &si, 0, 0);
 	}
-	if (n_asked < ASKED_MAX)
-		asked[n_asked++] = tid;
+	note_asked(tid);
 }
 
 static void ask_threads(void)
@@ -397,9 +426,22 @@ static void want_nrs(uint8_t *bits, const int *nr, unsigned n)
  * at load: the follower must not getenv while the application may be
  * clearing its environment (nginx's workers). */
 static int dispatch_off;
-void dispatch_env(void)
+/* A fork child arms its thread itself before fork() returns to it (the
+ * child of a trapped fork has, do_clone): its follower would ask it with an
+ * ASK_SIG, which kills the image it is about to exec (ask_not_me). */
+static void dispatch_fork_child(void)
+{
+	__atomic_store_n(&n_asked, 0, __ATOMIC_RELEASE);   /* the parent's threads are not here */
+	if (__atomic_load_n(&sud_want, __ATOMIC_ACQUIRE))
+		sync_self();
+	ask_not_me();
+}
+
+/* Before uprobe_init, whose fork handler starts the child's follower. */
+void dispatch_init(void)
 {
 	dispatch_off = getenv("BPFSHIM_NO_SYSCALL_DISPATCH") != NULL;
+	pthread_atfork(NULL, NULL, dispatch_fork_child);
 }
 
 void syscall_tp_commit(void)
@@ -451,7 +493,7 @@ void syscall_tp_commit(void)
 	if (want)
 		install_handler();
 	__atomic_store_n(&sud_want, want, __ATOMIC_RELEASE);
-	n_asked = 0;
+	__atomic_store_n(&n_asked, 0, __ATOMIC_RELEASE);
 	n_rescans = want ? 4 : 0;
 	if (want)
 		ask_threads();
@@ -656,6 +698,8 @@ static long do_clone(ucontext_t *uc, long nr, long *a)
 		sud_armed = 0;
 		char sel = SYSCALL_DISPATCH_FILTER_ALLOW;
 		sync_thread(&sel);
+		__atomic_store_n(&n_asked, 0, __ATOMIC_RELEASE);   /* the parent's threads are not here */
+		ask_not_me();
 	}
 	return ret;
 }
@@ -742,7 +786,11 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 	case SYS_rt_sigprocmask: return emulate_sigprocmask(uc, a);
 	case SYS_rt_sigaction: return emulate_sigaction(a);
 	case SYS_clone: case SYS_clone3: case SYS_vfork: case SYS_fork: return do_clone(uc, nr, a);
+	case SYS_execve:
+		ask_not_me();
+		break;
 	case SYS_execveat: {
+		ask_not_me();
 		const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
 		if (set && wants(set->exit, nr))
 			return do_execve(nr, a);

@@ -23,7 +23,7 @@ __attribute__((constructor(101))) static void bpfshim_start(void)
 	block_key_init();
 	altstack_key_init();
 	site_init();
-	dispatch_env();
+	dispatch_init();
 	no_jit_env();
 	task_helpers_init();
 	rt_thread_init();

@@ -27,7 +27,7 @@ void rt_agent_init(void);       /* hook/rt_agent.c: what the hook engine gives t
 void tasks_init(void);          /* hook/tasks.c: before anything attaches or starts a thread */
 void hook_keys(void);           /* hook/hook.c: thread keys, before the application's */
 void site_init(void);           /* syscall_site.c */
-void dispatch_env(void);        /* syscall_tp.c: BPFSHIM_NO_SYSCALL_DISPATCH */
+void dispatch_init(void);       /* syscall_tp.c: BPFSHIM_NO_SYSCALL_DISPATCH, fork handler */
 void uprobe_init(void);         /* uprobe.c: the follower, probes that exist at start */
 
 /* the runtime (agent/rt, engines, helpers, maps) */
