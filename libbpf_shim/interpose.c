@@ -20,12 +20,14 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include "shim.h"
 #include "rt_thread.h"
+#include "helpers/helpers.h"   /* bpf_rt_comm_epoch */
 #include "start.h"
 
 struct shim_real real;
@@ -54,7 +56,7 @@ void shim_resolve_real(void)
 	R(readlink); R(readlinkat); R(fopen); R(fopen64); R(open); R(open64); R(openat);
 	R(statfs); R(statfs64); R(unlink); R(unlinkat); R(rmdir); R(mkdir);
 	R(setrlimit); R(prlimit64); R(ioctl); R(epoll_ctl); R(epoll_wait); R(epoll_pwait);
-	R(poll); R(ppoll); R(nftw); R(setmntent); R(glob);
+	R(poll); R(ppoll); R(nftw); R(setmntent); R(glob); R(prctl); R(pthread_setname_np);
 #undef R
 	__atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
@@ -129,7 +131,7 @@ static void released(int fd, const struct shim_fd *was)
 
 	shim_fd_forget(fd);
 	if (!shim_fd_other_ref(kind, id, fd))
-		shim_notify(SHIM_OP_RELEASE, kind, id);
+		shim_release(kind, id);
 }
 
 static int close_(int fd);
@@ -1130,3 +1132,30 @@ SETXID(setresgid, (gid_t r, gid_t e, gid_t s), (r, e, s))
 SETXID(setgroups, (size_t n, const gid_t *l), (n, l))
 /* glibc's initgroups() calls its setgroups() inside libc, not through us */
 SETXID(initgroups, (const char *u, gid_t g), (u, g))
+
+/* ---------------- renames: the runtime's comm caches are read again ---------------- */
+
+BPFSHIM_API int prctl(int option, ...)
+{
+	va_list ap;
+	unsigned long a[4];
+
+	ENSURE();
+	va_start(ap, option);
+	for (int i = 0; i < 4; i++)
+		a[i] = va_arg(ap, unsigned long);
+	va_end(ap);
+	int r = real.prctl(option, a[0], a[1], a[2], a[3]);
+	if (option == PR_SET_NAME && r == 0)
+		__atomic_add_fetch(&bpf_rt_comm_epoch, 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+BPFSHIM_API int pthread_setname_np(pthread_t th, const char *name)
+{
+	ENSURE();
+	int r = real.pthread_setname_np ? real.pthread_setname_np(th, name) : ENOSYS;
+	if (r == 0)
+		__atomic_add_fetch(&bpf_rt_comm_epoch, 1, __ATOMIC_RELAXED);
+	return r;
+}

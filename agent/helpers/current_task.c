@@ -26,6 +26,7 @@
  * nsproxy, namespaces and mm are per process (one mapping, made again in a
  * forked child); each other thread has its own task, freed at its exit.
  * What can change: the comm after prctl(PR_SET_NAME)/pthread_setname_np()
+ * (interposed by libbpf_shim/interpose.c, which bumps bpf_rt_comm_epoch)
  * (interposed here; a write to /proc/self/task/N/comm is not seen), read
  * again at the next bpf_get_current_task(); the credentials and the parent
  * (reparenting), read again when a probe read touches the cred or the
@@ -33,11 +34,9 @@
  * each bpf_get_current_task_btf(), whose task programs read directly.
  * Namespaces (setns, unshare) and the parent's own comm are read once.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -491,37 +490,3 @@ u64 bpf_get_current_task_btf(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5)
 		bpf_rt_task_touch(bpf_rt_task_watch_lo, bpf_rt_task_watch_hi - bpf_rt_task_watch_lo);
 	return (u64)(uintptr_t)t;
 }
-
-/* ---- renames: the comm caches are read again ---- */
-
-#ifndef BPFSHIM_CORE_ONLY
-BPFSHIM_API int prctl(int option, ...)
-{
-	static int (*real)(int, ...);
-	va_list ap;
-	unsigned long a[4];
-
-	if (!real)
-		real = (int (*)(int, ...))dlsym(RTLD_NEXT, "prctl");
-	va_start(ap, option);
-	for (int i = 0; i < 4; i++)
-		a[i] = va_arg(ap, unsigned long);
-	va_end(ap);
-	int r = real(option, a[0], a[1], a[2], a[3]);
-	if (option == PR_SET_NAME && r == 0)
-		__atomic_add_fetch(&bpf_rt_comm_epoch, 1, __ATOMIC_RELAXED);
-	return r;
-}
-
-BPFSHIM_API int pthread_setname_np(pthread_t th, const char *name)
-{
-	static int (*real)(pthread_t, const char *);
-
-	if (!real)
-		real = (int (*)(pthread_t, const char *))dlsym(RTLD_NEXT, "pthread_setname_np");
-	int r = real ? real(th, name) : ENOSYS;
-	if (r == 0)
-		__atomic_add_fetch(&bpf_rt_comm_epoch, 1, __ATOMIC_RELAXED);
-	return r;
-}
-#endif
