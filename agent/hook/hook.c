@@ -62,7 +62,8 @@ struct hook_site {
 	int patched;
 	int prot;                       /* of the page(s) at addr */
 	uint64_t ip;                    /* offset 32: the probed address handlers see (addr, or the
-	                                 * entry whose endbr64 the site follows: site_after_endbr) */
+	                                 * entry whose first instruction the site follows) */
+	uint64_t sp_adj;                /* offset 40: what that instruction took from sp (push %rbp: 8) */
 	uint8_t orig[16];
 	uint8_t patch_len;              /* 5 (jmp) or 1 (int3) */
 	uint8_t disp_len;               /* displaced bytes (jmp mode) */
@@ -77,6 +78,7 @@ struct hook_site {
 
 _Static_assert(offsetof(struct hook_site, xmm_all) == 16, "read by hook_entry_common");
 _Static_assert(offsetof(struct hook_site, ip) == 32, "read by hook_entry_common");
+_Static_assert(offsetof(struct hook_site, sp_adj) == 40, "read by hook_entry_common");
 
 struct hook {
 	struct hook_site *site;
@@ -153,7 +155,7 @@ __asm__(
 	"mov 32(%rax), %r11\n mov %r11, 128(%rsp)\n"
 	"movq $0x33, 136(%rsp)\n"
 	"mov 168(%rsp), %r11\n mov %r11, 144(%rsp)\n"
-	"lea 320(%rsp), %r11\n mov %r11, 152(%rsp)\n"
+	"lea 320(%rsp), %r11\n add 40(%rax), %r11\n mov %r11, 152(%rsp)\n"
 	"movq $0x2b, 160(%rsp)\n"
 	"cld\n"
 	SAVE_XMM_LOW
@@ -193,11 +195,18 @@ __asm__(
 	"lea 176(%rsp), %rsp\n"
 	"ret\n"
 	"1:\n"                                           /* override: return to the caller */
+	"mov 40(%r12), %r11\n mov %r11, 176(%rsp)\n"     /* sp_adj: the site's push, to skip */
 	RESTORE_GPRS_NO_AX
 	"mov 80(%rsp), %rax\n"
+	"cmpq $0, 176(%rsp)\n"
 	"lea 168(%rsp), %rsp\n"
+	"jne 4f\n"
 	"popfq\n"
 	"lea 144(%rsp), %rsp\n"                          /* ret, rax, red zone */
+	"ret\n"
+	"4:\n"
+	"popfq\n"
+	"lea 152(%rsp), %rsp\n"                          /* and the pushed rbp (unchanged) */
 	"ret\n"
 	".size hook_entry_common, .-hook_entry_common\n"
 
@@ -548,7 +557,7 @@ int hook_at_func_entry(void)
 {
 	const struct hook_site *s = entry_site;
 
-	return s && s->orig[0] == 0x55 && s->ip == s->addr;
+	return s && (s->ip == s->addr ? s->orig[0] == 0x55 : s->sp_adj != 0);   /* after its push %rbp */
 }
 
 size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max)
@@ -1493,35 +1502,45 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
 }
 
 /*
- * A function entry on endbr64 is patched after it, the jump at entry + 4:
- * the endbr64 stays as the file has it, and the kernel's uprobe at the same
+ * A function entry on endbr64 is patched after it, the jump at entry + 4
+ * (and one on push %rbp at entry + 1, the site adding 8 to the sp handlers
+ * see and popping it on an override): the instruction stays as the file has it, and the kernel's uprobe at the same
  * entry (another tool's, or a hybrid loader's) writes only byte 0, an int3
  * when it is registered and the file's byte when it goes, so it never lands
  * inside bpfshim's jump (at the entry, the kernel's restore of byte 0 in
  * front of the jump's displacement killed the process), and bpfshim's site
- * works under an int3 the kernel put there first. The kernel single-steps
- * the endbr64 and resumes at the jump: both tools see the hit. endbr64
- * changes nothing a program sees but ip, which the site reports as the
- * entry's. Only where the function's code is known (a branch to entry + 4
- * is not a call); NULL: patch at the entry.
+ * works under an int3 the kernel put there first (endbr64: its other bytes
+ * say what it is). The kernel single-steps the instruction and resumes at
+ * the jump: both tools see the hit. The handlers see the entry's registers
+ * (ip the entry's, sp before the push). Only where the function's code is
+ * known (a branch to the jump is not a call); NULL: patch at the entry.
  */
-static struct hook_site *site_after_endbr(uint64_t addr, uint64_t func, size_t size)
+static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t size)
 {
 	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 	const uint8_t *p = (const uint8_t *)addr;
 	struct hook_site *s;
 	size_t avail;
+	unsigned skip;
 	int prot, err;
 
 	if (!func || func != addr || size == (size_t)-1 || size < 9 || getenv("BPFSHIM_HOOK_INT3") ||
-	    mapping_of(addr, &prot, &avail) || avail < 9 || (p[0] != endbr64[0] && p[0] != 0xcc) ||
-	    memcmp(p + 1, endbr64 + 1, 3))
+	    mapping_of(addr, &prot, &avail) || avail < 9)
 		return NULL;
-	s = site_find(addr + 4);
+	if ((p[0] == endbr64[0] || p[0] == 0xcc) && !memcmp(p + 1, endbr64 + 1, 3))
+		skip = 4;
+	else if (p[0] == 0x55)
+		skip = 1;
+	else
+		return NULL;
+	s = site_find(addr + skip);
 	if (s)
-		return s->ip == addr ? s : NULL;        /* else a probe at entry + 4 was there first */
-	s = site_create(addr + 4, addr, func, size, &err);
-	return s && s->mode == HOOK_MODE_JMP ? s : NULL;
+		return s->ip == addr ? s : NULL;        /* else a probe there was first */
+	s = site_create(addr + skip, addr, func, size, &err);
+	if (!s || s->mode != HOOK_MODE_JMP)
+		return NULL;
+	s->sp_adj = skip == 1 ? 8 : 0;          /* before hook_attach_in patches it */
+	return s;
 }
 
 int hook_attach(void *addr, hook_fn entry, hook_fn ret, void *data, struct hook **out)
@@ -1549,11 +1568,11 @@ int hook_attach_in(void *addr, const void *func, size_t func_size, hook_fn entry
 		goto out;
 	s = site_find((uint64_t)addr);
 	if (s && s->ip != (uint64_t)addr) {
-		err = -EBUSY;           /* the jump after its entry's endbr64 is there */
+		err = -EBUSY;           /* the jump after its entry's first instruction is there */
 		goto out;
 	}
 	if (!s)
-		s = site_after_endbr((uint64_t)addr, (uint64_t)func, func_size);
+		s = site_after_first((uint64_t)addr, (uint64_t)func, func_size);
 	if (!s && !(s = site_create((uint64_t)addr, (uint64_t)addr, (uint64_t)func, func_size, &err)))
 		goto out;
 	h = calloc(1, sizeof(*h));
