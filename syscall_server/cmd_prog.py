@@ -69,7 +69,8 @@ class ProgObject(BpfObject):
 
     def status(self):
         st = {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
-              "jited": bool(self.jited), "maps": [m.id for m in self.maps]}
+              "jited": bool(self.jited), "maps": [m.id for m in self.maps],
+              "verify_ns": getattr(self, "verify_ns", 0)}
         if self.calls_helper(U.BPF_FUNC_override_return):
             st["override_return"] = True      # changes what its probed function or syscall returns
         return st
@@ -222,6 +223,9 @@ def prog_load(ctx, attr):
         relocate(ctx, insns, attr, prog, log)
         v.check_fields()
         v.check_flow(starts)
+        t0 = time.perf_counter_ns()
+        processed = V.do_check(insns, ptype, prog.maps, log, ffi, attr.prog_flags, attr.expected_attach_type)
+        prog.verify_ns = time.perf_counter_ns() - t0
     except BpfError as e:
         if level:
             if not log.lines:
@@ -249,9 +253,9 @@ def prog_load(ctx, attr):
     if prog.btf is not None:
         prog.hold_child(prog.btf)
     _rewrite_image_id(prog)
-    prog.verified_insns = len(insns)
+    prog.verified_insns = processed or len(insns)
     if level:
-        log(f"processed {len(insns)} insns (limit 1000000) max_states_per_insn 0 total_states 0 "
+        log(f"processed {prog.verified_insns} insns (limit 1000000) max_states_per_insn 0 total_states 0 "
             f"peak_states 0 mark_read 0")
         err = write_log(ctx, log_buf, log_size, level, log.text())
         if err:

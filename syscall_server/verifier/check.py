@@ -1,0 +1,1256 @@
+"""do_check(): the abstract interpretation of kernel/bpf/verifier.c, for the
+program types, helpers and map types it models. Every path is followed with
+register and stack states (regs.py, alu.py); states are kept at prune points
+and a path whose state an explored one covers stops there; a state equal to
+one of its own ancestors at a loop head is an infinite loop.
+
+What it does not model (bpf-to-bpf calls, kfuncs, BTF pointers, helpers and
+map types without a prototype here, program types without a ctx model) makes
+it give up on the program (Unmodelled): PROG_LOAD then takes the structural
+checks' verdict, as before. It also never rejects on a path where a value it
+knows less of than the kernel decided anything (regs.py: exact), so its
+rejects are the kernel's.
+"""
+import errno
+
+from . import alu as A
+from . import protos as P
+from . import tnum as T
+from .regs import (CTX, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET, PACKET_END,
+                   PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
+
+MAX_BPF_STACK = 512
+MAX_PACKET_OFF = 0xFFFF
+# bpfshim's own budget: beyond it the program is not interpreted (the
+# kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
+# model prunes less, so it may need more to reach the same verdict)
+BUDGET_INSNS = 50_000
+MAX_STATES_PER_INSN = 64
+
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
+SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
+MEM_MODE, MEMSX, ATOMIC = 0x60, 0x80, 0xC0
+CALL, EXIT, JA = 0x80, 0x90, 0x00
+PSEUDO_CALL = 1
+PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 5, 6
+FETCH, CMPXCHG = 0x01, 0xF1
+
+# program types with a ctx model here (enum bpf_prog_type)
+SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT = 1, 2, 3, 4, 5, 6, 7
+RAW_TRACEPOINT, SYSCALL = 17, 31
+MODELLED_PROG_TYPES = {SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT,
+                       RAW_TRACEPOINT, SYSCALL}
+PT_REGS_SIZE = 168             # sizeof(struct pt_regs), x86-64
+PERF_EVENT_DATA_SIZE = 184     # sizeof(struct bpf_perf_event_data)
+PERF_MAX_TRACE_SIZE = 2048
+
+
+# try_match_pkt_pointers(): op -> (the taken branch has the range, range_right_open)
+PKT_LEFT = {0x20: (False, False), 0xA0: (True, True), 0x30: (False, True), 0xB0: (True, False)}    # pkt op end
+PKT_RIGHT = {0x20: (True, True), 0xA0: (False, False), 0x30: (True, False), 0xB0: (False, True)}   # end op pkt
+
+
+class MapInfo:
+    """What do_check needs of a map (from its struct shm_map_attr and BTF)."""
+    __slots__ = ("map_type", "key_size", "value_size", "max_entries", "map_flags", "special")
+
+    def __init__(self, obj):
+        a = obj.attr
+        self.map_type, self.key_size, self.value_size = a.map_type, a.key_size, a.value_size
+        self.max_entries, self.map_flags = a.max_entries, a.map_flags
+        # fields the kernel gives rules of their own (bpf_spin_lock, bpf_timer, kptrs): not modelled
+        btf = getattr(obj, "btf", None)
+        self.special = a.spin_lock_off >= 0 or (btf is not None and obj.btf_value_type_id and (
+            btf.btf.find_member_struct(obj.btf_value_type_id, "bpf_timer") >= 0 or
+            any(t[0] == BTF_KIND_TYPE_TAG for t in btf.btf.types[1:])))
+
+
+BTF_KIND_TYPE_TAG = 18
+
+
+class Unmodelled(Exception):
+    """do_check cannot give the kernel's verdict for this program."""
+
+
+class Reject(Exception):
+    def __init__(self, err, msg):
+        super().__init__(msg)
+        self.errno, self.msg = err, msg
+
+
+class Slot:
+    """One 8-byte stack slot: a type per byte ('I' STACK_INVALID, 'M'
+    STACK_MISC, 'Z' STACK_ZERO, 'S' STACK_SPILL) and the spilled register."""
+    __slots__ = ("types", "reg")
+
+    def __init__(self, types="IIIIIIII", reg=None):
+        self.types, self.reg = types, reg
+
+
+class State:
+    __slots__ = ("regs", "stack", "refs", "inexact", "parent", "branches", "insn")
+
+    def copy(self):
+        s = State.__new__(State)
+        s.regs = [r.copy() for r in self.regs]
+        s.stack = dict(self.stack)      # slots are replaced, never changed in place
+        s.refs = list(self.refs)
+        s.inexact = self.inexact
+        s.parent = self.parent
+        s.branches = 1
+        s.insn = self.insn
+        return s
+
+
+def _ctx_skb(ffi):
+    """(sizeof(struct __sk_buff), {field offset: (size, name)})."""
+    t = ffi.typeof("struct __sk_buff")
+    fields = {}
+    for name, f in t.fields:
+        sz = ffi.sizeof(f.type)
+        if f.type.kind == "array":
+            esz = ffi.sizeof(f.type.item)
+            for k in range(f.type.length):
+                fields[f.offset + k * esz] = (esz, f"{name}[{k}]")
+        else:
+            fields[f.offset] = (sz, name)
+    return ffi.sizeof(t), fields
+
+
+class Checker:
+    def __init__(self, insns, prog_type, maps, log, ffi, prog_flags=0, expected_attach_type=0):
+        self.insns = insns
+        self.n = len(insns)
+        self.prog_type = prog_type
+        self.maps = maps                  # index -> map attr (map_type, key_size, value_size, ...)
+        self.log = log
+        self.ffi = ffi
+        self.strict = bool(prog_flags & 1) and not (prog_flags & 2)
+        self.expected_attach_type = expected_attach_type
+        self.id_gen = 0
+        self.processed = 0
+        self.skb = _ctx_skb(ffi) if prog_type in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT) else None
+        self.xdp_size = ffi.sizeof("struct xdp_md") if prog_type == XDP else 0
+
+    # ---------------------------------------------------------------- helpers
+    def new_id(self):
+        self.id_gen += 1
+        return self.id_gen
+
+    def reject(self, st, err, msg, *regs):
+        if st.inexact or any(not r.exact for r in regs):
+            raise Unmodelled(f"would reject ({msg}) on a path this model knows less of than the kernel")
+        raise Reject(err, msg)
+
+    def reg(self, st, r):
+        x = st.regs[r]
+        if x.type == NOT_INIT:
+            self.reject(st, errno.EACCES, f"R{r} !read_ok")
+        return x
+
+    # ---------------------------------------------------------------- CFG facts
+    def cfg(self):
+        """Prune points (jump targets, conditional jumps, after calls) and the
+        registers live into each instruction (a backward dataflow)."""
+        n, ins = self.n, self.insns
+        prune = set()
+        succ = [[] for _ in range(n)]
+        i = 0
+        while i < n:
+            x = ins[i]
+            c = x.code
+            cls = c & 7
+            if c == 0x18:
+                succ[i] = [i + 2]
+                i += 2
+                continue
+            if cls in (JMP, JMP32):
+                op = c & 0xF0
+                if op == EXIT:
+                    succ[i] = []
+                elif op == CALL:
+                    succ[i] = [i + 1]
+                    prune.add(i + 1)
+                elif op == JA:
+                    t = i + (x.imm if cls == JMP32 else x.off) + 1
+                    succ[i] = [t]
+                    prune.add(t)
+                else:
+                    t = i + x.off + 1
+                    succ[i] = [i + 1, t]
+                    prune.add(i)
+                    prune.add(t)
+            else:
+                succ[i] = [i + 1]
+            i += 1
+        # liveness: uses/defs per insn, iterated to a fixpoint
+        use, dfn = [0] * n, [0] * n
+        for i in range(n):
+            use[i], dfn[i] = self._use_def(ins[i])
+        live = [0] * (n + 2)
+        changed = True
+        while changed:
+            changed = False
+            for i in range(n - 1, -1, -1):
+                out = 0
+                for s in succ[i]:
+                    if s < n:
+                        out |= live[s]
+                v = use[i] | (out & ~dfn[i])
+                if v != live[i]:
+                    live[i] = v
+                    changed = True
+        return prune, live
+
+    @staticmethod
+    def _use_def(x):
+        c = x.code
+        cls = c & 7
+        b = lambda *rs: sum(1 << r for r in rs)
+        if c == 0x18:
+            return 0, b(x.dst)
+        if cls in (ALU, ALU64):
+            op = c & 0xF0
+            if op == A.MOV:
+                return (b(x.src) if c & 8 else 0), b(x.dst)
+            return b(x.dst) | (b(x.src) if c & 8 and op not in (A.NEG, A.END) else 0), b(x.dst)
+        if cls == LDX:
+            return b(x.src), b(x.dst)
+        if cls == ST:
+            return b(x.dst), 0
+        if cls == STX:
+            u = b(x.dst, x.src)
+            if (c & 0xE0) == ATOMIC:
+                if x.imm == CMPXCHG:
+                    return u | 1, 1
+                if x.imm & FETCH:
+                    return u, b(x.src)
+            return u, 0
+        if cls == LD:
+            return 0x3F, 1      # LD_ABS/IND read the ctx (r6) and clobber r0-r5
+        op = c & 0xF0
+        if op == EXIT:
+            return 1, 0
+        if op == CALL:
+            return 0x3E, 0x3F
+        if op == JA:
+            return 0, 0
+        return b(x.dst) | (b(x.src) if c & 8 else 0), 0
+
+    # ---------------------------------------------------------------- main loop
+    def run(self):
+        if self.prog_type not in MODELLED_PROG_TYPES:
+            raise Unmodelled("program type")
+        self.prune, self.live = self.cfg()
+        explored = {}
+        st = State()
+        st.regs = [Reg() for _ in range(11)]
+        st.regs[1] = Reg(CTX)
+        st.regs[10] = Reg(STACK)
+        st.regs[10].known(0)
+        st.regs[1].known(0)
+        st.stack, st.refs, st.inexact, st.parent, st.branches, st.insn = {}, [], False, None, 1, 0
+        pending = []
+        while True:
+            if st is None:
+                if not pending:
+                    return self.processed
+                st = pending.pop()
+            i = st.insn
+            if i in self.prune:
+                if self.visited(explored, i, st):
+                    self.path_done(st)
+                    st = None
+                    continue
+            self.processed += 1
+            if self.processed > BUDGET_INSNS:
+                raise Unmodelled("complexity beyond this model's budget")
+            nxt = self.step(st, i, pending)
+            if nxt is None:
+                self.path_done(st)
+                st = None
+            else:
+                st.insn = nxt
+
+    def path_done(self, st):
+        p = st.parent
+        while p is not None:
+            p.branches -= 1
+            if p.branches:
+                break
+            p = p.parent
+
+    def visited(self, explored, i, cur):
+        live = self.live[i]
+        lst = explored.setdefault(i, [])
+        for old in lst:
+            if old.branches:
+                if self.states_exact(old, cur, live):
+                    self.reject(cur, errno.EINVAL, f"infinite loop detected at insn {i}")
+                continue
+            if self.states_cover(old, cur, live):
+                return True
+        snap = cur.copy()
+        snap.parent = cur.parent
+        snap.branches = 1
+        cur.parent = snap
+        lst.append(snap)
+        if len(lst) > MAX_STATES_PER_INSN:
+            # a loop this model does not see the end of soon: the kernel
+            # may still accept it (it has 1M insns), or say it is too large
+            raise Unmodelled("too many states at one insn")
+        return False
+
+    # ---------------------------------------------------------------- state comparison
+    def states_exact(self, old, cur, live):
+        if old.refs != cur.refs:
+            return False
+        for r in range(11):
+            if live >> r & 1 and old.regs[r].key() != cur.regs[r].key():
+                return False
+        if old.stack.keys() != cur.stack.keys():
+            return False
+        for k, s in old.stack.items():
+            c = cur.stack[k]
+            if s.types != c.types or (s.reg is None) != (c.reg is None) or \
+                    (s.reg is not None and s.reg.key() != c.reg.key()):
+                return False
+        return True
+
+    def states_cover(self, old, cur, live):
+        """states_equal(): every run from cur is one old has been checked for."""
+        if [r[0] for r in old.refs] != [r[0] for r in cur.refs] or old.inexact != cur.inexact:
+            return False
+        idmap = {}
+        for r in range(11):
+            if live >> r & 1 and not self.regsafe(old.regs[r], cur.regs[r], idmap):
+                return False
+        for k, s in old.stack.items():
+            c = cur.stack.get(k)
+            for b in range(8):
+                ot = s.types[b]
+                if ot in "IMm":     # uninit stack is readable by root: MISC covers anything
+                    continue
+                ct = c.types[b] if c is not None else "I"
+                if ot != ct:
+                    return False
+            if s.reg is not None and (c is None or c.reg is None or not self.regsafe(s.reg, c.reg, idmap)):
+                return False
+        return True
+
+    @staticmethod
+    def regsafe(o, c, idmap):
+        if o.type == NOT_INIT:
+            return True
+        if c.type != o.type or o.null != c.null or o.exact != c.exact:
+            return False
+        if o.id or c.id:
+            if idmap.setdefault(o.id, c.id) != c.id:
+                return False
+        if not (o.smin <= c.smin and c.smax <= o.smax and o.umin <= c.umin and c.umax <= o.umax and
+                o.s32min <= c.s32min and c.s32max <= o.s32max and o.u32min <= c.u32min and
+                c.u32max <= o.u32max and T.tnum_in(o.var, c.var)):
+            return False
+        if o.type == SCALAR:
+            return True
+        if o.off != c.off or o.map is not c.map or o.size != c.size or o.ref != c.ref:
+            return False
+        if o.type in (PACKET, PACKET_META) and o.range > c.range:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- one instruction
+    def step(self, st, i, pending):
+        x = self.insns[i]
+        c = x.code
+        cls = c & 7
+        regs = st.regs
+        if cls in (ALU, ALU64):
+            self.check_alu(st, x)
+            return i + 1
+        if c == 0x18:
+            self.ld_imm64(st, i, x)
+            return i + 2
+        if cls == LD:
+            raise Unmodelled("LD_ABS/LD_IND")
+        if cls == LDX:
+            size = SIZES[c & 0x18]
+            src = self.reg(st, x.src)
+            val = Reg(SCALAR)
+            self.check_mem_access(st, x.src, src, x.off, size, "read", val, sx=(c & 0xE0) == MEMSX)
+            regs[x.dst] = val
+            return i + 1
+        if cls == ST or cls == STX:
+            size = SIZES[c & 0x18]
+            dst = self.reg(st, x.dst)
+            if cls == STX and (c & 0xE0) == ATOMIC:
+                self.check_atomic(st, x, dst, size)
+                return i + 1
+            if cls == STX:
+                val = self.reg(st, x.src)
+            else:
+                val = scalar_const(x.imm)
+            self.check_mem_access(st, x.dst, dst, x.off, size, "write", val, st_imm=cls == ST)
+            return i + 1
+        op = c & 0xF0
+        if op == CALL:
+            if x.src == PSEUDO_CALL:
+                raise Unmodelled("bpf-to-bpf calls")
+            if x.src:
+                raise Unmodelled("kfunc calls")
+            self.check_helper_call(st, i, x)
+            return i + 1
+        if op == EXIT:
+            self.check_exit(st)
+            return None
+        if op == JA:
+            return i + (x.imm if cls == JMP32 else x.off) + 1
+        return self.check_cond_jmp(st, i, x, pending)
+
+    # ---------------------------------------------------------------- ALU
+    def check_alu(self, st, x):
+        c = x.code
+        alu32 = (c & 7) == ALU
+        op = c & 0xF0
+        regs = st.regs
+        if op == A.END:
+            d = self.reg(st, x.dst)
+            # a pointer's bytes swapped: a scalar (allow_ptr_leaks)
+            regs[x.dst] = Reg(SCALAR)
+            regs[x.dst].exact = d.exact
+            if alu32 and x.imm < 64:
+                r = regs[x.dst]
+                if x.imm == 16:
+                    r.var = T.tnum_range(0, 0xFFFF)
+                r.zext32() if x.imm == 32 else None
+                r.sync()
+            return
+        if op == A.MOV:
+            if c & 8:
+                s = self.reg(st, x.src)
+                if x.off:       # movsx
+                    r = Reg(SCALAR)
+                    if s.type == SCALAR and s.is_const():
+                        bits = x.off
+                        v = s.var[0] & ((1 << bits) - 1)
+                        if v >> (bits - 1):
+                            v -= 1 << bits
+                        r.known(v & (M32 if alu32 else M64))
+                    else:
+                        r.exact = False
+                    regs[x.dst] = r
+                    return
+                if alu32:
+                    if s.is_ptr():
+                        # the kernel: a pointer's low half is an unknown scalar
+                        r = Reg(SCALAR)
+                    else:
+                        r = s.copy()
+                        r.id = 0
+                        r.zext32()
+                        r.sync()
+                    regs[x.dst] = r
+                    return
+                r = s.copy()
+                if r.type == SCALAR and not r.id and not r.is_const():
+                    s.id = r.id = self.new_id()      # linked scalars: a bound on one is a bound on both
+                regs[x.dst] = r
+                return
+            r = Reg(SCALAR)
+            r.known((x.imm & M32) if alu32 else x.imm)
+            regs[x.dst] = r
+            return
+        d = self.reg(st, x.dst)
+        if op == A.NEG:
+            if d.is_ptr():
+                regs[x.dst] = Reg(SCALAR)   # allow_ptr_leaks
+                return
+            r = d.copy()
+            r.id = 0
+            A.scalar_neg(r, alu32)
+            regs[x.dst] = r
+            return
+        s = self.src_operand(st, x, alu32)
+        if d.is_ptr() or s.is_ptr():
+            regs[x.dst] = self.ptr_alu(st, x, d, s, op, alu32)
+            return
+        r = d.copy()
+        r.id = 0
+        A.scalar_alu(r, s, op, alu32)
+        regs[x.dst] = r
+
+    def src_operand(self, st, x, is32):
+        """The source register, or the immediate as a scalar (sign-extended
+        to 64 bits, or its low 32 for 32-bit operations)."""
+        if x.code & 8:
+            return self.reg(st, x.src)
+        return scalar_const(x.imm & M32 if is32 else x.imm)
+
+    _OPNAME = {A.ADD: "+=", A.SUB: "-=", A.MUL: "*=", A.DIV: "/=", A.OR: "|=", A.AND: "&=", A.LSH: "<<=",
+               A.RSH: ">>=", A.MOD: "%=", A.XOR: "^=", A.ARSH: "s>>="}
+
+    def ptr_alu(self, st, x, d, s, op, alu32):
+        """adjust_ptr_min_max_vals()."""
+        dn = x.dst
+        if d.is_ptr() and s.is_ptr():
+            if op == A.SUB and not alu32:
+                return Reg(SCALAR)          # allow_ptr_leaks: the difference is a scalar
+            self.reject(st, errno.EACCES, f"R{dn} pointer {self._OPNAME.get(op, '?')} pointer prohibited")
+        if alu32:
+            if op == A.SUB:
+                return Reg(SCALAR)          # allow_ptr_leaks: a meaningless scalar
+            self.reject(st, errno.EACCES, f"R{dn} 32-bit pointer arithmetic prohibited")
+        ptr, off_reg = (d, s) if d.is_ptr() else (s, d)
+        if not d.is_ptr():
+            # scalar op= pointer
+            if op == A.SUB:
+                self.reject(st, errno.EACCES, f"R{dn} tried to subtract pointer from scalar")
+            if op != A.ADD:
+                self.reject(st, errno.EACCES, self._ptr_op_msg(dn, op))
+        if ptr.null:
+            self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited, null-check it first")
+        if ptr.type == MAP_PTR:
+            raise Unmodelled("map_ptr arithmetic")     # 6.x: allowed as a BTF pointer to struct bpf_map
+        if ptr.type == PACKET_END:
+            self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited")
+        if ptr.type not in (CTX, STACK, MAP_VALUE, MAP_KEY, PACKET, PACKET_META, MEM, RINGBUF_MEM):
+            raise Unmodelled(f"arithmetic on {ptr.type}")
+        if op not in (A.ADD, A.SUB):
+            self.reject(st, errno.EACCES, self._ptr_op_msg(dn, op))
+        if op == A.SUB and ptr is s:
+            self.reject(st, errno.EACCES, f"R{dn} tried to subtract pointer from scalar")
+        smin, smax, umin, umax = off_reg.smin, off_reg.smax, off_reg.umin, off_reg.umax
+        known = off_reg.is_const()
+        tname = ptr.type_str()
+        if (known and (smin != smax or umin != umax)) or smin > smax or umin > umax:
+            r = Reg(SCALAR)
+            return r
+        # check_reg_sane_offset() for the scalar and the pointer
+        if known and abs(smin) >= MAX_VAR_OFF:
+            self.reject(st, errno.EACCES, f"math between {tname} pointer and {smin} is not allowed", off_reg)
+        if smin == -(1 << 63):
+            self.reject(st, errno.EACCES, f"math between {tname} pointer and register with unbounded min value "
+                        f"is not allowed", off_reg)
+        if smin >= MAX_VAR_OFF or smin <= -MAX_VAR_OFF:
+            self.reject(st, errno.EACCES, f"value {smin} makes {tname} pointer be out of bounds", off_reg)
+        if ptr.off >= MAX_VAR_OFF or ptr.off <= -MAX_VAR_OFF:
+            self.reject(st, errno.EACCES, f"{tname} pointer offset {ptr.off} is not allowed")
+        if ptr.smin == -(1 << 63):
+            self.reject(st, errno.EACCES, f"math between {tname} pointer and register with unbounded min value "
+                        f"is not allowed", ptr)
+        r = ptr.copy()
+        r.exact = ptr.exact and off_reg.exact
+        if op == A.ADD:
+            if known:
+                r.off = ptr.off + smin
+                if abs(r.off) >= MAX_VAR_OFF:
+                    self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed")
+            else:
+                # the variable part: bounds of ptr + scalar
+                A._add(r, off_reg)
+                r.var = T.add(ptr.var, off_reg.var)
+                r.sync()
+                if r.type in (PACKET, PACKET_META):
+                    r.id = self.new_id()
+                    r.range = 0
+        else:
+            if known:
+                r.off = ptr.off - smin
+                if abs(r.off) >= MAX_VAR_OFF:
+                    self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed")
+            else:
+                if ptr.type == STACK:
+                    self.reject(st, errno.EACCES, f"R{dn} subtraction from stack pointer prohibited")
+                A._sub(r, off_reg)
+                r.var = T.sub(ptr.var, off_reg.var)
+                r.sync()
+                if r.type in (PACKET, PACKET_META):
+                    r.id = self.new_id()
+                    r.range = 0
+        # the result's own bounds (check_reg_sane_offset on dst)
+        if r.smin <= -MAX_VAR_OFF or r.smax >= MAX_VAR_OFF or r.off >= MAX_VAR_OFF or r.off <= -MAX_VAR_OFF:
+            v = r.smin if r.smin <= -MAX_VAR_OFF else r.smax
+            if r.off >= MAX_VAR_OFF or r.off <= -MAX_VAR_OFF:
+                self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed", r)
+            self.reject(st, errno.EACCES, f"value {v} makes {tname} pointer be out of bounds", r)
+        return r
+
+    def _ptr_op_msg(self, dn, op):
+        if op in (A.AND, A.OR, A.XOR):
+            return f"R{dn} bitwise operator {self._OPNAME[op]} on pointer prohibited"
+        return f"R{dn} pointer arithmetic with {self._OPNAME.get(op, '?')} operator prohibited"
+
+    # ---------------------------------------------------------------- ld_imm64
+    def ld_imm64(self, st, i, x):
+        hi = self.insns[i + 1].imm
+        if x.src == 0:
+            st.regs[x.dst] = scalar_const((x.imm & M32) | ((hi & M32) << 32))
+            return
+        if x.src in (PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE):
+            m = self.maps[x.imm]
+            if x.src == PSEUDO_MAP_IDX:
+                r = Reg(MAP_PTR)
+                r.known(0)
+            else:
+                r = Reg(MAP_VALUE)
+                r.known(0)
+                r.off = hi & M32
+            r.map = m
+            st.regs[x.dst] = r
+            return
+        raise Unmodelled(f"ld_imm64 src {x.src}")
+
+    # ---------------------------------------------------------------- memory
+    def check_mem_access(self, st, regno, reg, insn_off, size, kind, val, sx=False, st_imm=False):
+        """check_mem_access(): `val` is the loaded register (read) or the stored value (write)."""
+        if reg.null:
+            self.reject(st, errno.EACCES, f"R{regno} invalid mem access '{reg.type_str()}'")
+        t = reg.type
+        off = insn_off + reg.off
+        if t == SCALAR:
+            self.reject(st, errno.EACCES, f"R{regno} invalid mem access 'scalar'")
+        if t == STACK:
+            self.check_alignment(st, reg, insn_off, size, "stack ", True)
+            self.stack_access(st, regno, reg, off, size, kind, val, st_imm)
+            return
+        if t in (MAP_VALUE, MAP_KEY, MEM, RINGBUF_MEM):
+            if t == MAP_VALUE:
+                self.check_alignment(st, reg, insn_off, size, "value ", self.strict)
+                m = reg.map
+                if m.special:
+                    raise Unmodelled("map value with BTF fields")
+                if kind == "write" and m.map_flags & (1 << 7):
+                    self.reject(st, errno.EACCES, f"write into map forbidden, value_size={m.value_size} "
+                                f"off={off} size={size}", reg)
+                if kind == "read" and m.map_flags & (1 << 8):
+                    self.reject(st, errno.EACCES, f"read from map forbidden, value_size={m.value_size} "
+                                f"off={off} size={size}", reg)
+                limit, what = m.value_size, f"map value, value_size={m.value_size}"
+            elif t == MAP_KEY:
+                if kind == "write":
+                    self.reject(st, errno.EACCES, f"R{regno} cannot write into {t}")
+                limit, what = reg.map.key_size, f"map key, key_size={reg.map.key_size}"
+            else:
+                self.check_alignment(st, reg, insn_off, size, "", self.strict)
+                limit, what = reg.size, f"memory, mem_size={reg.size}"
+            self.mem_region(st, regno, reg, off, size, limit, what, False)
+            if kind == "read":
+                val.unknown()
+                val.type = SCALAR
+                if t == MAP_VALUE and reg.map.map_flags & (1 << 7):
+                    val.exact = False        # the kernel may read a frozen read-only map's bytes
+                self._narrow(val, size, sx)
+            return
+        if t == CTX:
+            self.ctx_access(st, regno, reg, insn_off, size, kind, val, sx)
+            return
+        if t in (PACKET, PACKET_META):
+            if kind == "write" and not self.may_write_packet():
+                self.reject(st, errno.EACCES, "cannot write into packet")
+            self.check_pkt_alignment(st, reg, insn_off, size)
+            self.packet_access(st, regno, reg, off, size)
+            if kind == "read":
+                val.unknown()
+                val.type = SCALAR
+                self._narrow(val, size, sx)
+            return
+        if t == MAP_PTR:
+            raise Unmodelled("access to struct bpf_map")
+        if t == PACKET_END:
+            self.reject(st, errno.EACCES, f"R{regno} invalid mem access '{reg.type_str()}'")
+        raise Unmodelled(f"access through {t}")
+
+    def _narrow(self, val, size, sx):
+        if sx:
+            val.exact = False
+            return
+        if size < 8:
+            val.var = T.cast(val.var, size)
+            val.sync()
+            val.smin, val.smax, val.umin, val.umax = 0, (1 << (size * 8)) - 1, 0, (1 << (size * 8)) - 1
+            val.sync()
+
+    def check_alignment(self, st, reg, off, size, desc, strict):
+        if not strict or size == 1:
+            return
+        ro = T.add(reg.var, T.const(reg.off + off))
+        if not T.is_aligned(ro, size):
+            tn = str(s64(reg.var[0])) if T.is_const(reg.var) else T.sbin(reg.var)
+            self.reject(st, errno.EACCES, f"misaligned {desc}access off {tn}+{reg.off}+{off} size {size}", reg)
+
+    def check_pkt_alignment(self, st, reg, off, size):
+        if not self.strict or size == 1:
+            return
+        ro = T.add(reg.var, T.const(2 + reg.off + off))     # NET_IP_ALIGN
+        if not T.is_aligned(ro, size):
+            tn = str(s64(reg.var[0])) if T.is_const(reg.var) else T.sbin(reg.var)
+            self.reject(st, errno.EACCES, f"misaligned packet access off 2+{tn}+{reg.off}+{off} size {size}", reg)
+
+    def mem_region(self, st, regno, reg, off, size, limit, what, zero_ok):
+        """check_mem_region_access()."""
+        if reg.smin < 0 and (reg.smin == -(1 << 63) or
+                             not (-(1 << 31) <= off + reg.smin < (1 << 31)) or reg.smin + off < 0):
+            self.reject(st, errno.EACCES, f"R{regno} min value is negative, either use unsigned index or do a "
+                        f"if (index >=0) check.", reg)
+        lo = reg.smin + off
+        if not self._in(lo, size, limit, zero_ok):
+            self.log(f"invalid access to {what} off={lo} size={size}")
+            self.reject(st, errno.EACCES, f"R{regno} min value is outside of the allowed memory range", reg)
+        if reg.umax >= MAX_VAR_OFF:
+            self.reject(st, errno.EACCES, f"R{regno} unbounded memory access, make sure to bounds check any "
+                        f"such access", reg)
+        hi = reg.umax + off
+        if not self._in(hi, size, limit, zero_ok):
+            self.log(f"invalid access to {what} off={hi} size={size}")
+            self.reject(st, errno.EACCES, f"R{regno} max value is outside of the allowed memory range", reg)
+
+    @staticmethod
+    def _in(off, size, limit, zero_ok):
+        return off >= 0 and (size > 0 or zero_ok) and off + size <= limit
+
+    def may_write_packet(self):
+        return self.prog_type in (SCHED_CLS, SCHED_ACT, XDP)
+
+    def packet_access(self, st, regno, reg, off, size):
+        if reg.smin < 0:
+            self.reject(st, errno.EACCES, f"R{regno} min value is negative, either use unsigned index or do a "
+                        f"if (index >=0) check.", reg)
+        # the range is of every pointer with this id: their variable parts included
+        if not (off >= 0 and off + size <= reg.range):
+            self.log(f"invalid access to packet, off={off} size={size}, R{regno}(id={reg.id},off={reg.off},"
+                     f"r={reg.range})")
+            self.reject(st, errno.EACCES, f"R{regno} offset is outside of the packet", reg)
+
+    # ---- stack
+    def stack_bounds(self, st, regno, reg, off, size, kind):
+        if T.is_const(reg.var):
+            lo = s64(reg.var[0]) + off
+            hi = lo + size
+        else:
+            if reg.smax >= MAX_VAR_OFF or reg.smin <= -MAX_VAR_OFF:
+                self.reject(st, errno.EACCES, f"invalid unbounded variable-offset{kind} stack R{regno}", reg)
+            lo = reg.smin + off
+            hi = reg.smax + off + size
+        err = None
+        if lo < -MAX_BPF_STACK or lo > -1:
+            err = errno.EACCES
+        elif hi > 0:
+            err = errno.EINVAL
+        if err:
+            if T.is_const(reg.var):
+                self.reject(st, err, f"invalid{kind} stack R{regno} off={off} size={size}", reg)
+            self.reject(st, err, f"invalid variable-offset{kind} stack R{regno} var_off={T.sbin(reg.var)} "
+                        f"off={off} size={size}", reg)
+        return lo, hi
+
+    def stack_access(self, st, regno, reg, off, size, kind, val, st_imm):
+        lo, hi = self.stack_bounds(st, regno, reg, off, size, " read from" if kind == "read" else " write to")
+        if not T.is_const(reg.var):
+            if kind == "write":
+                for a in range(lo, hi):
+                    self._set_byte(st, a, "M")
+            else:
+                val.unknown()
+                val.type = SCALAR
+                self._narrow(val, size, False)
+            return
+        if kind == "write":
+            if size == 8 and lo % 8 == 0 and (val.is_ptr() or (val.type == SCALAR and not
+                                                               (val.is_const() and val.var[0] == 0))):
+                st.stack[lo // 8] = Slot("SSSSSSSS", val.copy())
+                return
+            if val.is_ptr():
+                self.reject(st, errno.EACCES, "invalid size of register spill")
+            zero = val.type == SCALAR and val.is_const() and val.var[0] == 0
+            # a narrow scalar store: 6.x kernels may keep the value ('m': misc to this model)
+            mark = "Z" if zero else "m" if val.type == SCALAR else "M"
+            for a in range(lo, hi):
+                self._set_byte(st, a, mark)
+            return
+        # read
+        slot = st.stack.get(lo // 8)
+        if slot is not None and slot.types == "SSSSSSSS":
+            if size == 8 and lo % 8 == 0:
+                v = slot.reg.copy()
+                for k in Reg.__slots__:
+                    setattr(val, k, getattr(v, k))
+                return
+            if slot.reg.is_ptr():
+                self.reject(st, errno.EACCES, "invalid size of register fill")
+        for a in range(lo, hi):
+            s = st.stack.get(a // 8)
+            if s is not None and s.types[a % 8] == "S" and s.reg.is_ptr():
+                self.reject(st, errno.EACCES, "invalid size of register fill")
+        allzero = all((st.stack.get(a // 8) or Slot()).types[a % 8] == "Z" for a in range(lo, hi))
+        val.unknown()
+        val.type = SCALAR
+        if allzero:
+            val.known(0)
+        else:
+            if any((st.stack.get(a // 8) or Slot()).types[a % 8] in "Sm" for a in range(lo, hi)):
+                val.exact = False       # a part of a spilled scalar: the kernel may know it
+            self._narrow(val, size, False)
+
+    def _set_byte(self, st, a, t):
+        k = a // 8
+        s = st.stack.get(k)
+        types = s.types if s is not None else "IIIIIIII"
+        if "S" in types:
+            types = "".join("M" if c == "S" else c for c in types)     # a partial write scrubs the spill
+        b = a % 8
+        st.stack[k] = Slot(types[:b] + t + types[b + 1:], None)
+
+    # ---- ctx
+    def ctx_access(self, st, regno, reg, off, size, kind, val, sx):
+        if reg.off < 0:
+            self.reject(st, errno.EACCES, f"negative offset ctx ptr R{regno} off={reg.off} disallowed")
+        if reg.off:
+            self.reject(st, errno.EACCES, f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
+        if not T.is_const(reg.var) or reg.var[0]:
+            self.reject(st, errno.EACCES, f"variable ctx access var_off={T.sbin(reg.var)} disallowed", reg)
+        self.check_alignment(st, reg, off, size, "context ", self.strict)
+        res = self.ctx_valid(off, size, kind)
+        if res is False:
+            self.reject(st, errno.EACCES, f"invalid bpf_context access off={off} size={size}")
+        if kind == "read":
+            val.unknown()
+            val.type = SCALAR
+            if res in (PACKET, PACKET_META, PACKET_END):
+                val.type = res
+                val.known(0)
+                val.range = 0
+                return
+            if sx:
+                val.exact = False
+            elif size < 8:
+                self._narrow(val, size, False)
+
+    def ctx_valid(self, off, size, kind):
+        """is_valid_access() of the program type: False, True or the pointer type loaded."""
+        pt = self.prog_type
+        if pt == KPROBE:
+            return not (off < 0 or off >= PT_REGS_SIZE or kind != "read" or off % size or off + size > PT_REGS_SIZE)
+        if pt == TRACEPOINT:
+            return not (off < 8 or off >= PERF_MAX_TRACE_SIZE or kind != "read" or off % size)
+        if pt == RAW_TRACEPOINT:
+            return not (off < 0 or off >= 8 * 12 or kind != "read" or off % size)
+        if pt == PERF_EVENT:
+            if off < 0 or off >= PERF_EVENT_DATA_SIZE or kind != "read" or off % size:
+                return False
+            if off >= PT_REGS_SIZE:
+                return size in (1, 2, 4, 8)     # sample_period, addr: narrow loads of u64
+            return size == 8
+        if pt == SYSCALL:
+            return not (off < 0 or off >= 0xFFFF or off % size)
+        if pt == XDP:
+            fields = {0: PACKET, 4: PACKET_END, 8: PACKET_META}
+            if kind == "write":
+                return False
+            if off == 20 and self.expected_attach_type != 1:    # egress_ifindex, BPF_XDP_DEVMAP
+                return False
+            if off < 0 or off >= self.xdp_size or off % size or size != 4:
+                return False
+            return fields.get(off, True)
+        return self.skb_valid(off, size, kind)
+
+    def skb_valid(self, off, size, kind):
+        total, fields = self.skb
+        ffi = self.ffi
+        o = lambda f: ffi.offsetof("struct __sk_buff", f)
+        f = self._skb_field(off)
+        name = f[2] if f else None
+        base = name.split("[")[0] if name else None
+        pt = self.prog_type
+        if pt == SOCKET_FILTER:
+            if base in ("tc_classid", "data", "data_meta", "data_end", "tstamp", "wire_len", "hwtstamp") or \
+                    (name and o("family") <= f[0] <= o("local_port")):
+                return False
+            if kind == "write" and base != "cb":
+                return False
+            ptr = True
+        else:
+            if kind == "write" and base not in ("mark", "tc_index", "priority", "tc_classid", "cb", "tstamp",
+                                                 "queue_mapping"):
+                return False
+            ptr = {"data": PACKET, "data_meta": PACKET_META, "data_end": PACKET_END}.get(base, True)
+            if name and o("family") <= f[0] <= o("local_port"):
+                return False
+            if base == "tstamp_type":
+                return size == 1 and off == f[0]
+        # bpf_skb_is_valid_access()
+        if off < 0 or off >= total or off % size:
+            return False
+        if f is None:
+            return False
+        foff, fsize, name = f
+        if base == "cb":
+            if off + size > o("cb") + 20:
+                return False
+        elif base in ("remote_ip6", "local_ip6", "remote_ip4", "local_ip4", "data", "data_meta", "data_end"):
+            if size != 4:
+                return False
+        elif base == "flow_keys":
+            return False
+        elif base == "hwtstamp":
+            if kind == "write" or size != 8:
+                return False
+        elif base == "tstamp":
+            if size != 8:
+                return False
+        elif base == "sk":
+            raise Unmodelled("__sk_buff->sk")
+        elif base == "tstamp_type":
+            return False
+        elif name == "pad":
+            return False
+        else:
+            if kind == "write":
+                if size != 4:
+                    return False
+            elif not (size <= 4 and not (size & (size - 1))):
+                return False
+            if fsize == 8:
+                raise Unmodelled(f"__sk_buff field {name}")
+        return ptr
+
+    def _skb_field(self, off):
+        _total, fields = self.skb
+        for foff in range(off, off - 8, -1):
+            f = fields.get(foff)
+            if f is not None:
+                size, name = f
+                if off < foff + max(size, 1) or name.startswith("cb["):
+                    return foff, size, name
+                return None
+        return None
+
+    # ---- atomics
+    def check_atomic(self, st, x, dst, size):
+        src = self.reg(st, x.src)
+        if x.imm == CMPXCHG:
+            self.reg(st, 0)
+        if dst.type == SCALAR:
+            self.reject(st, errno.EACCES, f"R{x.dst} invalid mem access 'scalar'")
+        if dst.type in (CTX, PACKET, PACKET_META, PACKET_END):
+            self.reject(st, errno.EACCES, f"BPF_ATOMIC stores into R{x.dst} {dst.type_str()} is not allowed")
+        if (x.imm & FETCH) and x.src == 10:
+            self.reject(st, errno.EACCES, "frame pointer is read only")
+        tmp = Reg(SCALAR)
+        strict, self.strict = self.strict, True      # atomics are always aligned (strict_alignment_once)
+        try:
+            self.check_mem_access(st, x.dst, dst, x.off, size, "read", tmp)
+            self.check_mem_access(st, x.dst, dst, x.off, size, "write", Reg(SCALAR))
+        finally:
+            self.strict = strict
+        if x.imm == CMPXCHG:
+            st.regs[0] = tmp
+        elif x.imm & FETCH:
+            st.regs[x.src] = tmp
+
+    # ---------------------------------------------------------------- calls
+    def check_helper_call(self, st, i, x):
+        proto = P.PROTOS.get(x.imm)
+        if proto is None:
+            raise Unmodelled(f"helper {x.imm}")
+        name, ret, args = proto
+        regs = st.regs
+        meta = {"map": None, "ref": None, "ptr": None}
+        for k, at in enumerate(args):
+            rn = k + 1
+            reg = regs[rn]
+            if reg.type == NOT_INIT:
+                self.reject(st, errno.EACCES, f"R{rn} !read_ok")
+            self.check_arg(st, x.imm, name, rn, reg, at, meta)
+        # check_map_func_compatibility()
+        m = meta["map"]
+        if m is not None:
+            if m.map_type not in P.KNOWN_MAP_TYPES:
+                raise Unmodelled(f"map type {m.map_type}")
+            allowed = P.MAP_ONLY.get(m.map_type)
+            if (allowed is not None and x.imm not in allowed) or \
+                    (x.imm in P.FUNC_NEEDS and P.FUNC_NEEDS[x.imm] != m.map_type):
+                self.reject(st, errno.EINVAL, f"cannot pass map_type {m.map_type} into func {name}#{x.imm}")
+        if x.imm == 12:    # bpf_tail_call
+            if st.refs:
+                self.reject(st, errno.EINVAL, "tail_call would lead to reference leak")
+        if meta["ref"] is not None:
+            rid = meta["ref"]
+            st.refs = [r for r in st.refs if r[0] != rid]
+            for rn, rr in enumerate(st.regs):
+                if rr.ref == rid:
+                    st.regs[rn] = Reg(SCALAR)       # mark_reg_invalid(): unknown, for root
+            for k, s in list(st.stack.items()):
+                if s.reg is not None and s.reg.ref == rid:
+                    st.stack[k] = Slot("MMMMMMMM", None)
+        for r in range(1, 6):
+            regs[r] = Reg()
+        r0 = Reg(SCALAR)
+        if ret == P.VALUE_OR_NULL:
+            r0 = Reg(MAP_VALUE)
+            r0.known(0)
+            r0.map = m
+            r0.null = True
+            r0.id = self.new_id()
+        elif ret == P.RINGBUF_OR_NULL:
+            r0 = Reg(RINGBUF_MEM)
+            r0.known(0)
+            r0.null = True
+            r0.size = meta.get("alloc", 0)
+            r0.id = self.new_id()
+            r0.ref = r0.id
+            st.refs.append((r0.id, i))
+        regs[0] = r0
+
+    def check_arg(self, st, func_id, name, rn, reg, at, meta):
+        t = reg.type
+        if at == P.ANY:
+            return
+        if at == P.MAP:
+            if t != MAP_PTR:
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=map_ptr")
+            meta["map"] = reg.map
+            return
+        if at == P.CTX:
+            if t != CTX:
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=ctx")
+            if reg.off or not T.is_const(reg.var) or reg.var[0]:
+                raise Unmodelled("modified ctx passed to a helper")
+            return
+        if at in (P.SIZE, P.SIZE0, P.ALLOC_SIZE0):
+            if t != SCALAR:
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=scalar")
+            if at == P.ALLOC_SIZE0:
+                if not reg.is_const():
+                    self.reject(st, errno.EACCES, f"R{rn} is not a known constant'", reg)
+                meta["alloc"] = reg.var[0]
+                return
+            self.check_mem_size(st, rn, reg, at == P.SIZE0, meta)
+            return
+        if at == P.RINGBUF:
+            if t != RINGBUF_MEM or reg.null:
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=ringbuf_mem")
+            if reg.off or not T.is_const(reg.var) or reg.var[0]:
+                raise Unmodelled("modified ringbuf pointer released")
+            if not reg.ref:
+                self.reject(st, errno.EINVAL, f"R{rn} must be referenced when passed to release function")
+            meta["ref"] = reg.ref
+            return
+        # pointers to memory
+        if t not in (STACK, PACKET, PACKET_META, MAP_KEY, MAP_VALUE, MEM, RINGBUF_MEM) or reg.null:
+            if t == SCALAR or reg.null or t in (CTX, MAP_PTR, PACKET_END):
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=fp, pkt, pkt_meta, map_key, "
+                            f"map_value, mem, ringbuf_mem, buf, trusted_ptr_")
+            raise Unmodelled(f"helper argument of type {t}")
+        if at in (P.KEY, P.VALUE):
+            m = meta["map"]
+            if m is None:
+                raise Unmodelled("key without a map")
+            size = m.key_size if at == P.KEY else m.value_size
+            self.helper_mem(st, rn, reg, size, False, "read")
+            return
+        # MEM / UMEM: the size is the next argument
+        meta["ptr"] = (rn, reg, "read" if at == P.MEM else "write")
+
+    def check_mem_size(self, st, rn, reg, zero_ok, meta):
+        """check_mem_size_reg()."""
+        if reg.smin < 0:
+            self.reject(st, errno.EACCES, f"R{rn} min value is negative, either use unsigned or 'var &= const'", reg)
+        if reg.umin == 0 and not zero_ok:
+            self.reject(st, errno.EACCES, f"R{rn} invalid zero-sized read: u64=[{reg.umin},{reg.umax}]", reg)
+        if reg.umax >= MAX_VAR_OFF:
+            self.reject(st, errno.EACCES, f"R{rn} unbounded memory access, use 'var &= const' or 'if (var < const)'",
+                        reg)
+        prn, preg, kind = meta["ptr"]
+        self.helper_mem(st, prn, preg, reg.umax, zero_ok, kind)
+
+    def helper_mem(self, st, rn, reg, size, zero_ok, kind):
+        """check_helper_mem_access()."""
+        t = reg.type
+        if t == STACK:
+            if size == 0 and zero_ok:
+                return
+            lo, hi = self.stack_bounds(st, rn, reg, reg.off, size, " indirect access to")
+            if kind == "write":
+                for a in range(lo, hi):
+                    self._set_byte(st, a, "M")
+            else:
+                for a in range(lo, hi):
+                    s = st.stack.get(a // 8)
+                    if s is not None and s.types[a % 8] == "S" and s.reg.is_ptr():
+                        # a helper reading a spilled pointer: allowed for root, the slot stays
+                        pass
+            return
+        if t in (PACKET, PACKET_META):
+            if kind == "write" and not self.may_write_packet():
+                self.reject(st, errno.EACCES, "helper access to the packet is not allowed")
+            self.packet_access(st, rn, reg, reg.off, size)
+            return
+        if t == MAP_VALUE:
+            m = reg.map
+            if m.special:
+                raise Unmodelled("map value with BTF fields")
+            self.mem_region(st, rn, reg, reg.off, size, m.value_size, f"map value, value_size={m.value_size}",
+                            zero_ok)
+            return
+        if t == MAP_KEY:
+            self.mem_region(st, rn, reg, reg.off, size, reg.map.key_size, f"map key, key_size={reg.map.key_size}",
+                            zero_ok)
+            return
+        self.mem_region(st, rn, reg, reg.off, size, reg.size, f"memory, mem_size={reg.size}", zero_ok)
+
+    # ---------------------------------------------------------------- exit
+    def check_exit(self, st):
+        if st.refs:
+            for rid, at in st.refs:
+                self.log(f"Unreleased reference id={rid} alloc_insn={at}")
+            self.reject(st, errno.EINVAL, "BPF_EXIT instruction in main prog would lead to reference leak")
+        if st.regs[0].type == NOT_INIT:
+            self.reject(st, errno.EACCES, "R0 !read_ok")
+
+    # ---------------------------------------------------------------- jumps
+    def check_cond_jmp(self, st, i, x, pending):
+        c = x.code
+        is32 = (c & 7) == JMP32
+        op = c & 0xF0
+        d = self.reg(st, x.dst)
+        s = self.src_operand(st, x, is32)
+        target = i + x.off + 1
+        taken = None
+        exact = d.exact and s.exact
+        if d.type == SCALAR and s.type == SCALAR:
+            taken = A.branch_taken(d, s, op, is32)
+        elif op in (A.JEQ, A.JNE) and not is32 and self._is_null_cmp(d, s):
+            ptr = d if d.is_ptr() else s
+            if not ptr.null:
+                taken = 0 if op == A.JEQ else 1
+        elif d.is_ptr() and s.is_ptr() and d.type in (PACKET, PACKET_META, PACKET_END) and \
+                s.type in (PACKET, PACKET_META, PACKET_END) and not is32:
+            other = st.copy()
+            other.insn = target
+            if not exact:
+                st.inexact = other.inexact = True
+            self.pkt_compare(st, other, x, op)
+            self._push(st, other, pending)
+            return st.insn
+        elif d.is_ptr() or s.is_ptr():
+            if is32:
+                self.reject(st, errno.EACCES, f"R{x.dst if d.is_ptr() else x.src} pointer comparison prohibited")
+            # pointer vs scalar or two pointers: no refinement (the kernel's for root)
+            other = st.copy()
+            other.insn = target
+            if not exact:
+                st.inexact = other.inexact = True
+            self._push(st, other, pending)
+            return st.insn
+        if taken is not None:
+            if not exact:
+                st.inexact = True
+            return target if taken else i + 1
+        other = st.copy()
+        other.insn = target
+        if not exact:
+            st.inexact = other.inexact = True
+        if d.is_ptr() or s.is_ptr():
+            # null check: `if (ptr == 0)`
+            ptr = d if d.is_ptr() else s
+            pid = ptr.id
+            null_st, ok_st = (other, st) if op == A.JEQ else (st, other)
+            self.mark_ptr_or_null(null_st, pid, True)
+            self.mark_ptr_or_null(ok_st, pid, False)
+        else:
+            self.refine_regs(other, x, op, is32, True)
+            self.refine_regs(st, x, op, is32, False)
+        self._push(st, other, pending)
+        return st.insn
+
+    def _push(self, st, other, pending):
+        """The fall-through waits; the taken branch goes first (as the kernel's 6.x logs show)."""
+        if st.parent is not None:
+            st.parent.branches += 1
+        fall = st.copy()
+        fall.insn = st.insn + 1
+        fall.parent = st.parent
+        pending.append(fall)
+        # continue with `other` in place of st
+        st.regs, st.stack, st.refs, st.inexact = other.regs, other.stack, other.refs, other.inexact
+        st.insn = other.insn
+
+    @staticmethod
+    def _is_null_cmp(d, s):
+        ptr, k = (d, s) if d.is_ptr() else (s, d)
+        return ptr.is_ptr() and k.type == SCALAR and k.is_const() and k.var[0] == 0 and ptr.null
+
+    def mark_ptr_or_null(self, st, pid, is_null):
+        if not pid:
+            return
+        for k, sl in list(st.stack.items()):
+            if sl.reg is not None and sl.reg.id == pid:
+                st.stack[k] = Slot(sl.types, sl.reg.copy())     # slots are shared with other states
+        regs = list(st.regs) + [s.reg for s in st.stack.values() if s.reg is not None]
+        for r in regs:
+            if r.id == pid and r.null:
+                if is_null:
+                    ref = r.ref
+                    r.__init__(SCALAR)
+                    r.known(0)
+                    if ref:
+                        st.refs = [x for x in st.refs if x[0] != ref]
+                else:
+                    r.null = False
+                    if r.type in (MAP_VALUE,):
+                        r.id = 0
+
+    def refine_regs(self, st, x, op, is32, taken):
+        d = st.regs[x.dst]
+        s = st.regs[x.src] if x.code & 8 else self.src_operand(st, x, is32)
+        if taken:
+            A.refine(d, s, op, is32)
+        else:
+            A.refine_not(d, s, op, is32)
+        # linked scalars (same id) share the refinement
+        for r in (d, s):
+            if r.id and r.type == SCALAR:
+                self._propagate_id(st, r)
+
+    def _propagate_id(self, st, src):
+        for k, r in enumerate(st.regs):
+            if r is not src and r.type == SCALAR and r.id == src.id and r.off == src.off:
+                st.regs[k] = src.copy()
+        for key, sl in list(st.stack.items()):
+            r = sl.reg
+            if r is not None and r is not src and r.type == SCALAR and r.id == src.id:
+                st.stack[key] = Slot(sl.types, src.copy())
+
+    def pkt_compare(self, st, other, x, op):
+        """try_match_pkt_pointers(): this (fall-through) and other (taken) branches."""
+        d, s = st.regs[x.dst], st.regs[x.src]
+        pkt = lambda r: r.type in (PACKET, PACKET_META)
+        # which branch learns that the packet pointer is in range, and whether the range is right-open
+        if pkt(d) and s.type == PACKET_END and op in PKT_LEFT:
+            taken, right_open = PKT_LEFT[op]
+            self.good_pkt(other if taken else st, d, right_open)
+        elif d.type == PACKET_END and pkt(s) and op in PKT_RIGHT:
+            taken, right_open = PKT_RIGHT[op]
+            self.good_pkt(other if taken else st, s, right_open)
+        elif pkt(d) and pkt(s):
+            if d.type != s.type:
+                raise Unmodelled("pkt_meta against pkt")
+
+    def good_pkt(self, st, ref, right_open):
+        """find_good_pkt_pointers()."""
+        if ref.off < 0 or (ref.off == 0 and right_open):
+            return
+        if ref.umax > MAX_PACKET_OFF or ref.umax + ref.off > MAX_PACKET_OFF:
+            return
+        new = ref.off + (1 if right_open else 0)
+        for k, r in enumerate(st.regs):
+            if r.type == ref.type and r.id == ref.id:
+                r2 = r.copy()
+                r2.range = max(r.range, new)
+                st.regs[k] = r2
+        for key, sl in list(st.stack.items()):
+            r = sl.reg
+            if r is not None and r.type == ref.type and r.id == ref.id:
+                r2 = r.copy()
+                r2.range = max(r.range, new)
+                st.stack[key] = Slot(sl.types, r2)

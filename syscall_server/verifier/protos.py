@@ -1,0 +1,61 @@
+"""Helper prototypes (struct bpf_func_proto of kernel/bpf/helpers.c,
+kernel/trace/bpf_trace.c, net/core/filter.c, kernel/bpf/ringbuf.c): the
+argument and return types do_check checks a call against. A helper not
+listed here is not interpreted: do_check gives up on the program (and
+leaves the verdict to the structural checks) rather than guess."""
+
+# argument types (enum bpf_arg_type)
+ANY = "any"              # ARG_ANYTHING
+MAP = "map"              # ARG_CONST_MAP_PTR
+KEY = "key"              # ARG_PTR_TO_MAP_KEY
+VALUE = "value"          # ARG_PTR_TO_MAP_VALUE
+MEM = "mem"              # ARG_PTR_TO_MEM | MEM_RDONLY: read by the helper
+UMEM = "umem"            # ARG_PTR_TO_UNINIT_MEM: written by the helper
+SIZE = "size"            # ARG_CONST_SIZE
+SIZE0 = "size0"          # ARG_CONST_SIZE_OR_ZERO
+CTX = "ctx"              # ARG_PTR_TO_CTX
+ALLOC_SIZE0 = "alloc0"   # ARG_CONST_ALLOC_SIZE_OR_ZERO
+RINGBUF = "ringbuf"      # ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE
+
+# return types
+INT, VOID, VALUE_OR_NULL, RINGBUF_OR_NULL = "int", "void", "value_or_null", "ringbuf_or_null"
+
+PROTOS = {
+    1: ("bpf_map_lookup_elem", VALUE_OR_NULL, (MAP, KEY)),
+    2: ("bpf_map_update_elem", INT, (MAP, KEY, VALUE, ANY)),
+    3: ("bpf_map_delete_elem", INT, (MAP, KEY)),
+    4: ("bpf_probe_read", INT, (UMEM, SIZE0, ANY)),
+    5: ("bpf_ktime_get_ns", INT, ()),
+    6: ("bpf_trace_printk", INT, (MEM, SIZE)),
+    7: ("bpf_get_prandom_u32", INT, ()),
+    8: ("bpf_get_smp_processor_id", INT, ()),
+    12: ("bpf_tail_call", VOID, (CTX, MAP, ANY)),
+    14: ("bpf_get_current_pid_tgid", INT, ()),
+    15: ("bpf_get_current_uid_gid", INT, ()),
+    16: ("bpf_get_current_comm", INT, (UMEM, SIZE)),
+    25: ("bpf_perf_event_output", INT, (CTX, MAP, ANY, MEM, SIZE0)),
+    35: ("bpf_get_current_task", INT, ()),
+    45: ("bpf_probe_read_str", INT, (UMEM, SIZE0, ANY)),
+    112: ("bpf_probe_read_user", INT, (UMEM, SIZE0, ANY)),
+    113: ("bpf_probe_read_kernel", INT, (UMEM, SIZE0, ANY)),
+    114: ("bpf_probe_read_user_str", INT, (UMEM, SIZE0, ANY)),
+    115: ("bpf_probe_read_kernel_str", INT, (UMEM, SIZE0, ANY)),
+    125: ("bpf_ktime_get_boot_ns", INT, ()),
+    130: ("bpf_ringbuf_output", INT, (MAP, MEM, SIZE0, ANY)),
+    131: ("bpf_ringbuf_reserve", RINGBUF_OR_NULL, (MAP, ALLOC_SIZE0, ANY)),
+    132: ("bpf_ringbuf_submit", VOID, (RINGBUF, ANY)),
+    133: ("bpf_ringbuf_discard", VOID, (RINGBUF, ANY)),
+    134: ("bpf_ringbuf_query", INT, (MAP, ANY)),
+}
+# bpf_trace_printk's arguments after the format are ARG_ANYTHING: the
+# prototype lists only what is checked.
+
+# enum bpf_map_type
+PROG_ARRAY, PERF_EVENT_ARRAY, STACK_TRACE, RINGBUF_MAP = 3, 4, 7, 27
+# check_map_func_compatibility(): the helpers a map type can be given to,
+# and the map type a helper needs
+MAP_ONLY = {PROG_ARRAY: {12}, PERF_EVENT_ARRAY: {25, 22, 55, 41}, STACK_TRACE: {27},
+            RINGBUF_MAP: {130, 131, 132, 133, 134}}
+FUNC_NEEDS = {12: PROG_ARRAY, 25: PERF_EVENT_ARRAY, 130: RINGBUF_MAP, 131: RINGBUF_MAP, 134: RINGBUF_MAP}
+# Map types do_check knows the helpers of: a call with another one is not interpreted
+KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 27}
