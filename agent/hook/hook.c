@@ -1450,7 +1450,7 @@ static struct hook_site *site_create(uint64_t addr, uint64_t ip, uint64_t func, 
 			*err = -EINVAL;         /* its trampoline stays unused */
 	if (!*err && func_size != (size_t)-1 && addr != func && branch_into(addr, s->disp_len, func, func_size))
 		*err = -EINVAL;                 /* inside a function: see hook_attach_in() */
-	/* after an endbr64: a branch to addr itself is no call of the function,
+	/* after the entry's first instruction: a branch to addr is no call of the function,
 	 * and an int3 there would not tell one from the other */
 	if (ip != addr && (*err || branch_into(addr - 1, s->disp_len + 1u, func, func_size)))
 		*err = -EAGAIN;
