@@ -2,14 +2,14 @@
 #   libbpfshim.so       the preload library: libbpf_shim/ (loader side) + agent/ (runtime)
 #   libbpfshim_core.so  agent/ only (maps, engines, helpers), loaded by the server through cffi
 #   libbpfshim_boot.so  agent/boot/: what `bpfshim attach` injects; it dlopens libbpfshim.so
-# Each of the first two has one constructor, start/preload.c or start/core.c: the
-# start-up sequence (start/start.h).
+# Each of the first two has one constructor, libbpf_shim/start/preload.c or agent/start/core.c:
+# the start-up sequence (agent/start/start.h).
 # Sources are picked up by wildcard: a new .c file under these folders needs no edit here.
 CC      ?= cc
 OUT     := syscall_server/_native
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -fPIC -fvisibility=hidden -Wall -Wextra -Wno-unused-parameter \
-           -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/rt -Iagent/maps -Ilibbpf_shim -Istart \
+           -Wno-missing-field-initializers -D_GNU_SOURCE -Iagent/include/uapi -Iagent -Iagent/rt -Iagent/maps -Ilibbpf_shim -Iagent/start \
            -fno-strict-aliasing -pthread -ftls-model=initial-exec
 LDLIBS  := -ldl -lpthread -lrt
 # The interpreter the shim starts the server with (baked in; BPFSHIM_PYTHON overrides at run time).
@@ -18,7 +18,7 @@ CFLAGS  += -Ibuild/gen
 
 AGENT_SRC := $(sort $(wildcard agent/*.c agent/rt/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c))
 SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
-HDRS      := $(wildcard start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
+HDRS      := $(wildcard agent/start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 
@@ -57,11 +57,11 @@ build/core/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DBPFSHIM_CORE_ONLY -c $< -o $@
 
-$(OUT)/libbpfshim.so: $(AGENT_OBJ) $(SHIM_OBJ) build/start/preload.o
+$(OUT)/libbpfshim.so: $(AGENT_OBJ) $(SHIM_OBJ) build/libbpf_shim/start/preload.o
 	@mkdir -p $(OUT)
 	$(CC) -shared -o $@ $^ $(LDLIBS) -Wl,-z,nodelete -Wl,-z,defs
 
-$(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC)) build/core/start/core.o
+$(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC)) build/core/agent/start/core.o
 	@mkdir -p $(OUT)
 	$(CC) -shared -o $@ $^ $(LDLIBS) -Wl,-z,defs
 

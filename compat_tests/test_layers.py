@@ -95,12 +95,12 @@ def test_no_weak_runtime_paths():
 
 
 def test_one_start_up_sequence():
-    """Each library starts in one constructor (start/preload.c, start/core.c)
+    """Each library starts in one constructor (libbpf_shim/start/preload.c, agent/start/core.c)
     that runs every part's start-up steps in order; no other code of the
     libraries is a constructor (the map engine's fork handler excepted: it is
     also built into programs of its own, agent/maps/tests)."""
     ctor = re.compile(r"__attribute__\s*\(\(\s*constructor")
     found = sorted(str(p.relative_to(ROOT)) for p in list(ROOT.glob("agent/**/*.c")) + list(ROOT.glob("libbpf_shim/*.c"))
-                   + list(ROOT.glob("start/*.c"))
+                   + list(ROOT.glob("libbpf_shim/start/*.c"))
                    if "tests" not in p.parts and "boot" not in p.parts and ctor.search(p.read_text()))
-    assert found == ["agent/maps/shm_lock.c", "start/core.c", "start/preload.c"], found
+    assert found == ["agent/maps/shm_lock.c", "agent/start/core.c", "libbpf_shim/start/preload.c"], found

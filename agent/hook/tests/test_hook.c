@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include "hook.h"
+#include "start.h"
 
 static int failures;
 #define CHECK(c, ...)                                                                \
@@ -583,6 +584,9 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "--decode-stdin"))
 		return decode_check_stdin();
+	/* what the library's start-up sequence (agent/start/start.h) runs first */
+	tasks_init();
+	hook_keys();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	t_decode();
 	t_prologue("push_rbp", (void *)a_push, HOOK_MODE_JMP);

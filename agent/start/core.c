@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libbpfshim_core.so (the server's, through cffi) starts here: the steps of
- * start.h its build has, in the order of start/preload.c.
+ * start.h its build has, in the order of libbpf_shim/start/preload.c.
  */
 #include "start.h"
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The start-up steps of each part of the native libraries, run in one
- * explicit sequence by the library's only constructor (start/preload.c for
- * libbpfshim.so, start/core.c for the server's libbpfshim_core.so) instead
+ * explicit sequence by the library's only constructor (libbpf_shim/start/preload.c for
+ * libbpfshim.so, agent/start/core.c for the server's libbpfshim_core.so) instead
  * of constructor priorities. A step a file needs at load goes here and in
  * the sequence, where its place says what it needs before and after it.
  * The map engine (agent/maps) keeps its own constructor (shm_lock.c's fork
