@@ -24,6 +24,7 @@
 #include <sys/sysmacros.h>
 #include "bpf_rt.h"
 #include "attach_table.h"
+#include "attach_ack.h"
 #include "hook/hook.h"
 #include "syscall_tp.h"
 #include "syscall_site.h"
@@ -163,23 +164,41 @@ static const Elf64_Shdr *section(const unsigned char *f, uint64_t size, const ch
  * function's start; 0 when no symbol covers it. *usdt is set when the site
  * is a USDT probe (a .note.stapsdt location): such a site is inside some
  * function whatever the symbols say. */
-static size_t site_info(const struct attach_slot *s, uint64_t off, uint64_t *before, int *usdt)
+/* The file s names, mapped (checked to be the same dev, ino); its size. */
+static const unsigned char *map_file(const struct attach_slot *s, uint64_t *size)
 {
 	int fd = open(s->path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	size_t found = 0;
-	const unsigned char *f;
+	const unsigned char *f = MAP_FAILED;
+
+	if (fd < 0)
+		return NULL;
+	if (!fstat(fd, &st) && st.st_ino == s->ino && st.st_dev == s->dev && st.st_size >= (off_t)sizeof(Elf64_Ehdr))
+		f = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	*size = (uint64_t)st.st_size;
+	return f == MAP_FAILED ? NULL : f;
+}
+
+static size_t site_info_in(const unsigned char *f, uint64_t size, uint64_t off, uint64_t *before, int *usdt);
+
+static size_t site_info(const struct attach_slot *s, uint64_t off, uint64_t *before, int *usdt)
+{
+	uint64_t size;
+	const unsigned char *f = map_file(s, &size);
 
 	*usdt = 0;
-	if (fd < 0)
+	if (!f)
 		return 0;
-	if (fstat(fd, &st) || st.st_ino != s->ino || st.st_dev != s->dev || st.st_size < (off_t)sizeof(Elf64_Ehdr) ||
-	    (f = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
-		close(fd);
-		return 0;
-	}
-	close(fd);
-	uint64_t size = (uint64_t)st.st_size, vaddr = UINT64_MAX;
+	size_t found = site_info_in(f, size, off, before, usdt);
+	munmap((void *)f, (size_t)size);
+	return found;
+}
+
+static size_t site_info_in(const unsigned char *f, uint64_t size, uint64_t off, uint64_t *before, int *usdt)
+{
+	size_t found = 0;
+	uint64_t vaddr = UINT64_MAX;
 	const Elf64_Ehdr *eh = (const void *)f;
 	const Elf64_Shdr *sh;
 	unsigned from;
@@ -236,17 +255,37 @@ static size_t site_info(const struct attach_slot *s, uint64_t off, uint64_t *bef
 		}
 	}
 out:
-	munmap((void *)f, (size_t)st.st_size);
 	return found;
 }
 
 #undef IN_FILE
 
+/* The files stay mapped (the follower's, a few): a process's syscall sites
+ * are in a few files, each opened once, not once a site. */
 size_t agent_func_at(const struct attach_slot *s, uint64_t *before)
 {
-	int usdt;
+	static struct { uint64_t dev, ino, size; const unsigned char *f; } cache[8];
+	static unsigned next;
+	int usdt = 0;
+	unsigned k;
 
-	return site_info(s, s->offset, before, &usdt);
+	for (k = 0; k < BPFSHIM_ARRAY_SIZE(cache); k++)
+		if (cache[k].f && cache[k].dev == s->dev && cache[k].ino == s->ino)
+			break;
+	if (k == BPFSHIM_ARRAY_SIZE(cache)) {
+		uint64_t size;
+		const unsigned char *f = map_file(s, &size);
+		if (!f)
+			return 0;
+		k = next++ % BPFSHIM_ARRAY_SIZE(cache);
+		if (cache[k].f)
+			munmap((void *)cache[k].f, (size_t)cache[k].size);
+		cache[k].dev = s->dev;
+		cache[k].ino = s->ino;
+		cache[k].size = size;
+		cache[k].f = f;
+	}
+	return site_info_in(cache[k].f, cache[k].size, s->offset, before, &usdt);
 }
 
 static struct probe *same_site(const struct probe *p)
@@ -297,15 +336,20 @@ static void detach_slot(unsigned i)
 
 	if (!p)
 		return;
+	int used = 0;
+
 	ref_ctr_put(p);
+	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
+		used |= k != i && applied[k] && applied[k]->prog == p->prog;
+	/* before hook_detach waits for the runs in progress: a stuck one stops */
+	if (!used)
+		bpf_rt_prog_detached(p->prog);
 	if (p->hook)
 		hook_detach(p->hook);
 	applied[i] = NULL;
 	/* p stays allocated: a thread may still be returning through it */
-	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
-		if (applied[k] && applied[k]->prog == p->prog)
-			return;
-	rt_prog_release(p->prog->id);
+	if (!used)
+		rt_prog_release(p->prog->id);
 }
 
 /* The program calls bpf_override_return (its own code; a tail-called
@@ -459,6 +503,7 @@ static int open_table(void)
 		return -1;
 	table = m;
 	rt_follow_word_set(&table->gen);
+	attach_ack_join(dir, &table->gen);
 	rt_connect_early();
 	return 0;
 }
@@ -496,13 +541,18 @@ static int follower(struct rt_thread *t)
 	while (!rt_thread_stopping(t)) {
 		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
 		int pending = sync_table();
+		int armed = !syscall_tp_poll();
 		/* a pending slot (library not loaded yet) is retried every second;
 		 * threads still to arm for syscall tracepoints, soon */
 		int timeout = pending ? 1000 : 60000;
-		if (syscall_tp_poll())
+		if (!armed) {
 			timeout = tp_delay < 200 ? (tp_delay *= 2) : 200;
-		else
+		} else {
 			tp_delay = 1;
+			/* complete, threads asked to arm for tracepoints included:
+			 * loaders waiting for this generation may return */
+			attach_ack_applied(gen, &table->gen);
+		}
 		if (!rt_thread_stopping(t))
 			shm_futex_wait((uint32_t *)&table->gen, gen, timeout);
 	}
@@ -543,6 +593,7 @@ static void after_fork_child(void)
 {
 	if (!agent_on)
 		return;
+	attach_ack_forked();
 	start_follower();
 }
 
@@ -565,6 +616,8 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 		munmap((void *)table, sizeof(*table));
 		table = NULL;
 	}
+	attach_ack_leave();
+	attach_ack_init();
 	if (rt_set_runtime_dir(data) == 0) {
 		agent_on = 1;
 		start_follower();
@@ -582,6 +635,7 @@ void uprobe_init(void)
 	}
 	agent_on = 1;
 	in_probe = 2;     /* the runtime's own syscalls here are not the application's */
+	attach_ack_init();
 	/* Probes that exist when the process starts are in place before main()
 	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes.
 	 * The follower thread is created first: a probe on pthread_create (or
