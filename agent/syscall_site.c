@@ -143,31 +143,30 @@ void sud_site_traced(struct hook_pt_regs *r)
 	}
 }
 
-/* $RUNTIME_DIR/syscall_sites.PID, made by the follower: the counters,
- * shared with `bpfshim status`. A forked child makes its own. */
+/* $RUNTIME_DIR/syscall_sites.PID: the counters, shared with `bpfshim
+ * status`. Made at start and in a fork child's handler, while the
+ * application opens no file: the fds it takes meanwhile are never numbers
+ * the application would see taken (rawsys.h BPF_RT_FD_MIN). A process
+ * that started before its runtime directory existed has none. */
 static void stats_publish(void)
 {
 	char dir[512], path[600], name[64];
-	static pid_t made_for;
-	pid_t me = getpid();
+	pid_t me = (pid_t)BPF_RT_SYS(SYS_getpid, 0);
 
-	if (made_for == me)
-		return;
-	made_for = me;
 	if (rt_runtime_dir(dir, sizeof(dir)))
 		return;
 	memcpy(name, "syscall_sites.", 14);
 	name[14 + bpf_rt_utoa(name + 14, (uint64_t)me)] = 0;
 	if (bpf_rt_path_join(path, sizeof(path), dir, name))
 		return;
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	long fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	struct syscall_site_stats *m = MAP_FAILED;
-	if (!ftruncate(fd, sizeof(*m)))
-		m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (m == MAP_FAILED)
+	struct syscall_site_stats *m = NULL;
+	if (!BPF_RT_SYS(SYS_ftruncate, fd, sizeof(*m)))
+		m = bpf_rt_mmap(sizeof(*m), PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
+	BPF_RT_SYS(SYS_close, fd);
+	if (!m)
 		return;
 	struct syscall_site_stats *old = stats;
 	*m = *old;
@@ -212,32 +211,45 @@ void syscall_site_trapped(uint64_t ip)
 	}
 }
 
-/* Where addr is mapped from: the file's path, dev, ino and the offset. */
-static int file_of(uint64_t addr, struct attach_slot *s)
+/* /proc/self/maps, opened at start and again in a fork child (as the
+ * stats file: no transient fd while the application runs), read by the
+ * follower into its buffer. */
+static int maps_fd = -1;
+static char maps_buf[1 << 20];
+
+/* Where addr is mapped from: the file's path, dev, ino and the offset;
+ * the mapping's protection. */
+static int file_of(uint64_t addr, struct attach_slot *s, int *prot)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512 + ATTACH_PATH_MAX], perms[8], path[ATTACH_PATH_MAX + 1];
+	char perms[8], path[ATTACH_PATH_MAX + 1];
 	unsigned long lo, hi, off, ino;
 	unsigned maj, min;
-	int found = 0;
+	size_t len = 0;
+	long n;
 
-	if (!f)
+	if (maps_fd < 0 || BPF_RT_SYS(SYS_lseek, maps_fd, 0, SEEK_SET))
 		return 0;
-	while (!found && fgets(line, sizeof(line), f)) {
+	while (len < sizeof(maps_buf) - 1 &&
+	       (n = BPF_RT_SYS(SYS_read, maps_fd, maps_buf + len, sizeof(maps_buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	maps_buf[len] = 0;
+	for (char *line = maps_buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+		if ((nl = strchr(line, '\n')))
+			*nl = 0;
 		path[0] = 0;
 		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %256s", &lo, &hi, perms, &off, &maj, &min, &ino, path) < 7 ||
 		    addr < lo || addr >= hi)
 			continue;
 		if (perms[2] != 'x' || !ino || path[0] != '/')
-			break;
+			return 0;
 		s->dev = makedev(maj, min);
 		s->ino = ino;
 		s->offset = addr - lo + off;
+		*prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | PROT_EXEC;
 		snprintf(s->path, sizeof(s->path), "%s", path);
-		found = 1;
+		return 1;
 	}
-	fclose(f);
-	return found;
+	return 0;
 }
 
 /* An instruction the stub runs as it is: a mov or lea of 5 bytes (longer:
@@ -277,9 +289,11 @@ static void undo_mine(uint8_t *buf, uint64_t at, size_t len)
 				buf[mine[k].addr + i - at] = mine[k].orig[i];
 }
 
+static int text_prot;        /* of the mapping being rewritten (file_of) */
+
 static int text_replace(uint64_t at, const uint8_t *old, const uint8_t *new, size_t n)
 {
-	if (n_mine == BPFSHIM_ARRAY_SIZE(mine) || hook_text_replace(at, old, new, n))
+	if (n_mine == BPFSHIM_ARRAY_SIZE(mine) || hook_text_replace(at, old, new, n, text_prot))
 		return -1;
 	mine[n_mine].addr = at;
 	mine[n_mine].len = (uint8_t)n;
@@ -358,7 +372,7 @@ static int rewrite(uint64_t ip)
 	uint8_t two[2];
 
 	memset(&s, 0, sizeof(s));
-	if (bpf_rt_copy_nofault(two, (void *)sc, 2) || two[0] != 0x0f || two[1] != 0x05 || !file_of(sc, &s))
+	if (bpf_rt_copy_nofault(two, (void *)sc, 2) || two[0] != 0x0f || two[1] != 0x05 || !file_of(sc, &s, &text_prot))
 		return 0;
 	size_t fsize = agent_func_at(&s, &before);
 	uint64_t func = sc - before;
@@ -424,7 +438,6 @@ static int rewrite(uint64_t ip)
 
 int syscall_site_work(void)
 {
-	stats_publish();
 	if (!__atomic_exchange_n(&seen_pending, 0, __ATOMIC_ACQ_REL))
 		return 0;
 	for (unsigned i = 0; i < SEEN_MAX; i++) {
@@ -478,9 +491,16 @@ void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr
 /* After a fork the child counts for itself. */
 static void site_child(void)
 {
-	local_stats = *stats;
+	struct syscall_site_stats *parent = stats;
+
+	local_stats = *parent;
 	local_stats.pid = 0;
 	stats = &local_stats;
+	if (parent != &local_stats)
+		BPF_RT_SYS(SYS_munmap, parent, sizeof(*parent));
+	stats_publish();
+	if (maps_fd >= 0)
+		bpf_rt_reopen_fd(&maps_fd, "/proc/self/maps", O_RDONLY);
 }
 
 void site_init(void)
@@ -488,6 +508,8 @@ void site_init(void)
 	debug = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	syscall_site_publish(NULL, NULL, 0, 0);
 	pthread_atfork(NULL, NULL, site_child);
+	stats_publish();
+	bpf_rt_reopen_fd(&maps_fd, "/proc/self/maps", O_RDONLY);
 }
 
 #endif

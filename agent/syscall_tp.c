@@ -390,10 +390,8 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		int used = 0;
 		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
 			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
-		if (!used) {
-			bpf_rt_prog_detached(p->prog);   /* a run in progress stops */
+		if (!used)
 			rt_prog_release(p->prog->id);
-		}
 		/* p stays allocated: a thread may still be running it */
 	}
 	if (want && !tp_applied[i]) {
@@ -1097,6 +1095,12 @@ int syscall_tp_site(struct hook_pt_regs *r)
 		return -1;
 	}
 	char saved = sud_selector;
+	if (saved != SYSCALL_DISPATCH_FILTER_BLOCK) {
+		/* bpfshim's own work (SUD_INTERNAL_BEGIN), a thread not armed:
+		 * what dispatch would let through untraced */
+		r->ax = (uint64_t)sud_syscall6((long)r->orig_ax, a[0], a[1], a[2], a[3], a[4], a[5]);
+		return 0;
+	}
 	int saved_errno = errno;
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 	traced_syscall(r, a, NULL);

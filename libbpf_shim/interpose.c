@@ -131,7 +131,7 @@ static void released(int fd, const struct shim_fd *was)
 
 	shim_fd_forget(fd);
 	if (!shim_fd_other_ref(kind, id, fd))
-		shim_release(kind, id);
+		shim_notify(SHIM_OP_RELEASE, kind, id);
 }
 
 static int close_(int fd);

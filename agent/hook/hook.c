@@ -1380,9 +1380,11 @@ static int branch_into_copy(uint64_t addr, unsigned len, uint64_t func, size_t s
 	size_t avail;
 	int prot, hit = 0;
 
-	/* both ends mapped executable (mapping_of caps avail at an insn) */
-	if (!func || addr < func || addr >= func + size || mapping_of(func, &prot, &avail) ||
-	    mapping_of(func + size - 1, &prot, &avail) || !(code = malloc(size)))
+	/* both ends mapped executable (mapping_of caps avail at an insn), unless
+	 * the caller read them */
+	if (!func || addr < func || addr >= func + size ||
+	    (!copy && (mapping_of(func, &prot, &avail) || mapping_of(func + size - 1, &prot, &avail))) ||
+	    !(code = malloc(size)))
 		return 1;
 	memcpy(code, copy ? copy : (const uint8_t *)func, size);
 	unpatch_copy(code, func, size);
@@ -1667,16 +1669,16 @@ int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target)
  * (text_poke_bp's steps with a spin for the int3: no trap handler needs to
  * know the site); one aligned 8-byte compare-and-swap when the bytes fit
  * in one. */
-int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n)
+int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n, int prot)
 {
 	uint64_t lo = addr & ~4095ull, hi = (addr + n + 4095) & ~4095ull;
-	size_t avail;
-	int prot, err = 0;
+	size_t avail = n;
+	int err = 0;
 
 	if (n < 2 || n > 8 || (addr & 63) == 63)
 		return -EINVAL;
 	pthread_mutex_lock(&lock);
-	if ((err = init_locked()) || (err = mapping_of(addr, &prot, &avail)) ||
+	if ((err = init_locked()) || (prot < 0 && (err = mapping_of(addr, &prot, &avail))) ||
 	    (err = avail < n ? -EFAULT : 0))
 		goto out;
 	if (memcmp((void *)addr, old, n)) {

@@ -98,12 +98,15 @@ size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max);
  * target (5 bytes, or 14 when out of reach), its length;
  * hook_text_replace: n (2..8) bytes of code at addr from `old` to `new`
  * while other threads may run it, for bytes where no thread can be stopped
- * past addr (inside one instruction). -EAGAIN when the code is not `old`. */
+ * past addr (inside one instruction); `prot` the mapping's (the caller read
+ * /proc/self/maps), or -1. -EAGAIN when the code is not `old`.
+ * (The callers that give a copy or prot spare a read of /proc/self/maps: a
+ * transient fd while the application runs.) */
 int hook_branch_into(uint64_t addr, unsigned len, uint64_t func, size_t size, const uint8_t *copy);
 uint8_t *hook_code_near(uint64_t addr, size_t n);
 int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n);
 int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target);
-int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n);
+int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n, int prot);
 
 /* How a hook was applied (tests, status). */
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
