@@ -61,6 +61,14 @@ typedef uint64_t (*bpf_jit_fn)(uint64_t r1, const struct bpf_jit_env *env);
 
 struct bpf_interp_op;
 
+/* What stops runs early, per program (the kernel has no such counters: a
+ * fault cannot happen there and its verifier bounds every run). Layout is
+ * the image's stats page (libbpf_shim/proto.h): append only. */
+struct bpf_prog_counts {
+	uint64_t faults;     /* a fault inside the program or a helper */
+	uint64_t overruns;   /* over the run budget, or detached while running */
+};
+
 /* A program as one process holds it. */
 struct bpf_prog_rt {
 	uint32_t id;                    /* server-wide prog id */
@@ -72,10 +80,15 @@ struct bpf_prog_rt {
 	void **map_values;
 	bpf_jit_fn jited;               /* NULL: interpreter */
 	struct bpf_jit_env env;
-	/* runs stopped by a fault. No run_cnt/run_time_ns: the kernel keeps
-	 * them only with BPF_ENABLE_STATS, and two clock reads would double the
-	 * cost of a probe hit */
-	uint64_t faults;
+	/* runs stopped early, in `counts` or where shared_counts points (the
+	 * image's page all processes count in, read by `bpfshim status`). No
+	 * run_cnt/run_time_ns: the kernel keeps them only with BPF_ENABLE_STATS,
+	 * and two clock reads would double the cost of a probe hit */
+	struct bpf_prog_counts counts;
+	struct bpf_prog_counts *shared_counts;
+	/* bumped when the program's last probe in this process goes away: a
+	 * run that began before stops at its next back-edge check */
+	uint32_t detach_gen;
 	/* uses per-CPU map values: a run holds a CPU slot (agent/run_cpu.c) */
 	uint32_t percpu;
 	/* the interpreter's decoded form of insns (bpf_interp_prepare) */
@@ -102,9 +115,37 @@ struct bpf_run_ctx {
 	bpf_rt_jmp_buf fault_jmp;
 	int in_prog;
 	struct bpf_run_ctx *prev;        /* nesting: a probe hit inside a helper */
+	/* the run budget (bpf_rt_backedge): the program the run began with, its
+	 * detach_gen then, the time of the run's first back-edge check */
+	const struct bpf_prog_rt *entry;
+	uint32_t detach_gen;
+	uint64_t budget_t0;
 };
 
 extern __thread struct bpf_run_ctx *bpf_cur_run_ctx;
+
+/*
+ * Bounded runs. Every taken back edge (a jump with a negative offset, in
+ * both engines; a bpf_loop or bpf_for_each_map_elem iteration) decrements
+ * the thread's bpf_rt_backedges_left; at 0, bpf_rt_backedge() refills it
+ * with BPF_RT_BACKEDGE_CHUNK and checks the run: detached since it began,
+ * or longer than bpf_rt_run_budget_ns since its first check, it stops as a
+ * fault stops it (counted in overruns; bpf_prog_run returns -EFAULT). A
+ * loop-free program never reaches the check. AOT code reaches the counter
+ * at %fs:bpf_rt_backedges_tpoff (an import, agent/jit.c).
+ */
+#define BPF_RT_BACKEDGE_CHUNK 65536
+extern __thread int32_t bpf_rt_backedges_left;   /* a new thread's 0 checks at once */
+extern uint64_t bpf_rt_run_budget_ns;
+void bpf_rt_backedge(void);
+static inline void bpf_rt_backedge_tick(void)
+{
+	if (__builtin_expect(--bpf_rt_backedges_left <= 0, 0))
+		bpf_rt_backedge();
+}
+/* The program's last probe in this process is going away (before the
+ * detach waits for runs in progress). */
+void bpf_rt_prog_detached(const struct bpf_prog_rt *prog);
 
 /* Helper table, by BPF_FUNC_*. NULL = not supported (PROG_LOAD rejects). */
 extern bpf_helper_fn bpf_helpers[BPF_RT_HELPER_MAX];

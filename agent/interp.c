@@ -18,7 +18,8 @@
  * plain loads and stores: a program that touches what it must not faults,
  * and bpf_prog_run() contains the fault. An instruction the loader should
  * have refused (LD_ABS/LD_IND, unknown opcodes, kfunc calls, a missing
- * helper) ends the run as a fault too.
+ * helper) ends the run as a fault too. Jumps with a negative offset decode
+ * to handlers of their own that count the run budget when taken (bpf_rt.h).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -75,7 +76,11 @@ enum {
 	/* by BPF_OP(code) >> 4 of a JMP K condition: */
 	H_ADD_JMP,         /* r += k; if r' op k' goto */
 	H_SEL = H_ADD_JMP + 16,   /* if r op k goto L; r' = k'; L: (or r' = k'; ja L) */
-	H_MAX = H_SEL + 16
+	H_ADD_JMP_B = H_SEL + 16, /* H_ADD_JMP whose jump is a back edge */
+	/* by opcode: a jump with a negative offset, which counts the run's
+	 * budget when taken (bpf_rt_backedge_tick); forward jumps cost nothing */
+	H_BACK = H_ADD_JMP_B + 16,
+	H_MAX = H_BACK + 256
 };
 
 static inline int tail_call_pending(void)
@@ -108,7 +113,11 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 #define JMP_OPS(OP) \
 	[BPF_JMP | OP | BPF_X] = &&JMP_##OP##_X, [BPF_JMP | OP | BPF_K] = &&JMP_##OP##_K, \
 	[BPF_JMP32 | OP | BPF_X] = &&JMP32_##OP##_X, [BPF_JMP32 | OP | BPF_K] = &&JMP32_##OP##_K
-#define FUSED_JMP_OPS(OP) [H_ADD_JMP + (OP >> 4)] = &&ADD_##OP, [H_SEL + (OP >> 4)] = &&SEL_##OP
+#define FUSED_JMP_OPS(OP) [H_ADD_JMP + (OP >> 4)] = &&ADD_##OP, [H_SEL + (OP >> 4)] = &&SEL_##OP, \
+	[H_ADD_JMP_B + (OP >> 4)] = &&ADD_B_##OP
+#define BACK_OPS(OP) \
+	[H_BACK + (BPF_JMP | OP | BPF_X)] = &&JMP_##OP##_X_B, [H_BACK + (BPF_JMP | OP | BPF_K)] = &&JMP_##OP##_K_B, \
+	[H_BACK + (BPF_JMP32 | OP | BPF_X)] = &&JMP32_##OP##_X_B, [H_BACK + (BPF_JMP32 | OP | BPF_K)] = &&JMP32_##OP##_K_B
 #define MEM_OPS(SZ) \
 	[BPF_LDX | BPF_MEM | SZ] = &&LDX_##SZ, [BPF_ST | BPF_MEM | SZ] = &&ST_##SZ, \
 	[BPF_STX | BPF_MEM | SZ] = &&STX_##SZ, [BPF_STX | BPF_ATOMIC | SZ] = &&ATOMIC_##SZ
@@ -138,11 +147,16 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		FUSED_JMP_OPS(BPF_JEQ), FUSED_JMP_OPS(BPF_JNE), FUSED_JMP_OPS(BPF_JGT), FUSED_JMP_OPS(BPF_JGE),
 		FUSED_JMP_OPS(BPF_JLT), FUSED_JMP_OPS(BPF_JLE), FUSED_JMP_OPS(BPF_JSGT), FUSED_JMP_OPS(BPF_JSGE),
 		FUSED_JMP_OPS(BPF_JSLT), FUSED_JMP_OPS(BPF_JSLE),
+		BACK_OPS(BPF_JEQ), BACK_OPS(BPF_JNE), BACK_OPS(BPF_JGT), BACK_OPS(BPF_JGE),
+		BACK_OPS(BPF_JLT), BACK_OPS(BPF_JLE), BACK_OPS(BPF_JSET), BACK_OPS(BPF_JSGT),
+		BACK_OPS(BPF_JSGE), BACK_OPS(BPF_JSLT), BACK_OPS(BPF_JSLE),
+		[H_BACK + (BPF_JMP | BPF_JA)] = &&JMP_JA_B, [H_BACK + (BPF_JMP32 | BPF_JA)] = &&JMP32_JA_B,
 	};
 #pragma GCC diagnostic pop
 #undef ALU_OPS
 #undef JMP_OPS
 #undef FUSED_JMP_OPS
+#undef BACK_OPS
 #undef MEM_OPS
 
 #define REG(off) (*(uint64_t *)((char *)regs + (off)))
@@ -151,6 +165,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 #define IMM op->imm
 #define OFF op->off
 #define CONT ({ op++; goto *op->handler; })
+#define BACK(c) do { if (c) { op += OFF; bpf_rt_backedge_tick(); } } while (0)
 
 	if (__builtin_expect(!prog, 0))
 		return (uint64_t)(uintptr_t)handlers;
@@ -274,6 +289,8 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	/* ---- jumps ---- */
 	JMP_JA: op += OFF; CONT;
 	JMP32_JA: op += IMM; CONT;   /* gotol */
+	JMP_JA_B: op += OFF; bpf_rt_backedge_tick(); CONT;
+	JMP32_JA_B: op += IMM; bpf_rt_backedge_tick(); CONT;
 /* Superinstructions: ADD_ is a loop counter and its test; SEL_ a conditional
  * move of a constant, without the data-dependent branch whose mispredictions
  * were most of what it cost. */
@@ -282,10 +299,19 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	JMP_##OP##_K: if ((UT64)DST CMP (UT64)(int64_t)IMM) op += OFF; CONT;                \
 	JMP32_##OP##_X: if ((UT32)DST CMP (UT32)SRC) op += OFF; CONT;                       \
 	JMP32_##OP##_K: if ((UT32)DST CMP (UT32)IMM) op += OFF; CONT;                       \
+	JMP_##OP##_X_B: BACK((UT64)DST CMP (UT64)SRC); CONT;                                \
+	JMP_##OP##_K_B: BACK((UT64)DST CMP (UT64)(int64_t)IMM); CONT;                       \
+	JMP32_##OP##_X_B: BACK((UT32)DST CMP (UT32)SRC); CONT;                              \
+	JMP32_##OP##_K_B: BACK((UT32)DST CMP (UT32)IMM); CONT;                              \
 	ADD_##OP:                                                                           \
 		DST += (uint64_t)(int64_t)IMM;                                              \
 		op++;                                                                       \
 		if ((UT64)DST CMP (UT64)(int64_t)IMM) op += OFF;                            \
+		CONT;                                                                       \
+	ADD_B_##OP:                                                                         \
+		DST += (uint64_t)(int64_t)IMM;                                              \
+		op++;                                                                       \
+		BACK((UT64)DST CMP (UT64)(int64_t)IMM);                                     \
 		CONT;                                                                       \
 	SEL_##OP: {   /* a mask: gcc would branch on a ?: */                               \
 		uint64_t keep_ = -(uint64_t)((UT64)DST CMP (UT64)(int64_t)IMM);             \
@@ -308,11 +334,18 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	JMP_BPF_JSET_K: if (DST & (uint64_t)(int64_t)IMM) op += OFF; CONT;
 	JMP32_BPF_JSET_X: if ((uint32_t)DST & (uint32_t)SRC) op += OFF; CONT;
 	JMP32_BPF_JSET_K: if ((uint32_t)DST & (uint32_t)IMM) op += OFF; CONT;
+	JMP_BPF_JSET_X_B: BACK(DST & SRC); CONT;
+	JMP_BPF_JSET_K_B: BACK(DST & (uint64_t)(int64_t)IMM); CONT;
+	JMP32_BPF_JSET_X_B: BACK((uint32_t)DST & (uint32_t)SRC); CONT;
+	JMP32_BPF_JSET_K_B: BACK((uint32_t)DST & (uint32_t)IMM); CONT;
 	JMP_JCOND:   /* may_goto, as the verifier rewrites it: a loop budget */
-		if (!may_goto_cnt)
+		if (!may_goto_cnt) {
 			op += OFF;
-		else
+			if (OFF < 0)
+				bpf_rt_backedge_tick();
+		} else {
 			may_goto_cnt--;
+		}
 		CONT;
 
 	/* ---- calls ---- */
@@ -429,6 +462,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 #undef IMM
 #undef OFF
 #undef CONT
+#undef BACK
 }
 
 /* The value of the lddw at insn; -EINVAL for one that faults when run: a map
@@ -475,7 +509,12 @@ static unsigned handler_of(const struct bpf_insn *insn)
 		return insn->src_reg == BPF_PSEUDO_CALL ? H_PSEUDO_CALL : insn->src_reg ? H_BAD : insn->code;
 	case BPF_JMP | BPF_JCOND:
 		return insn->src_reg ? H_BAD : insn->code;
+	case BPF_JMP32 | BPF_JA:   /* gotol: the offset is imm */
+		return insn->imm < 0 ? H_BACK + insn->code : insn->code;
 	}
+	if ((BPF_CLASS(insn->code) == BPF_JMP || BPF_CLASS(insn->code) == BPF_JMP32) && insn->off < 0 &&
+	    BPF_OP(insn->code) != BPF_CALL && BPF_OP(insn->code) != BPF_EXIT)
+		return H_BACK + insn->code;   /* bad_insn for an opcode without a back variant */
 	return insn->code;
 }
 
@@ -489,12 +528,16 @@ static void fuse(const struct bpf_prog_rt *prog, const void *const *handlers, st
 
 /* insn i + k is CODE and decoded to its plain handler */
 #define IS(k, CODE) (i + (k) < n && in[i + (k)].code == (CODE) && ops[i + (k)].handler == handlers[CODE])
+#define IS_BACK(k, CODE) (i + (k) < n && in[i + (k)].code == (CODE) && ops[i + (k)].handler == handlers[H_BACK + (CODE)])
 #define ZEXT_AT(k) (IS(k, BPF_ALU64 | BPF_LSH | BPF_K) && in[i + (k)].imm == 32 &&                       \
 		    IS((k) + 1, BPF_ALU64 | BPF_RSH | BPF_K) && in[i + (k) + 1].imm == 32 &&               \
 		    in[i + (k) + 1].dst_reg == in[i + (k)].dst_reg)
 /* insn i + k is a JMP K condition with superinstructions */
 #define COND_K(k) (i + (k) < n && BPF_CLASS(in[i + (k)].code) == BPF_JMP && BPF_SRC(in[i + (k)].code) == BPF_K && \
 		   handlers[H_SEL + (BPF_OP(in[i + (k)].code) >> 4)] != handlers[H_BAD] && IS(k, in[i + (k)].code))
+#define COND_K_BACK(k) (i + (k) < n && BPF_CLASS(in[i + (k)].code) == BPF_JMP && BPF_SRC(in[i + (k)].code) == BPF_K && \
+			handlers[H_ADD_JMP_B + (BPF_OP(in[i + (k)].code) >> 4)] != handlers[H_BAD] && \
+			IS_BACK(k, in[i + (k)].code))
 	for (uint32_t i = 0; i < n; i++) {
 		unsigned h = 0;
 
@@ -506,6 +549,8 @@ static void fuse(const struct bpf_prog_rt *prog, const void *const *handlers, st
 			h = H_LDDW_ADD;
 		else if (IS(0, BPF_ALU64 | BPF_ADD | BPF_K) && COND_K(1))
 			h = H_ADD_JMP + (BPF_OP(in[i + 1].code) >> 4);
+		else if (IS(0, BPF_ALU64 | BPF_ADD | BPF_K) && COND_K_BACK(1))
+			h = H_ADD_JMP_B + (BPF_OP(in[i + 1].code) >> 4);
 		else if (COND_K(0) && IS(1, BPF_ALU64 | BPF_MOV | BPF_K) &&
 			 (in[i].off == 1 || (IS(2, BPF_JMP | BPF_JA) && in[i + 2].off == in[i].off - 2)))
 			h = H_SEL + (BPF_OP(in[i].code) >> 4);
@@ -513,8 +558,10 @@ static void fuse(const struct bpf_prog_rt *prog, const void *const *handlers, st
 			ops[i].handler = handlers[h];
 	}
 #undef IS
+#undef IS_BACK
 #undef ZEXT_AT
 #undef COND_K
+#undef COND_K_BACK
 }
 
 int bpf_interp_prepare(struct bpf_prog_rt *prog)

@@ -12,8 +12,9 @@
  *
  * The only fix-up at load time is filling those slots with the addresses of
  * the few runtime functions the code calls (bpf_jit_imports, in the order of
- * IMPORTS in syscall_server/aot/irgen.py); helpers and maps are reached
- * through the bpf_jit_env argument.
+ * IMPORTS in syscall_server/aot/irgen.py) and the %fs offset of the run
+ * budget's counter; helpers and maps are reached through the bpf_jit_env
+ * argument.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -44,8 +45,21 @@ BPFSHIM_API int bpf_rt_tail_call_pending(void)
 	return rc && rc->tail_call_next;
 }
 
+/* The offset of bpf_rt_backedges_left from the thread pointer: the same in
+ * every thread (initial-exec TLS), so code reads it as %fs:offset. */
+static uintptr_t backedges_tpoff(void)
+{
+	uintptr_t tp;
+
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	return (uintptr_t)&bpf_rt_backedges_left - tp;
+}
+
+enum { IMPORT_BACKEDGES_TPOFF = 2 };
 static void *const bpf_jit_imports[] = {
 	(void *)bpf_rt_tail_call_pending,
+	(void *)bpf_rt_backedge,
+	NULL,   /* IMPORT_BACKEDGES_TPOFF, filled at load */
 };
 
 static size_t page_round(size_t len)
@@ -93,8 +107,10 @@ BPFSHIM_API void *bpf_jit_load(const void *blob, size_t len)
 		return NULL;
 	memcpy(mem, blob, len);
 	for (uint32_t i = 0; i < tr.nr_imports; i++)
-		if (slot_off[i] != BPF_JIT_NO_SLOT)
-			memcpy((char *)mem + slot_off[i], &bpf_jit_imports[i], sizeof(void *));
+		if (slot_off[i] != BPF_JIT_NO_SLOT) {
+			void *v = i == IMPORT_BACKEDGES_TPOFF ? (void *)backedges_tpoff() : bpf_jit_imports[i];
+			memcpy((char *)mem + slot_off[i], &v, sizeof(void *));
+		}
 	if (mprotect(mem, map_len, PROT_READ | PROT_EXEC)) {
 		int err = errno;
 

@@ -13,6 +13,11 @@
  * path unblocks the fault signals itself. Each thread that runs programs
  * gets an alternate signal stack unless it has one, so a stack overflow
  * inside a program is contained too.
+ *
+ * Budget: a run past bpf_rt_run_budget_ns, or whose program was detached
+ * while it ran, stops at its next back-edge check (bpf_rt_backedge) the same
+ * way, counted in overruns. Faults and overruns are counted where every
+ * process running the program counts (the image's stats page).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -39,6 +44,9 @@ static __thread uint64_t exit_r0;
 
 #define barrier() __asm__ __volatile__("" ::: "memory")
 #define RUN_EXIT 0x7fff   /* bpf_rt_setjmp value of bpf_rt_exit_run */
+#define RUN_OVER 0x7ffe   /* bpf_rt_setjmp value of a run stopped by bpf_rt_backedge */
+
+static void run_budget_env(void);
 
 /* setjmp/longjmp of the callee-saved registers only (x86-64 SysV). */
 __attribute__((returns_twice)) int bpf_rt_setjmp(bpf_rt_jmp_buf jb);
@@ -148,6 +156,7 @@ static void altstack_free(void *p)
 void altstack_key_init(void)
 {
 	pthread_key_create(&altstack_key, altstack_free);
+	run_budget_env();
 }
 
 static int installed;
@@ -211,6 +220,71 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0)
 		bpf_rt_longjmp(rc->fault_jmp, RUN_EXIT);
 	}
 	__builtin_trap();
+}
+
+/* ---- the run budget (bpf_rt.h) ---- */
+
+__thread int32_t bpf_rt_backedges_left;
+/* The kernel's verifier bounds every run it accepts at load (1M processed
+ * insns, bpf_loop's BPF_MAX_LOOPS); nothing bounds it while it runs except
+ * the soft-lockup watchdog, which reports a CPU stuck for 2 * watchdog_thresh
+ * = 20 s. Half of that, 10 s, is far past any run of an accepted program and
+ * short of a lockup report; BPFSHIM_RUN_BUDGET_MS sets it, read at load. */
+uint64_t bpf_rt_run_budget_ns = 10000000000ull;
+
+static void run_budget_env(void)
+{
+	const char *v = getenv("BPFSHIM_RUN_BUDGET_MS");
+	char *end;
+	unsigned long long ms;
+
+	if (!v || !*v)
+		return;
+	ms = strtoull(v, &end, 10);
+	if (!*end && ms)
+		bpf_rt_run_budget_ns = ms * 1000000ull;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);   /* the vDSO: no lock, no syscall */
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bpf_rt_backedge(void)
+{
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+	uint64_t now;
+
+	bpf_rt_backedges_left = BPF_RT_BACKEDGE_CHUNK;
+	if (!rc || !rc->in_prog)
+		return;
+	if (rc->entry && __atomic_load_n(&rc->entry->detach_gen, __ATOMIC_RELAXED) != rc->detach_gen)
+		goto stop;
+	now = mono_ns();
+	if (!rc->budget_t0)
+		rc->budget_t0 = now;
+	else if (now - rc->budget_t0 > bpf_rt_run_budget_ns)
+		goto stop;
+	return;
+stop:
+	rc->in_prog = 0;
+	bpf_rt_longjmp(rc->fault_jmp, RUN_OVER);
+}
+
+void bpf_rt_prog_detached(const struct bpf_prog_rt *prog)
+{
+	__atomic_add_fetch((uint32_t *)&prog->detach_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void count(const struct bpf_prog_rt *prog, size_t field)
+{
+	struct bpf_prog_counts *c = prog->shared_counts ? prog->shared_counts
+							: (struct bpf_prog_counts *)&prog->counts;
+
+	__atomic_add_fetch((uint64_t *)((char *)c + field), 1, __ATOMIC_RELAXED);
 }
 
 /* ---- fault-safe copies for the helpers ---- */
@@ -298,6 +372,9 @@ static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	rc.bpf_cookie = cookie;
 	rc.func_ip = func_ip;
 	rc.prev = bpf_cur_run_ctx;
+	rc.entry = prog;
+	rc.detach_gen = __atomic_load_n(&prog->detach_gen, __ATOMIC_RELAXED);
+	rc.budget_t0 = 0;
 	bpf_cur_run_ctx = &rc;
 	bpf_rt_call_depth = 0;
 	sig = bpf_rt_setjmp(rc.fault_jmp);
@@ -312,8 +389,12 @@ static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 			*ret = exit_r0;
 			return 0;
 		}
+		if (sig == RUN_OVER) {
+			count(prog, offsetof(struct bpf_prog_counts, overruns));
+			return -EFAULT;
+		}
 		unblock_fault_sigs();
-		__atomic_add_fetch((uint64_t *)&prog->faults, 1, __ATOMIC_RELAXED);
+		count(prog, offsetof(struct bpf_prog_counts, faults));
 		return -EFAULT;
 	}
 	/* in_prog stays set between the repetitions: the loop itself does not fault */

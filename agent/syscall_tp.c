@@ -390,8 +390,10 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		int used = 0;
 		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
 			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
-		if (!used)
+		if (!used) {
+			bpf_rt_prog_detached(p->prog);   /* a run in progress stops */
 			rt_prog_release(p->prog->id);
+		}
 		/* p stays allocated: a thread may still be running it */
 	}
 	if (want && !tp_applied[i]) {

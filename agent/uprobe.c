@@ -335,15 +335,20 @@ static void detach_slot(unsigned i)
 
 	if (!p)
 		return;
+	int used = 0;
+
 	ref_ctr_put(p);
+	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
+		used |= k != i && applied[k] && applied[k]->prog == p->prog;
+	/* before hook_detach waits for the runs in progress: a stuck one stops */
+	if (!used)
+		bpf_rt_prog_detached(p->prog);
 	if (p->hook)
 		hook_detach(p->hook);
 	applied[i] = NULL;
 	/* p stays allocated: a thread may still be returning through it */
-	for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
-		if (applied[k] && applied[k]->prog == p->prog)
-			return;
-	rt_prog_release(p->prog->id);
+	if (!used)
+		rt_prog_release(p->prog->id);
 }
 
 /* The program calls bpf_override_return (its own code; a tail-called

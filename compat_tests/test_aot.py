@@ -85,6 +85,20 @@ BPFSHIM_API uint64_t harness_last_arg(int i)
 {
 	return last_args[i];
 }
+
+/* The run budget's slow path (agent/prog_run.c): here it only counts. */
+__thread int32_t bpf_rt_backedges_left;
+static uint64_t backedge_calls;
+void bpf_rt_backedge(void)
+{
+	bpf_rt_backedges_left = BPF_RT_BACKEDGE_CHUNK;
+	backedge_calls++;
+}
+
+BPFSHIM_API uint64_t harness_backedges(void)
+{
+	return backedge_calls;
+}
 """
 
 CDEF = """
@@ -92,6 +106,7 @@ void *bpf_jit_load(const void *blob, size_t len);
 void bpf_jit_free(void *p, size_t len);
 uint64_t harness_run(void *fn, uint64_t r1, void **maps, void **values, int *unwound, int *tail_called);
 uint64_t harness_last_arg(int i);
+uint64_t harness_backedges(void);
 """
 
 
@@ -216,6 +231,28 @@ def test_helper_arguments(harness):
     p.close()
     assert [lib.harness_last_arg(i) for i in range(5)] == [10, 20, 30, 40, 50]
     assert r0 == 10 + 40 + 90 + 160 + 250
+
+
+def test_back_edges_count_the_run_budget(harness):
+    """bpfshim's own bound (the kernel's verifier bounds loops at load): a
+    loop's taken back edges reach bpf_rt_backedge once per
+    BPF_RT_BACKEDGE_CHUNK (65536), whether the loop's jump is conditional or a
+    ja; forward jumps never."""
+    lib = harness[1]
+    n = 65536 * 3
+    # r0 = 0; r1 = n; loop: r0 += 1; if r0 < r1 goto loop; exit
+    cond = I(0xb7, 0, imm=0) + I(0xb7, 1, imm=n) + I(0x07, 0, imm=1) + I(0xad, 0, 1, off=-2) + EXIT
+    # r0 = 0; loop: r0 += 1; if r0 >= n goto out; ja loop; out: exit
+    ja = I(0xb7, 0, imm=0) + I(0x07, 0, imm=1) + I(0x35, 0, off=1, imm=n) + I(0x05, off=-3) + EXIT
+    # forward only: r0 = 2; if r1 > 0 goto +1; r0 = 1; exit (r1 = 0)
+    fwd = I(0xb7, 0, imm=2) + I(0x25, 1, off=1, imm=0) + I(0xb7, 0, imm=1) + EXIT
+    for code, want_r0, calls in ((cond, n, 3), (ja, n, 3), (fwd, 1, 0)):
+        p = Loaded(harness, compile_program(code))
+        before = lib.harness_backedges()
+        r0, _, _ = p.run(0)
+        p.close()
+        got = lib.harness_backedges() - before
+        assert r0 == want_r0 and calls <= got <= calls + 1, (r0, got)
 
 
 def test_map_references(harness):

@@ -194,6 +194,13 @@ static struct bpf_prog_rt *build(int fd, const struct shim_fd *e, int *err)
 		if (m->hdr->attr.map_type == BPF_MAP_TYPE_ARRAY)
 			rt->map_values[i] = shm_map_data(m);
 	}
+	/* the counts every process shares (bpfshim status reads them) */
+	if (hdr.stats_off) {
+		void *c = real.mmap(NULL, sizeof(struct bpf_prog_counts), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+				    (off_t)hdr.stats_off);
+		if (c != MAP_FAILED)
+			rt->shared_counts = c;
+	}
 	rt->env.helpers = bpf_helpers;
 	rt->env.maps = (void *const *)rt->maps;
 	rt->env.map_values = (void *const *)rt->map_values;

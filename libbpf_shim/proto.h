@@ -72,6 +72,8 @@ enum shim_ctl {
 	SHIM_CTL_PERF_GET = 7,     /* b = perf event id: its eventfd (ret) and ring fd, for producers */       /* DONE message = JSON of the live objects (bpfshim status) */
 	SHIM_CTL_RINGBUF_WAKEFD = 9, /* b = ringbuf map id: the eventfd its producers signal (ret, SHIM_FD_WAKE) */
 	SHIM_CTL_TRACEFS_READ = 10,  /* payload = path under the tracefs root: DONE message = the file, or -ENOENT */
+	SHIM_CTL_SYNC = 11,        /* answered at once: every message sent before it has been handled
+	                            * (a SHIM_OP_RELEASE, which has no reply) */
 };
 
 struct shim_msg {
@@ -129,7 +131,8 @@ struct shim_prog_image {
 	uint64_t jited_off;
 	char name[16];
 	uint32_t gpl;
-	uint32_t _pad;
+	uint32_t stats_off;        /* a page of struct bpf_prog_counts every process
+	                            * running the program counts in (0: none) */
 };
 
 enum {

@@ -71,6 +71,7 @@ class ProgObject(BpfObject):
         st = {"type": prog_type_name(self.prog_type), "name": self.name, "insns": len(self.orig) // 8,
               "jited": bool(self.jited), "maps": [m.id for m in self.maps],
               "verify_ns": getattr(self, "verify_ns", 0)}
+        st.update(run_counts(self))
         if self.calls_helper(U.BPF_FUNC_override_return):
             st["override_return"] = True      # changes what its probed function or syscall returns
         return st
@@ -345,7 +346,8 @@ def _publish(prog, xl):
     insns_off = (img_size + 7) & ~7
     maps_off = insns_off + len(xl)
     jited_off = (maps_off + 4 * len(prog.maps) + 15) & ~15
-    total = jited_off + len(prog.jited)
+    stats_off = (jited_off + len(prog.jited) + STATS_PAGE - 1) & ~(STATS_PAGE - 1)
+    total = stats_off + STATS_PAGE
     prog.open_fd(total)
     img = ffi.new("struct shim_prog_image *")
     img.magic = P.SHIM_PROG_MAGIC
@@ -356,6 +358,7 @@ def _publish(prog, xl):
     img.nr_maps = len(prog.maps)
     img.jited_len = len(prog.jited)
     img.insns_off, img.maps_off, img.jited_off = insns_off, maps_off, jited_off
+    img.stats_off = prog.stats_off = stats_off
     nm = prog.name.encode()
     ffi.memmove(img.name, nm, len(nm))
     img.gpl = int(prog.gpl)
@@ -363,8 +366,24 @@ def _publish(prog, xl):
     data[:img_size] = bytes(ffi.buffer(img))
     data[insns_off:maps_off] = xl
     data[maps_off:maps_off + 4 * len(prog.maps)] = b"".join(struct.pack("<I", m.id) for m in prog.maps)
-    data[jited_off:] = prog.jited
+    data[jited_off:jited_off + len(prog.jited)] = prog.jited
     os.pwrite(prog.fd, bytes(data), 0)
+
+
+# The page of struct bpf_prog_counts (agent/bpf_rt.h) at the image's stats_off.
+STATS_PAGE = 4096
+COUNTS = struct.Struct("<QQ")
+
+
+def run_counts(prog):
+    """Runs stopped early, over every process that ran the program: by a
+    fault, or by the run budget (over time, or detached while running)."""
+    off = getattr(prog, "stats_off", 0)
+    try:
+        faults, overruns = COUNTS.unpack(os.pread(prog.fd, COUNTS.size, off)) if off else (0, 0)
+    except (OSError, TypeError, struct.error):    # no fd: nothing counted yet
+        faults = overruns = 0
+    return {"faults": faults, "overruns": overruns}
 
 
 def _rewrite_image_id(prog):

@@ -6,7 +6,9 @@
  * A callback is the value of `lddw src=BPF_PSEUDO_FUNC` (see bpf_rt.h): a
  * tagged instruction index the interpreter runs, or the address of AOT code
  * called with the env of the running program. Both give the callback's r0;
- * the verifier allows it only 0 (go on) and 1 (stop).
+ * the verifier allows it only 0 (go on) and 1 (stop). Each call counts as a
+ * back edge of the run (bpf_rt_backedge_tick): the callback may loop nowhere
+ * itself, and nested loops multiply.
  */
 #include <errno.h>
 #include <signal.h>
@@ -35,6 +37,7 @@ static int callback_get(struct callback *cb, u64 fn)
 
 static inline u64 callback_call(const struct callback *cb, u64 r1, u64 r2, u64 r3, u64 r4)
 {
+	bpf_rt_backedge_tick();
 	if (cb->fn & BPF_RT_CB_INSN_TAG)
 		return bpf_interp_call(cb->prog, cb->fn, r1, r2, r3, r4, 0);
 	return ((bpf_rt_callback_fn)(uintptr_t)cb->fn)(r1, r2, r3, r4, 0, &cb->prog->env);

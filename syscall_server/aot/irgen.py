@@ -8,9 +8,14 @@ modulo by -1 gives 0, shift amounts are masked, 32-bit operations zero-extend.
 Registers are i64 allocas (SROA/mem2reg make them SSA values); the stack is an
 i8 array alloca with r10 at its end; other memory is reached as a null base pointer
 plus the address, with align 1 (eBPF allows unaligned access; x86 does too). Helpers are called through
-env->helpers[id]; maps through env->maps[i] / env->map_values[i]; the one runtime
-function the code needs (bpf_rt_tail_call_pending) through an import slot that
-bpf_jit_load fills (see link.py).
+env->helpers[id]; maps through env->maps[i] / env->map_values[i]; the runtime
+functions the code needs (bpf_rt_tail_call_pending, bpf_rt_backedge) through
+import slots that bpf_jit_load fills (see link.py).
+
+Runs are bounded (agent/bpf_rt.h): every taken back edge (a jump to its own pc
+or before) goes through a block that decrements the thread's budget counter,
+reached as %fs:offset (address space 257) with the offset from an import, and
+calls bpf_rt_backedge when it reaches 0. Forward edges cost nothing.
 """
 from .insn import (
     AotError, BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
@@ -29,7 +34,7 @@ ENTRY_NAME = "bpf_prog"
 IMPORT_PREFIX = "__bpfshim_import."
 ZERO_NAME = "__bpfshim_zero"
 # Import slots, filled by bpf_jit_load by index (bpf_jit_imports[] in agent/jit.c).
-IMPORTS = ("bpf_rt_tail_call_pending",)
+IMPORTS = ("bpf_rt_tail_call_pending", "bpf_rt_backedge", "bpf_rt_backedges_tpoff")
 
 _ITY = {BPF_B: "i8", BPF_H: "i16", BPF_W: "i32", BPF_DW: "i64"}
 _BITS = {BPF_B: 8, BPF_H: 16, BPF_W: 32, BPF_DW: 64}
@@ -151,6 +156,32 @@ class FuncGen:
         # every pass walks is smaller. Valid until the next block leader (the
         # blocks split off after calls have the one predecessor).
         self.cur = {}
+        self.back_blocks = []     # (label, target pc): emitted after the body
+
+    def edge(self, pc, target):
+        """The label a jump from pc to target branches to: the target, or for
+        a back edge a block that counts the run budget first."""
+        if target > pc:
+            return f"L{target}"
+        lab = f"B{pc}_{len(self.back_blocks)}"
+        self.back_blocks.append((lab, target))
+        return lab
+
+    def emit_back_blocks(self):
+        for lab, target in self.back_blocks:
+            self.out.append(f"{lab}:")
+            off = self.val(f"load i64, ptr @{IMPORT_PREFIX}bpf_rt_backedges_tpoff, align 8, !invariant.load !0")
+            cp = self.val(f"inttoptr i64 {off} to ptr addrspace(257)")
+            c = self.val(f"load volatile i32, ptr addrspace(257) {cp}, align 4")
+            d = self.val(f"sub i32 {c}, 1")
+            self.e(f"store volatile i32 {d}, ptr addrspace(257) {cp}, align 4")
+            z = self.val(f"icmp sle i32 {d}, 0")
+            slow = self.label()
+            self.e(f"br i1 {z}, label %{slow}, label %L{target}, !prof !1")
+            self.out.append(f"{slow}:")
+            fn = self.val(f"load ptr, ptr @{IMPORT_PREFIX}bpf_rt_backedge, align 8, !invariant.load !0")
+            self.e(f"call void {fn}()")
+            self.e(f"br label %L{target}")
 
     # -- small emit helpers ------------------------------------------------
     def tmp(self):
@@ -271,6 +302,7 @@ class FuncGen:
             terminated = self.insn(ins)
         if not terminated:
             raise AotError("falls off the end", f.end - 1)
+        self.emit_back_blocks()
         self.out.append("}")
         return self.out
 
@@ -538,7 +570,7 @@ class FuncGen:
             self.call(ins)
             return False
         if op == BPF_JA:
-            self.e(f"br label %L{jump_target(ins)}")
+            self.e(f"br label %{self.edge(pc, jump_target(ins))}")
             return True
         if op == BPF_JCOND and is64 and ins.src == BPF_MAY_GOTO and not ins.code & BPF_X:
             # may_goto as the verifier rewrites it: a per-function loop budget;
@@ -548,7 +580,7 @@ class FuncGen:
             dec = self.val(f"sub i64 {n}, 1")
             nv = self.val(f"select i1 {z}, i64 0, i64 {dec}")
             self.e(f"store i64 {nv}, ptr %maygoto")
-            self.e(f"br i1 {z}, label %L{jump_target(ins)}, label %L{pc + 1}, !prof !2")
+            self.e(f"br i1 {z}, label %{self.edge(pc, jump_target(ins))}, label %L{pc + 1}, !prof !2")
             return True
         if op not in _CMP and op != BPF_JSET:
             raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
@@ -557,8 +589,8 @@ class FuncGen:
             default, cases, nodes = sw
             self.drop_tree(pc, nodes)
             v = self.rd(ins.dst, pc)
-            arms = " ".join(f"i64 {c - (1 << 64) if c >> 63 else c}, label %L{t}" for c, t in cases)
-            self.e(f"switch i64 {v}, label %L{default} [ {arms} ]")
+            arms = " ".join(f"i64 {c - (1 << 64) if c >> 63 else c}, label %{self.edge(pc, t)}" for c, t in cases)
+            self.e(f"switch i64 {v}, label %{self.edge(pc, default)} [ {arms} ]")
             return True
         a = self.rd(ins.dst, pc)
         ty = "i64" if is64 else "i32"
@@ -570,7 +602,7 @@ class FuncGen:
             c = self.val(f"icmp ne {ty} {t}, 0")
         else:
             c = self.val(f"icmp {_CMP[op]} {ty} {a}, {b}")
-        self.e(f"br i1 {c}, label %L{jump_target(ins)}, label %L{pc + 1}")
+        self.e(f"br i1 {c}, label %{self.edge(pc, jump_target(ins))}, label %L{pc + 1}")
         return True
 
     def drop_tree(self, root, nodes):
