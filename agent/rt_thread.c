@@ -43,10 +43,20 @@ static int in_vfork_child(void)
 	return syscall(SYS_getpid) != owner;
 }
 
+static __thread int on_rt_thread;
+
+int rt_thread_self(void)
+{
+	return on_rt_thread;
+}
+
 static void *trampoline(void *arg)
 {
 	struct rt_thread *t = arg;
-	int r = t->fn(t);
+	int r;
+
+	on_rt_thread = 1;
+	r = t->fn(t);
 
 	__atomic_store_n(&t->done, r == RT_THREAD_DONE ? 1 : 2, __ATOMIC_RELEASE);
 	return NULL;

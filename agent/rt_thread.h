@@ -46,6 +46,9 @@ void rt_thread_wait(struct rt_thread *t, int ms);
 /* Sleep until CLOCK_MONOTONIC reaches *abs, or until asked to stop. */
 void rt_thread_sleep_until(struct rt_thread *t, const struct timespec *abs);
 
+/* 1 on a thread of the registry (the runtime's own, not the application's). */
+int rt_thread_self(void);
+
 /* Around a credential change: every library thread has been joined when
  * pause returns, and none starts before resume. Nested pairs are allowed. */
 void rt_threads_pause(void);

@@ -24,6 +24,7 @@
 #include <sys/sysmacros.h>
 #include "bpf_rt.h"
 #include "attach_table.h"
+#include "attach_ack.h"
 #include "hook/hook.h"
 #include "syscall_tp.h"
 #include "syscall_site.h"
@@ -502,6 +503,7 @@ static int open_table(void)
 		return -1;
 	table = m;
 	rt_follow_word_set(&table->gen);
+	attach_ack_join(dir, &table->gen);
 	rt_connect_early();
 	return 0;
 }
@@ -539,13 +541,18 @@ static int follower(struct rt_thread *t)
 	while (!rt_thread_stopping(t)) {
 		uint32_t gen = __atomic_load_n(&table->gen, __ATOMIC_ACQUIRE);
 		int pending = sync_table();
+		int armed = !syscall_tp_poll();
 		/* a pending slot (library not loaded yet) is retried every second;
 		 * threads still to arm for syscall tracepoints, soon */
 		int timeout = pending ? 1000 : 60000;
-		if (syscall_tp_poll())
+		if (!armed) {
 			timeout = tp_delay < 200 ? (tp_delay *= 2) : 200;
-		else
+		} else {
 			tp_delay = 1;
+			/* complete, threads asked to arm for tracepoints included:
+			 * loaders waiting for this generation may return */
+			attach_ack_applied(gen, &table->gen);
+		}
 		if (!rt_thread_stopping(t))
 			shm_futex_wait((uint32_t *)&table->gen, gen, timeout);
 	}
@@ -586,6 +593,7 @@ static void after_fork_child(void)
 {
 	if (!agent_on)
 		return;
+	attach_ack_forked();
 	start_follower();
 }
 
@@ -608,6 +616,8 @@ BPFSHIM_API void bpfshim_agent_main(const char *data, int *stay_resident)
 		munmap((void *)table, sizeof(*table));
 		table = NULL;
 	}
+	attach_ack_leave();
+	attach_ack_init();
 	if (rt_set_runtime_dir(data) == 0) {
 		agent_on = 1;
 		start_follower();
@@ -625,6 +635,7 @@ void uprobe_init(void)
 	}
 	agent_on = 1;
 	in_probe = 2;     /* the runtime's own syscalls here are not the application's */
+	attach_ack_init();
 	/* Probes that exist when the process starts are in place before main()
 	 * runs (e.g. the command bpftrace -c starts), as with kernel uprobes.
 	 * The follower thread is created first: a probe on pthread_create (or

@@ -566,6 +566,7 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 	int err;
 	sigset_t all, old;
 	SUD_INTERNAL_BEGIN();
+	int64_t table_gen = shim_attach_before(op, a);
 
 	/* A signal handler that re-enters bpf() would deadlock on the lock.
 	 * Synchronous faults stay deliverable: uaccess.c depends on them. */
@@ -592,21 +593,25 @@ int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t 
 	shim_internal--;
 	pthread_mutex_unlock(&conn_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!err)
+		shim_attach_after(table_gen);   /* attach_sync.c */
 	SUD_INTERNAL_END();
 	return err;
 }
 
-void shim_notify(uint32_t op, int64_t a, int64_t b)
+int shim_notify(uint32_t op, int64_t a, int64_t b)
 {
 	sigset_t all, old;
+	int err = -ENOTCONN;
 	SUD_INTERNAL_BEGIN();
 
 	shim_block_signals(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	pthread_mutex_lock(&conn_lock);
 	if (conn_fd >= 0)
-		send_msg(op, a, b, NULL, 0, -1);
+		err = send_msg(op, a, b, NULL, 0, -1);
 	pthread_mutex_unlock(&conn_lock);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	SUD_INTERNAL_END();
+	return err;
 }

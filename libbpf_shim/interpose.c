@@ -131,7 +131,7 @@ static void released(int fd, const struct shim_fd *was)
 
 	shim_fd_forget(fd);
 	if (!shim_fd_other_ref(kind, id, fd))
-		shim_notify(SHIM_OP_RELEASE, kind, id);
+		shim_release(kind, id);
 }
 
 static int close_(int fd);

@@ -149,8 +149,14 @@ int shim_is_trace_pipe(const char *path);
 int shim_trace_pipe_open(int flags);
 int shim_request(uint32_t op, int64_t a, int64_t b, const void *payload, size_t len,
 		 int fd_in, struct shim_reply *rep, char *msg_out, size_t msg_out_size);
-/* Fire-and-forget (SHIM_OP_RELEASE). */
-void shim_notify(uint32_t op, int64_t a, int64_t b);
+/* Fire-and-forget (SHIM_OP_RELEASE): 0 when sent. */
+int shim_notify(uint32_t op, int64_t a, int64_t b);
+/* attach_sync.c: around a request, the attach table's generation (or -1),
+ * then the wait for the agents if the request changed it; the release of
+ * an object's last fd in this process. */
+int64_t shim_attach_before(uint32_t op, int64_t a);
+void shim_attach_after(int64_t before);
+void shim_release(uint32_t kind, uint32_t id);
 /* "bpfshim: m" on stderr, once per process for each text: what bpfshim does
  * not serve, said where a loader first meets it. */
 void shim_say_once(const char *m);

@@ -77,3 +77,10 @@ class LinkObject(BpfObject):
 
     def status(self):
         return {"prog": self.prog.id, "attach_type": _attach_name(self.attach_type)}
+
+    def destroy(self):
+        # the kernel's perf link detaches its program from the event when
+        # released; the event itself lives on while its fd does
+        if self.attach_type == _native.uapi.BPF_PERF_EVENT:
+            self.target.detach_prog()
+        super().destroy()

@@ -108,6 +108,8 @@ def handle(conn, ctl, arg, payload):
             conn.done(0, msg=text)
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
+        elif ctl == P.SHIM_CTL_SYNC:
+            conn.done(0)     # the messages before it on this connection are handled
         else:
             raise BpfError(errno.EINVAL)
     except BpfError as e:

@@ -180,6 +180,20 @@ class ProgEvent(PerfEventObject):
     def prog_set(self, cookie):
         """What the event does once it has its program."""
 
+    def detach_prog(self):
+        """perf_event_free_bpf_prog(): its perf link was released
+        (bpf_perf_link_release), the event stays without a program."""
+        if self.prog is None:
+            return
+        self.prog_unset()
+        prog, self.prog = self.prog, None
+        self.children.remove(prog)
+        self.saved = None
+        prog.put()
+
+    def prog_unset(self):
+        """What the event stops doing without its program."""
+
     def set_enabled(self, on):
         self.enabled = on
 
@@ -210,11 +224,14 @@ class ProbeEvent(ProgEvent):
         if self.slot is not None:
             table().set_enabled(self.slot, on)
 
-    def destroy(self):
+    def prog_unset(self):
         if self.slot is not None:
             from .attach import table
             table().remove(self.slot)
             self.slot = None
+
+    def destroy(self):
+        self.prog_unset()
         super().destroy()
 
 

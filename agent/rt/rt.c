@@ -116,16 +116,17 @@ void rt_followers_kick(void)
 		BPF_RT_SYS(SYS_futex, w, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 }
 
-void rt_followers_poke(void)
+/* The table's generation word: the agent's, else a mapping of this
+ * process's own (a loader that follows no table); NULL without a table. */
+const uint32_t *rt_attach_gen(void)
 {
 	char dir[512], path[600];
+	const uint32_t *w = __atomic_load_n(&follow_word, __ATOMIC_ACQUIRE);
 	const struct attach_table *t;
 	long fd;
 
-	if (__atomic_load_n(&follow_word, __ATOMIC_ACQUIRE)) {
-		rt_followers_kick();
-		return;
-	}
+	if (w)
+		return w;
 	t = __atomic_load_n(&poke_table, __ATOMIC_ACQUIRE);
 	if (!t && !rt_runtime_dir(dir, sizeof(dir)) && !bpf_rt_path_join(path, sizeof(path), dir, "attach.tbl") &&
 	    (fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC)) >= 0) {
@@ -136,6 +137,13 @@ void rt_followers_poke(void)
 			BPF_RT_SYS(SYS_munmap, m, sizeof(struct attach_table));
 		t = __atomic_load_n(&poke_table, __ATOMIC_ACQUIRE);
 	}
-	if (t)
-		BPF_RT_SYS(SYS_futex, &t->gen, FUTEX_WAKE, INT_MAX, 0, 0, 0);
+	return t ? &t->gen : NULL;
+}
+
+void rt_followers_poke(void)
+{
+	const uint32_t *w = rt_attach_gen();
+
+	if (w)
+		BPF_RT_SYS(SYS_futex, w, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 }

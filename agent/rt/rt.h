@@ -56,6 +56,8 @@ void rt_prog_prepare(const struct bpf_prog_rt *prog);
 void rt_follow_word_set(const uint32_t *gen);
 void rt_followers_kick(void);
 void rt_followers_poke(void);
+/* The table's generation word (the agent's, or mapped for a loader), or NULL. */
+const uint32_t *rt_attach_gen(void);
 
 /* Binary-identical to the kernel's x86-64 struct pt_regs, as BPF programs
  * read it (PT_REGS_PARM1 = di at offset 112, PT_REGS_RC = ax at 80). */
