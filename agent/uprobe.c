@@ -489,6 +489,7 @@ static int open_table(void)
 		return 0;
 	if (rt_runtime_dir(dir, sizeof(dir)))
 		return -1;
+	attach_ack_join(dir);
 	snprintf(path, sizeof(path), "%s/attach.tbl", dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -503,7 +504,6 @@ static int open_table(void)
 		return -1;
 	table = m;
 	rt_follow_word_set(&table->gen);
-	attach_ack_join(dir, &table->gen);
 	rt_connect_early();
 	return 0;
 }
@@ -527,7 +527,8 @@ static int follower(struct rt_thread *t)
 
 	/* The server creates the table; until then look now and then. */
 	while (open_table()) {
-		rt_thread_wait(t, delay);
+		if (attach_ack_sleep(delay))
+			rt_thread_wait(t, delay);
 		if (rt_thread_stopping(t))
 			return RT_THREAD_STOPPED;
 		if (delay < 2000)
@@ -563,6 +564,7 @@ static void follower_wake(struct rt_thread *t)
 {
 	if (table)
 		shm_futex_wake((uint32_t *)&table->gen);
+	attach_ack_kick();
 }
 
 /* A probe found something missing (a perf ring): the follower's next pass

@@ -153,12 +153,29 @@ mine:
 	return e;
 }
 
-void attach_ack_join(const char *dir, const uint32_t *gen)
+void attach_ack_join(const char *dir)
 {
 	if (!reg)
 		reg = map_reg(dir, 1);
 	if (!me)
-		me = claim(__atomic_load_n(gen, __ATOMIC_ACQUIRE) - 1);
+		me = claim(0);
+}
+
+int attach_ack_sleep(int ms)
+{
+	struct attach_ack_ent *e = me;
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	if (!e)
+		return -1;
+	BPF_RT_SYS(SYS_futex, &e->applied, FUTEX_WAIT, __atomic_load_n(&e->applied, __ATOMIC_ACQUIRE), &ts, 0, 0);
+	return 0;
+}
+
+void attach_ack_kick(void)
+{
+	if (me)
+		BPF_RT_SYS(SYS_futex, &me->applied, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 }
 
 void attach_ack_forked(void)
@@ -280,7 +297,7 @@ void attach_ack_wait(uint32_t gen)
 	int64_t t0 = now_ms(), deadline = t0 + ATTACH_ACK_WAIT_MS;
 	for (unsigned i = 0; i < ATTACH_ACK_ENTS; i++) {
 		struct attach_ack_ent *e = &r->ents[i];
-		int asked = 0;
+		int asked = 0, kicked = 0;
 		for (;;) {
 			int32_t pid = __atomic_load_n(&e->pid, __ATOMIC_ACQUIRE);
 			uint32_t applied = __atomic_load_n(&e->applied, __ATOMIC_ACQUIRE);
@@ -296,6 +313,9 @@ void attach_ack_wait(uint32_t gen)
 			}
 			if (!err && (st == 'T' || st == 't'))
 				break;        /* stopped: its threads cannot run until it is continued */
+			/* a follower still looking for the table sleeps on its entry */
+			if (!kicked++)
+				BPF_RT_SYS(SYS_futex, &e->applied, FUTEX_WAKE, INT_MAX, 0, 0, 0);
 			int64_t t = now_ms();
 			if (!asked && t - t0 >= STILL_AGENT_MS) {
 				asked = 1;

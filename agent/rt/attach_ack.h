@@ -9,7 +9,7 @@
  *
  * $RUNTIME_DIR/agents: one entry per agent process of the user, mapped
  * shared and writable by every agent (the attach table stays the server's
- * alone to write). A process claims an entry when it maps the table (a fork
+ * alone to write). A process claims an entry when it looks for the table (a fork
  * child claims its own in its fork handler, in the mapping it inherited: it
  * may have changed user since), and its follower stores the table
  * generation it has fully applied after each complete pass (futex-woken).
@@ -47,10 +47,15 @@ struct attach_ack_reg {
 /* The agent. At a point where it may open files (the constructor, before
  * main): this process's start time. */
 void attach_ack_init(void);
-/* Once the table at `gen` is mapped: the registry beside it in `dir`, and
- * an entry for this process (the table's generation less one: nothing
- * applied yet). */
-void attach_ack_join(const char *dir, const uint32_t *gen);
+/* The registry in the runtime directory `dir` and an entry for this process
+ * (applied 0: nothing yet), also before the server made the table: a
+ * loader then waits for this process too, and wakes its follower, which
+ * looks for the table again. */
+void attach_ack_join(const char *dir);
+/* The follower until the table exists: sleep at most ms or until a loader
+ * wakes it; -1 without an entry. attach_ack_kick() wakes it (to stop). */
+int attach_ack_sleep(int ms);
+void attach_ack_kick(void);
 /* A fork child's handler, before its follower starts: an entry of its own,
  * starting where its parent's stood (it has the parent's patches). */
 void attach_ack_forked(void);
