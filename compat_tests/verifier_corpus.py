@@ -282,6 +282,9 @@ def run_one(t, btf):
         if fd >= 0:
             fds.append(fd)
         res = {"accept": fd >= 0, "errno": err, "last": "" if fd >= 0 else last_line(log), "ns": ns}
+        m = re.search(r"^verification time (\d+) usec", log, re.M)
+        if m:
+            res["verify_us"] = int(m.group(1))
         if setup:
             res["setup"] = setup
         return res

@@ -24,8 +24,8 @@ MAX_PACKET_OFF = 0xFFFF
 # bpfshim's own budget: beyond it the program is not interpreted (the
 # kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
 # model prunes less, so it may need more to reach the same verdict)
-BUDGET_INSNS = 50_000
-MAX_STATES_PER_INSN = 64
+BUDGET_INSNS = 10_000
+MAX_STATES_PER_INSN = 16
 
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}

@@ -49,8 +49,11 @@ class Reg:
 
     def copy(self):
         r = Reg.__new__(Reg)
-        for k in Reg.__slots__:
-            setattr(r, k, getattr(self, k))
+        r.type, r.off, r.var, r.id, r.ref, r.map, r.range, r.size = \
+            self.type, self.off, self.var, self.id, self.ref, self.map, self.range, self.size
+        r.smin, r.smax, r.umin, r.umax = self.smin, self.smax, self.umin, self.umax
+        r.s32min, r.s32max, r.u32min, r.u32max = self.s32min, self.s32max, self.u32min, self.u32max
+        r.null, r.exact, r.frame = self.null, self.exact, self.frame
         return r
 
     def key(self):
