@@ -32,12 +32,12 @@ TPVICTIM = ["taskset", "-c", "0", "{VT}"]
 # in their arguments only (execsnoop -l)
 EXECS = ["sh", "-c", 'M=bpfshim-ex; /bin/true "$M-mark" a; /nonexistent/x "$M-mark" 2>/dev/null; exit 0']
 EXITS = ["sh", "-c", '/bin/sh -c "exit 3"; /bin/true; exit 0']
-# started stopped for -p (a shell that stops itself, then execs getent)
-GETENT = ["sh", "-c", 'kill -STOP $$; exec "$0" "$@"', "getent", "ahosts", "localhost"]
+# waiting for -p (a shell that reads a line, then execs getent)
+GETENT = ["sh", "-c", 'read go; exec "$0" "$@"', "getent", "ahosts", "localhost"]
 
 # name -> (tool argv, line printed once attached, what drives it, how it ends)
 # {V} victim, {L} libvictim.so. The driver is a command run to completion
-# (started stopped when the tool needs its pid, {PID}), or "bash": typing
+# (started waiting when the tool needs its pid, {PID}), or "bash": typing
 # into an interactive bash. Ends: "sigint", or "exit" (the tool's own -n).
 # Some tools print their header before they open the perf buffer (events
 # output before that are lost, on the kernel too): after the line, the tool
@@ -121,17 +121,29 @@ def spawn(rt, argv, extra_env=()):
                          timeout=60, dimensions=(50, 200))
 
 
-def stopped(rt, argv):
-    """argv started so that it stops itself (the victim with VICTIM_STOP):
-    its pid is known, and its files mapped, before any probe is placed."""
-    p = subprocess.Popen(wrap(rt, argv, [("VICTIM_STOP", "1")]), stdout=subprocess.DEVNULL,
-                         env=dict(os.environ, VICTIM_STOP="1"))
+def waiting(rt, argv):
+    """argv started so that it waits, blocked reading stdin, for go() (the
+    victim with VICTIM_WAIT): its pid is known, and its files mapped, before
+    any probe is placed. It runs meanwhile (not SIGSTOPped): bpfshim's
+    attach returns once every running process applied it, as the kernel's
+    once the breakpoint is in every mapping; a stopped process's agent
+    cannot apply it before the process runs again (ARCHITECTURE.md)."""
+    p = subprocess.Popen(wrap(rt, argv, [("VICTIM_WAIT", "1")]), stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, env=dict(os.environ, VICTIM_WAIT="1"))
     for _ in range(500):
-        with open(f"/proc/{p.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return p
+        try:
+            with open(f"/proc/{p.pid}/syscall") as f:
+                if f.read().split()[:2] == ["0", "0x0"]:     # read(0, ...)
+                    return p
+        except OSError:
+            pass
         time.sleep(0.01)
-    raise AssertionError("the victim did not stop")
+    raise AssertionError("the victim does not wait on stdin")
+
+
+def go(victim):
+    victim.stdin.write(b"go\n")
+    victim.stdin.close()
 
 
 # poll, select, nanosleep, epoll_wait, ppoll, clock_nanosleep, pselect6, epoll_pwait
@@ -171,7 +183,7 @@ def run_case(case, subst, rt):
     sub = lambda args: [re.sub(r"{[VLP]\w*}", lambda m: subst[m.group(0)], a) for a in args]
     victim = None
     if driver != "bash" and any("{PID}" in a for a in argv):
-        victim = stopped(rt, sub(driver))
+        victim = waiting(rt, sub(driver))
         subst = dict(subst, **{"{PID}": str(victim.pid)})
     tool = spawn(rt, sub(argv))
     try:
@@ -182,7 +194,7 @@ def run_case(case, subst, rt):
             pids = [drive_bash(rt)]
         else:
             if victim:
-                os.kill(victim.pid, signal.SIGCONT)
+                go(victim)
             else:
                 victim = subprocess.Popen(wrap(rt, sub(driver)), stdout=subprocess.DEVNULL)
             assert victim.wait(timeout=60) == 0

@@ -1,7 +1,8 @@
 """Deterministic sample programs the tool tests probe: `victim` calls
 work(0..99), fib(10), six(), greet() on four strings, neg(-3..2), worker()
 50 times from each of 4 threads, and lib_add() from `libvictim.so` 10 times,
-then exits; with VICTIM_STOP set it first stops itself (SIGSTOP). Built with -O1 -fno-inline so every function is a real call."""
+then exits; with VICTIM_WAIT set it first waits for a line on stdin (a
+tool attaches to its pid meanwhile). Built with -O1 -fno-inline so every function is a real call."""
 import os
 import subprocess
 
@@ -12,6 +13,13 @@ VICTIM_C = r"""
 #include <stdlib.h>
 #include <unistd.h>
 volatile long sink;
+/* Blocked reading stdin while a tool attaches to this pid: a running
+ * process, which the kernel and bpfshim both have probed when the tool's
+ * attach returns (a stopped one bpfshim can only patch once it runs again). */
+static void wait_for_go(void) {
+    char c;
+    if (getenv("VICTIM_WAIT")) while (read(0, &c, 1) < 0) ;
+}
 int lib_add(int a, int b);
 __attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
 __attribute__((noinline)) long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
@@ -26,10 +34,7 @@ static void *thread_main(void *arg) {
 int main(void) {
     static const char *names[] = {"alpha", "beta", "gamma", "beta"};
     pthread_t th[4];
-    if (getenv("VICTIM_STOP")) {
-        raise(SIGSTOP);   /* a tool attaches to this pid, then SIGCONT */
-        usleep(300000);   /* bpfshim patches a running process within ms, the kernel at once */
-    }
+    wait_for_go();
     for (int i = 0; i < 100; i++) sink += work(i);
     sink += fib(10);
     for (int i = 0; i < 5; i++) sink += six(i, 2 * i, 3 * i, 4 * i, 5 * i, 6 * i);
@@ -143,8 +148,8 @@ def func_offset(exe, name):
                 return sym["st_value"] - h.p_vaddr + h.p_offset
     raise LookupError(name)
 
-# Syscalls for the tracepoint tests: after its start (and, with VICTIM_STOP,
-# after SIGCONT) `tpvictim` makes a fixed set of syscalls that a program's
+# Syscalls for the tracepoint tests: after its start (and, with VICTIM_WAIT,
+# after a line on stdin) `tpvictim` makes a fixed set of syscalls that a program's
 # start-up never makes, from the main thread, 4 threads, a forked child and
 # a signal handler, then exits.
 TP_VICTIM_C = r"""
@@ -171,9 +176,9 @@ int main(void) {
     char name[64], buf[16] = "0123456789abcdef";
     struct stat st;
     pthread_t th[4];
-    if (getenv("VICTIM_STOP")) {
-        raise(SIGSTOP);
-        usleep(300000);
+    if (getenv("VICTIM_WAIT")) {
+        char c;
+        while (read(0, &c, 1) < 0) ;
     }
     for (int i = 0; i < 3; i++) {
         snprintf(name, sizeof(name), "/nonexistent/tp-%d", i);
