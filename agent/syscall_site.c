@@ -84,6 +84,7 @@ __asm__(
 	"	jmp *%rcx\n"
 	/* struct hook_pt_regs below the return address, as the kernel's */
 	"2:	pushfq\n"
+	"	cld\n"                        /* C code runs with DF clear (popfq restores it) */
 	"	push $0x2b\n"                 /* ss */
 	"	lea 152(%rsp), %rcx\n	push %rcx\n"   /* sp */
 	"	push 16(%rsp)\n"              /* flags */
@@ -426,7 +427,13 @@ static int rewrite(uint64_t ip)
 		report(&s, s.offset - prev.len, "");
 		return 1;
 	}
-	if (!pad || hook_branch_into(sc, 2, func, fsize, code) || (sc & 63) == 63 ||
+	/* Through padding the syscall instruction itself is replaced, so a
+	 * number that must trap (sud_nr_tab SITE_TRAP) has no instruction to go
+	 * back to: only a site whose number is known, and never traps, is taken
+	 * (read's xor %eax,%eax: 0). A number from a register (syscall()'s
+	 * kind) stays on dispatch. */
+	int nr_zero = at != UINT64_MAX && prev.len == 2 && (code[at] == 0x31 || code[at] == 0x33) && code[at + 1] == 0xc0;
+	if (!pad || !nr_zero || hook_branch_into(sc, 2, func, fsize, code) || (sc & 63) == 63 ||
 	    put_jmp(func + pad, code + pad, make_stub(func + pad, NULL, 0, ip)))
 		return 0;
 	uint8_t jmp8[2] = { 0xeb, (uint8_t)(int8_t)((int64_t)(func + pad) - (int64_t)ip) };
@@ -471,6 +478,7 @@ void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr
 			v = SITE_TRAP;
 			break;
 		case SYS_rt_sigprocmask:      /* the mask the dispatch handler keeps SIGSYS out of */
+		case SYS_execve: case SYS_execveat:   /* no arming request may be pending at exec (ask_not_me) */
 			v = on ? SITE_TRAP : 0;
 			break;
 		/* while dispatch is on, SIGSYS stays out of handlers' and
