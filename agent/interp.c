@@ -90,6 +90,14 @@ static inline int tail_call_pending(void)
 	return rc && rc->tail_call_next;
 }
 
+/* The budget's check (bpf_rt.h), with the frame's count handed over. */
+__attribute__((noinline, cold)) static int32_t backedge_slow(int32_t left)
+{
+	bpf_rt_backedges_left = left;
+	bpf_rt_backedge();
+	return bpf_rt_backedges_left;
+}
+
 static inline const bpf_helper_fn *helper_table(const struct bpf_prog_rt *prog)
 {
 	return prog->env.helpers ? prog->env.helpers : bpf_helpers;
@@ -106,6 +114,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	uint64_t regs[11];
 	uint64_t stack[BPF_RT_STACK_SIZE / 8];
 	uint64_t may_goto_cnt = BPF_MAX_LOOPS;
+	int32_t left;
 
 #define ALU_OPS(OP) \
 	[BPF_ALU64 | OP | BPF_X] = &&ALU64_##OP##_X, [BPF_ALU64 | OP | BPF_K] = &&ALU64_##OP##_K, \
@@ -165,7 +174,13 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 #define IMM op->imm
 #define OFF op->off
 #define CONT ({ op++; goto *op->handler; })
-#define BACK(c) do { if (c) { op += OFF; bpf_rt_backedge_tick(); } } while (0)
+/* The budget counter lives in `left` while this frame runs (a register: the
+ * thread's variable costs a load and a store per back edge), and in
+ * bpf_rt_backedges_left across calls and returns. */
+#define TICK() do { if (__builtin_expect(--left <= 0, 0)) left = backedge_slow(left); } while (0)
+#define BACK(c) do { if (c) { op += OFF; TICK(); } } while (0)
+#define LEFT_OUT() (bpf_rt_backedges_left = left)
+#define LEFT_IN() (left = bpf_rt_backedges_left)
 
 	if (__builtin_expect(!prog, 0))
 		return (uint64_t)(uintptr_t)handlers;
@@ -176,6 +191,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	regs[4] = r4;
 	regs[5] = r5;
 	regs[10] = (uint64_t)(uintptr_t)(stack + BPF_RT_STACK_SIZE / 8);
+	LEFT_IN();
 	goto *op->handler;
 
 	/* ---- ALU ---- */
@@ -289,8 +305,8 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 	/* ---- jumps ---- */
 	JMP_JA: op += OFF; CONT;
 	JMP32_JA: op += IMM; CONT;   /* gotol */
-	JMP_JA_B: op += OFF; bpf_rt_backedge_tick(); CONT;
-	JMP32_JA_B: op += IMM; bpf_rt_backedge_tick(); CONT;
+	JMP_JA_B: op += OFF; TICK(); CONT;
+	JMP32_JA_B: op += IMM; TICK(); CONT;
 /* Superinstructions: ADD_ is a loop counter and its test; SEL_ a conditional
  * move of a constant, without the data-dependent branch whose mispredictions
  * were most of what it cost. */
@@ -342,7 +358,7 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		if (!may_goto_cnt) {
 			op += OFF;
 			if (OFF < 0)
-				bpf_rt_backedge_tick();
+				TICK();
 		} else {
 			may_goto_cnt--;
 		}
@@ -353,7 +369,9 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		if (bpf_rt_call_depth + 1 >= BPF_RT_MAX_CALL_FRAMES)
 			bpf_rt_fault(SIGSEGV);   /* the kernel refuses it at load */
 		bpf_rt_call_depth++;
+		LEFT_OUT();
 		regs[0] = run(prog, op + IMM + 1, regs[1], regs[2], regs[3], regs[4], regs[5]);
+		LEFT_IN();
 		bpf_rt_call_depth--;
 		if (tail_call_pending())
 			return regs[0];
@@ -362,7 +380,9 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		bpf_helper_fn fn = (uint32_t)IMM < BPF_RT_HELPER_MAX ? helper_table(prog)[IMM] : NULL;
 		if (!fn)
 			goto bad_insn;
+		LEFT_OUT();   /* bpf_loop's callbacks count */
 		regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
+		LEFT_IN();
 		/* bpf_tail_call: the run loop continues with the target */
 		if (IMM == BPF_FUNC_tail_call && tail_call_pending())
 			return regs[0];
@@ -373,12 +393,15 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		uint64_t id = DST;
 		if (!fn)
 			goto bad_insn;
+		LEFT_OUT();
 		regs[0] = fn(regs[1], regs[2], regs[3], regs[4], regs[5]);
+		LEFT_IN();
 		if (id == BPF_FUNC_tail_call && tail_call_pending())
 			return regs[0];
 		CONT;
 	}
 	JMP_EXIT:
+		LEFT_OUT();
 		return regs[0];
 
 	/* ---- memory ---- */
@@ -463,6 +486,9 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 #undef OFF
 #undef CONT
 #undef BACK
+#undef TICK
+#undef LEFT_OUT
+#undef LEFT_IN
 }
 
 /* The value of the lddw at insn; -EINVAL for one that faults when run: a map

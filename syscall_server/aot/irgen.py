@@ -13,9 +13,11 @@ functions the code needs (bpf_rt_tail_call_pending, bpf_rt_backedge) through
 import slots that bpf_jit_load fills (see link.py).
 
 Runs are bounded (agent/bpf_rt.h): every taken back edge (a jump to its own pc
-or before) goes through a block that decrements the thread's budget counter,
-reached as %fs:offset (address space 257) with the offset from an import, and
-calls bpf_rt_backedge when it reaches 0. Forward edges cost nothing.
+or before) goes through a block that decrements the budget counter and calls
+bpf_rt_backedge when it reaches 0. A function with back edges keeps the
+counter in a local (a register after SROA) and hands it to the thread's
+variable, reached as %fs:offset (address space 257, the offset an import),
+around calls and at returns. Functions without back edges never touch it.
 """
 from .insn import (
     AotError, BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
@@ -157,6 +159,18 @@ class FuncGen:
         # blocks split off after calls have the one predecessor).
         self.cur = {}
         self.back_blocks = []     # (label, target pc): emitted after the body
+        self.has_back = any(ins is not None and ins.cls in (BPF_JMP, BPF_JMP32) and ins.op not in (BPF_CALL, BPF_EXIT)
+                            and jump_target(ins) is not None and jump_target(ins) <= ins.pc
+                            for ins in prog[f.start:f.end])
+
+    def left_out(self):
+        """The frame's budget count to the thread's variable (before a call or a return)."""
+        if self.has_back:
+            self.e(f"store i32 {self.val('load i32, ptr %left')}, ptr addrspace(257) %leftp, align 4")
+
+    def left_in(self):
+        if self.has_back:
+            self.e(f"store i32 {self.val('load i32, ptr addrspace(257) %leftp, align 4')}, ptr %left")
 
     def edge(self, pc, target):
         """The label a jump from pc to target branches to: the target, or for
@@ -170,17 +184,17 @@ class FuncGen:
     def emit_back_blocks(self):
         for lab, target in self.back_blocks:
             self.out.append(f"{lab}:")
-            off = self.val(f"load i64, ptr @{IMPORT_PREFIX}bpf_rt_backedges_tpoff, align 8, !invariant.load !0")
-            cp = self.val(f"inttoptr i64 {off} to ptr addrspace(257)")
-            c = self.val(f"load volatile i32, ptr addrspace(257) {cp}, align 4")
+            c = self.val("load i32, ptr %left")
             d = self.val(f"sub i32 {c}, 1")
-            self.e(f"store volatile i32 {d}, ptr addrspace(257) {cp}, align 4")
+            self.e(f"store i32 {d}, ptr %left")
             z = self.val(f"icmp sle i32 {d}, 0")
             slow = self.label()
             self.e(f"br i1 {z}, label %{slow}, label %L{target}, !prof !1")
             self.out.append(f"{slow}:")
+            self.e(f"store i32 {d}, ptr addrspace(257) %leftp, align 4")
             fn = self.val(f"load ptr, ptr @{IMPORT_PREFIX}bpf_rt_backedge, align 8, !invariant.load !0")
             self.e(f"call void {fn}()")
+            self.left_in()
             self.e(f"br label %L{target}")
 
     # -- small emit helpers ------------------------------------------------
@@ -258,6 +272,11 @@ class FuncGen:
             self.e(f"%r{r} = alloca i64, align 8")
         self.e("%maygoto = alloca i64, align 8")
         self.e(f"store i64 {BPF_MAX_LOOPS}, ptr %maygoto")
+        if self.has_back:
+            self.e("%left = alloca i32, align 4")
+            off = self.val(f"load i64, ptr @{IMPORT_PREFIX}bpf_rt_backedges_tpoff, align 8, !invariant.load !0")
+            self.e(f"%leftp = inttoptr i64 {off} to ptr addrspace(257)")
+            self.left_in()
         ssz = max(self.stack_size, 8)
         self.e(f"%stk = alloca [{ssz} x i8], align 16")
         nargs = 1 if f.idx == 0 else 5
@@ -307,6 +326,7 @@ class FuncGen:
         return self.out
 
     def ret_normal(self):
+        self.left_out()
         r0 = self.rd(0, None)
         if self.ret_ty == "i64":
             self.e(f"ret i64 {r0}")
@@ -317,6 +337,7 @@ class FuncGen:
 
     def ret_abort(self):
         """Leave at once after a tail call (the run loop continues with its target)."""
+        self.left_out()
         if self.ret_ty == "i64":
             self.e(f"ret i64 {self.rd(0, None)}")
         else:
@@ -627,15 +648,19 @@ class FuncGen:
             ok = self.val(f"icmp ult i64 {idx}, {HELPER_MAX}")
             idx = self.val(f"select i1 {ok}, i64 {idx}, i64 0")
             fn = self.env_load(0, idx)
+            self.left_out()
             r = self.val(f"call i64 {fn}({', '.join('i64 ' + a for a in args)})")
+            self.left_in()
             self.wr(0, r, pc)
             self.check_tail_call()
             return
         if ins.src == BPF_PSEUDO_CALL:
             callee = self.by_start[pc + ins.imm + 1]
             argl = ", ".join("i64 " + a for a in args) + ", ptr %env"
+            self.left_out()
             if callee.may_tail_call:
                 pair = self.val(f"call fastcc {{ i64, i1 }} @{_fname(callee)}({argl})")
+                self.left_in()
                 r = self.val(f"extractvalue {{ i64, i1 }} {pair}, 0")
                 self.wr(0, r, pc)
                 ab = self.val(f"extractvalue {{ i64, i1 }} {pair}, 1")
@@ -646,10 +671,13 @@ class FuncGen:
                 self.out.append(f"{cont}:")
             else:
                 r = self.val(f"call fastcc i64 @{_fname(callee)}({argl})")
+                self.left_in()
                 self.wr(0, r, pc)
             return
         fn = self.env_load(0, ins.imm)
+        self.left_out()
         r = self.val(f"call i64 {fn}({', '.join('i64 ' + a for a in args)})")
+        self.left_in()
         self.wr(0, r, pc)
         if ins.imm == BPF_FUNC_tail_call:
             self.check_tail_call()
