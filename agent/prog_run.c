@@ -374,7 +374,6 @@ static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 	rc.prev = bpf_cur_run_ctx;
 	rc.entry = prog;
 	rc.detach_gen = __atomic_load_n(&prog->detach_gen, __ATOMIC_RELAXED);
-	rc.budget_t0 = 0;
 	bpf_cur_run_ctx = &rc;
 	bpf_rt_call_depth = 0;
 	sig = bpf_rt_setjmp(rc.fault_jmp);
@@ -406,6 +405,7 @@ static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 		uint64_t a2 = r2_in;
 
 		rc.tail_call_cnt = 0;
+		rc.budget_t0 = 0;   /* each repetition has the budget (PROG_TEST_RUN's repeat) */
 		for (;;) {
 			if (p->percpu && shm_run_cpu < 0) {
 				bpf_rt_cpu_claim();
