@@ -279,13 +279,18 @@ static void sync_thread(char *sel)
 
 /* A thread whose signals are all blocked (bpfshim's own threads, a thread
  * waiting in sigwait) gets the request when it unblocks them, if ever. */
-static void sync_self(void)
+static void sync_self_sel(char *sel)
 {
 	uint64_t mask;
 
 	if (SYSCALL(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &mask, 8, 0, 0) || (mask & SIGSYS_BIT))
 		return;
-	sync_thread(&sud_selector);
+	sync_thread(sel);
+}
+
+static void sync_self(void)
+{
+	sync_self_sel(&sud_selector);
 }
 
 /* The threads asked to arm since dispatch went on (a queued ASK_SIG whose
@@ -433,10 +438,42 @@ static int dispatch_off;
  * ASK_SIG, which kills the image it is about to exec (ask_not_me). */
 static void dispatch_fork_child(void)
 {
+	char sel;   /* dispatch_fork_end sets the selector */
+
 	__atomic_store_n(&n_asked, 0, __ATOMIC_RELEASE);   /* the parent's threads are not here */
 	if (__atomic_load_n(&sud_want, __ATOMIC_ACQUIRE))
-		sync_self();
+		sync_self_sel(&sel);
 	ask_not_me();
+}
+
+/* A fork child runs the library's fork handlers before fork() returns to
+ * the application: their syscalls and calls are the runtime's (reopening
+ * its fds, starting the follower), not the application's, so no
+ * tracepoint fires and no probe runs for them (dispatch_fork_begin is the
+ * first handler registered, dispatch_fork_end the last). */
+static __thread int fork_was_in_probe;
+
+static void dispatch_fork_begin(void)
+{
+	fork_was_in_probe = in_probe;
+	in_probe = 2;
+	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+}
+
+static void dispatch_fork_end(void)
+{
+	sud_selector = sud_armed ? SYSCALL_DISPATCH_FILTER_BLOCK : SYSCALL_DISPATCH_FILTER_ALLOW;
+	in_probe = fork_was_in_probe;
+}
+
+void dispatch_fork_begin_init(void)
+{
+	pthread_atfork(NULL, NULL, dispatch_fork_begin);
+}
+
+void dispatch_fork_end_init(void)
+{
+	pthread_atfork(NULL, NULL, dispatch_fork_end);
 }
 
 /* Before uprobe_init, whose fork handler starts the child's follower. */
@@ -1087,7 +1124,8 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 
 /* The traced path of a rewritten site (syscall_site.c): its registers are
  * the frame the site's stub saved. The syscalls that need a signal frame go
- * back to trap. */
+ * back to trap; the selector says, as it does to dispatch, whether the
+ * syscall is the application's. */
 int syscall_tp_site(struct hook_pt_regs *r)
 {
 	long a[6] = { (long)r->di, (long)r->si, (long)r->dx, (long)r->r10, (long)r->r8, (long)r->r9 };

@@ -1255,6 +1255,10 @@ static int keys_ok;
 void hook_keys(void)
 {
 	keys_ok = !pthread_key_create(&shadow_key, shadow_free) && !pthread_key_create(&rcu_key, rcu_release);
+	/* Here, not at the first hook: a fork child's handlers run in the order
+	 * they were registered, and this one (the lock, the readers, /proc/self/mem)
+	 * must run before the follower's starts the thread that patches. */
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 static int init_locked(void)
@@ -1277,7 +1281,6 @@ static int init_locked(void)
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0) == 0)
 		rcu_fast = 1;
 	bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
-	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	inited = 1;
 	return 0;
 }

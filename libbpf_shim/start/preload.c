@@ -11,6 +11,7 @@ __attribute__((constructor(101))) static void bpfshim_start(void)
 {
 	/* what everything else calls: the real libc functions, the runtime
 	 * directory and connection, the runtime layer's registrations */
+	dispatch_fork_begin_init();   /* the first fork handler */
 	interpose_init();
 	rundir_init();
 	rt_loader_init();
@@ -34,4 +35,5 @@ __attribute__((constructor(101))) static void bpfshim_start(void)
 	uprobe_init();
 	/* after uprobe_init, which may start the server */
 	layout_early();
+	dispatch_fork_end_init();     /* the last fork handler */
 }
