@@ -325,18 +325,26 @@ static void note_asked(int tid)
  * that image (its handlers are SIG_DFL, and SIGRTMAX's default action is to
  * terminate; a fork child's follower asked its main thread while it was in
  * execve). The thread is listed as asked, and a request already queued is
- * taken out (rt_sigtimedwait dequeues it, blocked or not). Left: a request
+ * taken out (rt_sigtimedwait dequeues it, blocked or not; the
+ * application's own SIGRTMAX is queued again, to this thread). Left: a request
  * the follower decided on before the listing and sends after the drain. */
 static void ask_not_me(void)
 {
-	int self = (int)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
+	int self = (int)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0), pid = (int)SYSCALL(SYS_getpid, 0, 0, 0, 0, 0, 0);
 	uint64_t m = 1ull << (ASK_SIG - 1);
 	struct timespec zero = { 0, 0 };
 
+	siginfo_t si, theirs[8];
+	int n = 0;
+
 	if (!was_asked(self))
 		note_asked(self);
-	while (SYSCALL(SYS_rt_sigtimedwait, &m, NULL, &zero, 8, 0, 0) == ASK_SIG)
-		;
+	/* the application's own SIGRTMAX (a timer, a sigqueue) goes back */
+	while (SYSCALL(SYS_rt_sigtimedwait, &m, &si, &zero, 8, 0, 0) == ASK_SIG)
+		if (!(si.si_code == SI_QUEUE && si.si_value.sival_ptr == &sud_want && si.si_pid == pid) && n < 8)
+			theirs[n++] = si;
+	for (int i = 0; i < n; i++)
+		SYSCALL(SYS_rt_tgsigqueueinfo, pid, self, ASK_SIG, &theirs[i], 0, 0);
 }
 
 /* Ask the threads not asked yet. Threads an armed thread makes arm

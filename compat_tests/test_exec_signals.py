@@ -1,0 +1,96 @@
+"""Syscall dispatch and the application's own SIGRTMAX.
+
+bpfshim asks threads to arm for syscall tracepoints with a queued SIGRTMAX
+(agent/syscall_tp.c ASK_SIG); before an exec it takes out a request still
+pending (it would kill the new image), and must give back the application's
+own SIGRTMAX: here one queued with a value, blocked, across a failed execve
+and an execve that runs a child image, is received with its value as on the
+kernel. Root and uid 65534.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from compat_tests.env import kernel_bpf_reason, unpriv_reason
+from compat_tests.test_bpftrace import run_bpftrace, runtime_dirs  # noqa: F401 (fixture)
+from compat_tests.unpriv import readable_tmpdir
+
+VICTIM_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 1) {                 /* the new image: what it has pending */
+        sigset_t m;
+        sigpending(&m);
+        printf("sigv: image pending %d\n", sigismember(&m, SIGRTMAX));
+        return 0;
+    }
+    sigset_t m;
+    sigemptyset(&m);
+    sigaddset(&m, SIGRTMAX);
+    sigprocmask(SIG_BLOCK, &m, 0);
+    union sigval v = { .sival_int = 42 };
+    sigqueue(getpid(), SIGRTMAX, v);
+    for (int i = 0; i < 3; i++)
+        execl("/nonexistent/sigv", "sigv", (char *)0);    /* fails: ENOENT */
+    getppid();
+    siginfo_t si;
+    struct timespec z = { 0, 0 };
+    int s = sigtimedwait(&m, &si, &z);
+    printf("sigv: got %d value %d\n", s == SIGRTMAX, s == SIGRTMAX ? si.si_value.sival_int : -1);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        sigqueue(getpid(), SIGRTMAX, v);
+        execl("/proc/self/exe", "sigv", "image", (char *)0);
+        _exit(127);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    printf("sigv: child exit %d signal %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+           WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return 0;
+}
+"""
+
+SCRIPT = 'tracepoint:syscalls:sys_enter_getppid /comm == "sigv"/ { @ = count(); }'
+
+
+@pytest.fixture(scope="module")
+def victim():
+    d = readable_tmpdir("bpfshim-sigv-")
+    exe = os.path.join(d, "sigv")
+    with open(exe + ".c", "w") as f:
+        f.write(VICTIM_C)
+    subprocess.run(["cc", "-O1", "-o", exe, exe + ".c"], check=True)
+    yield exe
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def lines(out):
+    return sorted(l for l in out.splitlines() if l.startswith("sigv: "))
+
+
+def test_application_sigrtmax_across_exec(victim, runtime_dirs):  # noqa: F811
+    rc, out = run_bpftrace(SCRIPT, victim, runtime_dirs[0])
+    assert rc == 0 and "@: 1" in out, out
+    got = {"root": lines(out)}
+    if unpriv_reason() is None:
+        rc, out = run_bpftrace(SCRIPT, victim, runtime_dirs[1], unpriv=True)
+        assert rc == 0 and "@: 1" in out, out
+        got["uid 65534"] = lines(out)
+    why = kernel_bpf_reason()
+    if why is not None:
+        pytest.skip(f"kernel side not run: {why}")
+    rc, out = run_bpftrace(SCRIPT, victim)
+    assert rc == 0, out
+    want = lines(out)
+    assert "sigv: got 1 value 42" in want, out
+    for label, l in got.items():
+        assert l == want, f"{label}: {l}\nkernel: {want}"
