@@ -559,19 +559,31 @@ struct tp_record {
 	uint64_t args[6];
 };
 
-static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
+/* With `ovr`, what the programs asked of bpf_override_return, read while
+ * in_probe still keeps a signal handler's probes from running (they would
+ * clear or set it in between). */
+static void run_probes_ovr(const struct tp_set *set, enum tp_kind kind, long nr, void *rec,
+			   struct bpf_rt_override *ovr)
 {
 	uint64_t r0;
 	int was = in_probe;
 
 	in_probe = 1;
+	bpf_rt_override.set = 0;
 	for (uint32_t i = 0; i < set->n; i++) {
 		const struct tp_probe *p = set->p[i];
 		if (p->kind != kind || (kind <= TP_EXIT && !p->raw && p->nr != (uint64_t)nr))
 			continue;
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
+	if (ovr)
+		*ovr = bpf_rt_override;
 	in_probe = was;
+}
+
+static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
+{
+	run_probes_ovr(set, kind, nr, rec, NULL);
 }
 
 /* The enter or exit programs of syscall nr; 1 when one of them called
@@ -582,11 +594,12 @@ static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, voi
  * uretprobe's override). */
 static int programs_override(const struct tp_set *set, enum tp_kind kind, long nr, void *rec, long *ret)
 {
-	bpf_rt_override.set = 0;
-	run_probes(set, kind, nr, rec);
-	if (bpf_rt_override.set)
-		*ret = (long)bpf_rt_override.rc;
-	return bpf_rt_override.set;
+	struct bpf_rt_override o;
+
+	run_probes_ovr(set, kind, nr, rec, &o);
+	if (o.set)
+		*ret = (long)o.rc;
+	return o.set;
 }
 
 static int wants(const uint8_t *bits, long nr)
