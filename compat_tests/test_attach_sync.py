@@ -9,8 +9,11 @@ calls in memory the loader reads: every call begun after the attach
 returned is counted, none begun after the detach returned. The kernel's
 result (root) is compared with bpfshim's as root and as uid 65534."""
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -72,3 +75,23 @@ def test_attach_sync(mode, setup):
         assert (rc, out) == (0, expected), report
     if "kernel" not in res:
         pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
+
+
+def test_stopped_agent_not_waited_for(setup):
+    """bpfshim only (the kernel writes a stopped process's breakpoint like
+    any other): an agent process that is stopped cannot apply an attach
+    until it runs again, so the loader does not wait for it (the wait would
+    otherwise run out, 1 s), and the running victim is probed as before."""
+    loader, victim, sides = setup
+    rt = sides[0][1]
+    other = subprocess.Popen(rt.cmd(["sleep", "60"]))
+    try:
+        time.sleep(0.5)          # its agent has registered
+        os.kill(other.pid, signal.SIGSTOP)
+        rc, out, err = run(rt.cmd([loader, victim, hex(func_offset(victim, "probed")), "ioctl"]))
+        took = float(re.search(r"attach took ([\d.]+) ms", err).group(1))
+        assert (rc, out) == (0, "missed after attach: 0\nhits after detach: 0\nvictim ran: yes\n"), err
+        assert took < 900, f"the attach waited for the stopped process: {took} ms"
+    finally:
+        other.kill()
+        other.wait()

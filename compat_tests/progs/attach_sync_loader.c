@@ -57,6 +57,13 @@ static void sleep_ms(long ms)
 		;
 }
 
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 static uint64_t hits_now(int map)
 {
 	union bpf_attr a;
@@ -158,6 +165,7 @@ int main(int argc, char **argv)
 	pa.disabled = !link;
 
 	uint64_t c_pre = *calls;
+	double t0 = now_ms();
 	int efd = (int)syscall(SYS_perf_event_open, &pa, sys ? -1 : pid, sys ? 0 : -1, -1, PERF_FLAG_FD_CLOEXEC);
 	if (efd < 0)
 		die("perf_event_open");
@@ -173,6 +181,7 @@ int main(int argc, char **argv)
 		die("ioctl");
 	}
 	uint64_t c0 = *calls;
+	double t_attach = now_ms() - t0;
 	sleep_ms(50);
 	uint64_t cd = *calls;
 	close(link ? lfd : efd);
@@ -187,6 +196,7 @@ int main(int argc, char **argv)
 	printf("missed after attach: %llu\n", (unsigned long long)(hits < must ? must - hits : 0));
 	printf("hits after detach: %llu\n", (unsigned long long)late);
 	printf("victim ran: %s\n", cd - c0 > 10 && c2 - c1 > 10 ? "yes" : "no");
+	fprintf(stderr, "attach took %.1f ms\n", t_attach);
 	fprintf(stderr, "c_pre %llu c0 %llu cd %llu c1 %llu c2 %llu hits %llu then %llu\n", (unsigned long long)c_pre,
 		(unsigned long long)c0, (unsigned long long)cd, (unsigned long long)c1, (unsigned long long)c2,
 		(unsigned long long)h1, (unsigned long long)hits);
