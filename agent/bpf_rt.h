@@ -111,6 +111,10 @@ struct bpf_run_ctx {
 	 * once and bpf_prog_run continues with it (no return to the caller). */
 	const struct bpf_prog_rt *tail_call_next;
 	uint32_t tail_call_cnt;
+	/* The bpf_spin_lock this run holds (the kernel allows one at a time):
+	 * a run stopped by a fault or its budget releases it, so the value's
+	 * other users do not spin for ever on a live owner. */
+	void *spin_lock;
 	/* A fault (SIGSEGV/SIGBUS) inside program code or a helper lands here. */
 	bpf_rt_jmp_buf fault_jmp;
 	int in_prog;

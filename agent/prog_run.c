@@ -384,6 +384,8 @@ static int run_guarded(const struct bpf_prog_rt *prog, void *ctx, uint64_t r2_in
 		if (cpu_claimed)
 			bpf_rt_cpu_release();
 		bpf_rt_ringbuf_release(rb_mark);
+		if (rc.spin_lock)
+			shm_unlock(rc.spin_lock);
 		if (sig == RUN_EXIT) {
 			*ret = exit_r0;
 			return 0;

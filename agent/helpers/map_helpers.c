@@ -118,8 +118,10 @@ u64 bpf_spin_lock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
 {
 	shm_lock_t *l = (shm_lock_t *)PTR(lock);
 	uint32_t dead = shm_lock_takeover(l);
-	const struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
 
+	if (rc)
+		rc->spin_lock = l;
 	if (!dead)
 		return 0;
 	/* taken over from a killed BPF_F_LOCK writer: finish its copy, found
@@ -139,6 +141,10 @@ u64 bpf_spin_lock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
 
 u64 bpf_spin_unlock(u64 lock, u64 r2, u64 r3, u64 r4, u64 r5)
 {
+	struct bpf_run_ctx *rc = bpf_cur_run_ctx;
+
+	if (rc && rc->spin_lock == PTR(lock))
+		rc->spin_lock = NULL;
 	shm_unlock((shm_lock_t *)PTR(lock));
 	return 0;
 }
