@@ -222,11 +222,16 @@ def prog_load(ctx, attr):
         v.check_subprogs(starts)
         v.check_opcodes()
         relocate(ctx, insns, attr, prog, log)
+        v.defer_helpers = True
         v.check_fields()
         v.check_flow(starts)
         t0 = time.perf_counter_ns()
-        processed = V.do_check(insns, ptype, prog.maps, log, ffi, attr.prog_flags, attr.expected_attach_type)
+        processed = V.do_check(insns, ptype, prog.maps, log, ffi, attr.prog_flags, attr.expected_attach_type,
+                               v.deferred)
         prog.verify_ns = time.perf_counter_ns() - t0
+        if v.deferred and processed is None:
+            # do_check did not follow every path: a call to a missing helper may be reachable
+            V.reject(log, *next(iter(v.deferred.values())))
     except BpfError as e:
         if level:
             if not log.lines:

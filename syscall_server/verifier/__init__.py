@@ -12,14 +12,16 @@ from .structure import Insn, Log, Verifier, VerifierError, decode, is_ldimm64, r
 from . import check as _check
 
 
-def do_check(insns, prog_type, maps, log, ffi, prog_flags=0, expected_attach_type=0):
+def do_check(insns, prog_type, maps, log, ffi, prog_flags=0, expected_attach_type=0, bad_helpers=None):
     """The abstract interpretation: the number of instructions it processed,
     or None when it does not model the program (the structural checks'
     verdict stands). A reject raises VerifierError with the kernel's errno,
-    the message as the log's last line."""
+    the message as the log's last line. bad_helpers: func_id -> (errno,
+    message) for calls refused where they are reached."""
     try:
         c = _check.Checker(insns, prog_type, [_check.MapInfo(m) for m in maps], log, ffi, prog_flags,
                            expected_attach_type)
+        c.bad_helpers = bad_helpers or {}
         return c.run()
     except _check.Unmodelled:
         return None

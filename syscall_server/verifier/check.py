@@ -129,6 +129,7 @@ class Checker:
         self.expected_attach_type = expected_attach_type
         self.id_gen = 0
         self.processed = 0
+        self.bad_helpers = {}
         self.skb = _ctx_skb(ffi) if prog_type in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT) else None
         self.xdp_size = ffi.sizeof("struct xdp_md") if prog_type == XDP else 0
 
@@ -949,6 +950,8 @@ class Checker:
 
     # ---------------------------------------------------------------- calls
     def check_helper_call(self, st, i, x):
+        if x.imm in self.bad_helpers:
+            raise Reject(*self.bad_helpers[x.imm])     # get_helper_proto() fails where the call is reached
         proto = P.PROTOS.get(x.imm)
         if proto is None:
             raise Unmodelled(f"helper {x.imm}")

@@ -135,6 +135,16 @@ class Verifier:
         self.helper_ok = helper_ok         # func_id -> bool
         self.helper_name = helper_name     # func_id -> "bpf_map_lookup_elem" or None
         self.prog_type = prog_type
+        # the calls to helpers this program type or bpfshim lacks, when the
+        # caller lets do_check decide (the kernel refuses such a call only
+        # where it is reachable: dead code may have one)
+        self.defer_helpers = False
+        self.deferred = {}          # func_id -> (errno, message), in program order
+
+    def _helper_reject(self, err, msg, func_id):
+        if not self.defer_helpers:
+            reject(self.log, err, msg)
+        self.deferred.setdefault(func_id, (err, msg))
 
     # ---- per instruction fields (do_check / check_*_fields) ----
     def check_fields(self):
@@ -263,16 +273,16 @@ class Verifier:
     def _helper(self, func_id):
         name = self.helper_name(func_id)
         if name is None:
-            reject(self.log, errno.EINVAL, f"invalid func unknown#{func_id}")
+            return self._helper_reject(errno.EINVAL, f"invalid func unknown#{func_id}", func_id)
         if not self.helper_ok(func_id):
             # A helper bpfshim does not have: the kernel's words for a helper it
             # does not know, so that loaders probing helpers (bpftrace's
             # detect_helper looks for "unknown func") see it as absent.
-            reject(self.log, errno.EINVAL, f"unknown func {name}#{func_id}")
+            return self._helper_reject(errno.EINVAL, f"unknown func {name}#{func_id}", func_id)
         types = PROG_TYPE_HELPERS.get(name)
         if (self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS) or (types and self.prog_type not in types):
             # check_helper_call()'s words (6.x) when the program type lacks it
-            reject(self.log, errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}")
+            self._helper_reject(errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}", func_id)
 
     # ---- resolve_pseudo_ldimm64's sanity pass ----
     def check_opcodes(self):
