@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 static inline long bpf_rt_sys(long n, long a, long b, long c, long d, long e, long f)
@@ -79,21 +81,51 @@ static inline long bpf_rt_keep_fd(long fd)
 	return hi;
 }
 
-/* Open `path` again at the number *slot holds (a fork child: the kept fd
- * names its parent's /proc/self), or keep a first open; -errno on failure,
- * *slot unchanged. */
-static inline long bpf_rt_reopen_fd(int *slot, const char *path, long flags)
+/* An fd the runtime keeps, with what it names (st_dev, st_ino): one the
+ * application closed (closefrom) and whose number it reuses for a file of
+ * its own is never taken for ours, written to or replaced. */
+struct bpf_rt_kept {
+	int fd;
+	uint64_t dev, ino;
+};
+#define BPF_RT_KEPT_INIT { -1, 0, 0 }
+
+/* k's fd while it is still ours, else -1 (and k forgets it). */
+static inline int bpf_rt_kept_fd(struct bpf_rt_kept *k)
+{
+	struct stat st;
+
+	if (k->fd < 0)
+		return -1;
+	if (BPF_RT_SYS(SYS_fstat, k->fd, &st) || (uint64_t)st.st_dev != k->dev || (uint64_t)st.st_ino != k->ino) {
+		k->fd = -1;
+		return -1;
+	}
+	return k->fd;
+}
+
+/* Open `path` for k: at the number k holds while it is ours (a fork child:
+ * the kept fd names its parent's /proc/self), else at a new kept number.
+ * 0 or -errno (k unchanged). */
+static inline long bpf_rt_kept_open(struct bpf_rt_kept *k, const char *path, long flags)
 {
 	long fd = BPF_RT_SYS(SYS_openat, -100 /* AT_FDCWD */, path, flags | 02000000 /* O_CLOEXEC */, 0);
+	struct stat st;
 
 	if (fd < 0)
 		return fd;
-	if (*slot < 0) {
-		*slot = (int)bpf_rt_keep_fd(fd);
-		return 0;
+	if (BPF_RT_SYS(SYS_fstat, fd, &st)) {
+		BPF_RT_SYS(SYS_close, fd);
+		return -EBADF;
 	}
-	BPF_RT_SYS(SYS_dup3, fd, *slot, 02000000);
-	BPF_RT_SYS(SYS_close, fd);
+	if (bpf_rt_kept_fd(k) >= 0) {
+		BPF_RT_SYS(SYS_dup3, fd, k->fd, 02000000);
+		BPF_RT_SYS(SYS_close, fd);
+	} else {
+		k->fd = (int)bpf_rt_keep_fd(fd);
+	}
+	k->dev = (uint64_t)st.st_dev;
+	k->ino = (uint64_t)st.st_ino;
 	return 0;
 }
 

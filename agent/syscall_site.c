@@ -215,7 +215,7 @@ void syscall_site_trapped(uint64_t ip)
 /* /proc/self/maps, opened at start and again in a fork child (as the
  * stats file: no transient fd while the application runs), read by the
  * follower into its buffer. */
-static int maps_fd = -1;
+static struct bpf_rt_kept maps = BPF_RT_KEPT_INIT;   /* /proc/self/maps */
 static char maps_buf[1 << 20];
 
 /* Where addr is mapped from: the file's path, dev, ino and the offset;
@@ -227,8 +227,11 @@ static int file_of(uint64_t addr, struct attach_slot *s, int *prot)
 	unsigned maj, min;
 	size_t len = 0;
 	long n;
+	int maps_fd = bpf_rt_kept_fd(&maps);
 
-	if (maps_fd < 0 || BPF_RT_SYS(SYS_lseek, maps_fd, 0, SEEK_SET))
+	if (maps_fd < 0 && (bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY) || (maps_fd = bpf_rt_kept_fd(&maps)) < 0))
+		return 0;
+	if (BPF_RT_SYS(SYS_lseek, maps_fd, 0, SEEK_SET))
 		return 0;
 	while (len < sizeof(maps_buf) - 1 &&
 	       (n = BPF_RT_SYS(SYS_read, maps_fd, maps_buf + len, sizeof(maps_buf) - 1 - len)) > 0)
@@ -507,8 +510,8 @@ static void site_child(void)
 	if (parent != &local_stats)
 		BPF_RT_SYS(SYS_munmap, parent, sizeof(*parent));
 	stats_publish();
-	if (maps_fd >= 0)
-		bpf_rt_reopen_fd(&maps_fd, "/proc/self/maps", O_RDONLY);
+	if (bpf_rt_kept_fd(&maps) >= 0)
+		bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY);
 }
 
 void site_init(void)
@@ -517,7 +520,7 @@ void site_init(void)
 	syscall_site_publish(NULL, NULL, 0, 0);
 	pthread_atfork(NULL, NULL, site_child);
 	stats_publish();
-	bpf_rt_reopen_fd(&maps_fd, "/proc/self/maps", O_RDONLY);
+	bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY);
 }
 
 #endif

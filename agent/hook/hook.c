@@ -255,7 +255,8 @@ __asm__(
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int inited;
 static int have_sync_core;
-static int memfd = -1;                  /* /proc/self/mem, when mprotect is refused */
+static struct bpf_rt_kept mem = BPF_RT_KEPT_INIT;   /* /proc/self/mem, when mprotect is refused */
+#define memfd bpf_rt_kept_fd(&mem)
 static struct sigaction prev_trap;
 static pthread_key_t shadow_key;
 static uint64_t ret_dropped;
@@ -1246,7 +1247,7 @@ static void atfork_child(void)
 			}
 	qreq.active = 0;
 	if (memfd >= 0)     /* it names the parent's memory */
-		bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
+		bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
 }
 
 /* Created before the application's keys (rawsys.h bpf_rt_setspecific); at start,
@@ -1280,7 +1281,7 @@ static int init_locked(void)
 		have_sync_core = 1;
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0) == 0)
 		rcu_fast = 1;
-	bpf_rt_reopen_fd(&memfd, "/proc/self/mem", O_RDWR);
+	bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
 	inited = 1;
 	return 0;
 }

@@ -19,10 +19,8 @@
 #include "tasks.h"
 #include "start.h"
 
-static int task_fd = -1;
-static long task_pid;             /* whose task directory task_fd is */
-static dev_t task_dev;
-static ino_t task_ino;
+static struct bpf_rt_kept task = BPF_RT_KEPT_INIT;
+static long task_pid;             /* whose task directory it is */
 static int walk_lock;
 
 static void take(void)
@@ -38,15 +36,8 @@ static void drop(void)
 
 static void reopen_locked(void)
 {
-	struct stat st;
-
-	if (bpf_rt_reopen_fd(&task_fd, "/proc/self/task", O_RDONLY | O_DIRECTORY))
-		return;
-	task_pid = BPF_RT_SYS(SYS_getpid, 0);
-	if (!BPF_RT_SYS(SYS_fstat, task_fd, &st)) {
-		task_dev = st.st_dev;
-		task_ino = st.st_ino;
-	}
+	if (!bpf_rt_kept_open(&task, "/proc/self/task", O_RDONLY | O_DIRECTORY))
+		task_pid = BPF_RT_SYS(SYS_getpid, 0);
 }
 
 void rt_tasks_reopen(void)
@@ -56,32 +47,24 @@ void rt_tasks_reopen(void)
 	drop();
 }
 
-/* task_fd still is our directory of this process: the application may
- * have closed it (closefrom) and reused the number. */
-static int still_ours(void)
-{
-	struct stat st;
-
-	return task_fd >= 0 && task_pid == BPF_RT_SYS(SYS_getpid, 0) && !BPF_RT_SYS(SYS_fstat, task_fd, &st) &&
-	       st.st_dev == task_dev && st.st_ino == task_ino;
-}
-
 int rt_tasks_walk(void (*fn)(int tid, void *arg), void *arg)
 {
 	static char dbuf[8192];
 	long n;
 
+	int fd;
+
 	take();
-	if (!still_ours()) {
-		task_fd = -1;   /* not ours to close any more */
+	/* not ours any more (closed, or this is a child the fork handler missed) */
+	if ((fd = bpf_rt_kept_fd(&task)) < 0 || task_pid != BPF_RT_SYS(SYS_getpid, 0)) {
 		reopen_locked();
-		if (task_fd < 0) {
+		if ((fd = bpf_rt_kept_fd(&task)) < 0) {
 			drop();
 			return -ENOENT;
 		}
 	}
-	BPF_RT_SYS(SYS_lseek, task_fd, 0, SEEK_SET);
-	while ((n = BPF_RT_SYS(SYS_getdents64, task_fd, dbuf, sizeof(dbuf))) > 0) {
+	BPF_RT_SYS(SYS_lseek, fd, 0, SEEK_SET);
+	while ((n = BPF_RT_SYS(SYS_getdents64, fd, dbuf, sizeof(dbuf))) > 0) {
 		for (long off = 0; off < n;) {
 			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
 				(void *)(dbuf + off);
