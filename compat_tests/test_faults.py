@@ -1,5 +1,6 @@
 """A program that faults at run time (a NULL or wild pointer the kernel's
-verifier would have refused, which bpfshim's load-time checks let through)
+verifier would have refused, which bpfshim's load-time checks let through:
+today, inside a bpf-to-bpf call, which its verifier does not model yet)
 must never take its host down: the run stops, an error is returned (or the
 hit is dropped) and the process goes on — in PROG_TEST_RUN in the loader
 and in a traced target."""
@@ -22,6 +23,14 @@ def wild_load(addr):
     return (struct.pack("<BBhi", 0x18, 1, 0, lo - (1 << 32) if lo >= 1 << 31 else lo) +
             struct.pack("<BBhi", 0, 0, 0, hi - (1 << 32) if hi >= 1 << 31 else hi) +
             struct.pack("<BBhi", 0x79, 0x10, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+
+
+def in_subprog(insns):
+    """call the program as a bpf-to-bpf subprogram: bpfshim's verifier does
+    not model calls yet and leaves such programs to the structural checks
+    (ARCHITECTURE.md), so the fault reaches the runtime; the same program
+    without the call is refused at load, as the kernel refuses it."""
+    return struct.pack("<BBhi", 0x85, 0x10, 0, 1) + struct.pack("<BBhi", 0x95, 0, 0, 0) + insns
 
 
 OK_PROG = struct.pack("<BBhi", 0xB7, 0, 0, 7) + struct.pack("<BBhi", 0x95, 0, 0, 0)
@@ -73,9 +82,9 @@ def json_dumps(x):
 
 
 PROGS = [
-    ["null_deref_skb", wild_load(0).hex(), 1],
-    ["wild_deref_skb", wild_load(0xDEAD0000BEEF).hex(), 1],
-    ["null_deref_syscall", wild_load(8).hex(), 31],
+    ["null_deref_skb", in_subprog(wild_load(0)).hex(), 1],
+    ["wild_deref_skb", in_subprog(wild_load(0xDEAD0000BEEF)).hex(), 1],
+    ["null_deref_syscall", in_subprog(wild_load(8)).hex(), 31],
     ["ok_after", OK_PROG.hex(), 1],
 ]
 
