@@ -23,7 +23,7 @@ from compat_tests.victims import func_offset
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
 TRACEFS_ID = "/sys/kernel/tracing/events/syscalls/sys_enter_getppid/id"
-MODES = ["ioctl", "link", "syscall"]
+MODES = ["ioctl", "early", "link", "syscall"]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,15 @@ def test_attach_sync(mode, setup):
     res = {}
     if kernel_bpf_reason() is None:
         res["kernel"] = run(argv)
-    for name, rt in sides:
-        res[name] = run(rt.cmd(argv))
+    if mode == "early":     # servers that do not run yet when the victim starts
+        sides = [(name, Runtime(unpriv=rt.unpriv, prefix="bpfshim-attach-sync-early-")) for name, rt in sides]
+    try:
+        for name, rt in sides:
+            res[name] = run(rt.cmd(argv))
+    finally:
+        if mode == "early":
+            for _, rt in sides:
+                rt.close()
     expected = "missed after attach: 0\nhits after detach: 0\nvictim ran: yes\n"
     report = "\n".join(f"--- {n}: rc={r[0]}\n{r[1]}{r[2]}" for n, r in res.items())
     # the kernel's result when it ran (and what it shows); the behaviour itself otherwise

@@ -14,6 +14,8 @@
  *
  *   attach_sync_loader VICTIM OFFSET MODE
  *     MODE ioctl: a uprobe event (disabled), SET_BPF, ENABLE ... close() of it
+ *          early: the same, the victim started before the loader's first bpf()
+ *                 (under bpfshim: before the server runs)
  *          link:  a uprobe event, BPF_LINK_CREATE ... close() of the link
  *          syscall: syscalls:sys_enter_getppid (OFFSET: its tracefs id),
  *                 SET_BPF, ENABLE ... close(); the program counts the
@@ -57,6 +59,21 @@ static void sleep_ms(long ms)
 		;
 }
 
+static int map_create(void)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = 4;
+	a.value_size = 8;
+	a.max_entries = 1;
+	int map = (int)sys_bpf(BPF_MAP_CREATE, &a);
+	if (map < 0)
+		die("map");
+	return map;
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -90,17 +107,10 @@ int main(int argc, char **argv)
 	int sys = !strcmp(mode, "syscall");
 
 	/* the map first: under bpfshim its request starts the server, which the
-	 * victim's agent then finds when it starts (one that started before the
-	 * server is not waited for until it has found it: ARCHITECTURE.md) */
-	union bpf_attr a;
-	memset(&a, 0, sizeof(a));
-	a.map_type = BPF_MAP_TYPE_ARRAY;
-	a.key_size = 4;
-	a.value_size = 8;
-	a.max_entries = 1;
-	int map = (int)sys_bpf(BPF_MAP_CREATE, &a);
-	if (map < 0)
-		die("map");
+	 * victim's agent finds when it starts; "early": the victim first, its
+	 * agent finds no table (it is waited for and woken all the same) */
+	int early = !strcmp(mode, "early");
+	int map = early ? -1 : map_create();
 	/* then the victim: its pid goes into the program */
 	int mfd = memfd_create("calls", MFD_CLOEXEC);
 	if (mfd < 0 || ftruncate(mfd, 4096))
@@ -120,7 +130,10 @@ int main(int argc, char **argv)
 		sleep_ms(1);
 	if (*calls < 100000)
 		die("the victim does not run");
+	if (early)
+		map = map_create();
 
+	union bpf_attr a;
 	/* hits += 1 (the tracepoint fires in every task: the victim's only) */
 	struct bpf_insn prog[] = {
 		INSN(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_pid_tgid),
