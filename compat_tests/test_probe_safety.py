@@ -326,7 +326,15 @@ def sslsniff_nginx(rtdir=None, unpriv=False, n=8):
             assert r.stdout == f"ok /r{i}\n", (r.returncode, r.stdout, r.stderr)
         time.sleep(1)
         os.killpg(bt.pid, signal.SIGINT)
-        out, _ = bt.communicate(timeout=TIMEOUT)
+        try:
+            out, _ = bt.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            if rtdir:
+                raise
+            # The kernel's own run: bpftrace sometimes does not end after
+            # SIGINT here (not understood yet); what it printed is compared.
+            os.killpg(bt.pid, signal.SIGKILL)
+            out, _ = bt.communicate()
         return sorted(re.findall(r"^GET /r\d+", head + out, re.M)), head + out
     finally:
         for p in (bt, ng):

@@ -3,7 +3,9 @@ work(0..99), fib(10), six(), greet() on four strings, neg(-3..2), worker()
 50 times from each of 4 threads, and lib_add() from `libvictim.so` 10 times,
 then exits; with VICTIM_WAIT set it first waits for a line on stdin (a
 tool attaches to its pid meanwhile). Built with -O1 -fno-inline so every function is a real call."""
+import contextlib
 import os
+import shutil
 import subprocess
 
 VICTIM_C = r"""
@@ -213,3 +215,19 @@ def build_tp_victim(d):
     subprocess.run(["cc", "-O1", "-o", exe, exe + ".c", "-pthread"], check=True)
     os.chmod(exe, 0o755)
     return exe
+
+
+@contextlib.contextmanager
+def c_program(name, src, flags=()):
+    """The C program `src` built as `name` in a directory uid 65534 can
+    read, removed afterwards."""
+    from compat_tests.unpriv import readable_tmpdir
+    d = readable_tmpdir(f"bpfshim-{name}-")
+    exe = os.path.join(d, name)
+    try:
+        with open(exe + ".c", "w") as f:
+            f.write(src)
+        subprocess.run(["cc", "-O1", *flags, "-o", exe, exe + ".c"], check=True)
+        yield exe
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
