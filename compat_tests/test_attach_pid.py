@@ -17,6 +17,7 @@ import pytest
 
 from compat_tests.env import ROOT, SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_libbpf_uprobe import func_offset
+from compat_tests.test_tools import wait_idle
 from compat_tests.unpriv import Runtime, readable_tmpdir
 
 BPFTRACE = shutil.which("bpftrace")
@@ -92,6 +93,9 @@ def trace(target, shim_cmd=None):
         while target.first_byte(addr) == before:
             assert time.monotonic() < deadline, "the agent did not apply the probe in 10 s"
             time.sleep(0.01)
+        # and bpftrace is past its attach (a SIGINT before that is not an
+        # exit request to it): its main thread waits in its event loop
+        wait_idle(bt.pid)
         assert target.ask(f"go {CALLS}") == "done"
         bt.send_signal(signal.SIGINT)
         out, _ = bt.communicate(timeout=30)
