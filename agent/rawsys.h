@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <pthread.h>
 #include <errno.h>
 #include <sys/stat.h>
@@ -141,6 +142,38 @@ static inline size_t bpf_rt_utoa(char *out, uint64_t v)
 	while (n)
 		out[k++] = t[--n];
 	return k;
+}
+
+/* State and start time of `pid` from /proc/PID/stat: 0, or -ESRCH when
+ * there is no such process, or another -errno when it cannot be read. */
+static inline int bpf_rt_proc_stat(int32_t pid, char *state, uint64_t *start)
+{
+	char path[32] = "/proc/", buf[1024];
+	size_t k = 6;
+	long n;
+
+	k += bpf_rt_utoa(path + k, (uint64_t)pid);
+	memcpy(path + k, "/stat", 6);
+	n = bpf_rt_read_file(path, buf, sizeof(buf));
+	if (n < 0)
+		return n == -ENOENT ? -ESRCH : (int)n;
+	char *p = strrchr(buf, ')');          /* the comm may hold anything but that last ')' */
+	if (!p || p[1] != ' ')
+		return -EINVAL;
+	p += 2;
+	*state = *p;
+	/* field 3 is the state, 22 the start time */
+	for (int f = 3; f < 22; f++) {
+		while (*p && *p != ' ')
+			p++;
+		if (!*p++)
+			return -EINVAL;
+	}
+	uint64_t v = 0;
+	while (*p >= '0' && *p <= '9')
+		v = v * 10 + (uint64_t)(*p++ - '0');
+	*start = v;
+	return 0;
 }
 
 /* dir + "/" + name into out (n bytes): 0, or -1 when it does not fit

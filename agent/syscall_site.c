@@ -173,17 +173,10 @@ static void stats_publish(void)
 	*m = *old;
 	m->magic = SITE_STATS_MAGIC;
 	m->pid = (uint32_t)me;
-	char st[1024];
-	long n = bpf_rt_read_file("/proc/self/stat", st, sizeof(st) - 1);
-	if (n > 0) {
-		st[n] = 0;
-		/* field 22, after the ")" that ends the comm */
-		const char *p = strrchr(st, ')');
-		for (int f = 2; p && f < 22; f++)
-			p = strchr(p + 1, ' ');
-		if (p)
-			m->start_time = strtoull(p + 1, NULL, 10);
-	}
+	char state;
+	uint64_t start;
+	if (!bpf_rt_proc_stat((int32_t)me, &state, &start))
+		m->start_time = start;
 	__atomic_store_n(&stats, m, __ATOMIC_RELEASE);
 }
 

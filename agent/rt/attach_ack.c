@@ -21,44 +21,12 @@ static struct attach_ack_ent *me;       /* this process's entry */
 static int32_t my_pid;
 static uint64_t my_start;
 
-/* State and start time of `pid` from /proc/PID/stat: 0, or -ESRCH when
- * there is no such process, or another -errno when it cannot be read. */
-static int proc_stat(int32_t pid, char *state, uint64_t *start)
-{
-	char path[32] = "/proc/", buf[1024];
-	size_t k = 6;
-	long n;
-
-	k += bpf_rt_utoa(path + k, (uint64_t)pid);
-	memcpy(path + k, "/stat", 6);
-	n = bpf_rt_read_file(path, buf, sizeof(buf));
-	if (n < 0)
-		return n == -ENOENT ? -ESRCH : (int)n;
-	char *p = strrchr(buf, ')');          /* the comm may hold anything but that last ')' */
-	if (!p || p[1] != ' ')
-		return -EINVAL;
-	p += 2;
-	*state = *p;
-	/* field 3 is the state, 22 the start time */
-	for (int f = 3; f < 22; f++) {
-		while (*p && *p != ' ')
-			p++;
-		if (!*p++)
-			return -EINVAL;
-	}
-	uint64_t v = 0;
-	while (*p >= '0' && *p <= '9')
-		v = v * 10 + (uint64_t)(*p++ - '0');
-	*start = v;
-	return 0;
-}
-
 void attach_ack_init(void)
 {
 	char st;
 
 	my_pid = (int32_t)BPF_RT_SYS(SYS_getpid, 0);
-	if (proc_stat(my_pid, &st, &my_start))
+	if (bpf_rt_proc_stat(my_pid, &st, &my_start))
 		my_start = 0;
 }
 
@@ -116,7 +84,7 @@ static int dead(const struct attach_ack_ent *e, int32_t pid)
 {
 	char st;
 	uint64_t start;
-	int err = proc_stat(pid, &st, &start);
+	int err = bpf_rt_proc_stat(pid, &st, &start);
 
 	return err == -ESRCH || (!err && (start != e->start || st == 'Z' || st == 'X'));
 }
@@ -306,7 +274,7 @@ void attach_ack_wait(uint32_t gen)
 			uint64_t st_start;
 			if (pid <= 0 || !behind(applied, gen) || __atomic_load_n(&e->late, __ATOMIC_ACQUIRE))
 				break;
-			int err = proc_stat(pid, &st, &st_start);
+			int err = bpf_rt_proc_stat(pid, &st, &st_start);
 			if (err == -ESRCH || (!err && (st_start != start || st == 'Z' || st == 'X'))) {
 				reclaim(e, pid, start);
 				break;
