@@ -376,7 +376,11 @@ static void t_libc(void)
 	printf("ok   libc strlen (%s, %ld hits)\n", mode_name(hook_mode(h)), strlen_hits);
 	hook_detach(h);
 
-	CHECK(!hook_attach((void *)my_malloc, malloc_entry, malloc_ret, NULL, &hm), "malloc attach");
+	/* fails while a kernel uprobe sits on libc's malloc (its int3 is there) */
+	int err = hook_attach((void *)my_malloc, malloc_entry, malloc_ret, NULL, &hm);
+	CHECK(!err, "malloc attach %d", err);
+	if (err)
+		return;
 	(void)in_malloc_probe;
 	void *p = my_malloc(12345);
 	CHECK(p && malloc_sizes == 1 && malloc_last_ret == p, "malloc: %p %p %ld", p, malloc_last_ret, malloc_sizes);
