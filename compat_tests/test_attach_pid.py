@@ -8,13 +8,13 @@ cannot be ptraced give the errno's message and exit 1.
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from compat_tests import hang
 from compat_tests.env import ROOT, SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_libbpf_uprobe import func_offset
 from compat_tests.test_tools import wait_idle
@@ -97,8 +97,7 @@ def trace(target, shim_cmd=None):
         # exit request to it): its main thread waits in its event loop
         wait_idle(bt.pid)
         assert target.ask(f"go {CALLS}") == "done"
-        bt.send_signal(signal.SIGINT)
-        out, _ = bt.communicate(timeout=30)
+        out = hang.interrupt(bt, 30)
     finally:
         if bt.poll() is None:
             bt.kill()

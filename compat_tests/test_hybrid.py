@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from compat_tests import hang
 from compat_tests.env import SHIM_LIB, ROOT, clang_bpf, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import normalise
 from compat_tests.unpriv import Runtime, readable_tmpdir
@@ -318,8 +319,7 @@ class Tool:
             time.sleep(0.2)
 
     def stop(self):
-        self.p.send_signal(2)
-        out, _ = self.p.communicate(timeout=30)
+        out = hang.interrupt(self.p, 30)
         return [l for l in out.splitlines() if l.startswith("@")]
 
 

@@ -38,6 +38,7 @@ import time
 
 import pytest
 
+from compat_tests import hang
 from compat_tests.env import ROOT, SHIM_LIB, UNPRIV_UID, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import BPFTRACE, LIBC, NOISE, runtime_dirs  # noqa: F401 (fixture)
 from compat_tests.unpriv import readable_tmpdir
@@ -325,16 +326,10 @@ def sslsniff_nginx(rtdir=None, unpriv=False, n=8):
                                capture_output=True, text=True)
             assert r.stdout == f"ok /r{i}\n", (r.returncode, r.stdout, r.stderr)
         time.sleep(1)
-        os.killpg(bt.pid, signal.SIGINT)
         try:
-            out, _ = bt.communicate(timeout=TIMEOUT)
+            out = hang.interrupt(bt, TIMEOUT, group=True)
         except subprocess.TimeoutExpired:
-            if rtdir:
-                raise
-            # The kernel's own run: bpftrace sometimes does not end after
-            # SIGINT here (not understood yet); what it printed is compared.
-            os.killpg(bt.pid, signal.SIGKILL)
-            out, _ = bt.communicate()
+            pytest.fail(f"bpftrace did not end {TIMEOUT} s after SIGINT\n{head}\n{hang.describe(bt.pid)}")
         return sorted(re.findall(r"^GET /r\d+", head + out, re.M)), head + out
     finally:
         for p in (bt, ng):

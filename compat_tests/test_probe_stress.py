@@ -18,6 +18,7 @@ import subprocess
 
 import pytest
 
+from compat_tests import hang
 from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import BPFTRACE, LIBC
 from compat_tests.unpriv import Runtime, readable_tmpdir
@@ -138,9 +139,10 @@ def finish(label, p):
     try:
         out, _ = p.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
+        stacks = hang.describe(p.pid)
         os.killpg(p.pid, signal.SIGKILL)
         out, _ = p.communicate()
-        pytest.fail(f"{label}: hung for {TIMEOUT} s\n{out}")
+        pytest.fail(f"{label}: hung for {TIMEOUT} s\n{out}\n{stacks}")
     assert p.returncode == 0, f"{label}: rc {p.returncode}\n{out}"
     own = re.search(r"stressvic pairs (\d+) children (\d+)", out)
     m, f = re.search(r"@m: (\d+)", out), re.search(r"@f: (\d+)", out)
