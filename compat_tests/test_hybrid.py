@@ -229,6 +229,64 @@ def test_hybrid_bpftool_sees_kernel_maps(hybrid):
     assert outs[1] == outs[0]
 
 
+# A loader of two arrays, one it makes BPF_F_MMAPABLE: what it reads back
+# (info, an element, its mmap of each); pins them for bpftool
+ARRAYS_PY = r"""
+import ctypes, errno, mmap, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr, 128)
+    r = libc.syscall(ctypes.c_long(321), ctypes.c_long(cmd), buf, ctypes.c_long(128))
+    return r, errno.errorcode.get(ctypes.get_errno(), "?") if r < 0 else "-"
+
+for i, flags in enumerate((0, 0x400)):      # BPF_F_MMAPABLE
+    fd, err = bpf(0, struct.pack("IIIII", 2, 4, 12, 10, flags))          # MAP_CREATE of an array
+    info = ctypes.create_string_buffer(88)
+    r, e = bpf(15, struct.pack("IIQ", fd, 88, ctypes.addressof(info)))   # OBJ_GET_INFO_BY_FD
+    key, val = ctypes.create_string_buffer(struct.pack("I", 3)), ctypes.create_string_buffer(b"abcdefghijkl")
+    u, ue = bpf(2, struct.pack("IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(val), 0))
+    try:
+        mm = mmap.mmap(fd, 4096)[16 * 3:16 * 3 + 12]
+    except OSError as x:
+        mm = errno.errorcode[x.errno]
+    path = ctypes.create_string_buffer(f"{sys.argv[1]}_{i}".encode())
+    p, pe = bpf(6, struct.pack("QI", ctypes.addressof(path), fd))       # OBJ_PIN
+    print(flags, fd >= 0, err, r, e, struct.unpack_from("IxxxxIIII", info.raw), u, ue, mm, p, pe)
+"""
+
+
+def test_hybrid_arrays_mmapable(hybrid):
+    """Arrays are the kernel's mmapable arrays (what user-space programs map,
+    ARCHITECTURE.md): the loader reads back what it asked for (info's
+    map_flags, an element, EINVAL for an mmap of an array it did not make
+    mmapable), as on the kernel; bpftool without the library sees the flag
+    bpfshim added (beyond the kernel: asserted)."""
+    _exe, rt = hybrid
+    d = os.path.dirname(_exe)
+    script = os.path.join(d, "arrays.py")
+    with open(script, "w") as f:
+        f.write(ARRAYS_PY)
+    outs, flags = [], []
+    for side, wrap in (("kernel", lambda a: a), ("hybrid", lambda a: hybrid_cmd(rt, a))):
+        pin = f"/sys/fs/bpf/bpfshim_hyarr_{os.getpid()}_{side}"
+        try:
+            rc, out = run(wrap(["/usr/bin/python3", script, pin]), env=rt.env())
+            outs.append((rc, out))
+            if BPFTOOL:
+                flags.append([json.loads(run([BPFTOOL, "-j", "map", "show", "pinned", f"{pin}_{i}"])[1])["flags"]
+                              for i in (0, 1)])
+        finally:
+            for i in (0, 1):
+                if os.path.exists(f"{pin}_{i}"):
+                    os.unlink(f"{pin}_{i}")
+    assert outs[1] == outs[0] and outs[0][0] == 0, outs
+    assert "EINVAL" in outs[0][1].splitlines()[0] and "abcdefghijkl" in outs[0][1].splitlines()[1], outs
+    if BPFTOOL:
+        assert flags == [[0, 0x400], [0x400, 0x400]], flags
+
+
 def test_hybrid_status_modes(hybrid):
     """bpfshim status names each process's mode (beyond the kernel: asserted)."""
     _exe, rt = hybrid

@@ -16,6 +16,7 @@
  * its privileges later gets the kernel's EPERM, as without bpfshim.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,143 @@
 
 int shim_hybrid;
 
+/*
+ * Arrays are created BPF_F_MMAPABLE, so that user-space programs can use
+ * the kernel's memory itself (ARCHITECTURE.md "Hybrid mode", maps). The
+ * flag the loader did not ask for is hidden from what it reads back
+ * (GET_INFO_BY_FD) and its mmap of such an array is refused as the kernel
+ * refuses it; the kernel ids of those maps, appended lock-free (ids are
+ * allocated cyclically: not reused while the table lives). Per process and
+ * its forks: another process that opens the map sees the flag.
+ */
+#define ADDED_MMAP_MAX 4096
+static uint32_t added_mmap[ADDED_MMAP_MAX];
+static unsigned n_added_mmap;
+
+static int added_mmap_has(uint32_t id)
+{
+	unsigned n = __atomic_load_n(&n_added_mmap, __ATOMIC_ACQUIRE);
+
+	for (unsigned i = 0; i < n && i < ADDED_MMAP_MAX; i++)
+		if (__atomic_load_n(&added_mmap[i], __ATOMIC_RELAXED) == id)
+			return 1;
+	return 0;
+}
+
+static long sys_bpf(int cmd, void *attr, unsigned int size)
+{
+	return real.syscall(SYS_bpf, cmd, attr, size);
+}
+
+/* The kernel's info on a map fd, 0 when fd is one; else -1. */
+static int map_info(int fd, struct bpf_map_info *info)
+{
+	union bpf_attr a;
+	char path[40], link[32];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = real.readlink(path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return -1;
+	link[n] = 0;
+	if (strcmp(link, "anon_inode:bpf-map"))
+		return -1;
+	memset(&a, 0, sizeof(a));
+	memset(info, 0, sizeof(*info));
+	a.info.bpf_fd = (uint32_t)fd;
+	a.info.info_len = sizeof(*info);
+	a.info.info = (uint64_t)(uintptr_t)info;
+	return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a, sizeof(a)) ? -1 : 0;
+}
+
+/* A map's id when the shim added BPF_F_MMAPABLE to it, else 0. */
+static uint32_t added_mmap_fd(int fd)
+{
+	struct bpf_map_info info;
+
+	if (!__atomic_load_n(&n_added_mmap, __ATOMIC_ACQUIRE) || map_info(fd, &info))
+		return 0;
+	return (info.map_flags & BPF_F_MMAPABLE) && added_mmap_has(info.id) ? info.id : 0;
+}
+
+static long map_create(uint64_t uattr, unsigned int size)
+{
+	union bpf_attr a;
+	struct bpf_map_info info;
+	long fd;
+	int e;
+
+	if (size < offsetof(union bpf_attr, map_flags) + sizeof(a.map_flags) || size > sizeof(a) ||
+	    shim_copy_from_user(&a, uattr, size))
+		return real.syscall(SYS_bpf, BPF_MAP_CREATE, uattr, size);
+	if (a.map_type != BPF_MAP_TYPE_ARRAY || (a.map_flags & BPF_F_MMAPABLE))
+		return real.syscall(SYS_bpf, BPF_MAP_CREATE, uattr, size);
+	a.map_flags |= BPF_F_MMAPABLE;
+	fd = sys_bpf(BPF_MAP_CREATE, &a, size);
+	if (fd < 0)    /* refused with the flag: the loader gets the kernel's answer to its own attr */
+		return real.syscall(SYS_bpf, BPF_MAP_CREATE, uattr, size);
+	e = errno;
+	if (!map_info((int)fd, &info)) {
+		unsigned i = __atomic_fetch_add(&n_added_mmap, 1, __ATOMIC_ACQ_REL);
+		if (i < ADDED_MMAP_MAX)
+			__atomic_store_n(&added_mmap[i], info.id, __ATOMIC_RELEASE);
+		else    /* cannot hide it: make the map the loader asked for */
+			__atomic_store_n(&n_added_mmap, ADDED_MMAP_MAX, __ATOMIC_RELEASE);
+		if (i < ADDED_MMAP_MAX) {
+			errno = e;
+			return fd;
+		}
+	}
+	real.close((int)fd);
+	return real.syscall(SYS_bpf, BPF_MAP_CREATE, uattr, size);
+}
+
+/* bpf_map_info.map_flags as the loader made the map */
+static long obj_get_info(uint64_t uattr, unsigned int size)
+{
+	long r = real.syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, uattr, size);
+	union bpf_attr a;
+	uint32_t flags;
+	int e = errno;
+
+	if (r || size < offsetof(union bpf_attr, info.info) + sizeof(a.info.info) ||
+	    shim_copy_from_user(&a, uattr, offsetof(union bpf_attr, info.info) + sizeof(a.info.info)) ||
+	    a.info.info_len < offsetof(struct bpf_map_info, map_flags) + sizeof(flags) ||
+	    !added_mmap_fd((int)a.info.bpf_fd))
+		goto out;
+	if (!shim_copy_from_user(&flags, a.info.info + offsetof(struct bpf_map_info, map_flags), sizeof(flags))) {
+		flags &= ~(uint32_t)BPF_F_MMAPABLE;
+		shim_copy_to_user(a.info.info + offsetof(struct bpf_map_info, map_flags), &flags, sizeof(flags));
+	}
+out:
+	errno = e;
+	return r;
+}
+
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
+	switch (cmd) {
+	case BPF_MAP_CREATE:
+		return map_create(uattr, size);
+	case BPF_OBJ_GET_INFO_BY_FD:
+		return obj_get_info(uattr, size);
+	}
 	return real.syscall(SYS_bpf, cmd, uattr, size);
+}
+
+/* bpf_map_mmap() of an array the loader did not make mmapable: EINVAL
+ * (array_map_mmap); -1 with errno set then, else 0 (the kernel's mmap). */
+int shim_hybrid_mmap_refused(int fd)
+{
+	int e = errno;
+
+	if (fd < 0 || !added_mmap_fd(fd)) {
+		errno = e;
+		return 0;
+	}
+	errno = EINVAL;
+	return -1;
 }
 
 long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)

@@ -291,6 +291,8 @@ static void *mmap_(void *addr, size_t len, int prot, int flags, int fd, off_t of
 	struct shim_fd *e;
 
 	ENSURE();
+	if (shim_hybrid && fd >= 0 && !(flags & MAP_ANONYMOUS) && shim_hybrid_mmap_refused(fd))
+		return MAP_FAILED;
 	/* an fd the table does not know (inherited over exec) may be a map */
 	if (fd < 0 || (flags & MAP_ANONYMOUS) || shim_internal || !(e = shim_fd_get(fd)))
 		return real.mmap(addr, len, prot, flags, fd, off);

@@ -181,6 +181,7 @@ long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
 extern int shim_hybrid;
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size);
 long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
+int shim_hybrid_mmap_refused(int fd);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 
