@@ -16,9 +16,9 @@ LDLIBS  := -ldl -lpthread -lrt
 PYTHON  ?= $(if $(wildcard .venv/bin/python),$(abspath .venv/bin/python),python3)
 CFLAGS  += -Ibuild/gen
 
-AGENT_SRC := $(sort $(wildcard agent/*.c agent/rt/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c))
+AGENT_SRC := $(sort $(wildcard agent/*.c agent/rt/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c agent/syscall/*.c))
 SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
-HDRS      := $(wildcard agent/start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
+HDRS      := $(wildcard agent/start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h agent/syscall/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
 

@@ -26,7 +26,7 @@ enum attach_state {
 
 enum attach_flags {
 	ATTACH_F_RETPROBE = 1,
-	/* A syscall tracepoint (agent/syscall_tp.c), not a uprobe: `offset` is
+	/* A syscall tracepoint (agent/syscall/trace.c), not a uprobe: `offset` is
 	 * the syscall number (syscalls:sys_{enter,exit}_*), any syscall with
 	 * ATTACH_F_RAW_SYSCALLS (raw_syscalls:*); `tp_type` the event id. */
 	ATTACH_F_SYSCALL = 2,
@@ -42,6 +42,10 @@ enum attach_flags {
 	/* signal:signal_generate, for the signals kill/tkill/tgkill/
 	 * rt_(tg)sigqueueinfo send (not those the kernel generates) */
 	ATTACH_F_SIGNAL_GENERATE = 128,
+	/* A hybrid loader's uprobe (libbpf_shim/hybrid.c): the kernel's uprobe
+	 * on the same site serves the processes without the agent. An agent
+	 * takes the site over from the kernel's breakpoint (agent/uprobe.c). */
+	ATTACH_F_KERNEL_TWIN = 256,
 };
 
 struct attach_slot {

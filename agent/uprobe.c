@@ -26,8 +26,8 @@
 #include "attach_table.h"
 #include "attach_ack.h"
 #include "hook/hook.h"
-#include "syscall_tp.h"
-#include "syscall_site.h"
+#include "syscall/syscall_tp.h"
+#include "syscall/syscall_site.h"
 #include "rt_thread.h"
 #include "run_cpu.h"
 #include "rawsys.h"
@@ -55,6 +55,10 @@ struct probe {
 	 * replace its return value (a uretprobe), nothing (a site inside a
 	 * function, where no `ret` would go back to the caller) */
 	enum { OVERRIDE_NONE, OVERRIDE_SKIP, OVERRIDE_RETVAL } override;
+	/* A hybrid loader's twin (ATTACH_F_KERNEL_TWIN): the first byte of the
+	 * entry, where the kernel's breakpoint is while the kernel serves the
+	 * hit (its program ran, this one must not), else NULL. */
+	const volatile uint8_t *kernel_bp;
 };
 
 static struct probe *applied[ATTACH_TABLE_SLOTS];
@@ -73,6 +77,8 @@ static void run(struct probe *p, struct hook_pt_regs *regs)
 			__atomic_add_fetch(&p->misses, 1, __ATOMIC_RELAXED);
 		return;
 	}
+	if (p->kernel_bp && *p->kernel_bp == 0xcc)
+		return;     /* the kernel's uprobe took this hit */
 	SUD_INTERNAL_BEGIN();
 	in_probe = 1;
 	bpf_rt_override.set = 0;
@@ -367,6 +373,37 @@ static int calls_override(const struct bpf_prog_rt *prog)
  * reads the environment, which the application may be changing. */
 static int debug_hooks;
 
+/*
+ * A twin's site (ATTACH_F_KERNEL_TWIN), before the hook: whether this
+ * process may serve it, the kernel's breakpoint staying in byte 0 until
+ * the jump is in (site_after_first in agent/hook/hook.c puts it after an
+ * entry's endbr64, with the kernel's int3 or not). Other sites (another
+ * prologue, a breakpoint over a push, not an entry, a uretprobe) stay with
+ * the kernel's breakpoint: 0, the hit counted there once.
+ */
+static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before, int retprobe)
+{
+	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
+	const uint8_t *c = (const uint8_t *)addr;
+
+	if (retprobe || before || fsize < 9)
+		return 0;
+	return (c[0] == 0xcc || c[0] == endbr64[0]) && !memcmp(c + 1, endbr64 + 1, 3);
+}
+
+/* The jump is in: the kernel's breakpoint goes from this process (its
+ * unregister later finds no int3 and writes nothing), so bpfshim serves
+ * the hits here from now on. */
+static void twin_take_site(struct probe *p, uintptr_t addr)
+{
+	const uint8_t *c = (const uint8_t *)addr;
+	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { 0xf3, c[1] };
+
+	p->kernel_bp = (const volatile uint8_t *)addr;
+	if (c[0] == 0xcc)
+		hook_text_replace(addr, old, file, 2, -1);
+}
+
 static void attach_slot(unsigned i, const struct attach_slot *s)
 {
 	uintptr_t addr = resolve(s);
@@ -397,6 +434,18 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	int usdt;
 	size_t fsize = site_info(s, s->offset, &before, &usdt);
 	hook_fn entry = retprobe ? NULL : probe_entry, ret = retprobe ? probe_entry : NULL;
+	int twin = s->flags & ATTACH_F_KERNEL_TWIN;
+	if (twin && !twin_site_ok(addr, fsize, before, retprobe)) {
+		if (debug_hooks) {
+			char m[ATTACH_PATH_MAX + 96];
+			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": kernel\n", s->path, s->offset);
+			if (k > 0)
+				(void)!write(2, m, (size_t)k);
+		}
+		p->hook = NULL;        /* applied: the kernel's breakpoint serves it */
+		applied[i] = p;
+		return;
+	}
 	int err = fsize || usdt ? hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize, entry, ret,
 						 p, &p->hook)
 				: hook_attach((void *)addr, entry, ret, p, &p->hook);
@@ -417,7 +466,15 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 		/* applied without a hook: not retried until the slot changes */
 		p->hook = NULL;
 	} else {
+		if (twin && hook_mode(p->hook) != HOOK_MODE_JMP) {
+			hook_detach(p->hook);  /* not after endbr64: the kernel's breakpoint serves it */
+			p->hook = NULL;
+			applied[i] = p;
+			return;
+		}
 		ref_ctr_get(p, s);
+		if (twin)
+			twin_take_site(p, addr);
 		if (debug_hooks) {   /* which patch a site got (compat_tests) */
 			char m[ATTACH_PATH_MAX + 96];
 			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": %s\n", s->path, s->offset,

@@ -1,7 +1,7 @@
 """Syscall dispatch and the application's own SIGRTMAX.
 
 bpfshim asks threads to arm for syscall tracepoints with a queued SIGRTMAX
-(agent/syscall_tp.c ASK_SIG); before an exec it takes out a request still
+(agent/syscall/dispatch.c ASK_SIG); before an exec it takes out a request still
 pending (it would kill the new image), and must give back the application's
 own SIGRTMAX: here one queued with a value, blocked, across a failed execve
 and an execve that runs a child image, is received with its value as on the

@@ -14,8 +14,8 @@ import pytest
 from compat_tests.env import ROOT
 
 BUILD = ROOT / "build"
-AGENT_FILES = {"uprobe", "syscall_tp", "syscall_site"}      # agent/*.c of the agent layer
-AGENT_DIRS = {"hook"}                                       # and agent/hook/
+AGENT_FILES = {"uprobe"}                                    # agent/*.c of the agent layer
+AGENT_DIRS = {"hook", "syscall"}                            # and agent/hook/, agent/syscall/
 FORBIDDEN = {("shim", "agent"), ("agent", "shim"), ("runtime", "shim"), ("runtime", "agent")}
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 

@@ -1,4 +1,4 @@
-"""Syscall sites rewritten into jumps (agent/syscall_site.c): which sites a
+"""Syscall sites rewritten into jumps (agent/syscall/site.c): which sites a
 process gets rewritten (bpfshim's own behaviour, asserted directly), and
 that the counts of each syscall stay the kernel's while sites are being
 rewritten under threads, forks, vfork+exec, signal handlers, cancellation,

@@ -108,7 +108,7 @@ def request_status():
     return json.loads(body)
 
 
-# agent/syscall_site.h struct syscall_site_stats: magic, pid, start_time,
+# agent/syscall/syscall_site.h struct syscall_site_stats: magic, pid, start_time,
 # rewritten, trapping, traps, events
 SITE_STATS = struct.Struct("<IIQQQQQ")
 SITE_STATS_MAGIC = 0x53595353

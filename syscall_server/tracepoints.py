@@ -1,6 +1,6 @@
 """The tracepoints bpfshim serves: the syscall tracepoints (syscalls:sys_enter_*
 / sys_exit_*, raw_syscalls:sys_enter / sys_exit) and the few events found on
-their path (EVENTS), which the agent fires in user space (agent/syscall_tp.c).
+their path (EVENTS), which the agent fires in user space (agent/syscall/events.c).
 
 Event ids and formats are the kernel's: read from tracefs when this process
 may read it, else from the snapshot of the kernel bpfshim emulates

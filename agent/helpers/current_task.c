@@ -463,7 +463,7 @@ void bpf_rt_task_touch(uintptr_t addr, size_t n)
 	}
 }
 
-/* The thread is exiting (sched:sched_process_exit, agent/syscall_tp.c):
+/* The thread is exiting (sched:sched_process_exit, agent/syscall/events.c):
  * task->exit_code as do_exit() sets it. */
 void bpf_rt_task_exiting(int exit_code)
 {

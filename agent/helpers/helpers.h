@@ -89,7 +89,7 @@ uint32_t bpf_rt_ringbuf_mark(void);
 void bpf_rt_ringbuf_release(uint32_t mark);
 
 /* bpf_override_return's request on this thread, for the code that runs
- * probe programs (agent/uprobe.c, agent/syscall_tp.c): it clears `set`
+ * probe programs (agent/uprobe.c, agent/syscall/trace.c): it clears `set`
  * before its programs run and applies `rc` after them. Probe runs do not
  * nest on a thread (in_probe). */
 struct bpf_rt_override {

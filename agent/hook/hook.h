@@ -88,7 +88,7 @@ int hook_override(struct hook_pt_regs *regs, uint64_t rc);
 int hook_at_func_entry(void);
 size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max);
 
-/* For other code rewriters (syscall sites, agent/syscall_site.c), with
+/* For other code rewriters (syscall sites, agent/syscall/site.c), with
  * the hook engine's lock, code pools and rules:
  * hook_branch_into: whether a branch of [func, func + size) may land in
  * (addr, addr + len) (see hook_attach_in), 1 when it cannot tell; decoded

@@ -89,7 +89,7 @@ size_t rt_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max);
 
 /* The Syscall User Dispatch selector of this thread (PR_SET_SYSCALL_USER_DISPATCH):
  * SYSCALL_DISPATCH_FILTER_BLOCK (1) while the thread's syscalls go to the
- * tracepoints (agent/syscall_tp.c), ALLOW (0) otherwise. */
+ * tracepoints (agent/syscall/dispatch.c), ALLOW (0) otherwise. */
 extern __thread char sud_selector;
 
 /* bpfshim's own work on an application thread (a server request, a map

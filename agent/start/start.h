@@ -26,10 +26,10 @@ void wakeup_init(void);         /* wakeup.c */
 void rt_agent_init(void);       /* hook/rt_agent.c: what the hook engine gives the runtime layer */
 void tasks_init(void);          /* hook/tasks.c: before anything attaches or starts a thread */
 void hook_keys(void);           /* hook/hook.c: thread keys, before the application's */
-void site_init(void);           /* syscall_site.c */
-void dispatch_init(void);       /* syscall_tp.c: BPFSHIM_NO_SYSCALL_DISPATCH, fork handler */
-void dispatch_fork_begin_init(void);  /* syscall_tp.c: a fork child's handlers are the runtime's: the first */
-void dispatch_fork_end_init(void);    /* syscall_tp.c: ... and the last handler registered */
+void site_init(void);           /* syscall/site.c */
+void dispatch_init(void);       /* syscall/dispatch.c: BPFSHIM_NO_SYSCALL_DISPATCH, fork handler */
+void dispatch_fork_begin_init(void);  /* syscall/dispatch.c: a fork child's handlers are the runtime's: the first */
+void dispatch_fork_end_init(void);    /* syscall/dispatch.c: ... and the last handler registered */
 void uprobe_init(void);         /* uprobe.c: the follower, probes that exist at start */
 
 /* the runtime (agent/rt, engines, helpers, maps) */

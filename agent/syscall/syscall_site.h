@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Syscall sites rewritten into jumps to bpfshim's code (syscall_site.c):
- * what the dispatch handler and the follower (syscall_tp.c) use.
+ * Syscall sites rewritten into jumps to bpfshim's code (site.c):
+ * what the dispatch handler (dispatch.c) and the follower use.
  */
 #ifndef BPFSHIM_SYSCALL_SITE_H
 #define BPFSHIM_SYSCALL_SITE_H
@@ -36,7 +36,7 @@ int syscall_site_work(void);
  * dispatch is on. */
 void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr_max, int on);
 
-/* syscall_tp.c: the syscall of a rewritten site with its programs, as the
+/* dispatch.c: the syscall of a rewritten site with its programs, as the
  * dispatch handler runs a trapped one; r->ax gets the result. Non-zero for
  * a syscall that needs the handler's signal frame (it must trap). */
 int syscall_tp_site(struct hook_pt_regs *r);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Syscall tracepoints in user space (syscall_tp.c): the interface the attach
+ * Syscall tracepoints in user space (trace.c, dispatch.c): the interface the attach
  * table follower (uprobe.c) uses.
  */
 #ifndef BPFSHIM_SYSCALL_TP_H

@@ -1,21 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Syscall tracepoints in user space: syscalls:sys_enter_* / sys_exit_* and
- * raw_syscalls:sys_enter / sys_exit, run in every process of the user that
- * has the agent, as the kernel runs them in every task; and the events
- * found on the same path (sched_process_exit at exit/exit_group,
- * sched_process_fork when a clone returns a child, sched_process_exec in a
- * new image, signal_generate for the signals syscalls send).
- *
- * While a syscall tracepoint is attached, each thread of the process has
- * Syscall User Dispatch on (prctl PR_SET_SYSCALL_USER_DISPATCH, no privilege
- * needed): every syscall made outside bpfshim's own code region traps with
- * SIGSYS before it runs. The handler builds the record the kernel gives a
- * BPF program (perf_call_bpf_enter/exit: the pt_regs pointer in the first 8
- * bytes, the syscall number, the six arguments or the return value), runs
- * the enter programs, makes the syscall from the region, runs the exit
- * programs and returns the result in rax. No tracepoint attached: no
- * dispatch, no cost.
+ * How a syscall is caught and made for the application (internal.h): while
+ * a syscall tracepoint is attached (trace.c says so, dispatch_want), each
+ * thread of the process has Syscall User Dispatch on (prctl
+ * PR_SET_SYSCALL_USER_DISPATCH, no privilege needed): every syscall made
+ * outside bpfshim's own code region traps with SIGSYS before it runs, and
+ * a site that trapped is rewritten into a jump to a stub of its own
+ * (site.c) that comes here without the signal. Either way the syscall is
+ * made from the region, between trace.c's enter and exit hooks.
  *
  * The kernel does not carry the setting over clone/fork/exec, so: threads
  * that exist when a tracepoint is attached are asked (a queued SIGRTMAX) to
@@ -42,31 +34,27 @@
  * send. execve/execveat: the new image fires their sys_exit
  * (syscall_tp_exec_exit).
  *
- * Not traced: what the dynamic loader does before the agent's constructor,
+ * Not caught: what the dynamic loader does before the agent's constructor,
  * and the child of posix_spawn/vfork before it execs (it shares its
  * parent's TLS, so it has no selector of its own).
  */
 #ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
 #include <unistd.h>
 #include <sys/mman.h>
-#include <sys/auxv.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include "bpf_rt.h"
 #include "common.h"
+#include "internal.h"
 #include "syscall_tp.h"
 #include "syscall_site.h"
 #include "helpers/helpers.h"
-#include "hook/hook.h"
 #include "hook/tasks.h"
 #include "rawsys.h"
 #include "start.h"
@@ -85,11 +73,11 @@
 #define CLONE_VFORK_ 0x4000
 #define CLONE_SETTLS_ 0x80000
 #define SIGSYS_BIT (1ull << (SIGSYS - 1))
-#define NR_MAX 1024                  /* syscall numbers the bitmaps cover */
 
 static __thread char sud_armed;
 /* the application's own view of SIGSYS in its mask (kept out of the real one) */
 static __thread char app_blocks_sigsys;
+static int sud_want;                 /* dispatch on in this process */
 
 /* ---- bpfshim's code region: the syscalls it makes itself ---- */
 
@@ -165,39 +153,6 @@ static long app_syscall(long nr, long a0, long a1, long a2, long a3, long a4, lo
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 	return r;
 }
-
-/* ---- what is attached here ---- */
-
-struct tp_probe {
-	const struct bpf_prog_rt *prog;
-	uint64_t seq, cookie;
-	uint32_t nr;               /* syscalls:*: the syscall */
-	uint8_t kind, raw;         /* enum tp_kind */
-};
-
-enum tp_kind {
-	TP_ENTER,                  /* sys_enter_* / raw sys_enter */
-	TP_EXIT,                   /* sys_exit_* / raw sys_exit */
-	TP_SCHED_EXIT,             /* sched:sched_process_exit, at exit / exit_group */
-	TP_SCHED_FORK,             /* sched:sched_process_fork, in the parent of a clone */
-	TP_SCHED_EXEC,             /* sched:sched_process_exec, in a new image */
-	TP_SIGNAL_GENERATE,        /* signal:signal_generate, for kill/tkill/tgkill/... */
-};
-
-/* What the handler reads: published whole, never changed after (a thread
- * may still be reading an old one, so old ones are not freed). */
-struct tp_set {
-	uint32_t n;
-	uint8_t enter[NR_MAX / 8], exit[NR_MAX / 8];   /* some probe wants this nr */
-	uint8_t sched_exit, sched_fork, sched_exec;    /* a probe of that kind */
-	uint8_t signal_generate;
-	struct tp_probe *p[];
-};
-
-static struct tp_probe *tp_applied[ATTACH_TABLE_SLOTS];   /* the follower's */
-static int tp_changed;
-static struct tp_set *cur_set;
-static int sud_want;                 /* dispatch on in this process */
 
 /* ---- the signals bpfshim takes: SIGSYS (dispatch) and ASK_SIG ---- */
 
@@ -393,49 +348,6 @@ int syscall_tp_poll(void)
 	return n_rescans;
 }
 
-void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
-{
-	struct tp_probe *p = tp_applied[i];
-
-	if (p && (!want || p->seq != s->seq)) {
-		tp_applied[i] = NULL;
-		tp_changed = 1;
-		int used = 0;
-		for (unsigned k = 0; k < ATTACH_TABLE_SLOTS; k++)
-			used |= tp_applied[k] && tp_applied[k]->prog == p->prog;
-		if (!used) {
-			bpf_rt_prog_detached(p->prog);   /* a run in progress stops */
-			rt_prog_release(p->prog->id);
-		}
-		/* p stays allocated: a thread may still be running it */
-	}
-	if (want && !tp_applied[i]) {
-		const struct bpf_prog_rt *prog = rt_prog_by_id(s->prog_id);
-		if (!prog || !(p = calloc(1, sizeof(*p))))
-			return;
-		p->prog = prog;
-		p->seq = s->seq;
-		p->cookie = s->cookie;
-		p->nr = (uint32_t)s->offset;
-		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT
-			: s->flags & ATTACH_F_SCHED_FORK ? TP_SCHED_FORK
-			: s->flags & ATTACH_F_SCHED_EXEC ? TP_SCHED_EXEC
-			: s->flags & ATTACH_F_SIGNAL_GENERATE ? TP_SIGNAL_GENERATE
-			: s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
-		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
-		tp_applied[i] = p;
-		tp_changed = 1;
-	}
-}
-
-/* Syscalls `nr[0..n)` trap for this set. */
-static void want_nrs(uint8_t *bits, const int *nr, unsigned n)
-{
-	for (unsigned k = 0; k < n; k++)
-		if (nr[k] >= 0 && nr[k] < NR_MAX)
-			bits[nr[k] / 8] |= 1 << (nr[k] % 8);
-}
-
 /* BPFSHIM_NO_SYSCALL_DISPATCH: this process (and what it starts) is not
  * traced by syscall tracepoints, for an application dispatch disturbs. Read
  * at load: the follower must not getenv while the application may be
@@ -491,50 +403,13 @@ void dispatch_init(void)
 	pthread_atfork(NULL, NULL, dispatch_fork_child);
 }
 
-void syscall_tp_commit(void)
+/* The mechanism's half of a commit (trace.c syscall_tp_commit): the
+ * bitmaps to the rewritten sites' stubs, every thread armed or disarmed. */
+void dispatch_want(int attached, const uint8_t *enter, const uint8_t *exit)
 {
-	unsigned n = 0;
-	struct tp_set *set = NULL;
+	int want = attached && !dispatch_off;
 
-	if (!tp_changed)
-		return;
-	tp_changed = 0;
-	for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++)
-		n += !!tp_applied[i];
-	if (n && (set = calloc(1, sizeof(*set) + n * sizeof(set->p[0])))) {
-		for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++) {
-			struct tp_probe *p = tp_applied[i];
-			if (!p)
-				continue;
-			set->p[set->n++] = p;
-			uint8_t *bits = p->kind == TP_EXIT ? set->exit : set->enter;
-			static const int exits[] = { SYS_exit, SYS_exit_group };
-			static const int forks[] = { SYS_clone, SYS_clone3, SYS_fork, SYS_vfork };
-			static const int sends[] = { SYS_kill, SYS_tkill, SYS_tgkill, SYS_rt_sigqueueinfo,
-						     SYS_rt_tgsigqueueinfo };
-			int nr = (int)p->nr;
-			if (p->kind == TP_SCHED_EXIT) {
-				set->sched_exit = 1;
-				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));
-			} else if (p->kind == TP_SCHED_FORK) {
-				set->sched_fork = 1;
-				want_nrs(set->exit, forks, BPFSHIM_ARRAY_SIZE(forks));
-			} else if (p->kind == TP_SCHED_EXEC) {
-				set->sched_exec = 1;
-			} else if (p->kind == TP_SIGNAL_GENERATE) {
-				set->signal_generate = 1;
-				want_nrs(set->enter, sends, BPFSHIM_ARRAY_SIZE(sends));
-				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));   /* the SIGCHLD a dying process sends its parent */
-			} else if (p->raw) {
-				memset(bits, 0xff, NR_MAX / 8);
-			} else {
-				want_nrs(bits, &nr, 1);
-			}
-		}
-	}
-	__atomic_store_n(&cur_set, set, __ATOMIC_RELEASE);
-	int want = set != NULL && !dispatch_off;
-	syscall_site_publish(set ? set->enter : NULL, set ? set->exit : NULL, NR_MAX, want);
+	syscall_site_publish(enter, exit, NR_MAX, want);
 	if (want == __atomic_load_n(&sud_want, __ATOMIC_RELAXED))
 		return;
 	if (want)
@@ -546,79 +421,7 @@ void syscall_tp_commit(void)
 		ask_threads();
 }
 
-/* ---- the handler ---- */
-
-/* The record a BPF program gets (struct syscall_tp_t of the kernel's
- * perf_call_bpf_enter/exit, the raw_syscalls entries alike): the pt_regs
- * pointer over the common fields, the number (an int there, a long in
- * raw_syscalls: the same bytes for any real number), then the arguments or
- * the return value. */
-struct tp_record {
-	uint64_t regs;
-	int64_t nr;
-	uint64_t args[6];
-};
-
-/* With `ovr`, what the programs asked of bpf_override_return, read while
- * in_probe still keeps a signal handler's probes from running (they would
- * clear or set it in between). */
-static void run_probes_ovr(const struct tp_set *set, enum tp_kind kind, long nr, void *rec,
-			   struct bpf_rt_override *ovr)
-{
-	uint64_t r0;
-	int was = in_probe;
-
-	in_probe = 1;
-	bpf_rt_override.set = 0;
-	for (uint32_t i = 0; i < set->n; i++) {
-		const struct tp_probe *p = set->p[i];
-		if (p->kind != kind || (kind <= TP_EXIT && !p->raw && p->nr != (uint64_t)nr))
-			continue;
-		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
-	}
-	if (ovr)
-		*ovr = bpf_rt_override;
-	in_probe = was;
-}
-
-static void run_probes(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
-{
-	run_probes_ovr(set, kind, nr, rec, NULL);
-}
-
-/* The enter or exit programs of syscall nr; 1 when one of them called
- * bpf_override_return, *ret = the last override's rc. From an enter
- * program the syscall is not made and returns rc, and its exit programs
- * see that, as the kernel's sys_exit after an error injection into the
- * syscall function; from an exit program rc replaces the result (as a
- * uretprobe's override). */
-static int programs_override(const struct tp_set *set, enum tp_kind kind, long nr, void *rec, long *ret)
-{
-	struct bpf_rt_override o;
-
-	run_probes_ovr(set, kind, nr, rec, &o);
-	if (o.set)
-		*ret = (long)o.rc;
-	return o.set;
-}
-
-static int wants(const uint8_t *bits, long nr)
-{
-	return nr >= 0 && nr < NR_MAX && (bits[nr / 8] >> (nr % 8) & 1);
-}
-
-/* A tracepoint record with __data_loc strings: the fixed part, then each
- * string where its u32 at `loc` says (offset | length << 16, with the NUL). */
-static size_t put_data_loc(char *rec, size_t end, size_t loc, const char *str, size_t cap)
-{
-	size_t n = strnlen(str, cap - end - 1) + 1;
-	uint32_t v = (uint32_t)end | (uint32_t)n << 16;
-
-	memcpy(rec + loc, &v, 4);
-	memcpy(rec + end, str, n - 1);
-	rec[end + n - 1] = 0;
-	return end + n;
-}
+/* ---- the syscalls made for the application ---- */
 
 /* A thread made by sud_clone_thread, armed, before it runs its first
  * instruction: the sys_exit of its clone (0), as the kernel fires it in the
@@ -626,13 +429,7 @@ static size_t put_data_loc(char *rec, size_t end, size_t loc, const char *str, s
 void sud_child_started(long nr, uint64_t ip);
 __attribute__((visibility("hidden"))) void sud_child_started(long nr, uint64_t ip)
 {
-	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
-
-	if (set && wants(set->exit, nr)) {
-		struct hook_pt_regs regs = { .ip = ip, .cx = ip, .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
-		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
-		run_probes(set, TP_EXIT, nr, &rec);
-	}
+	sys_trace_child(nr, ip);
 	sud_selector = SYSCALL_DISPATCH_FILTER_BLOCK;
 }
 
@@ -805,38 +602,6 @@ static long do_execve(long nr, long *a)
 	return r;
 }
 
-void syscall_tp_exec_exit(void)
-{
-	const char *v = getenv("BPFSHIM_SYS_EXIT_EXECVE");
-	long nr = v ? atol(v) : SYS_execve;
-	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
-
-	if (v)
-		unsetenv("BPFSHIM_SYS_EXIT_EXECVE");
-	if (set && set->sched_exec) {
-		/* sched:sched_process_exec (exec_binprm()): the file as execve
-		 * was given it (the kernel leaves it at AT_EXECFN), the pid */
-		_Alignas(8) char rec[24 + 4096] = { 0 };
-		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
-		const char *file = (const char *)getauxval(AT_EXECFN);
-		int32_t pid = (int32_t)getpid();
-		memcpy(rec, &(uint64_t){ (uint64_t)(uintptr_t)&regs }, 8);
-		put_data_loc(rec, 20, 8, file ? file : "", sizeof(rec));
-		memcpy(rec + 12, &pid, 4);
-		memcpy(rec + 16, &pid, 4);
-		SUD_INTERNAL_BEGIN();
-		run_probes(set, TP_SCHED_EXEC, nr, rec);
-		SUD_INTERNAL_END();
-	}
-	if (set && wants(set->exit, nr)) {
-		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
-		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
-		SUD_INTERNAL_BEGIN();
-		run_probes(set, TP_EXIT, nr, &rec);
-		SUD_INTERNAL_END();
-	}
-}
-
 static long do_syscall(ucontext_t *uc, long nr, long *a)
 {
 	uint64_t m;
@@ -851,8 +616,7 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 		break;
 	case SYS_execveat: {
 		ask_not_me();
-		const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
-		if (set && wants(set->exit, nr))
+		if (sys_trace_wants_exit(nr))
 			return do_execve(nr, a);
 		break;
 	}
@@ -876,216 +640,25 @@ static long do_syscall(ucontext_t *uc, long nr, long *a)
 	return app_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
-/* Does the thread group die with this exit/exit_group (the last thread)? */
-static int group_dies(long nr)
+/* A caught syscall between its tracing hooks, from the user registers at
+ * the syscall (as task_pt_regs() has them; ax -ENOSYS) and its arguments:
+ * the dispatch handler's (uc, its signal frame) and a rewritten site's (uc
+ * NULL: never for the syscalls that need the frame, syscall_tp_site).
+ * Returns the result, also left in regs->ax. */
+static long caught_syscall(struct hook_pt_regs *regs, long *a, ucontext_t *uc)
 {
-	char buf[1024];
-	int threads = 1;
+	struct sys_trace t;
+	long ret;
 
-	if (nr == SYS_exit_group)
-		return 1;
-	long n = bpf_rt_read_file("/proc/self/status", buf, sizeof(buf));
-	const char *t = n > 0 ? strstr(buf, "\nThreads:") : NULL;
-	if (t)
-		threads = atoi(t + 9);
-	return threads <= 1;
-}
-
-/* sched:sched_process_exit as do_exit() fires it for the calling thread:
- * comm, pid (the thread's), prio, whether the thread group dies with it;
- * task->exit_code set first, as exit_group()/exit() set it. The kernel also
- * fires it for threads an exit_group() ends and tasks a signal kills:
- * bpfshim does not. */
-static void sched_process_exit(const struct tp_set *set, long nr, int status, int group_dead,
-			       struct hook_pt_regs *regs)
-{
-	struct {
-		uint64_t regs;
-		char comm[16];
-		int32_t pid, prio;
-		uint8_t group_dead, pad[7];
-	} rec = { .regs = (uint64_t)(uintptr_t)regs };
-	memcpy(rec.comm, bpf_rt_comm(), 16);
-	rec.pid = (int32_t)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0);
-	errno = 0;
-	int nice = getpriority(PRIO_PROCESS, 0);
-	rec.prio = 120 + (errno ? 0 : nice);
-	rec.group_dead = (uint8_t)group_dead;
-	bpf_rt_task_exiting((status & 0xff) << 8);
-	run_probes(set, TP_SCHED_EXIT, nr, &rec);
-}
-
-/* signal:signal_generate, as __send_signal_locked() fires it for a signal
- * a syscall sends: the record is made before the syscall (the target's
- * state then says the result) and fired if the syscall succeeds. Signals
- * the kernel generates itself (SIGCHLD, SIGPIPE, timers, faults) are not
- * seen; nor those kill() sends to a process group or to every process. */
-struct sig_gen {
-	struct {
-		uint64_t regs;
-		int32_t sig, errno_, code;
-		char comm[16];
-		int32_t pid, group, result;
-	} rec;
-	int ign;                   /* the target has SIG_IGN for it */
-};
-
-enum { TRACE_SIGNAL_DELIVERED, TRACE_SIGNAL_IGNORED, TRACE_SIGNAL_ALREADY_PENDING };
-#define SI_TKILL_ (-6)
-
-/* A hex mask line of /proc/TID/status ("SigBlk:\t..."), 0 if absent. */
-static uint64_t status_mask(const char *st, const char *name)
-{
-	const char *p = strstr(st, name);
-	return p ? strtoull(p + strlen(name), NULL, 16) : 0;
-}
-
-static int signal_prepare(long nr, const long *a, struct sig_gen *sg)
-{
-	long tid, sig;
-	int group = nr == SYS_kill || nr == SYS_rt_sigqueueinfo;
-	char path[64], st[2048];
-
-	memset(sg, 0, sizeof(*sg));
-	if (nr == SYS_kill || nr == SYS_rt_sigqueueinfo || nr == SYS_tkill) {
-		tid = a[0];
-		sig = a[1];
-	} else if (nr == SYS_tgkill || nr == SYS_rt_tgsigqueueinfo) {
-		tid = a[1];
-		sig = a[2];
-	} else {
-		return 0;
-	}
-	if (tid <= 0 || sig <= 0 || sig > 64)
-		return 0;
-	sg->rec.sig = (int32_t)sig;
-	sg->rec.pid = (int32_t)tid;
-	sg->rec.group = group;
-	sg->rec.code = nr == SYS_kill ? 0 /* SI_USER */ : nr == SYS_tkill || nr == SYS_tgkill ? SI_TKILL_ : 0;
-	if (nr == SYS_rt_sigqueueinfo || nr == SYS_rt_tgsigqueueinfo) {
-		siginfo_t si;
-		if (bpf_rt_copy_nofault(&si, (void *)a[nr == SYS_rt_sigqueueinfo ? 2 : 3], sizeof(si)))
-			return 0;
-		sg->rec.code = si.si_code;
-		sg->rec.errno_ = si.si_errno;
-	}
-	/* "/proc/TID/" without snprintf (not async-signal-safe) */
-	size_t k = sizeof("/proc/") - 1;
-	memcpy(path, "/proc/", k);
-	k += bpf_rt_utoa(path + k, (uint64_t)tid);
-	memcpy(path + k, "/comm", sizeof("/comm"));
-	long n = bpf_rt_read_file(path, sg->rec.comm, sizeof(sg->rec.comm));
-	if (n > 0 && sg->rec.comm[n - 1] == '\n')
-		sg->rec.comm[n - 1] = 0;
-	/* prepare_signal(): ignored unless blocked; legacy_queue(): a standard
-	 * signal already pending is not queued again */
-	memcpy(path + k, "/status", sizeof("/status"));
-	n = bpf_rt_read_file(path, st, sizeof(st));
-	if (n > 0) {
-		uint64_t bit = 1ull << (sig - 1), dfl_ignore = 1ull << (SIGCONT - 1) | 1ull << (SIGCHLD - 1) |
-								1ull << (SIGWINCH - 1) | 1ull << (SIGURG - 1);
-		uint64_t blk = status_mask(st, "\nSigBlk:"), ign = status_mask(st, "\nSigIgn:"),
-			 cgt = status_mask(st, "\nSigCgt:"), pnd = status_mask(st, group ? "\nShdPnd:" : "\nSigPnd:");
-		sg->ign = !!(ign & bit);
-		if (!(blk & bit) && ((ign & bit) || (!(cgt & bit) && (dfl_ignore & bit))))
-			sg->rec.result = TRACE_SIGNAL_IGNORED;
-		else if (sig < 32 && (pnd & bit))
-			sg->rec.result = TRACE_SIGNAL_ALREADY_PENDING;
-	}
-	return 1;
-}
-
-/* do_notify_parent() at the death of the thread group: SIGCHLD to the
- * parent, CLD_EXITED; none when the parent ignores SIGCHLD (it reaps
- * automatically). */
-static void sigchld_at_exit(const struct tp_set *set, struct hook_pt_regs *regs)
-{
-	long a[6] = { SYSCALL(SYS_getppid, 0, 0, 0, 0, 0, 0), SIGCHLD };
-	struct sig_gen sg;
-
-	if (!signal_prepare(SYS_kill, a, &sg) || sg.ign)
-		return;
-	sg.rec.regs = (uint64_t)(uintptr_t)regs;
-	sg.rec.code = 1;    /* CLD_EXITED */
-	run_probes(set, TP_SIGNAL_GENERATE, SYS_exit_group, &sg.rec);
-}
-
-/* sched:sched_process_fork as kernel_clone() fires it, in the parent after
- * the child exists: the parent's comm and tid, the child's (the same comm)
- * and its pid. */
-static void sched_process_fork(const struct tp_set *set, long child, struct hook_pt_regs *regs)
-{
-	_Alignas(8) char rec[64] = { 0 };
-	const char *comm = bpf_rt_comm();
-	int32_t tid = (int32_t)SYSCALL(SYS_gettid, 0, 0, 0, 0, 0, 0), cpid = (int32_t)child;
-	size_t end = 24;
-
-	memcpy(rec, &(uint64_t){ (uint64_t)(uintptr_t)regs }, 8);
-	end = put_data_loc(rec, end, 8, comm, sizeof(rec));
-	memcpy(rec + 12, &tid, 4);
-	end = put_data_loc(rec, end, 16, comm, sizeof(rec));
-	memcpy(rec + 20, &cpid, 4);
-	run_probes(set, TP_SCHED_FORK, 0, rec);
-}
-
-/* A syscall and its programs, from the user registers at the syscall (as
- * task_pt_regs() has them; ax -ENOSYS) and its arguments: the dispatch
- * handler's (uc, its signal frame) and a rewritten site's (uc NULL: never
- * for the syscalls that need the frame, syscall_tp_site). Returns the
- * result, also left in regs->ax. */
-static long traced_syscall(struct hook_pt_regs *regs, long *a, ucontext_t *uc)
-{
-	long nr = (long)regs->orig_ax;
-	const struct tp_set *set = __atomic_load_n(&cur_set, __ATOMIC_ACQUIRE);
-	/* a syscall of bpfshim's own work (a program's helper, the runtime) is
-	 * not one the kernel would trace */
-	int fire = set && !in_probe;
-
-	if (!set && sud_armed) {
+	if (!__atomic_load_n(&sud_want, __ATOMIC_ACQUIRE) && sud_armed) {
 		/* detached meanwhile: this thread's dispatch ends here (on the
 		 * way out of the handler, by the selector it restores) */
 		char sel = sud_selector;
 		sync_thread(&sel);
 	}
-	struct tp_record rec;
-	long ret;
-	int overridden = 0;
-
-	if (fire && (wants(set->enter, nr) || wants(set->exit, nr))) {
-		rec.regs = (uint64_t)(uintptr_t)regs;
-		rec.nr = nr;
-		if (wants(set->enter, nr)) {
-			memcpy(rec.args, a, sizeof(rec.args));
-			overridden = programs_override(set, TP_ENTER, nr, &rec, &ret);
-		}
-		if (!overridden && (set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
-			int group_dead = group_dies(nr);
-			if (set->sched_exit)
-				sched_process_exit(set, nr, (int)a[0], group_dead, regs);
-			if (set->signal_generate && group_dead)
-				sigchld_at_exit(set, regs);
-		}
-	}
-	struct sig_gen sg;
-	int gen = fire && !overridden && set->signal_generate && signal_prepare(nr, a, &sg);
-	sg.rec.regs = (uint64_t)(uintptr_t)regs;
-	if (!overridden)
-		ret = do_syscall(uc, nr, a);
-	if (gen && ret == 0)
-		run_probes(set, TP_SIGNAL_GENERATE, nr, &sg.rec);
-	if (fire && !overridden && set->sched_fork && ret > 0 &&
-	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
-		sched_process_fork(set, ret, regs);
-	regs->ax = (uint64_t)ret;
-	if (fire && wants(set->exit, nr)) {
-		rec.regs = (uint64_t)(uintptr_t)regs;
-		rec.nr = nr;
-		memset(rec.args, 0, sizeof(rec.args));
-		rec.args[0] = ret;
-		if (programs_override(set, TP_EXIT, nr, &rec, &ret))
-			regs->ax = (uint64_t)ret;      /* what a rewritten site returns */
-	}
-	return ret;
+	if (!sys_trace_enter(&t, regs, a, &ret))
+		ret = do_syscall(uc, (long)regs->orig_ax, a);
+	return sys_trace_exit(&t, regs, ret);
 }
 
 static void dispatch(ucontext_t *uc)
@@ -1100,7 +673,7 @@ static void dispatch(ucontext_t *uc)
 		.flags = g[REG_EFL], .sp = g[REG_RSP], .ss = 0x2b,
 	};
 
-	g[REG_RAX] = traced_syscall(&regs, a, uc);
+	g[REG_RAX] = caught_syscall(&regs, a, uc);
 }
 
 /* A signal of ours that bpfshim did not send: the application's, as it asked. */
@@ -1143,7 +716,7 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 	sud_selector = saved;
 }
 
-/* The traced path of a rewritten site (syscall_site.c): its registers are
+/* The traced path of a rewritten site (site.c): its registers are
  * the frame the site's stub saved. The syscalls that need a signal frame go
  * back to trap; the selector says, as it does to dispatch, whether the
  * syscall is the application's. */
@@ -1164,10 +737,11 @@ int syscall_tp_site(struct hook_pt_regs *r)
 	}
 	int saved_errno = errno;
 	sud_selector = SYSCALL_DISPATCH_FILTER_ALLOW;
-	traced_syscall(r, a, NULL);
+	caught_syscall(r, a, NULL);
 	errno = saved_errno;
 	sud_selector = saved;
 	return 0;
 }
 
 #endif
+

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Syscall sites rewritten, lazily, so that a syscall tracepoint costs no
- * signal (syscall_tp.c has the tracepoints and the dispatch handler).
+ * signal (trace.c has the tracepoints, dispatch.c the dispatch handler).
  *
  * While a syscall tracepoint is attached, a syscall made outside bpfshim's
  * region traps (Syscall User Dispatch); the handler notes the site
@@ -173,8 +173,8 @@ static void stats_publish(void)
 	*m = *old;
 	m->magic = SITE_STATS_MAGIC;
 	m->pid = (uint32_t)me;
-	char state;
-	uint64_t start;
+	char state = 0;
+	uint64_t start = 0;
 	if (!bpf_rt_proc_stat((int32_t)me, &state, &start))
 		m->start_time = start;
 	__atomic_store_n(&stats, m, __ATOMIC_RELEASE);
@@ -385,7 +385,7 @@ static int rewrite(uint64_t ip)
 	/* the function's decode: the instruction that ends at the syscall, and
 	 * padding runs */
 	uint64_t at = UINT64_MAX, pad = 0;
-	struct x86_insn d = { 0 }, prev;
+	struct x86_insn d = { 0 }, prev = { 0 };
 	int flow_ended = 0;
 	uint64_t run = 0, run_len = 0;
 	for (uint64_t pc = 0; pc < fsize + tail;) {
