@@ -949,33 +949,26 @@ static struct {
 	int acked[QUIESCE_MAX];
 } qreq;
 
+/* `queued`: the thread is stopped where its instructions left it (not on
+ * a trap); if that is inside a jump-mode site's displaced bytes it goes to
+ * the same point of the relocated copy. Whichever site it is (the one being
+ * patched, or one whose quiesce() gave up waiting for this thread on a
+ * loaded machine), and whatever the state of its patch: the bytes ahead
+ * are the jump's or soon may be, and the copy runs the same instructions. */
 static void quiesce_fix(greg_t *g, int queued)
 {
-	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE)) {
-		/* quiesce() gave up waiting for this thread (a loaded machine):
-		 * if it stopped inside a jump-mode site, the bytes ahead of it
-		 * are the jump's, or soon will be (the tail is written right
-		 * after quiesce() returns, while byte 0 is still int3). The
-		 * relocated copy runs the same instructions whatever the state
-		 * of the patch, so the thread goes there. */
-		uint64_t ip = (uint64_t)g[REG_RIP];
-		for (int k = 1; queued && k < 5; k++) {
-			struct hook_site *s = site_find(ip - k);
-			if (s && s->mode == HOOK_MODE_JMP && s->bmap[k] != 0xff) {
-				g[REG_RIP] = (greg_t)(s->tramp + s->bmap[k]);
-				__atomic_add_fetch(&parked_moved, 1, __ATOMIC_RELAXED);
-				break;
-			}
-		}
-		return;
-	}
-	if (queued) {
-		uint64_t ip = (uint64_t)g[REG_RIP], a = qreq.addr;
-		if (ip > a && ip < a + 5 && qreq.site->bmap[ip - a] != 0xff) {
-			g[REG_RIP] = (greg_t)(qreq.site->tramp + qreq.site->bmap[ip - a]);
+	uint64_t ip = (uint64_t)g[REG_RIP];
+
+	for (int k = 1; queued && k < 5; k++) {
+		struct hook_site *s = site_find(ip - k);
+		if (s && s->mode == HOOK_MODE_JMP && s->bmap[k] != 0xff) {
+			g[REG_RIP] = (greg_t)(s->tramp + s->bmap[k]);
 			__atomic_add_fetch(&parked_moved, 1, __ATOMIC_RELAXED);
+			break;
 		}
 	}
+	if (!__atomic_load_n(&qreq.active, __ATOMIC_ACQUIRE))
+		return;
 	int tid = (int)rsys(SYS_gettid, 0, 0, 0, 0, 0, 0);
 	for (int i = 0; i < qreq.n; i++)
 		if (qreq.tids[i] == tid)
@@ -990,20 +983,26 @@ static int first_insn_ok(uint8_t b)
 	       b == 0xf9 || b == 0x98 || b == 0x99;
 }
 
-/* A thread at site+1: did it trap on the int3 (1), or run the original
- * 1-byte first instruction and stop after it (0)? After `push r`, [rsp]
- * holds r; after a trap [rsp] is the return address. The other accepted
- * 1-byte instructions may simply run again. */
+/* A thread at site+1 with a quiesce signal: did it trap on the int3 (1),
+ * or run the original 1-byte first instruction and stop after it (0)?
+ * Told from what the thread's own state shows, never from the site's
+ * bytes now: the handler may run long after the trap or the stop (a thread
+ * not scheduled before quiesce() stopped waiting, a site unpatched since),
+ * when byte 0 is the jump or the original again. After `push r`, [rsp]
+ * holds r; after a trap at a function entry [rsp] is the return address.
+ * Jump mode's other accepted 1-byte instructions may simply run again; of
+ * an int3-mode site's, only an int3 there now can say. */
 static int trapped_here(struct hook_site *s, greg_t *g)
 {
 	static const int reg[8] = { REG_RAX, REG_RCX, REG_RDX, REG_RBX, -1, REG_RBP, REG_RSI, REG_RDI };
 	uint8_t b = s->orig[0];
+	int jmp = s->mode == HOOK_MODE_JMP;
 
-	if (s->mode != HOOK_MODE_JMP || s->bmap[1] == 0xff)
+	if (jmp ? s->bmap[1] == 0xff : s->disp_len != 1)
 		return 1;               /* no instruction ends at site+1 */
 	if (b >= 0x50 && b <= 0x57 && b != 0x54)
 		return *(uint64_t *)g[REG_RSP] != (uint64_t)g[reg[b - 0x50]];
-	return 1;
+	return jmp || __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc;
 }
 
 /* May thread `tid` be stopped at user ip in (addr, addr+5)? */
@@ -1195,13 +1194,7 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		 * was merged into it (one SIGTRAP at a time): tell it apart
 		 * from a thread stopped after the site's first instruction. */
 		struct hook_site *s = site_find((uint64_t)g[REG_RIP] - 1);
-		/* The int3 may be gone already: a thread that ran this handler
-		 * after quiesce() gave up waiting (a loaded machine) finds the
-		 * jump written. Where no instruction ends at site+1, only the
-		 * int3 leaves a thread there. */
-		int int3_gone_only_trap = s && s->mode == HOOK_MODE_JMP && s->bmap[1] == 0xff;
-		if (s && (int3_gone_only_trap || __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc) &&
-		    trapped_here(s, g)) {
+		if (s && trapped_here(s, g)) {
 			__atomic_add_fetch(&merged_traps, 1, __ATOMIC_RELAXED);
 			__atomic_add_fetch(&int3_hits, 1, __ATOMIC_RELAXED);
 			quiesce_fix(g, 0);
