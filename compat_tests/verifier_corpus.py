@@ -98,7 +98,14 @@ LDX_W, LDX_DW, ST_DW, STX_DW = 0x61, 0x79, 0x7a, 0x7b
 MOV64_K, MOV64_X, ADD64_K, ADD64_X = 0xb7, 0xbf, 0x07, 0x0f
 JEQ_K, JLT_X, CALL, EXIT, LD_DW = 0x15, 0xad, 0x85, 0x95, 0x18
 FUNC_map_lookup_elem, FUNC_ktime_get_ns = 1, 5
-SOCKET_FILTER, KPROBE, SYSCALL = 1, 2, 31
+SOCKET_FILTER, KPROBE, PERF_EVENT, SYSCALL = 1, 2, 7, 31
+PSEUDO_CALL = 1
+
+
+def _two_frames(d_main, d_sub):
+    """main stores at fp-d_main and calls a subprogram that stores at fp-d_sub."""
+    return _prog(_insn(ST_DW, 10, 0, -d_main, 0), _insn(CALL, 0, PSEUDO_CALL, 0, 2), _insn(MOV64_K, 0),
+                 _insn(EXIT), _insn(ST_DW, 10, 0, -d_sub, 0), _insn(MOV64_K, 0), _insn(EXIT))
 
 SPECIALS = [
     # a store to an address read from the ctx (skb->len): on an engine
@@ -121,6 +128,17 @@ SPECIALS = [
      "insns": _prog(_insn(ST_DW, 10, 0, -8, 0), _insn(MOV64_X, 2, 10), _insn(ADD64_K, 2, imm=-8),
                     _insn(LD_DW, 1, 1, 0, 0), _insn(0), _insn(CALL, imm=FUNC_map_lookup_elem),
                     _insn(JEQ_K, 0, 0, 1, 0), _insn(ST_DW, 0, 0, 48, 1), _insn(MOV64_K, 0), _insn(EXIT))},
+    # bpf-to-bpf calls: the combined stack of a call chain, which perf_event
+    # programs may exceed (their subprograms may get a private stack)
+    {"descr": "bpfshim: combined stack of two frames in a kprobe program", "prog_type": KPROBE,
+     "insns": _two_frames(296, 296)},
+    {"descr": "bpfshim: combined stack of two frames in a perf_event program", "prog_type": PERF_EVENT,
+     "insns": _two_frames(504, 504)},
+    # a pointer to the caller's stack passed down, stored through past the caller's frame
+    {"descr": "bpfshim: a subprogram stores past the caller's stack", "prog_type": KPROBE,
+     "insns": _prog(_insn(ST_DW, 10, 0, -8, 0), _insn(MOV64_X, 1, 10), _insn(ADD64_K, 1, imm=-8),
+                    _insn(CALL, 0, PSEUDO_CALL, 0, 1), _insn(EXIT), _insn(ST_DW, 1, 0, 8, 1),
+                    _insn(MOV64_K, 0), _insn(EXIT))},
 ]
 
 

@@ -4,7 +4,11 @@ register and stack states (regs.py, alu.py); states are kept at prune points
 and a path whose state an explored one covers stops there; a state equal to
 one of its own ancestors at a loop head is an infinite loop.
 
-What it does not model (bpf-to-bpf calls, kfuncs, BTF pointers, helpers and
+bpf-to-bpf calls get a frame each (State.callers: the caller frames; a
+PTR_TO_STACK register names its frame), and after the walk the static call
+graph is checked as check_max_stack_depth() checks it (depth, combined stack).
+
+What it does not model (callbacks, kfuncs, BTF pointers, helpers and
 map types without a prototype here, program types without a ctx model) makes
 it give up on the program (Unmodelled): PROG_LOAD then takes the structural
 checks' verdict, as before. It also never rejects on a path where a value it
@@ -20,6 +24,7 @@ from .regs import (CTX, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM,
                    PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
 
 MAX_BPF_STACK = 512
+MAX_CALL_FRAMES = 8
 MAX_PACKET_OFF = 0xFFFF
 # bpfshim's own budget: beyond it the program is not interpreted (the
 # kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
@@ -40,6 +45,11 @@ SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT = 1, 2,
 RAW_TRACEPOINT, SYSCALL = 17, 31
 MODELLED_PROG_TYPES = {SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT,
                        RAW_TRACEPOINT, SYSCALL}
+# the program types whose subprograms may run on a private stack, where the
+# combined stack limit is not the kernel's verdict (bpf_enable_priv_stack;
+# measured on 6.18: perf_event programs load with 504+504 bytes, kprobe,
+# tracepoint and raw_tracepoint ones are refused)
+PRIV_STACK_PROG_TYPES = {PERF_EVENT}
 PT_REGS_SIZE = 168             # sizeof(struct pt_regs), x86-64
 PERF_EVENT_DATA_SIZE = 184     # sizeof(struct bpf_perf_event_data)
 PERF_MAX_TRACE_SIZE = 2048
@@ -87,13 +97,27 @@ class Slot:
         self.types, self.reg = types, reg
 
 
+class Frame:
+    """A caller's frame while its callee runs (struct bpf_func_state)."""
+    __slots__ = ("regs", "stack", "callsite", "subprog")
+
+    def __init__(self, regs, stack, callsite, subprog):
+        self.regs, self.stack, self.callsite, self.subprog = regs, stack, callsite, subprog
+
+    def copy(self):
+        return Frame([r.copy() for r in self.regs], dict(self.stack), self.callsite, self.subprog)
+
+
 class State:
-    __slots__ = ("regs", "stack", "refs", "inexact", "parent", "branches", "insn")
+    """The current frame's registers and stack, the callers' frames below it."""
+    __slots__ = ("regs", "stack", "callers", "subprog", "refs", "inexact", "parent", "branches", "insn")
 
     def copy(self):
         s = State.__new__(State)
         s.regs = [r.copy() for r in self.regs]
         s.stack = dict(self.stack)      # slots are replaced, never changed in place
+        s.callers = [f.copy() for f in self.callers] if self.callers else []
+        s.subprog = self.subprog
         s.refs = list(self.refs)
         s.inexact = self.inexact
         s.parent = self.parent
@@ -132,6 +156,12 @@ class Checker:
         self.bad_helpers = {}
         self.skb = _ctx_skb(ffi) if prog_type in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT) else None
         self.xdp_size = ffi.sizeof("struct xdp_md") if prog_type == XDP else 0
+        # subprograms (check_subprogs: the structural pass checked their bounds)
+        self.starts = sorted({0} | {k + x.imm + 1 for k, x in enumerate(insns)
+                                    if x.code == JMP | CALL and x.src == PSEUDO_CALL})
+        self.subprog_of = {a: k for k, a in enumerate(self.starts)}
+        self.stack_depth = [0] * len(self.starts)     # bytes each subprogram's frame reached
+        self.aux_ptr = {}       # load/store insn -> the pointer type it was first checked with
 
     # ---------------------------------------------------------------- helpers
     def new_id(self):
@@ -172,6 +202,8 @@ class Checker:
                 elif op == CALL:
                     succ[i] = [i + 1]
                     prune.add(i + 1)
+                    if x.src == PSEUDO_CALL and cls == JMP:
+                        prune.add(i)
                 elif op == JA:
                     t = i + (x.imm if cls == JMP32 else x.off) + 1
                     succ[i] = [t]
@@ -251,10 +283,12 @@ class Checker:
         st.regs[10].known(0)
         st.regs[1].known(0)
         st.stack, st.refs, st.inexact, st.parent, st.branches, st.insn = {}, [], False, None, 1, 0
+        st.callers, st.subprog = [], 0
         pending = []
         while True:
             if st is None:
                 if not pending:
+                    self.check_max_stack_depth()
                     return self.processed
                 st = pending.pop()
             i = st.insn
@@ -303,31 +337,53 @@ class Checker:
         return False
 
     # ---------------------------------------------------------------- state comparison
+    def same_frames(self, old, cur, live):
+        """The frames to compare, with the registers live in each: the same
+        call chain (callsite by callsite) or None. A caller's live registers
+        are the callee-saved ones live after its call."""
+        if len(old.callers) != len(cur.callers) or \
+                any(o.callsite != c.callsite for o, c in zip(old.callers, cur.callers)):
+            return None
+        out = [(old.regs, old.stack, cur.regs, cur.stack, live)]
+        for o, c in zip(old.callers, cur.callers):
+            out.append((o.regs, o.stack, c.regs, c.stack, self.live[o.callsite + 1] & 0x3C0))
+        return out
+
     def states_exact(self, old, cur, live):
         if old.refs != cur.refs:
             return False
-        for r in range(11):
-            if live >> r & 1 and old.regs[r].key() != cur.regs[r].key():
-                return False
-        if old.stack.keys() != cur.stack.keys():
+        frames = self.same_frames(old, cur, live)
+        if frames is None:
             return False
-        for k, s in old.stack.items():
-            c = cur.stack[k]
-            if s.types != c.types or (s.reg is None) != (c.reg is None) or \
-                    (s.reg is not None and s.reg.key() != c.reg.key()):
+        for oregs, ostack, cregs, cstack, lv in frames:
+            for r in range(11):
+                if lv >> r & 1 and oregs[r].key() != cregs[r].key():
+                    return False
+            if ostack.keys() != cstack.keys():
                 return False
+            for k, s in ostack.items():
+                c = cstack[k]
+                if s.types != c.types or (s.reg is None) != (c.reg is None) or \
+                        (s.reg is not None and s.reg.key() != c.reg.key()):
+                    return False
         return True
 
     def states_cover(self, old, cur, live):
         """states_equal(): every run from cur is one old has been checked for."""
         if [r[0] for r in old.refs] != [r[0] for r in cur.refs] or old.inexact != cur.inexact:
             return False
+        frames = self.same_frames(old, cur, live)
+        if frames is None:
+            return False
         idmap = {}
+        return all(self.frame_covers(*f, idmap) for f in frames)
+
+    def frame_covers(self, oregs, ostack, cregs, cstack, live, idmap):
         for r in range(11):
-            if live >> r & 1 and not self.regsafe(old.regs[r], cur.regs[r], idmap):
+            if live >> r & 1 and not self.regsafe(oregs[r], cregs[r], idmap):
                 return False
-        for k, s in old.stack.items():
-            c = cur.stack.get(k)
+        for k, s in ostack.items():
+            c = cstack.get(k)
             for b in range(8):
                 ot = s.types[b]
                 if ot in "IMm":     # uninit stack is readable by root: MISC covers anything
@@ -354,7 +410,7 @@ class Checker:
             return False
         if o.type == SCALAR:
             return True
-        if o.off != c.off or o.map is not c.map or o.size != c.size or o.ref != c.ref:
+        if o.off != c.off or o.map is not c.map or o.size != c.size or o.ref != c.ref or o.frame != c.frame:
             return False
         if o.type in (PACKET, PACKET_META) and o.range > c.range:
             return False
@@ -379,6 +435,7 @@ class Checker:
             src = self.reg(st, x.src)
             val = Reg(SCALAR)
             self.check_mem_access(st, x.src, src, x.off, size, "read", val, sx=(c & 0xE0) == MEMSX)
+            self.save_aux_ptr_type(st, i, src)
             regs[x.dst] = val
             return i + 1
         if cls == ST or cls == STX:
@@ -392,21 +449,32 @@ class Checker:
             else:
                 val = scalar_const(x.imm)
             self.check_mem_access(st, x.dst, dst, x.off, size, "write", val, st_imm=cls == ST)
+            self.save_aux_ptr_type(st, i, dst)
             return i + 1
         op = c & 0xF0
         if op == CALL:
             if x.src == PSEUDO_CALL:
-                raise Unmodelled("bpf-to-bpf calls")
+                return self.check_func_call(st, i, x)
             if x.src:
                 raise Unmodelled("kfunc calls")
             self.check_helper_call(st, i, x)
             return i + 1
         if op == EXIT:
+            if st.callers:
+                return self.prepare_func_exit(st)
             self.check_exit(st)
             return None
         if op == JA:
             return i + (x.imm if cls == JMP32 else x.off) + 1
         return self.check_cond_jmp(st, i, x, pending)
+
+    def save_aux_ptr_type(self, st, i, reg):
+        """One load or store insn is rewritten for one kind of pointer: ctx
+        accesses are converted, so a ctx pointer on one path and another
+        pointer on another cannot share it."""
+        prev = self.aux_ptr.setdefault(i, reg.type)
+        if prev != reg.type and CTX in (prev, reg.type):
+            self.reject(st, errno.EINVAL, "same insn cannot be used with different pointers")
 
     # ---------------------------------------------------------------- ALU
     def check_alu(self, st, x):
@@ -742,14 +810,23 @@ class Checker:
                 self.reject(st, err, f"invalid{kind} stack R{regno} off={off} size={size}", reg)
             self.reject(st, err, f"invalid variable-offset{kind} stack R{regno} var_off={T.sbin(reg.var)} "
                         f"off={off} size={size}", reg)
+        # grow_stack_state(): the subprogram of the frame the pointer names
+        sp = st.subprog if reg.frame == len(st.callers) else st.callers[reg.frame].subprog
+        self.stack_depth[sp] = max(self.stack_depth[sp], -(lo // 8) * 8)
         return lo, hi
+
+    @staticmethod
+    def stack_of(st, reg):
+        """The slots of the frame a PTR_TO_STACK register points into."""
+        return st.stack if reg.frame == len(st.callers) else st.callers[reg.frame].stack
 
     def stack_access(self, st, regno, reg, off, size, kind, val, st_imm):
         lo, hi = self.stack_bounds(st, regno, reg, off, size, " read from" if kind == "read" else " write to")
+        stk = self.stack_of(st, reg)
         if not T.is_const(reg.var):
             if kind == "write":
                 for a in range(lo, hi):
-                    self._set_byte(st, a, "M")
+                    self._set_byte(stk, a, "M")
             else:
                 val.unknown()
                 val.type = SCALAR
@@ -758,7 +835,9 @@ class Checker:
         if kind == "write":
             if size == 8 and lo % 8 == 0 and (val.is_ptr() or (val.type == SCALAR and not
                                                                (val.is_const() and val.var[0] == 0))):
-                st.stack[lo // 8] = Slot("SSSSSSSS", val.copy())
+                if val.type == STACK and stk is not st.stack:
+                    self.reject(st, errno.EINVAL, "cannot spill pointers to stack into stack frame of the caller")
+                stk[lo // 8] = Slot("SSSSSSSS", val.copy())
                 return
             if val.is_ptr():
                 self.reject(st, errno.EACCES, "invalid size of register spill")
@@ -766,10 +845,10 @@ class Checker:
             # a narrow scalar store: 6.x kernels may keep the value ('m': misc to this model)
             mark = "Z" if zero else "m" if val.type == SCALAR else "M"
             for a in range(lo, hi):
-                self._set_byte(st, a, mark)
+                self._set_byte(stk, a, mark)
             return
         # read
-        slot = st.stack.get(lo // 8)
+        slot = stk.get(lo // 8)
         if slot is not None and slot.types == "SSSSSSSS":
             if size == 8 and lo % 8 == 0:
                 v = slot.reg.copy()
@@ -779,27 +858,28 @@ class Checker:
             if slot.reg.is_ptr():
                 self.reject(st, errno.EACCES, "invalid size of register fill")
         for a in range(lo, hi):
-            s = st.stack.get(a // 8)
+            s = stk.get(a // 8)
             if s is not None and s.types[a % 8] == "S" and s.reg.is_ptr():
                 self.reject(st, errno.EACCES, "invalid size of register fill")
-        allzero = all((st.stack.get(a // 8) or Slot()).types[a % 8] == "Z" for a in range(lo, hi))
+        allzero = all((stk.get(a // 8) or Slot()).types[a % 8] == "Z" for a in range(lo, hi))
         val.unknown()
         val.type = SCALAR
         if allzero:
             val.known(0)
         else:
-            if any((st.stack.get(a // 8) or Slot()).types[a % 8] in "Sm" for a in range(lo, hi)):
+            if any((stk.get(a // 8) or Slot()).types[a % 8] in "Sm" for a in range(lo, hi)):
                 val.exact = False       # a part of a spilled scalar: the kernel may know it
             self._narrow(val, size, False)
 
-    def _set_byte(self, st, a, t):
+    @staticmethod
+    def _set_byte(stk, a, t):
         k = a // 8
-        s = st.stack.get(k)
+        s = stk.get(k)
         types = s.types if s is not None else "IIIIIIII"
         if "S" in types:
             types = "".join("M" if c == "S" else c for c in types)     # a partial write scrubs the spill
         b = a % 8
-        st.stack[k] = Slot(types[:b] + t + types[b + 1:], None)
+        stk[k] = Slot(types[:b] + t + types[b + 1:], None)
 
     # ---- ctx
     def ctx_access(self, st, regno, reg, off, size, kind, val, sx):
@@ -979,12 +1059,13 @@ class Checker:
         if meta["ref"] is not None:
             rid = meta["ref"]
             st.refs = [r for r in st.refs if r[0] != rid]
-            for rn, rr in enumerate(st.regs):
-                if rr.ref == rid:
-                    st.regs[rn] = Reg(SCALAR)       # mark_reg_invalid(): unknown, for root
-            for k, s in list(st.stack.items()):
-                if s.reg is not None and s.reg.ref == rid:
-                    st.stack[k] = Slot("MMMMMMMM", None)
+            for fregs, stk in self.frames(st):
+                for rn, rr in enumerate(fregs):
+                    if rr.ref == rid:
+                        fregs[rn] = Reg(SCALAR)       # mark_reg_invalid(): unknown, for root
+                for k, s in list(stk.items()):
+                    if s.reg is not None and s.reg.ref == rid:
+                        stk[k] = Slot("MMMMMMMM", None)
         for r in range(1, 6):
             regs[r] = Reg()
         r0 = Reg(SCALAR)
@@ -1074,14 +1155,10 @@ class Checker:
                 return
             lo, hi = self.stack_bounds(st, rn, reg, reg.off, size, " indirect access to")
             if kind == "write":
+                stk = self.stack_of(st, reg)
                 for a in range(lo, hi):
-                    self._set_byte(st, a, "M")
-            else:
-                for a in range(lo, hi):
-                    s = st.stack.get(a // 8)
-                    if s is not None and s.types[a % 8] == "S" and s.reg.is_ptr():
-                        # a helper reading a spilled pointer: allowed for root, the slot stays
-                        pass
+                    self._set_byte(stk, a, "M")
+            # a helper reading a spilled pointer: allowed for root, the slot stays
             return
         if t in (PACKET, PACKET_META):
             if kind == "write" and not self.may_write_packet():
@@ -1100,6 +1177,68 @@ class Checker:
                             zero_ok)
             return
         self.mem_region(st, rn, reg, reg.off, size, reg.size, f"memory, mem_size={reg.size}", zero_ok)
+
+    # ---------------------------------------------------------------- bpf-to-bpf calls
+    def check_func_call(self, st, i, x):
+        """__check_func_call() for a static subprogram: r1-r5 go to the
+        callee, the caller's r0-r5 are clobbered, the callee has its own
+        stack and r10."""
+        depth = len(st.callers)
+        if depth + 1 >= MAX_CALL_FRAMES:
+            self.reject(st, errno.E2BIG, f"the call stack of {depth + 2} frames is too deep")
+        target = i + x.imm + 1
+        regs = [Reg() for _ in range(11)]
+        for r in range(1, 6):
+            regs[r] = st.regs[r].copy()
+        fp = regs[10] = Reg(STACK)
+        fp.known(0)
+        fp.frame = depth + 1
+        for r in range(6):
+            st.regs[r] = Reg()
+        st.callers.append(Frame(st.regs, st.stack, i, st.subprog))
+        st.regs, st.stack, st.subprog = regs, {}, self.subprog_of[target]
+        return target
+
+    def prepare_func_exit(self, st):
+        r0 = st.regs[0]
+        if r0.type == STACK:
+            # the kernel refuses even a caller's stack pointer here
+            self.reject(st, errno.EINVAL, "cannot return stack pointer to the caller")
+        f = st.callers.pop()
+        f.regs[0] = r0          # whatever r0 had, initialised or not
+        st.regs, st.stack, st.subprog = f.regs, f.stack, f.subprog
+        return f.callsite + 1
+
+    def check_max_stack_depth(self):
+        """check_max_stack_depth(): every call chain of the static call graph
+        from the main program, dead code included, within MAX_CALL_FRAMES
+        frames and MAX_BPF_STACK bytes (each frame rounded up to 16, as for
+        a JITed program: round_up_stack_depth())."""
+        if len(self.starts) == 1:
+            return
+        ends = self.starts[1:] + [self.n]
+        frame_size = [-(-d // 16) * 16 for d in self.stack_depth]
+        tail = [any(x.code == JMP | CALL and x.src == 0 and x.imm == 12 for x in self.insns[a:b])
+                for a, b in zip(self.starts, ends)]
+        calls = [[k + x.imm + 1 for k in range(a, b) for x in (self.insns[k],)
+                  if x.code == JMP | CALL and x.src == PSEUDO_CALL] for a, b in zip(self.starts, ends)]
+        limit_tracing = self.prog_type in PRIV_STACK_PROG_TYPES
+
+        def walk(idx, frame, depth):
+            if idx and tail[idx] and depth >= 256:
+                raise Reject(errno.EACCES, f"tail_calls are not allowed when call stack of previous frames is "
+                             f"{depth} bytes. Too large")
+            depth += frame_size[idx]
+            if depth > MAX_BPF_STACK:
+                if limit_tracing:
+                    raise Unmodelled("combined stack on a private stack")
+                raise Reject(errno.EACCES, f"combined stack size of {frame + 1} calls is {depth}. Too large")
+            for t in calls[idx]:
+                if frame + 1 >= MAX_CALL_FRAMES:
+                    raise Reject(errno.E2BIG, f"the call stack of {frame + 1} frames is too deep !")
+                walk(self.subprog_of[t], frame + 1, depth)
+
+        walk(0, 0, 0)
 
     # ---------------------------------------------------------------- exit
     def check_exit(self, st):
@@ -1176,7 +1315,15 @@ class Checker:
         pending.append(fall)
         # continue with `other` in place of st
         st.regs, st.stack, st.refs, st.inexact = other.regs, other.stack, other.refs, other.inexact
-        st.insn = other.insn
+        st.callers, st.insn = other.callers, other.insn
+
+    @staticmethod
+    def frames(st):
+        """(registers, stack slots) of every frame: what the kernel's
+        bpf_for_each_reg_in_vstate() visits."""
+        yield st.regs, st.stack
+        for f in st.callers:
+            yield f.regs, f.stack
 
     @staticmethod
     def _is_null_cmp(d, s):
@@ -1186,10 +1333,13 @@ class Checker:
     def mark_ptr_or_null(self, st, pid, is_null):
         if not pid:
             return
-        for k, sl in list(st.stack.items()):
-            if sl.reg is not None and sl.reg.id == pid:
-                st.stack[k] = Slot(sl.types, sl.reg.copy())     # slots are shared with other states
-        regs = list(st.regs) + [s.reg for s in st.stack.values() if s.reg is not None]
+        regs = []
+        for fregs, stk in self.frames(st):
+            for k, sl in list(stk.items()):
+                if sl.reg is not None and sl.reg.id == pid:
+                    stk[k] = Slot(sl.types, sl.reg.copy())     # slots are shared with other states
+            regs += fregs
+            regs += [s.reg for s in stk.values() if s.reg is not None]
         for r in regs:
             if r.id == pid and r.null:
                 if is_null:
@@ -1216,13 +1366,14 @@ class Checker:
                 self._propagate_id(st, r)
 
     def _propagate_id(self, st, src):
-        for k, r in enumerate(st.regs):
-            if r is not src and r.type == SCALAR and r.id == src.id and r.off == src.off:
-                st.regs[k] = src.copy()
-        for key, sl in list(st.stack.items()):
-            r = sl.reg
-            if r is not None and r is not src and r.type == SCALAR and r.id == src.id:
-                st.stack[key] = Slot(sl.types, src.copy())
+        for fregs, stk in self.frames(st):
+            for k, r in enumerate(fregs):
+                if r is not src and r.type == SCALAR and r.id == src.id and r.off == src.off:
+                    fregs[k] = src.copy()
+            for key, sl in list(stk.items()):
+                r = sl.reg
+                if r is not None and r is not src and r.type == SCALAR and r.id == src.id:
+                    stk[key] = Slot(sl.types, src.copy())
 
     def pkt_compare(self, st, other, x, op):
         """try_match_pkt_pointers(): this (fall-through) and other (taken) branches."""
@@ -1246,14 +1397,15 @@ class Checker:
         if ref.umax > MAX_PACKET_OFF or ref.umax + ref.off > MAX_PACKET_OFF:
             return
         new = ref.off + (1 if right_open else 0)
-        for k, r in enumerate(st.regs):
-            if r.type == ref.type and r.id == ref.id:
-                r2 = r.copy()
-                r2.range = max(r.range, new)
-                st.regs[k] = r2
-        for key, sl in list(st.stack.items()):
-            r = sl.reg
-            if r is not None and r.type == ref.type and r.id == ref.id:
-                r2 = r.copy()
-                r2.range = max(r.range, new)
-                st.stack[key] = Slot(sl.types, r2)
+        for fregs, stk in self.frames(st):
+            for k, r in enumerate(fregs):
+                if r.type == ref.type and r.id == ref.id:
+                    r2 = r.copy()
+                    r2.range = max(r.range, new)
+                    fregs[k] = r2
+            for key, sl in list(stk.items()):
+                r = sl.reg
+                if r is not None and r.type == ref.type and r.id == ref.id:
+                    r2 = r.copy()
+                    r2.range = max(r.range, new)
+                    stk[key] = Slot(sl.types, r2)

@@ -351,6 +351,9 @@ class Verifier:
         for k, start in enumerate(starts):
             # subprog entry: r1-r5 are arguments (assumed set), r10 the frame
             init = {start: frozenset(range(1, 6)) | {10} if start else frozenset({1, 10})}
+            # a subprogram may return r0 unset (the kernel hands it back to the
+            # caller as it is); after a call this pass takes r0 as set
+            self.main_exit = not start
             work = [start]
             seen = set()
             while work:
@@ -413,7 +416,8 @@ class Verifier:
             return regs, [i + 1]
         op = c & 0xF0
         if op == EXIT:
-            self._need(regs, 0)
+            if self.main_exit:
+                self._need(regs, 0)
             return regs, []
         if op == CALL:
             if ins.src == PSEUDO_CALL:
