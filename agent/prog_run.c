@@ -127,8 +127,13 @@ static void install(void)
 	/* NODEFER: the mask is unchanged when we jump out of the handler */
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(fault_sigs); i++)
-		sigaction(fault_sigs[i], &sa, &prev_act[i]);
+	/* again in a fork child whose parent was in the middle of it
+	 * (bpf_rt_once): a handler already ours is not what we chain to */
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(fault_sigs); i++) {
+		struct sigaction old;
+		if (!sigaction(fault_sigs[i], &sa, &old) && old.sa_sigaction != on_fault)
+			prev_act[i] = old;
+	}
 }
 
 /* ---- per-thread alternate signal stack ---- */

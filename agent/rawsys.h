@@ -202,19 +202,29 @@ static inline int bpf_rt_path_join(char *out, size_t n, const char *dir, const c
 /* pthread_once() for code a probe runs: no lock a signal handler could
  * find held by the code it interrupted (a probe never nests on its own
  * thread: in_probe); a racing thread waits for the first one's few syscalls.
- * *state: 0, 1 running, 2 done. */
+ * *state: 0 not run, -1 done, else the tid of the thread running fn. A
+ * runner that is no thread of this process (a fork child inherits the
+ * state another thread of its parent was in the middle of; a thread that
+ * died in fn) is taken over, and fn runs again: fn must be idempotent. */
 static inline void bpf_rt_once(int *state, void (*fn)(void))
 {
-	int zero = 0;
+	int seen = __atomic_load_n(state, __ATOMIC_ACQUIRE), me = 0;
+	unsigned spins = 0;
 
-	if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2)
-		return;
-	if (__atomic_compare_exchange_n(state, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		fn();
-		__atomic_store_n(state, 2, __ATOMIC_RELEASE);
-	}
-	while (__atomic_load_n(state, __ATOMIC_ACQUIRE) != 2)
+	while (seen != -1) {
+		if (!me)
+			me = (int)BPF_RT_SYS(SYS_gettid, 0);
+		if (seen == 0 || (++spins % 64 == 1 && BPF_RT_SYS(SYS_tgkill, BPF_RT_SYS(SYS_getpid, 0), seen, 0) == -ESRCH)) {
+			if (__atomic_compare_exchange_n(state, &seen, me, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+				fn();
+				__atomic_store_n(state, -1, __ATOMIC_RELEASE);
+				return;
+			}
+			continue;     /* seen is the new state */
+		}
 		__builtin_ia32_pause();
+		seen = __atomic_load_n(state, __ATOMIC_ACQUIRE);
+	}
 }
 
 /* pthread_setspecific() callocs a thread's second level of keys for a key
