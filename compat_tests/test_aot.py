@@ -99,6 +99,17 @@ BPFSHIM_API uint64_t harness_backedges(void)
 {
 	return backedge_calls;
 }
+
+/* What a run charged: the counter before it, then read after it. */
+BPFSHIM_API void harness_left_set(int32_t v)
+{
+	bpf_rt_backedges_left = v;
+}
+
+BPFSHIM_API int32_t harness_left(void)
+{
+	return bpf_rt_backedges_left;
+}
 """
 
 CDEF = """
@@ -107,6 +118,8 @@ void bpf_jit_free(void *p, size_t len);
 uint64_t harness_run(void *fn, uint64_t r1, void **maps, void **values, int *unwound, int *tail_called);
 uint64_t harness_last_arg(int i);
 uint64_t harness_backedges(void);
+void harness_left_set(int32_t v);
+int32_t harness_left(void);
 """
 
 
@@ -253,6 +266,206 @@ def test_back_edges_count_the_run_budget(harness):
         p.close()
         got = lib.harness_backedges() - before
         assert r0 == want_r0 and calls <= got <= calls + 1, (r0, got)
+
+
+# -- the run budget charged at a loop's entry (syscall_server/aot/loops.py) ---
+# bpfshim's own bound, so asserted directly: a loop whose trip count a constant
+# bounds is charged that bound when it is entered, others each back edge; no
+# run may take more back edges than it was charged.
+
+_JOPS = ("jeq", "jne", "jgt", "jge", "jlt", "jle", "jsgt", "jsge", "jslt", "jsle")
+_JCODE = dict(zip(_JOPS, (0x10, 0x50, 0x20, 0x30, 0xa0, 0xb0, 0x60, 0x70, 0xc0, 0xd0)))
+_LOOP_LIMIT = 70000      # the loop's own way out (r6 > r7): past BPF_RT_BACKEDGE_CHUNK
+
+
+def _loop_prog(case, limit=_LOOP_LIMIT):
+    """(the program, its loop header pc). r0 counts the times round; r2 is the
+    induction register: set to start (None: from r1), stepped by d (`r2 += step`
+    or `w2 += step`), tested against k by t, either at the bottom jumping back
+    ("bottom") or at the top jumping out ("top"); r8 (from r1 when start is
+    known) ends the loop early, r6 > r7 after limit times round."""
+    start, step, alu64, jmp64, op, k, form = case
+    pre = I(0xb7, 0, imm=0) + I(0xb7, 6, imm=0) + I(0xb7, 7, imm=limit)
+    if start is None:
+        pre += I(0xbf, 2, 1) + lddw(8, -1)
+    else:
+        pre += (I(0xb7, 2, imm=start) if -2**31 <= start < 2**31 else lddw(2, start)) + I(0xbf, 8, 1)
+    head = len(pre) // 8
+    body = I(0x07, 0, imm=1) + I(0x07, 6, imm=1) + I(0x2d, 6, 7, off=0) + I(0x1d, 0, 8, off=0)
+    d = I(0x07 if alu64 else 0x04, 2, imm=step)
+    t = _JCODE[op] | (0x05 if jmp64 else 0x06)
+    if form == "bottom":
+        body += d
+        n = len(body) // 8
+        body += I(t, 2, imm=k, off=head - (head + n) - 1)
+    else:
+        body += I(t, 2, imm=k, off=2) + d
+        n = len(body) // 8
+        body += I(0x05, off=head - (head + n) - 1)
+    # the two early exits jump to the exit past the body
+    n = len(body) // 8
+    body = body[:16] + I(0x2d, 6, 7, off=n - 3) + I(0x1d, 0, 8, off=n - 4) + body[32:]
+    return pre + body + EXIT, head
+
+
+def _loop_model(case, r1, limit=_LOOP_LIMIT):
+    """r0 as the kernel's interpreter would leave it (what the loop computes)."""
+    start, step, alu64, jmp64, op, k, form = case
+    m64 = (1 << 64) - 1
+    r2 = (r1 if start is None else start) & m64
+    r8 = m64 if start is None else r1 & m64
+    r0 = r6 = 0
+
+    def holds():
+        if jmp64:
+            a, b, bits = r2, k & m64, 64
+        else:
+            a, b, bits = r2 & 0xffffffff, k & 0xffffffff, 32
+        if op.startswith("js"):
+            a, b = (x - (1 << bits) if x >> (bits - 1) else x for x in (a, b))
+        return {"eq": a == b, "ne": a != b, "gt": a > b, "ge": a >= b, "lt": a < b,
+                "le": a <= b}[op.lstrip("j").lstrip("s")]
+
+    while True:
+        r0 += 1
+        r6 += 1
+        if r6 > limit or r0 == r8:
+            return r0
+        if form == "top" and holds():
+            return r0
+        r2 = (r2 + step) & m64 if alu64 else ((r2 & 0xffffffff) + step) & 0xffffffff
+        if form == "bottom" and not holds():
+            return r0
+
+
+def _charged(harness, prog, r1):
+    """(r0, what the run charged the budget)."""
+    lib = harness[1]
+    lib.harness_left_set(1 << 30)
+    r0, _, _ = prog.run(r1)
+    return r0, (1 << 30) - lib.harness_left()
+
+
+# shape -> how it is charged: "entry" (its bound, on entering), "edges" (each back edge)
+_LOOP_SHAPES = {
+    # for (i = 0; i != 4096; i++), test at the bottom (memcpy as clang emits it)
+    (0, 1, True, True, "jne", 4096, "bottom"): "entry",
+    # for (i = 0; i < 4095; i++) if (..) break, test at the top (strcmp)
+    (0, 1, True, True, "jeq", 4095, "top"): "entry",
+    (0, 1, True, True, "jgt", 254, "top"): "entry",
+    # u32 counters: w2 += 1, 32-bit and 64-bit compares
+    (0, 1, False, False, "jlt", 1000, "bottom"): "entry",
+    (0, 1, False, True, "jge", 64, "top"): "entry",
+    # counting down, signed and unsigned
+    (100, -1, True, True, "jsgt", 0, "bottom"): "entry",
+    (100, -2, True, True, "jne", 0, "bottom"): "entry",
+    # any start below an unsigned bound
+    (None, 1, True, True, "jlt", 512, "bottom"): "entry",
+    # not bounded by a constant: any start with !=, any signed start, a bound
+    # past one chunk, a start the step never meets, a step of 0
+    (None, 1, True, True, "jne", 512, "bottom"): "edges",
+    (None, 1, True, True, "jslt", 512, "bottom"): "edges",
+    (0, 1, True, True, "jlt", 65537 + 2, "bottom"): "edges",
+    (1, 2, True, True, "jne", 100, "bottom"): "edges",
+    (0, 0, True, True, "jne", 100, "bottom"): "edges",
+    # wraps round before it leaves: w2 += 1 against 2**31 in 64 bits is refused
+    (0, 1, False, True, "jle", -1, "bottom"): "edges",
+}
+
+
+@pytest.mark.parametrize("shape", list(_LOOP_SHAPES), ids=lambda c: "_".join(map(str, c)))
+def test_loop_charged_at_entry(harness, shape):
+    """A loop bounded by a constant is charged its bound on entry (a run that
+    leaves after one time round pays the same as a full one), others each back
+    edge they take; a run never takes more back edges than it was charged."""
+    prog, _ = _loop_prog(shape)
+    p = Loaded(harness, compile_program(prog))
+    # the full run (from the worst start when the start is r1), then a short one
+    full_r1, early_r1 = (0, 500) if shape[0] is None else (1 << 63, 1)
+    r0, full = _charged(harness, p, full_r1)
+    early_r0, early = _charged(harness, p, early_r1)
+    p.close()
+    assert (r0, early_r0) == (_loop_model(shape, full_r1), _loop_model(shape, early_r1))
+    assert early_r0 < r0 and full >= r0 - 1 and early >= early_r0 - 1
+    if _LOOP_SHAPES[shape] == "entry":
+        assert full == early and r0 - 1 <= full <= r0 + 1, (full, r0)
+    else:
+        assert (full, early) == (r0 - 1, early_r0 - 1)
+
+
+def test_loop_charge_structures(harness):
+    """Loops inside loops, and loops whose test or step is not on every way
+    round: what a run is charged never falls below the back edges it takes."""
+    # for (i = 0; i != 10; i++) for (j = 0; j != 100; j++) r0++: both charged
+    # at entry, 10 (9 back edges and one) + 10 * 100
+    nested = (I(0xb7, 0, imm=0) + I(0xb7, 2, imm=0) + I(0xb7, 3, imm=0) + I(0x07, 0, imm=1) +
+              I(0x07, 3, imm=1) + I(0x55, 3, imm=100, off=-3) + I(0x07, 2, imm=1) +
+              I(0x55, 2, imm=10, off=-6) + EXIT)
+    head = I(0xb7, 0, imm=0) + I(0xb7, 6, imm=0) + I(0xb7, 7, imm=3000) + I(0xb7, 2, imm=0)
+    # r0++; if r6++ > r7 out; if (r0 & 1) skip the test r2 == 4; r2++: the test
+    # sees only odd r2, never 4: the loop ends at r7 (3001 times round)
+    skip = (head + I(0x07, 0, imm=1) + I(0x07, 6, imm=1) + I(0x2d, 6, 7, off=4) +
+            I(0x45, 0, imm=1, off=1) + I(0x15, 2, imm=4, off=2) + I(0x07, 2, imm=1) +
+            I(0x05, off=-7) + EXIT)
+    # the step inside an inner loop of 3: r2 goes 3, 6, 9, 12 past 10
+    inner_step = (head + I(0x07, 0, imm=1) + I(0x07, 6, imm=1) + I(0x2d, 6, 7, off=6) +
+                  I(0xb7, 4, imm=0) + I(0x07, 2, imm=1) + I(0x07, 4, imm=1) +
+                  I(0xa5, 4, imm=3, off=-3) + I(0x15, 2, imm=10, off=1) + I(0x05, off=-9) + EXIT)
+    for code, want_r0, taken in ((nested, 1000, 999), (skip, 3001, 3000), (inner_step, 3001, 3 * 3000)):
+        p = Loaded(harness, compile_program(code))
+        r0, charged = _charged(harness, p, 0)
+        p.close()
+        assert r0 == want_r0 and charged >= taken, (r0, charged)
+        if code is nested:
+            assert charged == 10 + 10 * 100
+
+
+def _random_loop_cases(n, seed):
+    import random
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        start = rng.choice([None, 0, 1, 5, -3, 2**31 - 2, 2**32 - 3, 2**63 - 2, -2**63, 1000])
+        step = rng.choice([1, 1, 2, 3, -1, -2, 7, 2**31 - 1, -2**31])
+        base = 0 if start is None else start
+        k = rng.choice([base + step * rng.randrange(0, 40), base + rng.randrange(-3, 300),
+                        rng.randrange(-2**31, 2**31), 0, -1, 2**31 - 1, 4096])
+        k = ((k + 2**31) % 2**32) - 2**31
+        out.append((start, step, rng.random() < 0.5, rng.random() < 0.5, rng.choice(_JOPS), k,
+                    rng.choice(("top", "bottom"))))
+    return out
+
+
+def test_loop_charge_covers_every_back_edge():
+    """The budget plan's bound for each loop it charges at entry is at least the
+    back edges the loop takes (the model's count), over random loop shapes:
+    every start, step, width, compare and place of the test."""
+    from syscall_server.aot import insn, loops
+    charged = 0
+    for case in _random_loop_cases(3000, 11):
+        code, head = _loop_prog(case)
+        prog = insn.decode(code)
+        n = loops.plan(prog, insn.analyze(prog)[0]).charge.get(head)
+        if n is None:
+            continue
+        charged += 1
+        for r1 in (0, 1 << 63, 2**32 - 1, 5):
+            if case[0] is None or r1 == 1 << 63:
+                # the program's own way out comes after n + 1 times round
+                assert _loop_model(case, r1, limit=n + 1) - 1 <= n <= 65537, (case, r1, n)
+    assert charged > 300      # the sweep reaches the charged shapes
+
+
+def test_loop_charge_compiled(harness):
+    """The same over compiled code: r0 as the model computes, and what a run
+    was charged never below the back edges it took."""
+    for case in _random_loop_cases(120, 12):
+        code, _ = _loop_prog(case, limit=3000)
+        p = Loaded(harness, compile_program(code))
+        r1 = 3 if case[0] is None else (1 << 63)
+        r0, charged = _charged(harness, p, r1)
+        p.close()
+        assert r0 == _loop_model(case, r1, limit=3000) and charged >= r0 - 1, (case, r0, charged)
 
 
 def test_map_references(harness):

@@ -12,12 +12,16 @@ env->helpers[id]; maps through env->maps[i] / env->map_values[i]; the runtime
 functions the code needs (bpf_rt_tail_call_pending, bpf_rt_backedge) through
 import slots that bpf_jit_load fills (see link.py).
 
-Runs are bounded (agent/bpf_rt.h): every taken back edge (a jump to its own pc
-or before) goes through a block that decrements the budget counter and calls
-bpf_rt_backedge when it reaches 0. A function with back edges keeps the
-counter in a local (a register after SROA) and hands it to the thread's
-variable, reached as %fs:offset (address space 257, the offset an import),
-around calls and at returns. Functions without back edges never touch it.
+Runs are bounded (agent/bpf_rt.h): a taken back edge (a jump to its own pc or
+before) goes through a block that decrements the budget counter and calls
+bpf_rt_backedge when it reaches 0, except in a loop that a constant bounds
+(loops.py): the edges that enter it go through a block that takes the bound
+off the counter the same way, and its own back edges are plain jumps, so LLVM
+sees the loop as it would without a budget (it vectorizes and unrolls it). A
+function with back edges keeps the counter in a local (a register after SROA)
+and hands it to the thread's variable, reached as %fs:offset (address space
+257, the offset an import), around calls and at returns. Functions without
+back edges never touch it.
 """
 from .insn import (
     AotError, BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
@@ -30,6 +34,7 @@ from .insn import (
     BPF_JCOND, BPF_MAY_GOTO, BPF_MAX_LOOPS, BPF_PSEUDO_FUNC, jump_target, predecessors,
 )
 
+from .loops import plan as budget_plan
 from .switch import plan_tree as switch_plan
 
 ENTRY_NAME = "bpf_prog"
@@ -158,10 +163,12 @@ class FuncGen:
         # every pass walks is smaller. Valid until the next block leader (the
         # blocks split off after calls have the one predecessor).
         self.cur = {}
-        self.back_blocks = []     # (label, target pc): emitted after the body
+        self.back_blocks = []     # (label, target pc, charge): emitted after the body
         self.has_back = any(ins is not None and ins.cls in (BPF_JMP, BPF_JMP32) and ins.op not in (BPF_CALL, BPF_EXIT)
                             and jump_target(ins) is not None and jump_target(ins) <= ins.pc
                             for ins in prog[f.start:f.end])
+        self.budget = budget_plan(prog, f) if self.has_back else None
+        self.entries = {}         # loop header pc -> the label of the block that charges its entry
 
     def left_out(self):
         """The frame's budget count to the thread's variable (before a call or a return)."""
@@ -173,19 +180,27 @@ class FuncGen:
             self.e(f"store i32 {self.val('load i32, ptr addrspace(257) %leftp, align 4')}, ptr %left")
 
     def edge(self, pc, target):
-        """The label a jump from pc to target branches to: the target, or for
-        a back edge a block that counts the run budget first."""
-        if target > pc:
-            return f"L{target}"
-        lab = f"B{pc}_{len(self.back_blocks)}"
-        self.back_blocks.append((lab, target))
-        return lab
+        """The label an edge from pc (None: the function's start) to target
+        branches to: the target, or a block that charges the run budget first:
+        one for a back edge, a loop's bound for an entry into a loop the
+        budget plan charges at its entry (loops.py)."""
+        plan = self.budget
+        if plan and target in plan.charge and (pc is None or pc not in plan.body[target]):
+            if target not in self.entries:
+                self.entries[target] = f"P{target}"
+                self.back_blocks.append((f"P{target}", target, plan.charge[target]))
+            return self.entries[target]
+        if pc is not None and target <= pc and (not plan or plan.counted(pc, target)):
+            lab = f"B{pc}_{len(self.back_blocks)}"
+            self.back_blocks.append((lab, target, 1))
+            return lab
+        return f"L{target}"
 
     def emit_back_blocks(self):
-        for lab, target in self.back_blocks:
+        for lab, target, n in self.back_blocks:
             self.out.append(f"{lab}:")
             c = self.val("load i32, ptr %left")
-            d = self.val(f"sub i32 {c}, 1")
+            d = self.val(f"sub i32 {c}, {n}")
             self.e(f"store i32 {d}, ptr %left")
             z = self.val(f"icmp sle i32 {d}, 0")
             slow = self.label()
@@ -307,18 +322,20 @@ class FuncGen:
                 self.e(f"%zs{o} = getelementptr inbounds i8, ptr %stk, i64 {o}")
                 self.e(f"store {'<4 x i64> zeroinitializer' if w == 32 else 'i64 0'}, ptr %zs{o}, align 8")
                 o += w
-        self.e(f"br label %L{f.start}")
+        self.e(f"br label %{self.edge(None, f.start)}")
         terminated = True
+        prev = None
         for pc in range(f.start, f.end):
             ins = prog[pc]
             if ins is None or pc in self.dead:
                 continue
             if pc in f.leaders:
                 if not terminated:
-                    self.e(f"br label %L{pc}")
+                    self.e(f"br label %{self.edge(prev, pc)}")
                 self.out.append(f"L{pc}:")
                 self.cur = {}
             terminated = self.insn(ins)
+            prev = pc
         if not terminated:
             raise AotError("falls off the end", f.end - 1)
         self.emit_back_blocks()
@@ -601,7 +618,7 @@ class FuncGen:
             dec = self.val(f"sub i64 {n}, 1")
             nv = self.val(f"select i1 {z}, i64 0, i64 {dec}")
             self.e(f"store i64 {nv}, ptr %maygoto")
-            self.e(f"br i1 {z}, label %{self.edge(pc, jump_target(ins))}, label %L{pc + 1}, !prof !2")
+            self.e(f"br i1 {z}, label %{self.edge(pc, jump_target(ins))}, label %{self.edge(pc, pc + 1)}, !prof !2")
             return True
         if op not in _CMP and op != BPF_JSET:
             raise AotError(f"invalid jump opcode {ins.code:#04x}", pc)
@@ -623,7 +640,7 @@ class FuncGen:
             c = self.val(f"icmp ne {ty} {t}, 0")
         else:
             c = self.val(f"icmp {_CMP[op]} {ty} {a}, {b}")
-        self.e(f"br i1 {c}, label %{self.edge(pc, jump_target(ins))}, label %L{pc + 1}")
+        self.e(f"br i1 {c}, label %{self.edge(pc, jump_target(ins))}, label %{self.edge(pc, pc + 1)}")
         return True
 
     def drop_tree(self, root, nodes):
