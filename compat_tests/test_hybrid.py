@@ -199,6 +199,70 @@ def test_hybrid_processes_with_and_without_library(hybrid):
     assert "hvictim_lib]: 300" in out and "hvictim]: 200" in out, out
 
 
+def array_values(dump):
+    """The u64 values of a bpftool -j dump of an array, by key order."""
+    out = []
+    for e in dump:
+        v = e.get("formatted", e).get("value", e.get("value")) if isinstance(e, dict) else None
+        out.append(v if isinstance(v, int) else int.from_bytes(bytes(int(b, 16) for b in v), "little"))
+    return out
+
+
+def test_hybrid_array_twin(hybrid):
+    """A libbpf tool: a uprobe and a kernel tracepoint counting into one
+    array, two processes at once, one with the library (its agent serves the
+    uprobe in user space, on the kernel's array) and one without (the
+    kernel's uprobe): exact counts in each, as on the kernel, and the
+    kernel's bpftool (no library) dumps them from the array during the run
+    (no staleness: the user-space program's stores are the kernel memory's).
+    That the process with the library was patched, and took the site from
+    the kernel's breakpoint, goes beyond the kernel: its agent's line, and
+    its count not doubled."""
+    exe, rt = hybrid
+    if not BPFTOOL:
+        pytest.skip("bpftool is not installed")
+    d = os.path.dirname(exe)
+    obj, loader, victim = (os.path.join(d, n) for n in ("hybrid_array.o", "hybrid_array", "hvictim_endbr"))
+    if not os.path.exists(loader):
+        clang_bpf(os.path.join(PROGS, "hybrid_array.bpf.c"), obj)
+        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_array.c"), "-lbpf"], check=True)
+        # work() starts with endbr64: bpfshim's jump goes after it, the kernel's breakpoint in byte 0
+        subprocess.run(["cc", "-O1", "-fno-inline", "-fcf-protection=branch", "-o", victim, exe + ".c"], check=True)
+    want = [300, 200, 500, 0]
+    results = []
+    for argv in ([loader, obj, victim, "300", "200", "1500"],
+                 hybrid_cmd(rt, [loader, obj, victim, "300", "200", "1500"])):
+        env = rt.env()
+        env["BPFSHIM_DEBUG_HOOKS"] = "1"
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = p.stdout.readline()
+            assert first.startswith("map_id "), first + p.stderr.read()
+            seen = None
+            for _ in range(100):        # the victims sleep 1.5 s after their calls
+                rc, out = run([BPFTOOL, "-j", "map", "dump", "id", first.split()[1]])
+                seen = array_values(json.loads(out)) if rc == 0 else out
+                if seen == want:
+                    break
+                time.sleep(0.01)
+            rest, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        results.append((p.returncode, rest, seen))
+        lines = [l for l in err.splitlines() if l.startswith("bpfshim:")]
+    assert results[1] == results[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\n", want), results
+    assert lines == [f"bpfshim: probe {victim}+0x{work_offset(victim):x}: jmp"], lines
+
+
+def work_offset(path):
+    """The file offset of work() in path (non-PIE or PIE: text is mapped at
+    its file offset plus a base, the symbol's value is that offset here)."""
+    out = subprocess.run(["nm", path], capture_output=True, text=True, check=True).stdout
+    return next(int(l.split()[0], 16) for l in out.splitlines() if l.endswith(" work"))
+
+
 def test_hybrid_bpftool_sees_kernel_maps(hybrid):
     """A map made and filled under the library is the kernel's: bpftool run
     without the library shows and dumps it as it shows one made on the kernel."""

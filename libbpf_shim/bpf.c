@@ -98,11 +98,18 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
+	if (shim_hybrid)
+		return shim_hybrid_bpf(cmd, uattr, size);
+	return shim_user_bpf(cmd, uattr, size);
+}
+
+/* bpfshim's answer, in either mode: the runtime's own requests (prog.c),
+ * hybrid mode's user-space twins (hybrid.c). */
+long shim_user_bpf(int cmd, uint64_t uattr, unsigned int size)
+{
 	union shim_attr attr;
 	int err;
 
-	if (shim_hybrid)
-		return shim_hybrid_bpf(cmd, uattr, size);
 	switch (cmd) {
 	case BPF_MAP_LOOKUP_ELEM:
 	case BPF_MAP_UPDATE_ELEM:

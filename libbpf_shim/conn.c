@@ -537,7 +537,7 @@ static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, si
 				shim_perf_ring_received(fds[i]);
 				continue;
 			}
-			if (meta[i].f_flags & SHIM_FD_WAKE)
+			if (meta[i].f_flags & (SHIM_FD_WAKE | SHIM_FD_KERNEL))
 				continue;   /* returned as ret_fd, not an object fd */
 			int e = shim_fd_install(fds[i], &meta[i]);
 			if (e && rep->err == 0) {

@@ -16,12 +16,16 @@
  * its privileges later gets the kernel's EPERM, as without bpfshim.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <linux/perf_event.h>
 #include <linux/capability.h>
 #include "shim.h"
 #include "start.h"
@@ -142,6 +146,9 @@ out:
 	return r;
 }
 
+static void twin_prog(uint64_t uattr, unsigned int size, int kfd);
+static long link_create(uint64_t uattr, unsigned int size);
+
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
 	switch (cmd) {
@@ -149,6 +156,16 @@ long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 		return map_create(uattr, size);
 	case BPF_OBJ_GET_INFO_BY_FD:
 		return obj_get_info(uattr, size);
+	case BPF_PROG_LOAD: {
+		long r = real.syscall(SYS_bpf, cmd, uattr, size);
+		int e = errno;
+		if (r >= 0)
+			twin_prog(uattr, size, (int)r);
+		errno = e;
+		return r;
+	}
+	case BPF_LINK_CREATE:
+		return link_create(uattr, size);
 	}
 	return real.syscall(SYS_bpf, cmd, uattr, size);
 }
@@ -167,9 +184,326 @@ int shim_hybrid_mmap_refused(int fd)
 	return -1;
 }
 
+/*
+ * User-space twins (ARCHITECTURE.md "Hybrid mode"). A kprobe-type program
+ * the kernel accepted is loaded again into bpfshim, its maps bound to the
+ * kernel's; a uprobe the kernel opened gets a bpfshim uprobe event on the
+ * same site (the server marks its slot ATTACH_F_KERNEL_TWIN: the loader is
+ * hybrid), given the twin program when the kernel's gets the loader's, and
+ * enabled, disabled and closed with it: in processes with the agent it
+ * takes the site over from the kernel's breakpoint (agent/uprobe.c).
+ * For now a twin's maps can only be arrays made mmapable (its memory is the
+ * kernel's, every process maps it); a program using another map keeps its
+ * uprobes on the kernel's breakpoint, with one line saying so at attach.
+ */
+#define TWIN_MAX 1024
+enum twin_kind { TWIN_PROG = 1, TWIN_PERF = 2, TWIN_LINK = 3 };
+static struct twin {
+	int kfd;               /* the loader's kernel fd; -1 free */
+	int tfd;               /* bpfshim's twin (an internal fd), or -1: none, see why */
+	int kind;
+	char why[112];         /* TWIN_PROG without a twin */
+} twins[TWIN_MAX];
+static unsigned n_twins;
+static struct { uint32_t kid, sid; int sfd; } tmaps[TWIN_MAX];   /* kernel map id -> its bpfshim map */
+static unsigned n_tmaps;
+static pthread_mutex_t twin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct twin *twin_find(int kfd, int kind)
+{
+	for (unsigned i = 0; i < n_twins; i++)
+		if (twins[i].kfd == kfd && twins[i].kind == kind)
+			return &twins[i];
+	return NULL;
+}
+
+static struct twin *twin_add(int kfd, int kind, int tfd)
+{
+	struct twin *t = twin_find(kfd, kind);
+
+	if (!t)
+		for (unsigned i = 0; i < n_twins; i++)
+			if (twins[i].kfd < 0) {
+				t = &twins[i];
+				break;
+			}
+	if (!t && n_twins < TWIN_MAX)
+		t = &twins[n_twins++];
+	if (t) {
+		t->kfd = kfd;
+		t->kind = kind;
+		t->tfd = tfd;
+		t->why[0] = 0;
+	} else if (tfd >= 0) {
+		shim_fd_close_internal(tfd);
+	}
+	return t;
+}
+
+/* bpfshim's map for kernel map fd `kfd` (an mmapable array: the kernel's
+ * memory is its values, shim_hybrid_map_bind), made on first use: its fd,
+ * or -1 with why. Under twin_lock. */
+static int twin_map(int kfd, const struct bpf_map_info *ki, char *why, size_t n)
+{
+	struct shim_reply rep;
+	union bpf_attr a;
+	struct shim_fd *e;
+	long fd;
+
+	for (unsigned i = 0; i < n_tmaps; i++)
+		if (tmaps[i].kid == ki->id)
+			return tmaps[i].sfd;
+	if (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE) || n_tmaps == TWIN_MAX) {
+		snprintf(why, n, "its map %.16s (type %u) is not shared with user space yet", ki->name, ki->type);
+		return -1;
+	}
+	memset(&a, 0, sizeof(a));
+	a.map_type = ki->type;
+	a.key_size = ki->key_size;
+	a.value_size = ki->value_size;
+	a.max_entries = ki->max_entries;
+	a.map_flags = ki->map_flags;
+	memcpy(a.map_name, ki->name, sizeof(a.map_name));
+	fd = shim_user_bpf(BPF_MAP_CREATE, (uint64_t)(uintptr_t)&a, sizeof(a));
+	if (fd < 0) {
+		snprintf(why, n, "bpfshim cannot make its map %.16s (%s)", ki->name, strerror(errno));
+		return -1;
+	}
+	fd = shim_fd_internal((int)fd);
+	e = shim_fd_peek((int)fd);
+	if (!e || shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_SET, e->id, NULL, 0, kfd, &rep, NULL, 0) || rep.err) {
+		snprintf(why, n, "bpfshim cannot bind its map %.16s to the kernel's", ki->name);
+		shim_fd_close_internal((int)fd);
+		return -1;
+	}
+	e->internal = 1;
+	shim_hybrid_map_bind(&e->map);
+	tmaps[n_tmaps].kid = ki->id;
+	tmaps[n_tmaps].sid = e->id;
+	tmaps[n_tmaps++].sfd = (int)fd;
+	return (int)fd;
+}
+
+/* After the kernel accepted a kprobe-type PROG_LOAD (program fd kfd): the
+ * same instructions, their map fds the twins' maps, loaded into bpfshim. */
+static void twin_prog(uint64_t uattr, unsigned int size, int kfd)
+{
+	union bpf_attr a, b;
+	struct bpf_insn *insns = NULL;
+	struct bpf_map_info ki;
+	char why[112] = "";
+	long tfd = -1;
+
+	memset(&a, 0, sizeof(a));
+	if (size > sizeof(a) || shim_copy_from_user(&a, uattr, size) || a.prog_type != BPF_PROG_TYPE_KPROBE)
+		return;
+	pthread_mutex_lock(&twin_lock);
+	if (!a.insn_cnt || a.insn_cnt > 1000000 || !(insns = malloc(a.insn_cnt * sizeof(*insns))) ||
+	    shim_copy_from_user(insns, a.insns, a.insn_cnt * sizeof(*insns))) {
+		snprintf(why, sizeof(why), "its instructions could not be read");
+		goto out;
+	}
+	for (uint32_t i = 0; i < a.insn_cnt; i++) {
+		if (insns[i].code != (BPF_LD | BPF_IMM | BPF_DW))
+			continue;
+		if (insns[i].src_reg == BPF_PSEUDO_MAP_FD || insns[i].src_reg == BPF_PSEUDO_MAP_VALUE) {
+			int sfd;
+			if (map_info(insns[i].imm, &ki)) {
+				snprintf(why, sizeof(why), "a map fd in it is not a map");
+				goto out;
+			}
+			if ((sfd = twin_map(insns[i].imm, &ki, why, sizeof(why))) < 0)
+				goto out;
+			insns[i].imm = sfd;
+		} else if (insns[i].src_reg) {
+			snprintf(why, sizeof(why), "it refers to objects by fd_array or BTF (ld_imm64 src %u)",
+				 insns[i].src_reg);
+			goto out;
+		}
+		i++;
+	}
+	/* the program as the loader gave it, without its kernel BTF (the
+	 * kernel verified it with that) */
+	memset(&b, 0, sizeof(b));
+	b.prog_type = a.prog_type;
+	b.insn_cnt = a.insn_cnt;
+	b.insns = (uint64_t)(uintptr_t)insns;
+	b.license = a.license;
+	b.kern_version = a.kern_version;
+	b.expected_attach_type = a.expected_attach_type;
+	memcpy(b.prog_name, a.prog_name, sizeof(b.prog_name));
+	tfd = shim_user_bpf(BPF_PROG_LOAD, (uint64_t)(uintptr_t)&b, sizeof(b));
+	if (tfd < 0)
+		snprintf(why, sizeof(why), "bpfshim does not load it (%s)", strerror(errno));
+	else
+		tfd = shim_fd_internal((int)tfd);
+	if (tfd >= 0 && shim_fd_peek((int)tfd))
+		shim_fd_peek((int)tfd)->internal = 1;
+out:
+	{
+		struct twin *t = twin_add(kfd, TWIN_PROG, (int)tfd);
+		if (t && tfd < 0)
+			snprintf(t->why, sizeof(t->why), "%s", why);
+	}
+	pthread_mutex_unlock(&twin_lock);
+	free(insns);
+}
+
+static int uprobe_type = -2;
+
 long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)
 {
-	return real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+	long r = real.syscall(SYS_perf_event_open, uattr, pid, cpu, group_fd, flags);
+	struct perf_event_attr head;
+	int e = errno;
+
+	if (r < 0)
+		return r;
+	if (uprobe_type == -2)
+		uprobe_type = shim_pmu_type("uprobe");
+	memset(&head, 0, sizeof(head));
+	if (group_fd == -1 && !shim_copy_from_user(&head, uattr, PERF_ATTR_SIZE_VER0) &&
+	    (int)head.type == uprobe_type) {
+		/* the same uprobe in bpfshim, while the loader's attr (its path) is valid */
+		long t = shim_user_perf_event_open(uattr, pid, cpu, -1, flags);
+		if (t >= 0) {
+			t = shim_fd_internal((int)t);
+			if (shim_fd_peek((int)t))
+				shim_fd_peek((int)t)->internal = 1;
+			pthread_mutex_lock(&twin_lock);
+			twin_add((int)r, TWIN_PERF, (int)t);
+			pthread_mutex_unlock(&twin_lock);
+		}
+	}
+	errno = e;
+	return r;
+}
+
+/* BPFSHIM_DEBUG_HOOKS (read at start): say which uprobes have no twin.
+ * Not said otherwise: the kernel serves them correctly, at its cost. */
+static int debug_twins;
+
+/* The twin of kernel program fd kfd, or -1 (saying why there is none). */
+static int twin_prog_fd(int kfd)
+{
+	struct twin *t = twin_find(kfd, TWIN_PROG);
+	char m[200];
+
+	if (t && t->tfd >= 0)
+		return t->tfd;
+	snprintf(m, sizeof(m), "hybrid mode: a uprobe's program is served by the kernel's breakpoint in every "
+		 "process: %s", t ? t->why : "it is not a kprobe-type program bpfshim saw loaded");
+	if (debug_twins)
+		shim_say_once(m);
+	return -1;
+}
+
+/* ioctl of a kernel uprobe event with a twin: the kernel's first, then the
+ * twin's (a detach: the twin's first). 1 when handled (*ret, errno). */
+int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret)
+{
+	struct twin *t;
+	struct shim_fd *te;
+	int tfd, tprog = -1, r, e;
+
+	if (req != PERF_EVENT_IOC_SET_BPF && req != PERF_EVENT_IOC_ENABLE && req != PERF_EVENT_IOC_DISABLE)
+		return 0;
+	pthread_mutex_lock(&twin_lock);
+	t = twin_find(fd, TWIN_PERF);
+	tfd = t ? t->tfd : -1;
+	if (tfd >= 0 && req == PERF_EVENT_IOC_SET_BPF)
+		tprog = twin_prog_fd((int)arg);
+	pthread_mutex_unlock(&twin_lock);
+	if (tfd < 0)
+		return 0;
+	te = shim_fd_peek(tfd);
+	if (req == PERF_EVENT_IOC_DISABLE && te)
+		shim_perf_ioctl(te, req, 0);
+	r = real.ioctl(fd, req, arg);
+	e = errno;
+	if (!r && te && req == PERF_EVENT_IOC_ENABLE)
+		shim_perf_ioctl(te, req, 0);
+	if (!r && te && tprog >= 0)
+		shim_perf_ioctl(te, req, (unsigned long)tprog);
+	errno = e;
+	*ret = r;
+	return 1;
+}
+
+/* BPF_LINK_CREATE of a kernel program on a kernel uprobe event with a
+ * twin: the kernel's link, then the twin's (closed with it). */
+static long link_create(uint64_t uattr, unsigned int size)
+{
+	long r = real.syscall(SYS_bpf, BPF_LINK_CREATE, uattr, size);
+	union bpf_attr a, b;
+	struct twin *t;
+	int e = errno, tfd, tprog;
+
+	memset(&a, 0, sizeof(a));
+	if (r < 0 || size > sizeof(a) || shim_copy_from_user(&a, uattr, size) ||
+	    a.link_create.attach_type != BPF_PERF_EVENT)
+		goto out;
+	pthread_mutex_lock(&twin_lock);
+	t = twin_find((int)a.link_create.target_fd, TWIN_PERF);
+	tfd = t ? t->tfd : -1;
+	tprog = tfd >= 0 ? twin_prog_fd((int)a.link_create.prog_fd) : -1;
+	if (tprog >= 0) {
+		memset(&b, 0, sizeof(b));
+		b.link_create.prog_fd = (uint32_t)tprog;
+		b.link_create.target_fd = (uint32_t)tfd;
+		b.link_create.attach_type = BPF_PERF_EVENT;
+		b.link_create.perf_event.bpf_cookie = a.link_create.perf_event.bpf_cookie;
+		long l = shim_user_bpf(BPF_LINK_CREATE, (uint64_t)(uintptr_t)&b, sizeof(b));
+		if (l >= 0) {
+			l = shim_fd_internal((int)l);
+			if (shim_fd_peek((int)l))
+				shim_fd_peek((int)l)->internal = 1;
+			twin_add((int)r, TWIN_LINK, (int)l);
+		}
+	}
+	pthread_mutex_unlock(&twin_lock);
+out:
+	errno = e;
+	return r;
+}
+
+/* Before the loader's close of fd: its twins go first (a detach: the
+ * agents unpatch before the kernel's breakpoint goes). */
+void shim_hybrid_closing(int fd)
+{
+	int tfd[3], n = 0;
+
+	if (!__atomic_load_n(&n_twins, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&twin_lock);
+	for (unsigned i = 0; i < n_twins; i++)
+		if (twins[i].kfd == fd) {
+			if (twins[i].tfd >= 0 && n < 3)
+				tfd[n++] = twins[i].tfd;
+			twins[i].kfd = -1;
+		}
+	pthread_mutex_unlock(&twin_lock);
+	while (n)
+		shim_fd_close_internal(tfd[--n]);
+}
+
+/* A twin's array in this process (prog.c, when a program opens it): the
+ * kernel map's memory instead of the segment's, when the server has the
+ * kernel map behind it. Runs in the follower, before the program can. */
+void shim_hybrid_map_bind(struct shm_map *m)
+{
+	struct shim_reply rep;
+	size_t len = ((size_t)m->value_stride * m->attr.max_entries + 4095) & ~(size_t)4095;
+	void *p;
+
+	if (shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_FD, m->hdr->id, NULL, 0, -1, &rep, NULL, 0) || rep.err)
+		return;
+	p = real.mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, (int)rep.ret, 0);
+	if (p == MAP_FAILED)      /* frozen (.rodata): programs only read it */
+		p = real.mmap(NULL, len, PROT_READ, MAP_SHARED, (int)rep.ret, 0);
+	real.close((int)rep.ret);
+	if (p != MAP_FAILED)
+		__atomic_store_n(&m->data, p, __ATOMIC_RELEASE);
 }
 
 #ifndef CAP_PERFMON
@@ -257,5 +591,6 @@ void hybrid_init(void)
 		}
 		setenv("BPFSHIM_KERNEL_CHECKED", "1", 1);
 	}
+	debug_twins = getenv("BPFSHIM_DEBUG_HOOKS") != NULL;
 	shim_hybrid = 1;
 }

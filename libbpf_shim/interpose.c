@@ -154,6 +154,8 @@ static int close_(int fd)
 		return 0;  /* the shim's own handle (prog.c) */
 	if (e)
 		copy = *e;
+	else if (shim_hybrid)
+		shim_hybrid_closing(fd);   /* a kernel object's twins go first */
 	r = real.close(fd);
 	if (r == 0 || errno == EINTR)
 		shim_wake_closed(fd);
@@ -983,6 +985,11 @@ BPFSHIM_API int ioctl(int fd, unsigned long req, ...)
 	e = shim_fd_peek(fd);
 	if (e && e->kind == SHIM_OBJ_PERF_EVENT)
 		KEEP_ERRNO(int, shim_perf_ioctl(e, req, arg), r_ >= 0);
+	if (shim_hybrid) {
+		int r;
+		if (shim_hybrid_ioctl(fd, req, arg, &r))
+			return r;
+	}
 	return real.ioctl(fd, req, arg);
 }
 

@@ -77,7 +77,7 @@ static int is_ours(const struct perf_event_attr *a)
 }
 
 /* The PMU type sysfs gives a dynamic PMU (kprobe, uprobe), or -1. */
-static int pmu_type(const char *pmu)
+int shim_pmu_type(const char *pmu)
 {
 	char path[96], buf[16];
 	int fd, n;
@@ -116,7 +116,7 @@ static void say_not_served(const struct perf_event_attr *a)
 		snprintf(what, sizeof(what), "raw PMU event 0x%llx", (unsigned long long)a->config);
 	else if (a->type == PERF_TYPE_BREAKPOINT)
 		snprintf(what, sizeof(what), "hardware breakpoint");
-	else if ((int)a->type == pmu_type("kprobe")) {
+	else if ((int)a->type == shim_pmu_type("kprobe")) {
 		if (!a->config1 || shim_strncpy_from_user(sym, a->config1, sizeof(sym) - 1) < 0)
 			snprintf(sym, sizeof(sym), "0x%llx", (unsigned long long)a->config2);
 		snprintf(what, sizeof(what), "%s %s", a->config & 1 ? "kretprobe" : "kprobe", sym);
@@ -202,14 +202,20 @@ static void timer_opened(uint32_t id, const struct perf_event_attr *a)
 
 long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)
 {
+	if (shim_hybrid)
+		return shim_hybrid_perf_event_open(uattr, pid, cpu, group_fd, flags);
+	return shim_user_perf_event_open(uattr, pid, cpu, group_fd, flags);
+}
+
+/* bpfshim's answer, in either mode (hybrid.c: a uprobe's twin) */
+long shim_user_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags)
+{
 	struct perf_event_attr head;
 	struct shim_reply rep;
 	uint64_t req[2] = { uattr, flags };
 	struct shim_uwin w;
 	int err;
 
-	if (shim_hybrid)
-		return shim_hybrid_perf_event_open(uattr, pid, cpu, group_fd, flags);
 	memset(&head, 0, sizeof(head));
 	if (shim_copy_from_user(&head, uattr, PERF_ATTR_SIZE_VER0))
 		return shim_err(EFAULT);

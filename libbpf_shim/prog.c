@@ -75,7 +75,7 @@ static const struct bpf_prog_rt *live_find(uint32_t id)
 }
 
 /* Move an fd the shim opened for its own use above the app's range. */
-static int internal_fd(int fd)
+int shim_fd_internal(int fd)
 {
 	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, INTERNAL_FD_MIN);
 
@@ -113,14 +113,17 @@ struct shm_map *shim_map_by_id(uint32_t id)
 		return m;
 	memset(&a, 0, sizeof(a));
 	a.map_id = id;
-	fd = shim_sys_bpf(BPF_MAP_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
+	fd = shim_user_bpf(BPF_MAP_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
 	if (fd < 0)
 		return NULL;
-	fd = internal_fd((int)fd);
+	fd = shim_fd_internal((int)fd);
 	e = shim_fd_peek((int)fd);
 	if (!e)
 		return NULL;
 	e->internal = 1;
+	/* a hybrid twin's array: the kernel's memory (hybrid.c) */
+	if (e->map.hdr->attr.map_type == BPF_MAP_TYPE_ARRAY && (e->map.hdr->attr.map_flags & BPF_F_MMAPABLE))
+		shim_hybrid_map_bind(&e->map);
 	pthread_mutex_lock(&map_ids_lock);
 	if (map_ids_len == map_ids_cap) {
 		size_t nc = map_ids_cap ? 2 * map_ids_cap : 16;
@@ -272,10 +275,10 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
 	pthread_mutex_unlock(&cache_lock);
 	memset(&a, 0, sizeof(a));
 	a.prog_id = id;
-	fd = shim_sys_bpf(BPF_PROG_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
+	fd = shim_user_bpf(BPF_PROG_GET_FD_BY_ID, (uint64_t)(uintptr_t)&a, sizeof(a));
 	if (fd < 0)
 		return NULL;
-	fd = internal_fd((int)fd);
+	fd = shim_fd_internal((int)fd);
 	struct shim_fd *e = shim_fd_peek((int)fd);
 	if (e)
 		e->internal = 1;
@@ -283,8 +286,9 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
 }
 
 
-/* Close one of the shim's own fds and tell the server, as close() does. */
-static void close_internal(int fd)
+/* Close one of the shim's own fds and tell the server, as close() does
+ * (a perf event's or link's release waits for the agents, attach_sync.c). */
+void shim_fd_close_internal(int fd)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
 	uint32_t kind = e ? e->kind : 0, id = e ? e->id : 0;
@@ -292,7 +296,7 @@ static void close_internal(int fd)
 	shim_fd_forget(fd);
 	real.close(fd);
 	if (kind && !shim_fd_other_ref(kind, id, fd))
-		shim_notify(SHIM_OP_RELEASE, kind, id);
+		shim_release(kind, id);
 }
 
 static void map_put(struct shm_map *m)
@@ -310,7 +314,7 @@ static void map_put(struct shm_map *m)
 		}
 	pthread_mutex_unlock(&map_ids_lock);
 	if (fd >= 0)
-		close_internal(fd);
+		shim_fd_close_internal(fd);
 }
 
 /*
@@ -341,7 +345,7 @@ void shim_prog_release(uint32_t id)
 		return;
 	for (uint32_t i = 0; i < ent.rt->nr_maps; i++)
 		map_put(ent.rt->maps[i]);
-	close_internal(ent.fd);
+	shim_fd_close_internal(ent.fd);
 	/* the image mapping and the JIT code stay: a returning uretprobe frame
 	 * may still be on its way out through them */
 }

@@ -74,6 +74,12 @@ enum shim_ctl {
 	SHIM_CTL_TRACEFS_READ = 10,  /* payload = path under the tracefs root: DONE message = the file, or -ENOENT */
 	SHIM_CTL_SYNC = 11,        /* answered at once: every message sent before it has been handled
 	                            * (a SHIM_OP_RELEASE, which has no reply) */
+	/* Hybrid mode: the kernel map behind a bpfshim map a twin program uses
+	 * (libbpf_shim/hybrid.c). SET: b = that map's id, SCM_RIGHTS the kernel
+	 * map's fd, kept by the server while the map lives; FD: b = the map id,
+	 * the kernel map's fd (ret, SHIM_FD_KERNEL), ENOENT for other maps. */
+	SHIM_CTL_KMAP_SET = 12,
+	SHIM_CTL_KMAP_FD = 13,
 };
 
 struct shim_msg {
@@ -138,6 +144,7 @@ struct shim_prog_image {
 enum {
 	SHIM_FD_RING = 0x80000000,
 	SHIM_FD_WAKE = 0x40000000,    /* an object's wake-up eventfd: not an object fd */
+	SHIM_FD_KERNEL = 0x20000000,  /* a kernel object's fd (SHIM_CTL_KMAP_FD): not a bpfshim fd */
 	SHIM_PROG_MAGIC = 0x47525042, /* "BPRG" */
 	SHIM_MSG_MAX = 65536,
 	SHIM_PROTO_VERSION = 1,

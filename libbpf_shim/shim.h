@@ -175,6 +175,7 @@ int shim_set_runtime_dir(const char *dir);
 
 /* ---- bpf() ---- */
 long shim_sys_bpf(int cmd, uint64_t uattr, unsigned int size);
+long shim_user_bpf(int cmd, uint64_t uattr, unsigned int size);
 /* Hybrid mode (hybrid.c): set before main() when BPFSHIM_KERNEL=1 and the
  * caller has kernel eBPF; bpf() and perf_event_open() then go to the kernel
  * and the shim's fd table, pin namespace and pseudo-files stand aside. */
@@ -182,6 +183,9 @@ extern int shim_hybrid;
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size);
 long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
 int shim_hybrid_mmap_refused(int fd);
+void shim_hybrid_closing(int fd);
+int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret);
+void shim_hybrid_map_bind(struct shm_map *m);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 
@@ -193,6 +197,10 @@ void shim_prog_release(uint32_t id);
 /* The follower, before a program can run here: what it needs (prog.c). */
 void shim_prog_prepare(const struct bpf_prog_rt *rt);
 struct shm_map *shim_map_by_id(uint32_t id);
+/* prog.c: an fd the shim opened for itself, moved above the application's
+ * range (the new number); the close of one, telling the server as close() does */
+int shim_fd_internal(int fd);
+void shim_fd_close_internal(int fd);
 long shim_prog_test_run(union bpf_attr *attr, uint64_t uattr);
 /* agent/jit.c */
 void *bpf_jit_load(const void *blob, size_t len);
@@ -200,6 +208,8 @@ void *bpf_jit_load(const void *blob, size_t len);
 /* ---- perf events (perf_event.c) ---- */
 struct pollfd;
 long shim_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
+long shim_user_perf_event_open(uint64_t uattr, long pid, long cpu, long group_fd, unsigned long flags);
+int shim_pmu_type(const char *pmu);   /* a dynamic PMU's type (sysfs), or -1 */
 void shim_perf_ring_received(int fd);
 void *shim_perf_mmap(struct shim_fd *e, void *addr, size_t len, int prot, int flags, long off);
 int shim_perf_ioctl(struct shim_fd *e, unsigned long req, unsigned long arg);

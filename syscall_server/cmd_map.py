@@ -45,7 +45,8 @@ class MapObject(BpfObject):
         self.btf_vmlinux_value_type_id = 0
         self.map_ifindex = 0
 
-    _transient = BpfObject._transient + ("mm", "base", "hdr", "wake_fd", "charge")
+    _transient = BpfObject._transient + ("mm", "base", "hdr", "wake_fd", "charge", "kernel_fd")
+    kernel_fd = -1     # hybrid mode: the kernel map whose memory this one is (SHIM_CTL_KMAP_SET)
 
     def revive(self, store):
         super().revive(store)
@@ -72,6 +73,9 @@ class MapObject(BpfObject):
         if self.wake_fd >= 0:
             os.close(self.wake_fd)
             self.wake_fd = -1
+        if self.kernel_fd >= 0:
+            os.close(self.kernel_fd)
+            self.kernel_fd = -1
         self.hdr = None
         self.base = None
         try:

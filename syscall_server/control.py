@@ -2,6 +2,7 @@
 mkdir of pinned paths) and the text of /proc/self/fdinfo/N."""
 import errno
 import json
+import os
 import struct
 
 from . import _native, cmd_map, cmd_prog
@@ -60,7 +61,7 @@ def status():
     return out
 
 
-def handle(conn, ctl, arg, payload):
+def handle(conn, ctl, arg, payload, fds=()):
     try:
         if ctl == P.SHIM_CTL_PIN_UNLINK:
             registry.unlink(payload.rstrip(b"\0"))
@@ -108,6 +109,17 @@ def handle(conn, ctl, arg, payload):
             conn.done(0, msg=text)
         elif ctl == P.SHIM_CTL_STATUS:
             conn.done(0, msg=json.dumps(status()))
+        elif ctl == P.SHIM_CTL_KMAP_SET:
+            obj = registry.get(P.SHIM_OBJ_MAP, arg)
+            if obj is None or len(fds) != 1 or obj.kernel_fd >= 0:
+                raise BpfError(errno.EINVAL)
+            obj.kernel_fd = os.dup(fds[0])
+            conn.done(0)
+        elif ctl == P.SHIM_CTL_KMAP_FD:
+            obj = registry.get(P.SHIM_OBJ_MAP, arg)
+            if obj is None or obj.kernel_fd < 0:
+                raise BpfError(errno.ENOENT)
+            conn.done(0, give=[(obj, P.SHIM_FD_KERNEL, obj.kernel_fd)], ret_fd=0)
         elif ctl == P.SHIM_CTL_SYNC:
             conn.done(0)     # the messages before it on this connection are handled
         else:

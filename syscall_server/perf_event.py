@@ -114,7 +114,7 @@ def perf_event_open(conn, uattr, pid, cpu, group_fd, flags):
         if cfg != PERF_COUNT_SW_BPF_OUTPUT:
             raise unsupported(errno.EOPNOTSUPP, f"software perf event config {cfg} (BPF_OUTPUT and CPU_CLOCK only)")
     elif t == uprobe_pmu_type():
-        obj = UprobeEvent(a, cpu, pid, *_uprobe_target(conn, a))
+        obj = UprobeEvent(a, cpu, pid, *_uprobe_target(conn, a), twin=conn.mode == P.SHIM_MODE_KERNEL)
         registry.add(obj)
         return obj
     elif t == PERF_TYPE_TRACEPOINT:
@@ -239,8 +239,9 @@ class UprobeEvent(ProbeEvent):
     """A uprobe / uretprobe event."""
     prog_type = _native.uapi.BPF_PROG_TYPE_KPROBE
 
-    def __init__(self, attr, cpu, pid, path, st):
+    def __init__(self, attr, cpu, pid, path, st, twin=False):
         super().__init__(attr, cpu, pid)
+        self.twin = twin         # a hybrid loader's: the twin of its kernel uprobe
         self.path = path
         self.dev, self.ino = st.st_dev, st.st_ino
         self.offset = attr["config2"]
@@ -249,7 +250,8 @@ class UprobeEvent(ProbeEvent):
 
     def slot_fields(self):
         return dict(dev=self.dev, ino=self.ino, offset=self.offset, ref_ctr_offset=self.ref_ctr_offset,
-                    pid=self.pid, retprobe=self.retprobe, path=self.path)
+                    pid=self.pid, retprobe=self.retprobe, path=self.path,
+                    flags=_native.lib.ATTACH_F_KERNEL_TWIN if getattr(self, "twin", False) else 0)
 
 
 _SUD = None

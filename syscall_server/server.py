@@ -187,7 +187,7 @@ class Server:
                 self._identify(conn, fds)
             elif op == P.SHIM_OP_CTL:
                 from . import control
-                control.handle(conn, a, b, payload)
+                control.handle(conn, a, b, payload, fds)
             else:
                 conn.done(-1, errno.EINVAL, msg=f"unknown request {op}")
         finally:

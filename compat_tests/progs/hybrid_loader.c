@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "hybrid_attach.h"
 
 struct event {
 	uint32_t kind, seen_start;
@@ -43,25 +44,11 @@ int main(int argc, char **argv)
 		_exit(127);
 	}
 	waitpid(c, NULL, WUNTRACED);
-	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
-	if (!obj) {
-		fprintf(stderr, "open: %s\n", strerror(errno));
-		return 1;
-	}
-	struct bpf_map *rodata = bpf_object__find_map_by_name(obj, ".rodata");
 	uint32_t tgid = (uint32_t)c;
-	if (!rodata || bpf_map__set_initial_value(rodata, &tgid, sizeof(tgid)) || bpf_object__load(obj)) {
-		fprintf(stderr, "load: %s\n", strerror(errno));
+	struct bpf_link *tp, *up;
+	struct bpf_object *obj = load_and_attach(argv[1], &tgid, sizeof(tgid), argv[2], &tp, &up);
+	if (!obj)
 		return 1;
-	}
-	struct bpf_link *tp = bpf_program__attach(bpf_object__find_program_by_name(obj, "on_getppid"));
-	LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = "work");
-	struct bpf_link *up = bpf_program__attach_uprobe_opts(bpf_object__find_program_by_name(obj, "on_work"),
-							       -1, argv[2], 0, &o);
-	if (!tp || !up) {
-		fprintf(stderr, "attach: %s\n", strerror(errno));
-		return 1;
-	}
 	struct ring_buffer *rb = ring_buffer__new(bpf_object__find_map_fd_by_name(obj, "events"), on_event, NULL, NULL);
 	if (!rb)
 		return 1;

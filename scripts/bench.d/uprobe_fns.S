@@ -31,4 +31,11 @@ r_endbr:
 	endbr64
 	lea rax, [rdi + rsi * 2]
 	ret
+	/* sized as a compiler sizes them: bpfshim's jump goes after the
+	 * entry's endbr64 or push (agent/hook/hook.c site_after_first) */
+	.size f_push, r_push - f_push
+	.size r_push, f_endbr - r_push
+	.size f_endbr, r_endbr - f_endbr
+	.size r_endbr, r_end - r_endbr
+r_end:
 	.section .note.GNU-stack,"",@progbits

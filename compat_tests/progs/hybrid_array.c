@@ -1,0 +1,69 @@
+/* hybrid_array OBJ TARGET N_LIB N_PLAIN SLEEP_MS: loads hybrid_array.bpf.c,
+ * starts TARGET twice, stopped (the programs' filters know their pids): with
+ * the environment it was given (the library, in a hybrid run) making N_LIB
+ * calls, and without LD_PRELOAD making N_PLAIN; each sleeps SLEEP_MS after
+ * its calls. Attaches the tracepoint and the uprobe (work() in TARGET),
+ * prints "map_id ID" (for bpftool during the run), lets both run, and after
+ * they exit prints the counts. */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "hybrid_attach.h"
+
+static pid_t start(char *target, char *n, char *sleep_ms, int plain)
+{
+	pid_t c = fork();
+
+	if (c == 0) {
+		char *argv[] = { target, n, sleep_ms, NULL };
+		if (plain)
+			unsetenv("LD_PRELOAD");
+		raise(SIGSTOP);
+		execv(target, argv);
+		_exit(127);
+	}
+	waitpid(c, NULL, WUNTRACED);
+	return c;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 6)
+		return 2;
+	pid_t lib = start(argv[2], argv[3], argv[5], 0), plain = start(argv[2], argv[4], argv[5], 1);
+	uint32_t pids[2] = { (uint32_t)lib, (uint32_t)plain };
+	struct bpf_link *tp, *up;
+	struct bpf_object *obj = load_and_attach(argv[1], pids, sizeof(pids), argv[2], &tp, &up);
+	if (!obj)
+		return 1;
+	int fd = bpf_object__find_map_fd_by_name(obj, "hyarr_counts");
+	struct bpf_map_info info = { 0 };
+	uint32_t len = sizeof(info);
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 1;
+	printf("map_id %u\n", info.id);
+	fflush(stdout);
+	int st, ok = 1;
+	kill(lib, SIGCONT);
+	kill(plain, SIGCONT);
+	for (int i = 0; i < 2; i++)
+		if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+			ok = 0;
+	uint64_t v[4];
+	for (uint32_t k = 0; k < 4; k++)
+		if (bpf_map_lookup_elem(fd, &k, &v[k]))
+			return 1;
+	printf("lib %llu plain %llu tracepoint %llu other %llu\n", (unsigned long long)v[0], (unsigned long long)v[1],
+	       (unsigned long long)v[2], (unsigned long long)v[3]);
+	bpf_link__destroy(up);
+	bpf_link__destroy(tp);
+	bpf_object__close(obj);
+	return ok ? 0 : 1;
+}
