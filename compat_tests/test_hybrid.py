@@ -23,8 +23,11 @@ BPFTOOL = shutil.which("bpftool")
 BPFSHIM = str(ROOT / ".venv" / "bin" / "bpfshim")
 
 # getppid() then work(i), N times (100): a kernel tracepoint and a uprobe of
-# the same thread, in a known order; then sleep SLEEP ms, spin SPIN ms
+# the same thread, in a known order; then sleep SLEEP ms, spin SPIN ms; with
+# a 4th argument, as uid 65534 (started as root: the library's connection is root's)
 VICTIM_C = r"""
+#define _GNU_SOURCE
+#include <grp.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +42,9 @@ static long ms(void)
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 100;
+    /* a 5th argument: be uid/gid 65534 from here on (bpf() is refused) */
+    if (argc > 4 && (setgroups(0, NULL) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)))
+        return 3;
     for (int i = 0; i < n; i++) {
         sink += getppid();
         sink += work(i);
@@ -208,7 +214,8 @@ def array_values(dump):
     return out
 
 
-def test_hybrid_array_twin(hybrid):
+@pytest.mark.parametrize("drop", ["root", "uid65534"])
+def test_hybrid_array_twin(drop, hybrid):
     """A libbpf tool: a uprobe and a kernel tracepoint counting into one
     array, two processes at once, one with the library (its agent serves the
     uprobe in user space, on the kernel's array) and one without (the
@@ -217,7 +224,8 @@ def test_hybrid_array_twin(hybrid):
     (no staleness: the user-space program's stores are the kernel memory's).
     That the process with the library was patched, and took the site from
     the kernel's breakpoint, goes beyond the kernel: its agent's line, and
-    its count not doubled."""
+    its count not doubled. uid65534: that process makes its calls as uid
+    65534 (bpf() refused to it), after the library started as root."""
     exe, rt = hybrid
     if not BPFTOOL:
         pytest.skip("bpftool is not installed")
@@ -230,8 +238,8 @@ def test_hybrid_array_twin(hybrid):
         subprocess.run(["cc", "-O1", "-fno-inline", "-fcf-protection=branch", "-o", victim, exe + ".c"], check=True)
     want = [300, 200, 500, 0]
     results = []
-    for argv in ([loader, obj, victim, "300", "200", "1500"],
-                 hybrid_cmd(rt, [loader, obj, victim, "300", "200", "1500"])):
+    tool = [loader, obj, victim, "300", "200", "1500"] + (["drop"] if drop == "uid65534" else [])
+    for argv in (tool, hybrid_cmd(rt, tool)):
         env = rt.env()
         env["BPFSHIM_DEBUG_HOOKS"] = "1"
         p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

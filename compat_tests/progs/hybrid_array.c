@@ -1,8 +1,9 @@
-/* hybrid_array OBJ TARGET N_LIB N_PLAIN SLEEP_MS: loads hybrid_array.bpf.c,
- * starts TARGET twice, stopped (the programs' filters know their pids): with
- * the environment it was given (the library, in a hybrid run) making N_LIB
- * calls, and without LD_PRELOAD making N_PLAIN; each sleeps SLEEP_MS after
- * its calls. Attaches the tracepoint and the uprobe (work() in TARGET),
+/* hybrid_array OBJ TARGET N_LIB N_PLAIN SLEEP_MS [drop]: loads
+ * hybrid_array.bpf.c, starts TARGET twice, stopped (the programs' filters
+ * know their pids): with the environment it was given (the library, in a
+ * hybrid run) making N_LIB calls (as uid 65534 with `drop`: TARGET's own
+ * 4th argument), and without LD_PRELOAD making N_PLAIN; each sleeps
+ * SLEEP_MS after its calls. Attaches the tracepoint and the uprobe (work() in TARGET),
  * prints "map_id ID" (for bpftool during the run), lets both run, and after
  * they exit prints the counts. */
 #include <bpf/bpf.h>
@@ -17,12 +18,12 @@
 #include <unistd.h>
 #include "hybrid_attach.h"
 
-static pid_t start(char *target, char *n, char *sleep_ms, int plain)
+static pid_t start(char *target, char *n, char *sleep_ms, int plain, char *drop)
 {
 	pid_t c = fork();
 
 	if (c == 0) {
-		char *argv[] = { target, n, sleep_ms, NULL };
+		char *argv[] = { target, n, sleep_ms, "0", drop, NULL };
 		if (plain)
 			unsetenv("LD_PRELOAD");
 		raise(SIGSTOP);
@@ -37,7 +38,8 @@ int main(int argc, char **argv)
 {
 	if (argc < 6)
 		return 2;
-	pid_t lib = start(argv[2], argv[3], argv[5], 0), plain = start(argv[2], argv[4], argv[5], 1);
+	pid_t lib = start(argv[2], argv[3], argv[5], 0, argc > 6 ? argv[6] : NULL);
+	pid_t plain = start(argv[2], argv[4], argv[5], 1, NULL);
 	uint32_t pids[2] = { (uint32_t)lib, (uint32_t)plain };
 	struct bpf_link *tp, *up;
 	struct bpf_object *obj = load_and_attach(argv[1], pids, sizeof(pids), argv[2], &tp, &up);
