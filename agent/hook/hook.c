@@ -942,8 +942,6 @@ static void sync_cores(void)
 #define QUIESCE_MAX 4096
 static struct {
 	int active;
-	uint64_t addr;
-	struct hook_site *site;
 	int n;
 	int tids[QUIESCE_MAX];
 	int acked[QUIESCE_MAX];
@@ -1054,8 +1052,6 @@ static void quiesce(struct hook_site *s)
 		return;
 	if (!qreq.n)
 		return;
-	qreq.addr = s->addr;
-	qreq.site = s;
 	__atomic_store_n(&qreq.active, 1, __ATOMIC_RELEASE);
 	/* a queued SIGTRAP merges with one already pending (a trap): resend
 	 * until each thread answered, for at most ~200 ms */
