@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 static inline long bpf_rt_sys(long n, long a, long b, long c, long d, long e, long f)
 {
@@ -174,6 +176,83 @@ static inline int bpf_rt_proc_stat(int32_t pid, char *state, uint64_t *start)
 		v = v * 10 + (uint64_t)(*p++ - '0');
 	*start = v;
 	return 0;
+}
+
+/* One line of /proc/PID/maps: "lo-hi perms offset maj:min inode path". */
+struct bpf_rt_vma {
+	uint64_t lo, hi, off, ino;
+	uint64_t dev;              /* makedev(maj, min) */
+	char perms[5];             /* "r-xp" */
+	const char *path;          /* "" when none; valid during the callback */
+};
+
+static inline uint64_t bpf_rt_hex(const char **p)
+{
+	uint64_t v = 0;
+
+	for (;; (*p)++) {
+		char c = **p;
+		int d = c >= '0' && c <= '9' ? c - '0' : (c | 32) >= 'a' && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+		if (d < 0)
+			return v;
+		v = v << 4 | (uint64_t)d;
+	}
+}
+
+/* Each mapping listed by the maps file open at fd, read from its start with
+ * raw syscalls into buf (size bytes; a longer line is skipped): fn's first
+ * non-zero return, 0 at the end, -errno when it cannot be read. The one
+ * parser of the file. */
+static inline int bpf_rt_maps_each(long fd, char *buf, size_t size,
+				   int (*fn)(const struct bpf_rt_vma *v, void *arg), void *arg)
+{
+	size_t have = 0;
+	int skip = 0;
+	long n;
+
+	if ((n = BPF_RT_SYS(SYS_lseek, fd, 0, SEEK_SET)) < 0)
+		return (int)n;
+	while ((n = BPF_RT_SYS(SYS_read, fd, buf + have, size - 1 - have)) > 0) {
+		char *line = buf, *nl;
+		have += (size_t)n;
+		while ((nl = memchr(line, '\n', (size_t)(buf + have - line)))) {
+			struct bpf_rt_vma v;
+			const char *p = line;
+			*nl = 0;
+			v.lo = bpf_rt_hex(&p);
+			p += *p == '-';
+			v.hi = bpf_rt_hex(&p);
+			p += *p == ' ';
+			memcpy(v.perms, p, 4);
+			v.perms[4] = 0;
+			p += strnlen(p, 4);
+			p += *p == ' ';
+			v.off = bpf_rt_hex(&p);
+			p += *p == ' ';
+			uint64_t maj = bpf_rt_hex(&p);
+			p += *p == ':';
+			uint64_t min = bpf_rt_hex(&p);
+			v.dev = makedev(maj, min);
+			p += *p == ' ';
+			for (v.ino = 0; *p >= '0' && *p <= '9'; p++)
+				v.ino = v.ino * 10 + (uint64_t)(*p - '0');
+			while (*p == ' ')
+				p++;
+			v.path = p;
+			int r = skip ? 0 : fn(&v, arg);
+			if (r)
+				return r;
+			skip = 0;
+			line = nl + 1;
+		}
+		have -= (size_t)(line - buf);
+		memmove(buf, line, have);
+		if (have == size - 1) {
+			have = 0;      /* a line longer than buf: its end is skipped too */
+			skip = 1;
+		}
+	}
+	return n < 0 ? (int)n : 0;
 }
 
 /* dir + "/" + name into out (n bytes): 0, or -1 when it does not fit

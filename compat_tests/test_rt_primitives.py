@@ -1,8 +1,9 @@
 """The runtime's own primitives on their own (agent/rt/tests/*.c): each
-program builds against the runtime's headers, runs a case the real paths
+program builds against the runtime's headers, runs cases the real paths
 hit only by chance (a fork while another thread is inside a once
-function), and exits 0. Not a kernel behaviour: what the runtime must keep
-for probes never to hang their host (issue 11), asserted directly."""
+function; /proc/PID/maps lines longer than the buffer, paths with spaces)
+and exits 0. Not a kernel behaviour: what the runtime must keep for probes
+never to hang or mislead their host, asserted directly."""
 import subprocess
 import tempfile
 from pathlib import Path

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
@@ -10,6 +8,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 #include "shm_lock.h"
+#include "rawsys.h"
 
 static __thread uint32_t self_tid;
 
@@ -42,58 +41,41 @@ int shm_lock_owner_dead(uint32_t word)
 	return dead;
 }
 
-/* Parse "start-end perms offset dev inode" of each line of /proc/<pid>/maps
- * (raw reads into a stack buffer: this runs inside probes too). Self: the
- * dev and inode of the mapping holding addr; another pid: whether it maps
- * that dev and inode. */
-static int maps_scan(const char *path, uintptr_t addr, char dev[16], unsigned long *ino)
-{
-	char buf[4096], line[256];
-	size_t ll = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), found = 0;
-	ssize_t n;
+struct vma_find {
+	uintptr_t addr;            /* the mapping holding addr, or */
+	uint64_t dev, ino;         /* one of this file */
+};
 
-	if (fd < 0)
-		return -1;
-	while (!found && (n = read(fd, buf, sizeof(buf))) > 0) {
-		for (ssize_t i = 0; i < n && !found; i++) {
-			if (buf[i] != '\n') {
-				if (ll < sizeof(line) - 1)
-					line[ll++] = buf[i];
-				continue;
-			}
-			line[ll] = 0;
-			ll = 0;
-			char *p = line, *d;
-			uintptr_t lo = strtoul(p, &p, 16), hi = strtoul(p + 1, &p, 16);
-			for (int f = 0; f < 2 && *p; f++) {      /* perms, offset */
-				while (*p == ' ')
-					p++;
-				while (*p && *p != ' ')
-					p++;
-			}
-			while (*p == ' ')
-				p++;
-			d = p;
-			while (*p && *p != ' ')
-				p++;
-			if (!*p)
-				continue;
-			*p++ = 0;
-			unsigned long in = strtoul(p, NULL, 10);
-			if (addr) {
-				if (addr >= lo && addr < hi) {
-					snprintf(dev, 16, "%s", d);
-					*ino = in;
-					found = 1;
-				}
-			} else if (in == *ino && !strcmp(d, dev)) {
-				found = 1;
-			}
-		}
+static int vma_match(const struct bpf_rt_vma *v, void *arg)
+{
+	struct vma_find *f = arg;
+
+	if (!f->addr)
+		return v->ino == f->ino && v->dev == f->dev;
+	if (f->addr < v->lo || f->addr >= v->hi)
+		return 0;
+	f->dev = v->dev;
+	f->ino = v->ino;
+	return 1;
+}
+
+/* Whether /proc/<pid>/maps (pid 0: self) has f's mapping: 1, 0, or -errno
+ * (raw reads into a stack buffer: this runs inside probes too). */
+static int maps_find(int32_t pid, struct vma_find *f)
+{
+	char path[32] = "/proc/self/maps", buf[4096];
+
+	if (pid) {
+		size_t k = 6;
+		k += bpf_rt_utoa(path + k, (uint64_t)pid);
+		memcpy(path + k, "/maps", 6);
 	}
-	close(fd);
-	return found;
+	long fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return (int)fd;
+	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), vma_match, f);
+	BPF_RT_SYS(SYS_close, fd);
+	return r;
 }
 
 /* A live owner that does not map the segment the lock is in cannot hold it:
@@ -101,15 +83,14 @@ static int maps_scan(const char *path, uintptr_t addr, char dev[16], unsigned lo
  * long wait (it reads /proc). */
 static int owner_foreign(uint32_t word, shm_lock_t *l)
 {
-	char path[40], dev[16];
-	unsigned long ino = 0;
+	struct vma_find f = { .addr = (uintptr_t)l };
 
-	if (maps_scan("/proc/self/maps", (uintptr_t)l, dev, &ino) != 1 || !ino)
+	if (maps_find(0, &f) != 1 || !f.ino)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%u/maps", word & SHM_LOCK_TID_MASK);
+	f.addr = 0;
 	/* unreadable: not a process of this user (or one that made itself
 	 * undumpable, which a map user does not) */
-	return maps_scan(path, 0, dev, &ino) != 1;
+	return maps_find((int32_t)(word & SHM_LOCK_TID_MASK), &f) != 1;
 }
 
 uint32_t shm_lock_takeover(shm_lock_t *l)

@@ -8,7 +8,6 @@
 #include <time.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <linux/futex.h>
 #include "attach_ack.h"
@@ -193,56 +192,28 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int is_registry(const struct bpf_rt_vma *v, void *unused)
+{
+	(void)unused;
+	return v->ino == reg_ino && v->dev == reg_dev;
+}
+
 /* Whether `pid` still maps the registry, i.e. still runs the agent (an exec
  * into a program without it keeps the pid and the start time). 1 when its
  * maps cannot be read. */
 static int maps_registry(int32_t pid)
 {
 	char path[32] = "/proc/", buf[8192];
-	size_t k = 6, have = 0;
-	int found = 0;
+	size_t k = 6;
 
 	k += bpf_rt_utoa(path + k, (uint64_t)pid);
 	memcpy(path + k, "/maps", 6);
 	long fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return 1;
-	for (;;) {
-		long n = BPF_RT_SYS(SYS_read, fd, buf + have, sizeof(buf) - 1 - have);
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		buf[have] = 0;
-		char *line = buf, *nl;
-		while ((nl = strchr(line, '\n'))) {
-			/* start-end perms offset maj:min inode path */
-			char *p = line;
-			unsigned long maj = 0, min = 0;
-			uint64_t ino = 0;
-			for (int f = 0; f < 3 && p < nl; f++)
-				while (p < nl && *p++ != ' ')
-					;
-			for (; p < nl && *p != ':'; p++)
-				maj = maj * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 32) - 'a' + 10);
-			for (p++; p < nl && *p != ' '; p++)
-				min = min * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 32) - 'a' + 10);
-			for (p++; p < nl && *p >= '0' && *p <= '9'; p++)
-				ino = ino * 10 + (uint64_t)(*p - '0');
-			if (ino == reg_ino && makedev(maj, min) == reg_dev) {
-				found = 1;
-				break;
-			}
-			line = nl + 1;
-		}
-		if (found)
-			break;
-		have -= (size_t)(line - buf);
-		memmove(buf, line, have);
-		if (have == sizeof(buf) - 1)
-			have = 0;     /* a line longer than the buffer: not ours */
-	}
+	int found = bpf_rt_maps_each(fd, buf, sizeof(buf), is_registry, NULL);
 	BPF_RT_SYS(SYS_close, fd);
-	return found;
+	return found != 0;
 }
 
 static int behind(uint32_t applied, uint32_t gen)

@@ -211,42 +211,41 @@ void syscall_site_trapped(uint64_t ip)
 static struct bpf_rt_kept maps = BPF_RT_KEPT_INIT;   /* /proc/self/maps */
 static char maps_buf[1 << 20];
 
+struct site_file {
+	uint64_t addr;
+	struct attach_slot *s;
+	int prot;                  /* 0: not a file's code */
+};
+
+static int site_vma(const struct bpf_rt_vma *v, void *arg)
+{
+	struct site_file *f = arg;
+
+	if (f->addr < v->lo || f->addr >= v->hi)
+		return 0;
+	if (v->perms[2] != 'x' || !v->ino || v->path[0] != '/' || strlen(v->path) >= sizeof(f->s->path))
+		return 1;
+	f->s->dev = v->dev;
+	f->s->ino = v->ino;
+	f->s->offset = f->addr - v->lo + v->off;
+	f->prot = (v->perms[0] == 'r' ? PROT_READ : 0) | (v->perms[1] == 'w' ? PROT_WRITE : 0) | PROT_EXEC;
+	memcpy(f->s->path, v->path, strlen(v->path) + 1);
+	return 1;
+}
+
 /* Where addr is mapped from: the file's path, dev, ino and the offset;
  * the mapping's protection. */
 static int file_of(uint64_t addr, struct attach_slot *s, int *prot)
 {
-	char perms[8], path[ATTACH_PATH_MAX + 1];
-	unsigned long lo, hi, off, ino;
-	unsigned maj, min;
-	size_t len = 0;
-	long n;
+	struct site_file f = { addr, s, 0 };
 	int maps_fd = bpf_rt_kept_fd(&maps);
 
 	if (maps_fd < 0 && (bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY) || (maps_fd = bpf_rt_kept_fd(&maps)) < 0))
 		return 0;
-	if (BPF_RT_SYS(SYS_lseek, maps_fd, 0, SEEK_SET))
+	if (bpf_rt_maps_each(maps_fd, maps_buf, sizeof(maps_buf), site_vma, &f) != 1 || !f.prot)
 		return 0;
-	while (len < sizeof(maps_buf) - 1 &&
-	       (n = BPF_RT_SYS(SYS_read, maps_fd, maps_buf + len, sizeof(maps_buf) - 1 - len)) > 0)
-		len += (size_t)n;
-	maps_buf[len] = 0;
-	for (char *line = maps_buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-		if ((nl = strchr(line, '\n')))
-			*nl = 0;
-		path[0] = 0;
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %256s", &lo, &hi, perms, &off, &maj, &min, &ino, path) < 7 ||
-		    addr < lo || addr >= hi)
-			continue;
-		if (perms[2] != 'x' || !ino || path[0] != '/')
-			return 0;
-		s->dev = makedev(maj, min);
-		s->ino = ino;
-		s->offset = addr - lo + off;
-		*prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | PROT_EXEC;
-		snprintf(s->path, sizeof(s->path), "%s", path);
-		return 1;
-	}
-	return 0;
+	*prot = f.prot;
+	return 1;
 }
 
 /* An instruction the stub runs as it is: a mov or lea of 5 bytes (longer:
