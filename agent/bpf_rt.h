@@ -136,7 +136,10 @@ extern __thread struct bpf_run_ctx *bpf_cur_run_ctx;
  * or longer than bpf_rt_run_budget_ns since its first check, it stops as a
  * fault stops it (counted in overruns; bpf_prog_run returns -EFAULT). A
  * loop-free program never reaches the check. AOT code reaches the counter
- * at %fs:bpf_rt_backedges_tpoff (an import, agent/jit.c).
+ * at %fs:bpf_rt_backedges_tpoff (an import, agent/jit.c), and pays a loop
+ * that a constant bounds (at most BPF_RT_BACKEDGE_CHUNK times round) its
+ * bound when it enters it instead of on each back edge
+ * (syscall_server/aot/loops.py, MAX_CHARGE).
  */
 #define BPF_RT_BACKEDGE_CHUNK 65536
 extern __thread int32_t bpf_rt_backedges_left;   /* a new thread's 0 checks at once */

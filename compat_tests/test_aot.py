@@ -110,6 +110,11 @@ BPFSHIM_API int32_t harness_left(void)
 {
 	return bpf_rt_backedges_left;
 }
+
+BPFSHIM_API int32_t harness_chunk(void)
+{
+	return BPF_RT_BACKEDGE_CHUNK;
+}
 """
 
 CDEF = """
@@ -120,6 +125,7 @@ uint64_t harness_last_arg(int i);
 uint64_t harness_backedges(void);
 void harness_left_set(int32_t v);
 int32_t harness_left(void);
+int32_t harness_chunk(void);
 """
 
 
@@ -452,8 +458,15 @@ def test_loop_charge_covers_every_back_edge():
         for r1 in (0, 1 << 63, 2**32 - 1, 5):
             if case[0] is None or r1 == 1 << 63:
                 # the program's own way out comes after n + 1 times round
-                assert _loop_model(case, r1, limit=n + 1) - 1 <= n <= 65537, (case, r1, n)
+                assert _loop_model(case, r1, limit=n + 1) - 1 <= n <= loops.MAX_CHARGE, (case, r1, n)
     assert charged > 300      # the sweep reaches the charged shapes
+
+
+def test_loop_charge_at_most_a_chunk(harness):
+    """Between two checks no more than two chunks of iterations run: what one
+    entry is charged is at most the chunk the check refills."""
+    from syscall_server.aot import loops
+    assert loops.MAX_CHARGE == harness[1].harness_chunk()
 
 
 def test_loop_charge_compiled(harness):
