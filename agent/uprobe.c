@@ -101,33 +101,41 @@ static void probe_entry(struct hook_pt_regs *regs, void *data)
 	run(data, regs);
 }
 
+struct resolve_find {
+	const struct attach_slot *s;
+	uint64_t offset;
+	char perm;
+	uintptr_t addr;
+};
+
+static int resolve_vma(const struct bpf_rt_vma *v, void *arg)
+{
+	struct resolve_find *f = arg;
+
+	if (v->ino != f->s->ino || v->dev != f->s->dev)
+		return 0;
+	if (f->perm == 'x' ? v->perms[2] != 'x' : v->perms[1] != 'w' || v->perms[3] != 'p')
+		return 0;
+	if (f->offset < v->off || f->offset >= v->off + (v->hi - v->lo))
+		return 0;
+	f->addr = v->lo + (f->offset - v->off);
+	return 1;
+}
+
 /* Where file offset `offset` of (dev, ino) is mapped here, in a mapping
  * with permission `perm` ('x': the code; 'w': private writable data, where
  * a USDT semaphore lives, as the kernel's valid_ref_ctr_vma()), or 0. */
 static uintptr_t resolve_in(const struct attach_slot *s, uint64_t offset, char perm)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512], perms[8];
-	unsigned long start, end, off, inode;
-	unsigned maj, min;
-	uintptr_t addr = 0;
+	static char buf[1 << 16];     /* the follower's */
+	struct resolve_find f = { s, offset, perm, 0 };
+	long fd = BPF_RT_SYS(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
 
-	if (!f)
+	if (fd < 0)
 		return 0;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min, &inode) != 7)
-			continue;
-		if (inode != s->ino || makedev(maj, min) != s->dev)
-			continue;
-		if (perm == 'x' ? perms[2] != 'x' : perms[1] != 'w' || perms[3] != 'p')
-			continue;
-		if (offset >= off && offset < off + (end - start)) {
-			addr = start + (offset - off);
-			break;
-		}
-	}
-	fclose(f);
-	return addr;
+	bpf_rt_maps_each(fd, buf, sizeof(buf), resolve_vma, &f);
+	BPF_RT_SYS(SYS_close, fd);
+	return f.addr;
 }
 
 static uintptr_t resolve(const struct attach_slot *s)

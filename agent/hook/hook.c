@@ -600,37 +600,48 @@ static int near(uint64_t a, uint64_t b)
 	return d > -NEAR_MAX && d < NEAR_MAX;
 }
 
+struct gap_find {
+	uint64_t addr, prev_end, best, bestd;
+};
+
+/* The gap below mapping [lo, hi): the end of it nearest to addr. */
+static void gap_before(struct gap_find *g, uint64_t lo, uint64_t hi)
+{
+	if (lo > g->prev_end && lo - g->prev_end >= POOL_SIZE) {
+		uint64_t c = g->addr < g->prev_end ? g->prev_end : ((lo - POOL_SIZE) & ~0xffffull);
+		if (c < g->prev_end)
+			c = g->prev_end;
+		uint64_t d = c > g->addr ? c - g->addr : g->addr - c;
+		if (c + POOL_SIZE <= lo && near(c, g->addr) && near(c + POOL_SIZE, g->addr) && d < g->bestd) {
+			g->best = c;
+			g->bestd = d;
+		}
+	}
+	if (hi > g->prev_end)
+		g->prev_end = hi;
+}
+
+static int gap_vma(const struct bpf_rt_vma *v, void *arg)
+{
+	gap_before(arg, v->lo, v->hi);
+	return 0;
+}
+
 /* A new pool in the free gap of the address space nearest to addr. */
 static struct pool *pool_new(uint64_t addr)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
-	uint64_t prev_end = 0x100000, best = 0, bestd = ~0ull;
+	struct gap_find g = { addr, 0x100000, 0, ~0ull };
+	char buf[4096];
+	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
 
-	if (!f)
+	if (fd < 0)
 		return NULL;
-	for (int last = 0; !last;) {
-		unsigned long lo, hi;
-		if (!fgets(line, sizeof(line), f) || sscanf(line, "%lx-%lx", &lo, &hi) != 2) {
-			last = 1;
-			lo = 0x7ffffffff000ul;
-			hi = lo;
-		}
-		if (lo > prev_end && lo - prev_end >= POOL_SIZE) {
-			/* the end of the gap nearest to addr */
-			uint64_t c = addr < prev_end ? prev_end : ((lo - POOL_SIZE) & ~0xffffull);
-			if (c < prev_end)
-				c = prev_end;
-			uint64_t d = c > addr ? c - addr : addr - c;
-			if (c + POOL_SIZE <= lo && near(c, addr) && near(c + POOL_SIZE, addr) && d < bestd) {
-				best = c;
-				bestd = d;
-			}
-		}
-		if (hi > prev_end)
-			prev_end = hi;
-	}
-	fclose(f);
+	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), gap_vma, &g);
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (r < 0)
+		return NULL;
+	gap_before(&g, 0x7ffffffff000ul, 0x7ffffffff000ul);   /* the gap below the top */
+	uint64_t best = g.best;
 	if (!best)
 		return NULL;
 	void *p = mmap((void *)best, POOL_SIZE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
@@ -1277,33 +1288,51 @@ static int init_locked(void)
 
 /* --------------------------------------------------------- attach/detach */
 
+struct mapping_find {
+	uint64_t addr, next;       /* next: the end of addr's mapping, once found */
+	int prot;
+	size_t avail;
+};
+
+static int prot_of(const char *perms)
+{
+	return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+}
+
+static int mapping_vma(const struct bpf_rt_vma *v, void *arg)
+{
+	struct mapping_find *m = arg;
+
+	if (m->next) {
+		/* an instruction may continue into the next mapping */
+		if (v->lo == m->next && v->perms[0] == 'r' && v->perms[2] == 'x')
+			m->avail += v->hi - v->lo;
+		return 1;
+	}
+	if (m->addr < v->lo || m->addr >= v->hi)
+		return 0;
+	m->prot = prot_of(v->perms);
+	m->avail = v->hi - m->addr;
+	m->next = v->hi;
+	return m->avail >= 16;
+}
+
 /* Protection of the mapping holding addr and how many bytes of it follow. */
 static int mapping_of(uint64_t addr, int *prot, size_t *avail)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512], perms[8];
-	unsigned long lo, hi;
-	int found = 0;
+	struct mapping_find m = { addr, 0, 0, 0 };
+	char buf[4096];
+	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
 
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
-			continue;
-		if (addr >= lo && addr < hi) {
-			*prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-				(perms[2] == 'x' ? PROT_EXEC : 0);
-			*avail = hi - addr;
-			found = 1;
-			/* an instruction may continue into the next mapping */
-			if (*avail < 16 && fgets(line, sizeof(line), f) &&
-			    sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && lo == addr + *avail &&
-			    perms[0] == 'r' && perms[2] == 'x')
-				*avail += hi - lo;
-			break;
-		}
-	}
-	fclose(f);
+	if (fd < 0)
+		return (int)fd;
+	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), mapping_vma, &m);
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (r < 0)
+		return r;
+	int found = m.next != 0;
+	*prot = m.prot;
+	*avail = m.avail;
 	if (!found || !(*prot & PROT_EXEC))
 		return -EFAULT;
 	if (*avail > 16)
