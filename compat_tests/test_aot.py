@@ -288,9 +288,12 @@ def _loop_prog(case, limit=_LOOP_LIMIT):
     """(the program, its loop header pc). r0 counts the times round; r2 is the
     induction register: set to start (None: from r1), stepped by d (`r2 += step`
     or `w2 += step`), tested against k by t, either at the bottom jumping back
-    ("bottom") or at the top jumping out ("top"); r8 (from r1 when start is
-    known) ends the loop early, r6 > r7 after limit times round."""
-    start, step, alu64, jmp64, op, k, form = case
+    ("bottom") or at the top jumping out ("top"), or through a copy r3 made
+    just before t (via: "mov" r3 = r2, "w" w3 = w2, "zext" r3 = r2; r3 <<= 32;
+    r3 >>= 32); r8 (from r1 when start is known) ends the loop early, r6 > r7
+    after limit times round."""
+    start, step, alu64, jmp64, op, k, form, *via = case
+    via = via[0] if via else None
     pre = I(0xb7, 0, imm=0) + I(0xb7, 6, imm=0) + I(0xb7, 7, imm=limit)
     if start is None:
         pre += I(0xbf, 2, 1) + lddw(8, -1)
@@ -300,12 +303,15 @@ def _loop_prog(case, limit=_LOOP_LIMIT):
     body = I(0x07, 0, imm=1) + I(0x07, 6, imm=1) + I(0x2d, 6, 7, off=0) + I(0x1d, 0, 8, off=0)
     d = I(0x07 if alu64 else 0x04, 2, imm=step)
     t = _JCODE[op] | (0x05 if jmp64 else 0x06)
+    x, copy = (2, b"") if via is None else (3, {
+        "mov": I(0xbf, 3, 2), "w": I(0xbc, 3, 2),
+        "zext": I(0xbf, 3, 2) + I(0x67, 3, imm=32) + I(0x77, 3, imm=32)}[via])
     if form == "bottom":
-        body += d
+        body += d + copy
         n = len(body) // 8
-        body += I(t, 2, imm=k, off=head - (head + n) - 1)
+        body += I(t, x, imm=k, off=head - (head + n) - 1)
     else:
-        body += I(t, 2, imm=k, off=2) + d
+        body += copy + I(t, x, imm=k, off=2) + d
         n = len(body) // 8
         body += I(0x05, off=head - (head + n) - 1)
     # the two early exits jump to the exit past the body
@@ -316,7 +322,8 @@ def _loop_prog(case, limit=_LOOP_LIMIT):
 
 def _loop_model(case, r1, limit=_LOOP_LIMIT):
     """r0 as the kernel's interpreter would leave it (what the loop computes)."""
-    start, step, alu64, jmp64, op, k, form = case
+    start, step, alu64, jmp64, op, k, form, *via = case
+    low = via and via[0] in ("w", "zext")      # t sees r2's low 32 bits
     m64 = (1 << 64) - 1
     r2 = (r1 if start is None else start) & m64
     r8 = m64 if start is None else r1 & m64
@@ -324,7 +331,7 @@ def _loop_model(case, r1, limit=_LOOP_LIMIT):
 
     def holds():
         if jmp64:
-            a, b, bits = r2, k & m64, 64
+            a, b, bits = r2 & 0xffffffff if low else r2, k & m64, 64
         else:
             a, b, bits = r2 & 0xffffffff, k & 0xffffffff, 32
         if op.startswith("js"):
@@ -367,6 +374,10 @@ _LOOP_SHAPES = {
     (100, -2, True, True, "jne", 0, "bottom"): "entry",
     # any start below an unsigned bound
     (None, 1, True, True, "jlt", 512, "bottom"): "entry",
+    # tested through a copy: u32 counters without alu32 (hash_update), w3 = w2
+    (0, 1, True, True, "jgt", 254, "top", "zext"): "entry",
+    (0, 1, True, True, "jlt", 100, "bottom", "w"): "entry",
+    (5, 3, True, False, "jne", 305, "bottom", "mov"): "entry",
     # not bounded by a constant: any start with !=, any signed start, a bound
     # past one chunk, a start the step never meets, a step of 0
     (None, 1, True, True, "jne", 512, "bottom"): "edges",
@@ -376,6 +387,8 @@ _LOOP_SHAPES = {
     (0, 0, True, True, "jne", 100, "bottom"): "edges",
     # wraps round before it leaves: w2 += 1 against 2**31 in 64 bits is refused
     (0, 1, False, True, "jle", -1, "bottom"): "edges",
+    # a zero-extended copy never reaches 2**64 - 1
+    (0, 1, True, True, "jne", -1, "bottom", "zext"): "edges",
 }
 
 
@@ -438,7 +451,7 @@ def _random_loop_cases(n, seed):
                         rng.randrange(-2**31, 2**31), 0, -1, 2**31 - 1, 4096])
         k = ((k + 2**31) % 2**32) - 2**31
         out.append((start, step, rng.random() < 0.5, rng.random() < 0.5, rng.choice(_JOPS), k,
-                    rng.choice(("top", "bottom"))))
+                    rng.choice(("top", "bottom")), rng.choice((None, None, "mov", "w", "zext"))))
     return out
 
 

@@ -22,7 +22,7 @@ from .link import link
 
 TRIPLE = "x86_64-unknown-linux-gnu"
 # Bump when the generated code or blob format changes: it keys the caches.
-COMPILER_VERSION = "bpfshim-aot-7"
+COMPILER_VERSION = "bpfshim-aot-8"
 
 
 def dump(kind, text):

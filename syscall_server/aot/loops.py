@@ -16,9 +16,10 @@ loop is charged at its entry when
 - one register r is written in its body by one instruction only, d: `r += k`
   or `r -= k` with a constant k, run once on every way round (d dominates
   every edge back to the header and lies on no cycle that misses the header);
-- one conditional jump t compares r with a constant, leaves the body on one
-  side, stays in it on the other, and is run on every way round (it dominates
-  every edge back to the header);
+- one conditional jump t compares r (or a copy of r, or of its low 32 bits,
+  made in t's block) with a constant, leaves the body on one side, stays in it
+  on the other, and is run on every way round (it dominates every edge back to
+  the header);
 - the number of consecutive values r takes at t that keep the loop going is
   bounded by a constant no larger than MAX_CHARGE, in t's width and
   signedness, wrap-around included: from r's value on entry when the code
@@ -33,7 +34,7 @@ charge of one.
 """
 from .insn import (
     BPF_LD, BPF_LDX, BPF_ALU, BPF_ALU64, BPF_JMP, BPF_JMP32, BPF_STX, BPF_ATOMIC, BPF_X,
-    BPF_ADD, BPF_SUB, BPF_MOV, BPF_JA, BPF_JEQ, BPF_JNE, BPF_JGT, BPF_JGE, BPF_JLT, BPF_JLE,
+    BPF_ADD, BPF_SUB, BPF_MOV, BPF_LSH, BPF_RSH, BPF_JA, BPF_JEQ, BPF_JNE, BPF_JGT, BPF_JGE, BPF_JLT, BPF_JLE,
     BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE, BPF_CALL, BPF_EXIT, BPF_JCOND, BPF_FETCH, BPF_CMPXCHG,
     jump_target,
 )
@@ -298,6 +299,30 @@ def _trips(cond, signed, bits, u, step, k):
     return max(0, -(-(u - k) // -step))
 
 
+def _tested(cfg, t):
+    """(r, zext): t compares register r, or r's low 32 bits zero-extended, when
+    its operand is a copy made in its block (`x = r`, `w x = w r`, or
+    `x = r; x <<= 32; x >>= 32` as u32 counters compile without alu32)."""
+    before = cfg.insns(cfg.block_of[t.pc])[:-1]
+    x, shifts = t.dst, []
+    for i in range(len(before) - 1, -1, -1):
+        ins = before[i]
+        if x not in defs(ins):
+            continue
+        if ins.cls == BPF_ALU64 and ins.op in (BPF_LSH, BPF_RSH) and not ins.code & BPF_X \
+                and ins.imm == 32 and len(shifts) < 2:
+            shifts.append(ins.op)
+            continue
+        if ins.cls in (BPF_ALU, BPF_ALU64) and ins.op == BPF_MOV and ins.code & BPF_X and not ins.off \
+                and ins.src != x and not any(ins.src in defs(j) for j in before[i + 1:]):
+            if shifts == [BPF_RSH, BPF_LSH] and ins.cls == BPF_ALU64:
+                return ins.src, True
+            if not shifts:
+                return ins.src, ins.cls == BPF_ALU
+        break
+    return (t.dst, False) if not shifts else (None, False)
+
+
 def _charge(cfg, head, latches, body, comp):
     """One more than the most times round the loop at head per entry, or None
     when no induction register bounds it by a constant up to MAX_CHARGE."""
@@ -311,45 +336,46 @@ def _charge(cfg, head, latches, body, comp):
         return all(cfg.dominates(b, latch) for latch in latches)
 
     best = None
-    for r, ds in reg_defs.items():
-        d = ds[0]
-        if len(ds) != 1 or d.cls not in (BPF_ALU, BPF_ALU64) or d.op not in (BPF_ADD, BPF_SUB) \
+    for tb in body:
+        t = cfg.last[tb]
+        if t.cls not in (BPF_JMP, BPF_JMP32) or t.op not in _COND or t.code & BPF_X:
+            continue
+        target = jump_target(t)
+        if (target in body) == (t.pc + 1 in body) or not every_time_round(tb):
+            continue
+        r, zext = _tested(cfg, t)
+        ds = reg_defs.get(r, ())
+        d = ds[0] if len(ds) == 1 else None
+        if d is None or d.cls not in (BPF_ALU, BPF_ALU64) or d.op not in (BPF_ADD, BPF_SUB) \
                 or d.code & BPF_X or d.off:
             continue
         db = cfg.block_of[d.pc]
         if db in comp or not every_time_round(db):
             continue
         step = d.imm if d.op == BPF_ADD else -d.imm
-        for tb in body:
-            t = cfg.last[tb]
-            if t.cls not in (BPF_JMP, BPF_JMP32) or t.op not in _COND or t.code & BPF_X or t.dst != r:
+        cond, signed = _COND[t.op]
+        if target not in body:
+            cond = _NEGATE[cond]
+        k = t.imm
+        bits = 64 if d.cls == BPF_ALU64 and t.cls == BPF_JMP and not zext else 32
+        if t.cls == BPF_JMP and bits == 32:
+            # a 32-bit value compared in 64 bits: an unsigned 32-bit compare
+            # when the constant is below 2**31
+            if not 0 <= k < 1 << 31:
                 continue
-            target = jump_target(t)
-            if (target in body) == (t.pc + 1 in body) or not every_time_round(tb):
-                continue
-            cond, signed = _COND[t.op]
-            if target not in body:
-                cond = _NEGATE[cond]
-            k = t.imm
-            bits = 64 if d.cls == BPF_ALU64 and t.cls == BPF_JMP else 32
-            if t.cls == BPF_JMP and bits == 32:
-                # a 32-bit r compared in 64 bits: an unsigned 32-bit compare
-                # when the constant is below 2**31
-                if not 0 <= k < 1 << 31:
-                    continue
-                signed = False
-            starts = [cfg.entry_value(p, r) for p in cfg.preds[head] if p not in body]
-            if head == cfg.f.start:
-                starts.append(None)     # entered from the function's start
-            worst = 0
-            for r0 in starts:
-                n = _trips(cond, signed, bits, None if r0 is None else r0 + step, step, k)
-                if n is None:
-                    break
-                worst = max(worst, n)
-            else:
-                if best is None or worst + 1 < best:
-                    best = worst + 1
+            signed = False
+        starts = [cfg.entry_value(p, r) for p in cfg.preds[head] if p not in body]
+        if head == cfg.f.start:
+            starts.append(None)     # entered from the function's start
+        worst = 0
+        for r0 in starts:
+            n = _trips(cond, signed, bits, None if r0 is None else r0 + step, step, k)
+            if n is None:
+                break
+            worst = max(worst, n)
+        else:
+            if best is None or worst + 1 < best:
+                best = worst + 1
     return best if best is not None and best <= MAX_CHARGE else None
 
 
