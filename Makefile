@@ -18,6 +18,11 @@ CFLAGS  += -Ibuild/gen
 
 AGENT_SRC := $(sort $(wildcard agent/*.c agent/rt/*.c agent/maps/*.c agent/helpers/*.c agent/hook/*.c agent/syscall/*.c))
 SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
+# The server's copy of the runtime (libbpfshim_core.so): no agent (the hooks,
+# the attach-table follower, syscall tracing) and none of the library's own
+# threads or the agents' registry; rt.h's SUD_INTERNAL_* are no-ops there.
+AGENT_ONLY := agent/uprobe.c agent/rt_thread.c agent/rt/attach_ack.c $(wildcard agent/hook/*.c agent/syscall/*.c)
+CORE_SRC  := $(filter-out $(AGENT_ONLY),$(AGENT_SRC))
 HDRS      := $(wildcard agent/start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h agent/syscall/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))
 SHIM_OBJ  := $(patsubst %.c,build/%.o,$(SHIM_SRC))
@@ -61,7 +66,7 @@ $(OUT)/libbpfshim.so: $(AGENT_OBJ) $(SHIM_OBJ) build/libbpf_shim/start/preload.o
 	@mkdir -p $(OUT)
 	$(CC) -shared -o $@ $^ $(LDLIBS) -Wl,-z,nodelete -Wl,-z,defs
 
-$(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(AGENT_SRC)) build/core/agent/start/core.o
+$(OUT)/libbpfshim_core.so: $(patsubst %.c,build/core/%.o,$(CORE_SRC)) build/core/agent/start/core.o
 	@mkdir -p $(OUT)
 	$(CC) -shared -o $@ $^ $(LDLIBS) -Wl,-z,defs
 

@@ -14,7 +14,6 @@
  * its list of threads), make the change with none of ours alive, and start
  * them again; a new thread copies the caller's credentials.
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -262,4 +261,3 @@ void rt_thread_init(void)
 	owner = (pid_t)syscall(SYS_getpid);
 	pthread_atfork(prepare, parent, child);
 }
-#endif

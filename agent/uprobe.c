@@ -8,7 +8,6 @@
  *
  * Only in the preload library (a server has no probes).
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -721,4 +720,3 @@ void uprobe_init(void)
 	shm_futex_wake(&init_done);
 	in_probe = 0;
 }
-#endif

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* The agents' registry and the loader's wait: see attach_ack.h. */
-#ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -274,4 +273,3 @@ void attach_ack_wait(uint32_t gen)
 		}
 	}
 }
-#endif

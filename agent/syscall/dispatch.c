@@ -38,7 +38,6 @@
  * and the child of posix_spawn/vfork before it execs (it shares its
  * parent's TLS, so it has no selector of its own).
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -742,6 +741,3 @@ int syscall_tp_site(struct hook_pt_regs *r)
 	sud_selector = saved;
 	return 0;
 }
-
-#endif
-

@@ -4,7 +4,6 @@
  * kernel fills them for sched:sched_process_exit/_fork/_exec and
  * signal:signal_generate; trace.c decides when they fire.
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -189,5 +188,3 @@ void sched_process_exec(const struct tp_set *set, long nr)
 	memcpy(rec + 16, &pid, 4);
 	tp_run(set, TP_SCHED_EXEC, nr, rec);
 }
-
-#endif

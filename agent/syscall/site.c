@@ -39,7 +39,6 @@
  * below the red zone, as a signal would; xmm0-15 are saved around the
  * programs, the upper halves of ymm/zmm are not (as with hooks).
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -514,5 +513,3 @@ void site_init(void)
 	stats_publish();
 	bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY);
 }
-
-#endif

@@ -15,7 +15,6 @@
  * arguments or the return value) and run the enter and exit programs. No
  * tracepoint attached: nothing is caught, no cost.
  */
-#ifndef BPFSHIM_CORE_ONLY
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -279,5 +278,3 @@ long sys_trace_exit(struct sys_trace *t, struct hook_pt_regs *regs, long ret)
 	}
 	return ret;
 }
-
-#endif
