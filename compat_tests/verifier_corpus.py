@@ -102,6 +102,32 @@ SOCKET_FILTER, KPROBE, PERF_EVENT, SYSCALL = 1, 2, 7, 31
 PSEUDO_CALL = 1
 
 
+JGT_K, JSGT_X, LSH_K, RSH_X, OR_X = 0x25, 0x6d, 0x67, 0x7f, 0x4f
+FUNC_map_update_elem = 2
+
+
+def _log2_hist(value_off):
+    """bpftrace's hist() of a kprobe argument (its codegen of 0.2x): the
+    log2 bucket by four shift steps (2^5 paths of constants), then
+    @[bucket] = @[bucket] + 1 through lookup and update, the count read at
+    value_off of the 8-byte value. A verifier that cannot tell which
+    scalars matter (the kernel's precision tracking) keeps every path."""
+    code = [_insn(LDX_DW, 1, 1, 80), _insn(MOV64_K, 5), _insn(JSGT_X, 5, 1, 30), _insn(MOV64_K, 5, imm=1),
+            _insn(JEQ_K, 1, 0, 28), _insn(MOV64_K, 2, imm=1)]
+    for reg, limit, shift in ((3, 0xFFFF, 4), (4, 0xFF, 3), (0, 0xF, 2), (5, 3, 1)):
+        code += [_insn(MOV64_K, reg, imm=1), _insn(JGT_K, 1, 0, 1, limit), _insn(MOV64_K, reg),
+                 _insn(LSH_K, reg, imm=shift), _insn(RSH_X, 1, reg)]
+    code += [_insn(JGT_K, 1, 0, 1, 1), _insn(MOV64_K, 2), _insn(OR_X, 3, 4), _insn(OR_X, 3, 0), _insn(OR_X, 5, 3),
+             _insn(OR_X, 5, 2), _insn(ADD64_K, 5, imm=2), _insn(STX_DW, 10, 5, -16),
+             _insn(LD_DW, 1, 1, 0, 0), _insn(0), _insn(MOV64_X, 2, 10), _insn(ADD64_K, 2, imm=-16),
+             _insn(CALL, imm=FUNC_map_lookup_elem), _insn(MOV64_K, 1, imm=1), _insn(JEQ_K, 0, 0, 2),
+             _insn(LDX_DW, 1, 0, value_off), _insn(ADD64_K, 1, imm=1), _insn(STX_DW, 10, 1, -8),
+             _insn(LD_DW, 1, 1, 0, 0), _insn(0), _insn(MOV64_X, 2, 10), _insn(ADD64_K, 2, imm=-16),
+             _insn(MOV64_X, 3, 10), _insn(ADD64_K, 3, imm=-8), _insn(MOV64_K, 4),
+             _insn(CALL, imm=FUNC_map_update_elem), _insn(MOV64_K, 0), _insn(EXIT)]
+    return _prog(*code)
+
+
 def _two_frames(d_main, d_sub):
     """main stores at fp-d_main and calls a subprogram that stores at fp-d_sub."""
     return _prog(_insn(ST_DW, 10, 0, -d_main, 0), _insn(CALL, 0, PSEUDO_CALL, 0, 2), _insn(MOV64_K, 0),
@@ -128,6 +154,12 @@ SPECIALS = [
      "insns": _prog(_insn(ST_DW, 10, 0, -8, 0), _insn(MOV64_X, 2, 10), _insn(ADD64_K, 2, imm=-8),
                     _insn(LD_DW, 1, 1, 0, 0), _insn(0), _insn(CALL, imm=FUNC_map_lookup_elem),
                     _insn(JEQ_K, 0, 0, 1, 0), _insn(ST_DW, 0, 0, 48, 1), _insn(MOV64_K, 0), _insn(EXIT))},
+    # bpftrace's histogram: verified to the end (the count's load is checked
+    # on every path), the second refused for its load past the value
+    {"descr": "bpfshim: bpftrace log2 histogram", "prog_type": KPROBE,
+     "fixups": {"fixup_map_hash_8b": [34, 44]}, "insns": _log2_hist(0)},
+    {"descr": "bpfshim: bpftrace log2 histogram, count read past the value", "prog_type": KPROBE,
+     "fixups": {"fixup_map_hash_8b": [34, 44]}, "insns": _log2_hist(8)},
     # bpf-to-bpf calls: the combined stack of a call chain, which perf_event
     # programs may exceed (their subprograms may get a private stack)
     {"descr": "bpfshim: combined stack of two frames in a kprobe program", "prog_type": KPROBE,

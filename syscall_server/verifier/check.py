@@ -26,6 +26,7 @@ from .regs import (CTX, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM,
 MAX_BPF_STACK = 512
 MAX_CALL_FRAMES = 8
 MAX_PACKET_OFF = 0xFFFF
+MAX_ERRNO = 4095
 # bpfshim's own budget: beyond it the program is not interpreted (the
 # kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
 # model prunes less, so it may need more to reach the same verdict)
@@ -58,6 +59,22 @@ PERF_MAX_TRACE_SIZE = 2048
 # try_match_pkt_pointers(): op -> (the taken branch has the range, range_right_open)
 PKT_LEFT = {0x20: (False, False), 0xA0: (True, True), 0x30: (False, True), 0xB0: (True, False)}    # pkt op end
 PKT_RIGHT = {0x20: (True, True), 0xA0: (False, False), 0x30: (True, False), 0xB0: (False, True)}   # end op pkt
+
+
+_NR_CPU_IDS = []
+
+
+def nr_cpu_ids():
+    """The kernel's nr_cpu_ids: the possible CPUs (bpf_get_smp_processor_id's range)."""
+    if not _NR_CPU_IDS:
+        try:
+            with open("/sys/devices/system/cpu/possible") as f:
+                _NR_CPU_IDS.append(int(f.read().strip().split(",")[-1].split("-")[-1]) + 1)
+        except (OSError, ValueError):
+            _NR_CPU_IDS.append(0)
+    if not _NR_CPU_IDS[0]:
+        raise Unmodelled("nr_cpu_ids unknown")
+    return _NR_CPU_IDS[0]
 
 
 class MapInfo:
@@ -220,20 +237,169 @@ class Checker:
         use, dfn = [0] * n, [0] * n
         for i in range(n):
             use[i], dfn[i] = self._use_def(ins[i])
-        live = [0] * (n + 2)
+        live = self.backward(succ, lambda i, out: use[i] | (out & ~dfn[i]))
+        self.succ = succ
+        return prune, live
+
+    def backward(self, succ, step):
+        """A backward dataflow to its fixpoint: per insn, step(i, the union
+        over its successors)."""
+        n = self.n
+        val = [0] * (n + 2)
         changed = True
         while changed:
             changed = False
             for i in range(n - 1, -1, -1):
                 out = 0
-                for s in succ[i]:
-                    if s < n:
-                        out |= live[s]
-                v = use[i] | (out & ~dfn[i])
-                if v != live[i]:
-                    live[i] = v
+                for t in succ[i]:
+                    if t < n:
+                        out |= val[t]
+                v = step(i, out)
+                if v != val[i]:
+                    val[i] = v
                     changed = True
-        return prune, live
+        return val
+
+    # the bits of a need mask: registers 0-10, then the current frame's stack
+    # slots (slot k, bytes [-8(k+1), -8k), at bit SLOT0 + k)
+    SLOT0 = 16
+    ALL_SLOTS = ((1 << (MAX_BPF_STACK // 8)) - 1) << SLOT0
+
+    def _slots(self, off, size):
+        """The need bits of the slots that [r10 + off, + size) touches."""
+        m = 0
+        for a in range(off, off + size):
+            k = -(a // 8) - 1
+            if 0 <= k < MAX_BPF_STACK // 8:
+                m |= 1 << (self.SLOT0 + k)
+        return m
+
+    def precision_needs(self, succ):
+        """For each insn, the registers and own stack slots whose scalar
+        value may still decide a check (a superset of what the kernel's
+        precision tracking, mark_chain_precision(), would mark): the
+        operands of conditional jumps, memory access bases, pointer
+        arithmetic, helper and subprogram arguments, r0 at exit, and what
+        flows into them through ALU ops and stack spills. State pruning
+        ignores the values of other scalars, as the kernel's states_equal()
+        ignores imprecise ones. A load through a pointer that may point into
+        the stack makes every slot needed (a fill this pass cannot place)."""
+        n, ins = self.n, self.insns
+        b = lambda r: 1 << r
+        # registers that may hold a stack pointer (forward; subprogram
+        # arguments may be the caller's), and whether any is stored to memory
+        fp_in = [None] * n
+        escapes = False
+        for _round in range(2):
+            fp_in = [None] * n
+            work = []
+            for a in self.starts:
+                fp_in[a] = b(10) | (0x3E if a else 0)
+                work.append(a)
+            stored = False
+            while work:
+                i = work.pop()
+                m = fp_in[i]
+                x = ins[i]
+                c, cls = x.code, x.code & 7
+                out = m
+                if c == 0x18:
+                    out = m & ~b(x.dst)
+                elif cls in (ALU, ALU64):
+                    op = c & 0xF0
+                    if cls == ALU:
+                        out = m & ~b(x.dst)
+                    elif op == A.MOV:
+                        out = (m & ~b(x.dst)) | ((b(x.dst) if m >> x.src & 1 else 0) if c & 8 else 0)
+                    elif c & 8 and m >> x.src & 1:
+                        out = m | b(x.dst)
+                elif cls == LDX:
+                    out = m & ~b(x.dst)
+                    if escapes and m >> x.src & 1:
+                        out |= b(x.dst)
+                elif cls == STX:
+                    if m >> x.src & 1:
+                        stored = True
+                    if (c & 0xE0) == ATOMIC:
+                        out = m & ~(b(0) | b(x.src))
+                elif cls in (JMP, JMP32) and (c & 0xF0) == CALL:
+                    out = m & ~0x3F
+                for t in succ[i]:
+                    if t < n:
+                        nm = out if fp_in[t] is None else fp_in[t] | out
+                        if nm != fp_in[t]:
+                            fp_in[t] = nm
+                            work.append(t)
+            if not stored or escapes:
+                break
+            escapes = True
+        all_slots = False
+        for i in range(n):
+            x = ins[i]
+            cls = x.code & 7
+            if fp_in[i] is not None and ((cls == LDX and x.src != 10 and fp_in[i] >> x.src & 1) or
+                                         (cls == STX and (x.code & 0xE0) == ATOMIC and x.dst != 10 and
+                                          fp_in[i] >> x.dst & 1)):
+                all_slots = True
+                break
+        extra = self.ALL_SLOTS if all_slots else 0
+        return self.backward(succ, lambda i, out: self._need_step(ins[i], out) | extra)
+
+    def _need_step(self, x, out):
+        """The need mask before insn x, from the one after it."""
+        c = x.code
+        cls = c & 7
+        b = lambda r: 1 << r
+        if c == 0x18:
+            return out & ~b(x.dst)
+        if cls in (ALU, ALU64):
+            op = c & 0xF0
+            d = out >> x.dst & 1
+            if op == A.MOV:
+                return (out & ~b(x.dst)) | (b(x.src) if c & 8 and d else 0)
+            if c & 8 and op in (A.ADD, A.SUB) and cls == ALU64:
+                return out | b(x.dst) | b(x.src)       # pointer arithmetic checks both
+            if c & 8 and d and op not in (A.NEG, A.END):
+                return out | b(x.src)
+            return out
+        size = SIZES.get(c & 0x18, 8)
+        if cls == LDX:
+            v = (out & ~b(x.dst)) | b(x.src)
+            if x.src == 10 and out >> x.dst & 1:
+                v |= self._slots(x.off, size)
+            return v
+        if cls == ST:
+            v = out | b(x.dst)
+            if x.dst == 10 and size == 8 and x.off % 8 == 0:
+                v &= ~self._slots(x.off, 8)
+            return v
+        if cls == STX:
+            if (c & 0xE0) == ATOMIC:
+                v = out | b(x.dst) | b(x.src) | b(0)
+                return v | self._slots(x.off, size) if x.dst == 10 else v
+            v = out | b(x.dst)
+            if x.dst != 10:
+                return v | b(x.src)         # a store the stack slots here do not see
+            sl = self._slots(x.off, size)
+            needed = out & sl
+            if size == 8 and x.off % 8 == 0:
+                v &= ~sl
+            return v | (b(x.src) if needed else 0)
+        if cls == LD:
+            return out | 0x7FF
+        op = c & 0xF0
+        if op == EXIT:
+            return out | b(0)
+        if op == CALL:
+            proto = P.PROTOS.get(x.imm) if x.src == 0 else None
+            if proto is None:
+                return (out & ~0x3F) | 0x3E
+            # of a helper's arguments only the sizes are checked by value
+            return (out & ~0x3F) | sum(b(k + 1) for k, at in enumerate(proto[2])
+                                       if at in (P.SIZE, P.SIZE0, P.ALLOC_SIZE0))
+        if op == JA:
+            return out
+        return out | b(x.dst) | (b(x.src) if c & 8 else 0)
 
     @staticmethod
     def _use_def(x):
@@ -275,6 +441,7 @@ class Checker:
         if self.prog_type not in MODELLED_PROG_TYPES:
             raise Unmodelled("program type")
         self.prune, self.live = self.cfg()
+        self.need = None        # precision_needs(), at the first state comparison
         explored = {}
         st = State()
         st.regs = [Reg() for _ in range(11)]
@@ -323,7 +490,9 @@ class Checker:
                 if self.states_exact(old, cur, live):
                     self.reject(cur, errno.EINVAL, f"infinite loop detected at insn {i}")
                 continue
-            if self.states_cover(old, cur, live):
+            if self.need is None:
+                self.need = self.precision_needs(self.succ)
+            if self.states_cover(old, cur, live, self.need[i]):
                 return True
         snap = cur.copy()
         snap.parent = cur.parent
@@ -337,16 +506,17 @@ class Checker:
         return False
 
     # ---------------------------------------------------------------- state comparison
-    def same_frames(self, old, cur, live):
-        """The frames to compare, with the registers live in each: the same
-        call chain (callsite by callsite) or None. A caller's live registers
-        are the callee-saved ones live after its call."""
+    def same_frames(self, old, cur, live, need=-1):
+        """The frames to compare, with the registers live in each and the
+        need mask (precision_needs) of the current one: the same call chain
+        (callsite by callsite) or None. A caller's live registers are the
+        callee-saved ones live after its call; all of its values count."""
         if len(old.callers) != len(cur.callers) or \
                 any(o.callsite != c.callsite for o, c in zip(old.callers, cur.callers)):
             return None
-        out = [(old.regs, old.stack, cur.regs, cur.stack, live)]
+        out = [(old.regs, old.stack, cur.regs, cur.stack, live, need)]
         for o, c in zip(old.callers, cur.callers):
-            out.append((o.regs, o.stack, c.regs, c.stack, self.live[o.callsite + 1] & 0x3C0))
+            out.append((o.regs, o.stack, c.regs, c.stack, self.live[o.callsite + 1] & 0x3C0, -1))
         return out
 
     def states_exact(self, old, cur, live):
@@ -355,7 +525,7 @@ class Checker:
         frames = self.same_frames(old, cur, live)
         if frames is None:
             return False
-        for oregs, ostack, cregs, cstack, lv in frames:
+        for oregs, ostack, cregs, cstack, lv, _need in frames:
             for r in range(11):
                 if lv >> r & 1 and oregs[r].key() != cregs[r].key():
                     return False
@@ -368,20 +538,24 @@ class Checker:
                     return False
         return True
 
-    def states_cover(self, old, cur, live):
+    def states_cover(self, old, cur, live, need):
         """states_equal(): every run from cur is one old has been checked for."""
         if [r[0] for r in old.refs] != [r[0] for r in cur.refs] or old.inexact != cur.inexact:
             return False
-        frames = self.same_frames(old, cur, live)
+        frames = self.same_frames(old, cur, live, need)
         if frames is None:
             return False
         idmap = {}
         return all(self.frame_covers(*f, idmap) for f in frames)
 
-    def frame_covers(self, oregs, ostack, cregs, cstack, live, idmap):
+    def frame_covers(self, oregs, ostack, cregs, cstack, live, need, idmap):
         for r in range(11):
-            if live >> r & 1 and not self.regsafe(oregs[r], cregs[r], idmap):
-                return False
+            if live >> r & 1:
+                o, c = oregs[r], cregs[r]
+                if not need >> r & 1 and o.type == SCALAR and c.type == SCALAR:
+                    continue        # a scalar no check depends on: any value will do
+                if not self.regsafe(o, c, idmap):
+                    return False
         for k, s in ostack.items():
             c = cstack.get(k)
             for b in range(8):
@@ -392,7 +566,9 @@ class Checker:
                 if ot != ct:
                     return False
             if s.reg is not None and (c is None or c.reg is None or not self.regsafe(s.reg, c.reg, idmap)):
-                return False
+                if not (c is not None and c.reg is not None and s.reg.type == SCALAR and c.reg.type == SCALAR and
+                        0 <= -k - 1 < MAX_BPF_STACK // 8 and not need >> (self.SLOT0 - k - 1) & 1):
+                    return False
         return True
 
     @staticmethod
@@ -1069,6 +1245,15 @@ class Checker:
         for r in range(1, 6):
             regs[r] = Reg()
         r0 = Reg(SCALAR)
+        if x.imm in P.RET_UP_TO_SIZE:
+            # do_refine_retval_range(): at most the buffer's size, or -errno
+            r0.smax = r0.s32max = meta["msize"]
+            r0.smin = r0.s32min = -MAX_ERRNO
+            r0.sync()
+        elif x.imm == P.GET_SMP_PROCESSOR_ID:
+            r0.umin = r0.u32min = r0.smin = r0.s32min = 0
+            r0.umax = r0.u32max = r0.smax = r0.s32max = nr_cpu_ids() - 1
+            r0.sync()
         if ret == P.VALUE_OR_NULL:
             r0 = Reg(MAP_VALUE)
             r0.known(0)
@@ -1145,6 +1330,7 @@ class Checker:
             self.reject(st, errno.EACCES, f"R{rn} unbounded memory access, use 'var &= const' or 'if (var < const)'",
                         reg)
         prn, preg, kind = meta["ptr"]
+        meta["msize"] = reg.umax
         self.helper_mem(st, prn, preg, reg.umax, zero_ok, kind)
 
     def helper_mem(self, st, rn, reg, size, zero_ok, kind):
