@@ -1,8 +1,10 @@
-"""Ending tools and explaining the ones that do not end. describe(): what a
-hung process group is doing, for the failure message of a test that timed
-out: each process and thread with its state, the syscall it is
-in, its kernel stack (root) and its user stack (when gdb is installed).
-CI output is all a failed run leaves, so a hang has to explain itself there.
+"""A tool's process from the outside: until it waits in its event loop
+(wait_idle), ended as at a terminal (interrupt), and when it does not end,
+explained (describe): what a hung process group is doing, for the failure
+message of a test that timed out, each process and thread with its state,
+the syscall it is in, its kernel stack (root) and its user stack (when gdb
+is installed). CI output is all a failed run leaves, so a hang has to
+explain itself there.
 """
 import os
 import shutil
@@ -81,3 +83,21 @@ def interrupt(p, timeout, group=False, every=2.0):
         except subprocess.TimeoutExpired:
             if time.monotonic() >= end:
                 raise
+
+
+# poll, select, nanosleep, epoll_wait, ppoll, clock_nanosleep, pselect6, epoll_pwait
+EVENT_LOOP_SYSCALLS = {"7", "23", "35", "232", "271", "230", "270", "281"}
+
+
+def wait_idle(pid):
+    """Until the tool's main thread sleeps in its event loop (poll, epoll,
+    sleep): its perf buffers are open then."""
+    for _ in range(3000):
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split()[0] in EVENT_LOOP_SYSCALLS:
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} does not reach its event loop")

@@ -17,7 +17,7 @@ import pytest
 from compat_tests import hang
 from compat_tests.env import ROOT, SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_libbpf_uprobe import func_offset
-from compat_tests.test_tools import wait_idle
+from compat_tests.hang import wait_idle
 from compat_tests.unpriv import Runtime, readable_tmpdir
 
 BPFTRACE = shutil.which("bpftrace")

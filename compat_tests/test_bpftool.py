@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from compat_tests.env import clang_bpf, denied, kernel_bpf_reason, unpriv_reason
+from compat_tests.hang import wait_idle
 from compat_tests.unpriv import Runtime, readable_tmpdir, run
 
 BPFTOOL = shutil.which("bpftool") or ("/usr/sbin/bpftool" if os.path.exists("/usr/sbin/bpftool") else None)
@@ -361,19 +362,18 @@ def perf_list(wrap, exe):
     """`bpftool perf list` while bpftrace holds a uprobe, a uretprobe and a
     syscall tracepoint on a running process: (bpftool status, what it lists
     for bpftrace's pid)."""
-    import time
     target = subprocess.Popen(wrap([exe]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     script = f"uprobe:{exe}:hot {{ @ = count(); }} uretprobe:{exe}:hot {{ @r = count(); }} " \
         "tracepoint:syscalls:sys_enter_clock_nanosleep { @t = count(); }"
     bt = subprocess.Popen(wrap(["bpftrace", "-e", script, "-p", str(target.pid)]), stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True)
     try:
-        line = bt.stdout.readline()          # "Attaching 3 probes..." once attached
+        line = bt.stdout.readline()          # "Attaching 3 probes...", before it attaches
         assert "Attaching" in line, line
-        time.sleep(0.3)
         # bpftrace runs under `env` (and setpriv): its pid is the newest bpftrace
         pids = subprocess.run(["pgrep", "-P", str(bt.pid)], capture_output=True, text=True).stdout.split()
         bt_pid = int(pids[-1]) if pids and wrap is not None and wrap([])[:1] != [] else bt.pid
+        wait_idle(bt_pid)                    # in its event loop: every probe attached
         rc, out, err = run(wrap([BPFTOOL, "perf", "list"]))
         mine = [PERF_LINE.sub("", l) for l in out.splitlines() if l.startswith(f"pid {bt_pid} ")
                 or l.startswith(f"pid {bt.pid} ")]

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from compat_tests.hang import wait_idle
 from compat_tests.env import denied, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir
 from compat_tests.victims import build_tp_victim, build_victims
@@ -144,24 +145,6 @@ def waiting(rt, argv):
 def go(victim):
     victim.stdin.write(b"go\n")
     victim.stdin.close()
-
-
-# poll, select, nanosleep, epoll_wait, ppoll, clock_nanosleep, pselect6, epoll_pwait
-EVENT_LOOP_SYSCALLS = {"7", "23", "35", "232", "271", "230", "270", "281"}
-
-
-def wait_idle(pid):
-    """Until the tool's main thread sleeps in its event loop (poll, epoll,
-    sleep): its perf buffers are open then."""
-    for _ in range(3000):
-        try:
-            with open(f"/proc/{pid}/syscall") as f:
-                if f.read().split()[0] in EVENT_LOOP_SYSCALLS:
-                    return
-        except (OSError, IndexError):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} does not reach its event loop")
 
 
 def drive_bash(rt):
