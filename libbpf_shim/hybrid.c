@@ -166,6 +166,19 @@ long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 	}
 	case BPF_LINK_CREATE:
 		return link_create(uattr, size);
+	case BPF_MAP_LOOKUP_ELEM:
+	case BPF_MAP_GET_NEXT_KEY:
+	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
+	case BPF_MAP_LOOKUP_BATCH:
+	case BPF_MAP_LOOKUP_AND_DELETE_BATCH: {
+		/* the twins' counts are in the kernel map before the loader reads it */
+		union bpf_attr a;
+		size_t at = cmd == BPF_MAP_LOOKUP_BATCH || cmd == BPF_MAP_LOOKUP_AND_DELETE_BATCH ?
+			    offsetof(union bpf_attr, batch.map_fd) : offsetof(union bpf_attr, map_fd);
+		if (size >= at + 4 && !shim_copy_from_user(&a.map_fd, uattr + at, 4))
+			shim_fold_before_read((int)a.map_fd);
+		break;
+	}
 	}
 	return real.syscall(SYS_bpf, cmd, uattr, size);
 }
@@ -243,19 +256,37 @@ static struct twin *twin_add(int kfd, int kind, int tfd)
 /* bpfshim's map for kernel map fd `kfd` (an mmapable array: the kernel's
  * memory is its values, shim_hybrid_map_bind), made on first use: its fd,
  * or -1 with why. Under twin_lock. */
-static int twin_map(int kfd, const struct bpf_map_info *ki, char *why, size_t n)
+static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_insn *insns, uint32_t insn_cnt,
+		    char *why, size_t n)
 {
+	int hash = shim_fold_type(ki->type);
 	struct shim_reply rep;
 	union bpf_attr a;
 	struct shim_fd *e;
+	const char *w;
 	long fd;
 
+	/* a hash map: each program's uses of it add (hybrid_fold.c) */
+	if (hash && shim_fold_adds_only(insns, insn_cnt, kfd, ki, &w)) {
+		snprintf(why, n, "its map %.16s: %s", ki->name, w);
+		return -1;
+	}
 	for (unsigned i = 0; i < n_tmaps; i++)
 		if (tmaps[i].kid == ki->id)
 			return tmaps[i].sfd;
-	if (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE) || n_tmaps == TWIN_MAX) {
+	if (n_tmaps == TWIN_MAX || (!hash && (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE)))) {
 		snprintf(why, n, "its map %.16s (type %u) is not shared with user space yet", ki->name, ki->type);
 		return -1;
+	}
+	if (hash) {
+		if ((fd = shim_fold_map(kfd, ki, &w)) < 0) {
+			snprintf(why, n, "its map %.16s: %s", ki->name, w);
+			return -1;
+		}
+		tmaps[n_tmaps].kid = ki->id;
+		tmaps[n_tmaps].sid = shim_fd_peek((int)fd) ? shim_fd_peek((int)fd)->id : 0;
+		tmaps[n_tmaps++].sfd = (int)fd;
+		return (int)fd;
 	}
 	memset(&a, 0, sizeof(a));
 	a.map_type = ki->type;
@@ -289,7 +320,7 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, char *why, size_t n)
 static void twin_prog(uint64_t uattr, unsigned int size, int kfd)
 {
 	union bpf_attr a, b;
-	struct bpf_insn *insns = NULL;
+	struct bpf_insn *insns = NULL, *orig = NULL;   /* rewritten; as the loader gave them */
 	struct bpf_map_info ki;
 	char why[112] = "";
 	long tfd = -1;
@@ -299,10 +330,12 @@ static void twin_prog(uint64_t uattr, unsigned int size, int kfd)
 		return;
 	pthread_mutex_lock(&twin_lock);
 	if (!a.insn_cnt || a.insn_cnt > 1000000 || !(insns = malloc(a.insn_cnt * sizeof(*insns))) ||
+	    !(orig = malloc(a.insn_cnt * sizeof(*insns))) ||
 	    shim_copy_from_user(insns, a.insns, a.insn_cnt * sizeof(*insns))) {
 		snprintf(why, sizeof(why), "its instructions could not be read");
 		goto out;
 	}
+	memcpy(orig, insns, a.insn_cnt * sizeof(*insns));
 	for (uint32_t i = 0; i < a.insn_cnt; i++) {
 		if (insns[i].code != (BPF_LD | BPF_IMM | BPF_DW))
 			continue;
@@ -312,7 +345,7 @@ static void twin_prog(uint64_t uattr, unsigned int size, int kfd)
 				snprintf(why, sizeof(why), "a map fd in it is not a map");
 				goto out;
 			}
-			if ((sfd = twin_map(insns[i].imm, &ki, why, sizeof(why))) < 0)
+			if ((sfd = twin_map(insns[i].imm, &ki, orig, a.insn_cnt, why, sizeof(why))) < 0)
 				goto out;
 			insns[i].imm = sfd;
 		} else if (insns[i].src_reg) {
@@ -347,6 +380,7 @@ out:
 	}
 	pthread_mutex_unlock(&twin_lock);
 	free(insns);
+	free(orig);
 }
 
 static int uprobe_type = -2;

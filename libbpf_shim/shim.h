@@ -186,6 +186,13 @@ int shim_hybrid_mmap_refused(int fd);
 void shim_hybrid_closing(int fd);
 int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret);
 void shim_hybrid_map_bind(struct shm_map *m);
+/* hybrid_fold.c: twins' hash maps, folded into the kernel's */
+struct bpf_map_info;
+int shim_fold_type(uint32_t type);
+int shim_fold_adds_only(const struct bpf_insn *insns, uint32_t n, int fd, const struct bpf_map_info *ki,
+			const char **why);
+int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why);
+void shim_fold_before_read(int fd);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 
