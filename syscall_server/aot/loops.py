@@ -42,6 +42,8 @@ from .insn import (
 # BPF_RT_BACKEDGE_CHUNK in agent/bpf_rt.h: the largest charge at one loop entry,
 # so that no more than two chunks of iterations run between two checks.
 MAX_CHARGE = 65536
+# how many blocks of a loop are checked for being on every way round
+MAX_WALKS = 16
 
 # (op, signed) of the condition on r that keeps the loop going, by jump op
 _COND = {BPF_JEQ: ("eq", False), BPF_JNE: ("ne", False), BPF_JGT: ("gt", False),
@@ -60,15 +62,18 @@ class BudgetPlan:
         self.charge = {head: n for head, n, _, _ in loops}
         self.body = {head: cfg.pcs(blocks) for head, _, blocks, _ in loops}
         self._cfg = cfg
-        self._loops = loops
+        self._loops_of = {}       # block -> the charged loops it is in
+        for loop in loops:
+            for b in loop[2]:
+                self._loops_of.setdefault(b, []).append(loop)
 
     def counted(self, pc, target):
         """Whether the back edge from pc to target pays its own count: not when
         it closes a way round a charged loop that each way round takes at most
         once (it lies on no cycle of the body that misses the header)."""
         b = self._cfg.block_of[pc]
-        for head, _, blocks, comp in self._loops:
-            if b in blocks and target in blocks:
+        for head, _, blocks, comp in self._loops_of.get(b, ()):
+            if target in blocks:
                 if target == head or comp.get(b) is None or comp.get(b) != comp.get(target):
                     return False
         return True
@@ -119,7 +124,7 @@ class _Cfg:
                 if end < f.end and end not in succ:
                     succ.append(end)
             self.succ[start] = succ
-        self._dominators()
+        self._order()
 
     def insns(self, b):
         return [ins for ins in self.prog[b:self.end[b]] if ins is not None]
@@ -127,8 +132,9 @@ class _Cfg:
     def pcs(self, blocks):
         return {pc for b in blocks for pc in range(b, self.end[b])}
 
-    def _dominators(self):
-        """Immediate dominators (Cooper, Harvey, Kennedy: iterate in reverse postorder)."""
+    def _order(self):
+        """Reverse postorder of a depth-first walk from the start, and the
+        predecessors of the blocks it reaches."""
         entry = self.f.start
         order, seen, stack = [], {entry}, [(entry, iter(self.succ[entry]))]
         while stack:
@@ -141,47 +147,22 @@ class _Cfg:
                 seen.add(s)
                 stack.append((s, iter(self.succ[s])))
         order.reverse()
-        rpo = {b: i for i, b in enumerate(order)}
+        self.rpo = {b: i for i, b in enumerate(order)}
         self.preds = {b: [] for b in order}
         for b in order:
             for s in self.succ[b]:
                 self.preds[s].append(b)
-        idom = {entry: entry}
-        changed = True
-        while changed:
-            changed = False
-            for b in order[1:]:
-                new = None
-                for p in self.preds[b]:
-                    if p not in idom:
-                        continue
-                    if new is None:
-                        new = p
-                        continue
-                    a = p
-                    while a != new:
-                        while rpo[a] > rpo[new]:
-                            a = idom[a]
-                        while rpo[new] > rpo[a]:
-                            new = idom[new]
-                if idom.get(b) != new:
-                    idom[b] = new
-                    changed = True
-        self.idom = idom
-
-    def dominates(self, a, b):
-        while a != b:
-            if b == self.f.start:
-                return False
-            b = self.idom[b]
-        return True
 
     def loops(self):
-        """header -> (its latches, its body): the natural loop of each header."""
+        """header -> (its latches, its body): the natural loops. Every edge
+        back to a header that dominates its source goes back in the walk's
+        order; of those edges, the ones whose loop is entered only through
+        the header are such edges (elsewhere the flow is irreducible)."""
         heads = {}
-        for b in self.idom:
+        rpo = self.rpo
+        for b in rpo:
             for s in self.succ[b]:
-                if self.dominates(s, b):
+                if rpo[s] <= rpo[b]:
                     heads.setdefault(s, []).append(b)
         out = {}
         for head, latches in heads.items():
@@ -191,8 +172,26 @@ class _Cfg:
                 if b not in body:
                     body.add(b)
                     work.extend(self.preds[b])
-            out[head] = (latches, body)
+            if all(p in body for b in body if b != head for p in self.preds[b]):
+                out[head] = (latches, body)
         return out
+
+    def every_time_round(self, head, latches, body, b):
+        """Whether every way round the loop at head passes block b (b dominates
+        its latches): no latch is reached from the header without it."""
+        if b == head:
+            return True
+        if head in latches:
+            return False        # the way round from the header to itself
+        seen, work = {head, b}, [head]
+        while work:
+            for s in self.succ[work.pop()]:
+                if s in body and s not in seen:
+                    if s in latches:
+                        return False
+                    seen.add(s)
+                    work.append(s)
+        return True
 
     def cycles(self, nodes):
         """block -> an id its strongly connected component in the subgraph on
@@ -332,8 +331,14 @@ def _charge(cfg, head, latches, body, comp):
             for r in defs(ins):
                 reg_defs.setdefault(r, []).append(ins)
 
+    passes = {}
+
     def every_time_round(b):
-        return all(cfg.dominates(b, latch) for latch in latches)
+        # each answer walks the body: a few candidates are enough (a loop
+        # with many tests on its counter is left to the charge per back edge)
+        if b not in passes:
+            passes[b] = len(passes) < MAX_WALKS and cfg.every_time_round(head, latches, body, b)
+        return passes[b]
 
     best = None
     for tb in body:
@@ -341,7 +346,7 @@ def _charge(cfg, head, latches, body, comp):
         if t.cls not in (BPF_JMP, BPF_JMP32) or t.op not in _COND or t.code & BPF_X:
             continue
         target = jump_target(t)
-        if (target in body) == (t.pc + 1 in body) or not every_time_round(tb):
+        if (target in body) == (t.pc + 1 in body):
             continue
         r, zext = _tested(cfg, t)
         ds = reg_defs.get(r, ())
@@ -350,7 +355,7 @@ def _charge(cfg, head, latches, body, comp):
                 or d.code & BPF_X or d.off:
             continue
         db = cfg.block_of[d.pc]
-        if db in comp or not every_time_round(db):
+        if db in comp or not every_time_round(tb) or not every_time_round(db):
             continue
         step = d.imm if d.op == BPF_ADD else -d.imm
         cond, signed = _COND[t.op]
