@@ -181,6 +181,32 @@ def test_hybrid_bpftrace_twin(name, hybrid):
     assert "@" in out, out
 
 
+# uprobes whose map uses are not only additions: no twin, the kernel's
+# breakpoint serves them in every process (and the loader says why)
+NO_TWIN_SCRIPTS = {"tp_start_uprobe_reads": "a decision depends on its value",
+                   "uprobe_stores_tp_reads": "it updates or deletes other than by adding"}
+
+
+@pytest.mark.parametrize("name", sorted(NO_TWIN_SCRIPTS))
+def test_hybrid_bpftrace_no_twin(name, hybrid):
+    """On an endbr64 work() too, a uprobe that reads a value a kernel probe
+    stored, or stores one, gets no user-space twin (it would see or make
+    only user space's part): output as on the kernel, and with
+    BPFSHIM_DEBUG_HOOKS the loader's line naming why (beyond the kernel)."""
+    exe, rt = hybrid
+    victim = endbr_victim(exe)
+    argv = [BPFTRACE, "-e", SCRIPTS[name].replace(V, victim), "-c", victim]
+    rc_k, out_k = run(argv, env=rt.env())
+    env = rt.env()
+    env["BPFSHIM_DEBUG_HOOKS"] = "1"
+    rc_h, out_h = run(hybrid_cmd(rt, argv), env=env)
+    said = [l for l in out_h.splitlines() if l.startswith("bpfshim:")]
+    rest = "\n".join(l for l in out_h.splitlines() if not l.startswith("bpfshim:"))
+    assert (rc_h, normalise(rest)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{out_h}"
+    assert len(said) == 1 and "served by the kernel's breakpoint" in said[0] and \
+        NO_TWIN_SCRIPTS[name] in said[0], said
+
+
 def test_hybrid_libbpf_tool(hybrid):
     """A libbpf tool whose kernel tracepoint program and uprobe program share
     a hash map (a timestamp stored by tid on one side, read on the other,
