@@ -1,14 +1,15 @@
 """Where the run budget (agent/bpf_rt.h) is charged in a function's code.
 
-The runtime counts loop iterations: the budget counter goes down by at least
-one for every taken back edge (a jump to its own pc or before) and is checked
-when it reaches 0. Counting on the back edge itself puts a call on every loop's
-way round, which keeps LLVM from vectorizing or fully unrolling it. A loop
-whose trip count is bounded by a constant (what bounded `for` loops compile
-to) is charged its bound once, on each edge that enters it, and its own back
-edges cost nothing: the count is paid before the iterations are run, never
-after, so checks come as often as they would with a charge per back edge, and
-between two checks at most BPF_RT_BACKEDGE_CHUNK + MAX_CHARGE iterations run.
+The runtime bounds a run by counting the times round its loops: the budget
+counter goes down by at least one each time round and is checked when it
+reaches 0 (the interpreter takes one off at every taken back edge, a jump to
+its own pc or before). A count on the back edge puts a call on the loop's way
+round, which keeps LLVM from vectorizing or fully unrolling it. So a loop
+whose trip count a constant bounds (what bounded `for` loops compile to) is
+charged its bound once, on each edge that enters it, and its own back edges
+cost nothing: the count is paid before the times round are run, never after,
+so checks come no later than with a charge each time round, and between two
+checks at most BPF_RT_BACKEDGE_CHUNK + MAX_CHARGE times round run.
 
 The loops are the natural loops of the function's control flow graph (a header
 that dominates its body, so the body is entered only through the header). A
@@ -35,7 +36,7 @@ charge of one.
 from .insn import (
     BPF_LD, BPF_LDX, BPF_ALU, BPF_ALU64, BPF_JMP, BPF_JMP32, BPF_STX, BPF_ATOMIC, BPF_X,
     BPF_ADD, BPF_SUB, BPF_MOV, BPF_LSH, BPF_RSH, BPF_JA, BPF_JEQ, BPF_JNE, BPF_JGT, BPF_JGE, BPF_JLT, BPF_JLE,
-    BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE, BPF_CALL, BPF_EXIT, BPF_JCOND, BPF_FETCH, BPF_CMPXCHG,
+    BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE, BPF_CALL, BPF_EXIT, BPF_FETCH, BPF_CMPXCHG,
     jump_target,
 )
 
@@ -94,8 +95,8 @@ def defs(ins):
 
 
 class _Cfg:
-    """The basic blocks of one function (by start pc) and their edges; blocks
-    not reachable from the start are left out."""
+    """The basic blocks of one function (by start pc) and their edges; rpo and
+    preds only for the blocks reachable from the start."""
 
     def __init__(self, prog, f):
         self.prog = prog
@@ -154,10 +155,11 @@ class _Cfg:
                 self.preds[s].append(b)
 
     def loops(self):
-        """header -> (its latches, its body): the natural loops. Every edge
-        back to a header that dominates its source goes back in the walk's
-        order; of those edges, the ones whose loop is entered only through
-        the header are such edges (elsewhere the flow is irreducible)."""
+        """header -> (its latches, its body): the natural loops. An edge to a
+        header that dominates its source goes back in the walk's order; the
+        blocks that reach such edges' sources without the header are a loop
+        when nothing else enters them (else the flow is irreducible there and
+        the loop is left out)."""
         heads = {}
         rpo = self.rpo
         for b in rpo:
