@@ -64,7 +64,7 @@ static inline long bpf_rt_read_file(const char *path, char *buf, size_t n)
  * open the lowest free number, and programs count on that (a daemon that
  * closes 0-2 and reopens /dev/null as stdin, a test of its own fd numbers):
  * a number the runtime holds must not be one the application would get.
- * (The shim's own fds: libbpf_shim/conn.c CONN_FD_MIN, prog.c INTERNAL_FD_MIN.) */
+ * (The shim's own fds: libbpf_shim/conn.c CONN_FD_MIN, shim.h SHIM_FD_MIN.) */
 #define BPF_RT_FD_MIN 900
 
 /* `fd` moved to BPF_RT_FD_MIN or above (close-on-exec), or kept where it is

@@ -133,7 +133,7 @@ void shim_fd_dup(int oldfd, int newfd)
 	if (o->ring_fd > 0) {
 		/* a dup of a perf fd shares the event's ring */
 		n = shim_fd_peek(newfd);
-		n->ring_fd = real.fcntl(o->ring_fd, F_DUPFD_CLOEXEC, 800);
+		n->ring_fd = real.fcntl(o->ring_fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 		n->ring_meta = real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, n->ring_fd, 0);
 		if (n->ring_meta == MAP_FAILED)
 			n->ring_meta = NULL;

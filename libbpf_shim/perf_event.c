@@ -41,7 +41,7 @@ static __thread int pending_ring_fd = -1;
 /* conn.c hands us the ring fd of a perf event it just received. */
 void shim_perf_ring_received(int fd)
 {
-	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, 800);
+	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 
 	if (hi >= 0) {
 		real.close(fd);
@@ -499,7 +499,7 @@ void shim_perf_ring_prepare(uint32_t id)
 		pthread_mutex_lock(&rings_lock);
 		if (!(r = ring_find(id)) &&
 		    !shim_request(SHIM_OP_CTL, SHIM_CTL_PERF_GET, id, NULL, 0, -1, &rep, NULL, 0) && !rep.err) {
-			int evfd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, 800);
+			int evfd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 			shim_fd_forget((int)rep.ret);
 			real.close((int)rep.ret);
 			if (pending_ring_fd >= 0)
@@ -540,8 +540,8 @@ int shim_perf_flush_lost(int fd, struct shim_fd *e)
 	if (!meta || !__atomic_load_n(&meta->lost, __ATOMIC_RELAXED) || !meta->data_size)
 		return 0;
 	if (!(r = ring_find(e->id))) {
-		int evfd = real.fcntl(fd, F_DUPFD_CLOEXEC, 800);
-		int rfd = real.fcntl(e->ring_fd, F_DUPFD_CLOEXEC, 800);
+		int evfd = real.fcntl(fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
+		int rfd = real.fcntl(e->ring_fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 		if (evfd < 0 || rfd < 0) {
 			if (evfd >= 0)
 				real.close(evfd);

@@ -16,8 +16,6 @@
 #include "bpf_rt.h"
 #include "start.h"
 
-#define INTERNAL_FD_MIN 800  /* fds the shim opens for itself stay out of the way */
-
 struct prog_cache_ent {
 	uint32_t id;
 	struct bpf_prog_rt *rt;
@@ -77,7 +75,7 @@ static const struct bpf_prog_rt *live_find(uint32_t id)
 /* Move an fd the shim opened for its own use above the app's range. */
 int shim_fd_internal(int fd)
 {
-	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, INTERNAL_FD_MIN);
+	int hi = real.fcntl(fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 
 	if (hi < 0)
 		return fd;
@@ -284,7 +282,6 @@ const struct bpf_prog_rt *shim_prog_by_id(uint32_t id)
 		e->internal = 1;
 	return shim_prog_get((int)fd, &err);
 }
-
 
 /* Close one of the shim's own fds and tell the server, as close() does
  * (a perf event's or link's release waits for the agents, attach_sync.c). */

@@ -35,7 +35,6 @@
 #include "bpf_rt.h"
 #include "start.h"
 
-#define INTERNAL_FD_MIN 800
 #define RB_PAGE 4096
 
 /* ---- eventfds of ringbuf maps, by map id (append only: lock-free reads) ---- */
@@ -70,7 +69,7 @@ int shim_ringbuf_wake_fd(uint32_t id)
 			fd = rb_wake[i].fd;
 	if (fd < 0 && n_rb_wake < MAX_RB_WAKE &&
 	    !shim_request(SHIM_OP_CTL, SHIM_CTL_RINGBUF_WAKEFD, id, NULL, 0, -1, &rep, NULL, 0) && !rep.err) {
-		fd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, INTERNAL_FD_MIN);
+		fd = real.fcntl((int)rep.ret, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 		real.close((int)rep.ret);
 		if (fd >= 0) {
 			rb_wake[n_rb_wake].id = id;
@@ -224,7 +223,7 @@ int shim_wake_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		goto out;
 	}
 	struct wake_reg n = { .epfd = epfd, .fd = fd, .data = ev ? ev->data.u64 : 0 };
-	n.wfd = real.fcntl(efd, F_DUPFD_CLOEXEC, INTERNAL_FD_MIN);
+	n.wfd = real.fcntl(efd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 	shim_internal++;
 	n.pages = real.mmap(NULL, 2 * RB_PAGE, PROT_READ, MAP_SHARED, fd, (off_t)e->map.hdr->data_off);
 	shim_internal--;
