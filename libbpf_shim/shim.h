@@ -15,6 +15,12 @@
 #include "bpf_cmd_table.h"
 #include "rt.h"
 
+/* Fds the shim opens for itself (program and event handles, wake-up
+ * eventfds) are moved here or above, out of the numbers the loader would
+ * get; the server socket sits lower (conn.c CONN_FD_MIN), the runtime's
+ * kept fds higher (rawsys.h BPF_RT_FD_MIN). */
+#define SHIM_FD_MIN 800
+
 /* The kernel's union bpf_attr (BPF_ATTR_SIZE, bpf_cmd_table.h); the uapi
  * copy we compile with may be older and smaller. */
 union shim_attr {
