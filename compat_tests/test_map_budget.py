@@ -156,10 +156,16 @@ def server():
                             "--runtime-dir", d], cwd=str(ROOT), env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     path = os.path.join(d, "server.sock")
-    for _ in range(300):
-        if os.path.exists(path) or srv.poll() is not None:
+    # until it accepts: its socket file exists from bind(), before listen()
+    # (a connect then is refused), and a loaded machine starts it slowly
+    for _ in range(1500):
+        if srv.poll() is not None:
             break
-        time.sleep(0.02)
+        try:
+            client(path).sock.close()
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.02)
     yield path, srv
     srv.terminate()
     srv.wait(10)
