@@ -315,7 +315,9 @@ def array_values(dump):
 @pytest.mark.parametrize("drop", ["root", "uid65534"])
 def test_hybrid_array_twin(drop, hybrid):
     """A libbpf tool: a uprobe and a kernel tracepoint counting into one
-    array, two processes at once, one with the library (its agent serves the
+    array and one hash map (an atomic add, or an insert when the key is new:
+    in user space counted in shared memory, folded by the loader), two
+    processes at once, one with the library (its agent serves the
     uprobe in user space, on the kernel's array) and one without (the
     kernel's uprobe): exact counts in each, as on the kernel, and the
     kernel's bpftool (no library) dumps them from the array during the run
@@ -357,7 +359,8 @@ def test_hybrid_array_twin(drop, hybrid):
                 p.wait()
         results.append((p.returncode, rest, seen))
         lines = [l for l in err.splitlines() if l.startswith("bpfshim:")]
-    assert results[1] == results[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\n", want), results
+    assert results[1] == results[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\nhash 300 200 500 0\n", want), \
+        results
     assert lines == [f"bpfshim: probe {victim}+0x{work_offset(victim):x}: jmp"], lines
 
 

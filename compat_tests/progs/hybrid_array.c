@@ -64,6 +64,15 @@ int main(int argc, char **argv)
 			return 1;
 	printf("lib %llu plain %llu tracepoint %llu other %llu\n", (unsigned long long)v[0], (unsigned long long)v[1],
 	       (unsigned long long)v[2], (unsigned long long)v[3]);
+	int hfd = bpf_object__find_map_fd_by_name(obj, "hyhash_counts");
+	printf("hash");
+	for (uint32_t k = 0; k < 4; k++) {
+		uint64_t h = 0;
+		if (bpf_map_lookup_elem(hfd, &k, &h) && errno != ENOENT)
+			return 1;
+		printf(" %llu", (unsigned long long)h);
+	}
+	printf("\n");
 	bpf_link__destroy(up);
 	bpf_link__destroy(tp);
 	bpf_object__close(obj);
