@@ -32,6 +32,8 @@ MAX_ERRNO = 4095
 # model prunes less, so it may need more to reach the same verdict)
 BUDGET_INSNS = 10_000
 MAX_STATES_PER_INSN = 16
+# outside loops the states at one insn are bounded by the paths to it
+MAX_STATES_PER_INSN_ACYCLIC = 64
 
 LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
 SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
@@ -179,6 +181,7 @@ class Checker:
         self.subprog_of = {a: k for k, a in enumerate(self.starts)}
         self.stack_depth = [0] * len(self.starts)     # bytes each subprogram's frame reached
         self.aux_ptr = {}       # load/store insn -> the pointer type it was first checked with
+        self._cyclic = None
 
     # ---------------------------------------------------------------- helpers
     def new_id(self):
@@ -240,6 +243,48 @@ class Checker:
         live = self.backward(succ, lambda i, out: use[i] | (out & ~dfn[i]))
         self.succ = succ
         return prune, live
+
+    def cyclic(self):
+        """The insns on a cycle of the control flow graph (in a loop)."""
+        if self._cyclic is None:
+            n, succ = self.n, self.succ
+            index, low, on, stack, out = {}, {}, set(), [], set()
+            counter = 0
+            for root in range(n):
+                if root in index:
+                    continue
+                work = [(root, 0)]
+                while work:        # Tarjan's strongly connected components, iteratively
+                    v, k = work.pop()
+                    if k == 0:
+                        index[v] = low[v] = counter
+                        counter += 1
+                        stack.append(v)
+                        on.add(v)
+                    ss = [t for t in succ[v] if t < n]
+                    if k < len(ss):
+                        work.append((v, k + 1))
+                        t = ss[k]
+                        if t not in index:
+                            work.append((t, 0))
+                        elif t in on:
+                            low[v] = min(low[v], index[t])
+                        continue
+                    for t in ss:
+                        if t in on:
+                            low[v] = min(low[v], low[t])
+                    if low[v] == index[v]:
+                        comp = []
+                        while True:
+                            w = stack.pop()
+                            on.discard(w)
+                            comp.append(w)
+                            if w == v:
+                                break
+                        if len(comp) > 1 or v in ss:
+                            out.update(comp)
+            self._cyclic = out
+        return self._cyclic
 
     def backward(self, succ, step):
         """A backward dataflow to its fixpoint: per insn, step(i, the union
@@ -499,7 +544,7 @@ class Checker:
         snap.branches = 1
         cur.parent = snap
         lst.append(snap)
-        if len(lst) > MAX_STATES_PER_INSN:
+        if len(lst) > (MAX_STATES_PER_INSN if i in self.cyclic() else MAX_STATES_PER_INSN_ACYCLIC):
             # a loop this model does not see the end of soon: the kernel
             # may still accept it (it has 1M insns), or say it is too large
             raise Unmodelled("too many states at one insn")

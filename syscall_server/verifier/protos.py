@@ -36,8 +36,10 @@ PROTOS = {
     25: ("bpf_perf_event_output", INT, (CTX, MAP, ANY, MEM, SIZE0)),
     27: ("bpf_get_stackid", INT, (CTX, MAP, ANY)),
     35: ("bpf_get_current_task", INT, ()),
+    37: ("bpf_current_task_under_cgroup", INT, (MAP, ANY)),
     45: ("bpf_probe_read_str", INT, (UMEM, SIZE0, ANY)),
     58: ("bpf_override_return", INT, (CTX, ANY)),
+    67: ("bpf_get_stack", INT, (CTX, UMEM, SIZE0, ANY)),
     112: ("bpf_probe_read_user", INT, (UMEM, SIZE0, ANY)),
     113: ("bpf_probe_read_kernel", INT, (UMEM, SIZE0, ANY)),
     114: ("bpf_probe_read_user_str", INT, (UMEM, SIZE0, ANY)),
@@ -52,17 +54,18 @@ PROTOS = {
     174: ("bpf_get_attach_cookie", INT, (CTX,)),
 }
 # helpers whose R0 do_refine_retval_range() bounds: by the size argument, by nr_cpu_ids
-RET_UP_TO_SIZE = {45, 114, 115}      # probe_read_str, probe_read_user_str, probe_read_kernel_str
+RET_UP_TO_SIZE = {45, 67, 114, 115}  # probe_read_str, get_stack, probe_read_user_str, probe_read_kernel_str
 GET_SMP_PROCESSOR_ID = 8
 # bpf_trace_printk's arguments after the format are ARG_ANYTHING: the
 # prototype lists only what is checked.
 
 # enum bpf_map_type
-PROG_ARRAY, PERF_EVENT_ARRAY, STACK_TRACE, RINGBUF_MAP = 3, 4, 7, 27
+PROG_ARRAY, PERF_EVENT_ARRAY, STACK_TRACE, CGROUP_ARRAY, RINGBUF_MAP = 3, 4, 7, 8, 27
 # check_map_func_compatibility(): the helpers a map type can be given to,
 # and the map type a helper needs
-MAP_ONLY = {PROG_ARRAY: {12}, PERF_EVENT_ARRAY: {25, 22, 55, 41}, STACK_TRACE: {27},
+MAP_ONLY = {PROG_ARRAY: {12}, PERF_EVENT_ARRAY: {25, 22, 55, 41}, STACK_TRACE: {27}, CGROUP_ARRAY: {33, 37},
             RINGBUF_MAP: {130, 131, 132, 133, 134}}
-FUNC_NEEDS = {12: PROG_ARRAY, 25: PERF_EVENT_ARRAY, 27: STACK_TRACE, 130: RINGBUF_MAP, 131: RINGBUF_MAP, 134: RINGBUF_MAP}
+FUNC_NEEDS = {12: PROG_ARRAY, 25: PERF_EVENT_ARRAY, 27: STACK_TRACE, 37: CGROUP_ARRAY, 130: RINGBUF_MAP,
+              131: RINGBUF_MAP, 134: RINGBUF_MAP}
 # Map types do_check knows the helpers of: a call with another one is not interpreted
-KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 27}
+KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 27}
