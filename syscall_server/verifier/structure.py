@@ -374,7 +374,12 @@ class Verifier:
         while i < n:
             if i not in self.reached:
                 reject(self.log, errno.EINVAL, f"unreachable insn {i}")
-            i += 2 if is_ldimm64(self.insns[i]) else 1
+            if is_ldimm64(self.insns[i]):
+                if i + 1 in self.reached:
+                    reject(self.log, errno.EINVAL, f"jump into the middle of ldimm64 insn {i}")
+                i += 2
+            else:
+                i += 1
 
     def _need(self, regs, *rs):
         for r in rs:
