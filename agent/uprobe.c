@@ -384,16 +384,18 @@ static int debug_hooks;
  * A twin's site (ATTACH_F_KERNEL_TWIN), before the hook: whether this
  * process may serve it, the kernel's breakpoint staying in byte 0 until
  * the jump is in (site_after_first in agent/hook/hook.c puts it after an
- * entry's endbr64, with the kernel's int3 or not). Other sites (another
- * prologue, a breakpoint over a push, not an entry, a uretprobe) stay with
- * the kernel's breakpoint: 0, the hit counted there once.
+ * entry's endbr64, with the kernel's int3 or not; a uretprobe's return
+ * hook too: a call the kernel's breakpoint saw returns through the
+ * kernel's uretprobe and is skipped here as an entry is). Other sites
+ * (another prologue, a breakpoint over a push, not an entry) stay with the
+ * kernel's breakpoint: 0, the hit counted there once.
  */
-static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before, int retprobe)
+static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 {
 	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 	const uint8_t *c = (const uint8_t *)addr;
 
-	if (retprobe || before || fsize < 9)
+	if (before || fsize < 9)
 		return 0;
 	return (c[0] == 0xcc || c[0] == endbr64[0]) && !memcmp(c + 1, endbr64 + 1, 3);
 }
@@ -442,7 +444,7 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	size_t fsize = site_info(s, s->offset, &before, &usdt);
 	hook_fn entry = retprobe ? NULL : probe_entry, ret = retprobe ? probe_entry : NULL;
 	int twin = s->flags & ATTACH_F_KERNEL_TWIN;
-	if (twin && !twin_site_ok(addr, fsize, before, retprobe)) {
+	if (twin && !twin_site_ok(addr, fsize, before)) {
 		if (debug_hooks) {
 			char m[ATTACH_PATH_MAX + 96];
 			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": kernel\n", s->path, s->offset);

@@ -165,7 +165,7 @@ def test_hybrid_bpftrace(name, hybrid):
 
 # served in user space in the victim on an endbr64 work(): what counts into
 # hash maps the loader folds into the kernel's (libbpf_shim/hybrid_fold.c)
-TWIN_SCRIPTS = ("count_same_map", "count_same_key", "hist_same_map")
+TWIN_SCRIPTS = ("count_same_map", "count_same_key", "hist_same_map", "uretprobe_and_tp")
 
 
 @pytest.mark.parametrize("name", TWIN_SCRIPTS)
