@@ -308,7 +308,11 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 		return -1;
 	}
 	e->internal = 1;
-	shim_hybrid_map_bind(&e->map);
+	if (shim_hybrid_map_bind(&e->map)) {
+		snprintf(why, n, "its map %.16s cannot be mapped", ki->name);
+		shim_fd_close_internal((int)fd);
+		return -1;
+	}
 	tmaps[n_tmaps].kid = ki->id;
 	tmaps[n_tmaps].sid = e->id;
 	tmaps[n_tmaps++].sfd = (int)fd;
@@ -523,21 +527,28 @@ void shim_hybrid_closing(int fd)
 
 /* A twin's array in this process (prog.c, when a program opens it): the
  * kernel map's memory instead of the segment's, when the server has the
- * kernel map behind it. Runs in the follower, before the program can. */
-void shim_hybrid_map_bind(struct shm_map *m)
+ * kernel map behind it. Runs in the follower, before the program can.
+ * -1 when the map was bound to a kernel map this process cannot map (a
+ * restarted server lost its fd): the program must not run here (its hits
+ * stay with the kernel's breakpoint) rather than count beside the kernel. */
+int shim_hybrid_map_bind(struct shm_map *m)
 {
 	struct shim_reply rep;
 	size_t len = ((size_t)m->value_stride * m->attr.max_entries + 4095) & ~(size_t)4095;
 	void *p;
 
-	if (shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_FD, m->hdr->id, NULL, 0, -1, &rep, NULL, 0) || rep.err)
-		return;
+	if (shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_FD, m->hdr->id, NULL, 0, -1, &rep, NULL, 0))
+		return 0;
+	if (rep.err)
+		return rep.err == ESTALE ? -1 : 0;
 	p = real.mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, (int)rep.ret, 0);
 	if (p == MAP_FAILED)      /* frozen (.rodata): programs only read it */
 		p = real.mmap(NULL, len, PROT_READ, MAP_SHARED, (int)rep.ret, 0);
 	real.close((int)rep.ret);
-	if (p != MAP_FAILED)
-		__atomic_store_n(&m->data, p, __ATOMIC_RELEASE);
+	if (p == MAP_FAILED)
+		return -1;
+	__atomic_store_n(&m->data, p, __ATOMIC_RELEASE);
+	return 0;
 }
 
 #ifndef CAP_PERFMON

@@ -119,9 +119,12 @@ struct shm_map *shim_map_by_id(uint32_t id)
 	if (!e)
 		return NULL;
 	e->internal = 1;
-	/* a hybrid twin's array: the kernel's memory (hybrid.c) */
-	if (e->map.hdr->attr.map_type == BPF_MAP_TYPE_ARRAY && (e->map.hdr->attr.map_flags & BPF_F_MMAPABLE))
-		shim_hybrid_map_bind(&e->map);
+	/* a hybrid twin's array: the kernel's memory (hybrid.c), or no program here */
+	if (e->map.hdr->attr.map_type == BPF_MAP_TYPE_ARRAY && (e->map.hdr->attr.map_flags & BPF_F_MMAPABLE) &&
+	    shim_hybrid_map_bind(&e->map)) {
+		shim_fd_close_internal((int)fd);
+		return NULL;
+	}
 	pthread_mutex_lock(&map_ids_lock);
 	if (map_ids_len == map_ids_cap) {
 		size_t nc = map_ids_cap ? 2 * map_ids_cap : 16;

@@ -77,7 +77,8 @@ enum shim_ctl {
 	/* Hybrid mode: the kernel map behind a bpfshim map a twin program uses
 	 * (libbpf_shim/hybrid.c). SET: b = that map's id, SCM_RIGHTS the kernel
 	 * map's fd, kept by the server while the map lives; FD: b = the map id,
-	 * the kernel map's fd (ret, SHIM_FD_KERNEL), ENOENT for other maps. */
+	 * the kernel map's fd (ret, SHIM_FD_KERNEL), ENOENT for other maps,
+	 * ESTALE when a restarted server lost it. */
 	SHIM_CTL_KMAP_SET = 12,
 	SHIM_CTL_KMAP_FD = 13,
 };

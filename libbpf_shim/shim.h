@@ -191,7 +191,7 @@ long shim_hybrid_perf_event_open(uint64_t uattr, long pid, long cpu, long group_
 int shim_hybrid_mmap_refused(int fd);
 void shim_hybrid_closing(int fd);
 int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret);
-void shim_hybrid_map_bind(struct shm_map *m);
+int shim_hybrid_map_bind(struct shm_map *m);
 /* hybrid_fold.c: twins' hash maps, folded into the kernel's */
 struct bpf_map_info;
 int shim_fold_type(uint32_t type);

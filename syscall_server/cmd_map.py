@@ -47,6 +47,7 @@ class MapObject(BpfObject):
 
     _transient = BpfObject._transient + ("mm", "base", "hdr", "wake_fd", "charge", "kernel_fd")
     kernel_fd = -1     # hybrid mode: the kernel map whose memory this one is (SHIM_CTL_KMAP_SET)
+    kernel_bound = False   # it was: kept across a restart, which loses the fd (SHIM_CTL_KMAP_FD ESTALE)
 
     def revive(self, store):
         super().revive(store)

@@ -114,11 +114,13 @@ def handle(conn, ctl, arg, payload, fds=()):
             if obj is None or len(fds) != 1 or obj.kernel_fd >= 0:
                 raise BpfError(errno.EINVAL)
             obj.kernel_fd = os.dup(fds[0])
+            obj.kernel_bound = True
+            registry.dirty = True
             conn.done(0)
         elif ctl == P.SHIM_CTL_KMAP_FD:
             obj = registry.get(P.SHIM_OBJ_MAP, arg)
             if obj is None or obj.kernel_fd < 0:
-                raise BpfError(errno.ENOENT)
+                raise BpfError(errno.ESTALE if obj is not None and obj.kernel_bound else errno.ENOENT)
             conn.done(0, give=[(obj, P.SHIM_FD_KERNEL, obj.kernel_fd)], ret_fd=0)
         elif ctl == P.SHIM_CTL_SYNC:
             conn.done(0)     # the messages before it on this connection are handled
