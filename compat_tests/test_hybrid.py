@@ -8,6 +8,7 @@ asserted directly. Root only: hybrid mode needs kernel eBPF.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -362,6 +363,44 @@ def test_hybrid_array_twin(drop, hybrid):
     assert results[1] == results[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\nhash 300 200 500 0\n", want), \
         results
     assert lines == [f"bpfshim: probe {victim}+0x{work_offset(victim):x}: jmp"], lines
+
+
+def test_hybrid_array_twin_after_server_restart(hybrid):
+    """The tool's programs and maps are made, then the server is killed
+    (SIGKILL), then the uprobe is attached: the restarted server recovered
+    the twin's maps but not the kernel maps' fds behind them, so the process
+    with the library does not run the twin (beyond the kernel: no agent
+    line) and the kernel's breakpoint counts there; the counts are exact,
+    as on the kernel, instead of going to a segment beside the kernel's map."""
+    exe, rt = hybrid
+    d = os.path.dirname(exe)
+    obj, loader = (os.path.join(d, n) for n in ("hybrid_array.o", "hybrid_array"))
+    victim = endbr_victim(exe)
+    if not os.path.exists(loader):
+        clang_bpf(os.path.join(PROGS, "hybrid_array.bpf.c"), obj)
+        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_array.c"), "-lbpf"], check=True)
+    tool = [loader, obj, victim, "300", "200", "0", "wait"]
+    outs = []
+    for argv in (tool, hybrid_cmd(rt, tool)):
+        env = rt.env()
+        env["BPFSHIM_DEBUG_HOOKS"] = "1"
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            first = p.stdout.readline()
+            assert first.startswith("map_id "), first + p.stderr.read()
+            if argv is not tool:
+                assert rt.server_pids(), "no server ran"
+                rt.stop_servers(signal.SIGKILL)
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        outs.append((p.returncode, out, [l for l in err.splitlines() if l.startswith("bpfshim:")]))
+    assert outs[1] == outs[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\nhash 300 200 500 0\n", []), outs
 
 
 def test_hybrid_bpftool_sees_kernel_maps(hybrid):

@@ -115,6 +115,7 @@ def handle(conn, ctl, arg, payload, fds=()):
                 raise BpfError(errno.EINVAL)
             obj.kernel_fd = os.dup(fds[0])
             obj.kernel_bound = True
+            obj.saved = None         # pickled again (durable.py)
             registry.dirty = True
             conn.done(0)
         elif ctl == P.SHIM_CTL_KMAP_FD:

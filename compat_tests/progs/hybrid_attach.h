@@ -1,14 +1,15 @@
 /* The hybrid test loaders' common steps (hybrid_loader.c, hybrid_array.c):
  * open OBJ, set its .rodata, load it, attach its tracepoint program
- * on_getppid and its uprobe on_work to work() in TARGET (*tp, *up). The
- * object, or NULL after a line on stderr. */
+ * on_getppid and its uprobe on_work to work() in TARGET (*tp, *up), after
+ * before_attach() when it is given (0 to go on). The object, or NULL after
+ * a line on stderr. */
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 static struct bpf_object *load_and_attach(const char *path, const void *rodata, size_t size, const char *target,
-					  struct bpf_link **tp, struct bpf_link **up)
+					  struct bpf_link **tp, struct bpf_link **up, int (*before_attach)(struct bpf_object *))
 {
 	struct bpf_object *obj = bpf_object__open_file(path, NULL);
 	struct bpf_map *ro = obj ? bpf_object__find_map_by_name(obj, ".rodata") : NULL;
@@ -17,6 +18,8 @@ static struct bpf_object *load_and_attach(const char *path, const void *rodata, 
 		fprintf(stderr, "load: %s\n", strerror(errno));
 		return NULL;
 	}
+	if (before_attach && before_attach(obj))
+		return NULL;
 	*tp = bpf_program__attach(bpf_object__find_program_by_name(obj, "on_getppid"));
 	LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = "work");
 	*up = bpf_program__attach_uprobe_opts(bpf_object__find_program_by_name(obj, "on_work"), -1, target, 0, &o);

@@ -46,7 +46,7 @@ int main(int argc, char **argv)
 	waitpid(c, NULL, WUNTRACED);
 	uint32_t tgid = (uint32_t)c;
 	struct bpf_link *tp, *up;
-	struct bpf_object *obj = load_and_attach(argv[1], &tgid, sizeof(tgid), argv[2], &tp, &up);
+	struct bpf_object *obj = load_and_attach(argv[1], &tgid, sizeof(tgid), argv[2], &tp, &up, NULL);
 	if (!obj)
 		return 1;
 	struct ring_buffer *rb = ring_buffer__new(bpf_object__find_map_fd_by_name(obj, "events"), on_event, NULL, NULL);
