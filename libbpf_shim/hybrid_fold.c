@@ -338,6 +338,9 @@ static struct fold_map {
 } fmaps[FOLD_MAPS];
 static unsigned n_fmaps;
 static pthread_mutex_t fmaps_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The process that folds: a fork child has a copy of what was folded, and
+ * folding from it too would add the same counts twice. */
+static pid_t fold_pid;
 
 #define INSN(c, d, s, o, i) ((struct bpf_insn){ .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) })
 
@@ -431,6 +434,8 @@ static void fold_one(struct fold_map *f)
 	size_t stride = 8 * f->vwords;
 	int have = 0;
 
+	if (getpid() != fold_pid)
+		return;
 	vals = malloc(stride * f->ncpu);
 	if (!vals)
 		return;
@@ -514,8 +519,8 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 
 	pthread_mutex_lock(&fmaps_lock);
 	*why = "bpfshim cannot make a map for it";
-	if (n_fmaps == FOLD_MAPS)
-		goto fail;
+	if (n_fmaps == FOLD_MAPS || (n_fmaps && fold_pid != getpid()))
+		goto fail;           /* (a fork child: its parent folds the maps it has) */
 	memset(&a, 0, sizeof(a));
 	a.map_type = ki->type;
 	a.key_size = ki->key_size;
@@ -553,6 +558,8 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	*why = "out of memory";
 	if (f->prog_fd < 0 || !f->keys || !f->used || !f->done)
 		goto fail;
+	if (!n_fmaps)
+		fold_pid = getpid();
 	__atomic_store_n(&n_fmaps, n_fmaps + 1, __ATOMIC_RELEASE);
 	if (!folder_started) {
 		folder.fn = folder_main;
