@@ -100,6 +100,8 @@ struct bpf_prog_rt {
  * sigsetjmp, which costs more than a whole probe hit otherwise does; the
  * fault path restores the signal mask itself. */
 typedef uint64_t bpf_rt_jmp_buf[8];
+__attribute__((returns_twice)) int bpf_rt_setjmp(bpf_rt_jmp_buf jb);
+__attribute__((noreturn)) void bpf_rt_longjmp(bpf_rt_jmp_buf jb, int val);
 
 /* Per-thread state of the program run in progress (kernel: current->bpf_ctx). */
 struct bpf_run_ctx {

@@ -48,9 +48,7 @@ static __thread uint64_t exit_r0;
 
 static void run_budget_env(void);
 
-/* setjmp/longjmp of the callee-saved registers only (x86-64 SysV). */
-__attribute__((returns_twice)) int bpf_rt_setjmp(bpf_rt_jmp_buf jb);
-__attribute__((noreturn)) void bpf_rt_longjmp(bpf_rt_jmp_buf jb, int val);
+/* setjmp/longjmp of the callee-saved registers only (x86-64 SysV; bpf_rt.h). */
 __asm__(".text\n"
 	".globl bpf_rt_setjmp\n.hidden bpf_rt_setjmp\n.type bpf_rt_setjmp,@function\n"
 	"bpf_rt_setjmp:\n"
@@ -292,7 +290,27 @@ static void count(const struct bpf_prog_rt *prog, size_t field)
 	__atomic_add_fetch((uint64_t *)((char *)c + field), 1, __ATOMIC_RELAXED);
 }
 
-/* ---- fault-safe copies for the helpers ---- */
+/* ---- fault-safe copies for the helpers, and the loader's guard ---- */
+
+/* One handler for every fault bpfshim contains: a guard armed here covers
+ * a whole bpf() command of the loader (libbpf_shim/uaccess.c), copies
+ * inside it included (each saves and restores the guard it finds). */
+bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb)
+{
+	bpf_rt_jmp_buf *prev = copy_jmp;
+
+	bpf_rt_once(&installed, install);
+	copy_jmp = jb;
+	barrier();
+	return prev;
+}
+
+void bpf_rt_guard_exit(bpf_rt_jmp_buf *prev)
+{
+	barrier();
+	copy_jmp = prev;
+}
+
 
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 {

@@ -71,25 +71,25 @@ static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsign
 static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 {
 	union shim_attr attr;
-	sigjmp_buf jb;
+	bpf_rt_jmp_buf jb;
 	long r;
 
 	if (size > BPF_ATTR_SIZE) {
 		int err = check_uarg_tail_zero(uattr, BPF_ATTR_SIZE, size);
 		if (err)
 			return shim_err(-err);
-		size = BPF_ATTR_SIZE;
 	}
-	if (!uattr && size)
+	const unsigned int n = size > BPF_ATTR_SIZE ? BPF_ATTR_SIZE : size;   /* not changed past the setjmp */
+	if (!uattr && n)
 		return shim_err(EFAULT);
-	if (sigsetjmp(jb, 0)) {
+	if (bpf_rt_setjmp(jb)) {
 		shim_uaccess_exit();
 		return shim_err(EFAULT);
 	}
 	shim_uaccess_enter(&jb);
-	memcpy(&attr, (const void *)(uintptr_t)uattr, size);
-	memset(attr.raw + size, 0, sizeof(attr) - size);
-	r = check_attr(cmd, &attr, size);
+	memcpy(&attr, (const void *)(uintptr_t)uattr, n);
+	memset(attr.raw + n, 0, sizeof(attr) - n);
+	r = check_attr(cmd, &attr, n);
 	if (!r)
 		r = shim_map_cmd(cmd, &attr.a, uattr);
 	shim_uaccess_exit();

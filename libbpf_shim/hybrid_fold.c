@@ -536,7 +536,7 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	if (!e)
 		goto fail;
 	e->internal = 1;
-	kdup = real.fcntl(kfd, F_DUPFD_CLOEXEC, 800);
+	kdup = real.fcntl(kfd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 	*why = "the kernel refuses its fold program";
 	if (kdup < 0 || (pfd = fold_prog(kdup, ks8, ki->value_size / 8)) < 0)
 		goto fail;
@@ -544,7 +544,7 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	memset(f, 0, sizeof(*f));
 	f->kid = ki->id;
 	f->kfd = kdup;
-	f->prog_fd = real.fcntl(pfd, F_DUPFD_CLOEXEC, 800);
+	f->prog_fd = real.fcntl(pfd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 	real.close(pfd);
 	f->sm = &e->map;
 	f->ks8 = ks8;

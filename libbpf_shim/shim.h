@@ -14,6 +14,7 @@
 #include "map.h"
 #include "bpf_cmd_table.h"
 #include "rt.h"
+#include "bpf_rt.h"     /* bpf_rt_jmp_buf: the runtime's fault guard (uaccess.c) */
 
 /* Fds the shim opens for itself (program and event handles, wake-up
  * eventfds) are moved here or above, out of the numbers the loader would
@@ -72,8 +73,8 @@ int shim_interposing(void);
 /* Copy n bytes; 0 or -EFAULT. Never crashes on a bad pointer. */
 int shim_copy_from_user(void *dst, uint64_t src, size_t n);
 int shim_copy_to_user(uint64_t dst, const void *src, size_t n);
-/* One guard around a whole command, see uaccess.c. */
-void shim_uaccess_enter(sigjmp_buf *jb);
+/* One guard around a whole command (armed with bpf_rt_setjmp), see uaccess.c. */
+void shim_uaccess_enter(bpf_rt_jmp_buf *jb);
 void shim_uaccess_exit(void);
 /* Copy a NUL-terminated string of at most max bytes (excluding NUL):
  * length, -EFAULT, or -E2BIG when no NUL within max. */

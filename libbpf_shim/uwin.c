@@ -44,14 +44,14 @@ static uint64_t mul(uint64_t a, uint64_t b)
  * off). Scanned from the caller's instructions under one fault guard. */
 static uint64_t fd_array_len(const union bpf_attr *a)
 {
-	uint64_t n = a->fd_array_cnt;
+	volatile uint64_t n = a->fd_array_cnt;   /* what the fault path returns, as far as it got */
 	uint32_t cnt = a->insn_cnt < MAX_INSNS_ ? a->insn_cnt : MAX_INSNS_;
 	const struct bpf_insn *in = (const void *)(uintptr_t)a->insns;
-	sigjmp_buf jb;
+	bpf_rt_jmp_buf jb;
 
 	if (!a->insns)
 		return n * 4;
-	if (sigsetjmp(jb, 0)) {
+	if (bpf_rt_setjmp(jb)) {
 		shim_uaccess_exit();
 		return n * 4;          /* the server's read of insns faults too */
 	}

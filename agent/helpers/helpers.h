@@ -37,6 +37,11 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
  * copy_{from,to}_user_nofault): 0 or -EFAULT, never a crash. A partial copy
  * may have happened when -EFAULT is returned. */
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
+/* A guard over a longer stretch of code touching such memory (a loader's
+ * whole bpf() command): a fault in it returns to jb, set with
+ * bpf_rt_setjmp, non-zero. enter returns the guard it replaces, for exit. */
+bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb);
+void bpf_rt_guard_exit(bpf_rt_jmp_buf *prev);
 /* This process is a forked child: per-task caches are stale. */
 void bpf_rt_forked(void);
 /* The calling thread exits with this task->exit_code (current_task.c). */
