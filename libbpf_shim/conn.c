@@ -553,7 +553,12 @@ static int do_request(uint32_t op, int64_t a, int64_t b, const void *payload, si
 				memcpy(msg_out, m, k);
 				msg_out[k] = 0;
 			} else {
-				say(m, d.msg_len);
+				/* one line a process, however often a loader retries */
+				char line[1101];
+				size_t k = d.msg_len < sizeof(line) - 1 ? d.msg_len : sizeof(line) - 1;
+				memcpy(line, m, k);
+				line[k] = 0;
+				shim_say_once(line);
 			}
 		}
 	}

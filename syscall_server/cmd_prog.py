@@ -115,6 +115,10 @@ def _log_setup(attr):
 
 # is_tracing_prog_type(): KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT(_WRITABLE)
 TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
+# the types whose programs run only at a kernel function or object found by
+# attach_btf_id, which user space has no way to call
+BTF_ATTACHED_PROG_TYPES = {U.BPF_PROG_TYPE_TRACING, U.BPF_PROG_TYPE_STRUCT_OPS, U.BPF_PROG_TYPE_EXT,
+                           U.BPF_PROG_TYPE_LSM}
 
 
 def check_map_prog_compatibility(m, prog, log):
@@ -198,6 +202,13 @@ def prog_load(ctx, attr):
         raise BpfError(errno.EINVAL)
     if attr.prog_ifindex:
         raise unsupported(errno.EOPNOTSUPP, "program offload (prog_ifindex)")
+    if ptype in BTF_ATTACHED_PROG_TYPES:
+        # refused at load, not at attach: loaders probe these by loading one
+        # (bpftrace's kfunc and iter probes, libbpf-tools' fentry_can_attach)
+        # and then take the kprobe, tracepoint or no-iterator path
+        raise unsupported(errno.EINVAL, f"{prog_type_name(ptype)} programs (attached to kernel functions "
+                          "through BTF: fentry/fexit, iterators, struct_ops, freplace, LSM) are not served in "
+                          "user space; they need kernel eBPF (run the tool without bpfshim, as root)")
     if attr.signature or attr.signature_size or attr.keyring_id:
         raise unsupported(errno.EINVAL, "signed programs (signature, keyring_id)")
     raw = ctx.conn.read(attr.insns, attr.insn_cnt * 8)
