@@ -23,7 +23,7 @@ import verifier_corpus as C  # noqa: E402
 from env import unpriv_reason  # noqa: E402
 
 # measured with the verifier of this tree (python3 compat_tests/verifier_corpus.py --nobody)
-FLOOR = {"agreement": 0.74, "on_kernel_accepts": 0.88, "on_kernel_rejects": 0.56}
+FLOOR = {"agreement": 0.74, "on_kernel_accepts": 0.88, "on_kernel_rejects": 0.57}
 MEMORY_SAFETY_ACCEPTED_CEILING = 0.2
 TARGET = {"agreement": 0.97, "memory_safety_accepted": 0.01}
 
@@ -86,9 +86,9 @@ def test_memory_safety_rejects_accepted_not_above_ceiling():
 @pytest.mark.parametrize("descr", [t["descr"] for t in C.SPECIALS])
 def test_special_case(descr):
     """Programs that, accepted, write memory of the process that runs them
-    or never end, one the kernel accepts because its bad call is dead, and
-    bpf-to-bpf call chains (combined stack, a caller's stack passed down):
-    the kernel's verdict and message."""
+    or never end, one the kernel accepts because its bad call is dead,
+    bpf-to-bpf call chains (combined stack, a caller's stack passed down),
+    bpftrace's histogram and callbacks: the kernel's verdict and message."""
     s = summary()
     r = next(r for r in s["rows"] if r["descr"] == descr)
     assert r["same"], (r["kernel"], r["bpfshim"])

@@ -128,6 +128,38 @@ def _log2_hist(value_off):
     return _prog(*code)
 
 
+FUNC_for_each_map_elem, FUNC_loop, PSEUDO_FUNC = 164, 181, 4
+
+
+# the BTF of test_verifier.c's bpf_loop tests: FUNC 6 (the program), FUNC 7 (a callback)
+CALLBACK_BTF = ("9feb01001800000000000000700000007000000000010000010000000000000104000000200000010000000000000002"
+                "01000000000000000000000200000000000000000100000d010000000700000003000000000000000200000d01000000"
+                "05000000010000000700000002000000140000000000000c040000000b0000000000000c0500000000696e7400690063"
+                "74780063616c6c6261636b006d61696e0000000000000000000000000000000000000000000000000000000000000000"
+                "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                "0000000000000000")
+
+
+def _with_callback(descr, helper, callback, map_fixup=False):
+    """main: *(u64 *)(fp - 8) = 0; helper(4 or the map, callback, fp - 8, 0);
+    return 0. callback: the insns given. With the func_info the kernel
+    needs for a callback."""
+    r1 = [_insn(LD_DW, 1, 1, 0, 0), _insn(0)] if map_fixup else [_insn(MOV64_K, 1, imm=4)]
+    main = [_insn(ST_DW, 10, 0, -8, 0)] + r1 + [_insn(MOV64_X, 3, 10), _insn(ADD64_K, 3, imm=-8),
+                                               _insn(MOV64_K, 4)]
+    tail = [_insn(CALL, imm=helper), _insn(MOV64_K, 0), _insn(EXIT)]
+    # r2 = the callback (ld_imm64 of BPF_PSEUDO_FUNC: its offset from the next insn)
+    main += [_insn(LD_DW, 2, PSEUDO_FUNC, 0, len(tail) + 1), _insn(0)] + tail
+    t = {"descr": descr, "prog_type": KPROBE, "insns": _prog(*main, *callback), "prog_btf": CALLBACK_BTF,
+         "func_info": struct.pack("<IIII", 0, 6, len(main), 7).hex()}
+    if map_fixup:
+        t["fixups"] = {"fixup_map_array_48b": [1]}
+    return t
+
+
 def _two_frames(d_main, d_sub):
     """main stores at fp-d_main and calls a subprogram that stores at fp-d_sub."""
     return _prog(_insn(ST_DW, 10, 0, -d_main, 0), _insn(CALL, 0, PSEUDO_CALL, 0, 2), _insn(MOV64_K, 0),
@@ -160,6 +192,16 @@ SPECIALS = [
      "fixups": {"fixup_map_hash_8b": [34, 44]}, "insns": _log2_hist(0)},
     {"descr": "bpfshim: bpftrace log2 histogram, count read past the value", "prog_type": KPROBE,
      "fixups": {"fixup_map_hash_8b": [34, 44]}, "insns": _log2_hist(8)},
+    # callbacks: their context is the caller's stack, their return value 0 or 1
+    _with_callback("bpfshim: bpf_loop callback reads its context", FUNC_loop,
+                   [_insn(LDX_DW, 0, 2, 0), _insn(MOV64_K, 0, imm=1), _insn(EXIT)]),
+    _with_callback("bpfshim: bpf_loop callback writes past the caller's stack", FUNC_loop,
+                   [_insn(ST_DW, 2, 0, 8, 1), _insn(MOV64_K, 0), _insn(EXIT)]),
+    _with_callback("bpfshim: bpf_loop callback returns 2", FUNC_loop, [_insn(MOV64_K, 0, imm=2), _insn(EXIT)]),
+    _with_callback("bpfshim: bpf_for_each_map_elem callback stores past the value", FUNC_for_each_map_elem,
+                   [_insn(ST_DW, 3, 0, 48, 1), _insn(MOV64_K, 0), _insn(EXIT)], map_fixup=True),
+    _with_callback("bpfshim: bpf_for_each_map_elem callback counts in its value", FUNC_for_each_map_elem,
+                   [_insn(ST_DW, 3, 0, 40, 1), _insn(MOV64_K, 0), _insn(EXIT)], map_fixup=True),
     # bpf-to-bpf calls: the combined stack of a call chain, which perf_event
     # programs may exceed (their subprograms may get a private stack)
     {"descr": "bpfshim: combined stack of two frames in a kprobe program", "prog_type": KPROBE,

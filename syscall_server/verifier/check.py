@@ -20,8 +20,8 @@ import errno
 from . import alu as A
 from . import protos as P
 from . import tnum as T
-from .regs import (CTX, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET, PACKET_END,
-                   PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
+from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
+                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
 
 MAX_BPF_STACK = 512
 MAX_CALL_FRAMES = 8
@@ -40,7 +40,7 @@ SIZES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
 MEM_MODE, MEMSX, ATOMIC = 0x60, 0x80, 0xC0
 CALL, EXIT, JA = 0x80, 0x90, 0x00
 PSEUDO_CALL = 1
-PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 5, 6
+PSEUDO_FUNC, PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 4, 5, 6
 FETCH, CMPXCHG = 0x01, 0xF1
 
 # program types with a ctx model here (enum bpf_prog_type)
@@ -117,19 +117,21 @@ class Slot:
 
 
 class Frame:
-    """A caller's frame while its callee runs (struct bpf_func_state)."""
-    __slots__ = ("regs", "stack", "callsite", "subprog")
+    """A caller's frame while its callee runs (struct bpf_func_state).
+    cb: the callee is a callback of the helper call at callsite, and
+    returns a value in this (min, max) range (callback_ret_range)."""
+    __slots__ = ("regs", "stack", "callsite", "subprog", "cb")
 
-    def __init__(self, regs, stack, callsite, subprog):
-        self.regs, self.stack, self.callsite, self.subprog = regs, stack, callsite, subprog
+    def __init__(self, regs, stack, callsite, subprog, cb=None):
+        self.regs, self.stack, self.callsite, self.subprog, self.cb = regs, stack, callsite, subprog, cb
 
     def copy(self):
-        return Frame([r.copy() for r in self.regs], dict(self.stack), self.callsite, self.subprog)
+        return Frame([r.copy() for r in self.regs], dict(self.stack), self.callsite, self.subprog, self.cb)
 
 
 class State:
     """The current frame's registers and stack, the callers' frames below it."""
-    __slots__ = ("regs", "stack", "callers", "subprog", "refs", "inexact", "parent", "branches", "insn")
+    __slots__ = ("regs", "stack", "callers", "subprog", "refs", "inexact", "parent", "branches", "insn", "unroll")
 
     def copy(self):
         s = State.__new__(State)
@@ -137,6 +139,7 @@ class State:
         s.stack = dict(self.stack)      # slots are replaced, never changed in place
         s.callers = [f.copy() for f in self.callers] if self.callers else []
         s.subprog = self.subprog
+        s.unroll = self.unroll      # callbacks entered on this path (callback_unroll_depth)
         s.refs = list(self.refs)
         s.inexact = self.inexact
         s.parent = self.parent
@@ -176,14 +179,18 @@ class Checker:
         self.skb = _ctx_skb(ffi) if prog_type in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT) else None
         self.xdp_size = ffi.sizeof("struct xdp_md") if prog_type == XDP else 0
         # subprograms (check_subprogs: the structural pass checked their bounds)
-        self.starts = sorted({0} | {k + x.imm + 1 for k, x in enumerate(insns)
-                                    if x.code == JMP | CALL and x.src == PSEUDO_CALL})
+        self.starts = sorted({0} | {k + x.imm + 1 for k, x in enumerate(insns) if self.calls_subprog(x)})
         self.subprog_of = {a: k for k, a in enumerate(self.starts)}
         self.stack_depth = [0] * len(self.starts)     # bytes each subprogram's frame reached
         self.aux_ptr = {}       # load/store insn -> the pointer type it was first checked with
         self._cyclic = None
 
     # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def calls_subprog(x):
+        """A bpf-to-bpf call or a callback's address (bpf_pseudo_call/_func)."""
+        return (x.code == JMP | CALL and x.src == PSEUDO_CALL) or (x.code == 0x18 and x.src == PSEUDO_FUNC)
+
     def new_id(self):
         self.id_gen += 1
         return self.id_gen
@@ -222,7 +229,7 @@ class Checker:
                 elif op == CALL:
                     succ[i] = [i + 1]
                     prune.add(i + 1)
-                    if x.src == PSEUDO_CALL and cls == JMP:
+                    if (x.src == PSEUDO_CALL or (x.src == 0 and x.imm in P.CALLBACKS)) and cls == JMP:
                         prune.add(i)
                 elif op == JA:
                     t = i + (x.imm if cls == JMP32 else x.off) + 1
@@ -495,7 +502,7 @@ class Checker:
         st.regs[10].known(0)
         st.regs[1].known(0)
         st.stack, st.refs, st.inexact, st.parent, st.branches, st.insn = {}, [], False, None, 1, 0
-        st.callers, st.subprog = [], 0
+        st.callers, st.subprog, st.unroll = [], 0, 0
         pending = []
         while True:
             if st is None:
@@ -530,7 +537,17 @@ class Checker:
     def visited(self, explored, i, cur):
         live = self.live[i]
         lst = explored.setdefault(i, [])
+        x = self.insns[i]
+        callback_site = x.code == JMP | CALL and x.src == 0 and x.imm in P.CALLBACKS
         for old in lst:
+            if old.branches and callback_site:
+                # a callback called again: the iterations converge when a
+                # state in progress there covers this one (is_state_visited)
+                if self.need is None:
+                    self.need = self.precision_needs(self.succ)
+                if self.states_cover(old, cur, live, self.need[i]):
+                    return True
+                continue
             if old.branches:
                 if self.states_exact(old, cur, live):
                     self.reject(cur, errno.EINVAL, f"infinite loop detected at insn {i}")
@@ -565,7 +582,7 @@ class Checker:
         return out
 
     def states_exact(self, old, cur, live):
-        if old.refs != cur.refs:
+        if old.refs != cur.refs or old.unroll != cur.unroll:
             return False
         frames = self.same_frames(old, cur, live)
         if frames is None:
@@ -678,7 +695,7 @@ class Checker:
                 return self.check_func_call(st, i, x)
             if x.src:
                 raise Unmodelled("kfunc calls")
-            self.check_helper_call(st, i, x)
+            self.check_helper_call(st, i, x, pending)
             return i + 1
         if op == EXIT:
             if st.callers:
@@ -875,6 +892,12 @@ class Checker:
         hi = self.insns[i + 1].imm
         if x.src == 0:
             st.regs[x.dst] = scalar_const((x.imm & M32) | ((hi & M32) << 32))
+            return
+        if x.src == PSEUDO_FUNC:
+            r = Reg(FUNC)
+            r.known(0)
+            r.off = i + x.imm + 1       # the callback's first insn (subprogno)
+            st.regs[x.dst] = r
             return
         if x.src in (PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE):
             m = self.maps[x.imm]
@@ -1250,7 +1273,7 @@ class Checker:
             st.regs[x.src] = tmp
 
     # ---------------------------------------------------------------- calls
-    def check_helper_call(self, st, i, x):
+    def check_helper_call(self, st, i, x, pending):
         if x.imm in self.bad_helpers:
             raise Reject(*self.bad_helpers[x.imm])     # get_helper_proto() fails where the call is reached
         proto = P.PROTOS.get(x.imm)
@@ -1274,6 +1297,8 @@ class Checker:
             if (allowed is not None and x.imm not in allowed) or \
                     (x.imm in P.FUNC_NEEDS and P.FUNC_NEEDS[x.imm] != m.map_type):
                 self.reject(st, errno.EINVAL, f"cannot pass map_type {m.map_type} into func {name}#{x.imm}")
+        if x.imm in P.CALLBACKS:
+            self.callback_call(st, i, x, pending, meta)
         if x.imm == 12:    # bpf_tail_call
             if st.refs:
                 self.reject(st, errno.EINVAL, "tail_call would lead to reference leak")
@@ -1315,9 +1340,37 @@ class Checker:
             st.refs.append((r0.id, i))
         regs[0] = r0
 
+    def callback_call(self, st, i, x, pending, meta):
+        """The callback's arguments (set_loop_callback_state,
+        set_map_elem_callback_state), then its path."""
+        if st.refs:
+            raise Unmodelled("references held across a callback")
+        regs = st.regs
+        if x.imm == P.LOOP:
+            args = {1: Reg(SCALAR), 2: regs[3]}       # the index, the context
+        else:
+            m = meta["map"]
+            if m.map_type not in P.FOR_EACH_MAP_TYPES:
+                raise Unmodelled(f"bpf_for_each_map_elem on map type {m.map_type}")
+            key, value = Reg(MAP_KEY), Reg(MAP_VALUE)
+            for r in (key, value):
+                r.known(0)
+                r.map = m
+            args = {1: regs[1], 2: key, 3: value, 4: regs[3]}
+        self.push_callback(st, i, pending, meta["func"], args)
+
     def check_arg(self, st, func_id, name, rn, reg, at, meta):
         t = reg.type
         if at == P.ANY:
+            return
+        if at == P.FUNC:
+            if t != FUNC:
+                raise Unmodelled(f"callback argument of type {t}")
+            meta["func"] = reg
+            return
+        if at == P.STACK0:
+            if not (t == STACK or (t == SCALAR and reg.is_const() and reg.var[0] == 0)):
+                raise Unmodelled(f"callback context of type {t}")
             return
         if at == P.MAP:
             if t != MAP_PTR:
@@ -1435,10 +1488,47 @@ class Checker:
         if r0.type == STACK:
             # the kernel refuses even a caller's stack pointer here
             self.reject(st, errno.EINVAL, "cannot return stack pointer to the caller")
-        f = st.callers.pop()
-        f.regs[0] = r0          # whatever r0 had, initialised or not
+        f = st.callers[-1]
+        if f.cb is not None:
+            if r0.type != SCALAR:
+                self.reject(st, errno.EACCES, "R0 not a scalar value")
+            lo, hi = f.cb
+            if not (lo <= r0.smin and r0.smax <= hi):
+                desc = "".join(([f" smin={r0.smin}"] if r0.smin > -(1 << 63) else []) +
+                               ([f" smax={r0.smax}"] if r0.smax < (1 << 63) - 1 else [])) or " unknown scalar value"
+                self.reject(st, errno.EINVAL, f"At callback return the register R0 has{desc} should have been in "
+                            f"[{lo}, {hi}]", r0)
+        st.callers.pop()
         st.regs, st.stack, st.subprog = f.regs, f.stack, f.subprog
+        if f.cb is not None:
+            return f.callsite       # the helper may call it again, or return
+        f.regs[0] = r0          # whatever r0 had, initialised or not
         return f.callsite + 1
+
+    def push_callback(self, st, i, pending, func, args):
+        """A synchronous callback (bpf_loop, bpf_for_each_map_elem): a path
+        that enters it from this call, with the caller's registers as they
+        are at the call (its exit comes back to the call); this path goes on
+        as if the helper had not called it."""
+        depth = len(st.callers)
+        if depth + 1 >= MAX_CALL_FRAMES:
+            self.reject(st, errno.E2BIG, f"the call stack of {depth + 2} frames is too deep")
+        target = func.off
+        cb = st.copy()
+        regs = [Reg() for _ in range(11)]
+        for r, v in args.items():
+            regs[r] = v.copy()
+        fp = regs[10] = Reg(STACK)
+        fp.known(0)
+        fp.frame = depth + 1
+        cb.callers.append(Frame(cb.regs, cb.stack, i, cb.subprog, (0, 1)))
+        cb.regs, cb.stack, cb.subprog = regs, {}, self.subprog_of[target]
+        cb.insn = target
+        cb.unroll += 1
+        if st.parent is not None:
+            st.parent.branches += 1
+        cb.parent = st.parent
+        pending.append(cb)
 
     def check_max_stack_depth(self):
         """check_max_stack_depth(): every call chain of the static call graph
@@ -1451,8 +1541,8 @@ class Checker:
         frame_size = [-(-d // 16) * 16 for d in self.stack_depth]
         tail = [any(x.code == JMP | CALL and x.src == 0 and x.imm == 12 for x in self.insns[a:b])
                 for a, b in zip(self.starts, ends)]
-        calls = [[k + x.imm + 1 for k in range(a, b) for x in (self.insns[k],)
-                  if x.code == JMP | CALL and x.src == PSEUDO_CALL] for a, b in zip(self.starts, ends)]
+        calls = [[k + x.imm + 1 for k in range(a, b) for x in (self.insns[k],) if self.calls_subprog(x)]
+                 for a, b in zip(self.starts, ends)]
         limit_tracing = self.prog_type in PRIV_STACK_PROG_TYPES
 
         def walk(idx, frame, depth):

@@ -16,6 +16,8 @@ SIZE0 = "size0"          # ARG_CONST_SIZE_OR_ZERO
 CTX = "ctx"              # ARG_PTR_TO_CTX
 ALLOC_SIZE0 = "alloc0"   # ARG_CONST_ALLOC_SIZE_OR_ZERO
 RINGBUF = "ringbuf"      # ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE
+FUNC = "func"            # ARG_PTR_TO_FUNC: a callback
+STACK0 = "stack0"        # ARG_PTR_TO_STACK_OR_NULL: the callback's context
 
 # return types
 INT, VOID, VALUE_OR_NULL, RINGBUF_OR_NULL = "int", "void", "value_or_null", "ringbuf_or_null"
@@ -51,8 +53,15 @@ PROTOS = {
     133: ("bpf_ringbuf_discard", VOID, (RINGBUF, ANY)),
     134: ("bpf_ringbuf_query", INT, (MAP, ANY)),
     160: ("bpf_ktime_get_coarse_ns", INT, ()),
+    164: ("bpf_for_each_map_elem", INT, (MAP, FUNC, STACK0, ANY)),
+    181: ("bpf_loop", INT, (ANY, FUNC, STACK0, ANY)),
     174: ("bpf_get_attach_cookie", INT, (CTX,)),
 }
+# helpers that call a callback synchronously, and the map types with a
+# map_for_each_callback (hash, array, per-CPU and LRU ones)
+LOOP, FOR_EACH_MAP_ELEM = 181, 164
+CALLBACKS = {LOOP, FOR_EACH_MAP_ELEM}
+FOR_EACH_MAP_TYPES = {1, 2, 5, 6, 9, 10}
 # helpers whose R0 do_refine_retval_range() bounds: by the size argument, by nr_cpu_ids
 RET_UP_TO_SIZE = {45, 67, 114, 115}  # probe_read_str, get_stack, probe_read_user_str, probe_read_kernel_str
 GET_SMP_PROCESSOR_ID = 8

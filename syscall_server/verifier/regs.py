@@ -18,6 +18,7 @@ MAX_VAR_OFF = 1 << 29            # BPF_MAX_VAR_OFF
 NOT_INIT, SCALAR = "?", "scalar"
 CTX, MAP_PTR, MAP_VALUE, MAP_KEY, STACK = "ctx", "map_ptr", "map_value", "map_key", "fp"
 PACKET, PACKET_META, PACKET_END, MEM, RINGBUF_MEM = "pkt", "pkt_meta", "pkt_end", "mem", "ringbuf_mem"
+FUNC = "func"                    # PTR_TO_FUNC: off is the callback's first insn
 
 
 def s64(v):
