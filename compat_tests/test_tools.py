@@ -35,6 +35,11 @@ EXECS = ["sh", "-c", 'M=bpfshim-ex; /bin/true "$M-mark" a; /nonexistent/x "$M-ma
 EXITS = ["sh", "-c", '/bin/sh -c "exit 3"; /bin/true; exit 0']
 # waiting for -p (a shell that reads a line, then execs getent)
 GETENT = ["sh", "-c", 'read go; exec "$0" "$@"', "getent", "ahosts", "localhost"]
+# waiting for -p: python (its USDT probes are behind semaphores, which a -p
+# attach sets in the running process) reads a line, then imports threading;
+# python 3.11's function__entry fires where the C eval loop is entered
+# (types.py's helpers, called from C), not at python-to-python calls
+PYTHON = ["/usr/bin/python3", "-c", "import sys; sys.stdin.readline()\nimport threading\n"]
 
 # name -> (tool argv, line printed once attached, what drives it, how it ends)
 # {V} victim, {L} libvictim.so. The driver is a command run to completion
@@ -50,6 +55,8 @@ CASES = {
                'p:{V}:six "%d %d %d %d %d %d", arg1, arg2, arg3, arg4, arg5, arg6', 'p:{V}:greet "%s", arg1',
                'r:{V}:neg "ret=%d", retval', 'r:{V}:work (retval > 190) "big=%d", retval'], "PID", VICTIM, "sigint"),
     "trace_pid": (["trace-bpfcc", "-p", "{PID}", 'p:{V}:neg "%d", arg1'], "PID", VICTIM, "sigint"),
+    "trace_usdt_python": (["trace-bpfcc", "-p", "{PID}", 'u:/usr/bin/python3:function__entry "%s %s", arg2, arg1'],
+                          "PID", PYTHON, "sigint"),
     "funcinterval": (["funcinterval-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "funclatency": (["funclatency-bpfcc", "-m", "{V}:work"], "Hit Ctrl-C", VICTIM, "sigint"),
     "argdist_count": (["argdist-bpfcc", "-v", "-i", "1", "-n", "1",
