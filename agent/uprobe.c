@@ -384,11 +384,12 @@ static int debug_hooks;
  * A twin's site (ATTACH_F_KERNEL_TWIN), before the hook: whether this
  * process may serve it, the kernel's breakpoint staying in byte 0 until
  * the jump is in (site_after_first in agent/hook/hook.c puts it after an
- * entry's endbr64, with the kernel's int3 or not; a uretprobe's return
- * hook too: a call the kernel's breakpoint saw returns through the
- * kernel's uretprobe and is skipped here as an entry is). Other sites
- * (another prologue, a breakpoint over a push, not an entry) stay with the
- * kernel's breakpoint: 0, the hit counted there once.
+ * entry's endbr64 or push %rbp, with the kernel's int3 or not: what the
+ * int3 stands for is read from the file; a uretprobe's return hook too: a
+ * call the kernel's breakpoint saw returns through the kernel's uretprobe
+ * and is skipped here as an entry is). Other sites (another prologue, not
+ * an entry) stay with the kernel's breakpoint: 0, the hit counted there
+ * once.
  */
 static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 {
@@ -397,7 +398,9 @@ static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 
 	if (before || fsize < 9)
 		return 0;
-	return (c[0] == 0xcc || c[0] == endbr64[0]) && !memcmp(c + 1, endbr64 + 1, 3);
+	if ((c[0] == 0xcc || c[0] == endbr64[0]) && !memcmp(c + 1, endbr64 + 1, 3))
+		return 1;
+	return c[0] == 0x55 || (c[0] == 0xcc && hook_file_byte(addr) == 0x55);   /* push %rbp */
 }
 
 /* The jump is in: the kernel's breakpoint goes from this process (its
@@ -406,10 +409,13 @@ static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 static void twin_take_site(struct probe *p, uintptr_t addr)
 {
 	const uint8_t *c = (const uint8_t *)addr;
-	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { 0xf3, c[1] };
+	int orig = c[0] == 0xcc ? hook_file_byte(addr) : -1;
+	if (orig < 0 && c[0] == 0xcc && c[1] == 0x0f && c[2] == 0x1e && c[3] == 0xfa)
+		orig = 0xf3;       /* endbr64's first byte, whatever the file says */
+	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { (uint8_t)orig, c[1] };
 
 	p->kernel_bp = (const volatile uint8_t *)addr;
-	if (c[0] == 0xcc)
+	if (orig >= 0)
 		hook_text_replace(addr, old, file, 2, -1);
 }
 

@@ -122,14 +122,18 @@ def compare(rt, argv):
     return out_h
 
 
-def endbr_victim(exe):
-    """The victim with work() starting with endbr64, where hybrid mode serves
-    its uprobe in user space in processes with the library (bpfshim's jump
-    after the endbr64, the kernel's breakpoint in byte 0)."""
-    victim = exe + "_endbr"
+def endbr_victim(exe, prologue="endbr64"):
+    """The victim with work() starting with endbr64 (or push %rbp), where
+    hybrid mode serves its uprobe in user space in processes with the
+    library (bpfshim's jump after that instruction, the kernel's breakpoint
+    in byte 0)."""
+    flags, want = {"endbr64": (["-O1", "-fcf-protection=branch"], "endbr64"),
+                   "push": (["-O0", "-fcf-protection=none"], "push   %rbp")}[prologue]
+    victim = exe + ("_endbr" if prologue == "endbr64" else "_push")
     if not os.path.exists(victim):
-        subprocess.run(["cc", "-O1", "-fno-inline", "-fcf-protection=branch", "-o", victim + ".tmp", exe + ".c"],
-                       check=True)
+        subprocess.run(["cc", *flags, "-fno-inline", "-o", victim + ".tmp", exe + ".c"], check=True)
+        dis = subprocess.run(["objdump", "-d", victim + ".tmp"], capture_output=True, text=True).stdout
+        assert want in dis.split("<work>:")[1].splitlines()[1], dis.split("<work>:")[1][:200]
         os.rename(victim + ".tmp", victim)
     return victim
 
@@ -281,15 +285,16 @@ def test_hybrid_bpftool_during_and_after(probe, hybrid):
     assert hybrid_side == kernel == ([50], False), (kernel, hybrid_side)
 
 
-@pytest.mark.parametrize("prologue", ["plain", "endbr64"])
+@pytest.mark.parametrize("prologue", ["plain", "endbr64", "push"])
 def test_hybrid_processes_with_and_without_library(prologue, hybrid):
     """One uprobe, two processes at once: one runs the library (the agent),
-    one does not; each call is counted once in each. endbr64: the process
-    with the library serves it in user space (the kernel's breakpoint taken
-    away there), the other through the kernel's."""
+    one does not; each call is counted once in each. endbr64, push: the
+    process with the library serves it in user space (the kernel's
+    breakpoint taken away there, the byte under it read from the file),
+    the other through the kernel's."""
     exe, rt = hybrid
-    if prologue == "endbr64":
-        exe = endbr_victim(exe)
+    if prologue != "plain":
+        exe = endbr_victim(exe, prologue)
     lib_exe = exe + "_lib"
     if not os.path.exists(lib_exe):
         os.link(exe, lib_exe)      # same file (one uprobe), another comm
@@ -616,9 +621,7 @@ def both_tools(exe, rt, first, second, detach, d):
 PROLOGUES = {"endbr64": ["-fcf-protection=branch"], "push": ["-fcf-protection=none", "-O0"]}   # gcc drops a leaf's frame above -O0
 ORDERS = {"shim_on_shim_off": ("shim", "shim"), "shim_on_kernel_off": ("shim", "kernel"),
           "kernel_on_kernel_off": ("kernel", "kernel")}
-# a kernel breakpoint already in byte 0 of push %rbp hides the instruction
-# (only endbr64's other bytes say what it is): the site is refused as before
-CASES = [(pro, o) for pro in PROLOGUES for o in ORDERS if (pro, o) != ("push", "kernel_on_kernel_off")]
+CASES = [(pro, o) for pro in PROLOGUES for o in ORDERS]
 
 
 @pytest.mark.parametrize("prologue,order", CASES)
@@ -629,7 +632,8 @@ def test_kernel_uprobe_beside_bpfshim(prologue, order, hybrid):
     for, as two kernel tools do. With the jump at the entry, the kernel's
     removal of its breakpoint (shim_on_kernel_off) killed the process,
     bpfshim's removal took the kernel's breakpoint away (shim_on_shim_off)
-    and a site under the kernel's breakpoint was refused (kernel_on_kernel_off)."""
+    and a site under the kernel's breakpoint was refused (kernel_on_kernel_off;
+    for push %rbp the byte under it is read from the file now)."""
     exe, rt = hybrid
     on, off = ORDERS[order]
     d = os.path.dirname(exe)

@@ -24,6 +24,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1539,6 +1540,48 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
  * (ip the entry's, sp before the push). Only where the function's code is
  * known (a branch to the jump is not a call); NULL: patch at the entry.
  */
+struct file_of_addr {
+	uint64_t addr, off, dev, ino;
+	char path[PATH_MAX];
+};
+
+static int addr_file(const struct bpf_rt_vma *v, void *arg)
+{
+	struct file_of_addr *f = arg;
+	size_t n = strlen(v->path);
+
+	if (f->addr < v->lo || f->addr >= v->hi)
+		return 0;
+	if (!v->ino || v->path[0] != '/' || n >= sizeof(f->path))
+		return -ENOENT;
+	f->off = f->addr - v->lo + v->off;
+	f->dev = v->dev;
+	f->ino = v->ino;
+	memcpy(f->path, v->path, n + 1);
+	return 1;
+}
+
+int hook_file_byte(uint64_t addr)
+{
+	struct file_of_addr f = { .addr = addr };
+	char buf[4096];
+	struct stat st;
+	uint8_t b;
+	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
+
+	if (fd < 0)
+		return -1;
+	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), addr_file, &f);
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (r != 1 || (fd = rsys(SYS_openat, AT_FDCWD, (long)f.path, O_RDONLY | O_CLOEXEC, 0, 0, 0)) < 0)
+		return -1;
+	/* the file the mapping has, not another one at that path now */
+	r = !rsys(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) && st.st_dev == f.dev && st.st_ino == f.ino &&
+	    rsys(SYS_pread64, fd, (long)&b, 1, (long)f.off, 0, 0) == 1;
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	return r ? b : -1;
+}
+
 static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t size)
 {
 	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
@@ -1553,8 +1596,8 @@ static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t s
 		return NULL;
 	if ((p[0] == endbr64[0] || p[0] == 0xcc) && !memcmp(p + 1, endbr64 + 1, 3))
 		skip = 4;
-	else if (p[0] == 0x55)
-		skip = 1;
+	else if (p[0] == 0x55 || (p[0] == 0xcc && hook_file_byte(addr) == 0x55))
+		skip = 1;       /* push %rbp, or a kernel uprobe's int3 over it */
 	else
 		return NULL;
 	s = site_find(addr + skip);

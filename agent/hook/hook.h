@@ -108,6 +108,10 @@ int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n);
 int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target);
 int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n, int prot);
 
+/* The byte at addr as the file mapped there has it (under a kernel
+ * uprobe's int3, the instruction it stands for), or -1. */
+int hook_file_byte(uint64_t addr);
+
 /* How a hook was applied (tests, status). */
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
 int hook_mode(const struct hook *h);
