@@ -7,39 +7,21 @@ lddw, calls to subprogram starts, last instruction of a function being an exit
 or a jump).
 """
 import errno
-import struct
 
-# instruction classes
-BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64 = range(8)
-# sizes
-BPF_W, BPF_H, BPF_B, BPF_DW = 0x00, 0x08, 0x10, 0x18
-SIZE_BYTES = {BPF_W: 4, BPF_H: 2, BPF_B: 1, BPF_DW: 8}
-# modes
-BPF_IMM, BPF_ABS, BPF_IND, BPF_MEM, BPF_MEMSX, BPF_ATOMIC = 0x00, 0x20, 0x40, 0x60, 0x80, 0xc0
-# sources
-BPF_K, BPF_X = 0x00, 0x08
-# ALU operations
-(BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_NEG, BPF_MOD,
- BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END) = range(0x00, 0xe0, 0x10)
-# jumps
-(BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET, BPF_JNE, BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT,
- BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_JCOND) = range(0x00, 0xf0, 0x10)
-# atomic operations (imm of BPF_STX | BPF_ATOMIC)
-BPF_FETCH = 0x01
-BPF_XCHG = 0xe0 | BPF_FETCH
-BPF_CMPXCHG = 0xf0 | BPF_FETCH
-BPF_LOAD_ACQ = 0x100
-BPF_STORE_REL = 0x110
-# src_reg of lddw and call
-BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_FUNC = 1, 2, 3, 4
-BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE = 5, 6
-BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL = 1, 2
+from ..isa import (  # noqa: F401  (the aot modules import the ISA from here)
+    BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
+    BPF_W, BPF_H, BPF_B, BPF_DW, SIZE_BYTES, BPF_IMM, BPF_ABS, BPF_IND, BPF_MEM, BPF_MEMSX, BPF_ATOMIC,
+    BPF_K, BPF_X, BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_NEG,
+    BPF_MOD, BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END, BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET,
+    BPF_JNE, BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE,
+    BPF_JCOND, BPF_FETCH, BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL, BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_IDX,
+    BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, BPF_MAY_GOTO, BPF_MAX_LOOPS,
+    BPF_REG_FP, MAX_BPF_STACK, INSN,
+)
+from .. import isa
+
 BPF_FUNC_tail_call = 12
-BPF_MAY_GOTO = 0            # src_reg of BPF_JMP | BPF_JCOND
-BPF_MAX_LOOPS = 8 * 1024 * 1024
-
-BPF_REG_FP = 10
-MAX_BPF_STACK = 512
 HELPER_MAX = 256   # BPF_RT_HELPER_MAX in agent/bpf_rt.h
 
 
@@ -52,49 +34,23 @@ class AotError(OSError):
         super().__init__(errno.EINVAL, msg)
 
 
-class Insn:
-    __slots__ = ("pc", "code", "dst", "src", "off", "imm", "imm64")
+class Insn(isa.Insn):
+    __slots__ = ("pc", "imm64")
 
     def __init__(self, pc, code, regs, off, imm):
+        super().__init__(code, regs, off, imm)
         self.pc = pc
-        self.code = code
-        self.dst = regs & 0xf
-        self.src = regs >> 4
-        self.off = off
-        self.imm = imm
         self.imm64 = None    # lddw: the second slot's imm as u32 << 32 | (u32)imm
-
-    @property
-    def cls(self):
-        return self.code & 7
-
-    @property
-    def op(self):
-        return self.code & 0xf0
-
-    @property
-    def size(self):
-        return self.code & 0x18
-
-    @property
-    def mode(self):
-        return self.code & 0xe0
-
-    def is_lddw(self):
-        return self.code == (BPF_LD | BPF_IMM | BPF_DW)
 
     def __repr__(self):
         return f"Insn({self.pc}: {self.code:#04x} dst={self.dst} src={self.src} off={self.off} imm={self.imm})"
-
-
-_SLOT = struct.Struct("<BBhi")
 
 
 def decode(insns):
     """bytes -> list of Insn, one per 8-byte slot (the lddw second slot is None)."""
     if not insns or len(insns) % 8:
         raise AotError(f"program length {len(insns)} is not a non-zero multiple of 8")
-    out = [Insn(i, *_SLOT.unpack_from(insns, 8 * i)) for i in range(len(insns) // 8)]
+    out = [Insn(i, *INSN.unpack_from(insns, 8 * i)) for i in range(len(insns) // 8)]
     i = 0
     n = len(out)
     while i < n:
