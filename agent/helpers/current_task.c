@@ -26,7 +26,7 @@
  * nsproxy, namespaces and mm are per process (one mapping, made again in a
  * forked child); each other thread has its own task, freed at its exit.
  * What can change: the comm after prctl(PR_SET_NAME)/pthread_setname_np()
- * (interposed by libbpf_shim/interpose.c, which bumps bpf_rt_comm_epoch)
+ * (interposed by libbpf_shim/creds.c, which bumps bpf_rt_comm_epoch)
  * (interposed here; a write to /proc/self/task/N/comm is not seen), read
  * again at the next bpf_get_current_task(); the credentials and the parent
  * (reparenting), read again when a probe read touches the cred or the
