@@ -5,10 +5,13 @@ the kernel knows more than this model, the result is marked not exact."""
 from . import tnum as T
 from .regs import M32, M64, S32_MAX, S32_MIN, S64_MAX, S64_MIN, s32, s64
 
-ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV, ARSH, END = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, JLT, JLE, JSLT, JSLE = (
-    0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0)
+from ..isa import (
+    BPF_ADD as ADD, BPF_SUB as SUB, BPF_MUL as MUL, BPF_DIV as DIV, BPF_OR as OR, BPF_AND as AND,
+    BPF_LSH as LSH, BPF_RSH as RSH, BPF_NEG as NEG, BPF_MOD as MOD, BPF_XOR as XOR, BPF_MOV as MOV,
+    BPF_ARSH as ARSH, BPF_END as END, BPF_JEQ as JEQ, BPF_JGT as JGT, BPF_JGE as JGE, BPF_JSET as JSET,
+    BPF_JNE as JNE, BPF_JSGT as JSGT, BPF_JSGE as JSGE, BPF_JLT as JLT, BPF_JLE as JLE, BPF_JSLT as JSLT,
+    BPF_JSLE as JSLE,
+)
 
 
 def _unbounded32(d):

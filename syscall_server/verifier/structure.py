@@ -10,28 +10,28 @@ rejected at load time, and what the engines need to run code safely
 (well-formed instructions, jumps in range, no fall-off, known helpers).
 """
 import errno
-import struct
 
 from ..errors import BpfError
-
-INSN = struct.Struct("<BBhi")
-
-# classes
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
-# sizes / modes
-W, H, B, DW = 0x00, 0x08, 0x10, 0x18
-IMM, ABS, IND, MEM, MEMSX, ATOMIC = 0x00, 0x20, 0x40, 0x60, 0x80, 0xC0
-# alu ops
-ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV, ARSH, END = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-# jmp ops
-JA, JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, CALL, EXIT, JLT, JLE, JSLT, JSLE = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-K, X = 0x00, 0x08
-FETCH, XCHG, CMPXCHG = 0x01, 0xE0 | 0x01, 0xF0 | 0x01
-
-PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = 1, 2, 3, 4, 5, 6
-PSEUDO_CALL, PSEUDO_KFUNC_CALL = 1, 2
+# the ISA under the short names the verifier reads (V.PSEUDO_MAP_FD, ...)
+from ..isa import (  # noqa: F401
+    BPF_LD as LD, BPF_LDX as LDX, BPF_ST as ST, BPF_STX as STX, BPF_ALU as ALU, BPF_JMP as JMP,
+    BPF_JMP32 as JMP32, BPF_ALU64 as ALU64,
+    BPF_W as W, BPF_H as H, BPF_B as B, BPF_DW as DW, SIZE_BYTES,
+    BPF_IMM as IMM, BPF_ABS as ABS, BPF_IND as IND, BPF_MEM as MEM, BPF_MEMSX as MEMSX,
+    BPF_ATOMIC as ATOMIC,
+    BPF_ADD as ADD, BPF_SUB as SUB, BPF_MUL as MUL, BPF_DIV as DIV, BPF_OR as OR, BPF_AND as AND,
+    BPF_LSH as LSH, BPF_RSH as RSH, BPF_NEG as NEG, BPF_MOD as MOD, BPF_XOR as XOR, BPF_MOV as MOV,
+    BPF_ARSH as ARSH, BPF_END as END,
+    BPF_JA as JA, BPF_JEQ as JEQ, BPF_JGT as JGT, BPF_JGE as JGE, BPF_JSET as JSET, BPF_JNE as JNE,
+    BPF_JSGT as JSGT, BPF_JSGE as JSGE, BPF_CALL as CALL, BPF_EXIT as EXIT, BPF_JLT as JLT,
+    BPF_JLE as JLE, BPF_JSLT as JSLT, BPF_JSLE as JSLE, BPF_TAIL_CALL as TAIL_CALL,
+    BPF_K as K, BPF_X as X, BPF_FETCH as FETCH, BPF_XCHG as XCHG, BPF_CMPXCHG as CMPXCHG,
+    BPF_PSEUDO_MAP_FD as PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE as PSEUDO_MAP_VALUE,
+    BPF_PSEUDO_BTF_ID as PSEUDO_BTF_ID, BPF_PSEUDO_FUNC as PSEUDO_FUNC,
+    BPF_PSEUDO_MAP_IDX as PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE as PSEUDO_MAP_IDX_VALUE,
+    BPF_PSEUDO_CALL as PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL as PSEUDO_KFUNC_CALL,
+    MAX_BPF_STACK as STACK, INSN, Insn, decode,
+)
 
 # Program types whose func_proto is the networking one (sk_filter_func_proto,
 # xdp_func_proto, tc_cls_act_func_proto): the tracing helpers are not theirs.
@@ -51,7 +51,6 @@ PROG_TYPE_HELPERS = {"bpf_override_return": {2, 5}}   # KPROBE, TRACEPOINT
 
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
 MAX_SUBPROGS = 256
-STACK = 512
 
 
 def _insntable():
@@ -69,7 +68,7 @@ def _insntable():
             t.add(cls | op | K)
             t.add(cls | op | X)
         t.add(cls | JA)
-    t |= {JMP | CALL, JMP | EXIT, JMP | 0xF0}          # BPF_TAIL_CALL
+    t |= {JMP | CALL, JMP | EXIT, JMP | TAIL_CALL}
     for sz in (B, H, W, DW):
         t |= {LDX | MEM | sz, STX | MEM | sz, ST | MEM | sz}
     for sz in (B, H, W):
@@ -85,26 +84,8 @@ class VerifierError(BpfError):
     pass
 
 
-class Insn:
-    __slots__ = ("code", "dst", "src", "off", "imm")
-
-    def __init__(self, code, regs, off, imm):
-        self.code, self.dst, self.src, self.off, self.imm = code, regs & 0xF, regs >> 4, off, imm
-
-    @property
-    def cls(self):
-        return self.code & 7
-
-    def pack(self):
-        return INSN.pack(self.code, self.dst | (self.src << 4), self.off, self.imm)
-
-
-def decode(data):
-    return [Insn(*INSN.unpack_from(data, i)) for i in range(0, len(data), 8)]
-
-
 def is_ldimm64(i):
-    return i.code == LD | IMM | DW
+    return i.is_lddw()
 
 
 class Log:
