@@ -28,40 +28,32 @@ import struct
 import sys
 
 # ---------------------------------------------------------------- encoding
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
-W, H, B, DW = 0x00, 0x08, 0x10, 0x18
-IMM, MEM, MEMSX, ATOMIC = 0x00, 0x60, 0x80, 0xC0
-ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV, ARSH, END = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-JA, JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, CALL, EXIT, JLT, JLE, JSLT, JSLE = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-K, X = 0x00, 0x08
-FETCH, XCHG, CMPXCHG = 0x01, 0xE1, 0xF1
-SIZE_BYTES = {W: 4, H: 2, B: 1, DW: 8}
+# syscall_server/isa.py is stdlib only too: the runner imports it from the checkout
+if os.path.dirname(os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from syscall_server.isa import (  # noqa: E402
+    BPF_LD as LD, BPF_LDX as LDX, BPF_ST as ST, BPF_STX as STX, BPF_ALU as ALU, BPF_JMP as JMP,
+    BPF_JMP32 as JMP32, BPF_ALU64 as ALU64, BPF_W as W, BPF_H as H, BPF_B as B, BPF_DW as DW,
+    BPF_IMM as IMM, BPF_MEM as MEM, BPF_MEMSX as MEMSX, BPF_ATOMIC as ATOMIC,
+    BPF_ADD as ADD, BPF_SUB as SUB, BPF_MUL as MUL, BPF_DIV as DIV, BPF_OR as OR, BPF_AND as AND,
+    BPF_LSH as LSH, BPF_RSH as RSH, BPF_NEG as NEG, BPF_MOD as MOD, BPF_XOR as XOR, BPF_MOV as MOV,
+    BPF_ARSH as ARSH, BPF_END as END, BPF_JA as JA, BPF_JEQ as JEQ, BPF_JGT as JGT, BPF_JGE as JGE,
+    BPF_JSET as JSET, BPF_JNE as JNE, BPF_JSGT as JSGT, BPF_JSGE as JSGE, BPF_CALL as CALL,
+    BPF_EXIT as EXIT, BPF_JLT as JLT, BPF_JLE as JLE, BPF_JSLT as JSLT, BPF_JSLE as JSLE,
+    BPF_K as K, BPF_X as X, BPF_FETCH as FETCH, BPF_XCHG as XCHG, BPF_CMPXCHG as CMPXCHG,
+    BPF_PSEUDO_MAP_FD as PSEUDO_MAP_FD, BPF_PSEUDO_CALL as PSEUDO_CALL, BPF_PSEUDO_FUNC as PSEUDO_FUNC,
+    SIZE_BYTES, INSN, encode as insn, s32 as _s32,
+)
 
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 BPF_PROG_TYPE_SYSCALL = 31
 BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY = 1, 2
-PSEUDO_MAP_FD, PSEUDO_CALL = 1, 1
 FUNC_map_lookup_elem, FUNC_map_update_elem, FUNC_map_delete_elem = 1, 2, 3
 FUNC_skb_load_bytes = 26
 FUNC_loop = 181
-PSEUDO_FUNC = 4
 FUNC_strtol, FUNC_strtoul, FUNC_probe_read_kernel, FUNC_probe_read_kernel_str = 105, 106, 113, 115
 STRTOL_INPUTS = (b"123", b"-42", b"0x1f", b"  77", b"zz", b"99999999999999999999", b"0777", b"+5x", b"-0",
                  b"\n12", b"0X", b"-9223372036854775808", b"18446744073709551615", b"1a2b")
-
-INSN = struct.Struct("<BBhi")
-
-
-def insn(code, dst=0, src=0, off=0, imm=0):
-    return INSN.pack(code, (dst & 0xF) | ((src & 0xF) << 4), off, _s32(imm))
-
-
-def _s32(v):
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
 
 # ---------------------------------------------------------------- disassembly
 _ALU_SYM = {ADD: "+=", SUB: "-=", MUL: "*=", DIV: "/=", OR: "|=", AND: "&=", LSH: "<<=", RSH: ">>=",
