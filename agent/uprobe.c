@@ -724,6 +724,7 @@ void uprobe_init(void)
 			}
 	}
 	syscall_tp_exec_exit();
+	syscall_site_premap();
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	shm_futex_wake(&init_done);
 	in_probe = 0;

@@ -41,6 +41,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +436,25 @@ static int rewrite(uint64_t ip)
 		return 0;
 	report(&s, s.offset, " (through padding)");
 	return 1;
+}
+
+/* While dispatch is on at start (the constructor, the application not yet
+ * running), the file of libc's syscall wrappers is mapped for the rewriter:
+ * its open from the follower would come while main() runs, and an open the
+ * application made at that moment would get the next fd number up. */
+void syscall_site_premap(void)
+{
+	struct attach_slot s;
+	uint64_t before;
+	int prot;
+
+	/* execve traps only while dispatch is on (syscall_site_publish) */
+	if (__atomic_load_n(&sud_nr_tab[SYS_execve], __ATOMIC_RELAXED) != SITE_TRAP)
+		return;
+	memset(&s, 0, sizeof(s));
+	/* a function of libc's own, which the shim does not interpose */
+	if (file_of((uint64_t)(uintptr_t)&gnu_get_libc_version, &s, &prot))
+		(void)agent_func_at(&s, &before);
 }
 
 int syscall_site_work(void)

@@ -31,6 +31,8 @@ struct syscall_site_stats {
 void syscall_site_trapped(uint64_t ip);
 /* The follower: rewrite the sites noted since; non-zero to be called again soon. */
 int syscall_site_work(void);
+/* The constructor, after it applied the probes that exist at start. */
+void syscall_site_premap(void);
 /* The follower, at each commit: which numbers have programs (the bitmaps
  * of nr_max bits; all set: raw_syscalls, every number), `on` while
  * dispatch is on. */
