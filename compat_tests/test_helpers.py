@@ -29,7 +29,7 @@ SYSCALL, SOCKET_FILTER = G.BPF_PROG_TYPE_SYSCALL, G.BPF_PROG_TYPE_SOCKET_FILTER
 SLEEPABLE = 1 << 4
 BPF_F_RDONLY_PROG = 1 << 7
 HASH, ARRAY, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH = 1, 2, 3, 5, 6, 9, 10
-PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_FUNC = 1, 2, 4
+PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_FUNC = G.PSEUDO_MAP_FD, G.PSEUDO_MAP_VALUE, G.PSEUDO_FUNC
 F = dict(map_lookup_elem=1, map_update_elem=2, map_delete_elem=3, trace_printk=6, tail_call=12,
          spin_lock=93, spin_unlock=94, send_signal=109, send_signal_thread=117, get_ns_current_pid_tgid=120,
          for_each_map_elem=164, snprintf=165, trace_vprintk=177, loop=181)

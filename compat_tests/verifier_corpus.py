@@ -94,15 +94,18 @@ def _prog(*insns):
 
 
 # opcodes (include/uapi/linux/bpf.h, bpf_common.h)
-LDX_W, LDX_DW, ST_DW, STX_DW = 0x61, 0x79, 0x7a, 0x7b
-MOV64_K, MOV64_X, ADD64_K, ADD64_X = 0xb7, 0xbf, 0x07, 0x0f
-JEQ_K, JLT_X, CALL, EXIT, LD_DW = 0x15, 0xad, 0x85, 0x95, 0x18
+LDX_W, LDX_DW, ST_DW, STX_DW = G.LDX | G.MEM | G.W, G.LDX | G.MEM | G.DW, G.ST | G.MEM | G.DW, G.STX | G.MEM | G.DW
+MOV64_K, MOV64_X, ADD64_K, ADD64_X = (G.ALU64 | G.MOV | G.K, G.ALU64 | G.MOV | G.X, G.ALU64 | G.ADD | G.K,
+                                      G.ALU64 | G.ADD | G.X)
+JEQ_K, JLT_X, CALL, EXIT, LD_DW = (G.JMP | G.JEQ | G.K, G.JMP | G.JLT | G.X, G.JMP | G.CALL, G.JMP | G.EXIT,
+                                   G.LD | G.IMM | G.DW)
 FUNC_map_lookup_elem, FUNC_ktime_get_ns = 1, 5
 SOCKET_FILTER, KPROBE, PERF_EVENT, SYSCALL = 1, 2, 7, 31
-PSEUDO_CALL = 1
+PSEUDO_CALL = G.PSEUDO_CALL
 
 
-JGT_K, JSGT_X, LSH_K, RSH_X, OR_X = 0x25, 0x6d, 0x67, 0x7f, 0x4f
+JGT_K, JSGT_X, LSH_K, RSH_X, OR_X = (G.JMP | G.JGT | G.K, G.JMP | G.JSGT | G.X, G.ALU64 | G.LSH | G.K,
+                                     G.ALU64 | G.RSH | G.X, G.ALU64 | G.OR | G.X)
 FUNC_map_update_elem = 2
 
 
