@@ -3,21 +3,36 @@ bpf_common.h): classes, sizes, modes, ALU and jump ops, sources, atomic ops,
 the pseudo src_regs of lddw and call, and struct bpf_insn with its
 decode/encode.
 
-The values are read from the integer #defines of the generated cdef
-(uapi_cdef.h, scripts/gen_uapi.py) as text, not through cffi: compat_tests/
-progs_gen.py imports this module under /usr/bin/python3, stdlib only. Only
-what the uapi header does not define is written here.
+The values are read from the integer #defines and enums of the generated
+cdef (uapi_cdef.h, scripts/gen_uapi.py) as text, not through cffi:
+compat_tests/progs_gen.py imports this module under /usr/bin/python3, stdlib
+only. Only what the cdef does not have is written here.
 """
 import re
 import struct
 from pathlib import Path
 
-_DEFINES = {n: int(v) for n, v in re.findall(
-    r"^#define (BPF_\w+) (\d+)$", Path(__file__).with_name("uapi_cdef.h").read_text(), re.M)}
+
+def _cdef_values():
+    text = Path(__file__).with_name("uapi_cdef.h").read_text()
+    values = {n: int(v) for n, v in re.findall(r"^#define (BPF_\w+) (\d+)$", text, re.M)}
+    for body in re.findall(r"\benum\b[^{;]*\{([^}]*)\}", text):
+        nxt = 0
+        for name, val in re.findall(r"(\w+)\s*(?:=\s*([^,]+))?,", body):
+            try:
+                nxt = int(val, 0) if val else nxt
+            except ValueError:
+                break               # (1ULL << 0) and such: none the ISA needs
+            values[name] = nxt
+            nxt += 1
+    return values
+
+
+_CDEF = _cdef_values()
 
 
 def _uapi(*names):
-    return tuple(_DEFINES[n] for n in names)
+    return tuple(_CDEF[n] for n in names)
 
 
 # classes (BPF_JMP32 and BPF_ALU64 take classic BPF's BPF_RET and BPF_MISC)
@@ -52,9 +67,9 @@ BPF_FETCH, BPF_XCHG, BPF_CMPXCHG, BPF_LOAD_ACQ, BPF_STORE_REL = _uapi(
     "BPF_PSEUDO_MAP_IDX", "BPF_PSEUDO_MAP_IDX_VALUE")
 # src_reg of call
 BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL = _uapi("BPF_PSEUDO_CALL", "BPF_PSEUDO_KFUNC_CALL")
-# enumerators the cdef keeps as enums without written values (cffi has them, the text does not)
-BPF_MAY_GOTO = 0            # enum bpf_cond_pseudo_jmp: src_reg of BPF_JMP | BPF_JCOND
-BPF_REG_FP = 10             # BPF_REG_10 (include/linux/filter.h)
+# the frame pointer (BPF_REG_FP in include/linux/filter.h) and the helper a tail call is
+BPF_REG_FP, BPF_FUNC_tail_call = _uapi("BPF_REG_10", "BPF_FUNC_tail_call")
+BPF_MAY_GOTO = 0            # enum bpf_cond_pseudo_jmp (src_reg of BPF_JMP | BPF_JCOND): not in the cdef
 # the kernel's own (include/linux/filter.h, include/linux/bpf.h)
 MAX_BPF_STACK = 512
 BPF_MAX_LOOPS = 8 * 1024 * 1024
