@@ -46,6 +46,7 @@ BPF_IMM, BPF_ABS, BPF_IND, BPF_MEM, BPF_MEMSX, BPF_ATOMIC = _uapi(
     "BPF_IMM", "BPF_ABS", "BPF_IND", "BPF_MEM", "BPF_MEMSX", "BPF_ATOMIC")
 # sources
 BPF_K, BPF_X = _uapi("BPF_K", "BPF_X")
+BPF_LD_IMM64 = BPF_LD | BPF_IMM | BPF_DW     # lddw's opcode (the kernel's BPF_LD_IMM64 insn)
 # ALU operations
 (BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_NEG, BPF_MOD,
  BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END) = _uapi(
@@ -102,7 +103,7 @@ class Insn:
         return self.code & 0xE0
 
     def is_lddw(self):
-        return self.code == BPF_LD | BPF_IMM | BPF_DW
+        return self.code == BPF_LD_IMM64
 
     def pack(self):
         return INSN.pack(self.code, self.dst | (self.src << 4), self.off, self.imm)

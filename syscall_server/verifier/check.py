@@ -26,7 +26,7 @@ from ..isa import (
     BPF_MEMSX as MEMSX, BPF_ATOMIC as ATOMIC, BPF_CALL as CALL, BPF_EXIT as EXIT, BPF_JA as JA,
     BPF_PSEUDO_CALL as PSEUDO_CALL, BPF_PSEUDO_FUNC as PSEUDO_FUNC, BPF_PSEUDO_MAP_IDX as PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE as PSEUDO_MAP_IDX_VALUE, BPF_FETCH as FETCH, BPF_CMPXCHG as CMPXCHG,
-    MAX_BPF_STACK,
+    BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
                    PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
@@ -188,7 +188,7 @@ class Checker:
     @staticmethod
     def calls_subprog(x):
         """A bpf-to-bpf call or a callback's address (bpf_pseudo_call/_func)."""
-        return (x.code == JMP | CALL and x.src == PSEUDO_CALL) or (x.code == 0x18 and x.src == PSEUDO_FUNC)
+        return (x.code == JMP | CALL and x.src == PSEUDO_CALL) or (x.code == LDDW and x.src == PSEUDO_FUNC)
 
     def new_id(self):
         self.id_gen += 1
@@ -217,7 +217,7 @@ class Checker:
             x = ins[i]
             c = x.code
             cls = c & 7
-            if c == 0x18:
+            if c == LDDW:
                 succ[i] = [i + 2]
                 i += 2
                 continue
@@ -354,7 +354,7 @@ class Checker:
                 x = ins[i]
                 c, cls = x.code, x.code & 7
                 out = m
-                if c == 0x18:
+                if c == LDDW:
                     out = m & ~b(x.dst)
                 elif cls in (ALU, ALU64):
                     op = c & 0xF0
@@ -401,7 +401,7 @@ class Checker:
         c = x.code
         cls = c & 7
         b = lambda r: 1 << r
-        if c == 0x18:
+        if c == LDDW:
             return out & ~b(x.dst)
         if cls in (ALU, ALU64):
             op = c & 0xF0
@@ -457,7 +457,7 @@ class Checker:
         c = x.code
         cls = c & 7
         b = lambda *rs: sum(1 << r for r in rs)
-        if c == 0x18:
+        if c == LDDW:
             return 0, b(x.dst)
         if cls in (ALU, ALU64):
             op = c & 0xF0
@@ -662,7 +662,7 @@ class Checker:
         if cls in (ALU, ALU64):
             self.check_alu(st, x)
             return i + 1
-        if c == 0x18:
+        if c == LDDW:
             self.ld_imm64(st, i, x)
             return i + 2
         if cls == LD:

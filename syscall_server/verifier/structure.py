@@ -418,7 +418,7 @@ class Verifier:
 
     def _stack(self, i, ins):
         if ins.dst == 10:
-            size = {W: 4, H: 2, B: 1, DW: 8}[ins.code & 0x18]
+            size = SIZE_BYTES[ins.code & 0x18]
             if ins.off >= 0 or ins.off < -STACK or ins.off + size > 0:
                 reject(self.log, errno.EACCES, f"invalid write to stack R10 off={ins.off} size={size}")
 

@@ -13,10 +13,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from syscall_server.aot.codegen import get_codegen  # noqa: E402
 from syscall_server.isa import (  # noqa: E402
-    BPF_LD, BPF_IMM, BPF_DW, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE,
+    BPF_LD_IMM64, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE,
 )
-
-BPF_LD_IMM64 = BPF_LD | BPF_IMM | BPF_DW
 
 
 def load(path):
