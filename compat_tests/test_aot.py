@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "bpf_conformance" / "assembled.json"
 
 from syscall_server.aot import AotError, compile_program  # noqa: E402
+from syscall_server.isa import encode as I, encode_lddw as lddw  # noqa: E402
 
 HARNESS_C = r"""
 #include <setjmp.h>
@@ -170,15 +171,6 @@ class Loaded:
 
     def close(self):
         self.lib.bpf_jit_free(self.fn, self.len)
-
-
-def I(code, dst=0, src=0, off=0, imm=0):
-    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
-
-
-def lddw(dst, v, src=0):
-    return I(0x18, dst, src, 0, v & 0xffffffff if v & 0x80000000 == 0 else (v & 0xffffffff) - 2**32) + \
-        I(0, 0, 0, 0, ((v >> 32) & 0xffffffff) - (2**32 if (v >> 32) & 0x80000000 else 0))
 
 
 EXIT = I(0x95)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from syscall_server._native import ffi, lib
+from syscall_server.isa import encode as _i, encode_lddw as _lddw
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "bpf_conformance" / "assembled.json"
 
@@ -67,18 +68,6 @@ KS = (0, 1, 7, -1, -7, 2**31 - 1, -2**31)
 
 def _s64(x):
     return x - 2**64 if x >> 63 else x
-
-
-def _i(code, dst=0, src=0, off=0, imm=0):
-    return struct.pack("<BBhi", code, dst | src << 4, off, imm)
-
-
-def _s32(x):
-    return x - 2**32 if x >> 31 else x
-
-
-def _lddw(dst, v):
-    return struct.pack("<BBhiBBhi", 0x18, dst, 0, _s32(v & 0xffffffff), 0, 0, 0, _s32(v >> 32))
 
 
 LDA, LDB, EXIT = _i(0x79, 0, 1, 0), _i(0x79, 3, 1, 8), _i(0x95)   # r0 = a, r3 = b

@@ -14,15 +14,13 @@ import textwrap
 import pytest
 
 from compat_tests.env import SHIM_LIB, unpriv_cmd, unpriv_reason
+from syscall_server.isa import encode, encode_lddw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # r1 = addr; r0 = *(u64 *)(r1 + 0); exit
 def wild_load(addr):
-    lo, hi = addr & 0xFFFFFFFF, addr >> 32
-    return (struct.pack("<BBhi", 0x18, 1, 0, lo - (1 << 32) if lo >= 1 << 31 else lo) +
-            struct.pack("<BBhi", 0, 0, 0, hi - (1 << 32) if hi >= 1 << 31 else hi) +
-            struct.pack("<BBhi", 0x79, 0x10, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+    return encode_lddw(1, addr) + encode(0x79, 0, 1) + encode(0x95)
 
 
 LOOPS = 6000

@@ -123,3 +123,8 @@ def s32(v):
 def encode(code, dst=0, src=0, off=0, imm=0):
     """One struct bpf_insn as bytes (imm taken modulo 2**32)."""
     return INSN.pack(code, (dst & 0xF) | ((src & 0xF) << 4), off, s32(imm))
+
+
+def encode_lddw(dst, imm64, src=0):
+    """The two slots of lddw: dst = imm64 (a map fd, a map value, ... by src)."""
+    return encode(BPF_LD_IMM64, dst, src, 0, imm64) + encode(0, imm=imm64 >> 32)
