@@ -2,16 +2,15 @@
 branch refinements of check_cond_jmp_op() (kernel/bpf/verifier.c). Each
 result is sound (every value the instruction can produce is inside it); where
 the kernel knows more than this model, the result is marked not exact."""
-from . import tnum as T
-from .regs import M32, M64, S32_MAX, S32_MIN, S64_MAX, S64_MIN, s32, s64
-
-from ..isa import (
+from ..isa import (  # noqa: F401  (check.py reads the ops as A.MOV, A.NEG, ...)
     BPF_ADD as ADD, BPF_SUB as SUB, BPF_MUL as MUL, BPF_DIV as DIV, BPF_OR as OR, BPF_AND as AND,
     BPF_LSH as LSH, BPF_RSH as RSH, BPF_NEG as NEG, BPF_MOD as MOD, BPF_XOR as XOR, BPF_MOV as MOV,
-    BPF_ARSH as ARSH, BPF_END as END, BPF_JEQ as JEQ, BPF_JGT as JGT, BPF_JGE as JGE, BPF_JSET as JSET,
-    BPF_JNE as JNE, BPF_JSGT as JSGT, BPF_JSGE as JSGE, BPF_JLT as JLT, BPF_JLE as JLE, BPF_JSLT as JSLT,
-    BPF_JSLE as JSLE,
+    BPF_ARSH as ARSH, BPF_END as END,
+    BPF_JEQ as JEQ, BPF_JGT as JGT, BPF_JGE as JGE, BPF_JSET as JSET, BPF_JNE as JNE, BPF_JSGT as JSGT,
+    BPF_JSGE as JSGE, BPF_JLT as JLT, BPF_JLE as JLE, BPF_JSLT as JSLT, BPF_JSLE as JSLE,
 )
+from . import tnum as T
+from .regs import M32, M64, S32_MAX, S32_MIN, S64_MAX, S64_MIN, s32, s64
 
 
 def _unbounded32(d):
