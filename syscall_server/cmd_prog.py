@@ -17,6 +17,7 @@ from .cmd_map import bpf_obj_name_cpy
 from .errors import BpfError, unsupported
 from .objects import BpfObject, registry
 from . import verifier as V
+from .isa import BPF_LD_IMM64
 
 ffi, lib = _native.ffi, _native.lib
 P = _native.proto
@@ -88,7 +89,7 @@ def bpf_prog_calc_tag(insns):
     for i in range(0, len(out), 8):
         code, regs, off, imm = struct.unpack_from("<BBhi", out, i)
         src = regs >> 4
-        if not was_ld_map and code == 0x18 and src in (V.PSEUDO_MAP_FD, V.PSEUDO_MAP_VALUE):
+        if not was_ld_map and code == BPF_LD_IMM64 and src in (V.PSEUDO_MAP_FD, V.PSEUDO_MAP_VALUE):
             was_ld_map = True
             struct.pack_into("<i", out, i + 4, 0)
         elif was_ld_map and code == 0 and regs == 0 and off == 0:
@@ -504,7 +505,7 @@ def _xlated_dump(prog):
     while i < len(out):
         code, regs, off, imm = struct.unpack_from("<BBhi", out, i)
         src = regs >> 4
-        if code == 0x18 and src in (V.PSEUDO_MAP_IDX, V.PSEUDO_MAP_IDX_VALUE):
+        if code == BPF_LD_IMM64 and src in (V.PSEUDO_MAP_IDX, V.PSEUDO_MAP_IDX_VALUE):
             mid = prog.maps[imm].id
             newsrc = V.PSEUDO_MAP_FD if src == V.PSEUDO_MAP_IDX else V.PSEUDO_MAP_VALUE
             struct.pack_into("<BBhi", out, i, code, (regs & 0xF) | (newsrc << 4), off, mid)
