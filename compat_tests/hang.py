@@ -89,15 +89,36 @@ def interrupt(p, timeout, group=False, every=2.0):
 EVENT_LOOP_SYSCALLS = {"7", "23", "35", "232", "271", "230", "270", "281"}
 
 
+def in_event_loop(pid):
+    """Whether the tool's main thread sleeps in its event loop (poll, epoll,
+    sleep) now; True when it is gone."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0] in EVENT_LOOP_SYSCALLS
+    except (OSError, IndexError):
+        return True
+
+
 def wait_idle(pid):
-    """Until the tool's main thread sleeps in its event loop (poll, epoll,
-    sleep): its perf buffers are open then."""
+    """Until the tool's main thread sleeps in its event loop: its perf
+    buffers are open then."""
     for _ in range(3000):
-        try:
-            with open(f"/proc/{pid}/syscall") as f:
-                if f.read().split()[0] in EVENT_LOOP_SYSCALLS:
-                    return
-        except (OSError, IndexError):
+        if in_event_loop(pid):
             return
         time.sleep(0.01)
     raise AssertionError(f"pid {pid} does not reach its event loop")
+
+
+def settle(tool, quiet=0.3, limit=20):
+    """Until a tool on a pexpect pty has printed nothing for `quiet` s and
+    waits in its event loop: what the probes wrote has been read and
+    printed (a fixed sleep is too short on a busy machine). Its output stays
+    in the pty's buffer for the caller's next expect."""
+    import pexpect
+    end, seen = time.monotonic() + limit, -1
+    while time.monotonic() < end:
+        if tool.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=quiet) == 1:
+            return
+        if len(tool.before) == seen and in_event_loop(tool.pid):
+            return
+        seen = len(tool.before)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from compat_tests.hang import wait_idle
+from compat_tests.hang import settle, wait_idle
 from compat_tests.env import denied, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir
 from compat_tests.victims import build_tp_victim, build_victims
@@ -190,7 +190,7 @@ def run_case(case, subst, rt):
             assert victim.wait(timeout=60) == 0
             pids = [victim.pid]
         if end == "sigint":
-            time.sleep(0.3)   # the tool drains what the probes wrote
+            settle(tool)      # the tool has drained what the probes wrote
             tool.kill(signal.SIGINT)
         tool.expect(pexpect.EOF)
         out = tool.before
