@@ -318,14 +318,19 @@ def sslsniff_nginx(rtdir=None, unpriv=False, n=8):
         end = time.time() + TIMEOUT
         while "Attaching" not in head and time.time() < end and bt.poll() is None:
             if select.select([bt.stdout], [], [], 1)[0]:
-                head += bt.stdout.readline()
+                head += os.read(bt.stdout.fileno(), 65536).decode(errors="replace")
         assert "Attaching" in head, head
         time.sleep(1)
         for i in range(n):
             r = subprocess.run(["curl", "-sk", "--max-time", "10", f"https://127.0.0.1:{port}/r{i}"],
                                capture_output=True, text=True)
             assert r.stdout == f"ok /r{i}\n", (r.returncode, r.stdout, r.stderr)
-        time.sleep(1)
+        # until the tool has printed every request (or 15 s): bpftrace drops
+        # what it has not read yet when SIGINT comes
+        end = time.time() + 15
+        while len(re.findall(r"^GET /r\d+", head, re.M)) < n and time.time() < end and bt.poll() is None:
+            if select.select([bt.stdout], [], [], 1)[0]:
+                head += os.read(bt.stdout.fileno(), 65536).decode(errors="replace")   # past the pipe's buffer
         try:
             out = hang.interrupt(bt, TIMEOUT, group=True)
         except subprocess.TimeoutExpired:
