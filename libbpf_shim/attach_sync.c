@@ -21,11 +21,11 @@ static int loader_context(void)
 }
 
 /* The requests that may fill, enable, disable or free a slot: perf event
- * ioctls (SET_BPF, ENABLE, DISABLE) and links. */
+ * ioctls (SET_BPF, ENABLE, DISABLE) and links; and a touch of the table. */
 static int may_change_table(uint32_t op, int64_t a)
 {
 	if (op == SHIM_OP_CTL)
-		return a == SHIM_CTL_PERF_IOCTL;
+		return a == SHIM_CTL_PERF_IOCTL || a == SHIM_CTL_TABLE_TOUCH;
 	if (op != SHIM_OP_BPF)
 		return 0;
 	switch (a) {
@@ -72,4 +72,17 @@ void shim_release(uint32_t kind, uint32_t id)
 	if (!shim_notify(SHIM_OP_RELEASE, kind, id) && before >= 0 &&
 	    !shim_request(SHIM_OP_CTL, SHIM_CTL_SYNC, 0, NULL, 0, -1, &rep, NULL, 0))
 		shim_attach_after(before);
+}
+
+/* A loader's map update that the next run of a probe needs in every agent
+ * (a perf event array's slot: its ring; a prog array's: the target): the
+ * table touched, so the request returns once the agents have made a pass
+ * (shim_attach_after, loader context). A server without the request: the
+ * followers are only woken. */
+void shim_table_touch(void)
+{
+	struct shim_reply rep;
+
+	if (shim_request(SHIM_OP_CTL, SHIM_CTL_TABLE_TOUCH, 0, NULL, 0, -1, &rep, NULL, 0) || rep.err)
+		rt_followers_poke();
 }

@@ -161,9 +161,11 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 			return -EOPNOTSUPP;
 		err = m->ops->sys_update(m, key, &id, flags);
 		/* every process's follower gets the ring or program it names (and
-		 * prepares its programs again) before a probe needs it */
+		 * prepares its programs again) before the update returns: the next
+		 * event finds it, as on the kernel (libbpf-tools fill their perf
+		 * event arrays after attaching, then the first event comes) */
 		if (!err && (f->fd_value == SHM_FD_PERF_EVENT || f->fd_value == SHM_FD_PROG))
-			rt_followers_poke();
+			shim_table_touch();
 		return err;
 	}
 	if (f->keyless) {

@@ -81,6 +81,12 @@ enum shim_ctl {
 	 * ESTALE when a restarted server lost it. */
 	SHIM_CTL_KMAP_SET = 12,
 	SHIM_CTL_KMAP_FD = 13,
+	/* The attach table's generation bumped with no slot changed: every
+	 * agent makes a pass (its programs prepared again: the rings and tail
+	 * call targets a loader put in a map after attaching), and the loader's
+	 * request returns once they have (attach_sync.c), as the kernel's map
+	 * update is seen by the next event at once. */
+	SHIM_CTL_TABLE_TOUCH = 14,
 };
 
 struct shim_msg {

@@ -164,6 +164,7 @@ int shim_notify(uint32_t op, int64_t a, int64_t b);
 int64_t shim_attach_before(uint32_t op, int64_t a);
 void shim_attach_after(int64_t before);
 void shim_release(uint32_t kind, uint32_t id);
+void shim_table_touch(void);      /* attach_sync.c */
 /* "bpfshim: m" on stderr, once per process for each text: what bpfshim does
  * not serve, said where a loader first meets it. */
 void shim_say_once(const char *m);

@@ -125,6 +125,10 @@ def handle(conn, ctl, arg, payload, fds=()):
             conn.done(0, give=[(obj, P.SHIM_FD_KERNEL, obj.kernel_fd)], ret_fd=0)
         elif ctl == P.SHIM_CTL_SYNC:
             conn.done(0)     # the messages before it on this connection are handled
+        elif ctl == P.SHIM_CTL_TABLE_TOUCH:
+            from .attach import table
+            table().bump()
+            conn.done(0)
         else:
             raise BpfError(errno.EINVAL)
     except BpfError as e:
