@@ -38,10 +38,13 @@ class Conn:
     # ---- framing ----
     def send(self, op, a=0, b=0, payload=b"", fds=()):
         data = HDR.pack(op, len(payload), _s64(a), _s64(b)) + payload
-        if fds:
-            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        else:
-            self.sock.sendall(data)
+        # blocks while the caller leaves earlier replies unread: not under the
+        # table's lock (the fds sent belong to objects the request holds)
+        with registry.unlocked():
+            if fds:
+                self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                self.sock.sendall(data)
 
     def recv(self):
         """(op, a, b, payload, fds) or None at EOF."""

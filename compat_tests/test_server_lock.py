@@ -1,0 +1,90 @@
+"""One caller stalled mid-request does not stall the server's other callers
+(syscall_server/objects.py `registry.unlocked()`: no request holds the
+object table while it waits on its caller). A caller (stall_caller.py)
+either never answers the server's read of its memory, or never reads the
+server's replies until the server's send to it blocks; meanwhile another
+process creates a map and loads a program through bpfshim, as root and as
+uid 65534. That the second process is not held up is bpfshim's own
+property (the kernel has no server), asserted directly; what its bpf()
+calls return is compared with the kernel's.
+"""
+import os
+import select
+import subprocess
+
+import pytest
+
+from compat_tests.env import kernel_bpf_reason, unpriv_cmd, unpriv_reason
+from compat_tests.unpriv import Runtime, run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = os.path.join(HERE, "..", ".venv", "bin", "python")
+WAIT_S = 60      # far beyond a map create and a program load on a busy machine
+
+# A map create and a one-instruction-pair program load by raw bpf(2)
+# (/usr/bin/python3, stdlib only): each result as "ok" or the errno name.
+OTHER = r"""
+import ctypes, errno, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr + bytes(128 - len(attr)))
+    r = libc.syscall(321, cmd, buf, 128)
+    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+print("map_create", bpf(0, struct.pack("<IIII", 2, 4, 8, 16)))
+insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"))
+lic = ctypes.create_string_buffer(b"GPL")
+print("prog_load", bpf(5, struct.pack("<IIQQIIQ", 5, 2, ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0)))
+"""
+
+
+def other(argv_prefix=()):
+    return run([*argv_prefix, "/usr/bin/python3", "-c", OTHER], timeout=WAIT_S, cwd="/")
+
+
+@pytest.fixture(scope="module")
+def kernel_out():
+    why = kernel_bpf_reason()
+    if why:
+        pytest.skip(f"kernel side: {why}")
+    rc, out, err = other()
+    assert rc == 0, err
+    return out
+
+
+def stall(rt, mode):
+    """The stalled caller, once it says the server is in the state `mode` names."""
+    argv = (unpriv_cmd() if rt.unpriv else []) + [PYTHON, os.path.join(HERE, "stall_caller.py"),
+                                                  os.path.join(rt.dir, "server.sock"), mode]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rt.env())
+    ready, _, _ = select.select([p.stdout], [], [], WAIT_S)
+    line = p.stdout.readline() if ready else ""
+    if line.strip() != "stalled":
+        p.kill()
+        pytest.fail(f"stall_caller {mode}: {line!r} {p.communicate()[1]}")
+    return p
+
+
+@pytest.mark.parametrize("mode", ["answer", "replies"])
+@pytest.mark.parametrize("side", ["bpfshim", "bpfshim uid 65534"])
+def test_other_caller_goes_on(side, mode, kernel_out):
+    unpriv = side != "bpfshim"
+    if unpriv and unpriv_reason():
+        pytest.skip(unpriv_reason())
+    rt = Runtime(unpriv=unpriv, prefix="bpfshim-lock-")
+    try:
+        rc, out, err = other(rt.cmd([]))     # starts the server
+        assert (rc, out) == (0, kernel_out), err
+        p = stall(rt, mode)
+        try:
+            try:
+                rc, out, err = other(rt.cmd([]))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a map create and a program load waited {WAIT_S} s behind a caller stalled "
+                            f"mid-request ({mode}): the server held its object table across the wait")
+            assert (rc, out) == (0, kernel_out), err
+            assert p.poll() is None, "the stalled caller ended early"
+        finally:
+            p.kill()
+            p.wait()
+    finally:
+        rt.close()
