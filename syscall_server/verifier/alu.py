@@ -274,8 +274,11 @@ ORDER = {JGE: ("umin", "umax", 0, True), JGT: ("umin", "umax", 1, True), JLE: ("
          JLT: ("umin", "umax", 1, False), JSGE: ("smin", "smax", 0, True), JSGT: ("smin", "smax", 1, True),
          JSLE: ("smin", "smax", 0, False), JSLT: ("smin", "smax", 1, False)}
 
+# rev_opcode(): the negation; flip_opcode(): the same test with the operands swapped
 FLIP = {JEQ: JNE, JNE: JEQ, JGT: JLE, JLE: JGT, JGE: JLT, JLT: JGE, JSGT: JSLE, JSLE: JSGT, JSGE: JSLT,
         JSLT: JSGE}
+SWAP = {JEQ: JEQ, JNE: JNE, JSET: JSET, JGT: JLT, JLT: JGT, JGE: JLE, JLE: JGE, JSGT: JSLT, JSLT: JSGT,
+        JSGE: JSLE, JSLE: JSGE}
 
 
 def _set(r, is32, umin=None, umax=None, smin=None, smax=None):

@@ -18,6 +18,7 @@ rejects are the kernel's.
 import errno
 
 from . import alu as A
+from . import ctx as C
 from . import protos as P
 from . import tnum as T
 from ..isa import (
@@ -29,10 +30,11 @@ from ..isa import (
     BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
-                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, s64, scalar_const)
+                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, Unmodelled, s64, scalar_const)
 
 MAX_CALL_FRAMES = 8
 MAX_PACKET_OFF = 0xFFFF
+BEYOND_PKT_END, AT_PKT_END = -1, -2     # a packet pointer's range past the end, at it
 MAX_ERRNO = 4095
 # bpfshim's own budget: beyond it the program is not interpreted (the
 # kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
@@ -42,19 +44,11 @@ MAX_STATES_PER_INSN = 16
 # outside loops the states at one insn are bounded by the paths to it
 MAX_STATES_PER_INSN_ACYCLIC = 64
 
-# program types with a ctx model here (enum bpf_prog_type)
-SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT = 1, 2, 3, 4, 5, 6, 7
-RAW_TRACEPOINT, SYSCALL = 17, 31
-MODELLED_PROG_TYPES = {SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT,
-                       RAW_TRACEPOINT, SYSCALL}
 # the program types whose subprograms may run on a private stack, where the
 # combined stack limit is not the kernel's verdict (bpf_enable_priv_stack;
 # measured on 6.18: perf_event programs load with 504+504 bytes, kprobe,
 # tracepoint and raw_tracepoint ones are refused)
-PRIV_STACK_PROG_TYPES = {PERF_EVENT}
-PT_REGS_SIZE = 168             # sizeof(struct pt_regs), x86-64
-PERF_EVENT_DATA_SIZE = 184     # sizeof(struct bpf_perf_event_data)
-PERF_MAX_TRACE_SIZE = 2048
+PRIV_STACK_PROG_TYPES = {C.PERF_EVENT}
 
 
 # try_match_pkt_pointers(): op -> (the taken branch has the range, range_right_open)
@@ -94,10 +88,6 @@ class MapInfo:
 
 
 BTF_KIND_TYPE_TAG = 18
-
-
-class Unmodelled(Exception):
-    """do_check cannot give the kernel's verdict for this program."""
 
 
 class Reject(Exception):
@@ -147,21 +137,6 @@ class State:
         return s
 
 
-def _ctx_skb(ffi):
-    """(sizeof(struct __sk_buff), {field offset: (size, name)})."""
-    t = ffi.typeof("struct __sk_buff")
-    fields = {}
-    for name, f in t.fields:
-        sz = ffi.sizeof(f.type)
-        if f.type.kind == "array":
-            esz = ffi.sizeof(f.type.item)
-            for k in range(f.type.length):
-                fields[f.offset + k * esz] = (esz, f"{name}[{k}]")
-        else:
-            fields[f.offset] = (sz, name)
-    return ffi.sizeof(t), fields
-
-
 class Checker:
     def __init__(self, insns, prog_type, maps, log, ffi, prog_flags=0, expected_attach_type=0):
         self.insns = insns
@@ -175,8 +150,7 @@ class Checker:
         self.id_gen = 0
         self.processed = 0
         self.bad_helpers = {}
-        self.skb = _ctx_skb(ffi) if prog_type in (SOCKET_FILTER, SCHED_CLS, SCHED_ACT) else None
-        self.xdp_size = ffi.sizeof("struct xdp_md") if prog_type == XDP else 0
+        self.ctx = C.Ctx(prog_type, expected_attach_type, ffi)
         # subprograms (check_subprogs: the structural pass checked their bounds)
         self.starts = sorted({0} | {k + x.imm + 1 for k, x in enumerate(insns) if self.calls_subprog(x)})
         self.subprog_of = {a: k for k, a in enumerate(self.starts)}
@@ -489,7 +463,7 @@ class Checker:
 
     # ---------------------------------------------------------------- main loop
     def run(self):
-        if self.prog_type not in MODELLED_PROG_TYPES:
+        if self.prog_type not in C.MODELLED:
             raise Unmodelled("program type")
         self.prune, self.live = self.cfg()
         self.need = None        # precision_needs(), at the first state comparison
@@ -1021,7 +995,7 @@ class Checker:
         return off >= 0 and (size > 0 or zero_ok) and off + size <= limit
 
     def may_write_packet(self):
-        return self.prog_type in (SCHED_CLS, SCHED_ACT, XDP)
+        return self.prog_type in C.PKT_WRITE
 
     def packet_access(self, st, regno, reg, off, size):
         if reg.smin < 0:
@@ -1133,7 +1107,7 @@ class Checker:
         if not T.is_const(reg.var) or reg.var[0]:
             self.reject(st, errno.EACCES, f"variable ctx access var_off={T.sbin(reg.var)} disallowed", reg)
         self.check_alignment(st, reg, off, size, "context ", self.strict)
-        res = self.ctx_valid(off, size, kind)
+        res = self.ctx.valid(off, size, kind)
         if res is False:
             self.reject(st, errno.EACCES, f"invalid bpf_context access off={off} size={size}")
         if kind == "read":
@@ -1148,105 +1122,6 @@ class Checker:
                 val.exact = False
             elif size < 8:
                 self._narrow(val, size, False)
-
-    def ctx_valid(self, off, size, kind):
-        """is_valid_access() of the program type: False, True or the pointer type loaded."""
-        pt = self.prog_type
-        if pt == KPROBE:
-            return not (off < 0 or off >= PT_REGS_SIZE or kind != "read" or off % size or off + size > PT_REGS_SIZE)
-        if pt == TRACEPOINT:
-            return not (off < 8 or off >= PERF_MAX_TRACE_SIZE or kind != "read" or off % size)
-        if pt == RAW_TRACEPOINT:
-            return not (off < 0 or off >= 8 * 12 or kind != "read" or off % size)
-        if pt == PERF_EVENT:
-            if off < 0 or off >= PERF_EVENT_DATA_SIZE or kind != "read" or off % size:
-                return False
-            if off >= PT_REGS_SIZE:
-                return size in (1, 2, 4, 8)     # sample_period, addr: narrow loads of u64
-            return size == 8
-        if pt == SYSCALL:
-            return not (off < 0 or off >= 0xFFFF or off % size)
-        if pt == XDP:
-            fields = {0: PACKET, 4: PACKET_END, 8: PACKET_META}
-            if kind == "write":
-                return False
-            if off == 20 and self.expected_attach_type != 1:    # egress_ifindex, BPF_XDP_DEVMAP
-                return False
-            if off < 0 or off >= self.xdp_size or off % size or size != 4:
-                return False
-            return fields.get(off, True)
-        return self.skb_valid(off, size, kind)
-
-    def skb_valid(self, off, size, kind):
-        total, fields = self.skb
-        ffi = self.ffi
-        o = lambda f: ffi.offsetof("struct __sk_buff", f)
-        f = self._skb_field(off)
-        name = f[2] if f else None
-        base = name.split("[")[0] if name else None
-        pt = self.prog_type
-        if pt == SOCKET_FILTER:
-            if base in ("tc_classid", "data", "data_meta", "data_end", "tstamp", "wire_len", "hwtstamp") or \
-                    (name and o("family") <= f[0] <= o("local_port")):
-                return False
-            if kind == "write" and base != "cb":
-                return False
-            ptr = True
-        else:
-            if kind == "write" and base not in ("mark", "tc_index", "priority", "tc_classid", "cb", "tstamp",
-                                                 "queue_mapping"):
-                return False
-            ptr = {"data": PACKET, "data_meta": PACKET_META, "data_end": PACKET_END}.get(base, True)
-            if name and o("family") <= f[0] <= o("local_port"):
-                return False
-            if base == "tstamp_type":
-                return size == 1 and off == f[0]
-        # bpf_skb_is_valid_access()
-        if off < 0 or off >= total or off % size:
-            return False
-        if f is None:
-            return False
-        foff, fsize, name = f
-        if base == "cb":
-            if off + size > o("cb") + 20:
-                return False
-        elif base in ("remote_ip6", "local_ip6", "remote_ip4", "local_ip4", "data", "data_meta", "data_end"):
-            if size != 4:
-                return False
-        elif base == "flow_keys":
-            return False
-        elif base == "hwtstamp":
-            if kind == "write" or size != 8:
-                return False
-        elif base == "tstamp":
-            if size != 8:
-                return False
-        elif base == "sk":
-            raise Unmodelled("__sk_buff->sk")
-        elif base == "tstamp_type":
-            return False
-        elif name == "pad":
-            return False
-        else:
-            if kind == "write":
-                if size != 4:
-                    return False
-            elif not (size <= 4 and not (size & (size - 1))):
-                return False
-            if fsize == 8:
-                raise Unmodelled(f"__sk_buff field {name}")
-        return ptr
-
-    def _skb_field(self, off):
-        _total, fields = self.skb
-        for foff in range(off, off - 8, -1):
-            f = fields.get(foff)
-            if f is not None:
-                size, name = f
-                if off < foff + max(size, 1) or name.startswith("cb["):
-                    return foff, size, name
-                return None
-        return None
 
     # ---- atomics
     def check_atomic(self, st, x, dst, size):
@@ -1407,6 +1282,12 @@ class Checker:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=fp, pkt, pkt_meta, map_key, "
                             f"map_value, mem, ringbuf_mem, buf, trusted_ptr_")
             raise Unmodelled(f"helper argument of type {t}")
+        if at == P.LONG:
+            self.helper_mem(st, rn, reg, 8, False, "write")
+            if t not in (STACK, MAP_VALUE):
+                raise Unmodelled(f"aligned helper memory of type {t}")
+            self.check_alignment(st, reg, 0, 8, "stack " if t == STACK else "value ", True)
+            return
         if at in (P.KEY, P.VALUE):
             m = meta["map"]
             if m is None:
@@ -1436,7 +1317,7 @@ class Checker:
         if t == STACK:
             if size == 0 and zero_ok:
                 return
-            lo, hi = self.stack_bounds(st, rn, reg, reg.off, size, " indirect access to")
+            lo, hi = self.stack_bounds(st, rn, reg, reg.off, size, f" {kind} {'to' if kind == 'write' else 'from'}")
             if kind == "write":
                 stk = self.stack_of(st, reg)
                 for a in range(lo, hi):
@@ -1492,11 +1373,7 @@ class Checker:
             if r0.type != SCALAR:
                 self.reject(st, errno.EACCES, "R0 not a scalar value")
             lo, hi = f.cb
-            if not (lo <= r0.smin and r0.smax <= hi):
-                desc = "".join(([f" smin={r0.smin}"] if r0.smin > -(1 << 63) else []) +
-                               ([f" smax={r0.smax}"] if r0.smax < (1 << 63) - 1 else [])) or " unknown scalar value"
-                self.reject(st, errno.EINVAL, f"At callback return the register R0 has{desc} should have been in "
-                            f"[{lo}, {hi}]", r0)
+            self.check_retval(st, r0, lo, hi, "callback return")
         st.callers.pop()
         st.regs, st.stack, st.subprog = f.regs, f.stack, f.subprog
         if f.cb is not None:
@@ -1566,8 +1443,23 @@ class Checker:
             for rid, at in st.refs:
                 self.log(f"Unreleased reference id={rid} alloc_insn={at}")
             self.reject(st, errno.EINVAL, "BPF_EXIT instruction in main prog would lead to reference leak")
-        if st.regs[0].type == NOT_INIT:
+        r0 = st.regs[0]
+        if r0.type == NOT_INIT:
             self.reject(st, errno.EACCES, "R0 !read_ok")
+        rng = C.retval_range(self.prog_type, self.expected_attach_type)
+        if rng is not None:
+            if r0.type != SCALAR:
+                self.reject(st, errno.EINVAL, f"At program exit the register R0 is not a known value "
+                            f"({r0.type_str()})")
+            self.check_retval(st, r0, *rng, "program exit")
+
+    def check_retval(self, st, r0, lo, hi, where):
+        """retval_range_within(), with verbose_invalid_scalar()'s words."""
+        if not (lo <= r0.smin and r0.smax <= hi):
+            desc = "".join(([f" smin={r0.smin}"] if r0.smin > -(1 << 63) else []) +
+                           ([f" smax={r0.smax}"] if r0.smax < (1 << 63) - 1 else [])) or " unknown scalar value"
+            self.reject(st, errno.EINVAL, f"At {where} the register R0 has{desc} should have been in [{lo}, {hi}]",
+                        r0)
 
     # ---------------------------------------------------------------- jumps
     def check_cond_jmp(self, st, i, x, pending):
@@ -1587,6 +1479,11 @@ class Checker:
                 taken = 0 if op == A.JEQ else 1
         elif d.is_ptr() and s.is_ptr() and d.type in (PACKET, PACKET_META, PACKET_END) and \
                 s.type in (PACKET, PACKET_META, PACKET_END) and not is32:
+            taken = self.pkt_branch_taken(d, s, op)
+            if taken is not None:
+                if not exact:
+                    st.inexact = True
+                return target if taken else i + 1
             other = st.copy()
             other.insn = target
             if not exact:
@@ -1698,17 +1595,45 @@ class Checker:
     def pkt_compare(self, st, other, x, op):
         """try_match_pkt_pointers(): this (fall-through) and other (taken) branches."""
         d, s = st.regs[x.dst], st.regs[x.src]
-        pkt = lambda r: r.type in (PACKET, PACKET_META)
+        # pkt against pkt_end, or pkt_meta against the packet's start (which ends the metadata)
+        init = lambda r: r.type == PACKET and not r.id and not r.off and T.is_const(r.var) and not r.var[0]
+        ends = lambda p, e: (p.type == PACKET and e.type == PACKET_END) or (p.type == PACKET_META and init(e))
         # which branch learns that the packet pointer is in range, and whether the range is right-open
-        if pkt(d) and s.type == PACKET_END and op in PKT_LEFT:
+        if ends(d, s) and op in PKT_LEFT:
             taken, right_open = PKT_LEFT[op]
             self.good_pkt(other if taken else st, d, right_open)
-        elif d.type == PACKET_END and pkt(s) and op in PKT_RIGHT:
+            self.mark_pkt_end(st if taken else other, x.dst, not right_open)
+        elif ends(s, d) and op in PKT_RIGHT:
             taken, right_open = PKT_RIGHT[op]
             self.good_pkt(other if taken else st, s, right_open)
-        elif pkt(d) and pkt(s):
-            if d.type != s.type:
-                raise Unmodelled("pkt_meta against pkt")
+            self.mark_pkt_end(st if taken else other, x.src, not right_open)
+
+    @staticmethod
+    def mark_pkt_end(st, regno, beyond):
+        """mark_pkt_end(): on the branch where the packet pointer is past the
+        end (beyond) or at it, its range says so (BEYOND_PKT_END,
+        AT_PKT_END) for is_pkt_ptr_branch_taken()."""
+        r = st.regs[regno]
+        if r.type == PACKET:
+            r = st.regs[regno] = r.copy()
+            r.range = BEYOND_PKT_END if beyond else AT_PKT_END
+
+    @staticmethod
+    def pkt_branch_taken(d, s, op):
+        """is_pkt_ptr_branch_taken(): 1, 0 or None (both may be)."""
+        if s.type == PACKET_END:
+            pkt = d
+        elif d.type == PACKET_END:
+            pkt, op = s, A.SWAP.get(op, op)
+        else:
+            return None
+        if pkt.range >= 0:
+            return None
+        if op in (A.JLE, A.JGT) and pkt.range == BEYOND_PKT_END:
+            return int(op == A.JGT)
+        if op in (A.JLT, A.JGE) and pkt.range in (BEYOND_PKT_END, AT_PKT_END):
+            return int(op == A.JGE)
+        return None
 
     def good_pkt(self, st, ref, right_open):
         """find_good_pkt_pointers()."""

@@ -18,6 +18,7 @@ ALLOC_SIZE0 = "alloc0"   # ARG_CONST_ALLOC_SIZE_OR_ZERO
 RINGBUF = "ringbuf"      # ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE
 FUNC = "func"            # ARG_PTR_TO_FUNC: a callback
 STACK0 = "stack0"        # ARG_PTR_TO_STACK_OR_NULL: the callback's context
+LONG = "long"            # ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT | MEM_WRITE | MEM_ALIGNED, 8 bytes (a long written)
 
 # return types
 INT, VOID, VALUE_OR_NULL, RINGBUF_OR_NULL = "int", "void", "value_or_null", "ringbuf_or_null"
@@ -36,6 +37,7 @@ PROTOS = {
     15: ("bpf_get_current_uid_gid", INT, ()),
     16: ("bpf_get_current_comm", INT, (UMEM, SIZE)),
     25: ("bpf_perf_event_output", INT, (CTX, MAP, ANY, MEM, SIZE0)),
+    26: ("bpf_skb_load_bytes", INT, (CTX, ANY, UMEM, SIZE)),
     27: ("bpf_get_stackid", INT, (CTX, MAP, ANY)),
     35: ("bpf_get_current_task", INT, ()),
     37: ("bpf_current_task_under_cgroup", INT, (MAP, ANY)),
@@ -46,6 +48,9 @@ PROTOS = {
     113: ("bpf_probe_read_kernel", INT, (UMEM, SIZE0, ANY)),
     114: ("bpf_probe_read_user_str", INT, (UMEM, SIZE0, ANY)),
     115: ("bpf_probe_read_kernel_str", INT, (UMEM, SIZE0, ANY)),
+    105: ("bpf_strtol", INT, (MEM, SIZE, ANY, LONG)),
+    106: ("bpf_strtoul", INT, (MEM, SIZE, ANY, LONG)),
+    118: ("bpf_jiffies64", INT, ()),
     125: ("bpf_ktime_get_boot_ns", INT, ()),
     130: ("bpf_ringbuf_output", INT, (MAP, MEM, SIZE0, ANY)),
     131: ("bpf_ringbuf_reserve", RINGBUF_OR_NULL, (MAP, ALLOC_SIZE0, ANY)),

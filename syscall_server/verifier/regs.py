@@ -21,6 +21,10 @@ PACKET, PACKET_META, PACKET_END, MEM, RINGBUF_MEM = "pkt", "pkt_meta", "pkt_end"
 FUNC = "func"                    # PTR_TO_FUNC: off is the callback's first insn
 
 
+class Unmodelled(Exception):
+    """do_check cannot give the kernel's verdict for this program."""
+
+
 def s64(v):
     v &= M64
     return v - (1 << 64) if v >> 63 else v
