@@ -181,7 +181,7 @@ def relocate(ctx, insns, attr, prog, log):
                     ins.src = V.PSEUDO_MAP_IDX
                 ins.imm = idx
             elif src == V.PSEUDO_BTF_ID:
-                V.reject(log, errno.EINVAL, "unsupported: ksym (BPF_PSEUDO_BTF_ID) loads")
+                V.reject(log, errno.EINVAL, "unsupported: ksym (BPF_PSEUDO_BTF_ID) loads", loud=True)
             i += 2
             continue
         i += 1
@@ -252,7 +252,7 @@ def prog_load(ctx, attr):
             # bpf_vlog_finalize(): a log that did not fit turns any result into ENOSPC
             if write_log(ctx, log_buf, log_size, level, log.text()):
                 raise BpfError(errno.ENOSPC)
-        raise BpfError(e.errno, e.strerror, loud="unsupported" in (e.strerror or ""))
+        raise
     prog.subprogs = starts
     xl = b"".join(ins.pack() for ins in insns)
     prog.xlated = xl

@@ -133,6 +133,11 @@ class Conn:
             self.before_done()
         self.send(P.SHIM_OP_DONE, ret, err, payload, [g[2] if len(g) > 2 else g[0].fd for g in give])
 
+    def fail(self, e):
+        """End the request with BpfError e: ret -1, its errno, and its message
+        on the caller's stderr when the error says so (e.loud)."""
+        self.done(-1, e.errno, msg=e.strerror if e.loud else "")
+
     # ---- references ----
     def hold(self, obj):
         key = (obj.kind, obj.id)

@@ -132,4 +132,4 @@ def handle(conn, ctl, arg, payload, fds=()):
         else:
             raise BpfError(errno.EINVAL)
     except BpfError as e:
-        conn.done(-1, e.errno, msg=e.strerror if e.loud else "")
+        conn.fail(e)

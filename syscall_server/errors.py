@@ -1,8 +1,9 @@
 """One error type for every handler: the kernel's errno plus a message.
 
 Handlers raise BpfError(errno.EINVAL, "why"); the server turns it into the
-reply (ret -1, errno) and, when `loud` is set, sends the message to the
-caller's stderr — that is how an unsupported feature fails loudly.
+reply (conn.py `fail`: ret -1, errno) and, when the raiser set `loud`, sends
+the message to the caller's stderr — that is how an unsupported feature
+fails loudly. Whether a line is printed is never read from the message.
 """
 import errno as _errno
 

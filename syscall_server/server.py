@@ -189,7 +189,7 @@ class Server:
                 from . import control
                 control.handle(conn, a, b, payload, fds)
             else:
-                conn.done(-1, errno.EINVAL, msg=f"unknown request {op}")
+                conn.fail(BpfError(errno.EINVAL, f"unknown request {op}", loud=True))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -199,13 +199,14 @@ class Server:
         try:
             ret = dispatch.dispatch(ctx, cmd, attr_bytes)
         except BpfError as e:
-            conn.done(-1, e.errno, msg=e.strerror if e.loud else "")
+            conn.fail(e)
             return
         except ConnectionError:
             raise
         except Exception as e:  # a server bug must not take the server down
             traceback.print_exc()
-            conn.done(-1, errno.EINVAL, msg=f"internal error in {dispatch.cmd_name(cmd)}: {e!r}")
+            why = f"internal error in {dispatch.cmd_name(cmd)}: {e!r}"
+            conn.fail(BpfError(errno.EINVAL, why, loud=True))
             return
         ret_fd = -1
         if isinstance(ret, tuple) and ret[0] == "fd":
@@ -218,14 +219,14 @@ class Server:
         try:
             obj = perf_event.perf_event_open(conn, uattr, pid, cpu, group_fd, flags)
         except BpfError as e:
-            conn.done(-1, e.errno, msg=e.strerror if e.loud else "")
+            conn.fail(e)
             return
         conn.done(0, give=perf_event.give(obj), ret_fd=0)
 
     def _identify(self, conn, fds):
         obj = registry.by_fd(fds[0]) if fds else None
         if obj is None:
-            conn.done(-1, errno.EBADF)
+            conn.fail(BpfError(errno.EBADF))
             return
         conn.done(0, give=[(obj, 0)], ret_fd=0)
 

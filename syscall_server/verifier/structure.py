@@ -101,9 +101,10 @@ class Log:
         return "".join(l if l.endswith("\n") else l + "\n" for l in self.lines)
 
 
-def reject(log, err, msg):
+def reject(log, err, msg, loud=False):
+    """The log line and the error; loud for what bpfshim lacks (errors.py)."""
     log(msg)
-    raise VerifierError(err, msg.strip())
+    raise VerifierError(err, msg.strip(), loud=loud)
 
 
 class Verifier:
@@ -156,7 +157,7 @@ class Verifier:
                     continue
                 if (c & 0xE0) in (ABS, IND) and (c & 0x18) != DW:
                     reject(self.log, errno.EINVAL, f"unsupported: BPF_LD_{'ABS' if (c & 0xE0) == ABS else 'IND'} "
-                           f"(legacy packet access) at insn {i}")
+                           f"(legacy packet access) at insn {i}", loud=True)
                 reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
             elif cls == LDX:
                 mode = c & 0xE0
@@ -182,7 +183,7 @@ class Verifier:
                                        XCHG, CMPXCHG, 0x100, 0x110):
                         reject(self.log, errno.EINVAL, f"BPF_ATOMIC uses invalid atomic opcode {ins.imm:02x}")
                     if ins.imm in (0x100, 0x110):
-                        reject(self.log, errno.EINVAL, "unsupported: load-acquire/store-release atomics")
+                        reject(self.log, errno.EINVAL, "unsupported: load-acquire/store-release atomics", loud=True)
                 else:
                     reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
             i += 1
@@ -233,7 +234,7 @@ class Verifier:
             if c & X or ins.off or ins.dst or (ins.src not in (0, PSEUDO_CALL, PSEUDO_KFUNC_CALL)):
                 reject(self.log, errno.EINVAL, "BPF_CALL uses reserved fields")
             if ins.src == PSEUDO_KFUNC_CALL:
-                reject(self.log, errno.EINVAL, f"unsupported: kfunc calls (btf id {ins.imm})")
+                reject(self.log, errno.EINVAL, f"unsupported: kfunc calls (btf id {ins.imm})", loud=True)
             if ins.src == 0:
                 self._helper(ins.imm)
         elif op == EXIT:
