@@ -805,26 +805,13 @@ class Checker:
         if (known and (smin != smax or umin != umax)) or smin > smax or umin > umax:
             r = Reg(SCALAR)
             return r
-        # check_reg_sane_offset() for the scalar and the pointer
-        if known and abs(smin) >= MAX_VAR_OFF:
-            self.reject(st, errno.EACCES, f"math between {tname} pointer and {smin} is not allowed", off_reg)
-        if smin == -(1 << 63):
-            self.reject(st, errno.EACCES, f"math between {tname} pointer and register with unbounded min value "
-                        f"is not allowed", off_reg)
-        if smin >= MAX_VAR_OFF or smin <= -MAX_VAR_OFF:
-            self.reject(st, errno.EACCES, f"value {smin} makes {tname} pointer be out of bounds", off_reg)
-        if ptr.off >= MAX_VAR_OFF or ptr.off <= -MAX_VAR_OFF:
-            self.reject(st, errno.EACCES, f"{tname} pointer offset {ptr.off} is not allowed")
-        if ptr.smin == -(1 << 63):
-            self.reject(st, errno.EACCES, f"math between {tname} pointer and register with unbounded min value "
-                        f"is not allowed", ptr)
+        self.sane_offset(st, off_reg, tname)
+        self.sane_offset(st, ptr, tname)
         r = ptr.copy()
         r.exact = ptr.exact and off_reg.exact
         if op == A.ADD:
             if known:
                 r.off = ptr.off + smin
-                if abs(r.off) >= MAX_VAR_OFF:
-                    self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed")
             else:
                 # the variable part: bounds of ptr + scalar
                 A._add(r, off_reg)
@@ -836,8 +823,6 @@ class Checker:
         else:
             if known:
                 r.off = ptr.off - smin
-                if abs(r.off) >= MAX_VAR_OFF:
-                    self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed")
             else:
                 if ptr.type == STACK:
                     self.reject(st, errno.EACCES, f"R{dn} subtraction from stack pointer prohibited")
@@ -847,13 +832,22 @@ class Checker:
                 if r.type in (PACKET, PACKET_META):
                     r.id = self.new_id()
                     r.range = 0
-        # the result's own bounds (check_reg_sane_offset on dst)
-        if r.smin <= -MAX_VAR_OFF or r.smax >= MAX_VAR_OFF or r.off >= MAX_VAR_OFF or r.off <= -MAX_VAR_OFF:
-            v = r.smin if r.smin <= -MAX_VAR_OFF else r.smax
-            if r.off >= MAX_VAR_OFF or r.off <= -MAX_VAR_OFF:
-                self.reject(st, errno.EACCES, f"{tname} pointer offset {r.off} is not allowed", r)
-            self.reject(st, errno.EACCES, f"value {v} makes {tname} pointer be out of bounds", r)
+        self.sane_offset(st, r, tname)
         return r
+
+    def sane_offset(self, st, reg, tname):
+        """check_reg_sane_offset(): the scalar, the pointer and the result of
+        pointer arithmetic (the access checks the upper bound)."""
+        val = s64(reg.var[0])
+        if T.is_const(reg.var) and not -MAX_VAR_OFF < val < MAX_VAR_OFF:
+            self.reject(st, errno.EINVAL, f"math between {tname} pointer and {val} is not allowed", reg)
+        if not -MAX_VAR_OFF < reg.off < MAX_VAR_OFF:
+            self.reject(st, errno.EINVAL, f"{tname} pointer offset {reg.off} is not allowed", reg)
+        if reg.smin == -(1 << 63):
+            self.reject(st, errno.EINVAL, f"math between {tname} pointer and register with unbounded min value "
+                        f"is not allowed", reg)
+        if not -MAX_VAR_OFF < reg.smin < MAX_VAR_OFF:
+            self.reject(st, errno.EINVAL, f"value {reg.smin} makes {tname} pointer be out of bounds", reg)
 
     def _ptr_op_msg(self, dn, op):
         if op in (A.AND, A.OR, A.XOR):
@@ -1490,7 +1484,7 @@ class Checker:
                 st.inexact = other.inexact = True
             self.pkt_compare(st, other, x, op)
             self._push(st, other, pending)
-            return st.insn
+            return i + 1
         elif d.is_ptr() or s.is_ptr():
             if is32:
                 self.reject(st, errno.EACCES, f"R{x.dst if d.is_ptr() else x.src} pointer comparison prohibited")
@@ -1500,7 +1494,7 @@ class Checker:
             if not exact:
                 st.inexact = other.inexact = True
             self._push(st, other, pending)
-            return st.insn
+            return i + 1
         if taken is not None:
             if not exact:
                 st.inexact = True
@@ -1520,19 +1514,14 @@ class Checker:
             self.refine_regs(other, x, op, is32, True)
             self.refine_regs(st, x, op, is32, False)
         self._push(st, other, pending)
-        return st.insn
+        return i + 1
 
     def _push(self, st, other, pending):
-        """The fall-through waits; the taken branch goes first (as the kernel's 6.x logs show)."""
+        """The taken branch waits (push_stack), the fall-through goes on."""
         if st.parent is not None:
             st.parent.branches += 1
-        fall = st.copy()
-        fall.insn = st.insn + 1
-        fall.parent = st.parent
-        pending.append(fall)
-        # continue with `other` in place of st
-        st.regs, st.stack, st.refs, st.inexact = other.regs, other.stack, other.refs, other.inexact
-        st.callers, st.insn = other.callers, other.insn
+        other.parent = st.parent
+        pending.append(other)
 
     @staticmethod
     def frames(st):

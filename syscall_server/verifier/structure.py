@@ -121,7 +121,7 @@ class Verifier:
         # caller lets do_check decide (the kernel refuses such a call only
         # where it is reachable: dead code may have one)
         self.defer_helpers = False
-        self.deferred = {}          # func_id -> (errno, message), in program order
+        self.deferred = {}          # func_id, or ("flow",) (_flow_reject) -> (errno, message)
 
     def _helper_reject(self, err, msg, func_id):
         if not self.defer_helpers:
@@ -363,10 +363,20 @@ class Verifier:
             else:
                 i += 1
 
+    def _flow_reject(self, err, msg):
+        """A read of an unset register or a store past r10's frame: do_check
+        refuses it where it is reached, so dead code may have one (as on
+        the kernel). Deferred with the helpers, and first among them: the
+        verdict if do_check does not walk the program."""
+        if not self.defer_helpers:
+            reject(self.log, err, msg)
+        if ("flow",) not in self.deferred:
+            self.deferred = {("flow",): (err, msg), **self.deferred}
+
     def _need(self, regs, *rs):
         for r in rs:
             if r not in regs:
-                reject(self.log, errno.EACCES, f"R{r} !read_ok")
+                self._flow_reject(errno.EACCES, f"R{r} !read_ok")
 
     def _step(self, i, ins, regs):
         cls, c = ins.cls, ins.code
@@ -421,7 +431,7 @@ class Verifier:
         if ins.dst == 10:
             size = SIZE_BYTES[ins.code & 0x18]
             if ins.off >= 0 or ins.off < -STACK or ins.off + size > 0:
-                reject(self.log, errno.EACCES, f"invalid write to stack R10 off={ins.off} size={size}")
+                self._flow_reject(errno.EACCES, f"invalid write to stack R10 off={ins.off} size={size}")
 
     def check(self):
         n = len(self.insns)
