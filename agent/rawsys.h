@@ -14,6 +14,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -253,6 +254,57 @@ static inline int bpf_rt_maps_each(long fd, char *buf, size_t size,
 		}
 	}
 	return n < 0 ? (int)n : 0;
+}
+
+/* The PROT_* of a mapping's perms ("r-xp"). */
+static inline int bpf_rt_vma_prot(const char *perms)
+{
+	return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+}
+
+/* What bpf_rt_file_of finds: the caller gives path and path_size. */
+struct bpf_rt_file_at {
+	uint64_t off, dev, ino;    /* offset in the file (dev, ino) */
+	int prot;                  /* the mapping's PROT_* */
+	char *path;                /* the path the maps file shows (" (deleted)" after it, if so) */
+	size_t path_size;
+};
+
+struct bpf_rt_file_find {
+	uint64_t addr;
+	struct bpf_rt_file_at *f;
+};
+
+static inline int bpf_rt_file_vma(const struct bpf_rt_vma *v, void *arg)
+{
+	struct bpf_rt_file_find *q = arg;
+	struct bpf_rt_file_at *f = q->f;
+	size_t n;
+
+	if (q->addr < v->lo || q->addr >= v->hi)
+		return 0;
+	n = strlen(v->path);
+	if (!v->ino || v->path[0] != '/' || n >= f->path_size)
+		return 2;          /* mapped, but from no file (or a path that does not fit) */
+	f->off = q->addr - v->lo + v->off;
+	f->dev = v->dev;
+	f->ino = v->ino;
+	f->prot = bpf_rt_vma_prot(v->perms);
+	memcpy(f->path, v->path, n + 1);
+	return 1;
+}
+
+/* The file and offset addr is mapped from, by the maps file open at fd
+ * (bpf_rt_maps_each: raw syscalls into buf, async-signal-safe): 1 with *f
+ * filled; 0 when addr is not mapped, or not from a file (anonymous,
+ * [vdso], a path longer than f->path_size); -errno when the file cannot
+ * be read. */
+static inline int bpf_rt_file_of(long fd, char *buf, size_t size, uint64_t addr, struct bpf_rt_file_at *f)
+{
+	struct bpf_rt_file_find q = { addr, f };
+	int r = bpf_rt_maps_each(fd, buf, size, bpf_rt_file_vma, &q);
+
+	return r == 2 ? 0 : r;
 }
 
 /* dir + "/" + name into out (n bytes): 0, or -1 when it does not fit

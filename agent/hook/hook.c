@@ -119,11 +119,6 @@ struct mapping_find {
 	size_t avail;
 };
 
-static int prot_of(const char *perms)
-{
-	return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
-}
-
 static int mapping_vma(const struct bpf_rt_vma *v, void *arg)
 {
 	struct mapping_find *m = arg;
@@ -136,7 +131,7 @@ static int mapping_vma(const struct bpf_rt_vma *v, void *arg)
 	}
 	if (m->addr < v->lo || m->addr >= v->hi)
 		return 0;
-	m->prot = prot_of(v->perms);
+	m->prot = bpf_rt_vma_prot(v->perms);
 	m->avail = v->hi - m->addr;
 	m->next = v->hi;
 	return m->avail >= 16;
@@ -261,6 +256,27 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
 	return 0;
 }
 
+int hook_file_byte(uint64_t addr)
+{
+	char path[PATH_MAX], buf[4096];
+	struct bpf_rt_file_at f = { .path = path, .path_size = sizeof(path) };
+	struct stat st;
+	uint8_t b;
+	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
+
+	if (fd < 0)
+		return -1;
+	int r = bpf_rt_file_of(fd, buf, sizeof(buf), addr, &f);
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	if (r != 1 || (fd = rsys(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC, 0, 0, 0)) < 0)
+		return -1;
+	/* the file the mapping has, not another one at that path now */
+	r = !rsys(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) && st.st_dev == f.dev && st.st_ino == f.ino &&
+	    rsys(SYS_pread64, fd, (long)&b, 1, (long)f.off, 0, 0) == 1;
+	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
+	return r ? b : -1;
+}
+
 /*
  * A function entry on endbr64 is patched after it, the jump at entry + 4
  * (and one on push %rbp at entry + 1, the site adding 8 to the sp handlers
@@ -275,48 +291,6 @@ static int list_update(struct hook_site *s, struct hook *add, struct hook *del)
  * (ip the entry's, sp before the push). Only where the function's code is
  * known (a branch to the jump is not a call); NULL: patch at the entry.
  */
-struct file_of_addr {
-	uint64_t addr, off, dev, ino;
-	char path[PATH_MAX];
-};
-
-static int addr_file(const struct bpf_rt_vma *v, void *arg)
-{
-	struct file_of_addr *f = arg;
-	size_t n = strlen(v->path);
-
-	if (f->addr < v->lo || f->addr >= v->hi)
-		return 0;
-	if (!v->ino || v->path[0] != '/' || n >= sizeof(f->path))
-		return -ENOENT;
-	f->off = f->addr - v->lo + v->off;
-	f->dev = v->dev;
-	f->ino = v->ino;
-	memcpy(f->path, v->path, n + 1);
-	return 1;
-}
-
-int hook_file_byte(uint64_t addr)
-{
-	struct file_of_addr f = { .addr = addr };
-	char buf[4096];
-	struct stat st;
-	uint8_t b;
-	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
-
-	if (fd < 0)
-		return -1;
-	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), addr_file, &f);
-	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
-	if (r != 1 || (fd = rsys(SYS_openat, AT_FDCWD, (long)f.path, O_RDONLY | O_CLOEXEC, 0, 0, 0)) < 0)
-		return -1;
-	/* the file the mapping has, not another one at that path now */
-	r = !rsys(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) && st.st_dev == f.dev && st.st_ino == f.ino &&
-	    rsys(SYS_pread64, fd, (long)&b, 1, (long)f.off, 0, 0) == 1;
-	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
-	return r ? b : -1;
-}
-
 static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t size)
 {
 	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };

@@ -211,39 +211,20 @@ void syscall_site_trapped(uint64_t ip)
 static struct bpf_rt_kept maps = BPF_RT_KEPT_INIT;   /* /proc/self/maps */
 static char maps_buf[1 << 20];
 
-struct site_file {
-	uint64_t addr;
-	struct attach_slot *s;
-	int prot;                  /* 0: not a file's code */
-};
-
-static int site_vma(const struct bpf_rt_vma *v, void *arg)
-{
-	struct site_file *f = arg;
-
-	if (f->addr < v->lo || f->addr >= v->hi)
-		return 0;
-	if (v->perms[2] != 'x' || !v->ino || v->path[0] != '/' || strlen(v->path) >= sizeof(f->s->path))
-		return 1;
-	f->s->dev = v->dev;
-	f->s->ino = v->ino;
-	f->s->offset = f->addr - v->lo + v->off;
-	f->prot = (v->perms[0] == 'r' ? PROT_READ : 0) | (v->perms[1] == 'w' ? PROT_WRITE : 0) | PROT_EXEC;
-	memcpy(f->s->path, v->path, strlen(v->path) + 1);
-	return 1;
-}
-
 /* Where addr is mapped from: the file's path, dev, ino and the offset;
- * the mapping's protection. */
+ * the mapping's protection. Only code. */
 static int file_of(uint64_t addr, struct attach_slot *s, int *prot)
 {
-	struct site_file f = { addr, s, 0 };
+	struct bpf_rt_file_at f = { .path = s->path, .path_size = sizeof(s->path) };
 	int maps_fd = bpf_rt_kept_fd(&maps);
 
 	if (maps_fd < 0 && (bpf_rt_kept_open(&maps, "/proc/self/maps", O_RDONLY) || (maps_fd = bpf_rt_kept_fd(&maps)) < 0))
 		return 0;
-	if (bpf_rt_maps_each(maps_fd, maps_buf, sizeof(maps_buf), site_vma, &f) != 1 || !f.prot)
+	if (bpf_rt_file_of(maps_fd, maps_buf, sizeof(maps_buf), addr, &f) != 1 || !(f.prot & PROT_EXEC))
 		return 0;
+	s->dev = f.dev;
+	s->ino = f.ino;
+	s->offset = f.off;
 	*prot = f.prot;
 	return 1;
 }
