@@ -52,20 +52,26 @@ def unpriv_cmd():
     return ["setpriv", f"--reuid={UNPRIV_UID}", f"--regid={UNPRIV_UID}", "--clear-groups"]
 
 
-def denied(test, case):
-    """The reason compat_tests/DENYLIST gives for `<test> <case>`, or None.
-    A line is `<test> <case>: reason`; the case may contain spaces."""
+def denylist(test):
+    """{case: reason} of compat_tests/DENYLIST for `test`. A line is
+    `<test> <case>: reason`; the case may contain spaces."""
     path = ROOT / "compat_tests" / "DENYLIST"
+    out = {}
     if not path.exists():
-        return None
+        return out
     for line in path.read_text().splitlines():
         if line.startswith("#") or ":" not in line:
             continue
         head, _, why = line.partition(": ")
         t, _, c = head.partition(" ")
-        if t == test and c == case:
-            return why.strip()
-    return None
+        if t == test:
+            out.setdefault(c, why.strip())
+    return out
+
+
+def denied(test, case):
+    """The reason compat_tests/DENYLIST gives for `<test> <case>`, or None."""
+    return denylist(test).get(case)
 
 
 def clang_bpf(src, out, *flags):

@@ -916,18 +916,28 @@ NOBODY = 65534
 SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
+NOBODY_PYTHON = "/usr/bin/python3"    # /root is 0700: the pyenv python is not usable as uid 65534
+
+
+def nobody_env(env, preloaded):
+    """What a python run as uid 65534 needs set besides `env`: HOME=/tmp and,
+    with the shim preloaded, the server's python: the project's venv (the
+    server needs cffi/llvmlite), not Debian's."""
+    out = {"HOME": "/tmp"}
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    if preloaded and "BPFSHIM_PYTHON" not in env and os.path.exists(venv):
+        out["BPFSHIM_PYTHON"] = venv
+    return out
+
+
 def as_nobody_cmd(args, env):
     """args (a python script and its arguments) run as uid 65534 with
-    /usr/bin/python3 (/root is 0700: the pyenv python is not usable there).
-    LD_PRELOAD is set after setpriv: preloaded into setpriv itself, the
-    shim's threads would break its per-thread capability juggling."""
-    env["HOME"] = "/tmp"
+    NOBODY_PYTHON. LD_PRELOAD is set after setpriv: preloaded into setpriv
+    itself, the shim's threads would break its per-thread capability
+    juggling."""
     pre = env.pop("LD_PRELOAD", None)
-    venv = os.path.join(ROOT, ".venv", "bin", "python")
-    if pre and "BPFSHIM_PYTHON" not in env and os.path.exists(venv):
-        # the server needs cffi/llvmlite: the project's venv (Debian's python)
-        env["BPFSHIM_PYTHON"] = venv
-    return SETPRIV + ["env"] + ([f"LD_PRELOAD={pre}"] if pre else []) + ["/usr/bin/python3"] + list(args)
+    env.update(nobody_env(env, pre))
+    return SETPRIV + ["env"] + ([f"LD_PRELOAD={pre}"] if pre else []) + [NOBODY_PYTHON] + list(args)
 
 
 def kernel_ok():
@@ -959,33 +969,27 @@ def run_backend(progs, shim=None, engine=None, as_nobody=False, timeout=900):
 
 def run_backend_once(progs, shim=None, engine=None, as_nobody=False, timeout=900):
     """Run a batch in one child process: the kernel (shim=None) or bpfshim
-    (LD_PRELOAD, BPFSHIM_ENGINE=engine, a fresh runtime dir so the server is
-    this engine's own). Returns the list of results."""
-    import subprocess
-    import tempfile
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
+    (LD_PRELOAD, BPFSHIM_ENGINE=engine, a server of this engine's own; as
+    uid 65534 with as_nobody). Returns the list of results."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)     # run as a script (scripts/bench.d)
+    from compat_tests import unpriv
+    if not shim:
+        assert not as_nobody, "the kernel side runs as root"
+        side, extra = unpriv.KERNEL, []
+    else:
+        side = unpriv.BPFSHIM_UNPRIV if as_nobody else unpriv.BPFSHIM
+        extra = [("BPFSHIM_ENGINE", engine)] if engine else []
     py = sys.executable
-    cmd = [py, os.path.join(HERE, "progs_gen.py"), "run"]
-    rtdir = None
-    if shim:
-        rtdir = tempfile.mkdtemp(prefix=f"bpfshim-rand-{engine or 'default'}-")
-        env["LD_PRELOAD"] = shim
-        env["BPFSHIM_RUNTIME_DIR"] = rtdir
-        if engine:
-            env["BPFSHIM_ENGINE"] = engine
     if as_nobody:
-        cmd = as_nobody_cmd(cmd[1:], env)
-        if rtdir:
-            os.chown(rtdir, NOBODY, NOBODY)
-    p = subprocess.run(cmd, input=json.dumps(progs).encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       env=env, timeout=timeout)
+        py = NOBODY_PYTHON
+        extra += list(nobody_env(os.environ, True).items())
+    p, log = unpriv.run_side(side, [py, os.path.join(HERE, "progs_gen.py"), "run"], extra,
+                             prefix=f"bpfshim-rand-{engine or 'default'}-", lib=shim or SHIM_LIB,
+                             input=json.dumps(progs).encode(), timeout=timeout)
     if p.returncode != 0:
-        log = ""
-        if rtdir and os.path.exists(os.path.join(rtdir, "server.log")):
-            log = open(os.path.join(rtdir, "server.log"), errors="replace").read()[-3000:]
         raise RuntimeError(f"runner failed ({p.returncode}): {p.stderr.decode(errors='replace')[-3000:]}\n"
-                           f"server.log: {log}")
+                           f"server.log: {log[-3000:]}")
     return json.loads(p.stdout)
 
 

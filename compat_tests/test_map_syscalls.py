@@ -8,53 +8,26 @@ compat_tests/DENYLIST as `map_syscalls <case>: reason` and skipped.
 """
 import json
 import os
-import re
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import map_cases  # noqa: E402
-from env import SHIM_LIB, UNPRIV_UID, kernel_bpf_reason, unpriv_cmd, unpriv_reason  # noqa: E402
+from env import denied, kernel_bpf_reason, unpriv_reason  # noqa: E402
+from compat_tests import unpriv  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "map_cases.py")
 PYTHON = "/usr/bin/python3"
 CASE_NAMES = list(map_cases.CASES)
-SIDES = ["bpfshim", "bpfshim@65534"]
-
-
-def denylist():
-    out = {}
-    try:
-        with open(os.path.join(HERE, "DENYLIST")) as f:
-            for line in f:
-                m = re.match(r"map_syscalls (\S+): (.*)", line.strip())
-                if m:
-                    out[m.group(1)] = m.group(2)
-    except OSError:
-        pass
-    return out
+SIDES = [unpriv.BPFSHIM, unpriv.BPFSHIM_UNPRIV]
 
 
 def ensure_bpffs():
     if not os.path.ismount("/sys/fs/bpf"):
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
-
-
-def stop_server(rt):
-    try:
-        with open(os.path.join(rt, "server.log")) as f:
-            pids = [int(p) for p in re.findall(r"bpfshim server pid (\d+)", f.read())]
-    except OSError:
-        pids = []
-    for pid in pids:
-        try:
-            os.kill(pid, 15)
-        except ProcessLookupError:
-            pass
 
 
 def attr_ends():
@@ -66,28 +39,10 @@ def attr_ends():
 def run_side(side, names=()):
     """{case: trace} of one backend (the cases `names`, else all), or
     {"__error__": why} when the child died or printed no JSON."""
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    env["BPFSHIM_ATTR_ENDS"] = attr_ends()
-    rt = None
-    if side == "kernel":
+    if side == unpriv.KERNEL:
         ensure_bpffs()
-        cmd = [PYTHON, RUNNER, *names]
-    else:
-        rt = tempfile.mkdtemp(prefix="bpfshim-mapsys-")
-        os.chmod(rt, 0o700)
-        pre = []
-        if side == "bpfshim@65534":
-            os.chown(rt, UNPRIV_UID, UNPRIV_UID)
-            pre = unpriv_cmd()
-        # LD_PRELOAD after the switch of user: setpriv itself is not traced
-        cmd = pre + ["env", f"LD_PRELOAD={SHIM_LIB}", f"BPFSHIM_RUNTIME_DIR={rt}", PYTHON, RUNNER, *names]
-    try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120, cwd="/")
-    finally:
-        if rt:
-            stop_server(rt)
-            subprocess.run(["rm", "-rf", rt])
+    p, _log = unpriv.run_side(side, [PYTHON, RUNNER, *names], [("BPFSHIM_ATTR_ENDS", attr_ends())],
+                              prefix="bpfshim-mapsys-", timeout=120, cwd="/")
     err = p.stderr.decode(errors="replace")[-3000:]
     try:
         res = {c["name"]: c["trace"] for c in json.loads(p.stdout)}
@@ -111,7 +66,7 @@ def kernel_results():
     why = kernel_bpf_reason()
     if why:
         pytest.skip(f"kernel side: {why}")
-    k = results("kernel")
+    k = results(unpriv.KERNEL)
     assert "__error__" not in k, k.get("__error__")
     return k
 
@@ -127,11 +82,11 @@ def test_enough_cases():
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_map_syscalls(name, side):
-    if side == "bpfshim@65534" and unpriv_reason():
+    if side == unpriv.BPFSHIM_UNPRIV and unpriv_reason():
         pytest.skip(unpriv_reason())
-    deny = denylist()
-    if name in deny:
-        pytest.skip(f"DENYLIST: {deny[name]}")
+    why = denied("map_syscalls", name)
+    if why:
+        pytest.skip(f"DENYLIST: {why}")
     k = kernel_results()
     s = results(side)
     assert "__error__" not in s, s.get("__error__")

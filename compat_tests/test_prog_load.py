@@ -151,21 +151,17 @@ def main(argv):
 # ---------------------------------------------------------------- pytest side
 def _child(args, shim=False, nobody=False):
     """Runs this file as a script; returns (parsed JSON lines merged, exit status)."""
-    import subprocess
-    import tempfile
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    cmd = [sys.executable, os.path.abspath(__file__)] + args
+    from compat_tests import unpriv
+    py, extra = sys.executable, []
     if shim:
-        rt = tempfile.mkdtemp(prefix="bpfshim-progload-")
-        env["LD_PRELOAD"] = G.SHIM_LIB
-        env["BPFSHIM_RUNTIME_DIR"] = rt
-        env.setdefault("BPFSHIM_ENGINE", "interp")
-        if nobody:
-            os.chown(rt, G.NOBODY, G.NOBODY)
+        extra = [("BPFSHIM_ENGINE", os.environ.get("BPFSHIM_ENGINE", "interp"))]
     if nobody:
-        cmd = G.as_nobody_cmd(cmd[1:], env)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert shim, "the kernel side runs as root"
+        py = G.NOBODY_PYTHON
+        extra += list(G.nobody_env(os.environ, True).items())
+    side = unpriv.KERNEL if not shim else unpriv.BPFSHIM_UNPRIV if nobody else unpriv.BPFSHIM
+    p, _log = unpriv.run_side(side, [py, os.path.abspath(__file__)] + args, extra, prefix="bpfshim-progload-",
+                              timeout=300)
     out = {}
     for line in p.stdout.decode(errors="replace").splitlines():
         try:

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import progs_gen as G  # noqa: E402
+from compat_tests.env import denylist  # noqa: E402
 
 SEED = int(os.environ.get("BPFSHIM_RANDOM_SEED", "20251125"))
 COUNT = int(os.environ.get("BPFSHIM_RANDOM_COUNT", "500"))
@@ -54,14 +55,7 @@ def test_kernel_accepts_most_programs():
 
 def known_divergences():
     """Seeds listed in compat_tests/DENYLIST as `prog_random <seed>: reason`."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "DENYLIST")
-    seeds = {}
-    if os.path.exists(path):
-        for line in open(path):
-            if line.startswith("prog_random "):
-                seed, _, why = line[len("prog_random "):].partition(":")
-                seeds[int(seed)] = why.strip()
-    return seeds
+    return {int(seed): why for seed, why in denylist("prog_random").items()}
 
 
 @pytest.mark.parametrize("backend", ["interp", "aot", f"{NOBODY_ENGINE}@65534"])

@@ -1,6 +1,8 @@
 """Running commands through bpfshim, as root or as uid 65534, each test
 session with its own server: a fresh runtime directory (mode 0700, owned by
-the user that runs the commands), stopped by the pid the server logged."""
+the user that runs the commands), stopped by the pid the server logged.
+`run_side` runs one command on one backend of a differential test: the
+kernel (as root), bpfshim as root, or bpfshim as uid 65534."""
 import os
 import re
 import shutil
@@ -17,8 +19,9 @@ class Runtime:
     with the shim preloaded (after the switch of user: setpriv itself is not
     traced); `close()` stops the server and removes the directory."""
 
-    def __init__(self, unpriv=False, prefix="bpfshim-rt-", parent=None):
+    def __init__(self, unpriv=False, prefix="bpfshim-rt-", parent=None, lib=SHIM_LIB):
         self.unpriv = unpriv
+        self.lib = lib
         self.dir = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.chmod(self.dir, 0o700)
         if unpriv and os.getuid() == 0:
@@ -32,15 +35,18 @@ class Runtime:
 
     def cmd(self, argv, extra_env=()):
         pre = unpriv_cmd() if self.unpriv else []
-        return pre + ["env", f"LD_PRELOAD={SHIM_LIB}", f"BPFSHIM_RUNTIME_DIR={self.dir}",
+        return pre + ["env", f"LD_PRELOAD={self.lib}", f"BPFSHIM_RUNTIME_DIR={self.dir}",
                       *[f"{k}={v}" for k, v in extra_env]] + list(argv)
 
-    def server_pids(self):
+    def server_log(self):
         try:
-            with open(os.path.join(self.dir, "server.log")) as f:
-                return [int(p) for p in re.findall(r"bpfshim server pid (\d+)", f.read())]
+            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+                return f.read()
         except OSError:
-            return []
+            return ""
+
+    def server_pids(self):
+        return [int(p) for p in re.findall(r"bpfshim server pid (\d+)", self.server_log())]
 
     def stop_servers(self, sig=signal.SIGTERM):
         """Send sig to the server(s) and wait until they are gone (SIGKILL
@@ -65,6 +71,28 @@ class Runtime:
     def close(self):
         self.stop_servers()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+KERNEL, BPFSHIM, BPFSHIM_UNPRIV = "kernel", "bpfshim", "bpfshim@65534"   # the backends
+
+
+def run_side(side, argv, extra_env=(), prefix="bpfshim-rt-", lib=SHIM_LIB, env=None, **kw):
+    """argv run once on the backend `side`: on the kernel (the caller's
+    credentials, no preload library) or through bpfshim as root or as uid
+    65534, with a server of its own for this run, stopped after it; extra_env
+    is set in argv's environment. Returns (the subprocess.run result, the
+    server's log: "" for the kernel)."""
+    env = dict(os.environ if env is None else env)
+    env.pop("LD_PRELOAD", None)
+    if side == KERNEL:
+        env.update(extra_env)
+        return subprocess.run(list(argv), capture_output=True, env=env, **kw), ""
+    rt = Runtime(unpriv=side == BPFSHIM_UNPRIV, prefix=prefix, lib=lib)
+    try:
+        p = subprocess.run(rt.cmd(argv, extra_env), capture_output=True, env=env, **kw)
+        return p, rt.server_log()
+    finally:
+        rt.close()
 
 
 def readable_tmpdir(prefix):
