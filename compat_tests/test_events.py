@@ -140,3 +140,14 @@ def test_wakeup(side, mode, setup):
     delivered, lost, failed, bad, produced, out = run_loader(side, setup, mode, 2, 2, 300,
                                                              env=[("EVENTS_PAUSE_US", "300")], timeout=60)
     assert bad == 0 and produced == 600 and delivered + (lost if mode == "perf-wait" else failed) == produced, out
+
+
+@pytest.mark.parametrize("mode", ["perf-first", "ringbuf-first"])
+@pytest.mark.parametrize("side", SIDES)
+def test_first_event(side, mode, setup):
+    """Targets already running when the tool starts, calling once right after
+    the tool filled its perf event array (libbpf-tools: attach, fill, then the
+    first event may come): every call is delivered, none lost, as on the
+    kernel, whose update is seen by the next event."""
+    delivered, lost, failed, bad, produced, out = run_loader(side, setup, mode, 2, 1, 3, timeout=60)
+    assert bad == 0 and produced == 6 and (delivered, lost, failed) == (6, 0, 0), out

@@ -90,14 +90,33 @@ static int on_rb(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+/* PROCS targets; with go_fd/ready_fd (the -first modes) each says it is
+ * up on ready_fd and waits for a byte on go_fd before it calls. */
+static void spawn(char **argv, long procs, long threads, int go_fd, int ready_fd)
+{
+	for (long p = 0; p < procs; p++) {
+		char base[32], sync[32];
+		snprintf(base, sizeof(base), "%ld", p * threads);
+		snprintf(sync, sizeof(sync), "%d,%d", go_fd, ready_fd);
+		if (fork() == 0) {
+			char *args[] = { argv[4], argv[6], argv[7], base, argv[8], NULL };
+			if (go_fd >= 0)
+				setenv("EVENTS_SYNC_FDS", sync, 1);
+			execv(argv[4], args);
+			_exit(127);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 8) {
-		fprintf(stderr, "usage: events_loader OBJ perf|ringbuf|perf-wait|ringbuf-wait PAGES TARGET PROCS THREADS "
-			"TOTAL [flush]\n");
+		fprintf(stderr, "usage: events_loader OBJ perf|ringbuf|perf-wait|ringbuf-wait|perf-first|ringbuf-first "
+			"PAGES TARGET PROCS THREADS TOTAL [flush]\n");
 		return 2;
 	}
 	int perf = !strncmp(argv[2], "perf", 4), wait_all = strstr(argv[2], "-wait") != NULL;
+	int first = strstr(argv[2], "-first") != NULL;
 	long pages = atol(argv[3]), procs = atol(argv[5]), threads = atol(argv[6]);
 	nthreads = procs * threads;
 	total = atol(argv[7]);
@@ -106,6 +125,26 @@ int main(int argc, char **argv)
 	for (int t = 0; t <= MAX_T; t++)
 		if (!(seen[t] = calloc((size_t)(t == MAX_T ? FLUSH_MAX : total) / 8 + 1, 1)))
 			return 1;
+
+	/* -first: the targets run (agents and all) before anything is loaded,
+	 * and call once the consumer is set up, as a tool's first event comes
+	 * from a process that was there before it: that event is delivered. */
+	int go[2] = { -1, -1 };
+	if (first) {
+		int ready[2];
+		char b;
+		if (pipe(go) || pipe(ready))
+			return 1;
+		spawn(argv, procs, threads, go[0], ready[1]);
+		close(ready[1]);
+		for (long p = 0; p < procs; p++)
+			if (read(ready[0], &b, 1) != 1) {
+				printf("target did not start\n");
+				return 1;
+			}
+		close(ready[0]);
+		wait_all = 1;
+	}
 
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	if (!obj) {
@@ -140,14 +179,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	for (long p = 0; p < procs; p++) {
-		char base[32];
-		snprintf(base, sizeof(base), "%ld", p * threads);
-		if (fork() == 0) {
-			char *args[] = { argv[4], argv[6], argv[7], base, argc > 8 ? argv[8] : NULL, NULL };
-			execv(argv[4], args);
-			_exit(127);
-		}
+	if (first) {
+		char b[64] = { 0 };
+		if (write(go[1], b, (size_t)procs) != procs)
+			return 1;
+	} else {
+		spawn(argv, procs, threads, -1, -1);
 	}
 	long running = procs;
 	int timeout = wait_all ? -1 : 100;

@@ -9,6 +9,8 @@
  * next record that fits, so without a later record on that CPU's ring the
  * last drops are never counted. With EVENTS_PAUSE_US set, each thread
  * sleeps that long after each call (the consumer sleeps between records).
+ * With EVENTS_SYNC_FDS=GO,READY it writes a byte to READY and waits for one
+ * on GO before the calls (the loader's -first modes).
  * Prints "produced N": the calls made. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -57,6 +59,13 @@ int main(int argc, char **argv)
 	pause_us = getenv("EVENTS_PAUSE_US") ? atol(getenv("EVENTS_PAUSE_US")) : 0;
 	per = total / nt;
 	extra = total % nt;
+	if (getenv("EVENTS_SYNC_FDS")) {   /* the loader's -first modes */
+		int go_fd, ready_fd;
+		char b = 0;
+		if (sscanf(getenv("EVENTS_SYNC_FDS"), "%d,%d", &go_fd, &ready_fd) != 2 ||
+		    write(ready_fd, &b, 1) != 1 || read(go_fd, &b, 1) != 1)
+			return 2;
+	}
 	pthread_barrier_init(&go, NULL, (unsigned)nt);
 	for (long t = 0; t < nt; t++)
 		pthread_create(&th[t], NULL, run, (void *)t);
