@@ -940,15 +940,19 @@ def as_nobody_cmd(args, env):
     return SETPRIV + ["env"] + ([f"LD_PRELOAD={pre}"] if pre else []) + [NOBODY_PYTHON] + list(args)
 
 
+def _harness():
+    """compat_tests.env and .unpriv (this file also runs as a script:
+    scripts/bench.d)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from compat_tests import env, unpriv
+    return env, unpriv
+
+
 def kernel_ok():
-    """Root with a working kernel bpf(): the oracle is available."""
-    if os.geteuid() != 0 or os.environ.get("BPFSHIM_TEST_KERNEL") == "0":
-        return False
-    fd, _ = map_create({"type": BPF_MAP_TYPE_ARRAY, "key_size": 4, "value_size": 4, "max_entries": 1})
-    if fd < 0:
-        return False
-    os.close(fd)
-    return True
+    """The oracle is available: kernel eBPF works here (env.kernel_bpf_reason
+    says why not)."""
+    return _harness()[0].kernel_bpf_reason() is None
 
 
 def run_backend(progs, shim=None, engine=None, as_nobody=False, timeout=900):
@@ -971,9 +975,7 @@ def run_backend_once(progs, shim=None, engine=None, as_nobody=False, timeout=900
     """Run a batch in one child process: the kernel (shim=None) or bpfshim
     (LD_PRELOAD, BPFSHIM_ENGINE=engine, a server of this engine's own; as
     uid 65534 with as_nobody). Returns the list of results."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)     # run as a script (scripts/bench.d)
-    from compat_tests import unpriv
+    unpriv = _harness()[1]
     if not shim:
         assert not as_nobody, "the kernel side runs as root"
         side, extra = unpriv.KERNEL, []

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from compat_tests.env import SHIM_LIB, unpriv_cmd, unpriv_reason
+from compat_tests.env import SHIM_LIB, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from syscall_server.isa import encode, encode_lddw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,7 +129,7 @@ def test_the_kernel_refuses_them():
     refuses at load (bpfshim goes beyond the kernel only in loading them)."""
     from compat_tests import progs_gen as G, verifier_corpus as C
     if not G.kernel_ok():
-        pytest.skip("needs root and kernel eBPF (the oracle)")
+        pytest.skip(f"kernel side: {kernel_bpf_reason()}")
     for name, hexprog, ptype in PROGS:
         fd, err, log, _ns = C.prog_load(ptype, bytes.fromhex(hexprog), prog_flags=16 if ptype == 31 else 0)
         if name == "ok_after":

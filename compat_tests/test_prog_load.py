@@ -197,13 +197,15 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 
+from compat_tests.env import kernel_bpf_reason  # noqa: E402
+
 _cache = {}
 
 
 def results():
     if not _cache:
         if not G.kernel_ok():
-            pytest.skip("needs root and kernel eBPF (the oracle)")
+            pytest.skip(f"kernel side: {kernel_bpf_reason()}")
         out, rc, err = _child(["lacking"], shim=True)
         assert rc == 0 and "value" in out, err
         lacking = out["value"]

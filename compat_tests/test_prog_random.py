@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import progs_gen as G  # noqa: E402
-from compat_tests.env import denylist  # noqa: E402
+from compat_tests.env import denylist, kernel_bpf_reason  # noqa: E402
 
 SEED = int(os.environ.get("BPFSHIM_RANDOM_SEED", "20251125"))
 COUNT = int(os.environ.get("BPFSHIM_RANDOM_COUNT", "500"))
@@ -30,7 +30,7 @@ _state = {}
 def summary():
     if not _state:
         if not G.kernel_ok():
-            pytest.skip("needs root and kernel eBPF (the oracle)")
+            pytest.skip(f"kernel side: {kernel_bpf_reason()}")
         if not os.path.exists(G.SHIM_LIB):
             pytest.skip("libbpfshim.so not built")
         _state["s"] = G.differential(SEED, COUNT, engines=("interp", "aot"), nobody_engine=NOBODY_ENGINE)

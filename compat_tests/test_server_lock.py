@@ -6,7 +6,8 @@ server's replies until the server's send to it blocks; meanwhile another
 process creates a map and loads a program through bpfshim, as root and as
 uid 65534. That the second process is not held up is bpfshim's own
 property (the kernel has no server), asserted directly; what its bpf()
-calls return is compared with the kernel's.
+calls return is compared with the kernel's (without kernel eBPF, with what
+they returned before the stall).
 """
 import os
 import select
@@ -43,9 +44,10 @@ def other(argv_prefix=()):
 
 @pytest.fixture(scope="module")
 def kernel_out():
-    why = kernel_bpf_reason()
-    if why:
-        pytest.skip(f"kernel side: {why}")
+    """The kernel's results, or None without kernel eBPF (the stall is then
+    still tested; the results are compared with those before it)."""
+    if kernel_bpf_reason():
+        return None
     rc, out, err = other()
     assert rc == 0, err
     return out
@@ -72,8 +74,9 @@ def test_other_caller_goes_on(side, mode, kernel_out):
         pytest.skip(unpriv_reason())
     rt = Runtime(unpriv=unpriv, prefix="bpfshim-lock-")
     try:
-        rc, out, err = other(rt.cmd([]))     # starts the server
-        assert (rc, out) == (0, kernel_out), err
+        rc, before, err = other(rt.cmd([]))     # starts the server
+        assert rc == 0, err
+        assert kernel_out is None or before == kernel_out
         p = stall(rt, mode)
         try:
             try:
@@ -81,7 +84,7 @@ def test_other_caller_goes_on(side, mode, kernel_out):
             except subprocess.TimeoutExpired:
                 pytest.fail(f"a map create and a program load waited {WAIT_S} s behind a caller stalled "
                             f"mid-request ({mode}): the server held its object table across the wait")
-            assert (rc, out) == (0, kernel_out), err
+            assert (rc, out) == (0, before), err
             assert p.poll() is None, "the stalled caller ended early"
         finally:
             p.kill()
