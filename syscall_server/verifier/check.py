@@ -98,7 +98,8 @@ class Reject(Exception):
 
 class Slot:
     """One 8-byte stack slot: a type per byte ('I' STACK_INVALID, 'M'
-    STACK_MISC, 'Z' STACK_ZERO, 'S' STACK_SPILL) and the spilled register."""
+    STACK_MISC, 'Z' STACK_ZERO, 'S' STACK_SPILL: the low bytes, all 8 or
+    those of a narrow spill) and the spilled register."""
     __slots__ = ("types", "reg")
 
     def __init__(self, types="IIIIIIII", reg=None):
@@ -595,7 +596,7 @@ class Checker:
             c = cstack.get(k)
             for b in range(8):
                 ot = s.types[b]
-                if ot in "IMm":     # uninit stack is readable by root: MISC covers anything
+                if ot in "IM":      # uninit stack is readable by root: MISC covers anything
                     continue
                 ct = c.types[b] if c is not None else "I"
                 if ot != ct:
@@ -1053,21 +1054,40 @@ class Checker:
             if val.is_ptr():
                 self.reject(st, errno.EACCES, "invalid size of register spill")
             zero = val.type == SCALAR and val.is_const() and val.var[0] == 0
-            # a narrow scalar store: 6.x kernels may keep the value ('m': misc to this model)
-            mark = "Z" if zero else "m" if val.type == SCALAR else "M"
+            if lo % 8 == 0 and val.type == SCALAR and not zero:
+                # a narrow spill (save_register_state): the register is kept,
+                # its bytes are the ones written, the slot's others lose a spill
+                old = stk.get(lo // 8)
+                rest = (old.types if old is not None else "IIIIIIII")[size:].replace("S", "M")
+                stk[lo // 8] = Slot("S" * size + rest, val.copy())
+                return
             for a in range(lo, hi):
-                self._set_byte(stk, a, mark)
+                self._set_byte(stk, a, "Z" if zero else "M")
             return
         # read
         slot = stk.get(lo // 8)
-        if slot is not None and slot.types == "SSSSSSSS":
-            if size == 8 and lo % 8 == 0:
+        if slot is not None and slot.types[0] == "S":
+            # a spilled register (check_stack_read_fixed_off)
+            spill = 8 - len(slot.types.lstrip("S"))
+            if size == 8 and spill == 8:
                 v = slot.reg.copy()
                 for k in Reg.__slots__:
                     setattr(val, k, getattr(v, k))
                 return
             if slot.reg.is_ptr():
                 self.reject(st, errno.EACCES, "invalid size of register fill")
+            if size <= spill and lo % 8 == 0:
+                v = slot.reg.copy()
+                A.coerce(v, size)
+                for k in Reg.__slots__:
+                    setattr(val, k, getattr(v, k))
+                return
+            read = slot.types[lo % 8:lo % 8 + size]
+            val.unknown()
+            val.type = SCALAR
+            if (read == "S" * size and slot.reg.is_const() and not slot.reg.var[0]) or read == "Z" * size:
+                val.known(0)
+            return
         for a in range(lo, hi):
             s = stk.get(a // 8)
             if s is not None and s.types[a % 8] == "S" and s.reg.is_ptr():
@@ -1078,8 +1098,6 @@ class Checker:
         if allzero:
             val.known(0)
         else:
-            if any((stk.get(a // 8) or Slot()).types[a % 8] in "Sm" for a in range(lo, hi)):
-                val.exact = False       # a part of a spilled scalar: the kernel may know it
             self._narrow(val, size, False)
 
     @staticmethod
