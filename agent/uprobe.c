@@ -380,6 +380,20 @@ static int calls_override(const struct bpf_prog_rt *prog)
  * reads the environment, which the application may be changing. */
 static int debug_hooks;
 
+static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
+
+/* Byte 0 of the instruction at addr as the file has it: under the kernel's
+ * int3, endbr64's own whatever the file says (its other bytes are there),
+ * else the mapped file's; -1 when unknown. */
+static int twin_byte0(uintptr_t addr)
+{
+	const uint8_t *c = (const uint8_t *)addr;
+
+	if (c[0] != 0xcc)
+		return c[0];
+	return !memcmp(c + 1, endbr64 + 1, 3) ? endbr64[0] : hook_file_byte(addr);
+}
+
 /*
  * A twin's site (ATTACH_F_KERNEL_TWIN), before the hook: whether this
  * process may serve it, the kernel's breakpoint staying in byte 0 until
@@ -393,14 +407,13 @@ static int debug_hooks;
  */
 static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 {
-	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 	const uint8_t *c = (const uint8_t *)addr;
+	int b;
 
 	if (before || fsize < 9)
 		return 0;
-	if ((c[0] == 0xcc || c[0] == endbr64[0]) && !memcmp(c + 1, endbr64 + 1, 3))
-		return 1;
-	return c[0] == 0x55 || (c[0] == 0xcc && hook_file_byte(addr) == 0x55);   /* push %rbp */
+	b = twin_byte0(addr);
+	return (b == endbr64[0] && !memcmp(c + 1, endbr64 + 1, 3)) || b == 0x55;   /* or push %rbp */
 }
 
 /* The jump is in: the kernel's breakpoint goes from this process (its
@@ -409,9 +422,7 @@ static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
 static void twin_take_site(struct probe *p, uintptr_t addr)
 {
 	const uint8_t *c = (const uint8_t *)addr;
-	int orig = c[0] == 0xcc ? hook_file_byte(addr) : -1;
-	if (orig < 0 && c[0] == 0xcc && c[1] == 0x0f && c[2] == 0x1e && c[3] == 0xfa)
-		orig = 0xf3;       /* endbr64's first byte, whatever the file says */
+	int orig = c[0] == 0xcc ? twin_byte0(addr) : -1;
 	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { (uint8_t)orig, c[1] };
 
 	p->kernel_bp = (const volatile uint8_t *)addr;
@@ -521,6 +532,25 @@ static void prepare_slot(const struct attach_slot *s)
 		rt_prog_prepare(prog);
 }
 
+/* The server has filled the table's header; a table of another version
+ * (another build's server) is not read: its slots may not mean what ours
+ * do. Said once. */
+static int table_ready(void)
+{
+	static int said;
+
+	if (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC)
+		return 0;
+	if (table->version == ATTACH_TABLE_VERSION)
+		return 1;
+	if (!said++) {
+		static const char m[] = "bpfshim: the server's attach table is of another version than this "
+					"library's: no probe is applied in this process\n";
+		(void)!write(2, m, sizeof(m) - 1);
+	}
+	return 0;
+}
+
 /* Bring this process in line with the table; 1 if something is pending. */
 static int sync_table(void)
 {
@@ -535,8 +565,10 @@ static int sync_table(void)
 		if (want)
 			prepare_slot(s);
 
-		syscall_tp_slot(i, s, want && (s->flags & ATTACH_F_SYSCALL));
-		if (s->flags & ATTACH_F_SYSCALL)
+		/* each kind in its place: uprobes here, the tracepoint kinds in
+		 * agent/syscall/trace.c */
+		syscall_tp_slot(i, s, want && s->kind != ATTACH_KIND_UPROBE);
+		if (s->kind != ATTACH_KIND_UPROBE)
 			continue;
 		if (applied[i] && (!want || applied[i]->seq != s->seq))
 			detach_slot(i);
@@ -606,7 +638,7 @@ static int follower(struct rt_thread *t)
 		if (delay < 2000)
 			delay *= 2;
 	}
-	while (__atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) != ATTACH_TABLE_MAGIC) {
+	while (!table_ready()) {
 		rt_thread_wait(t, 100);
 		if (rt_thread_stopping(t))
 			return RT_THREAD_STOPPED;
@@ -715,8 +747,7 @@ void uprobe_init(void)
 	 * The follower thread is created first: a probe on pthread_create (or
 	 * on what it calls) must not count the runtime's own thread. */
 	start_follower();
-	if (!getenv("BPFSHIM_NO_AGENT") && !open_table() &&
-	    __atomic_load_n(&table->magic, __ATOMIC_ACQUIRE) == ATTACH_TABLE_MAGIC) {
+	if (!getenv("BPFSHIM_NO_AGENT") && !open_table() && table_ready()) {
 		for (unsigned i = 0; i < ATTACH_TABLE_SLOTS; i++)
 			if (table->slots[i].state == ATTACH_ENABLED) {
 				sync_table();

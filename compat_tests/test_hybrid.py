@@ -16,7 +16,7 @@ import pytest
 
 from compat_tests import hang
 from compat_tests.env import SHIM_LIB, ROOT, clang_bpf, kernel_bpf_reason, unpriv_cmd, unpriv_reason
-from compat_tests.test_bpftrace import normalise
+from compat_tests.test_bpftrace import NOISE, normalise
 from compat_tests.unpriv import Runtime, readable_tmpdir
 
 BPFTRACE = shutil.which("bpftrace")
@@ -145,19 +145,45 @@ def work_offset(path):
     return next(int(l.split()[0], 16) for l in out.splitlines() if l.endswith(" work"))
 
 
+def libbpf_tool(exe, name):
+    """compat_tests/progs/NAME.bpf.c and its loader NAME.c, built once
+    beside the victim: (object, loader)."""
+    d = os.path.dirname(exe)
+    obj, loader = os.path.join(d, name + ".o"), os.path.join(d, name)
+    if not os.path.exists(loader):
+        clang_bpf(os.path.join(PROGS, name + ".bpf.c"), obj)
+        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, name + ".c"), "-lbpf"], check=True)
+    return obj, loader
+
+
+def twin_line(victim):
+    """What the agent of a process with the library says when it serves
+    work() in user space (BPFSHIM_DEBUG_HOOKS)."""
+    return f"bpfshim: probe {victim}+0x{work_offset(victim):x}: jmp"
+
+
+def kernel_and_debug(rt, argv):
+    """argv on the kernel, then under `bpfshim run --kernel` with
+    BPFSHIM_DEBUG_HOOKS: (rc, output) of each, the hybrid run's without
+    bpfshim's lines, and those lines (beyond the kernel)."""
+    rc_k, out_k = run(argv, env=rt.env())
+    env = rt.env()
+    env["BPFSHIM_DEBUG_HOOKS"] = "1"
+    rc_h, out_h = run(hybrid_cmd(rt, argv), env=env)
+    said = [l for l in out_h.splitlines() if l.startswith("bpfshim:")]
+    rest = "\n".join(l for l in out_h.splitlines() if not l.startswith("bpfshim:"))
+    return (rc_k, out_k), (rc_h, rest), said
+
+
 def compare_twin(rt, argv, victim):
     """compare() where the hybrid run's uprobe of work() in `victim` is to be
     served in user space: the agents say how they hooked it
     (BPFSHIM_DEBUG_HOOKS, beyond the kernel: asserted, then left out of the
     comparison). Returns the hybrid run's output."""
-    rc_k, out_k = run(argv, env=rt.env())
-    env = rt.env()
-    env["BPFSHIM_DEBUG_HOOKS"] = "1"
-    rc_h, out_h = run(hybrid_cmd(rt, argv), env=env)
-    said = sorted(set(l for l in out_h.splitlines() if l.startswith("bpfshim:")))
-    rest = "\n".join(l for l in out_h.splitlines() if not l.startswith("bpfshim:"))
-    assert (rc_h, normalise(rest)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{out_h}"
-    assert [l.split("/")[-1] for l in said] == [f"{os.path.basename(victim)}+0x{work_offset(victim):x}: jmp"], out_h
+    (rc_k, out_k), (rc_h, rest), said = kernel_and_debug(rt, argv)
+    said = sorted(set(said))
+    assert (rc_h, normalise(rest)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{rest}"
+    assert [l.split("/")[-1] for l in said] == [twin_line(victim).split("/")[-1]], said
     return rest
 
 
@@ -201,13 +227,8 @@ def test_hybrid_bpftrace_no_twin(name, hybrid):
     exe, rt = hybrid
     victim = endbr_victim(exe)
     argv = [BPFTRACE, "-e", SCRIPTS[name].replace(V, victim), "-c", victim]
-    rc_k, out_k = run(argv, env=rt.env())
-    env = rt.env()
-    env["BPFSHIM_DEBUG_HOOKS"] = "1"
-    rc_h, out_h = run(hybrid_cmd(rt, argv), env=env)
-    said = [l for l in out_h.splitlines() if l.startswith("bpfshim:")]
-    rest = "\n".join(l for l in out_h.splitlines() if not l.startswith("bpfshim:"))
-    assert (rc_h, normalise(rest)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{out_h}"
+    (rc_k, out_k), (rc_h, rest), said = kernel_and_debug(rt, argv)
+    assert (rc_h, normalise(rest)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{rest}"
     assert len(said) == 1 and "served by the kernel's breakpoint" in said[0] and \
         NO_TWIN_SCRIPTS[name] in said[0], said
 
@@ -217,11 +238,7 @@ def test_hybrid_libbpf_tool(hybrid):
     a hash map (a timestamp stored by tid on one side, read on the other,
     counts) and a ringbuf."""
     exe, rt = hybrid
-    d = os.path.dirname(exe)
-    obj, loader = os.path.join(d, "hybrid_loader.o"), os.path.join(d, "hybrid_loader")
-    if not os.path.exists(loader):
-        clang_bpf(os.path.join(PROGS, "hybrid_loader.bpf.c"), obj)
-        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_loader.c"), "-lbpf"], check=True)
+    obj, loader = libbpf_tool(exe, "hybrid_loader")
     out = compare(rt, [loader, obj, exe])
     assert "events tracepoint 100 uprobe 100 seen_start 100" in out, out
 
@@ -335,12 +352,8 @@ def test_hybrid_array_twin(drop, hybrid):
     exe, rt = hybrid
     if not BPFTOOL:
         pytest.skip("bpftool is not installed")
-    d = os.path.dirname(exe)
-    obj, loader = (os.path.join(d, n) for n in ("hybrid_array.o", "hybrid_array"))
+    obj, loader = libbpf_tool(exe, "hybrid_array")
     victim = endbr_victim(exe)
-    if not os.path.exists(loader):
-        clang_bpf(os.path.join(PROGS, "hybrid_array.bpf.c"), obj)
-        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_array.c"), "-lbpf"], check=True)
     want = [300, 200, 500, 0]
     results = []
     tool = [loader, obj, victim, "300", "200", "1500"] + (["drop"] if drop == "uid65534" else [])
@@ -367,7 +380,7 @@ def test_hybrid_array_twin(drop, hybrid):
         lines = [l for l in err.splitlines() if l.startswith("bpfshim:")]
     assert results[1] == results[0] == (0, "lib 300 plain 200 tracepoint 500 other 0\nhash 300 200 500 0\n", want), \
         results
-    assert lines == [f"bpfshim: probe {victim}+0x{work_offset(victim):x}: jmp"], lines
+    assert lines == [twin_line(victim)], lines
 
 
 def test_hybrid_array_twin_after_server_restart(hybrid):
@@ -378,12 +391,8 @@ def test_hybrid_array_twin_after_server_restart(hybrid):
     line) and the kernel's breakpoint counts there; the counts are exact,
     as on the kernel, instead of going to a segment beside the kernel's map."""
     exe, rt = hybrid
-    d = os.path.dirname(exe)
-    obj, loader = (os.path.join(d, n) for n in ("hybrid_array.o", "hybrid_array"))
+    obj, loader = libbpf_tool(exe, "hybrid_array")
     victim = endbr_victim(exe)
-    if not os.path.exists(loader):
-        clang_bpf(os.path.join(PROGS, "hybrid_array.bpf.c"), obj)
-        subprocess.run(["cc", "-O2", "-o", loader, os.path.join(PROGS, "hybrid_array.c"), "-lbpf"], check=True)
     tool = [loader, obj, victim, "300", "200", "0", "wait"]
     outs = []
     for argv in (tool, hybrid_cmd(rt, tool)):
@@ -654,3 +663,78 @@ def test_kernel_uprobe_beside_bpfshim(prologue, order, hybrid):
     want = both_tools(both, rt, (first[0], False), (second[0], False), detach, d)
     other = "k" if detach == "u" else "u"
     assert got == want == (0, {detach: [f"@{detach}: 50"], other: [f"@{other}: 100"]}), (got, want)
+
+
+# ---- events of user-space twins, forwarded into the kernel's buffers ----
+
+def compare_events(rt, argv, victim):
+    """argv on the kernel, then under `bpfshim run --kernel`: exit status
+    and output the kernel's, but for the agent's line that the process with
+    the library served work() in user space (beyond the kernel: asserted).
+    Returns the output."""
+    (rc_k, out_k), (rc_h, rest), said = kernel_and_debug(rt, argv)
+    assert (rc_h, rest.splitlines()) == (rc_k, out_k.splitlines()), (out_k, rest)
+    assert said == [twin_line(victim)], said
+    return rest + "\n"
+
+
+@pytest.mark.parametrize("drop", ["root", "uid65534"])
+def test_hybrid_twin_ringbuf_libbpf(drop, hybrid):
+    """A libbpf tool whose kernel tracepoint program and uprobe program share
+    a hash map and a ringbuf, two processes at once, one with the library
+    (its agent runs the uprobe's twin: counts folded, events written to
+    bpfshim's ringbuf by bpf_ringbuf_output, reserve + submit, reserve +
+    discard, and forwarded into the kernel's ringbuf by the loader) and one
+    without (the kernel's uprobe): exact event counts per kind and process,
+    each process's uprobe events in the order of its calls, counts as on
+    the kernel. uid65534: the process with the library makes its calls as
+    uid 65534 (bpf() refused to it)."""
+    exe, rt = hybrid
+    obj, loader = libbpf_tool(exe, "hybrid_events")
+    victim = endbr_victim(exe)
+    tool = [loader, obj, victim, "300", "200"] + (["drop"] if drop == "uid65534" else [])
+    out = compare_events(rt, tool, victim)
+    assert out == ("tracepoint lib 300 plain 200 uprobe lib 300 plain 200 in_order 1 1 x_sum 64750\n"
+                   "count 300 200 300 200\n"), out
+
+
+def test_hybrid_twin_perf_buffer_bcc(hybrid):
+    """A BCC tool: TRACEPOINT_PROBE and attach_uprobe counting into one
+    BPF_HASH (atomic_increment) and sending through one BPF_PERF_OUTPUT,
+    two processes at once (one with the library: the uprobe's twin, its
+    perf_submit forwarded into the kernel's perf buffer of its CPU; one
+    without), both on CPU 0: exact counts, order per process."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True).returncode:
+        pytest.skip("BCC's python module is not installed")
+    exe, rt = hybrid
+    victim = endbr_victim(exe)
+    out = compare_events(rt, ["/usr/bin/python3", os.path.join(PROGS, "hybrid_bcc_events.py"), victim, "300", "200"],
+                         victim)
+    assert out == "tracepoint lib 300 plain 200 uprobe lib 300 plain 200 in_order 1 1\ncount 300 200 300 200\n", out
+
+
+def by_first_word(out):
+    """Output lines grouped by their first word, each group in its order:
+    a twin's events come in order, but after a kernel program's output
+    at the same time (ARCHITECTURE.md "Hybrid mode", events)."""
+    groups = {}
+    for l in out.splitlines():
+        if not NOISE.search(l):
+            groups.setdefault(l.split(" ")[0], []).append(l)
+    return groups
+
+
+def test_hybrid_twin_bpftrace_printf(hybrid):
+    """bpftrace printf from a uprobe (served in user space in the victim, its
+    perf output forwarded) next to a kernel tracepoint's printf; the victim
+    on CPU 0 (one perf buffer: order is the kernel's to keep too). Each
+    probe's lines as on the kernel, in order."""
+    exe, rt = hybrid
+    victim = endbr_victim(exe)
+    script = (TP + ' { printf("tp %d\\n", @n); @n = @n + 1; } '
+              f'uprobe:{victim}:work {{ printf("up %d %s\\n", arg0, comm); }}')
+    argv = [BPFTRACE, "-e", script, "-c", f"/usr/bin/taskset -c 0 {victim} 200"]
+    (rc_k, out_k), (rc_h, rest), said = kernel_and_debug(rt, argv)
+    assert (rc_h, by_first_word(rest)) == (rc_k, by_first_word(out_k)), f"kernel:\n{out_k}\nhybrid:\n{rest}"
+    assert len(by_first_word(out_k)["up"]) == 200 and len(by_first_word(out_k)["tp"]) == 200, out_k
+    assert said == [twin_line(victim)], said

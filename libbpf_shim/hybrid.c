@@ -205,9 +205,11 @@ int shim_hybrid_mmap_refused(int fd)
  * hybrid), given the twin program when the kernel's gets the loader's, and
  * enabled, disabled and closed with it: in processes with the agent it
  * takes the site over from the kernel's breakpoint (agent/uprobe.c).
- * For now a twin's maps can only be arrays made mmapable (its memory is the
- * kernel's, every process maps it); a program using another map keeps its
- * uprobes on the kernel's breakpoint, with one line saying so at attach.
+ * A twin's maps: arrays made mmapable (its memory is the kernel's, every
+ * process maps it), hash-type maps it only adds to (hybrid_fold.c), perf
+ * event arrays and ringbufs (its events forwarded: hybrid_events.c); a
+ * program using another map keeps its uprobes on the kernel's breakpoint,
+ * with one line saying so at attach (BPFSHIM_DEBUG_HOOKS).
  */
 #define TWIN_MAX 1024
 enum twin_kind { TWIN_PROG = 1, TWIN_PERF = 2, TWIN_LINK = 3 };
@@ -259,7 +261,7 @@ static struct twin *twin_add(int kfd, int kind, int tfd)
 static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_insn *insns, uint32_t insn_cnt,
 		    char *why, size_t n)
 {
-	int hash = shim_fold_type(ki->type);
+	int hash = shim_fold_type(ki->type), events;
 	struct shim_reply rep;
 	union bpf_attr a;
 	struct shim_fd *e;
@@ -274,12 +276,19 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 	for (unsigned i = 0; i < n_tmaps; i++)
 		if (tmaps[i].kid == ki->id)
 			return tmaps[i].sfd;
-	if (n_tmaps == TWIN_MAX || (!hash && (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE)))) {
+	if (ki->type == BPF_MAP_TYPE_STACK_TRACE) {
+		snprintf(why, n, "it calls bpf_get_stackid: the kernel's stack map %.16s takes no ids from user space",
+			 ki->name);
+		return -1;
+	}
+	events = ki->type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || ki->type == BPF_MAP_TYPE_RINGBUF;
+	if (n_tmaps == TWIN_MAX || (!hash && !events && (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE)))) {
 		snprintf(why, n, "its map %.16s (type %u) is not shared with user space yet", ki->name, ki->type);
 		return -1;
 	}
-	if (hash) {
-		if ((fd = shim_fold_map(kfd, ki, &w)) < 0) {
+	if (hash || events) {
+		/* counts folded into the kernel's (hybrid_fold.c), events forwarded (hybrid_events.c) */
+		if ((fd = hash ? shim_fold_map(kfd, ki, &w) : shim_events_map(kfd, ki, &w)) < 0) {
 			snprintf(why, n, "its map %.16s: %s", ki->name, w);
 			return -1;
 		}

@@ -201,6 +201,9 @@ int shim_fold_adds_only(const struct bpf_insn *insns, uint32_t n, int fd, const 
 			const char **why);
 int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why);
 void shim_fold_before_read(int fd);
+/* hybrid_events.c: twins' perf event arrays and ringbufs, forwarded into the kernel's */
+int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why);
+void shim_events_flush(void);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
 

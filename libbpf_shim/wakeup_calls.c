@@ -52,6 +52,8 @@ BPFSHIM_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeo
 static int epoll_wait_(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	ENSURE();
+	if (shim_hybrid)
+		shim_events_flush();   /* twins' events are in the kernel's buffers first */
 	shim_wake_epoll_before(epfd);
 	int r = real.epoll_wait(epfd, evs, max, timeout);
 	shim_wake_epoll_after(epfd, evs, r);
@@ -67,6 +69,8 @@ BPFSHIM_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int time
 static int epoll_pwait_(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *ss)
 {
 	ENSURE();
+	if (shim_hybrid)
+		shim_events_flush();   /* twins' events are in the kernel's buffers first */
 	shim_wake_epoll_before(epfd);
 	int r = real.epoll_pwait(epfd, evs, max, timeout, ss);
 	shim_wake_epoll_after(epfd, evs, r);
@@ -82,6 +86,8 @@ BPFSHIM_API int poll(struct pollfd *fds, nfds_t n, int timeout)
 static int poll_(struct pollfd *fds, nfds_t n, int timeout)
 {
 	ENSURE();
+	if (shim_hybrid)
+		shim_events_flush();   /* twins' events are in the kernel's buffers first */
 	struct pollfd *orig = shim_wake_poll_before(fds, n);
 	int r = real.poll(fds, n, timeout);
 	int er = errno;
@@ -99,6 +105,8 @@ BPFSHIM_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, c
 static int ppoll_(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *ss)
 {
 	ENSURE();
+	if (shim_hybrid)
+		shim_events_flush();   /* twins' events are in the kernel's buffers first */
 	struct pollfd *orig = shim_wake_poll_before(fds, n);
 	int r = real.ppoll(fds, n, ts, ss);
 	int er = errno;

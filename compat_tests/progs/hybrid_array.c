@@ -45,18 +45,9 @@ static int map_id_then_wait(struct bpf_object *obj)
 
 static pid_t start(char *target, char *n, char *sleep_ms, int plain, char *drop)
 {
-	pid_t c = fork();
+	char *argv[] = { target, n, sleep_ms, "0", drop, NULL };
 
-	if (c == 0) {
-		char *argv[] = { target, n, sleep_ms, "0", drop, NULL };
-		if (plain)
-			unsetenv("LD_PRELOAD");
-		raise(SIGSTOP);
-		execv(target, argv);
-		_exit(127);
-	}
-	waitpid(c, NULL, WUNTRACED);
-	return c;
+	return start_stopped(argv, plain);
 }
 
 int main(int argc, char **argv)

@@ -1,12 +1,33 @@
-/* The hybrid test loaders' common steps (hybrid_loader.c, hybrid_array.c):
- * open OBJ, set its .rodata, load it, attach its tracepoint program
+/* The hybrid test loaders' common steps (hybrid_loader.c, hybrid_array.c,
+ * hybrid_events.c): a target started stopped; open OBJ, set its .rodata, load it, attach its tracepoint program
  * on_getppid and its uprobe on_work to work() in TARGET (*tp, *up), after
  * before_attach() when it is given (0 to go on). The object, or NULL after
  * a line on stderr. */
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* argv[0] with argv, forked and stopped before its exec (the programs'
+ * filters learn its pid first); without LD_PRELOAD when plain. */
+static pid_t start_stopped(char **argv, int plain)
+{
+	pid_t c = fork();
+
+	if (c == 0) {
+		if (plain)
+			unsetenv("LD_PRELOAD");
+		raise(SIGSTOP);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	waitpid(c, NULL, WUNTRACED);
+	return c;
+}
 
 static struct bpf_object *load_and_attach(const char *path, const void *rodata, size_t size, const char *target,
 					  struct bpf_link **tp, struct bpf_link **up, int (*before_attach)(struct bpf_object *))

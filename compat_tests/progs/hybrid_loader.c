@@ -37,13 +37,7 @@ int main(int argc, char **argv)
 {
 	if (argc < 3)
 		return 2;
-	pid_t c = fork();
-	if (c == 0) {
-		raise(SIGSTOP);
-		execv(argv[2], argv + 2);
-		_exit(127);
-	}
-	waitpid(c, NULL, WUNTRACED);
+	pid_t c = start_stopped(argv + 2, 0);
 	uint32_t tgid = (uint32_t)c;
 	struct bpf_link *tp, *up;
 	struct bpf_object *obj = load_and_attach(argv[1], &tgid, sizeof(tgid), argv[2], &tp, &up, NULL);

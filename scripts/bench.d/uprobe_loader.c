@@ -1,14 +1,33 @@
 /* uprobe_loader OBJ FUNC entry|return|override TARGET ARGS...: attaches
  * OBJ's program (on_entry, on_return, on_override) to FUNC in TARGET with bpf_program__attach_uprobe_opts, runs
  * TARGET (its output passes through), prints "hits N" (the sum of the
- * counts map). The same binary runs on the kernel and under bpfshim. */
+ * counts map) and, when OBJ has a ringbuf `events`, "events N": what a
+ * consumer thread read of it while TARGET ran and after. The same binary
+ * runs on the kernel and under bpfshim. */
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+static unsigned long long n_events;
+static volatile int target_done;
+
+static int on_event(void *ctx, void *data, size_t n)
+{
+	n_events++;
+	return 0;
+}
+
+static void *consume(void *rb)
+{
+	while (!target_done)
+		ring_buffer__poll(rb, 100);
+	return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -29,6 +48,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "attach: %s\n", strerror(errno));
 		return 1;
 	}
+	int efd = bpf_object__find_map_fd_by_name(obj, "events");
+	struct ring_buffer *rb = efd >= 0 ? ring_buffer__new(efd, on_event, NULL, NULL) : NULL;
+	pthread_t consumer;
+	if (rb && pthread_create(&consumer, NULL, consume, rb))
+		return 1;
 	fflush(stdout);
 	pid_t c = fork();
 	if (c == 0) {
@@ -37,6 +61,13 @@ int main(int argc, char **argv)
 	}
 	int st;
 	waitpid(c, &st, 0);
+	if (rb) {
+		target_done = 1;
+		pthread_join(consumer, NULL);
+		while (ring_buffer__poll(rb, 0) > 0)
+			;
+		printf("events %llu\n", n_events);
+	}
 	int fd = bpf_object__find_map_fd_by_name(obj, "counts");
 	unsigned long long sum = 0, v;
 	__u32 k, *prev = NULL;
