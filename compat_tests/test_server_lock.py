@@ -38,6 +38,40 @@ print("prog_load", bpf(5, struct.pack("<IIQQIIQ", 5, 2, ctypes.addressof(insns),
 """
 
 
+# A map's last fd closed while a program load that looked the map up waits
+# on its caller: "alone", the load is this process's own (the kernel's side);
+# "holder", another caller's load (stall_caller.py lookup), which this process
+# waits for on stdin. Then the map by its id: a program holds it.
+HOLDER = r"""
+import ctypes, errno, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr + bytes(128 - len(attr)))
+    r = libc.syscall(321, cmd, buf, 128)
+    return r if r >= 0 else errno.errorcode[ctypes.get_errno()]
+def res(r):
+    return "ok" if isinstance(r, int) else r
+fd = bpf(0, struct.pack("<IIII", 2, 4, 8, 1))
+info = ctypes.create_string_buffer(96)
+bpf(15, struct.pack("<IIQ", fd, 96, ctypes.addressof(info)))
+map_id = struct.unpack_from("<I", info, 4)[0]
+if sys.argv[1] == "alone":
+    lddw = struct.pack("<BBhi", 0x18, 0x11, 0, fd) + bytes(8)
+    insns = ctypes.create_string_buffer(lddw * 2 + bytes.fromhex("b700000000000000" "9500000000000000"))
+    lic = ctypes.create_string_buffer(b"GPL")
+    print("load", res(bpf(5, struct.pack("<IIQQ", 5, 6, ctypes.addressof(insns), ctypes.addressof(lic)))))
+else:
+    print(map_id, flush=True)
+    sys.stdin.readline()
+os.close(fd)
+bpf(12, struct.pack("<I", 0))    # after the close is handled: one connection, in order
+if sys.argv[1] != "alone":
+    print("closed", flush=True)
+    sys.stdin.readline()
+print("get", res(bpf(14, struct.pack("<I", map_id))), flush=True)
+"""
+
+
 def other(argv_prefix=()):
     return run([*argv_prefix, "/usr/bin/python3", "-c", OTHER], timeout=WAIT_S, cwd="/")
 
@@ -53,17 +87,32 @@ def kernel_out():
     return out
 
 
-def stall(rt, mode):
+def line(p, what):
+    """The next line of p's output (WAIT_S at the most)."""
+    ready, _, _ = select.select([p.stdout], [], [], WAIT_S)
+    out = p.stdout.readline() if ready else ""
+    if not out:
+        p.kill()
+        pytest.fail(f"{what}: no line; {p.communicate()[1]}")
+    return out.strip()
+
+
+def stall(rt, mode, *args):
     """The stalled caller, once it says the server is in the state `mode` names."""
     argv = (unpriv_cmd() if rt.unpriv else []) + [PYTHON, os.path.join(HERE, "stall_caller.py"),
-                                                  os.path.join(rt.dir, "server.sock"), mode]
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rt.env())
-    ready, _, _ = select.select([p.stdout], [], [], WAIT_S)
-    line = p.stdout.readline() if ready else ""
-    if line.strip() != "stalled":
+                                                  os.path.join(rt.dir, "server.sock"), mode, *args]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=rt.env())
+    got = line(p, f"stall_caller {mode}")
+    if got != "stalled":
         p.kill()
-        pytest.fail(f"stall_caller {mode}: {line!r} {p.communicate()[1]}")
+        pytest.fail(f"stall_caller {mode}: {got!r} {p.communicate()[1]}")
     return p
+
+
+def tell(p):
+    p.stdin.write("go\n")
+    p.stdin.flush()
 
 
 @pytest.mark.parametrize("mode", ["answer", "replies"])
@@ -90,4 +139,45 @@ def test_other_caller_goes_on(side, mode, kernel_out):
             p.kill()
             p.wait()
     finally:
+        rt.close()
+
+
+@pytest.fixture(scope="module")
+def kernel_holder():
+    if kernel_bpf_reason():
+        pytest.skip(f"kernel side: {kernel_bpf_reason()}")
+    rc, out, err = run(["/usr/bin/python3", "-c", HOLDER, "alone"], timeout=WAIT_S, cwd="/")
+    assert rc == 0, err
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("side", ["bpfshim", "bpfshim uid 65534"])
+def test_looked_up_map_lives_through_the_wait(side, kernel_holder):
+    """A map a program load looked up is not freed while the load waits on
+    its caller, whoever closes the map's last fd meanwhile: the program
+    holds it after, as the kernel's does (compared with the kernel's
+    result of the same load made without the wait)."""
+    unpriv = side != "bpfshim"
+    if unpriv and unpriv_reason():
+        pytest.skip(unpriv_reason())
+    rt = Runtime(unpriv=unpriv, prefix="bpfshim-lock-")
+    procs = []
+    try:
+        holder = subprocess.Popen(rt.cmd(["/usr/bin/python3", "-c", HOLDER, "holder"]), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        procs.append(holder)
+        map_id = line(holder, "the map's holder")
+        loader = stall(rt, "lookup", map_id)
+        procs.append(loader)
+        tell(holder)
+        assert line(holder, "the map's holder") == "closed"
+        tell(loader)
+        got = [f"load {line(loader, 'the stalled load')}"]
+        tell(holder)
+        got.append(line(holder, "the map's holder"))
+        assert got == kernel_holder, f"{got}, the kernel: {kernel_holder}"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
         rt.close()

@@ -164,7 +164,15 @@ class Registry:
             obj.destroy()
 
     def get(self, kind, oid):
-        return self.objs[kind].get(oid)
+        """The object, held until the end of the thread's request (if any):
+        as a kernel command holds what fdget() gave it, a request that waits
+        out of the lock after looking an object up finds it whole after."""
+        obj = self.objs[kind].get(oid)
+        held = getattr(self._req, "held", None)
+        if obj is not None and held is not None and id(obj) not in held:
+            held[id(obj)] = obj
+            obj.refs += 1        # not a saved count (durable.py): no dirty mark
+        return obj
 
     def by_fd(self, fd, pid="self"):
         """The object behind fd `fd` of process `pid` (this one by default),
@@ -314,19 +322,26 @@ class Registry:
         return sorted(p for p, o in self.pins.items() if o is obj)
 
     # ---- requests ----
-    _req = threading.local()    # .made: the objects the thread's request added
+    _req = threading.local()    # .made: the objects the thread's request added; .held: those it looked up
 
     @contextlib.contextmanager
     def request(self):
         """Around one request: an object it added that nothing holds at the
         end (the request failed after creating it, or its caller was gone
         before the reply gave it an fd) is freed, as the kernel frees an
-        object whose fd it could not install."""
+        object whose fd it could not install. What it looked up (get()) is
+        let go, and freed if nothing else holds it any more."""
         self._req.made = made = []
+        self._req.held = held = {}
         try:
             yield
         finally:
-            self._req.made = None
+            self._req.made = self._req.held = None
+            for obj in held.values():
+                obj.refs -= 1
+                if obj.refs <= 0:
+                    self.dirty = True
+                    self.drop(obj)
             for obj in made:
                 if obj.refs <= 0:
                     self.drop(obj)
