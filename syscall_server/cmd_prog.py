@@ -170,6 +170,8 @@ def relocate(ctx, insns, attr, prog, log):
                 if src in (V.PSEUDO_MAP_VALUE, V.PSEUDO_MAP_IDX_VALUE):
                     off = insns[i + 1].imm & 0xFFFFFFFF
                     a = m.attr
+                    if off >= V.MAX_VAR_OFF:
+                        V.reject(log, errno.EINVAL, f"direct value offset of {off} is not allowed")
                     if a.map_type != U.BPF_MAP_TYPE_ARRAY:
                         V.reject(log, errno.EINVAL, "map_direct_value_addr is not supported for this map type")
                     if a.max_entries != 1:

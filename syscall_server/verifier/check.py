@@ -857,6 +857,8 @@ class Checker:
 
     # ---------------------------------------------------------------- ld_imm64
     def ld_imm64(self, st, i, x):
+        if x.off:
+            raise Reject(errno.EINVAL, "BPF_LD_IMM64 uses reserved fields")     # check_ld_imm()
         hi = self.insns[i + 1].imm
         if x.src == 0:
             st.regs[x.dst] = scalar_const((x.imm & M32) | ((hi & M32) << 32))

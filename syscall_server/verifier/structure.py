@@ -12,6 +12,7 @@ rejected at load time, and what the engines need to run code safely
 import errno
 
 from ..errors import BpfError
+from .regs import MAX_VAR_OFF  # noqa: F401  (BPF_MAX_VAR_OFF, V.MAX_VAR_OFF to resolve_pseudo_ldimm64)
 # the ISA under the short names the verifier reads (V.PSEUDO_MAP_FD, ...)
 from ..isa import (  # noqa: F401
     BPF_LD as LD, BPF_LDX as LDX, BPF_ST as ST, BPF_STX as STX, BPF_ALU as ALU, BPF_JMP as JMP,
@@ -48,6 +49,10 @@ TRACING_ONLY_HELPERS = {
 # (KPROBE: uprobes here); bpfshim also gives it to TRACEPOINT programs (syscall
 # tracepoints: the syscall is not made), which the kernel does not.
 PROG_TYPE_HELPERS = {"bpf_override_return": {2, 5}}   # KPROBE, TRACEPOINT
+# ... and helpers the tracing program types lack (KPROBE, TRACEPOINT,
+# PERF_EVENT, RAW_TRACEPOINT, RAW_TRACEPOINT_WRITABLE: is_tracing_prog_type)
+TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
+NOT_FOR_TRACING = {"bpf_ktime_get_coarse_ns"}
 
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
 MAX_SUBPROGS = 256
@@ -148,10 +153,10 @@ class Verifier:
                     nx = self.insns[i + 1]
                     if nx.code or nx.dst or nx.src or nx.off:
                         reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
-                    if ins.off:
-                        reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
                     if ins.src > PSEUDO_MAP_IDX_VALUE:
                         reject(self.log, errno.EINVAL, "unrecognized bpf_ld_imm64 insn")
+                    if ins.off:     # check_ld_imm(), where do_check reaches it
+                        self._flow_reject(errno.EINVAL, "BPF_LD_IMM64 uses reserved fields")
                     self._write(i, ins.dst)
                     i += 2
                     continue
@@ -262,7 +267,8 @@ class Verifier:
             # detect_helper looks for "unknown func") see it as absent.
             return self._helper_reject(errno.EINVAL, f"unknown func {name}#{func_id}", func_id)
         types = PROG_TYPE_HELPERS.get(name)
-        if (self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS) or (types and self.prog_type not in types):
+        if (self.prog_type in NET_PROG_TYPES and name in TRACING_ONLY_HELPERS) or (types and self.prog_type not in types) \
+                or (self.prog_type in TRACING_PROG_TYPES and name in NOT_FOR_TRACING):
             # check_helper_call()'s words (6.x) when the program type lacks it
             self._helper_reject(errno.EINVAL, f"program of this type cannot use helper {name}#{func_id}", func_id)
 
@@ -277,8 +283,12 @@ class Verifier:
                 if i + 1 >= n:
                     reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
                 nx = self.insns[i + 1]
-                if nx.code or nx.dst or nx.src or nx.off or ins.off:
+                if nx.code or nx.dst or nx.src or nx.off:
                     reject(self.log, errno.EINVAL, "invalid bpf_ld_imm64 insn")
+                if ins.src not in (0, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, PSEUDO_MAP_IDX,
+                                   PSEUDO_MAP_IDX_VALUE) or \
+                        (ins.src in (PSEUDO_MAP_FD, PSEUDO_MAP_IDX) and nx.imm):
+                    reject(self.log, errno.EINVAL, "unrecognized bpf_ld_imm64 insn")
                 i += 2
                 continue
             if ins.code not in INSNTABLE:
@@ -320,11 +330,9 @@ class Verifier:
                         t = self.jump_target(i, ins)
                         if t < lo or t >= hi:
                             reject(self.log, errno.EINVAL, f"jump out of range from insn {i} to {t}")
-                i += 2 if is_ldimm64(ins) else 1
-            last = self.insns[hi - 1]
-            if hi - 2 >= lo and is_ldimm64(self.insns[hi - 2]):
-                last = None
-            if last is None or not (last.cls in (JMP, JMP32) and (last.code & 0xF0) in (EXIT, JA)):
+                # every insn, an ld_imm64's second half too (resolve_pseudo_ldimm64 checks that one later)
+                i += 1
+            if self.insns[hi - 1].code not in (JMP | EXIT, JMP | JA, JMP32 | JA):
                 reject(self.log, errno.EINVAL, "last insn is not an exit or jmp")
 
     # ---- check_cfg + register initialisation (a forward dataflow) ----
