@@ -21,7 +21,7 @@ SHIM_SRC  := $(sort $(wildcard libbpf_shim/*.c))
 # The server's copy of the runtime (libbpfshim_core.so): no agent (the hooks,
 # the attach-table follower, syscall tracing) and none of the library's own
 # threads or the agents' registry; rt.h's SUD_INTERNAL_* are no-ops there.
-AGENT_ONLY := agent/uprobe.c agent/rt_thread.c agent/rt/attach_ack.c $(wildcard agent/hook/*.c agent/syscall/*.c)
+AGENT_ONLY := agent/uprobe.c agent/elf_probe.c agent/rt_thread.c agent/rt/attach_ack.c $(wildcard agent/hook/*.c agent/syscall/*.c)
 CORE_SRC  := $(filter-out $(AGENT_ONLY),$(AGENT_SRC))
 HDRS      := $(wildcard agent/start/*.h agent/*.h agent/rt/*.h agent/maps/*.h agent/helpers/*.h agent/hook/*.h agent/syscall/*.h libbpf_shim/*.h agent/include/uapi/linux/*.h)
 AGENT_OBJ := $(patsubst %.c,build/%.o,$(AGENT_SRC))

@@ -42,7 +42,7 @@ void syscall_site_publish(const uint8_t *enter, const uint8_t *exit, unsigned nr
  * dispatch handler runs a trapped one; r->ax gets the result. Non-zero for
  * a syscall that needs the handler's signal frame (it must trap). */
 int syscall_tp_site(struct hook_pt_regs *r);
-/* uprobe.c: the function around s->offset of the file s names (path, dev,
+/* elf_probe.c: the function around s->offset of the file s names (path, dev,
  * ino): its size and the offset's distance from its start; 0 if no symbol. */
 size_t agent_func_at(const struct attach_slot *s, uint64_t *before);
 /* uprobe.c: wake the follower. */
