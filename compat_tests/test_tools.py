@@ -215,6 +215,9 @@ def normalise(case, out, pids):
     lines = [l.rstrip() for l in out.replace("\r\n", "\n").split("\n")]
     lines = [l for l in lines if l and "^C" not in l]
     pid = re.compile(r"\b(%s)\b" % "|".join(map(str, pids)))
+    # a masked pid takes its column's padding with it: a 4-digit pid on one
+    # side and a 5-digit one on the other are padded differently
+    pid_col = re.compile(r" *\b(%s)\b *" % "|".join(map(str, pids)))
     if "bashreadline" in case:
         # a system-wide probe: the header and our shell's lines only
         lines = [l for l in lines if "COMMAND" in l or pid.search(l)]
@@ -244,7 +247,8 @@ def normalise(case, out, pids):
         rows = sorted((l for l in lines if NAME_COUNT.match(l)),
                       key=lambda l: (-int(NAME_COUNT.match(l).group(2)), NAME_COUNT.match(l).group(1)))
         lines = [l for l in lines if not NAME_COUNT.match(l)] + rows
-    lines = [ADDR.sub("ADDR", LATENCY.sub(" LAT", TIME.sub("TIME", pid.sub("PID", l)))) for l in lines]
+    lines = [ADDR.sub("ADDR", LATENCY.sub(" LAT", TIME.sub("TIME", pid_col.sub(" PID ", l)))).rstrip()
+             for l in lines]
     out, run = [], []
     for l in lines + [None]:
         if l is not None and EQUAL_COUNTS.match(l):
