@@ -25,8 +25,8 @@ class AttachTable:
         # A new server owns the table: whatever an old one left is stale.
         ffi.memmove(ffi.addressof(self.t.slots), b"\0" * ffi.sizeof(self.t.slots), ffi.sizeof(self.t.slots))
         self.t.nslots = len(self.t.slots)
-        self.t.version = 1
-        self.t.magic = 0x4c425441
+        self.t.version = lib.ATTACH_TABLE_VERSION
+        self.t.magic = lib.ATTACH_TABLE_MAGIC
         self.seq = 0
         self.bump()
 
@@ -34,8 +34,8 @@ class AttachTable:
         self.t.gen = (self.t.gen + 1) & 0xFFFFFFFF
         lib.shm_futex_wake(ffi.addressof(self.t, "gen"))
 
-    def add(self, *, prog_id, dev, ino, offset, ref_ctr_offset, cookie, pid, retprobe, event_id, path,
-            enabled, flags=0, tp_type=0):
+    def add(self, *, prog_id, kind, dev=0, ino=0, offset=0, ref_ctr_offset=0, cookie, pid, event_id, path,
+            enabled, flags=0, tp_type=0, syscall_nr=0):
         for i in range(self.t.nslots):
             s = self.t.slots[i]
             if s.state == 0:
@@ -45,8 +45,8 @@ class AttachTable:
         self.seq += 1
         s.prog_id, s.dev, s.ino, s.offset = prog_id, dev, ino, offset
         s.ref_ctr_offset, s.cookie, s.pid = ref_ctr_offset, cookie, pid
-        s.flags = flags | (lib.ATTACH_F_RETPROBE if retprobe else 0)
-        s.event_id, s.tp_type = event_id, tp_type
+        s.kind, s.flags = kind, flags
+        s.event_id, s.tp_type, s.syscall_nr = event_id, tp_type, syscall_nr
         p = path.encode()[:255]
         ffi.memmove(s.path, p + b"\0", len(p) + 1)
         s.seq = self.seq

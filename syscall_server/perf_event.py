@@ -249,9 +249,11 @@ class UprobeEvent(ProbeEvent):
         self.ref_ctr_offset = attr["config"] >> 32
 
     def slot_fields(self):
-        return dict(dev=self.dev, ino=self.ino, offset=self.offset, ref_ctr_offset=self.ref_ctr_offset,
-                    pid=self.pid, retprobe=self.retprobe, path=self.path,
-                    flags=_native.lib.ATTACH_F_KERNEL_TWIN if getattr(self, "twin", False) else 0)
+        L = _native.lib
+        return dict(kind=L.ATTACH_KIND_UPROBE, dev=self.dev, ino=self.ino, offset=self.offset,
+                    ref_ctr_offset=self.ref_ctr_offset, pid=self.pid, path=self.path,
+                    flags=(L.ATTACH_F_RETPROBE if self.retprobe else 0) |
+                    (L.ATTACH_F_KERNEL_TWIN if getattr(self, "twin", False) else 0))
 
 
 _SUD = None
@@ -323,12 +325,13 @@ class TracepointEvent(ProbeEvent):
 
     def slot_fields(self):
         L = _native.lib
-        event = {"sched_process_exit": L.ATTACH_F_SCHED_EXIT, "sched_process_fork": L.ATTACH_F_SCHED_FORK,
-                 "sched_process_exec": L.ATTACH_F_SCHED_EXEC, "signal_generate": L.ATTACH_F_SIGNAL_GENERATE}
-        flags = L.ATTACH_F_SYSCALL | (L.ATTACH_F_SYS_EXIT if self.tp.exit else 0) | \
-            (L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0) | event.get(self.tp.event, 0)
-        return dict(dev=0, ino=0, offset=max(self.tp.nr, 0), ref_ctr_offset=0, pid=-1, retprobe=False,
-                    path=self.tp.full_name, flags=flags, tp_type=self.tp.id)
+        events = {"sched_process_exit": L.ATTACH_KIND_SCHED_PROCESS_EXIT,
+                  "sched_process_fork": L.ATTACH_KIND_SCHED_PROCESS_FORK,
+                  "sched_process_exec": L.ATTACH_KIND_SCHED_PROCESS_EXEC,
+                  "signal_generate": L.ATTACH_KIND_SIGNAL_GENERATE}
+        kind = events.get(self.tp.event) or (L.ATTACH_KIND_SYS_EXIT if self.tp.exit else L.ATTACH_KIND_SYS_ENTER)
+        return dict(kind=kind, syscall_nr=max(self.tp.nr, 0), pid=-1, path=self.tp.full_name,
+                    flags=L.ATTACH_F_RAW_SYSCALLS if self.tp.raw else 0, tp_type=self.tp.id)
 
 
 class TimerEvent(ProgEvent):

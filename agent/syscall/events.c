@@ -66,7 +66,7 @@ void sched_process_exit(const struct tp_set *set, long nr, int status, int group
 	rec.prio = 120 + (errno ? 0 : nice);
 	rec.group_dead = (uint8_t)group_dead;
 	bpf_rt_task_exiting((status & 0xff) << 8);
-	tp_run(set, TP_SCHED_EXIT, nr, &rec);
+	tp_run(set, ATTACH_KIND_SCHED_PROCESS_EXIT, nr, &rec);
 }
 
 /* signal:signal_generate, as __send_signal_locked() fires it for a signal
@@ -151,7 +151,7 @@ void sigchld_at_exit(const struct tp_set *set, struct hook_pt_regs *regs)
 		return;
 	sg.rec.regs = (uint64_t)(uintptr_t)regs;
 	sg.rec.code = 1;    /* CLD_EXITED */
-	tp_run(set, TP_SIGNAL_GENERATE, SYS_exit_group, &sg.rec);
+	tp_run(set, ATTACH_KIND_SIGNAL_GENERATE, SYS_exit_group, &sg.rec);
 }
 
 /* sched:sched_process_fork as kernel_clone() fires it, in the parent after
@@ -169,7 +169,7 @@ void sched_process_fork(const struct tp_set *set, long child, struct hook_pt_reg
 	memcpy(rec + 12, &tid, 4);
 	end = put_data_loc(rec, end, 16, comm, sizeof(rec));
 	memcpy(rec + 20, &cpid, 4);
-	tp_run(set, TP_SCHED_FORK, 0, rec);
+	tp_run(set, ATTACH_KIND_SCHED_PROCESS_FORK, 0, rec);
 }
 
 /* sched:sched_process_exec as exec_binprm() fires it, in the new image:
@@ -186,5 +186,5 @@ void sched_process_exec(const struct tp_set *set, long nr)
 	put_data_loc(rec, 20, 8, file ? file : "", sizeof(rec));
 	memcpy(rec + 12, &pid, 4);
 	memcpy(rec + 16, &pid, 4);
-	tp_run(set, TP_SCHED_EXEC, nr, rec);
+	tp_run(set, ATTACH_KIND_SCHED_PROCESS_EXEC, nr, rec);
 }

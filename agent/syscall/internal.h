@@ -16,25 +16,17 @@
 
 #include <stdint.h>
 #include <ucontext.h>
+#include "attach_table.h"   /* enum attach_kind */
 #include "hook/hook.h"     /* struct hook_pt_regs */
 
 #define NR_MAX 1024                  /* syscall numbers the bitmaps cover */
 
 /* ---- trace.c ---- */
 
-enum tp_kind {
-	TP_ENTER,                  /* sys_enter_* / raw sys_enter */
-	TP_EXIT,                   /* sys_exit_* / raw sys_exit */
-	TP_SCHED_EXIT,             /* sched:sched_process_exit, at exit / exit_group */
-	TP_SCHED_FORK,             /* sched:sched_process_fork, in the parent of a clone */
-	TP_SCHED_EXEC,             /* sched:sched_process_exec, in a new image */
-	TP_SIGNAL_GENERATE,        /* signal:signal_generate, for kill/tkill/tgkill/... */
-};
-
 struct tp_set;
 
-/* The programs of `kind` in `set` (for TP_ENTER/TP_EXIT: of syscall nr). */
-void tp_run(const struct tp_set *set, enum tp_kind kind, long nr, void *rec);
+/* The programs of `kind` in `set` (for ATTACH_KIND_SYS_ENTER/ATTACH_KIND_SYS_EXIT: of syscall nr). */
+void tp_run(const struct tp_set *set, enum attach_kind kind, long nr, void *rec);
 
 /* The record a BPF program gets (struct syscall_tp_t of the kernel's
  * perf_call_bpf_enter/exit, the raw_syscalls entries alike): the pt_regs

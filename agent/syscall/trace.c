@@ -30,7 +30,7 @@ struct tp_probe {
 	const struct bpf_prog_rt *prog;
 	uint64_t seq, cookie;
 	uint32_t nr;               /* syscalls:*: the syscall */
-	uint8_t kind, raw;         /* enum tp_kind */
+	uint8_t kind, raw;         /* enum attach_kind */
 };
 
 /* What the handler reads: published whole, never changed after (a thread
@@ -70,12 +70,8 @@ void syscall_tp_slot(unsigned i, const struct attach_slot *s, int want)
 		p->prog = prog;
 		p->seq = s->seq;
 		p->cookie = s->cookie;
-		p->nr = (uint32_t)s->offset;
-		p->kind = s->flags & ATTACH_F_SCHED_EXIT ? TP_SCHED_EXIT
-			: s->flags & ATTACH_F_SCHED_FORK ? TP_SCHED_FORK
-			: s->flags & ATTACH_F_SCHED_EXEC ? TP_SCHED_EXEC
-			: s->flags & ATTACH_F_SIGNAL_GENERATE ? TP_SIGNAL_GENERATE
-			: s->flags & ATTACH_F_SYS_EXIT ? TP_EXIT : TP_ENTER;
+		p->nr = (uint32_t)s->syscall_nr;
+		p->kind = (enum attach_kind)s->kind;
 		p->raw = !!(s->flags & ATTACH_F_RAW_SYSCALLS);
 		tp_applied[i] = p;
 		tp_changed = 1;
@@ -106,21 +102,21 @@ void syscall_tp_commit(void)
 			if (!p)
 				continue;
 			set->p[set->n++] = p;
-			uint8_t *bits = p->kind == TP_EXIT ? set->exit : set->enter;
+			uint8_t *bits = p->kind == ATTACH_KIND_SYS_EXIT ? set->exit : set->enter;
 			static const int exits[] = { SYS_exit, SYS_exit_group };
 			static const int forks[] = { SYS_clone, SYS_clone3, SYS_fork, SYS_vfork };
 			static const int sends[] = { SYS_kill, SYS_tkill, SYS_tgkill, SYS_rt_sigqueueinfo,
 						     SYS_rt_tgsigqueueinfo };
 			int nr = (int)p->nr;
-			if (p->kind == TP_SCHED_EXIT) {
+			if (p->kind == ATTACH_KIND_SCHED_PROCESS_EXIT) {
 				set->sched_exit = 1;
 				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));
-			} else if (p->kind == TP_SCHED_FORK) {
+			} else if (p->kind == ATTACH_KIND_SCHED_PROCESS_FORK) {
 				set->sched_fork = 1;
 				want_nrs(set->exit, forks, BPFSHIM_ARRAY_SIZE(forks));
-			} else if (p->kind == TP_SCHED_EXEC) {
+			} else if (p->kind == ATTACH_KIND_SCHED_PROCESS_EXEC) {
 				set->sched_exec = 1;
-			} else if (p->kind == TP_SIGNAL_GENERATE) {
+			} else if (p->kind == ATTACH_KIND_SIGNAL_GENERATE) {
 				set->signal_generate = 1;
 				want_nrs(set->enter, sends, BPFSHIM_ARRAY_SIZE(sends));
 				want_nrs(set->enter, exits, BPFSHIM_ARRAY_SIZE(exits));   /* the SIGCHLD a dying process sends its parent */
@@ -140,7 +136,7 @@ void syscall_tp_commit(void)
 /* With `ovr`, what the programs asked of bpf_override_return, read while
  * in_probe still keeps a signal handler's probes from running (they would
  * clear or set it in between). */
-static void run_probes_ovr(const struct tp_set *set, enum tp_kind kind, long nr, void *rec,
+static void run_probes_ovr(const struct tp_set *set, enum attach_kind kind, long nr, void *rec,
 			   struct bpf_rt_override *ovr)
 {
 	uint64_t r0;
@@ -150,7 +146,9 @@ static void run_probes_ovr(const struct tp_set *set, enum tp_kind kind, long nr,
 	bpf_rt_override.set = 0;
 	for (uint32_t i = 0; i < set->n; i++) {
 		const struct tp_probe *p = set->p[i];
-		if (p->kind != kind || (kind <= TP_EXIT && !p->raw && p->nr != (uint64_t)nr))
+		int per_nr = kind == ATTACH_KIND_SYS_ENTER || kind == ATTACH_KIND_SYS_EXIT;
+
+		if (p->kind != kind || (per_nr && !p->raw && p->nr != (uint64_t)nr))
 			continue;
 		bpf_prog_run_probe(p->prog, rec, p->cookie, 0, &r0);
 	}
@@ -159,7 +157,7 @@ static void run_probes_ovr(const struct tp_set *set, enum tp_kind kind, long nr,
 	in_probe = was;
 }
 
-void tp_run(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
+void tp_run(const struct tp_set *set, enum attach_kind kind, long nr, void *rec)
 {
 	run_probes_ovr(set, kind, nr, rec, NULL);
 }
@@ -170,7 +168,7 @@ void tp_run(const struct tp_set *set, enum tp_kind kind, long nr, void *rec)
  * see that, as the kernel's sys_exit after an error injection into the
  * syscall function; from an exit program rc replaces the result (as a
  * uretprobe's override). */
-static int programs_override(const struct tp_set *set, enum tp_kind kind, long nr, void *rec, long *ret)
+static int programs_override(const struct tp_set *set, enum attach_kind kind, long nr, void *rec, long *ret)
 {
 	struct bpf_rt_override o;
 
@@ -199,7 +197,7 @@ void sys_trace_child(long nr, uint64_t ip)
 	if (set && wants(set->exit, nr)) {
 		struct hook_pt_regs regs = { .ip = ip, .cx = ip, .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
 		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
-		tp_run(set, TP_EXIT, nr, &rec);
+		tp_run(set, ATTACH_KIND_SYS_EXIT, nr, &rec);
 	}
 }
 
@@ -220,7 +218,7 @@ void syscall_tp_exec_exit(void)
 		struct hook_pt_regs regs = { .orig_ax = nr, .cs = 0x33, .ss = 0x2b };
 		struct tp_record rec = { (uint64_t)(uintptr_t)&regs, nr, { 0 } };
 		SUD_INTERNAL_BEGIN();
-		tp_run(set, TP_EXIT, nr, &rec);
+		tp_run(set, ATTACH_KIND_SYS_EXIT, nr, &rec);
 		SUD_INTERNAL_END();
 	}
 }
@@ -242,7 +240,7 @@ int sys_trace_enter(struct sys_trace *t, struct hook_pt_regs *regs, const long *
 		t->rec.nr = nr;
 		if (wants(set->enter, nr)) {
 			memcpy(t->rec.args, a, sizeof(t->rec.args));
-			t->overridden = programs_override(set, TP_ENTER, nr, &t->rec, ret);
+			t->overridden = programs_override(set, ATTACH_KIND_SYS_ENTER, nr, &t->rec, ret);
 		}
 		if (!t->overridden && (set->sched_exit || set->signal_generate) && (nr == SYS_exit || nr == SYS_exit_group)) {
 			int group_dead = group_dies(nr);
@@ -263,7 +261,7 @@ long sys_trace_exit(struct sys_trace *t, struct hook_pt_regs *regs, long ret)
 	const struct tp_set *set = t->set;
 
 	if (t->gen && ret == 0)
-		tp_run(set, TP_SIGNAL_GENERATE, nr, &t->sg.rec);
+		tp_run(set, ATTACH_KIND_SIGNAL_GENERATE, nr, &t->sg.rec);
 	if (t->fire && !t->overridden && set->sched_fork && ret > 0 &&
 	    (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork))
 		sched_process_fork(set, ret, regs);
@@ -273,7 +271,7 @@ long sys_trace_exit(struct sys_trace *t, struct hook_pt_regs *regs, long ret)
 		t->rec.nr = nr;
 		memset(t->rec.args, 0, sizeof(t->rec.args));
 		t->rec.args[0] = ret;
-		if (programs_override(set, TP_EXIT, nr, &t->rec, &ret))
+		if (programs_override(set, ATTACH_KIND_SYS_EXIT, nr, &t->rec, &ret))
 			regs->ax = (uint64_t)ret;      /* what a rewritten site returns */
 	}
 	return ret;
