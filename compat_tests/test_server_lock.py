@@ -7,7 +7,10 @@ process creates a map and loads a program through bpfshim, as root and as
 uid 65534. That the second process is not held up is bpfshim's own
 property (the kernel has no server), asserted directly; what its bpf()
 calls return is compared with the kernel's (without kernel eBPF, with what
-they returned before the stall).
+they returned before the stall). And what a request looked up lives until it
+ends (objects.py `Registry.get`): a map whose last fd its holder closes while
+a program load that named it waits keeps living in the program, as on the
+kernel.
 """
 import os
 import select
