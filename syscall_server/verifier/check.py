@@ -30,7 +30,8 @@ from ..isa import (
     BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
-                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, STACK, Reg, Unmodelled, s64, scalar_const)
+                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, SOCK_COMMON, STACK, Reg, Unmodelled, s64,
+                   scalar_const)
 
 MAX_CALL_FRAMES = 8
 MAX_PACKET_OFF = 0xFFFF
@@ -74,12 +75,21 @@ def nr_cpu_ids():
 
 class MapInfo:
     """What do_check needs of a map (from its struct shm_map_attr and BTF)."""
-    __slots__ = ("map_type", "key_size", "value_size", "max_entries", "map_flags", "special")
+    __slots__ = ("map_type", "key_size", "value_size", "max_entries", "map_flags", "special", "inner")
 
     def __init__(self, obj):
         a = obj.attr
         self.map_type, self.key_size, self.value_size = a.map_type, a.key_size, a.value_size
         self.max_entries, self.map_flags = a.max_entries, a.map_flags
+        # a map of maps: its template (bpf_map_meta_alloc), what a lookup's pointer is to
+        self.inner = None
+        if a.map_type in P.MAP_IN_MAP:
+            inner = MapInfo.__new__(MapInfo)
+            inner.map_type, inner.key_size, inner.value_size = (a.inner_map_type, a.inner_key_size,
+                                                                a.inner_value_size)
+            inner.max_entries, inner.map_flags, inner.special, inner.inner = (a.inner_max_entries,
+                                                                              a.inner_map_flags, False, None)
+            self.inner = inner
         # fields the kernel gives rules of their own (bpf_spin_lock, bpf_timer, kptrs): not modelled
         btf = getattr(obj, "btf", None)
         self.special = a.spin_lock_off >= 0 or (btf is not None and obj.btf_value_type_id and (
@@ -634,6 +644,10 @@ class Checker:
         c = x.code
         cls = c & 7
         regs = st.regs
+        if x.dst == 10 and (cls in (ALU, ALU64, LDX) or c == LDDW):
+            if cls == LDX or (cls != LD and c & 8):
+                self.reg(st, x.src)         # the source is checked first
+            self.reject(st, errno.EACCES, "frame pointer is read only")      # check_reg_arg(DST_OP)
         if cls in (ALU, ALU64):
             self.check_alu(st, x)
             return i + 1
@@ -791,8 +805,11 @@ class Checker:
         if ptr.null:
             self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited, null-check it first")
         if ptr.type == MAP_PTR:
-            raise Unmodelled("map_ptr arithmetic")     # 6.x: allowed as a BTF pointer to struct bpf_map
-        if ptr.type == PACKET_END:
+            # CONST_PTR_TO_MAP: only + 0
+            if off_reg.is_const() and off_reg.var[0] == 0 and op == A.ADD:
+                return ptr.copy()
+            self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited", off_reg)
+        if ptr.type in (PACKET_END, SOCK_COMMON):
             self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited")
         if ptr.type not in (CTX, STACK, MAP_VALUE, MAP_KEY, PACKET, PACKET_META, MEM, RINGBUF_MEM):
             raise Unmodelled(f"arithmetic on {ptr.type}")
@@ -822,11 +839,11 @@ class Checker:
                     r.id = self.new_id()
                     r.range = 0
         else:
+            if ptr.type == STACK:       # even of a constant (JITs, says the kernel)
+                self.reject(st, errno.EACCES, f"R{dn} subtraction from stack pointer prohibited")
             if known:
                 r.off = ptr.off - smin
             else:
-                if ptr.type == STACK:
-                    self.reject(st, errno.EACCES, f"R{dn} subtraction from stack pointer prohibited")
                 A._sub(r, off_reg)
                 r.var = T.sub(ptr.var, off_reg.var)
                 r.sync()
@@ -902,12 +919,7 @@ class Checker:
                 m = reg.map
                 if m.special:
                     raise Unmodelled("map value with BTF fields")
-                if kind == "write" and m.map_flags & (1 << 7):
-                    self.reject(st, errno.EACCES, f"write into map forbidden, value_size={m.value_size} "
-                                f"off={off} size={size}", reg)
-                if kind == "read" and m.map_flags & (1 << 8):
-                    self.reject(st, errno.EACCES, f"read from map forbidden, value_size={m.value_size} "
-                                f"off={off} size={size}", reg)
+                self.map_access_type(st, reg, off, size, kind)
                 limit, what = m.value_size, f"map value, value_size={m.value_size}"
             elif t == MAP_KEY:
                 if kind == "write":
@@ -937,8 +949,26 @@ class Checker:
                 val.type = SCALAR
                 self._narrow(val, size, sx)
             return
+        if t == SOCK_COMMON:
+            # check_sock_access(): fields of struct bpf_sock, read only
+            if kind == "write":
+                self.reject(st, errno.EACCES, f"R{regno} cannot write into {t}")
+            if not self.ctx.sock_common(off, size):
+                self.reject(st, errno.EACCES, f"R{regno} invalid {t} access off={off} size={size}")
+            val.unknown()
+            val.type = SCALAR
+            self._narrow(val, size, sx)
+            return
         if t == MAP_PTR:
-            raise Unmodelled("access to struct bpf_map")
+            # check_ptr_to_map_access(): struct bpf_array / bpf_htab through BTF
+            tname = P.MAP_STRUCT.get(reg.map.map_type)
+            if tname is None:
+                raise Unmodelled(f"access to struct bpf_map of type {reg.map.map_type}")
+            if off < 0:
+                self.reject(st, errno.EACCES, f"R{regno} is {tname} invalid negative access: off={off}")
+            if kind != "read":
+                self.reject(st, errno.EACCES, f"only read from {tname} is supported")
+            raise Unmodelled(f"read of struct {tname}")
         if t == PACKET_END:
             self.reject(st, errno.EACCES, f"R{regno} invalid mem access '{reg.type_str()}'")
         raise Unmodelled(f"access through {t}")
@@ -952,6 +982,16 @@ class Checker:
             val.sync()
             val.smin, val.smax, val.umin, val.umax = 0, (1 << (size * 8)) - 1, 0, (1 << (size * 8)) - 1
             val.sync()
+
+    def map_access_type(self, st, reg, off, size, kind):
+        """check_map_access_type(): BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG."""
+        m = reg.map
+        if kind == "write" and m.map_flags & (1 << 7):
+            self.reject(st, errno.EACCES, f"write into map forbidden, value_size={m.value_size} off={off} "
+                        f"size={size}", reg)
+        if kind == "read" and m.map_flags & (1 << 8):
+            self.reject(st, errno.EACCES, f"read from map forbidden, value_size={m.value_size} off={off} "
+                        f"size={size}", reg)
 
     def check_alignment(self, st, reg, off, size, desc, strict):
         if not strict or size == 1:
@@ -1132,6 +1172,12 @@ class Checker:
                 val.known(0)
                 val.range = 0
                 return
+            if res == SOCK_COMMON:
+                val.type = res
+                val.known(0)
+                val.null = True
+                val.id = self.new_id()
+                return
             if sx:
                 val.exact = False
             elif size < 8:
@@ -1213,9 +1259,10 @@ class Checker:
             r0.umax = r0.u32max = r0.smax = r0.s32max = nr_cpu_ids() - 1
             r0.sync()
         if ret == P.VALUE_OR_NULL:
-            r0 = Reg(MAP_VALUE)
+            # a map of maps gives a pointer to an inner map, of its template's kind
+            r0 = Reg(MAP_PTR if m.inner is not None else MAP_VALUE)
             r0.known(0)
-            r0.map = m
+            r0.map = m.inner or m
             r0.null = True
             r0.id = self.new_id()
         elif ret == P.RINGBUF_OR_NULL:
@@ -1261,7 +1308,7 @@ class Checker:
                 raise Unmodelled(f"callback context of type {t}")
             return
         if at == P.MAP:
-            if t != MAP_PTR:
+            if t != MAP_PTR or reg.null:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=map_ptr")
             meta["map"] = reg.map
             return
@@ -1347,6 +1394,7 @@ class Checker:
             m = reg.map
             if m.special:
                 raise Unmodelled("map value with BTF fields")
+            self.map_access_type(st, reg, reg.off, size, kind)
             self.mem_region(st, rn, reg, reg.off, size, m.value_size, f"map value, value_size={m.value_size}",
                             zero_ok)
             return
@@ -1489,7 +1537,7 @@ class Checker:
             taken = A.branch_taken(d, s, op, is32)
         elif op in (A.JEQ, A.JNE) and not is32 and self._is_null_cmp(d, s):
             ptr = d if d.is_ptr() else s
-            if not ptr.null:
+            if not ptr.null and ptr.type in (MAP_VALUE, MAP_KEY, MEM, RINGBUF_MEM, SOCK_COMMON):  # reg_not_null()
                 taken = 0 if op == A.JEQ else 1
         elif d.is_ptr() and s.is_ptr() and d.type in (PACKET, PACKET_META, PACKET_END) and \
                 s.type in (PACKET, PACKET_META, PACKET_END) and not is32:
@@ -1554,7 +1602,7 @@ class Checker:
     @staticmethod
     def _is_null_cmp(d, s):
         ptr, k = (d, s) if d.is_ptr() else (s, d)
-        return ptr.is_ptr() and k.type == SCALAR and k.is_const() and k.var[0] == 0 and ptr.null
+        return ptr.is_ptr() and k.type == SCALAR and k.is_const() and k.var[0] == 0
 
     def mark_ptr_or_null(self, st, pid, is_null):
         if not pid:

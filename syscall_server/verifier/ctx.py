@@ -9,7 +9,7 @@ valid() answers False (the kernel's "invalid bpf_context access"), True (a
 scalar) or the register type the load gives. A field that loads a socket
 pointer is not modelled (Unmodelled: the caller gives up on the program).
 """
-from .regs import PACKET, PACKET_END, PACKET_META, Unmodelled
+from .regs import PACKET, PACKET_END, PACKET_META, SOCK_COMMON, Unmodelled
 
 # enum bpf_prog_type
 (SOCKET_FILTER, KPROBE, SCHED_CLS, SCHED_ACT, TRACEPOINT, XDP, PERF_EVENT, CGROUP_SKB, CGROUP_SOCK, LWT_IN,
@@ -153,18 +153,16 @@ class Ctx:
         if name == "tstamp":
             return size == 8
         if name == "sk":
-            if kind == "write" or size != 8:
-                return False
-            raise Unmodelled("__sk_buff->sk")
+            return kind == "read" and size == 8 and SOCK_COMMON     # PTR_TO_SOCK_COMMON_OR_NULL
         if kind == "write":
             return size == 4
         return narrow_ok(size)
 
-    def bpf_sock(self, off, size, kind):
-        """sock_filter_is_valid_access(): bpf_sock_is_valid_access(), then the attach type's fields."""
+    def sock_field(self, off, size):
+        """bpf_sock_is_valid_access(): the field of struct bpf_sock, or None."""
         f = self._at("bpf_sock", off, size)
         if f is None:
-            return False
+            return None
         name = f[2]
         if name in ("state", "family", "type", "protocol", "src_port", "rx_queue_mapping", "src_ip4", "src_ip6",
                     "dst_ip4", "dst_ip6"):
@@ -174,7 +172,17 @@ class Ctx:
             ok = narrow_ok(size, 4 if size == 4 else 2)
         else:
             ok = size == 4
-        if not ok:
+        return name if ok else None
+
+    def sock_common(self, off, size):
+        """bpf_sock_common_is_valid_access(): not the fields of a full socket (type..priority)."""
+        name = self.sock_field(off, size)
+        return name is not None and name not in ("type", "protocol", "mark", "priority")
+
+    def bpf_sock(self, off, size, kind):
+        """sock_filter_is_valid_access(): bpf_sock_is_valid_access(), then the attach type's fields."""
+        name = self.sock_field(off, size)
+        if name is None:
             return False
         if name in ("bound_dev_if", "mark", "priority"):
             return self.eat in (INET_SOCK_CREATE, INET_SOCK_RELEASE)

@@ -81,5 +81,12 @@ MAP_ONLY = {PROG_ARRAY: {12}, PERF_EVENT_ARRAY: {25, 22, 55, 41}, STACK_TRACE: {
             RINGBUF_MAP: {130, 131, 132, 133, 134}}
 FUNC_NEEDS = {12: PROG_ARRAY, 25: PERF_EVENT_ARRAY, 27: STACK_TRACE, 37: CGROUP_ARRAY, 130: RINGBUF_MAP,
               131: RINGBUF_MAP, 134: RINGBUF_MAP}
+# maps of maps (ARRAY_OF_MAPS, HASH_OF_MAPS): only bpf_map_lookup_elem, which gives an inner map
+MAP_IN_MAP = {12, 13}
+for _t in MAP_IN_MAP:
+    MAP_ONLY[_t] = {1}
 # Map types do_check knows the helpers of: a call with another one is not interpreted
-KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 27}
+KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 27} | MAP_IN_MAP
+# the struct of a map's kernel object a CONST_PTR_TO_MAP reads (map_btf_id)
+MAP_STRUCT = {1: "bpf_htab", 5: "bpf_htab", 9: "bpf_htab", 10: "bpf_htab", 13: "bpf_htab",
+              2: "bpf_array", 3: "bpf_array", 4: "bpf_array", 6: "bpf_array", 8: "bpf_array", 12: "bpf_array"}

@@ -19,6 +19,7 @@ NOT_INIT, SCALAR = "?", "scalar"
 CTX, MAP_PTR, MAP_VALUE, MAP_KEY, STACK = "ctx", "map_ptr", "map_value", "map_key", "fp"
 PACKET, PACKET_META, PACKET_END, MEM, RINGBUF_MEM = "pkt", "pkt_meta", "pkt_end", "mem", "ringbuf_mem"
 FUNC = "func"                    # PTR_TO_FUNC: off is the callback's first insn
+SOCK_COMMON = "sock_common"      # PTR_TO_SOCK_COMMON: __sk_buff->sk (struct bpf_sock's common part)
 
 
 class Unmodelled(Exception):

@@ -195,7 +195,7 @@ class Verifier:
 
     def _write(self, i, reg):
         if reg == 10:
-            reject(self.log, errno.EACCES, "frame pointer is read only")
+            self._flow_reject(errno.EACCES, "frame pointer is read only")
 
     def _alu(self, i, ins):
         c = ins.code
