@@ -82,6 +82,8 @@ SCRIPTS = {
     "interval_and_begin": 'BEGIN { @b = 1; } interval:ms:50 { @i = count(); if (@i == 2) { exit(); } }',
     # a CPU_CLOCK sampling event of the kernel: the target spins 300 ms
     "profile_and_uprobe": "profile:hz:99 /pid == cpid/ { @sampled = 1; } uprobe:{V}:work { @w = count(); }",
+    # stack ids: the kernel's stack map
+    "ustack_uprobe": "uprobe:{V}:work { @[ustack] = count(); }",
 }
 ARGS = {"profile_and_uprobe": " 100 0 300"}
 
@@ -212,10 +214,12 @@ def test_hybrid_bpftrace_twin(name, hybrid):
     assert "@" in out, out
 
 
-# uprobes whose map uses are not only additions: no twin, the kernel's
-# breakpoint serves them in every process (and the loader says why)
+# uprobes whose map uses are not only additions, or that take stack ids
+# (the kernel's stack maps take none from user space): no twin, the
+# kernel's breakpoint serves them in every process (and the loader says why)
 NO_TWIN_SCRIPTS = {"tp_start_uprobe_reads": "a decision depends on its value",
-                   "uprobe_stores_tp_reads": "it updates or deletes other than by adding"}
+                   "uprobe_stores_tp_reads": "it updates or deletes other than by adding",
+                   "ustack_uprobe": "it calls bpf_get_stackid"}
 
 
 @pytest.mark.parametrize("name", sorted(NO_TWIN_SCRIPTS))

@@ -464,6 +464,8 @@ int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	*why = "the kernel refuses its forwarding program";
 	if ((pfd = emit_prog(kdup, ringbuf)) < 0)
 		goto fail;
+	real.close(kdup);      /* the program holds the map */
+	kdup = -1;
 	memset(&a, 0, sizeof(a));
 	a.map_type = ki->type;
 	a.key_size = ki->key_size;
