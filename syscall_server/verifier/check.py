@@ -1129,6 +1129,8 @@ class Checker:
             val.type = SCALAR
             if (read == "S" * size and slot.reg.is_const() and not slot.reg.var[0]) or read == "Z" * size:
                 val.known(0)
+            else:
+                self._narrow(val, size, False)
             return
         for a in range(lo, hi):
             s = stk.get(a // 8)
@@ -1331,7 +1333,10 @@ class Checker:
         if at == P.RINGBUF:
             if t != RINGBUF_MEM or reg.null:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=ringbuf_mem")
-            if reg.off or not T.is_const(reg.var) or reg.var[0]:
+            if reg.off:
+                self.reject(st, errno.EINVAL, f"R{rn} must have zero offset when passed to release func or trusted "
+                            f"arg to kfunc")
+            if not T.is_const(reg.var) or reg.var[0]:
                 raise Unmodelled("modified ringbuf pointer released")
             if not reg.ref:
                 self.reject(st, errno.EINVAL, f"R{rn} must be referenced when passed to release function")
@@ -1343,6 +1348,8 @@ class Checker:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=fp, pkt, pkt_meta, map_key, "
                             f"map_value, mem, ringbuf_mem, buf, trusted_ptr_")
             raise Unmodelled(f"helper argument of type {t}")
+        if t in (PACKET, PACKET_META) and not C.helper_pkt_access(self.prog_type, func_id in P.PKT_ACCESS):
+            self.reject(st, errno.EACCES, "helper access to the packet is not allowed")
         if at == P.LONG:
             self.helper_mem(st, rn, reg, 8, False, "write")
             if t not in (STACK, MAP_VALUE):

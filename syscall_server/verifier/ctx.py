@@ -46,6 +46,15 @@ SKB_PTRS = {"data": PACKET, "data_end": PACKET_END, "data_meta": PACKET_META}
 
 # may_access_direct_pkt_data(): the program types that may write packet data
 PKT_WRITE = {SCHED_CLS, SCHED_ACT, XDP, LWT_XMIT, SK_SKB, SK_MSG, CGROUP_SOCKOPT}
+# ... and those that may only read it (+ LWT_SEG6LOCAL, SK_REUSEPORT, FLOW_DISSECTOR)
+PKT_READ = {LWT_IN, LWT_OUT, CGROUP_SKB, 19, 21, 22}
+
+
+def helper_pkt_access(pt, proto_pkt_access):
+    """may_access_direct_pkt_data() for a helper's argument: the helper's
+    prototype says it may take packet memory (pkt_access), except for
+    sockopt programs, whose optval any helper may take."""
+    return pt == CGROUP_SOCKOPT or (pt in PKT_READ | PKT_WRITE and proto_pkt_access)
 
 _FIELDS = {}
 

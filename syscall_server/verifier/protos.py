@@ -62,6 +62,8 @@ PROTOS = {
     181: ("bpf_loop", INT, (ANY, FUNC, STACK0, ANY)),
     174: ("bpf_get_attach_cookie", INT, (CTX,)),
 }
+# helpers whose prototype takes packet memory (.pkt_access): map lookup, update, delete
+PKT_ACCESS = {1, 2, 3}
 # helpers that call a callback synchronously, and the map types with a
 # map_for_each_callback (hash, array, per-CPU and LRU ones)
 LOOP, FOR_EACH_MAP_ELEM = 181, 164
