@@ -742,3 +742,21 @@ def test_hybrid_twin_bpftrace_printf(hybrid):
     assert (rc_h, by_first_word(rest)) == (rc_k, by_first_word(out_k)), f"kernel:\n{out_k}\nhybrid:\n{rest}"
     assert len(by_first_word(out_k)["up"]) == 200 and len(by_first_word(out_k)["tp"]) == 200, out_k
     assert said == [twin_line(victim)], said
+
+
+def test_hybrid_twin_perf_buffer_full(hybrid):
+    """A BCC tool whose one-page perf buffer is read only after the target's
+    1000 calls: the kernel's buffer takes what fits and counts the rest
+    lost (reported in front of the next record, the second target's one
+    call). In hybrid mode both targets run the uprobe's twin, its events
+    forwarded into that buffer: the same events arrive and the same count
+    is lost, as the kernel counts it."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True).returncode:
+        pytest.skip("BCC's python module is not installed")
+    exe, rt = hybrid
+    victim = endbr_victim(exe)
+    argv = ["/usr/bin/python3", os.path.join(PROGS, "hybrid_bcc_lost.py"), victim, "1000"]
+    (rc_k, out_k), (rc_h, rest), said = kernel_and_debug(rt, argv)
+    assert (rc_h, rest.splitlines()) == (rc_k, out_k.splitlines()), (out_k, rest)
+    assert out_k.startswith("received ") and not out_k.endswith(" lost 0\n"), out_k
+    assert said == [twin_line(victim)] * 2, said
