@@ -140,12 +140,14 @@ class Verifier:
         while i < n:
             ins = self.insns[i]
             c, cls = ins.code, ins.cls
-            if ins.dst > 10 or ins.src > 10:
-                reject(self.log, errno.EINVAL, f"R{max(ins.dst, ins.src)} is invalid")
+            # check_reg_arg() after an ALU or jump insn's own field checks, before the others'
+            if (ins.dst > 10 or ins.src > 10) and cls not in (ALU, ALU64, JMP, JMP32):
+                self._regs_ok(ins)
             if cls in (ALU, ALU64):
                 self._alu(i, ins)
             elif cls in (JMP, JMP32):
                 self._jmp(i, ins)
+                self._regs_ok(ins)
             elif cls == LD:
                 if c == LD | IMM | DW:
                     if i + 1 >= n:
@@ -228,7 +230,12 @@ class Verifier:
                 size = 64 if ins.cls == ALU64 else 32
                 if ins.imm < 0 or ins.imm >= size:
                     reject(self.log, errno.EINVAL, f"invalid shift {ins.imm}")
+        self._regs_ok(ins)
         self._write(i, ins.dst)
+
+    def _regs_ok(self, ins):
+        if ins.dst > 10 or ins.src > 10:
+            reject(self.log, errno.EINVAL, f"R{max(ins.dst, ins.src)} is invalid")
 
     def _jmp(self, i, ins):
         c = ins.code
