@@ -169,8 +169,11 @@ static int emit_prog(int kfd, int ringbuf)
 	return hi;
 }
 
-/* The batch into the kernel map of r: the records it took (for a perf
- * slot, all: the kernel counts what its buffer could not take). */
+/* The batch into the kernel map of r: the records it is done with (for a
+ * perf slot, all: the kernel counts what its buffer could not take; all
+ * too when the run fails, a CPU offline or the loader's privileges gone:
+ * counted lost, said below, rather than held until the twin's ring is
+ * full). */
 static uint32_t emit(struct fwd_ring *r, const struct batch *b)
 {
 	uint64_t ctx[2] = { b->n, r->slot };
@@ -187,8 +190,10 @@ static uint32_t emit(struct fwd_ring *r, const struct batch *b)
 		a.test.flags = BPF_F_TEST_RUN_ON_CPU;
 		a.test.cpu = r->slot;
 	}
-	if (real.syscall(SYS_bpf, BPF_PROG_TEST_RUN, &a, sizeof(a)))
-		return r->ringbuf ? 0 : b->n;
+	if (real.syscall(SYS_bpf, BPF_PROG_TEST_RUN, &a, sizeof(a))) {
+		r->lost += b->n;
+		return b->n;
+	}
 	return r->ringbuf ? a.test.retval : b->n;
 }
 
@@ -255,7 +260,9 @@ static int rb_take(void *ctx, void *data, uint32_t len)
 {
 	struct fwd_ring *r = ctx;
 
-	if (len >= REC_MAX) {          /* more than one run can take: said below */
+	/* more than one run can take, or than the ring holds (written by
+	 * another process: not trusted): said below */
+	if (len >= REC_MAX || len > r->rb->attr.max_entries - 8) {
 		r->lost++;
 		return 0;
 	}
@@ -307,7 +314,7 @@ static int forward_all(void)
 	if (lost != said_lost) {
 		char m[200];
 		snprintf(m, sizeof(m), "hybrid mode: events of user-space programs were lost before the kernel's buffer "
-			 "(bpfshim's ring was full, or a record was %u bytes or more)", REC_MAX);
+			 "(bpfshim's ring was full, a record was %u bytes or more, or the kernel refused the run)", REC_MAX);
 		said_lost = lost;
 		shim_say_once(m);
 	}
