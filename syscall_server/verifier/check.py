@@ -29,6 +29,7 @@ from ..isa import (
     BPF_PSEUDO_MAP_IDX_VALUE as PSEUDO_MAP_IDX_VALUE, BPF_FETCH as FETCH, BPF_CMPXCHG as CMPXCHG,
     BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
+from .structure import LD_ABS_KEY
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
                    PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, SOCK_COMMON, STACK, Reg, Unmodelled, s64,
                    scalar_const)
@@ -462,7 +463,7 @@ class Checker:
                     return u, b(x.src)
             return u, 0
         if cls == LD:
-            return 0x3F, 1      # LD_ABS/IND read the ctx (r6) and clobber r0-r5
+            return b(6) | (b(x.src) if c & 0xE0 == 0x40 else 0), 0x3F   # LD_ABS/IND: the skb in r6, r0-r5 set
         op = c & 0xF0
         if op == EXIT:
             return 1, 0
@@ -492,6 +493,8 @@ class Checker:
             if st is None:
                 if not pending:
                     self.check_max_stack_depth()
+                    if LD_ABS_KEY in self.bad_helpers:
+                        raise Reject(*self.bad_helpers[LD_ABS_KEY])    # loaded by the kernel, not run here
                     return self.processed
                 st = pending.pop()
             i = st.insn
@@ -655,7 +658,8 @@ class Checker:
             self.ld_imm64(st, i, x)
             return i + 2
         if cls == LD:
-            raise Unmodelled("LD_ABS/LD_IND")
+            self.check_ld_abs(st, x)
+            return i + 1
         if cls == LDX:
             size = SIZES[c & 0x18]
             src = self.reg(st, x.src)
@@ -701,6 +705,27 @@ class Checker:
         prev = self.aux_ptr.setdefault(i, reg.type)
         if prev != reg.type and CTX in (prev, reg.type):
             self.reject(st, errno.EINVAL, "same insn cannot be used with different pointers")
+
+    def check_ld_abs(self, st, x):
+        """check_ld_abs(): a packet load through the skb in r6 (socket
+        filter, tc), r1-r5 clobbered, r0 the value."""
+        if self.prog_type not in (C.SOCKET_FILTER, C.SCHED_CLS, C.SCHED_ACT):
+            self.reject(st, errno.EINVAL, "BPF_LD_[ABS|IND] instructions not allowed for this program type")
+        if x.dst or x.off or (x.code & 0xE0 == 0x20 and x.src):
+            self.reject(st, errno.EINVAL, "BPF_LD_[ABS|IND] uses reserved fields")
+        r6 = self.reg(st, 6)
+        if st.refs:
+            self.reject(st, errno.EINVAL, "BPF_LD_[ABS|IND] would lead to reference leak")
+        if r6.type != CTX:
+            self.reject(st, errno.EINVAL, "at least one arg (R6) must be ctx")
+        if x.code & 0xE0 == 0x40:
+            self.reg(st, x.src)
+        if r6.off or not T.is_const(r6.var) or r6.var[0]:
+            raise Unmodelled("LD_ABS through a modified ctx")
+        for r in range(1, 6):
+            st.regs[r] = Reg()
+        st.regs[0] = Reg(SCALAR)
+        st.regs[0].unknown()
 
     # ---------------------------------------------------------------- ALU
     def check_alu(self, st, x):

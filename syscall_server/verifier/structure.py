@@ -55,6 +55,7 @@ TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
 NOT_FOR_TRACING = {"bpf_ktime_get_coarse_ns"}
 
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
+LD_ABS_KEY = ("ld_abs",)    # Verifier.deferred: the engines lack LD_ABS/LD_IND
 MAX_SUBPROGS = 256
 
 
@@ -163,8 +164,13 @@ class Verifier:
                     i += 2
                     continue
                 if (c & 0xE0) in (ABS, IND) and (c & 0x18) != DW:
-                    reject(self.log, errno.EINVAL, f"unsupported: BPF_LD_{'ABS' if (c & 0xE0) == ABS else 'IND'} "
-                           f"(legacy packet access) at insn {i}", loud=True)
+                    # refused whatever do_check says, after it (which may refuse it first, as the kernel would)
+                    msg = f"unsupported: BPF_LD_{'ABS' if (c & 0xE0) == ABS else 'IND'} (legacy packet access) at insn {i}"
+                    if not self.defer_helpers:
+                        reject(self.log, errno.EINVAL, msg, loud=True)
+                    self.deferred.setdefault(LD_ABS_KEY, (errno.EINVAL, msg))
+                    i += 1
+                    continue
                 reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
             elif cls == LDX:
                 mode = c & 0xE0
@@ -408,7 +414,11 @@ class Verifier:
                     self._need(regs, ins.src)
             return regs | {ins.dst}, [i + 1]
         if cls == LD:
-            return regs | {ins.dst}, [i + 2]
+            if ins.is_lddw():
+                return regs | {ins.dst}, [i + 2]
+            # LD_ABS/LD_IND: the skb in r6 (and the offset's register), r1-r5 clobbered, r0 set
+            self._need(regs, 6, *((ins.src,) if (c & 0xE0) == IND else ()))
+            return (regs - {1, 2, 3, 4, 5}) | {0}, [i + 1]
         if cls == LDX:
             self._need(regs, ins.src)
             return regs | {ins.dst}, [i + 1]
