@@ -198,17 +198,15 @@ static uint32_t emit(struct fwd_ring *r, const struct batch *b)
 }
 
 /* Append a record to b: 0, or -1 when b is full. */
-static int batch_add(struct batch *b, const void *d1, uint32_t n1, const void *d2, uint32_t n2)
+static int batch_add(struct batch *b, const void *data, uint32_t size)
 {
-	uint32_t size = n1 + n2, at = b->len, len = 8 + ((size + 7) & ~7u);
+	uint32_t at = b->len, len = 8 + ((size + 7) & ~7u);
 
 	if (b->n == BATCH_RECS || at + len > BATCH_BYTES)
 		return -1;
 	memcpy(b->buf + at, &size, 4);
 	memset(b->buf + at + 4, 0, len - 4);
-	memcpy(b->buf + at + 8, d1, n1);
-	if (n2)
-		memcpy(b->buf + at + 8 + n1, d2, n2);
+	memcpy(b->buf + at + 8, data, size);
 	b->len += len;
 	b->n++;
 	return 0;
@@ -240,7 +238,7 @@ static void forward_perf(struct fwd_ring *r)
 		if (h.type == PERF_RECORD_SAMPLE && h.size >= sizeof(h) + 4) {
 			uint32_t size;
 			memcpy(&size, rec + sizeof(h), 4);
-			if (size <= h.size - sizeof(h) - 4 && batch_add(&work, rec + sizeof(h) + 4, size, NULL, 0)) {
+			if (size <= h.size - sizeof(h) - 4 && batch_add(&work, rec + sizeof(h) + 4, size)) {
 				emit(r, &work);
 				work.len = work.n = 0;
 				continue;              /* the same record again, into the empty batch */
@@ -266,7 +264,7 @@ static int rb_take(void *ctx, void *data, uint32_t len)
 		r->lost++;
 		return 0;
 	}
-	batch_add(r->pend, data, len, NULL, 0);
+	batch_add(r->pend, data, len);
 	/* stop while a record of any size still fits the batch */
 	return r->pend->n == BATCH_RECS || r->pend->len + 8 + REC_MAX > BATCH_BYTES;
 }
