@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <string.h>
 #include "map.h"
+#include "freelist.h"
 
 #define HTAB_CREATE_FLAG_MASK (BPF_F_NO_PREALLOC | BPF_F_NO_COMMON_LRU | BPF_F_NUMA_NODE | \
 			       SHM_BPF_F_ACCESS_MASK | BPF_F_ZERO_SEED)
@@ -235,31 +236,19 @@ static inline uint32_t hash_key(const void *key, uint32_t n)
 
 /* ---- free list ---- */
 
+static uint32_t *free_next(struct shm_map *m, uint32_t idx)
+{
+	return &elem_at(m, idx)->next;
+}
+
 static uint32_t freelist_pop(struct shm_map *m)
 {
-	uint64_t *head = FREE_HEAD(m->hdr);
-	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
-	uint32_t idx;
-
-	do {
-		idx = (uint32_t)old;
-		if (!IDX_OK(m, idx))
-			return 0;      /* empty (0), or a corrupted head: nothing to take */
-		uint32_t next = __atomic_load_n(&elem_at(m, idx)->next, __ATOMIC_RELAXED);
-		new = ((old >> 32) + 1) << 32 | next;
-	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	return idx;
+	return shm_freelist_pop(m, FREE_HEAD(m->hdr), free_next);
 }
 
 static void freelist_push(struct shm_map *m, uint32_t idx)
 {
-	uint64_t *head = FREE_HEAD(m->hdr);
-	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
-
-	do {
-		__atomic_store_n(&elem_at(m, idx)->next, (uint32_t)old, __ATOMIC_RELAXED);
-		new = ((old >> 32) + 1) << 32 | idx;
-	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	shm_freelist_push(m, FREE_HEAD(m->hdr), free_next, idx);
 }
 
 /* ---- chains ---- */

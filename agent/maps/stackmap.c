@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include "map.h"
+#include "freelist.h"
 #include "jhash.h"
 
 #define STACK_CREATE_FLAG_MASK (BPF_F_NUMA_NODE | BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_STACK_BUILD_ID)
@@ -112,31 +113,19 @@ static int sm_ok(const struct shm_map *m)
 	       h->type_state[2] == bucket_size(&h->attr);
 }
 
+static uint32_t *free_next(struct shm_map *m, uint32_t idx)
+{
+	return &bucket_at(m, idx)->next;
+}
+
 static uint32_t freelist_pop(struct shm_map *m)
 {
-	uint64_t *head = &m->hdr->type_state[0];
-	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
-	uint32_t idx;
-
-	do {
-		idx = (uint32_t)old;
-		if (!IDX_OK(m, idx))
-			return 0;      /* empty (0), or a corrupted head */
-		uint32_t next = __atomic_load_n(&bucket_at(m, idx)->next, __ATOMIC_RELAXED);
-		new = ((old >> 32) + 1) << 32 | next;
-	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-	return idx;
+	return shm_freelist_pop(m, &m->hdr->type_state[0], free_next);
 }
 
 static void freelist_push(struct shm_map *m, uint32_t idx)
 {
-	uint64_t *head = &m->hdr->type_state[0];
-	uint64_t old = __atomic_load_n(head, __ATOMIC_ACQUIRE), new;
-
-	do {
-		__atomic_store_n(&bucket_at(m, idx)->next, (uint32_t)old, __ATOMIC_RELAXED);
-		new = ((old >> 32) + 1) << 32 | idx;
-	} while (!__atomic_compare_exchange_n(head, &old, new, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	shm_freelist_push(m, &m->hdr->type_state[0], free_next, idx);
 }
 
 /*
