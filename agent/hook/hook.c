@@ -29,6 +29,10 @@
 pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int inited;
 struct bpf_rt_kept mem = BPF_RT_KEPT_INIT;   /* /proc/self/mem, when mprotect is refused */
+/* /proc/self/maps for mapping_of and pool_new (under the lock): kept, so
+ * that a patch made while the application runs opens nothing (an open then
+ * takes the lowest free number, one the application's next open misses) */
+static struct bpf_rt_kept self_maps = BPF_RT_KEPT_INIT;
 
 #define SITE_HASH 1024
 static struct hook_site *site_hash[SITE_HASH];
@@ -73,6 +77,8 @@ static void atfork_child(void)
 	qreq.active = 0;
 	if (memfd >= 0)     /* it names the parent's memory */
 		bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
+	if (bpf_rt_kept_fd(&self_maps) >= 0)   /* and the parent's mappings */
+		bpf_rt_kept_open(&self_maps, "/proc/self/maps", O_RDONLY);
 }
 
 /* Created before the application's keys (rawsys.h bpf_rt_setspecific); at start,
@@ -106,7 +112,8 @@ int init_locked(void)
 		have_sync_core = 1;
 	if (rsys(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0, 0, 0, 0) == 0)
 		rcu_fast = 1;
-	bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
+	if (memfd < 0)
+		bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
 	inited = 1;
 	return 0;
 }
@@ -137,17 +144,33 @@ static int mapping_vma(const struct bpf_rt_vma *v, void *arg)
 	return m->avail >= 16;
 }
 
+void hook_premap(void)
+{
+	if (memfd < 0)
+		bpf_rt_kept_open(&mem, "/proc/self/mem", O_RDWR);
+	if (bpf_rt_kept_fd(&self_maps) < 0)
+		bpf_rt_kept_open(&self_maps, "/proc/self/maps", O_RDONLY);
+}
+
+long self_maps_fd(void)
+{
+	long fd = bpf_rt_kept_fd(&self_maps);
+
+	if (fd < 0 && !bpf_rt_kept_open(&self_maps, "/proc/self/maps", O_RDONLY))
+		fd = bpf_rt_kept_fd(&self_maps);
+	return fd < 0 ? -EBADF : fd;
+}
+
 /* Protection of the mapping holding addr and how many bytes of it follow. */
 int mapping_of(uint64_t addr, int *prot, size_t *avail)
 {
 	struct mapping_find m = { addr, 0, 0, 0 };
 	char buf[4096];
-	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
+	long fd = self_maps_fd();
 
 	if (fd < 0)
 		return (int)fd;
 	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), mapping_vma, &m);
-	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
 	if (r < 0)
 		return r;
 	int found = m.next != 0;

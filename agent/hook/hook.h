@@ -111,6 +111,9 @@ int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, siz
 /* The byte at addr as the file mapped there has it (under a kernel
  * uprobe's int3, the instruction it stands for), or -1. */
 int hook_file_byte(uint64_t addr);
+/* At start, before the application runs: the files a patch reads
+ * (/proc/self/mem, /proc/self/maps) opened now, kept at high numbers. */
+void hook_premap(void);
 
 /* How a hook was applied (tests, status). */
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };

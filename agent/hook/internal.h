@@ -96,6 +96,8 @@ extern struct hook_site *all_sites;
 struct hook_site *site_find(uint64_t addr);
 int init_locked(void);
 int mapping_of(uint64_t addr, int *prot, size_t *avail);
+/* The kept /proc/self/maps (mapping_of, pool_new; under the lock): -errno if none. */
+long self_maps_fd(void);
 
 /* ---- stubs.c ---- */
 

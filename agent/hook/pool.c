@@ -63,12 +63,11 @@ static struct pool *pool_new(uint64_t addr)
 {
 	struct gap_find g = { addr, 0x100000, 0, ~0ull };
 	char buf[4096];
-	long fd = rsys(SYS_openat, AT_FDCWD, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC, 0, 0, 0);
+	long fd = self_maps_fd();
 
 	if (fd < 0)
 		return NULL;
 	int r = bpf_rt_maps_each(fd, buf, sizeof(buf), gap_vma, &g);
-	rsys(SYS_close, fd, 0, 0, 0, 0, 0);
 	if (r < 0)
 		return NULL;
 	gap_before(&g, 0x7ffffffff000ul, 0x7ffffffff000ul);   /* the gap below the top */

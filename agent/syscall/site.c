@@ -433,9 +433,14 @@ void syscall_site_premap(void)
 	if (__atomic_load_n(&sud_nr_tab[SYS_execve], __ATOMIC_RELAXED) != SITE_TRAP)
 		return;
 	memset(&s, 0, sizeof(s));
-	/* a function of libc's own, which the shim does not interpose */
+	/* a function of libc's own, which the shim does not interpose; and
+	 * this library, whose raw syscalls outside its allowed region trap */
 	if (file_of((uint64_t)(uintptr_t)&gnu_get_libc_version, &s, &prot))
 		(void)agent_func_at(&s, &before);
+	memset(&s, 0, sizeof(s));
+	if (file_of((uint64_t)(uintptr_t)&syscall_site_premap, &s, &prot))
+		(void)agent_func_at(&s, &before);
+	hook_premap();     /* what the rewrites' patches read */
 }
 
 int syscall_site_work(void)
