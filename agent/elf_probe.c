@@ -54,7 +54,10 @@ static const unsigned char *map_file(const struct attach_slot *s, uint64_t *size
 	if (fd < 0)
 		return NULL;
 	if (!fstat(fd, &st) && st.st_ino == s->ino && st.st_dev == s->dev && st.st_size >= (off_t)sizeof(Elf64_Ehdr))
-		f = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		/* shared: the kernel installs its uprobes' breakpoints in every
+		 * private mapping of the file, exec or not (valid_vma), and adds
+		 * to a USDT semaphore of the process for each */
+		f = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
 	*size = (uint64_t)st.st_size;
 	return f == MAP_FAILED ? NULL : f;

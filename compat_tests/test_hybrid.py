@@ -18,6 +18,7 @@ from compat_tests import hang
 from compat_tests.env import SHIM_LIB, ROOT, clang_bpf, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.test_bpftrace import NOISE, normalise
 from compat_tests.unpriv import Runtime, readable_tmpdir
+from compat_tests.victims import build_usdt_victim
 
 BPFTRACE = shutil.which("bpftrace")
 BPFTOOL = shutil.which("bpftool")
@@ -194,6 +195,26 @@ def test_hybrid_bpftrace(name, hybrid):
     exe, rt = hybrid
     out = compare(rt, [BPFTRACE, "-e", SCRIPTS[name].replace(V, exe), "-c", exe + ARGS.get(name, "")])
     assert "@" in out, out     # the maps were printed: the probes ran
+
+
+# USDT probes (with and without a semaphore) beside a kernel syscall
+# tracepoint, into one map; USDT sites inside functions stay with the
+# kernel's uprobe in hybrid mode (no twin), at the kernel's cost
+USDT_SCRIPTS = {
+    "usdt_and_tp": "usdt:{U}:app:tick { @[probe] = count(); @s = sum(arg1); } "
+                   "usdt:{U}:app:plain { @[probe] = count(); } "
+                   "tracepoint:syscalls:sys_enter_exit_group /pid == cpid/ { @[probe] = count(); }",
+}
+
+
+@pytest.mark.parametrize("name", sorted(USDT_SCRIPTS))
+def test_hybrid_bpftrace_usdt(name, hybrid):
+    exe, rt = hybrid
+    usdt = build_usdt_victim(os.path.dirname(exe))
+    if usdt is None:
+        pytest.skip("sys/sdt.h is not installed (systemtap-sdt-dev)")
+    out = compare(rt, [BPFTRACE, "-e", USDT_SCRIPTS[name].replace("{U}", usdt), "-c", usdt])
+    assert "usdt:" in out and "tracepoint:" in out, out
 
 
 # served in user space in the victim on an endbr64 work(): what counts into
