@@ -53,3 +53,15 @@ def pytest_sessionstart(session):
     unpriv = unpriv_reason() or "yes"
     sys.stderr.write(f"compat_tests: {os.uname().release}, uid {os.getuid()}, {os.cpu_count()} cpus, "
                      f"kernel side: {kern}, uid 65534 side: {unpriv}\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many cases were compared with the kernel's recorded results
+    (compat_tests/golden.py) and which records the live kernel contradicts."""
+    from . import golden
+    if golden.COMPARED:
+        terminalreporter.write_line(f"golden: {len(golden.COMPARED)} cases compared with the kernel's recorded "
+                                    f"results (compat_tests/golden/), kernel eBPF not available here")
+    if golden.STALE:
+        terminalreporter.write_line(f"golden: {len(golden.STALE)} records differ from the live kernel (stale, not "
+                                    f"failed; BPFSHIM_RECORD_GOLDEN=1 rewrites them): {', '.join(golden.STALE[:10])}")
