@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+from compat_tests import golden
 from compat_tests.env import SHIM_LIB, hook_modes, kernel_bpf_reason, unpriv_cmd, unpriv_reason
 from compat_tests.unpriv import readable_tmpdir
 from compat_tests.victims import build_usdt_victim, build_victims, func_offset
@@ -129,19 +130,29 @@ def test_bpftrace_one_liner(name, victims, runtime_dirs):
 
 def compare_sides(script, exe, runtime_dirs, norm=normalise):
     """`bpftrace -e script -c exe` through bpfshim (root, then uid 65534)
-    against the kernel's run; returns bpfshim's output."""
+    against the kernel's run, or without kernel eBPF against the kernel's
+    recorded result (compat_tests/golden/, the victim's directory masked);
+    returns bpfshim's output."""
     rc_s, out_s = run_bpftrace(script, exe, runtime_dirs[0])
+    test, case = golden.current()
+    def result(rc, out):
+        return golden.jsonable([rc, golden.masked(norm(out), os.path.dirname(exe.split()[0]), "{DIR}")])
     why = kernel_bpf_reason()
+    rec = None
     if why is None:
         rc_k, out_k = run_bpftrace(script, exe)
         assert (rc_s, norm(out_s)) == (rc_k, norm(out_k)), f"kernel:\n{out_k}\nbpfshim:\n{out_s}"
+        golden.live(test, {case: result(rc_k, out_k)})
     else:
+        rec = golden.recorded(test, case)
+        if rec is not None:
+            assert result(rc_s, out_s) == rec, f"kernel (recorded):\n{rec}\nbpfshim:\n{out_s}"
         assert rc_s == 0, out_s
     if unpriv_reason() is None:
         rc_u, out_u = run_bpftrace(script, exe, runtime_dirs[1], unpriv=True)
         assert (rc_u, norm(out_u)) == (rc_s, norm(out_s)), f"root:\n{out_s}\nuid 65534:\n{out_u}"
-    if why is not None:
-        pytest.skip(f"kernel side not run: {why}")
+    if why is not None and rec is None:
+        pytest.skip(f"kernel side not run: {why}, and no recorded result")
     return out_s
 
 
