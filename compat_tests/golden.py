@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-DIR = Path(__file__).resolve().parent / "golden"
+DIR = Path(os.environ.get("BPFSHIM_GOLDEN_DIR") or Path(__file__).resolve().parent / "golden")  # another: test_golden.py
 STALE, COMPARED = [], []   # for the session summary (conftest.py)
 
 
@@ -92,7 +92,7 @@ def recorded(test, case):
         return None
     COMPARED.append(f"{test} {case}")
     print(f"{test} {case}: compared with the kernel's recorded result (kernel {short(g['kernel'])}, "
-          f"{g['kernel']}, {_path(test).relative_to(DIR.parent.parent)})")
+          f"{g['kernel']}, {_path(test)})")
     return g["cases"][case]
 
 
