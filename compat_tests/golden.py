@@ -49,11 +49,16 @@ def _path(test):
     return DIR / f"{test}.json"
 
 
+_loaded = {}
+
+
 def load(test):
-    try:
-        return json.loads(_path(test).read_text())
-    except FileNotFoundError:
-        return {"kernel": None, "cases": {}}
+    if test not in _loaded:     # read once per session: test_map_syscalls asks for each of ~280 cases
+        try:
+            _loaded[test] = json.loads(_path(test).read_text())
+        except FileNotFoundError:
+            _loaded[test] = {"kernel": None, "cases": {}}
+    return _loaded[test]
 
 
 def _record(test, results):
@@ -61,6 +66,7 @@ def _record(test, results):
     lock = os.open(DIR, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)    # cases of one file may be recorded by parallel runs
+        _loaded.pop(test, None)     # the file as another recording run may have left it
         g = load(test)
         g["cases"].update(jsonable(results))
         lines = [f"  {json.dumps(c)}: {json.dumps(v)}" for c, v in sorted(g["cases"].items())]
