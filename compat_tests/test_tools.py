@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from compat_tests import golden
 from compat_tests.hang import settle, wait_idle
 from compat_tests.env import denied, kernel_bpf_reason, unpriv_reason
 from compat_tests.unpriv import Runtime, readable_tmpdir
@@ -272,10 +273,17 @@ def test_tool(case, setup):
         pytest.skip(f"DENYLIST: {why}")
     res = {name: run_case(case, subst, rt) for name, rt in sides}
     ref = sides[0][0]
+    def result(r):      # as compat_tests/golden/tools.json records it
+        return golden.masked(golden.jsonable(r), os.path.dirname(subst["{V}"]), "{DIR}")
+    if ref == "kernel":
+        golden.live("tools", {case: result(res[ref])})
     rc, sig, lines = res[ref]
     assert any(l.strip() for l in lines), f"{ref}: no output"
     for name, got in res.items():
         assert got == res[ref], f"{case}: {ref} vs {name}\n" + "\n".join(
             f"--- {n}: rc={r[0]} sig={r[1]}\n" + "\n".join(r[2]) for n, r in ((ref, res[ref]), (name, got)))
     if ref != "kernel":
-        pytest.skip(f"kernel side not run: {kernel_bpf_reason()}")
+        rec = golden.recorded("tools", case)
+        if rec is None:
+            pytest.skip(f"kernel side not run: {kernel_bpf_reason()}, and no recorded result")
+        assert result(res[ref]) == rec, f"{case}: kernel (recorded) vs {ref}\n{rec}\n" + "\n".join(res[ref][2])
