@@ -15,7 +15,7 @@ CASE = "array_batch_other"
 def run_case(tmp_path, cases):
     d = tmp_path / "golden"
     d.mkdir(exist_ok=True)
-    (d / "map_syscalls.json").write_text(json.dumps({"kernel": "recorded", "cases": cases}))
+    (d / "map_syscalls.json").write_text(json.dumps({"kernel": os.uname().release, "cases": cases}))
     env = dict(os.environ, BPFSHIM_TEST_KERNEL="0", BPFSHIM_GOLDEN_DIR=str(d))
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rP", "-p", "no:cacheprovider",
                         f"compat_tests/test_map_syscalls.py::test_map_syscalls[{CASE}-bpfshim]"],
