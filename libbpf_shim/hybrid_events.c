@@ -85,7 +85,6 @@ static int emit_prog(int kfd, int ringbuf)
 {
 	struct bpf_insn p[64];
 	int n = 0, j_null, loop, j_end1, j_end2, j_fail, j_out[4], n_out = 0;
-	union bpf_attr a;
 
 	p[n++] = INSN(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);
 	p[n++] = INSN(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_7, BPF_REG_6, 0, 0);
@@ -155,18 +154,7 @@ static int emit_prog(int kfd, int ringbuf)
 		p[j_out[i]].off = (int16_t)(n - j_out[i] - 1);
 	p[n++] = INSN(BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_10, -24, 0);
 	p[n++] = INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-	memset(&a, 0, sizeof(a));
-	a.prog_type = BPF_PROG_TYPE_RAW_TRACEPOINT;
-	a.insns = (uint64_t)(uintptr_t)p;
-	a.insn_cnt = (uint32_t)n;
-	a.license = (uint64_t)(uintptr_t)"GPL";
-	memcpy(a.prog_name, "bpfshim_events", 15);
-	long fd = real.syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
-	if (fd < 0)
-		return -1;
-	int hi = real.fcntl((int)fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
-	real.close((int)fd);
-	return hi;
+	return shim_kernel_rawtp_load(p, n, "bpfshim_events");
 }
 
 /* The batch into the kernel map of r: the records it is done with (for a

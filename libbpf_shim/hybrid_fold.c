@@ -351,12 +351,30 @@ static pid_t fold_pid;
  * inserted it first). r0 = 1 when it could not. Not a syscall program: a
  * sleepable one is freed only after an RCU tasks-trace grace period, and
  * the kernel map it holds would outlive the tool, visibly (bpftool). */
+/* shim.h */
+int shim_kernel_rawtp_load(const struct bpf_insn *p, int n, const char *name)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_RAW_TRACEPOINT;
+	a.insns = (uint64_t)(uintptr_t)p;
+	a.insn_cnt = (uint32_t)n;
+	a.license = (uint64_t)(uintptr_t)"GPL";
+	strncpy(a.prog_name, name, sizeof(a.prog_name) - 1);
+	long fd = real.syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	if (fd < 0)
+		return -1;
+	int hi = real.fcntl((int)fd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
+	real.close((int)fd);
+	return hi;
+}
+
 static int fold_prog(int kfd, uint32_t ks8, uint32_t vwords)
 {
 	struct bpf_insn p[4 * (CTX_MAX / 8) + 40];
 	int n = 0, j_add, j_ins, j_re;
 	int16_t key = -(int16_t)ks8, val = (int16_t)(key - (int16_t)(8 * vwords));
-	union bpf_attr a;
 
 	/* r1 = the map, r2 = the key on the stack (then a lookup or an update) */
 #define LD_MAP_KEY() do { p[n++] = INSN(BPF_LD | BPF_IMM | BPF_DW, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, kfd); \
@@ -399,13 +417,7 @@ static int fold_prog(int kfd, uint32_t ks8, uint32_t vwords)
 	p[n++] = INSN(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
 	p[n++] = INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 #undef LD_MAP_KEY
-	memset(&a, 0, sizeof(a));
-	a.prog_type = BPF_PROG_TYPE_RAW_TRACEPOINT;
-	a.insns = (uint64_t)(uintptr_t)p;
-	a.insn_cnt = (uint32_t)n;
-	a.license = (uint64_t)(uintptr_t)"GPL";
-	memcpy(a.prog_name, "bpfshim_fold", 13);
-	return (int)real.syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	return shim_kernel_rawtp_load(p, n, "bpfshim_fold");
 }
 
 /* The folded-so-far words of key k (inserted as zeros), or NULL when full. */
@@ -544,8 +556,8 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	memset(f, 0, sizeof(*f));
 	f->kid = ki->id;
 	f->kfd = kdup;
-	f->prog_fd = real.fcntl(pfd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
-	real.close(pfd);
+	f->prog_fd = pfd;
+	pfd = -1;
 	f->sm = &e->map;
 	f->ks8 = ks8;
 	f->vwords = ki->value_size / 8;

@@ -195,6 +195,10 @@ void shim_hybrid_closing(int fd);
 int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret);
 int shim_hybrid_map_bind(struct shm_map *m);
 /* hybrid_fold.c: twins' hash maps, folded into the kernel's */
+/* The shim's own kernel program (a raw tracepoint program run under
+ * BPF_PROG_TEST_RUN), its fd above the loader's numbers; -1 if refused. */
+struct bpf_insn;
+int shim_kernel_rawtp_load(const struct bpf_insn *p, int n, const char *name);
 struct bpf_map_info;
 int shim_fold_type(uint32_t type);
 int shim_fold_adds_only(const struct bpf_insn *insns, uint32_t n, int fd, const struct bpf_map_info *ki,
