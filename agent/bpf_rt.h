@@ -183,12 +183,22 @@ int bpf_prog_test_run_repeat(const struct bpf_prog_rt *prog, void *ctx, uint32_t
 
 
 /* The ctx of an skb program under PROG_TEST_RUN (libbpf_shim/test_run.c):
- * what the program reads, then the packet for bpf_skb_load_bytes. */
+ * what the program reads, then the packet as the skb helpers see it
+ * (agent/helpers/skb_helpers.c). The buffer has headroom before the MAC
+ * header for the helpers that grow the packet at its head (vlan push). */
 struct shim_skb_ctx {
 	struct __sk_buff skb;      /* what the program reads through its ctx */
-	const unsigned char *data; /* from the network header (non-L2 types) */
-	uint32_t len;
+	unsigned char *data;       /* skb->data: the network header (non-L2 types) or the MAC header */
+	uint32_t len;              /* bytes from data */
+	unsigned char *head;       /* the buffer's start: data - head is the headroom */
+	unsigned char *mac;        /* the MAC header (LD_ABS at SKF_LL_OFF) */
+	unsigned char *net;        /* the network header (LD_ABS at SKF_NET_OFF) */
 };
+
+/* LD_ABS/LD_IND of size bytes (1, 2, 4) at off, as the kernel's
+ * bpf_skb_load_helper_{8,16,32}: the big-endian value, or -EFAULT outside
+ * the packet (the program then exits with 0). Both engines call it. */
+int64_t bpf_rt_ld_abs(const void *skb, int32_t off, uint32_t size);
 
 /*
  * Callbacks (bpf_loop, bpf_for_each_map_elem: agent/helpers/callbacks.c). The

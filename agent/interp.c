@@ -17,8 +17,8 @@
  * at most BPF_RT_MAX_CALL_FRAMES deep. Memory accesses are
  * plain loads and stores: a program that touches what it must not faults,
  * and bpf_prog_run() contains the fault. An instruction the loader should
- * have refused (LD_ABS/LD_IND, unknown opcodes, kfunc calls, a missing
- * helper) ends the run as a fault too. Jumps with a negative offset decode
+ * have refused (unknown opcodes, kfunc calls, a missing helper) ends the
+ * run as a fault too. Jumps with a negative offset decode
  * to handlers of their own that count the run budget when taken (bpf_rt.h).
  */
 #include <errno.h>
@@ -151,6 +151,9 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		[BPF_LDX | BPF_MEMSX | BPF_B] = &&LDSX_B, [BPF_LDX | BPF_MEMSX | BPF_H] = &&LDSX_H,
 		[BPF_LDX | BPF_MEMSX | BPF_W] = &&LDSX_W,
 		[BPF_LD | BPF_IMM | BPF_DW] = &&LD_IMM_DW,
+		[BPF_LD | BPF_ABS | BPF_B] = &&LD_ABS_B, [BPF_LD | BPF_ABS | BPF_H] = &&LD_ABS_H,
+		[BPF_LD | BPF_ABS | BPF_W] = &&LD_ABS_W, [BPF_LD | BPF_IND | BPF_B] = &&LD_IND_B,
+		[BPF_LD | BPF_IND | BPF_H] = &&LD_IND_H, [BPF_LD | BPF_IND | BPF_W] = &&LD_IND_W,
 		[H_MOVSX64] = &&MOVSX64, [H_MOVSX32] = &&MOVSX32, [H_PSEUDO_CALL] = &&PSEUDO_CALL,
 		[H_ZEXT] = &&ZEXT, [H_MOV_ZEXT] = &&MOV_ZEXT, [H_LDDW_ADD] = &&LDDW_ADD,
 		FUSED_JMP_OPS(BPF_JEQ), FUSED_JMP_OPS(BPF_JNE), FUSED_JMP_OPS(BPF_JGT), FUSED_JMP_OPS(BPF_JGE),
@@ -471,6 +474,26 @@ static uint64_t run(const struct bpf_prog_rt *prog, const struct bpf_interp_op *
 		CONT;
 
 	LD_IMM_DW: DST = op[1].imm64; op++; CONT;
+
+	/* LD_ABS/LD_IND as the kernel's rewrite (bpf_gen_ld_abs): the skb in
+	 * r6, the offset imm or src + imm as an int; out of the packet the
+	 * frame exits with r0 = 0. */
+#define LD_PKT(NAME, SZ, OFFSET) NAME: {                                                    \
+		int64_t v_ = bpf_rt_ld_abs((const void *)(uintptr_t)regs[6], (int32_t)(OFFSET), SZ); \
+		if (v_ < 0) {                                                               \
+			regs[0] = 0;                                                        \
+			goto JMP_EXIT;                                                      \
+		}                                                                           \
+		regs[0] = (uint64_t)v_;                                                     \
+		CONT;                                                                       \
+	}
+	LD_PKT(LD_ABS_B, 1, IMM)
+	LD_PKT(LD_ABS_H, 2, IMM)
+	LD_PKT(LD_ABS_W, 4, IMM)
+	LD_PKT(LD_IND_B, 1, SRC + (uint64_t)(int64_t)IMM)
+	LD_PKT(LD_IND_H, 2, SRC + (uint64_t)(int64_t)IMM)
+	LD_PKT(LD_IND_W, 4, SRC + (uint64_t)(int64_t)IMM)
+#undef LD_PKT
 
 	/* ---- superinstructions (fuse) ---- */
 	ZEXT: DST = (uint32_t)DST; op++; CONT;

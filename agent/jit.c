@@ -60,6 +60,7 @@ static void *const bpf_jit_imports[] = {
 	(void *)bpf_rt_tail_call_pending,
 	(void *)bpf_rt_backedge,
 	NULL,   /* IMPORT_BACKEDGES_TPOFF, filled at load */
+	(void *)bpf_rt_ld_abs,
 };
 
 static size_t page_round(size_t len)

@@ -2,7 +2,8 @@
 
 The ISA conformance corpus (bpf_conformance, ../shared/corpus) runs through
 compile_program and bpf_jit_load; the expected r0 comes from the corpus. The
-harness is a small C file built here together with agent/jit.c, so the test
+harness is a small C file built here together with agent/jit.c (and the
+LD_ABS runtime of agent/helpers/skb_helpers.c), so the test
 does not depend on the rest of the native build.
 """
 import errno
@@ -146,7 +147,8 @@ def harness(tmp_path_factory):
     so = d / "harness.so"
     cmd = ["cc", "-O2", "-g", "-std=gnu11", "-shared", "-fPIC", "-fvisibility=hidden", "-D_GNU_SOURCE",
            "-Wall", "-Wno-unused-parameter", f"-I{ROOT}/agent/include/uapi", f"-I{ROOT}/agent",
-           "-o", str(so), str(src), str(ROOT / "agent" / "jit.c")]
+           "-o", str(so), str(src), str(ROOT / "agent" / "jit.c"),
+           str(ROOT / "agent" / "helpers" / "skb_helpers.c")]     # bpf_rt_ld_abs, an import of the blobs
     subprocess.run(cmd, check=True)
     ffi = FFI()
     ffi.cdef(CDEF)
@@ -213,7 +215,7 @@ def test_bad_programs_raise_einval():
         "jump out of range": I(0x05, off=5) + EXIT,
         "into lddw": I(0x05, off=1) + lddw(0, 1) + EXIT,
         "falls off the end": I(0xb7, 0, imm=1),
-        "legacy ld_abs": I(0x20, imm=0) + EXIT,
+        "ld with mode mem": I(0x60, imm=0) + EXIT,
         "unknown opcode": I(0xff) + EXIT,
         "write r10": I(0xb7, 10, imm=1) + EXIT,
         "unrelocated map fd": lddw(1, 3, src=1) + EXIT,

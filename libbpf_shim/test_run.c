@@ -14,6 +14,10 @@
 #define ETH_HLEN 14
 #define MAX_BPF_FUNC_ARGS 12
 #define SKB_MAX_DATA (4096 - 64 - 320)  /* PAGE_SIZE - NET_SKB_PAD - skb_shared_info */
+/* Room for the packet to grow at its head: the kernel reallocates the
+ * head when its NET_SKB_PAD runs out, bpfshim's helpers (which cannot
+ * allocate) stop with -ENOMEM here, after 512 VLAN tags. */
+#define SKB_HEADROOM 2048
 
 static uint64_t now_ns(void)
 {
@@ -81,7 +85,9 @@ static uint32_t pkt_type_of(const unsigned char *dest)
 
 /* bpf_prog_test_run_skb(): the packet arrives on loopback; programs that
  * do not see L2 (socket filters, cgroup skb) start at the network header,
- * and the MAC header comes back zeroed. */
+ * and the MAC header comes back zeroed. The packet sits after SKB_HEADROOM
+ * bytes for the helpers that grow it at the head (skb_helpers.c); data_out
+ * is the packet as the program left it. */
 static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uattr)
 {
 	uint32_t n = a->test.data_size_in, retval, duration;
@@ -94,18 +100,18 @@ static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uat
 		return -EINVAL;
 	if (n < ETH_HLEN || n > SKB_MAX_DATA)
 		return -EINVAL;
-	unsigned char *data = calloc(1, n);
-	if (!data)
+	unsigned char *buf = calloc(1, SKB_HEADROOM + n), *data = buf + SKB_HEADROOM;
+	if (!buf)
 		return -ENOMEM;
 	if (shim_copy_from_user(data, a->test.data_in, n)) {
-		free(data);
+		free(buf);
 		return -EFAULT;
 	}
 	memset(&skb, 0, sizeof(skb));
 	if (a->test.ctx_in) {
 		size_t k = a->test.ctx_size_in < sizeof(skb) ? a->test.ctx_size_in : sizeof(skb);
 		if (shim_copy_from_user(&skb, a->test.ctx_in, k)) {
-			free(data);
+			free(buf);
 			return -EFAULT;
 		}
 	}
@@ -114,21 +120,29 @@ static long run_skb(const struct bpf_prog_rt *p, union bpf_attr *a, uint64_t uat
 	skb.pkt_type = pkt_type_of(data);
 	skb.ifindex = 1;
 	sc.skb = skb;
-	sc.data = is_l2 ? data : data + ETH_HLEN;
+	sc.head = buf;
+	sc.mac = data;
+	sc.net = data + ETH_HLEN;
+	sc.data = is_l2 ? sc.mac : sc.net;
 	sc.len = skb.len;
 	err = run_repeat(p, &sc, a->test.repeat, &retval, &duration);
 	skb = sc.skb;
-	if (!is_l2)
-		memset(data, 0, ETH_HLEN);
+	unsigned char *out = sc.data;
+	uint32_t size = sc.len;
+	if (!is_l2) {
+		out -= ETH_HLEN;
+		size += ETH_HLEN;
+		memset(out, 0, ETH_HLEN);
+	}
 	if (!err)
-		err = test_finish(a, uattr, data, n, retval, duration);
+		err = test_finish(a, uattr, out, size, retval, duration);
 	if (!err && a->test.ctx_out) {
 		uint32_t k = a->test.ctx_size_out < sizeof(skb) ? a->test.ctx_size_out : sizeof(skb);
 		if (shim_copy_to_user(a->test.ctx_out, &skb, k) ||
 		    put_u32(uattr, offsetof(union bpf_attr, test.ctx_size_out), sizeof(skb)))
 			err = -EFAULT;
 	}
-	free(data);
+	free(buf);
 	return err;
 }
 

@@ -118,7 +118,8 @@ extern __thread struct bpf_rt_override bpf_rt_override;
 	X(get_current_task) X(get_current_task_btf) X(get_ns_current_pid_tgid)                             \
 	X(send_signal) X(send_signal_thread)                                       \
 	X(get_func_ip) X(get_attach_cookie) X(override_return)                  \
-	X(skb_load_bytes)                                                          \
+	X(skb_load_bytes) X(csum_diff) X(csum_update)                              \
+	X(skb_vlan_push) X(skb_vlan_pop)                                           \
 	X(loop) X(for_each_map_elem) X(spin_lock) X(spin_unlock)                  \
 	X(trace_printk) X(trace_vprintk)                                          \
 	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \

@@ -25,7 +25,7 @@ back edges never touch it.
 """
 from .insn import (
     AotError, BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64,
-    BPF_W, BPF_H, BPF_B, BPF_DW, SIZE_BYTES, BPF_IMM, BPF_MEM, BPF_MEMSX, BPF_ATOMIC, BPF_X,
+    BPF_W, BPF_H, BPF_B, BPF_DW, SIZE_BYTES, BPF_IMM, BPF_ABS, BPF_IND, BPF_MEM, BPF_MEMSX, BPF_ATOMIC, BPF_X,
     BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_NEG, BPF_MOD,
     BPF_XOR, BPF_MOV, BPF_ARSH, BPF_END, BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET, BPF_JNE,
     BPF_JSGT, BPF_JSGE, BPF_CALL, BPF_EXIT, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE, BPF_FETCH,
@@ -41,7 +41,7 @@ ENTRY_NAME = "bpf_prog"
 IMPORT_PREFIX = "__bpfshim_import."
 ZERO_NAME = "__bpfshim_zero"
 # Import slots, filled by bpf_jit_load by index (bpf_jit_imports[] in agent/jit.c).
-IMPORTS = ("bpf_rt_tail_call_pending", "bpf_rt_backedge", "bpf_rt_backedges_tpoff")
+IMPORTS = ("bpf_rt_tail_call_pending", "bpf_rt_backedge", "bpf_rt_backedges_tpoff", "bpf_rt_ld_abs")
 
 _ITY = {BPF_B: "i8", BPF_H: "i16", BPF_W: "i32", BPF_DW: "i64"}
 _BITS = {BPF_B: 8, BPF_H: 16, BPF_W: 32, BPF_DW: 64}
@@ -409,7 +409,8 @@ class FuncGen:
                 raise AotError(f"invalid STX opcode {ins.code:#04x}", pc)
         elif cls == BPF_LD:
             if not ins.is_lddw():
-                raise AotError(f"BPF_LD opcode {ins.code:#04x} (legacy packet access) is not compiled", pc)
+                self.ld_abs(ins)
+                return False
             if ins.src == 0:
                 v = ins.imm64 - (1 << 64) if ins.imm64 >= 1 << 63 else ins.imm64
                 self.wr(ins.dst, str(v), pc)
@@ -429,6 +430,28 @@ class FuncGen:
             else:
                 raise AotError(f"lddw with src_reg {ins.src} (unrelocated map or BTF reference)", pc)
         return False
+
+    def ld_abs(self, ins):
+        """LD_ABS/LD_IND as the kernel's rewrite (bpf_gen_ld_abs): bpf_rt_ld_abs
+        on the skb in r6 at imm or src + imm (as an int); out of the packet
+        the function returns 0."""
+        pc = ins.pc
+        if ins.mode == BPF_IND:
+            off = self.trunc32(self.val(f"add i64 {self.rd(ins.src, pc)}, {ins.imm}"))
+        elif ins.mode == BPF_ABS:
+            off = str(ins.imm)
+        else:
+            raise AotError(f"invalid LD opcode {ins.code:#04x}", pc)
+        fn = self.val(f"load ptr, ptr @{IMPORT_PREFIX}bpf_rt_ld_abs, align 8, !invariant.load !0")
+        v = self.val(f"call i64 {fn}(i64 {self.rd(6, pc)}, i32 {off}, i32 {SIZE_BYTES[ins.size]})")
+        bad = self.val(f"icmp slt i64 {v}, 0")
+        out, cont = self.label(), self.label()
+        self.e(f"br i1 {bad}, label %{out}, label %{cont}, !prof !1")
+        self.out.append(f"{out}:")
+        self.wr(0, "0", pc)
+        self.ret_normal()
+        self.out.append(f"{cont}:")
+        self.wr(0, v, pc)
 
     def src_operand(self, ins, is64):
         """The second operand as an i64/i32 value (imm sign-extended to 64 / as i32)."""

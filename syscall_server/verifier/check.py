@@ -29,7 +29,6 @@ from ..isa import (
     BPF_PSEUDO_MAP_IDX_VALUE as PSEUDO_MAP_IDX_VALUE, BPF_FETCH as FETCH, BPF_CMPXCHG as CMPXCHG,
     BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
-from .structure import LD_ABS_KEY
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
                    PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, SOCK_COMMON, STACK, Reg, Unmodelled, s64,
                    scalar_const)
@@ -493,8 +492,6 @@ class Checker:
             if st is None:
                 if not pending:
                     self.check_max_stack_depth()
-                    if LD_ABS_KEY in self.bad_helpers:
-                        raise Reject(*self.bad_helpers[LD_ABS_KEY])    # loaded by the kernel, not run here
                     return self.processed
                 st = pending.pop()
             i = st.insn
@@ -717,7 +714,7 @@ class Checker:
         if st.refs:
             self.reject(st, errno.EINVAL, "BPF_LD_[ABS|IND] would lead to reference leak")
         if r6.type != CTX:
-            self.reject(st, errno.EINVAL, "at least one arg (R6) must be ctx")
+            self.reject(st, errno.EINVAL, "at the time of BPF_LD_ABS|IND R6 != pointer to skb")
         if x.code & 0xE0 == 0x40:
             self.reg(st, x.src)
         if r6.off or not T.is_const(r6.var) or r6.var[0]:
@@ -1273,6 +1270,15 @@ class Checker:
                 for k, s in list(stk.items()):
                     if s.reg is not None and s.reg.ref == rid:
                         stk[k] = Slot("MMMMMMMM", None)
+        if x.imm in P.CHANGES_PKT_DATA:
+            # clear_all_pkt_pointers(): unknown scalars for root
+            for fregs, stk in self.frames(st):
+                for rn, rr in enumerate(fregs):
+                    if rr.type in (PACKET, PACKET_META, PACKET_END):
+                        fregs[rn] = Reg(SCALAR)
+                for k, s in list(stk.items()):
+                    if s.reg is not None and s.reg.type in (PACKET, PACKET_META, PACKET_END):
+                        stk[k] = Slot("MMMMMMMM", None)
         for r in range(1, 6):
             regs[r] = Reg()
         r0 = Reg(SCALAR)
@@ -1367,8 +1373,12 @@ class Checker:
                 self.reject(st, errno.EINVAL, f"R{rn} must be referenced when passed to release function")
             meta["ref"] = reg.ref
             return
+        if at == P.MEM_OR_NULL and t == SCALAR and reg.is_const() and reg.var[0] == 0:
+            meta["ptr"] = (rn, reg, "read")     # NULL: only with a size of 0 (helper_mem)
+            return
         # pointers to memory
-        if t not in (STACK, PACKET, PACKET_META, MAP_KEY, MAP_VALUE, MEM, RINGBUF_MEM) or reg.null:
+        if t not in (STACK, PACKET, PACKET_META, MAP_KEY, MAP_VALUE, MEM, RINGBUF_MEM) or \
+                (reg.null and at != P.MEM_OR_NULL):
             if t == SCALAR or reg.null or t in (CTX, MAP_PTR, PACKET_END):
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=fp, pkt, pkt_meta, map_key, "
                             f"map_value, mem, ringbuf_mem, buf, trusted_ptr_")
@@ -1389,7 +1399,7 @@ class Checker:
             self.helper_mem(st, rn, reg, size, False, "read")
             return
         # MEM / UMEM: the size is the next argument
-        meta["ptr"] = (rn, reg, "read" if at == P.MEM else "write")
+        meta["ptr"] = (rn, reg, "read" if at in (P.MEM, P.MEM_OR_NULL) else "write")
 
     def check_mem_size(self, st, rn, reg, zero_ok, meta):
         """check_mem_size_reg()."""
@@ -1407,6 +1417,10 @@ class Checker:
     def helper_mem(self, st, rn, reg, size, zero_ok, kind):
         """check_helper_mem_access()."""
         t = reg.type
+        if t == SCALAR:     # a NULL the prototype allows
+            if size == 0 and zero_ok:
+                return
+            self.reject(st, errno.EACCES, f"R{rn} type=scalar expected=fp")
         if t == STACK:
             if size == 0 and zero_ok:
                 return

@@ -19,6 +19,7 @@ RINGBUF = "ringbuf"      # ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE
 FUNC = "func"            # ARG_PTR_TO_FUNC: a callback
 STACK0 = "stack0"        # ARG_PTR_TO_STACK_OR_NULL: the callback's context
 LONG = "long"            # ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT | MEM_WRITE | MEM_ALIGNED, 8 bytes (a long written)
+MEM_OR_NULL = "mem0"     # ARG_PTR_TO_MEM | PTR_MAYBE_NULL | MEM_RDONLY: NULL allowed with a size of 0
 
 # return types
 INT, VOID, VALUE_OR_NULL, RINGBUF_OR_NULL = "int", "void", "value_or_null", "ringbuf_or_null"
@@ -36,11 +37,15 @@ PROTOS = {
     14: ("bpf_get_current_pid_tgid", INT, ()),
     15: ("bpf_get_current_uid_gid", INT, ()),
     16: ("bpf_get_current_comm", INT, (UMEM, SIZE)),
+    18: ("bpf_skb_vlan_push", INT, (CTX, ANY, ANY)),
+    19: ("bpf_skb_vlan_pop", INT, (CTX,)),
     25: ("bpf_perf_event_output", INT, (CTX, MAP, ANY, MEM, SIZE0)),
     26: ("bpf_skb_load_bytes", INT, (CTX, ANY, UMEM, SIZE)),
     27: ("bpf_get_stackid", INT, (CTX, MAP, ANY)),
+    28: ("bpf_csum_diff", INT, (MEM_OR_NULL, SIZE0, MEM_OR_NULL, SIZE0, ANY)),
     35: ("bpf_get_current_task", INT, ()),
     37: ("bpf_current_task_under_cgroup", INT, (MAP, ANY)),
+    40: ("bpf_csum_update", INT, (CTX, ANY)),
     45: ("bpf_probe_read_str", INT, (UMEM, SIZE0, ANY)),
     58: ("bpf_override_return", INT, (CTX, ANY)),
     67: ("bpf_get_stack", INT, (CTX, UMEM, SIZE0, ANY)),
@@ -62,8 +67,10 @@ PROTOS = {
     181: ("bpf_loop", INT, (ANY, FUNC, STACK0, ANY)),
     174: ("bpf_get_attach_cookie", INT, (CTX,)),
 }
-# helpers whose prototype takes packet memory (.pkt_access): map lookup, update, delete
-PKT_ACCESS = {1, 2, 3}
+# helpers whose prototype takes packet memory (.pkt_access): map lookup, update, delete, csum_diff
+PKT_ACCESS = {1, 2, 3, 28}
+# helpers that move the packet (bpf_helper_changes_pkt_data): the packet pointers are invalid after them
+CHANGES_PKT_DATA = {18, 19}   # skb_vlan_push, skb_vlan_pop
 # helpers that call a callback synchronously, and the map types with a
 # map_for_each_callback (hash, array, per-CPU and LRU ones)
 LOOP, FOR_EACH_MAP_ELEM = 181, 164

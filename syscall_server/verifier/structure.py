@@ -49,14 +49,23 @@ TRACING_ONLY_HELPERS = {
 # (KPROBE: uprobes here); bpfshim also gives it to TRACEPOINT programs (syscall
 # tracepoints: the syscall is not made), which the kernel does not.
 PROG_TYPE_HELPERS = {"bpf_override_return": {2, 5}}   # KPROBE, TRACEPOINT
+# ... and the packet helpers, by the func_proto of net/core/filter.c that has
+# them (tc_cls_act, xdp, lwt_out/in/xmit/seg6local)
+_TC, _XDP, _LWT_IN, _LWT_OUT, _LWT_XMIT, _LWT_SEG6LOCAL = {3, 4}, 6, 10, 11, 12, 19
+PROG_TYPE_HELPERS.update({
+    "bpf_csum_diff": {*_TC, _XDP, _LWT_IN, _LWT_OUT, _LWT_XMIT, _LWT_SEG6LOCAL},
+    "bpf_csum_update": {*_TC, _LWT_XMIT},
+    "bpf_skb_vlan_push": _TC,
+    "bpf_skb_vlan_pop": _TC,
+})
 # ... and helpers the tracing program types lack (KPROBE, TRACEPOINT,
 # PERF_EVENT, RAW_TRACEPOINT, RAW_TRACEPOINT_WRITABLE: is_tracing_prog_type)
 TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
 NOT_FOR_TRACING = {"bpf_ktime_get_coarse_ns"}
 
 MAX_INSNS = 1_000_000    # BPF_COMPLEXITY_LIMIT_INSNS
-LD_ABS_KEY = ("ld_abs",)    # Verifier.deferred: the engines lack LD_ABS/LD_IND
 MAX_SUBPROGS = 256
+LD_ABS_PROG_TYPES = {1, 3, 4}    # SOCKET_FILTER, SCHED_CLS, SCHED_ACT: the ones with gen_ld_abs
 
 
 def _insntable():
@@ -164,11 +173,11 @@ class Verifier:
                     i += 2
                     continue
                 if (c & 0xE0) in (ABS, IND) and (c & 0x18) != DW:
-                    # refused whatever do_check says, after it (which may refuse it first, as the kernel would)
-                    msg = f"unsupported: BPF_LD_{'ABS' if (c & 0xE0) == ABS else 'IND'} (legacy packet access) at insn {i}"
-                    if not self.defer_helpers:
-                        reject(self.log, errno.EINVAL, msg, loud=True)
-                    self.deferred.setdefault(LD_ABS_KEY, (errno.EINVAL, msg))
+                    # do_check's check_ld_abs() has the rules; if do_check cannot
+                    # follow the program, the engines need an skb in r6 at least
+                    if self.prog_type not in LD_ABS_PROG_TYPES:
+                        self._flow_reject(errno.EINVAL,
+                                          "BPF_LD_[ABS|IND] instructions not allowed for this program type")
                     i += 1
                     continue
                 reject(self.log, errno.EINVAL, f"unknown opcode {c:02x}")
