@@ -221,54 +221,63 @@ static int calls_override(const struct bpf_prog_rt *prog)
  * reads the environment, which the application may be changing. */
 static int debug_hooks;
 
-static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
-
-/* Byte 0 of the instruction at addr as the file has it: under the kernel's
- * int3, endbr64's own whatever the file says (its other bytes are there),
- * else the mapped file's; -1 when unknown. */
-static int twin_byte0(uintptr_t addr)
-{
-	const uint8_t *c = (const uint8_t *)addr;
-
-	if (c[0] != 0xcc)
-		return c[0];
-	return !memcmp(c + 1, endbr64 + 1, 3) ? endbr64[0] : hook_file_byte(addr);
-}
-
 /*
  * A twin's site (ATTACH_F_KERNEL_TWIN), before the hook: whether this
  * process may serve it, the kernel's breakpoint staying in byte 0 until
- * the jump is in (site_after_first in agent/hook/hook.c puts it after an
- * entry's endbr64 or push %rbp, with the kernel's int3 or not: what the
- * int3 stands for is read from the file; a uretprobe's return hook too: a
- * call the kernel's breakpoint saw returns through the kernel's uretprobe
- * and is skipped here as an entry is). Other sites (another prologue, not
- * an entry) stay with the kernel's breakpoint: 0, the hit counted there
- * once.
+ * the jump is in: where the site keeps its first instruction as the file
+ * has it, the jump after it (hook_kept_insn: an entry's endbr64 or push of
+ * a register, a USDT nop inside a function; with the kernel's int3 over
+ * byte 0 or not: what it stands for is read from the file); a uretprobe's
+ * return hook too (a call the kernel's breakpoint saw returns through the
+ * kernel's uretprobe and is skipped here as an entry is). Other sites stay
+ * with the kernel's breakpoint: 0, the hit counted there once. *op: the
+ * kept instruction's byte 0.
  */
-static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before)
+static int twin_site_ok(uintptr_t addr, size_t fsize, uint64_t before, uint8_t *op)
 {
-	const uint8_t *c = (const uint8_t *)addr;
-	int b;
+	uint64_t sp_adj;
 
-	if (before || fsize < 9)
-		return 0;
-	b = twin_byte0(addr);
-	return (b == endbr64[0] && !memcmp(c + 1, endbr64 + 1, 3)) || b == 0x55;   /* or push %rbp */
+	return fsize >= 9 && hook_kept_insn(addr, !before, op, &sp_adj) > 0;
 }
 
 /* The jump is in: the kernel's breakpoint goes from this process (its
  * unregister later finds no int3 and writes nothing), so bpfshim serves
- * the hits here from now on. */
-static void twin_take_site(struct probe *p, uintptr_t addr)
+ * the hits here from now on. op: the file's byte 0. The kernel updates a
+ * USDT semaphore only where it writes its int3 or finds it to remove
+ * (uprobe_write_opcode), so the +1 it made here is the twin's to hold and
+ * give back (ref_ctr_put), or given back now when another probe of the
+ * site holds the site's. */
+static void twin_take_site(struct probe *p, const struct attach_slot *s, uintptr_t addr, uint8_t op)
 {
 	const uint8_t *c = (const uint8_t *)addr;
-	int orig = c[0] == 0xcc ? twin_byte0(addr) : -1;
-	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { (uint8_t)orig, c[1] };
+	uint8_t old[2] = { 0xcc, c[1] }, file[2] = { op, c[1] };
+	struct probe *q;
+	uintptr_t a;
 
 	p->kernel_bp = (const volatile uint8_t *)addr;
-	if (orig >= 0)
-		hook_text_replace(addr, old, file, 2, -1);
+	if (c[0] != 0xcc || hook_text_replace(addr, old, file, 2, -1) ||
+	    !s->ref_ctr_offset || !(a = resolve_in(s, s->ref_ctr_offset, 'w')))
+		return;
+	q = same_site(p);
+	if (q && q->ref_ctr)
+		__atomic_sub_fetch((uint16_t *)a, 1, __ATOMIC_RELAXED);
+	else
+		p->ref_ctr = (uint16_t *)a;
+}
+
+/* A twin's site this process leaves to the kernel's breakpoint: applied
+ * without a hook (the hit is counted there once); said with
+ * BPFSHIM_DEBUG_HOOKS. */
+static void twin_to_kernel(unsigned i, struct probe *p, const struct attach_slot *s)
+{
+	if (debug_hooks) {
+		char m[ATTACH_PATH_MAX + 96];
+		int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": kernel\n", s->path, s->offset);
+		if (k > 0)
+			(void)!write(2, m, (size_t)k);
+	}
+	p->hook = NULL;
+	applied[i] = p;
 }
 
 static void attach_slot(unsigned i, const struct attach_slot *s)
@@ -302,15 +311,9 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 	size_t fsize = site_info(s, s->offset, &before, &usdt);
 	hook_fn entry = retprobe ? NULL : probe_entry, ret = retprobe ? probe_entry : NULL;
 	int twin = s->flags & ATTACH_F_KERNEL_TWIN;
-	if (twin && !twin_site_ok(addr, fsize, before)) {
-		if (debug_hooks) {
-			char m[ATTACH_PATH_MAX + 96];
-			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": kernel\n", s->path, s->offset);
-			if (k > 0)
-				(void)!write(2, m, (size_t)k);
-		}
-		p->hook = NULL;        /* applied: the kernel's breakpoint serves it */
-		applied[i] = p;
+	uint8_t op = 0;
+	if (twin && !twin_site_ok(addr, fsize, before, &op)) {
+		twin_to_kernel(i, p, s);
 		return;
 	}
 	int err = fsize || usdt ? hook_attach_in((void *)addr, fsize ? (void *)(addr - before) : NULL, fsize, entry, ret,
@@ -324,6 +327,12 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 		if (k > 0)
 			(void)!write(2, m, (size_t)k);
 	}
+	if (twin && (err || !hook_kept(p->hook))) {
+		if (!err)
+			hook_detach(p->hook);  /* at byte 0 after all (a branch lands after the instruction) */
+		twin_to_kernel(i, p, s);
+		return;
+	}
 	if (err) {
 		char m[ATTACH_PATH_MAX + 128];
 		int k = snprintf(m, sizeof(m), "bpfshim: cannot probe %s+0x%" PRIx64 " in pid %d: %s\n",
@@ -333,15 +342,12 @@ static void attach_slot(unsigned i, const struct attach_slot *s)
 		/* applied without a hook: not retried until the slot changes */
 		p->hook = NULL;
 	} else {
-		if (twin && hook_mode(p->hook) != HOOK_MODE_JMP) {
-			hook_detach(p->hook);  /* not after endbr64: the kernel's breakpoint serves it */
-			p->hook = NULL;
-			applied[i] = p;
-			return;
-		}
-		ref_ctr_get(p, s);
-		if (twin)
-			twin_take_site(p, addr);
+		/* a twin's semaphore is held by the kernel's uprobe, in every
+		 * process that maps the file */
+		if (!twin)
+			ref_ctr_get(p, s);
+		else
+			twin_take_site(p, s, addr, op);
 		if (debug_hooks) {   /* which patch a site got (compat_tests) */
 			char m[ATTACH_PATH_MAX + 96];
 			int k = snprintf(m, sizeof(m), "bpfshim: probe %s+0x%" PRIx64 ": %s\n", s->path, s->offset,

@@ -24,6 +24,25 @@ BPFTRACE = shutil.which("bpftrace")
 BPFTOOL = shutil.which("bpftool")
 BPFSHIM = str(ROOT / ".venv" / "bin" / "bpfshim")
 
+# work(x) = x * 2 + 1; -DSAVED=1 / 3: it starts with push %rbx / push %r13
+WORK_C = r"""
+#if SAVED == 1     /* work() starts with push %rbx (x kept across a call) */
+__attribute__((noipa)) long keep(long x) { sink += x; return x; }
+__attribute__((noinline)) int work(int x) { keep(x); return x * 2 + 1; }
+#elif SAVED == 3   /* with push %r13 (three values kept) */
+__attribute__((noipa)) long keep(long x) { sink += x; return x; }
+__attribute__((noinline)) int work(int x)
+{
+    long a = keep(x), b = keep(x + 1), c = keep(x + 2);
+    keep(a * b);
+    keep(b * c);
+    return (int)(a * c - b * b + 1) + x * 2 + 1 - 0 * (int)keep(a);   /* x * 2 + 1 */
+}
+#else
+__attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
+#endif
+"""
+
 # getppid() then work(i), N times (100): a kernel tracepoint and a uprobe of
 # the same thread, in a known order; then sleep SLEEP ms, spin SPIN ms; with
 # a 4th argument, as uid 65534 (started as root: the library's connection is root's)
@@ -34,8 +53,7 @@ VICTIM_C = r"""
 #include <time.h>
 #include <unistd.h>
 volatile long sink;
-__attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
-static long ms(void)
+""" + WORK_C + r"""static long ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -83,8 +101,9 @@ SCRIPTS = {
     "interval_and_begin": 'BEGIN { @b = 1; } interval:ms:50 { @i = count(); if (@i == 2) { exit(); } }',
     # a CPU_CLOCK sampling event of the kernel: the target spins 300 ms
     "profile_and_uprobe": "profile:hz:99 /pid == cpid/ { @sampled = 1; } uprobe:{V}:work { @w = count(); }",
-    # stack ids: the kernel's stack map
+    # stack ids: the kernel's stack map (a twin's ids follow the kernel's)
     "ustack_uprobe": "uprobe:{V}:work { @[ustack] = count(); }",
+    "ustack_tp_and_uprobe": TP + " { @[ustack] = count(); } uprobe:{V}:work { @[ustack] = count(); }",
 }
 ARGS = {"profile_and_uprobe": " 100 0 300"}
 
@@ -125,14 +144,20 @@ def compare(rt, argv):
     return out_h
 
 
+# work()'s first instruction: compiler flags, what objdump shows, the victim's name
+VICTIM_PROLOGUES = {"endbr64": (["-O1", "-fcf-protection=branch"], "endbr64", "_endbr"),
+                    "push": (["-O0", "-fcf-protection=none"], "push   %rbp", "_push"),
+                    "push_rbx": (["-O1", "-fcf-protection=none", "-DSAVED=1"], "push   %rbx", "_rbx"),
+                    "push_r13": (["-O1", "-fcf-protection=none", "-DSAVED=3"], "push   %r13", "_r13")}
+
+
 def endbr_victim(exe, prologue="endbr64"):
     """The victim with work() starting with endbr64 (or push %rbp), where
     hybrid mode serves its uprobe in user space in processes with the
     library (bpfshim's jump after that instruction, the kernel's breakpoint
     in byte 0)."""
-    flags, want = {"endbr64": (["-O1", "-fcf-protection=branch"], "endbr64"),
-                   "push": (["-O0", "-fcf-protection=none"], "push   %rbp")}[prologue]
-    victim = exe + ("_endbr" if prologue == "endbr64" else "_push")
+    flags, want, suffix = VICTIM_PROLOGUES[prologue]
+    victim = exe + suffix
     if not os.path.exists(victim):
         subprocess.run(["cc", *flags, "-fno-inline", "-o", victim + ".tmp", exe + ".c"], check=True)
         dis = subprocess.run(["objdump", "-d", victim + ".tmp"], capture_output=True, text=True).stdout
@@ -198,13 +223,15 @@ def test_hybrid_bpftrace(name, hybrid):
 
 
 # USDT probes (with and without a semaphore) beside a kernel syscall
-# tracepoint, into one map; USDT sites inside functions stay with the
-# kernel's uprobe in hybrid mode (no twin), at the kernel's cost
+# tracepoint, into one map: in the victim (bpftrace -c, with the library)
+# served in user space, the jump after the site's nop (the kernel's int3 in
+# its byte), where no branch lands after the nop
 USDT_SCRIPTS = {
     "usdt_and_tp": "usdt:{U}:app:tick { @[probe] = count(); @s = sum(arg1); } "
                    "usdt:{U}:app:plain { @[probe] = count(); } "
                    "tracepoint:syscalls:sys_enter_exit_group /pid == cpid/ { @[probe] = count(); }",
 }
+USDT_SITES = {"usdt_and_tp": ["jmp"]}
 
 
 @pytest.mark.parametrize("name", sorted(USDT_SCRIPTS))
@@ -213,34 +240,83 @@ def test_hybrid_bpftrace_usdt(name, hybrid):
     usdt = build_usdt_victim(os.path.dirname(exe))
     if usdt is None:
         pytest.skip("sys/sdt.h is not installed (systemtap-sdt-dev)")
-    out = compare(rt, [BPFTRACE, "-e", USDT_SCRIPTS[name].replace("{U}", usdt), "-c", usdt])
+    argv = [BPFTRACE, "-e", USDT_SCRIPTS[name].replace("{U}", usdt), "-c", usdt]
+    (rc_k, out_k), (rc_h, out), said = kernel_and_debug(rt, argv)
+    assert (rc_h, normalise(out)) == (rc_k, normalise(out_k)), f"kernel:\n{out_k}\nhybrid:\n{out}"
     assert "usdt:" in out and "tracepoint:" in out, out
+    # beyond the kernel: how the victim's agent took each USDT site
+    sites = sorted(set(l.rsplit(": ", 1)[-1] for l in said if l.startswith(f"bpfshim: probe {usdt}+")))
+    assert sites == USDT_SITES[name], said
+
+
+def semaphore_seen(exe, rt, hybrid):
+    """The USDT victim in watch mode, bpftrace -p on its `watched` probe for
+    a moment, then bpftrace gone: the semaphore changes the victim saw, and
+    (hybrid: bpftrace under `bpfshim run --kernel`, the victim with the
+    library) how its agent took the site."""
+    env = rt.env()
+    err = exe + ".watch.err"
+    pre = ["env", f"LD_PRELOAD={SHIM_LIB}", "BPFSHIM_DEBUG_HOOKS=1"] if hybrid else ["env", "-u", "LD_PRELOAD"]
+    with open(err, "w") as ef:
+        victim = subprocess.Popen(pre + [exe, "watch"], env=env, stdout=subprocess.PIPE, stderr=ef, text=True)
+    try:
+        assert victim.stdout.readline() == "ready\n"
+        argv = [BPFTRACE, "-e", f"usdt:{exe}:app:watched {{ @ = count(); }} interval:ms:300 {{ exit(); }}",
+                "-p", str(victim.pid)]
+        rc, out = run(hybrid_cmd(rt, argv) if hybrid else argv, env=env)
+        assert rc == 0, out
+        seen, _ = victim.communicate(timeout=30)
+    finally:
+        victim.kill()
+        victim.wait()
+    # bpftrace -p names the file as /proc/PID/root/...
+    return seen, sorted(set(l.rsplit(": ", 1)[-1] for l in open(err).read().splitlines()
+                            if l.startswith("bpfshim: probe ") and f"{exe}+" in l))
+
+
+def test_hybrid_usdt_semaphore(hybrid):
+    """A USDT probe with a semaphore, served in user space in a process with
+    the library: the semaphore reads what the kernel's run gives (the
+    kernel's uprobe holds it in every process that maps the file; the twin
+    adds nothing), up while traced and back to 0 after."""
+    exe, rt = hybrid
+    usdt = build_usdt_victim(os.path.dirname(exe))
+    if usdt is None:
+        pytest.skip("sys/sdt.h is not installed (systemtap-sdt-dev)")
+    kernel, _ = semaphore_seen(usdt, rt, False)
+    got, sites = semaphore_seen(usdt, rt, True)
+    assert got == kernel and "semaphore 1" in kernel, (kernel, got)
+    assert sites == ["jmp"], sites     # beyond the kernel: the twin took the site
 
 
 # served in user space in the victim on an endbr64 work(): what counts into
 # hash maps the loader folds into the kernel's (libbpf_shim/hybrid_fold.c)
-TWIN_SCRIPTS = ("count_same_map", "count_same_key", "hist_same_map", "uretprobe_and_tp")
+TWIN_SCRIPTS = ("count_same_map", "count_same_key", "hist_same_map", "uretprobe_and_tp", "ustack_uprobe",
+                "ustack_tp_and_uprobe")
 
 
-@pytest.mark.parametrize("name", TWIN_SCRIPTS)
-def test_hybrid_bpftrace_twin(name, hybrid):
+TWIN_CASES = [(n, "endbr64") for n in TWIN_SCRIPTS] + [("uretprobe_and_tp", "push_r13"), ("hist_same_map", "push_rbx")]
+
+
+@pytest.mark.parametrize("name,prologue", TWIN_CASES)
+def test_hybrid_bpftrace_twin(name, prologue, hybrid):
     """The scripts above whose uprobe only adds to its maps, on a work() that
-    starts with endbr64: in hybrid mode the victim (started by bpftrace -c,
-    with the library) runs the uprobe in user space, counting into bpfshim
-    maps that bpftrace's reads fold into the kernel's; the output is the
-    kernel's."""
+    starts with endbr64 (or a push of a register): in hybrid mode the victim
+    (started by bpftrace -c, with the library) runs the uprobe in user space,
+    counting into bpfshim maps that bpftrace's reads fold into the kernel's;
+    the output is the kernel's."""
     exe, rt = hybrid
-    victim = endbr_victim(exe)
+    victim = endbr_victim(exe, prologue)
     out = compare_twin(rt, [BPFTRACE, "-e", SCRIPTS[name].replace(V, victim), "-c", victim], victim)
     assert "@" in out, out
+    if "ustack" in name:     # the stacks were found (the victim is gone at the print: addresses)
+        assert out.count("@[\n    ") == name.count("_and_") + 1, out
 
 
-# uprobes whose map uses are not only additions, or that take stack ids
-# (the kernel's stack maps take none from user space): no twin, the
-# kernel's breakpoint serves them in every process (and the loader says why)
+# uprobes whose map uses are not only additions: no twin, the kernel's
+# breakpoint serves them in every process (and the loader says why)
 NO_TWIN_SCRIPTS = {"tp_start_uprobe_reads": "a decision depends on its value",
-                   "uprobe_stores_tp_reads": "it updates or deletes other than by adding",
-                   "ustack_uprobe": "it calls bpf_get_stackid"}
+                   "uprobe_stores_tp_reads": "it updates or deletes other than by adding"}
 
 
 @pytest.mark.parametrize("name", sorted(NO_TWIN_SCRIPTS))
@@ -327,13 +403,13 @@ def test_hybrid_bpftool_during_and_after(probe, hybrid):
     assert hybrid_side == kernel == ([50], False), (kernel, hybrid_side)
 
 
-@pytest.mark.parametrize("prologue", ["plain", "endbr64", "push"])
+@pytest.mark.parametrize("prologue", ["plain", "endbr64", "push", "push_rbx", "push_r13"])
 def test_hybrid_processes_with_and_without_library(prologue, hybrid):
     """One uprobe, two processes at once: one runs the library (the agent),
-    one does not; each call is counted once in each. endbr64, push: the
-    process with the library serves it in user space (the kernel's
-    breakpoint taken away there, the byte under it read from the file),
-    the other through the kernel's."""
+    one does not; each call is counted once in each. endbr64, push of a
+    register: the process with the library serves it in user space (the
+    kernel's breakpoint taken away there, the byte under it read from the
+    file), the other through the kernel's."""
     exe, rt = hybrid
     if prologue != "plain":
         exe = endbr_victim(exe, prologue)
@@ -573,14 +649,13 @@ def test_hybrid_refused_for_ordinary_user(hybrid):
 
 # ---- a kernel uprobe and bpfshim's on one function of one process ----
 
-# work() starts with endbr64 (-fcf-protection=branch) or push %rbp (frame
-# pointers): bpfshim's jump goes after it and the kernel's breakpoint stays in
+# work() starts with endbr64 (-fcf-protection=branch), push %rbp (frame
+# pointers) or push %r13 (registers kept across calls): bpfshim's jump goes after it and the kernel's breakpoint stays in
 # byte 0 (agent/hook/hook.c site_after_first)
 BOTH_C = r"""
 #include <unistd.h>
 volatile long sink;
-__attribute__((noinline)) int work(int x) { sink += x; return x * 2 + 1; }
-int main(void)
+""" + WORK_C + r"""int main(void)
 {
     char c;
     for (int phase = 0; phase < 2; phase++) {
@@ -652,7 +727,8 @@ def both_tools(exe, rt, first, second, detach, d):
             v.wait()
 
 
-PROLOGUES = {"endbr64": ["-fcf-protection=branch"], "push": ["-fcf-protection=none", "-O0"]}   # gcc drops a leaf's frame above -O0
+PROLOGUES = {"endbr64": ["-fcf-protection=branch"], "push": ["-fcf-protection=none", "-O0"],   # gcc drops a leaf's frame above -O0
+             "push_r13": ["-fcf-protection=none", "-DSAVED=3"]}
 ORDERS = {"shim_on_shim_off": ("shim", "shim"), "shim_on_kernel_off": ("shim", "kernel"),
           "kernel_on_kernel_off": ("kernel", "kernel")}
 CASES = [(pro, o) for pro in PROLOGUES for o in ORDERS]
@@ -678,7 +754,7 @@ def test_kernel_uprobe_beside_bpfshim(prologue, order, hybrid):
         subprocess.run(["cc", "-O1", "-fno-inline", *PROLOGUES[prologue], "-o", both + ".tmp", both + ".c"],
                        check=True)
         dis = subprocess.run(["objdump", "-d", both + ".tmp"], capture_output=True, text=True).stdout
-        want = "endbr64" if prologue == "endbr64" else "push   %rbp"
+        want = {"endbr64": "endbr64", "push": "push   %rbp", "push_r13": "push   %r13"}[prologue]
         assert want in dis.split("<work>:")[1].splitlines()[1], dis.split("<work>:")[1][:200]
         os.rename(both + ".tmp", both)
     first, second = (("u", True), ("k", False)) if on == "shim" else (("k", False), ("u", True))

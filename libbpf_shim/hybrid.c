@@ -148,6 +148,7 @@ out:
 
 static void twin_prog(uint64_t uattr, unsigned int size, int kfd);
 static long link_create(uint64_t uattr, unsigned int size);
+static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, long *ret);
 
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
@@ -166,6 +167,12 @@ long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 	}
 	case BPF_LINK_CREATE:
 		return link_create(uattr, size);
+	case BPF_MAP_DELETE_ELEM: {
+		long r;
+		if (stack_cmd(cmd, uattr, size, &r))
+			return r;
+		break;
+	}
 	case BPF_MAP_LOOKUP_ELEM:
 	case BPF_MAP_GET_NEXT_KEY:
 	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
@@ -177,6 +184,10 @@ long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 			    offsetof(union bpf_attr, batch.map_fd) : offsetof(union bpf_attr, map_fd);
 		if (size >= at + 4 && !shim_copy_from_user(&a.map_fd, uattr + at, 4))
 			shim_fold_before_read((int)a.map_fd);
+		long r;
+		if ((cmd == BPF_MAP_LOOKUP_ELEM || cmd == BPF_MAP_GET_NEXT_KEY || cmd == BPF_MAP_LOOKUP_AND_DELETE_ELEM) &&
+		    stack_cmd(cmd, uattr, size, &r))
+			return r;
 		break;
 	}
 	}
@@ -220,8 +231,8 @@ static struct twin {
 	char why[112];         /* TWIN_PROG without a twin */
 } twins[TWIN_MAX];
 static unsigned n_twins;
-static struct { uint32_t kid, sid; int sfd; } tmaps[TWIN_MAX];   /* kernel map id -> its bpfshim map */
-static unsigned n_tmaps;
+static struct { uint32_t kid, sid; int sfd; uint32_t stack_base; } tmaps[TWIN_MAX];   /* kernel map id -> its bpfshim map */
+static unsigned n_tmaps, n_stack_twins;
 static pthread_mutex_t twin_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct twin *twin_find(int kfd, int kind)
@@ -255,6 +266,121 @@ static struct twin *twin_add(int kfd, int kind, int tfd)
 	return t;
 }
 
+/* A bpfshim map of kernel map ki's shape with map_flags `flags`: its fd
+ * (an internal one, marked so), its entry in *e; -1 with errno. */
+int shim_hybrid_map_like(const struct bpf_map_info *ki, uint32_t flags, struct shim_fd **e)
+{
+	union bpf_attr a;
+	long fd;
+
+	memset(&a, 0, sizeof(a));
+	a.map_type = ki->type;
+	a.key_size = ki->key_size;
+	a.value_size = ki->value_size;
+	a.max_entries = ki->max_entries;
+	a.map_flags = flags;
+	memcpy(a.map_name, ki->name, sizeof(a.map_name));
+	fd = shim_user_bpf(BPF_MAP_CREATE, (uint64_t)(uintptr_t)&a, sizeof(a));
+	if (fd < 0)
+		return -1;
+	fd = shim_fd_internal((int)fd);
+	if (!(*e = shim_fd_peek((int)fd))) {
+		shim_fd_close_internal((int)fd);
+		errno = EBADF;
+		return -1;
+	}
+	(*e)->internal = 1;
+	return (int)fd;
+}
+
+/* shim_hybrid_map_like() with the kernel map's flags, saying why not */
+static int map_like(const struct bpf_map_info *ki, struct shim_fd **e, char *why, size_t n)
+{
+	int fd = shim_hybrid_map_like(ki, ki->map_flags, e);
+
+	if (fd < 0)
+		snprintf(why, n, "bpfshim cannot make its map %.16s (%s)", ki->name, strerror(errno));
+	return fd;
+}
+
+/*
+ * A kernel stack trace map's twin: the kernel's stack maps take no ids
+ * from user space, so the twins' stacks go to a bpfshim stack map of the
+ * same shape whose ids follow the kernel map's (those end below its
+ * n_buckets), and the loader's lookups, deletes and walks of the kernel
+ * map by those ids are answered from it (stack_cmd): one id space, the
+ * kernel's ids the kernel's stacks. bpftool without the library sees only
+ * the kernel's. Under twin_lock.
+ */
+static int stack_twin(const struct bpf_map_info *ki, char *why, size_t n)
+{
+	struct shim_fd *e;
+	int64_t base;
+	int fd;
+
+	if (n_tmaps == TWIN_MAX) {
+		snprintf(why, n, "too many maps shared with user space");
+		return -1;
+	}
+	if ((fd = map_like(ki, &e, why, n)) < 0)
+		return -1;
+	if ((base = shm_stack_map_ids_above(&e->map)) < 0) {
+		snprintf(why, n, "its stack map %.16s has too many buckets for ids above the kernel's", ki->name);
+		shim_fd_close_internal((int)fd);
+		return -1;
+	}
+	tmaps[n_tmaps].kid = ki->id;
+	tmaps[n_tmaps].sid = e->id;
+	tmaps[n_tmaps].stack_base = (uint32_t)base;
+	tmaps[n_tmaps++].sfd = fd;
+	__atomic_add_fetch(&n_stack_twins, 1, __ATOMIC_RELEASE);
+	return fd;
+}
+
+/*
+ * The loader's LOOKUP_ELEM, LOOKUP_AND_DELETE_ELEM, DELETE_ELEM and
+ * GET_NEXT_KEY of a kernel stack map with a twin (stack_twin): an id from
+ * the twins is the twin map's, a walk goes on into the twin map's ids
+ * after the kernel's. 1 when handled (*ret, errno), 0: the kernel's.
+ */
+static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, long *ret)
+{
+	struct bpf_map_info ki;
+	union bpf_attr a;
+	uint32_t id = 0, base = 0;
+	int sfd = -1, has_key;
+
+	if (!__atomic_load_n(&n_stack_twins, __ATOMIC_ACQUIRE) ||
+	    size < offsetof(union bpf_attr, next_key) + sizeof(a.next_key) || size > sizeof(a))
+		return 0;
+	memset(&a, 0, sizeof(a));
+	if (shim_copy_from_user(&a, uattr, size) || map_info((int)a.map_fd, &ki) ||
+	    ki.type != BPF_MAP_TYPE_STACK_TRACE)
+		return 0;
+	pthread_mutex_lock(&twin_lock);
+	for (unsigned i = 0; i < n_tmaps; i++)
+		if (tmaps[i].kid == ki.id && tmaps[i].stack_base) {
+			sfd = tmaps[i].sfd;
+			base = tmaps[i].stack_base;
+		}
+	pthread_mutex_unlock(&twin_lock);
+	has_key = a.key && !shim_copy_from_user(&id, a.key, sizeof(id));
+	if (sfd < 0 || (a.key && !has_key))
+		return 0;
+	if (cmd == BPF_MAP_GET_NEXT_KEY && (!has_key || id < base)) {
+		/* the kernel's ids first; its walk ends with ENOENT */
+		*ret = real.syscall(SYS_bpf, cmd, uattr, size);
+		if (*ret == 0 || errno != ENOENT)
+			return 1;
+		a.key = 0;
+	} else if (!has_key || id < base) {
+		return 0;
+	}
+	a.map_fd = (uint32_t)sfd;
+	*ret = shim_user_bpf(cmd, (uint64_t)(uintptr_t)&a, size);
+	return 1;
+}
+
 /* bpfshim's map for kernel map fd `kfd` (an mmapable array: the kernel's
  * memory is its values, shim_hybrid_map_bind), made on first use: its fd,
  * or -1 with why. Under twin_lock. */
@@ -263,7 +389,6 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 {
 	int hash = shim_fold_type(ki->type), events;
 	struct shim_reply rep;
-	union bpf_attr a;
 	struct shim_fd *e;
 	const char *w;
 	long fd;
@@ -276,11 +401,8 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 	for (unsigned i = 0; i < n_tmaps; i++)
 		if (tmaps[i].kid == ki->id)
 			return tmaps[i].sfd;
-	if (ki->type == BPF_MAP_TYPE_STACK_TRACE) {
-		snprintf(why, n, "it calls bpf_get_stackid: the kernel's stack map %.16s takes no ids from user space",
-			 ki->name);
-		return -1;
-	}
+	if (ki->type == BPF_MAP_TYPE_STACK_TRACE)
+		return stack_twin(ki, why, n);
 	events = ki->type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || ki->type == BPF_MAP_TYPE_RINGBUF;
 	if (n_tmaps == TWIN_MAX || (!hash && !events && (ki->type != BPF_MAP_TYPE_ARRAY || !(ki->map_flags & BPF_F_MMAPABLE)))) {
 		snprintf(why, n, "its map %.16s (type %u) is not shared with user space yet", ki->name, ki->type);
@@ -297,21 +419,9 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 		tmaps[n_tmaps++].sfd = (int)fd;
 		return (int)fd;
 	}
-	memset(&a, 0, sizeof(a));
-	a.map_type = ki->type;
-	a.key_size = ki->key_size;
-	a.value_size = ki->value_size;
-	a.max_entries = ki->max_entries;
-	a.map_flags = ki->map_flags;
-	memcpy(a.map_name, ki->name, sizeof(a.map_name));
-	fd = shim_user_bpf(BPF_MAP_CREATE, (uint64_t)(uintptr_t)&a, sizeof(a));
-	if (fd < 0) {
-		snprintf(why, n, "bpfshim cannot make its map %.16s (%s)", ki->name, strerror(errno));
+	if ((fd = map_like(ki, &e, why, n)) < 0)
 		return -1;
-	}
-	fd = shim_fd_internal((int)fd);
-	e = shim_fd_peek((int)fd);
-	if (!e || shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_SET, e->id, NULL, 0, kfd, &rep, NULL, 0) || rep.err) {
+	if (shim_request(SHIM_OP_CTL, SHIM_CTL_KMAP_SET, e->id, NULL, 0, kfd, &rep, NULL, 0) || rep.err) {
 		snprintf(why, n, "bpfshim cannot bind its map %.16s to the kernel's", ki->name);
 		shim_fd_close_internal((int)fd);
 		return -1;

@@ -445,7 +445,6 @@ int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why)
 {
 	int ringbuf = ki->type == BPF_MAP_TYPE_RINGBUF, pfd = -1, kdup = -1;
 	uint32_t slots = 0, first = n_rings;
-	union bpf_attr a;
 	long sfd = -1;
 
 	pthread_mutex_lock(&fwd_lock);
@@ -459,18 +458,10 @@ int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why)
 		goto fail;
 	real.close(kdup);      /* the program holds the map */
 	kdup = -1;
-	memset(&a, 0, sizeof(a));
-	a.map_type = ki->type;
-	a.key_size = ki->key_size;
-	a.value_size = ki->value_size;
-	a.max_entries = ki->max_entries;
-	memcpy(a.map_name, ki->name, sizeof(a.map_name));
 	*why = "bpfshim cannot make a map for it";
-	sfd = shim_user_bpf(BPF_MAP_CREATE, (uint64_t)(uintptr_t)&a, sizeof(a));
-	if (sfd < 0 || (sfd = shim_fd_internal((int)sfd)) < 0 || !shim_fd_peek((int)sfd))
+	struct shim_fd *e;
+	if ((sfd = shim_hybrid_map_like(ki, 0, &e)) < 0)
 		goto fail;
-	struct shim_fd *e = shim_fd_peek((int)sfd);
-	e->internal = 1;
 	if (ringbuf) {
 		struct fwd_ring *r;
 		int wfd = shim_ringbuf_wake_fd(e->id);

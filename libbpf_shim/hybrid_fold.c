@@ -524,7 +524,6 @@ int shim_fold_adds_only(const struct bpf_insn *insns, uint32_t n, int fd, const 
 int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 {
 	struct fold_map *f;
-	union bpf_attr a;
 	long sfd = -1;
 	int pfd = -1, kdup = -1;
 	uint32_t ks8 = (ki->key_size + 7) & ~7u;
@@ -533,21 +532,9 @@ int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why)
 	*why = "bpfshim cannot make a map for it";
 	if (n_fmaps == FOLD_MAPS || (n_fmaps && fold_pid != getpid()))
 		goto fail;           /* (a fork child: its parent folds the maps it has) */
-	memset(&a, 0, sizeof(a));
-	a.map_type = ki->type;
-	a.key_size = ki->key_size;
-	a.value_size = ki->value_size;
-	a.max_entries = ki->max_entries;
-	a.map_flags = ki->map_flags & BPF_F_NO_PREALLOC;
-	memcpy(a.map_name, ki->name, sizeof(a.map_name));
-	sfd = shim_user_bpf(BPF_MAP_CREATE, (uint64_t)(uintptr_t)&a, sizeof(a));
-	if (sfd < 0)
+	struct shim_fd *e;
+	if ((sfd = shim_hybrid_map_like(ki, ki->map_flags & BPF_F_NO_PREALLOC, &e)) < 0)
 		goto fail;
-	sfd = shim_fd_internal((int)sfd);
-	struct shim_fd *e = shim_fd_peek((int)sfd);
-	if (!e)
-		goto fail;
-	e->internal = 1;
 	kdup = real.fcntl(kfd, F_DUPFD_CLOEXEC, SHIM_FD_MIN);
 	*why = "the kernel refuses its fold program";
 	if (kdup < 0 || (pfd = fold_prog(kdup, ks8, ki->value_size / 8)) < 0)

@@ -194,6 +194,8 @@ int shim_hybrid_mmap_refused(int fd);
 void shim_hybrid_closing(int fd);
 int shim_hybrid_ioctl(int fd, unsigned long req, unsigned long arg, int *ret);
 int shim_hybrid_map_bind(struct shm_map *m);
+struct bpf_map_info;
+int shim_hybrid_map_like(const struct bpf_map_info *ki, uint32_t flags, struct shim_fd **e);
 /* hybrid_fold.c: twins' hash maps, folded into the kernel's */
 /* The shim's own kernel program (a raw tracepoint program run under
  * BPF_PROG_TEST_RUN), its fd above the loader's numbers; -1 if refused. */

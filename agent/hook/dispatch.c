@@ -183,7 +183,7 @@ int hook_at_func_entry(void)
 {
 	const struct hook_site *s = entry_site;
 
-	return s && (s->ip == s->addr ? s->orig[0] == 0x55 : s->sp_adj != 0);   /* after its push %rbp */
+	return s && (s->ip == s->addr ? s->orig[0] : s->kept_op) == 0x55;   /* at or after its push %rbp */
 }
 
 size_t hook_ret_addrs(uint64_t sp, uint64_t *tramp, uint64_t *out, size_t max)

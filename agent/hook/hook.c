@@ -301,44 +301,76 @@ int hook_file_byte(uint64_t addr)
 }
 
 /*
- * A function entry on endbr64 is patched after it, the jump at entry + 4
- * (and one on push %rbp at entry + 1, the site adding 8 to the sp handlers
- * see and popping it on an override): the instruction stays as the file has it, and the kernel's uprobe at the same
- * entry (another tool's, or a hybrid loader's) writes only byte 0, an int3
- * when it is registered and the file's byte when it goes, so it never lands
- * inside bpfshim's jump (at the entry, the kernel's restore of byte 0 in
- * front of the jump's displacement killed the process), and bpfshim's site
- * works under an int3 the kernel put there first (endbr64: its other bytes
- * say what it is). The kernel single-steps the instruction and resumes at
- * the jump: both tools see the hit. The handlers see the entry's registers
- * (ip the entry's, sp before the push). Only where the function's code is
- * known (a branch to the jump is not a call); NULL: patch at the entry.
+ * The instruction at addr a site keeps as the file has it, its jump after
+ * it: its length, 0 for none. At a function entry: endbr64, or push of a
+ * register but %rsp (`push %rbp`, `push %rbx`, `push %r15`...: what -O2
+ * prologues start with), whose 8 bytes the site adds back to the sp
+ * handlers see (an override pops them: the register is unchanged); inside a
+ * function: a USDT site's nop (and endbr64). Under a kernel uprobe's int3
+ * its byte 0 is read from the file (the other bytes are there).
  */
-static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t size)
+int hook_kept_insn(uint64_t addr, int entry, uint8_t *op, uint64_t *sp_adj)
 {
 	static const uint8_t endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 	const uint8_t *p = (const uint8_t *)addr;
+	int b;
+
+	*sp_adj = 0;
+	*op = endbr64[0];
+	if ((p[0] == endbr64[0] || p[0] == 0xcc) && !memcmp(p + 1, endbr64 + 1, 3))
+		return 4;
+	b = p[0] == 0xcc ? hook_file_byte(addr) : p[0];
+	*op = (uint8_t)b;
+	if (!entry)
+		return b == 0x90;
+	*sp_adj = 8;
+	if (b >= 0x50 && b <= 0x57 && b != 0x54)
+		return 1;
+	if (b == 0x41 && p[1] >= 0x50 && p[1] <= 0x57)
+		return 2;       /* push %r8..%r15 */
+	*sp_adj = 0;
+	return 0;
+}
+
+/*
+ * A function entry (or a USDT nop) is patched after its first instruction
+ * when hook_kept_insn() keeps it: the instruction stays as the file has it,
+ * and the kernel's uprobe at the same address (another tool's, or a hybrid
+ * loader's) writes only byte 0, an int3 when it is registered and the
+ * file's byte when it goes, so it never lands inside bpfshim's jump (at the
+ * entry, the kernel's restore of byte 0 in front of the jump's displacement
+ * killed the process), and bpfshim's site works under an int3 the kernel
+ * put there first. The kernel single-steps or emulates the instruction and
+ * resumes at the jump: both tools see the hit. The handlers see the
+ * registers as at addr (ip addr, sp before a push). Only where the
+ * function's code is known (a branch to the jump skips the instruction);
+ * NULL: patch at addr.
+ */
+static struct hook_site *site_after_first(uint64_t addr, uint64_t func, size_t size)
+{
 	struct hook_site *s;
 	size_t avail;
-	unsigned skip;
-	int prot, err;
+	uint64_t sp_adj;
+	uint8_t op;
+	int prot, err, skip;
 
-	if (!func || func != addr || size == (size_t)-1 || size < 9 || getenv("BPFSHIM_HOOK_INT3") ||
-	    mapping_of(addr, &prot, &avail) || avail < 9)
+	if (!func || addr < func || addr >= func + size || size == (size_t)-1 || func + size - addr < 9 ||
+	    getenv("BPFSHIM_HOOK_INT3") || mapping_of(addr, &prot, &avail) || avail < 9 ||
+	    !(skip = hook_kept_insn(addr, func == addr, &op, &sp_adj)))
 		return NULL;
-	if ((p[0] == endbr64[0] || p[0] == 0xcc) && !memcmp(p + 1, endbr64 + 1, 3))
-		skip = 4;
-	else if (p[0] == 0x55 || (p[0] == 0xcc && hook_file_byte(addr) == 0x55))
-		skip = 1;       /* push %rbp, or a kernel uprobe's int3 over it */
-	else
-		return NULL;
-	s = site_find(addr + skip);
+	s = site_find(addr + (unsigned)skip);
 	if (s)
 		return s->ip == addr ? s : NULL;        /* else a probe there was first */
-	s = site_create(addr + skip, addr, func, size, &err);
+	/* a 1-byte push after a nop: a thread stopped after it could not be told
+	 * from one that trapped on the int3 in front of it (trapped_here) */
+	if (func != addr && ((const uint8_t *)addr)[skip] >= 0x50 && ((const uint8_t *)addr)[skip] <= 0x57)
+		return NULL;
+	s = site_create(addr + (unsigned)skip, addr, func, size, &err);
 	if (!s || s->mode != HOOK_MODE_JMP)
 		return NULL;
-	s->sp_adj = skip == 1 ? 8 : 0;          /* before hook_attach_in patches it */
+	s->sp_adj = sp_adj;                     /* before hook_attach_in patches it */
+	s->kept_op = op;
+	s->kept_reg = !sp_adj ? -1 : skip == 1 ? op - 0x50 : 8 + (((const uint8_t *)addr)[1] - 0x50);
 	return s;
 }
 
@@ -460,6 +492,11 @@ int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n)
 int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target)
 {
 	return emit_jmp(b, at, target);
+}
+
+int hook_kept(const struct hook *h)
+{
+	return h && h->site->ip != h->site->addr && h->site->mode == HOOK_MODE_JMP;
 }
 
 int hook_mode(const struct hook *h)

@@ -108,6 +108,10 @@ int hook_code_put(uint8_t *dst, const uint8_t *src, size_t n);
 int hook_emit_jmp(uint8_t *b, uint64_t at, uint64_t target);
 int hook_text_replace(uint64_t addr, const uint8_t *old, const uint8_t *new, size_t n, int prot);
 
+/* The first instruction at addr a site keeps, its jump after it (entry:
+ * addr is a function's entry): its length or 0, its byte 0 and what it
+ * takes from sp (hook.c site_after_first). */
+int hook_kept_insn(uint64_t addr, int entry, uint8_t *op, uint64_t *sp_adj);
 /* The byte at addr as the file mapped there has it (under a kernel
  * uprobe's int3, the instruction it stands for), or -1. */
 int hook_file_byte(uint64_t addr);
@@ -118,6 +122,9 @@ void hook_premap(void);
 /* How a hook was applied (tests, status). */
 enum hook_mode { HOOK_MODE_JMP = 1, HOOK_MODE_INT3 = 2 };
 int hook_mode(const struct hook *h);
+/* Whether h's site keeps the instruction at the probed address and jumps
+ * after it (hook_kept_insn): the kernel's byte 0 is left alone. */
+int hook_kept(const struct hook *h);
 
 /* Counters since the process started. */
 struct hook_stats {

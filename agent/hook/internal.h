@@ -62,6 +62,8 @@ struct hook_site {
 	uint8_t *reloc;                 /* relocated code (jmp: in tramp; int3: the out-of-line slot) */
 	uint64_t gen_ctr;
 	size_t avail;                   /* readable bytes at addr (<= 16) */
+	uint8_t kept_op;                /* ip != addr: byte 0 of the instruction kept at ip */
+	int8_t kept_reg;                /* ... the register it pushes (0-15, x86 order), or -1 */
 	struct hook_site *hnext;        /* hash chain (insert only) */
 	struct hook_site *anext;        /* all sites */
 } __attribute__((aligned(64)));

@@ -53,19 +53,29 @@ int first_insn_ok(uint8_t b)
  * bytes now: the handler may run long after the trap or the stop (a thread
  * not scheduled before quiesce() stopped waiting, a site unpatched since),
  * when byte 0 is the jump or the original again. After `push r`, [rsp]
- * holds r; after a trap at a function entry [rsp] is the return address.
+ * holds r; after a trap at a function entry [rsp] is the return address
+ * (after an entry's kept push of k, k and then the return address).
  * Jump mode's other accepted 1-byte instructions may simply run again; of
  * an int3-mode site's, only an int3 there now can say. */
 static int trapped_here(struct hook_site *s, greg_t *g)
 {
-	static const int reg[8] = { REG_RAX, REG_RCX, REG_RDX, REG_RBX, -1, REG_RBP, REG_RSI, REG_RDI };
+	static const int reg[16] = { REG_RAX, REG_RCX, REG_RDX, REG_RBX, -1, REG_RBP, REG_RSI, REG_RDI,
+				     REG_R8, REG_R9, REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15 };
 	uint8_t b = s->orig[0];
 	int jmp = s->mode == HOOK_MODE_JMP;
+	const uint64_t *sp = (const uint64_t *)g[REG_RSP];
 
 	if (jmp ? s->bmap[1] == 0xff : s->disp_len != 1)
 		return 1;               /* no instruction ends at site+1 */
+	if (b >= 0x50 && b <= 0x57 && b != 0x54 && s->ip != s->addr && s->kept_reg >= 0) {
+		/* after the entry's own push of k (hook_kept_insn): a trap leaves
+		 * [sp] = k; the push of r run leaves [sp] = r, [sp + 8] = k (a
+		 * trap would have the return address there) */
+		uint64_t k = (uint64_t)g[reg[s->kept_reg]], r = (uint64_t)g[reg[b - 0x50]];
+		return sp[0] == k && !(sp[0] == r && sp[1] == k);
+	}
 	if (b >= 0x50 && b <= 0x57 && b != 0x54)
-		return *(uint64_t *)g[REG_RSP] != (uint64_t)g[reg[b - 0x50]];
+		return sp[0] != (uint64_t)g[reg[b - 0x50]];
 	return jmp || __atomic_load_n((uint8_t *)s->addr, __ATOMIC_RELAXED) == 0xcc;
 }
 static void chain_trap(int sig, siginfo_t *si, void *uc)

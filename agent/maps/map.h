@@ -199,6 +199,9 @@ int shm_ringbuf_consume(struct shm_map *m, int (*fn)(void *ctx, void *data, uint
  * frames, innermost first); skip / BPF_F_FAST_STACK_CMP /
  * BPF_F_REUSE_STACKID as the kernel. The id, or -EFAULT/-EEXIST/-ENOMEM/-EINVAL. */
 int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips, uint32_t nr, uint64_t flags);
+/* From now on the map's ids start at its n_buckets (a hybrid twin's map:
+ * the kernel map's ids are below): that first id, or -E2BIG. */
+int64_t shm_stack_map_ids_above(struct shm_map *m);
 
 #define SHM_BPF_F_ACCESS_MASK (BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG)
 #define SHM_ENOTSUPP 524     /* ENOTSUPP: kernel-internal, but bpf() returns it */

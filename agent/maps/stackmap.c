@@ -8,7 +8,9 @@
  * free buckets sit on a lock-free stack with an ABA tag.
  *
  * type_state: [0] free-list head (tag << 32 | index+1), [1] n_buckets,
- *             [2] bucket size.
+ *             [2] bucket size, [3] the first id (0, or n_buckets: a hybrid
+ *             twin's map, whose ids follow the kernel map's, which end
+ *             below n_buckets; shm_stack_map_ids_above).
  */
 #include <errno.h>
 #include <string.h>
@@ -110,7 +112,25 @@ static int sm_ok(const struct shm_map *m)
 	const struct shm_map_hdr *h = m->hdr;
 
 	return shm_map_geometry_ok(m) && h->type_state[1] == n_buckets_for(h->attr.max_entries) &&
-	       h->type_state[2] == bucket_size(&h->attr);
+	       h->type_state[2] == bucket_size(&h->attr) && (!h->type_state[3] || h->type_state[3] == h->type_state[1]);
+}
+
+/* A key's slot (the id less the first id), or n_buckets when it names none. */
+static uint64_t slot_of(const struct shm_map *m, uint32_t id)
+{
+	uint64_t base = m->hdr->type_state[3], nb = m->hdr->type_state[1];
+
+	return id >= base && id - base < nb ? id - base : nb;
+}
+
+BPFSHIM_API int64_t shm_stack_map_ids_above(struct shm_map *m)
+{
+	uint64_t nb = m->hdr->type_state[1];
+
+	if (!sm_ok(m) || nb > (1u << 30))
+		return -E2BIG;     /* ids are ints */
+	__atomic_store_n(&m->hdr->type_state[3], nb, __ATOMIC_RELEASE);
+	return (int64_t)nb;
 }
 
 static uint32_t *free_next(struct shm_map *m, uint32_t idx)
@@ -164,7 +184,7 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	b = IDX_OK(m, cur) ? bucket_at(m, cur) : NULL;
 	int hash_matches = b && b->hash == hash;
 	if (hash_matches && (flags & BPF_F_FAST_STACK_CMP))
-		return (int)id;
+		return (int)(id + m->hdr->type_state[3]);
 	if (a->map_flags & BPF_F_STACK_BUILD_ID) {
 		/* No build ids here: every frame is reported as a plain IP
 		 * (BPF_STACK_BUILD_ID_IP), as the kernel does when it cannot
@@ -176,7 +196,7 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 			for (i = 0; i < trace_nr && ids[i].ip == ips[i]; i++)
 				;
 			if (i == trace_nr)
-				return (int)id;
+				return (int)(id + m->hdr->type_state[3]);
 		}
 		if (b && !(flags & BPF_F_REUSE_STACKID))
 			return -EEXIST;
@@ -192,7 +212,7 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 		}
 	} else {
 		if (hash_matches && b->nr == trace_nr && !memcmp(b + 1, ips, trace_len))
-			return (int)id;
+			return (int)(id + m->hdr->type_state[3]);
 		if (b && !(flags & BPF_F_REUSE_STACKID))
 			return -EEXIST;
 		fresh = freelist_pop(m);
@@ -205,18 +225,19 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	old = __atomic_exchange_n(slot, fresh, __ATOMIC_ACQ_REL);
 	if (IDX_OK(m, old))
 		freelist_push(m, old);
-	return (int)id;
+	return (int)(id + m->hdr->type_state[3]);
 }
 
 /* bpf_stackmap_extract(): the trace, zero padded to value_size; delete:
  * the bucket is taken out with one exchange (lookup_and_delete). */
 static int stack_extract(struct shm_map *m, const void *key, void *value, int delete)
 {
-	uint32_t id = *(const uint32_t *)key, cur;
+	uint64_t id;
+	uint32_t cur;
 
 	if (!sm_ok(m))
 		return -EFAULT;
-	if (id >= m->hdr->type_state[1])
+	if ((id = slot_of(m, *(const uint32_t *)key)) >= m->hdr->type_state[1])
 		return -ENOENT;
 	if (delete)
 		cur = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
@@ -253,11 +274,12 @@ static int stack_update(struct shm_map *m, const void *key, const void *value, u
 /* stack_map_delete_elem() */
 static int stack_delete(struct shm_map *m, const void *key)
 {
-	uint32_t id = *(const uint32_t *)key, old;
+	uint64_t id;
+	uint32_t old;
 
 	if (!sm_ok(m))
 		return -EFAULT;
-	if (id >= m->hdr->type_state[1])
+	if ((id = slot_of(m, *(const uint32_t *)key)) >= m->hdr->type_state[1])
 		return -E2BIG;
 	old = __atomic_exchange_n(&slots(m)[id], 0, __ATOMIC_ACQ_REL);
 	if (!IDX_OK(m, old))
@@ -277,7 +299,7 @@ static int stack_get_next_key(struct shm_map *m, const void *key, void *next)
 	if (!key) {
 		id = 0;
 	} else {
-		id = *(const uint32_t *)key;
+		id = slot_of(m, *(const uint32_t *)key);
 		if (id >= nb || !__atomic_load_n(&slots(m)[id], __ATOMIC_ACQUIRE))
 			id = 0;
 		else
@@ -287,7 +309,7 @@ static int stack_get_next_key(struct shm_map *m, const void *key, void *next)
 		id++;
 	if (id >= nb)
 		return -ENOENT;
-	*(uint32_t *)next = (uint32_t)id;
+	*(uint32_t *)next = (uint32_t)(id + m->hdr->type_state[3]);
 	return 0;
 }
 

@@ -1,7 +1,7 @@
 /* Probe targets with exact prologues. */
 	.intel_syntax noprefix
 	.text
-	.globl a_push, a_endbr, a_riplea, a_ripmov, a_jcc, a_jmp32, a_jmp8, a_ret1, a_short, a_call, a_sub, a_xorcmp, a_helper, a_gvar
+	.globl a_push, a_endbr, a_riplea, a_ripmov, a_jcc, a_jmp32, a_jmp8, a_ret1, a_short, a_call, a_sub, a_xorcmp, a_helper, a_gvar, a_pushpair, a_pushpair_call
 
 	.p2align 4
 a_push:                         /* push rbp; mov rbp,rsp (1 + 3) */
@@ -90,6 +90,35 @@ a_xorcmp:                       /* xor (2) + cmp (3) + setl */
 	cmp rdi, rsi
 	setl al
 	ret
+
+	.p2align 4
+a_pushpair:                     /* push r12 (2, kept: the jump after it) + push rbp (1) + push rbx + lea: 2 * rdi */
+	push r12
+	push rbp
+	push rbx
+	lea rax, [rdi + rdi]
+	pop rbx
+	pop rbp
+	pop r12
+	ret
+a_pushpair_end:
+
+	.p2align 4
+a_pushpair_call:                /* a_pushpair(rdi) with r12 == rbp: its stack after push rbp is the one
+	                         * after push r12 but for the return address (trapped_here) */
+	push r12
+	push rbp
+	mov r12, rdi
+	mov rbp, rdi
+	call a_pushpair
+	pop rbp
+	pop r12
+	ret
+
+	.globl a_pushpair_size
+	.section .rodata
+	.p2align 3
+a_pushpair_size: .quad a_pushpair_end - a_pushpair
 
 	.data
 	.p2align 3

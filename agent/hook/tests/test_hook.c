@@ -27,7 +27,9 @@ static int failures;
 	} while (0)
 
 long a_push(long, long), a_endbr(long, long), a_riplea(long), a_ripmov(long), a_jcc(long), a_jmp32(long),
-	a_jmp8(long), a_ret1(long), a_short(long), a_call(long), a_sub(long, long), a_xorcmp(long, long);
+	a_jmp8(long), a_ret1(long), a_short(long), a_call(long), a_sub(long, long), a_xorcmp(long, long),
+	a_pushpair(long), a_pushpair_call(long);
+extern const size_t a_pushpair_size;
 
 #define DECL(SFX)                                              \
 	extern volatile long body_calls##SFX;                  \
@@ -574,6 +576,13 @@ static void late_trap(int sig, siginfo_t *si, void *ucv)
 	engine_trap.sa_sigaction(sig, si, ucv);
 }
 
+/* The function a stress run hooks when not f itself (f calls it), of that
+ * size, the site's jump `stress_site_off` bytes in: hooked as a function
+ * entry whose first instruction the site keeps (hook_attach_in). */
+static void *stress_target;
+static size_t stress_target_size;
+static unsigned stress_site_off;
+
 /* `late`: with late_trap() in front of the engine's handler, and until it
  * handed on at least that many merged traps */
 static void t_stress(const char *name, long (*f)(long), volatile long *body, double seconds, int force_int3,
@@ -593,7 +602,7 @@ static void t_stress(const char *name, long (*f)(long), volatile long *body, dou
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_sigaction = late_trap;
 		sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART | SA_ONSTACK;
-		late_fn = (const uint8_t *)f;
+		late_fn = (const uint8_t *)(stress_target ? stress_target : (void *)f) + stress_site_off;
 		late_traps = late_parked = 0;
 		sigaction(SIGTRAP, &sa, &engine_trap);     /* the engine's: installed by an earlier attach */
 		CHECK(engine_trap.sa_flags & SA_SIGINFO, "%s: the engine's SIGTRAP handler", name);
@@ -610,9 +619,11 @@ static void t_stress(const char *name, long (*f)(long), volatile long *body, dou
 	do {
 		struct hook *h;
 		long c0 = 0, c1 = 0;
-		int err = hook_attach((void *)f, stress_entry, (cycles & 1) ? stress_ret : NULL, NULL, &h);
-		if (err) {
-			CHECK(0, "stress attach %d", err);
+		int err = stress_target ? hook_attach_in(stress_target, stress_target, stress_target_size, stress_entry,
+							 (cycles & 1) ? stress_ret : NULL, NULL, &h)
+					: hook_attach((void *)f, stress_entry, (cycles & 1) ? stress_ret : NULL, NULL, &h);
+		if (err || (stress_target && !hook_kept(h))) {
+			CHECK(0, "stress attach %d%s", err, err ? "" : ": not after the first instruction");
 			break;
 		}
 		mode = hook_mode(h);
@@ -704,6 +715,14 @@ int main(int argc, char **argv)
 		t_stress("twice2_O0", twice2_O0, &body_calls_O0, stress_s, 0, 0);
 		t_stress("twice2_O0 late", twice2_O0, &body_calls_O0, stress_s / 5, 0, 20);
 		t_stress("twice_O0", twice_O0, &body_calls_O0, stress_s / 2, 1, 0);
+		/* after an entry's push r12, with rbp == r12: a trap and a thread
+		 * stopped after the push rbp look alike at [sp] */
+		stress_target = (void *)a_pushpair;
+		stress_target_size = a_pushpair_size;
+		stress_site_off = 2;
+		t_stress("pushpair late", a_pushpair_call, &body_calls_O0, stress_s / 5, 0, 20);
+		stress_target = NULL;
+		stress_site_off = 0;
 	}
 	struct hook_stats st;
 	hook_get_stats(&st);
