@@ -23,7 +23,7 @@ import verifier_corpus as C  # noqa: E402
 from env import unpriv_reason  # noqa: E402
 
 # measured with the verifier of this tree (python3 compat_tests/verifier_corpus.py --nobody)
-FLOOR = {"agreement": 0.895, "on_kernel_accepts": 0.925, "on_kernel_rejects": 0.86}
+FLOOR = {"agreement": 0.96, "on_kernel_accepts": 0.97, "on_kernel_rejects": 0.945}
 MEMORY_SAFETY_ACCEPTED_CEILING = 0.005
 TARGET = {"agreement": 0.97, "memory_safety_accepted": 0.01}
 

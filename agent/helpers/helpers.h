@@ -125,6 +125,9 @@ extern __thread struct bpf_rt_override bpf_rt_override;
 	X(ringbuf_output) X(ringbuf_reserve) X(ringbuf_submit)                     \
 	X(ringbuf_discard) X(ringbuf_query)                                        \
 	X(get_stackid) X(get_stack)                                                \
+	X(sk_lookup_tcp) X(sk_lookup_udp) X(skc_lookup_tcp) X(sk_release)         \
+	X(sk_fullsock) X(tcp_sock) X(get_listener_sock)                           \
+	X(get_socket_cookie) X(get_netns_cookie) X(get_cgroup_classid)            \
 	X(current_task_under_cgroup)
 
 #define BPF_RT_HELPER_DECL(name) u64 bpf_##name(u64 r1, u64 r2, u64 r3, u64 r4, u64 r5);

@@ -30,13 +30,18 @@ from ..isa import (
     BPF_LD_IMM64 as LDDW, MAX_BPF_STACK,
 )
 from .regs import (CTX, FUNC, M32, M64, MAP_KEY, MAP_PTR, MAP_VALUE, MAX_VAR_OFF, MEM, NOT_INIT, PACKET,
-                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, SOCK_COMMON, STACK, Reg, Unmodelled, s64,
+                   PACKET_END, PACKET_META, RINGBUF_MEM, SCALAR, SK_POINTERS, SOCK_COMMON, SOCKET, STACK, TCP_SOCK, Reg,
+                   Unmodelled, s64,
                    scalar_const)
 
 MAX_CALL_FRAMES = 8
 MAX_PACKET_OFF = 0xFFFF
 BEYOND_PKT_END, AT_PKT_END = -1, -2     # a packet pointer's range past the end, at it
 MAX_ERRNO = 4095
+# the register type of a helper's socket pointer, by its return type
+SOCK_RET = {P.SOCKET_OR_NULL: SOCKET, P.SOCK_COMMON_OR_NULL: SOCK_COMMON, P.TCP_SOCK_OR_NULL: TCP_SOCK}
+# reg_type_mismatch_ok(): the pointers a load or store insn is rewritten for
+AUX_STRICT = {CTX, *SK_POINTERS}
 # bpfshim's own budget: beyond it the program is not interpreted (the
 # kernel's limit, BPF_COMPLEXITY_LIMIT_INSNS, is 1M processed insns; this
 # model prunes less, so it may need more to reach the same verdict)
@@ -700,7 +705,7 @@ class Checker:
         accesses are converted, so a ctx pointer on one path and another
         pointer on another cannot share it."""
         prev = self.aux_ptr.setdefault(i, reg.type)
-        if prev != reg.type and CTX in (prev, reg.type):
+        if prev != reg.type and (prev in AUX_STRICT or reg.type in AUX_STRICT):
             self.reject(st, errno.EINVAL, "same insn cannot be used with different pointers")
 
     def check_ld_abs(self, st, x):
@@ -831,7 +836,7 @@ class Checker:
             if off_reg.is_const() and off_reg.var[0] == 0 and op == A.ADD:
                 return ptr.copy()
             self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited", off_reg)
-        if ptr.type in (PACKET_END, SOCK_COMMON):
+        if ptr.type == PACKET_END or ptr.type in SK_POINTERS:
             self.reject(st, errno.EACCES, f"R{dn} pointer arithmetic on {ptr.type_str()} prohibited")
         if ptr.type not in (CTX, STACK, MAP_VALUE, MAP_KEY, PACKET, PACKET_META, MEM, RINGBUF_MEM):
             raise Unmodelled(f"arithmetic on {ptr.type}")
@@ -971,11 +976,13 @@ class Checker:
                 val.type = SCALAR
                 self._narrow(val, size, sx)
             return
-        if t == SOCK_COMMON:
-            # check_sock_access(): fields of struct bpf_sock, read only
+        if t in SK_POINTERS:
+            # check_sock_access(): fields of struct bpf_sock / bpf_tcp_sock, read only
             if kind == "write":
                 self.reject(st, errno.EACCES, f"R{regno} cannot write into {t}")
-            if not self.ctx.sock_common(off, size):
+            ok = self.ctx.sock_common(off, size) if t == SOCK_COMMON else \
+                self.ctx.sock_field(off, size) is not None if t == SOCKET else self.ctx.tcp_sock(off, size)
+            if not ok:
                 self.reject(st, errno.EACCES, f"R{regno} invalid {t} access off={off} size={size}")
             val.unknown()
             val.type = SCALAR
@@ -1177,13 +1184,17 @@ class Checker:
         stk[k] = Slot(types[:b] + t + types[b + 1:], None)
 
     # ---- ctx
-    def ctx_access(self, st, regno, reg, off, size, kind, val, sx):
+    def check_ctx_off(self, st, regno, reg):
+        """__check_ptr_off_reg() of a ctx pointer: neither a fixed nor a variable offset."""
         if reg.off < 0:
             self.reject(st, errno.EACCES, f"negative offset ctx ptr R{regno} off={reg.off} disallowed")
         if reg.off:
             self.reject(st, errno.EACCES, f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
         if not T.is_const(reg.var) or reg.var[0]:
             self.reject(st, errno.EACCES, f"variable ctx access var_off={T.sbin(reg.var)} disallowed", reg)
+
+    def ctx_access(self, st, regno, reg, off, size, kind, val, sx):
+        self.check_ctx_off(st, regno, reg)
         self.check_alignment(st, reg, off, size, "context ", self.strict)
         res = self.ctx.valid(off, size, kind)
         if res is False:
@@ -1306,6 +1317,16 @@ class Checker:
             r0.id = self.new_id()
             r0.ref = r0.id
             st.refs.append((r0.id, i))
+        elif ret in SOCK_RET:
+            r0 = Reg(SOCK_RET[ret])
+            r0.known(0)
+            r0.null = True
+            r0.id = self.new_id()
+            if x.imm in P.ACQUIRE:
+                r0.ref = r0.id
+                st.refs.append((r0.id, i))
+            elif x.imm in P.PTR_CAST:
+                r0.ref = meta.get("obj_ref", 0)
         regs[0] = r0
 
     def callback_call(self, st, i, x, pending, meta):
@@ -1345,11 +1366,23 @@ class Checker:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=map_ptr")
             meta["map"] = reg.map
             return
-        if at == P.CTX:
+        if at in (P.CTX, P.CTX_OR_NULL):
+            if at == P.CTX_OR_NULL and t == SCALAR and reg.is_const() and reg.var[0] == 0:
+                return
             if t != CTX:
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=ctx")
-            if reg.off or not T.is_const(reg.var) or reg.var[0]:
-                raise Unmodelled("modified ctx passed to a helper")
+            self.check_ctx_off(st, rn, reg)
+            return
+        if at in (P.SOCK_ARG, P.SOCK_RELEASE):
+            if t not in SK_POINTERS or reg.null:
+                self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=sock_common, sock, tcp_sock, "
+                            f"xdp_sock" + (", ptr_, trusted_ptr_" if at == P.SOCK_RELEASE else ""))
+            if at == P.SOCK_ARG:
+                meta["obj_ref"] = reg.ref
+            elif not reg.ref:
+                self.reject(st, errno.EINVAL, f"R{rn} must be referenced when passed to release function")
+            else:
+                meta["ref"] = reg.ref
             return
         if at in (P.SIZE, P.SIZE0, P.ALLOC_SIZE0):
             if t != SCALAR:
@@ -1379,7 +1412,7 @@ class Checker:
         # pointers to memory
         if t not in (STACK, PACKET, PACKET_META, MAP_KEY, MAP_VALUE, MEM, RINGBUF_MEM) or \
                 (reg.null and at != P.MEM_OR_NULL):
-            if t == SCALAR or reg.null or t in (CTX, MAP_PTR, PACKET_END):
+            if t == SCALAR or reg.null or t in (CTX, MAP_PTR, PACKET_END, *SK_POINTERS):
                 self.reject(st, errno.EACCES, f"R{rn} type={reg.type_str()} expected=fp, pkt, pkt_meta, map_key, "
                             f"map_value, mem, ringbuf_mem, buf, trusted_ptr_")
             raise Unmodelled(f"helper argument of type {t}")
@@ -1583,7 +1616,7 @@ class Checker:
             taken = A.branch_taken(d, s, op, is32)
         elif op in (A.JEQ, A.JNE) and not is32 and self._is_null_cmp(d, s):
             ptr = d if d.is_ptr() else s
-            if not ptr.null and ptr.type in (MAP_VALUE, MAP_KEY, MEM, RINGBUF_MEM, SOCK_COMMON):  # reg_not_null()
+            if not ptr.null and ptr.type in (MAP_VALUE, MAP_KEY, MEM, RINGBUF_MEM, *SK_POINTERS):  # reg_not_null()
                 taken = 0 if op == A.JEQ else 1
         elif d.is_ptr() and s.is_ptr() and d.type in (PACKET, PACKET_META, PACKET_END) and \
                 s.type in (PACKET, PACKET_META, PACKET_END) and not is32:
@@ -1666,7 +1699,7 @@ class Checker:
                     ref = r.ref
                     r.__init__(SCALAR)
                     r.known(0)
-                    if ref:
+                    if ref == pid:      # the acquired pointer itself, not a view of it
                         st.refs = [x for x in st.refs if x[0] != ref]
                 else:
                     r.null = False

@@ -188,6 +188,12 @@ class Ctx:
         name = self.sock_field(off, size)
         return name is not None and name not in ("type", "protocol", "mark", "priority")
 
+    def tcp_sock(self, off, size):
+        """bpf_tcp_sock_is_valid_access(): up to bytes_acked, aligned, u64 counters read whole, the rest u32."""
+        end = self.ffi.offsetof("struct bpf_tcp_sock", "bytes_acked") + 8
+        f = self._at("bpf_tcp_sock", off, size) if 0 <= off < end else None
+        return f is not None and f[0] == off and size == f[1]
+
     def bpf_sock(self, off, size, kind):
         """sock_filter_is_valid_access(): bpf_sock_is_valid_access(), then the attach type's fields."""
         name = self.sock_field(off, size)

@@ -99,3 +99,27 @@ KNOWN_MAP_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 27} | MAP_IN_MAP
 # the struct of a map's kernel object a CONST_PTR_TO_MAP reads (map_btf_id)
 MAP_STRUCT = {1: "bpf_htab", 5: "bpf_htab", 9: "bpf_htab", 10: "bpf_htab", 13: "bpf_htab",
               2: "bpf_array", 3: "bpf_array", 4: "bpf_array", 6: "bpf_array", 8: "bpf_array", 12: "bpf_array"}
+
+# Socket helpers (net/core/filter.c). Argument types: ARG_PTR_TO_SOCK_COMMON,
+# ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE (bpf_sk_release), ARG_PTR_TO_CTX_OR_NULL
+SOCK_ARG, SOCK_RELEASE, CTX_OR_NULL = "sock_common_arg", "sock_release", "ctx_or_null"
+# return types: RET_PTR_TO_SOCKET_OR_NULL, _SOCK_COMMON_OR_NULL, _TCP_SOCK_OR_NULL
+SOCKET_OR_NULL, SOCK_COMMON_OR_NULL, TCP_SOCK_OR_NULL = "socket_or_null", "sock_common_or_null", "tcp_sock_or_null"
+SK_LOOKUP_TCP, SK_LOOKUP_UDP, SKC_LOOKUP_TCP = 84, 85, 99
+PROTOS.update({
+    17: ("bpf_get_cgroup_classid", INT, (CTX,)),
+    46: ("bpf_get_socket_cookie", INT, (CTX,)),
+    SK_LOOKUP_TCP: ("bpf_sk_lookup_tcp", SOCKET_OR_NULL, (CTX, MEM, SIZE, ANY, ANY)),
+    SK_LOOKUP_UDP: ("bpf_sk_lookup_udp", SOCKET_OR_NULL, (CTX, MEM, SIZE, ANY, ANY)),
+    86: ("bpf_sk_release", INT, (SOCK_RELEASE,)),
+    95: ("bpf_sk_fullsock", SOCKET_OR_NULL, (SOCK_ARG,)),
+    96: ("bpf_tcp_sock", TCP_SOCK_OR_NULL, (SOCK_ARG,)),
+    98: ("bpf_get_listener_sock", SOCKET_OR_NULL, (SOCK_ARG,)),
+    SKC_LOOKUP_TCP: ("bpf_skc_lookup_tcp", SOCK_COMMON_OR_NULL, (CTX, MEM, SIZE, ANY, ANY)),
+    122: ("bpf_get_netns_cookie", INT, (CTX_OR_NULL,)),
+})
+# is_acquire_function(): r0 holds a new reference; is_ptr_cast_function():
+# r0 is another view of its argument's object and shares its reference
+ACQUIRE = {SK_LOOKUP_TCP, SK_LOOKUP_UDP, SKC_LOOKUP_TCP}
+PTR_CAST = {95, 96}    # sk_fullsock, tcp_sock
+PKT_ACCESS |= ACQUIRE    # the tuple may be in the packet

@@ -20,6 +20,9 @@ CTX, MAP_PTR, MAP_VALUE, MAP_KEY, STACK = "ctx", "map_ptr", "map_value", "map_ke
 PACKET, PACKET_META, PACKET_END, MEM, RINGBUF_MEM = "pkt", "pkt_meta", "pkt_end", "mem", "ringbuf_mem"
 FUNC = "func"                    # PTR_TO_FUNC: off is the callback's first insn
 SOCK_COMMON = "sock_common"      # PTR_TO_SOCK_COMMON: __sk_buff->sk (struct bpf_sock's common part)
+SOCKET, TCP_SOCK = "sock", "tcp_sock"   # PTR_TO_SOCKET (struct bpf_sock), PTR_TO_TCP_SOCK (struct bpf_tcp_sock)
+# type_is_sk_pointer(): read-only views of a socket, no arithmetic
+SK_POINTERS = (SOCK_COMMON, SOCKET, TCP_SOCK)
 
 
 class Unmodelled(Exception):

@@ -58,6 +58,19 @@ PROG_TYPE_HELPERS.update({
     "bpf_skb_vlan_push": _TC,
     "bpf_skb_vlan_pop": _TC,
 })
+# ... and the socket helpers, by the func_proto of net/core/filter.c that has
+# them (tc_cls_act, xdp, cg_skb, sk_skb, sock_addr, sock_filter, sock_ops,
+# sk_msg, sk_lookup, lwt_out and the lwt ones that fall back to it); the
+# sk_msg variant of get_cgroup_classid (no ctx argument) is not modelled
+_SK_LOOKUP_TYPES = {3, 4, 6, 8, 14, 18}
+PROG_TYPE_HELPERS.update({
+    "bpf_sk_lookup_tcp": _SK_LOOKUP_TYPES, "bpf_sk_lookup_udp": _SK_LOOKUP_TYPES,
+    "bpf_skc_lookup_tcp": _SK_LOOKUP_TYPES, "bpf_sk_release": _SK_LOOKUP_TYPES | {30},
+    "bpf_sk_fullsock": {3, 4, 8}, "bpf_get_listener_sock": {3, 4, 8}, "bpf_tcp_sock": {3, 4, 8, 13},
+    "bpf_get_socket_cookie": {1, 3, 4, 8, 9, 13, 14, 18},
+    "bpf_get_netns_cookie": {9, 13, 16, 18},
+    "bpf_get_cgroup_classid": {3, 4, 10, 11, 12, 19},
+})
 # ... and helpers the tracing program types lack (KPROBE, TRACEPOINT,
 # PERF_EVENT, RAW_TRACEPOINT, RAW_TRACEPOINT_WRITABLE: is_tracing_prog_type)
 TRACING_PROG_TYPES = {2, 5, 7, 17, 24}
