@@ -426,7 +426,6 @@ static int twin_map(int kfd, const struct bpf_map_info *ki, const struct bpf_ins
 		shim_fd_close_internal((int)fd);
 		return -1;
 	}
-	e->internal = 1;
 	if (shim_hybrid_map_bind(&e->map)) {
 		snprintf(why, n, "its map %.16s cannot be mapped", ki->name);
 		shim_fd_close_internal((int)fd);
