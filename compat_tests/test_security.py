@@ -212,3 +212,36 @@ def test_server_refuses_unsafe_dir_and_other_users():
     finally:
         os.chmod(rt.dir, 0o700)
         rt.close()
+
+
+@pytest.mark.parametrize("unpriv", [False, True], ids=["root", "uid65534"])
+def test_server_not_taken_from_working_directory(unpriv):
+    """A syscall_server/ package in the directory a tool runs from (another
+    user's, in a shared directory such as /tmp) is not the server the shim
+    starts: `python -m` would put the working directory first on sys.path.
+    The planted package only leaves a mark; the loader's MAP_CREATE is
+    answered by bpfshim's server all the same (beyond the kernel: asserted
+    directly)."""
+    if unpriv:
+        _need_root_users()
+    rt = Runtime(unpriv=unpriv)
+    work = tempfile.mkdtemp(prefix="bpfshim-sec-cwd-")
+    os.chmod(work, 0o1777)
+    mark = os.path.join(work, "planted_server_ran")
+    os.makedirs(os.path.join(work, "syscall_server"))
+    for name, text in (("__init__.py", ""),
+                       ("server.py", f"open({mark!r}, 'w').write('ran')\n")):
+        with open(os.path.join(work, "syscall_server", name), "w") as f:
+            f.write(text)
+    for d, _, files in os.walk(work):
+        os.chmod(d, 0o1777)
+        for n in files:
+            os.chmod(os.path.join(d, n), 0o666)
+    pre = unpriv_cmd() if unpriv else []
+    try:
+        res, err = _run_victim(work, {"PATH": "/usr/bin:/bin", "BPFSHIM_RUNTIME_DIR": rt.dir}, pre)
+        assert res["calls"][0]["ret"] >= 0, (res, err, rt.server_log())
+        assert not os.path.exists(mark), "the shim started the working directory's syscall_server"
+    finally:
+        rt.close()
+        shutil.rmtree(work, ignore_errors=True)

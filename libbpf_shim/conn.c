@@ -213,6 +213,13 @@ static void spawn_server(const char *dir)
 		if (fd != lf)
 			real.close(fd);
 	unsetenv("LD_PRELOAD");
+	/* `python -m` puts the working directory first on sys.path: a
+	 * syscall_server/ there (another checkout, or planted by another user
+	 * in a directory root runs a tool from) would be the server. A daemon
+	 * works from /, and PYTHONSAFEPATH (3.11+) leaves the entry out. */
+	if (chdir("/"))
+		_exit(127);
+	setenv("PYTHONSAFEPATH", "1", 1);
 	const char *old = getenv("PYTHONPATH");
 	if (old && *old)
 		snprintf(pypath, sizeof(pypath), "%s:%s", root, old);

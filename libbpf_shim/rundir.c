@@ -38,8 +38,12 @@ static void resolve(void)
 	const char *t = getenv("TMPDIR");
 
 	dir_uid = getuid();
-	if (e && *e)
+	char cwd[PATH_MAX];
+
+	if (e && *e == '/')
 		snprintf(dir, sizeof(dir), "%s", e);
+	else if (e && *e)      /* the server works from /: made absolute here */
+		snprintf(dir, sizeof(dir), "%s/%s", getcwd(cwd, sizeof(cwd)) ? cwd : ".", e);
 	else if (x && *x && !access(x, W_OK))
 		snprintf(dir, sizeof(dir), "%s/bpfshim", x);
 	else
