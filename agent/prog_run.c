@@ -39,7 +39,8 @@ BPFSHIM_API __thread struct bpf_run_ctx *bpf_cur_run_ctx;
 __thread int bpf_rt_call_depth;
 
 /* A fault-safe copy in progress on this thread (bpf_rt_copy_nofault). */
-static __thread bpf_rt_jmp_buf *volatile copy_jmp;
+__thread bpf_rt_jmp_buf *volatile bpf_rt_copy_jmp;
+#define copy_jmp bpf_rt_copy_jmp
 static __thread uint64_t exit_r0;
 
 #define barrier() __asm__ __volatile__("" ::: "memory")
@@ -163,6 +164,7 @@ void altstack_key_init(void)
 }
 
 static int installed;
+int bpf_rt_guard_ready;   /* helpers.h: install() has run in this process */
 
 /* A thread's first run: raw syscalls only, it may be in a signal handler. */
 static void thread_init(void)
@@ -295,22 +297,11 @@ static void count(const struct bpf_prog_rt *prog, size_t field)
 /* One handler for every fault bpfshim contains: a guard armed here covers
  * a whole bpf() command of the loader (libbpf_shim/uaccess.c), copies
  * inside it included (each saves and restores the guard it finds). */
-bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb)
+void bpf_rt_guard_install(void)
 {
-	bpf_rt_jmp_buf *prev = copy_jmp;
-
 	bpf_rt_once(&installed, install);
-	copy_jmp = jb;
-	barrier();
-	return prev;
+	bpf_rt_guard_ready = 1;
 }
-
-void bpf_rt_guard_exit(bpf_rt_jmp_buf *prev)
-{
-	barrier();
-	copy_jmp = prev;
-}
-
 
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "shim.h"
+#include "helpers/helpers.h"   /* the runtime's fault guard */
 
 /* bpf_check_uarg_tail_zero() */
 static int check_uarg_tail_zero(uint64_t uattr, size_t expected, size_t actual)
@@ -67,11 +68,12 @@ static long forward(int cmd, uint64_t uattr, const union shim_attr *attr, unsign
 
 /* The single-element map commands: the hot path. One fault guard covers
  * the attr, key and value copies (map ops never touch the caller's memory
- * and copies happen outside map locks). */
+ * and copies happen outside map locks): a fault ends the command here. */
 static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 {
 	union shim_attr attr;
 	bpf_rt_jmp_buf jb;
+	bpf_rt_jmp_buf *volatile prev = NULL;
 	long r;
 
 	if (size > BPF_ATTR_SIZE) {
@@ -79,20 +81,25 @@ static long map_elem_cmd(int cmd, uint64_t uattr, unsigned int size)
 		if (err)
 			return shim_err(-err);
 	}
-	const unsigned int n = size > BPF_ATTR_SIZE ? BPF_ATTR_SIZE : size;   /* not changed past the setjmp */
+	unsigned int n = size > BPF_ATTR_SIZE ? BPF_ATTR_SIZE : size;   /* not changed past the setjmp */
 	if (!uattr && n)
 		return shim_err(EFAULT);
+	/* libc's copy and zeroing: with the sizes' bound known the compiler
+	 * emits rep movs/stos instead, ~25 ns of this path's ~60 */
+	size_t tail = sizeof(attr) - n;
+	__asm__("" : "+r"(n), "+r"(tail));
+	memset(attr.raw + n, 0, tail);
 	if (bpf_rt_setjmp(jb)) {
-		shim_uaccess_exit();
+		bpf_rt_guard_exit(prev);
+		shim_map_cmd_abort();
 		return shim_err(EFAULT);
 	}
-	shim_uaccess_enter(&jb);
+	prev = bpf_rt_guard_enter(&jb);
 	memcpy(&attr, (const void *)(uintptr_t)uattr, n);
-	memset(attr.raw + n, 0, sizeof(attr) - n);
 	r = check_attr(cmd, &attr, n);
 	if (!r)
 		r = shim_map_cmd(cmd, &attr.a, uattr);
-	shim_uaccess_exit();
+	bpf_rt_guard_exit(prev);
 	return r < 0 ? shim_err(-r) : r;
 }
 

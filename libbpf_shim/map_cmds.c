@@ -17,7 +17,7 @@
 /* bpf_map_value_size() */
 static size_t sys_value_size(const struct shm_map *m)
 {
-	const struct shm_map_attr *a = &m->hdr->attr;
+	const struct shm_map_attr *a = &m->attr;
 
 	if (m->ops->facts.percpu)
 		return BPFSHIM_ROUND_UP((size_t)a->value_size, 8) * a->nr_cpus;
@@ -53,37 +53,58 @@ static int map_get(int fd, struct shim_fd **out)
 	}
 	if (e->kind != SHIM_OBJ_MAP)
 		return -EINVAL;
-	/* the segment is writable by whoever holds the fd: a header that no
-	 * longer describes this map is not followed (map.h) */
-	if (!shm_map_geometry_ok(&e->map))
-		return -EFAULT;
+	/* the segment is writable by whoever holds the fd: sizes here are the
+	 * attrs as opened (m->attr), and each type checks the header before it
+	 * follows what it says (map.h shm_map_geometry_ok) */
 	*out = e;
 	return 0;
 }
 
 static int has_spin_lock(const struct shm_map *m)
 {
-	return m->hdr->attr.spin_lock_off >= 0;
+	return m->attr.spin_lock_off >= 0;
 }
 
-/* A scratch buffer: on the stack for small sizes, else malloc. */
+/* A scratch buffer: on the stack for small sizes, else malloc. A fault in
+ * a copy of a single-element command ends the command at its guard
+ * (bpf.c map_elem_cmd), past kbuf_put: the thread's heap buffers are kept
+ * where shim_map_cmd_abort() finds them. */
 struct kbuf {
 	void *p;
 	int heap;
 	unsigned char small[512];
 };
 
+static __thread void *heap_bufs[4];
+
 static void *kbuf_get(struct kbuf *b, size_t n)
 {
 	b->heap = n > sizeof(b->small);
 	b->p = b->heap ? malloc(n ? n : 1) : b->small;
+	for (size_t i = 0; b->heap && b->p && i < BPFSHIM_ARRAY_SIZE(heap_bufs); i++)
+		if (!heap_bufs[i]) {
+			heap_bufs[i] = b->p;
+			break;
+		}
 	return b->p;
 }
 
 static void kbuf_put(struct kbuf *b)
 {
-	if (b->heap)
-		free(b->p);
+	if (!b->heap)
+		return;
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(heap_bufs); i++)
+		if (heap_bufs[i] == b->p)
+			heap_bufs[i] = NULL;
+	free(b->p);
+}
+
+void shim_map_cmd_abort(void)
+{
+	for (size_t i = 0; i < BPFSHIM_ARRAY_SIZE(heap_bufs); i++) {
+		free(heap_bufs[i]);
+		heap_bufs[i] = NULL;
+	}
 }
 
 /* __bpf_copy_key() */
@@ -122,7 +143,7 @@ static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *
 		return -EINVAL;
 	if (want == SHIM_OBJ_MAP) {
 		/* bpf_map_meta_equal(): the inner map must match the template. */
-		const struct shm_map_attr *t = &m->hdr->attr, *in = &e->map.hdr->attr;
+		const struct shm_map_attr *t = &m->attr, *in = &e->map.attr;
 		if (in->map_type != t->inner_map_type || in->key_size != t->inner_key_size ||
 		    in->value_size != t->inner_value_size ||
 		    (t->inner_map_flags & ~BPF_F_INNER_MAP) != (in->map_flags & ~BPF_F_INNER_MAP) ||
@@ -151,7 +172,7 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 		if (!f->hashed) {
 			if (flags != BPF_ANY)
 				return -EINVAL;
-			if (*(const uint32_t *)key >= m->hdr->attr.max_entries)
+			if (*(const uint32_t *)key >= m->attr.max_entries)
 				return -E2BIG;
 		}
 		err = fd_value_to_id(m, value, &id);
@@ -195,10 +216,10 @@ static long map_lookup_elem(union bpf_attr *attr)
 		return -EPERM;
 	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
 		return -EINVAL;
-	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	void *key = kbuf_get(&kb, m->attr.key_size);
 	if (!key)
 		return -ENOMEM;
-	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	err = copy_key(key, attr->key, m->attr.key_size);
 	if (err)
 		goto out_key;
 	vs = sys_value_size(m);
@@ -241,10 +262,10 @@ static long map_update_elem(union bpf_attr *attr)
 		return -EPERM;
 	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
 		return -EINVAL;
-	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	void *key = kbuf_get(&kb, m->attr.key_size);
 	if (!key)
 		return -ENOMEM;
-	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	err = copy_key(key, attr->key, m->attr.key_size);
 	if (err)
 		goto out_key;
 	size_t vs = sys_value_size(m);
@@ -273,10 +294,10 @@ static long map_delete_elem(union bpf_attr *attr)
 	m = &e->map;
 	if (!(sys_perms(e) & FMODE_CAN_WRITE))
 		return -EPERM;
-	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	void *key = kbuf_get(&kb, m->attr.key_size);
 	if (!key)
 		return -ENOMEM;
-	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	err = copy_key(key, attr->key, m->attr.key_size);
 	if (!err)
 		err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -EINVAL;
 	kbuf_put(&kb);
@@ -295,7 +316,7 @@ static long map_get_next_key(union bpf_attr *attr)
 	m = &e->map;
 	if (!(sys_perms(e) & FMODE_CAN_READ))
 		return -EPERM;
-	uint32_t ks = m->hdr->attr.key_size;
+	uint32_t ks = m->attr.key_size;
 	void *key = NULL;
 	if (attr->key) {
 		key = kbuf_get(&kb, ks);
@@ -342,10 +363,10 @@ static long map_lookup_and_delete_elem(union bpf_attr *attr)
 		return -EINVAL;
 	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
 		return -EINVAL;
-	void *key = kbuf_get(&kb, m->hdr->attr.key_size);
+	void *key = kbuf_get(&kb, m->attr.key_size);
 	if (!key)
 		return -ENOMEM;
-	err = copy_key(key, attr->key, m->hdr->attr.key_size);
+	err = copy_key(key, attr->key, m->attr.key_size);
 	if (err)
 		goto out_key;
 	size_t vs = sys_value_size(m);
@@ -385,7 +406,7 @@ static int put_count(uint64_t uattr, uint32_t v)
  */
 static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m, int del)
 {
-	uint32_t hashed = m->ops->facts.hashed, ks = m->hdr->attr.key_size;
+	uint32_t hashed = m->ops->facts.hashed, ks = m->attr.key_size;
 	uint64_t elem_flags = attr->batch.elem_flags;
 	size_t vs = sys_value_size(m);
 	uint32_t max_count = attr->batch.count, cp = 0, pos = 0, skipped = 0;
@@ -412,7 +433,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 		}
 		/* Skip to position `pos` (deleted elements are already gone);
 		 * no map has a position past its size */
-		if (pos > m->hdr->attr.max_entries) {
+		if (pos > m->attr.max_entries) {
 			err = -ENOENT;
 			goto done;
 		}
@@ -455,7 +476,7 @@ static long map_lookup_batch(union bpf_attr *attr, uint64_t uattr, struct shm_ma
 			 * next_key does. With delete the walk restarts from the
 			 * first key, which has gone. More skips than the map has
 			 * entries is a corrupted map (a cycle): EINVAL. */
-			if (++skipped > m->hdr->attr.max_entries) {
+			if (++skipped > m->attr.max_entries) {
 				err = -EINVAL;
 				goto out;
 			}
@@ -501,7 +522,7 @@ out:
 
 static long map_update_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m)
 {
-	uint32_t ks = m->hdr->attr.key_size, cp;
+	uint32_t ks = m->attr.key_size, cp;
 	size_t vs = sys_value_size(m);
 	struct kbuf kb, vb;
 	long err = 0;
@@ -538,7 +559,7 @@ out:
 
 static long map_delete_batch(union bpf_attr *attr, uint64_t uattr, struct shm_map *m)
 {
-	uint32_t ks = m->hdr->attr.key_size, cp;
+	uint32_t ks = m->attr.key_size, cp;
 	struct kbuf kb;
 	long err = 0;
 

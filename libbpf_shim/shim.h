@@ -73,9 +73,6 @@ int shim_interposing(void);
 /* Copy n bytes; 0 or -EFAULT. Never crashes on a bad pointer. */
 int shim_copy_from_user(void *dst, uint64_t src, size_t n);
 int shim_copy_to_user(uint64_t dst, const void *src, size_t n);
-/* One guard around a whole command (armed with bpf_rt_setjmp), see uaccess.c. */
-void shim_uaccess_enter(bpf_rt_jmp_buf *jb);
-void shim_uaccess_exit(void);
 /* Copy a NUL-terminated string of at most max bytes (excluding NUL):
  * length, -EFAULT, or -E2BIG when no NUL within max. */
 long shim_strncpy_from_user(char *dst, uint64_t src, size_t max);
@@ -212,6 +209,9 @@ int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why);
 void shim_events_flush(void);
 /* Map element commands, in this process on the shared segment. */
 long shim_map_cmd(int cmd, union bpf_attr *attr, uint64_t uattr);
+/* A fault in a copy ended a single-element command at its guard: free the
+ * scratch buffers it had from the heap. */
+void shim_map_cmd_abort(void);
 
 /* ---- programs (prog.c) and PROG_TEST_RUN (test_run.c) ---- */
 struct bpf_prog_rt;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <linux/perf_event.h>
 #include "shim.h"
+#include "helpers/helpers.h"   /* the runtime's fault guard */
 
 __thread const struct shim_uwin *shim_cur_uwin;
 
@@ -48,14 +49,15 @@ static uint64_t fd_array_len(const union bpf_attr *a)
 	uint32_t cnt = a->insn_cnt < MAX_INSNS_ ? a->insn_cnt : MAX_INSNS_;
 	const struct bpf_insn *in = (const void *)(uintptr_t)a->insns;
 	bpf_rt_jmp_buf jb;
+	bpf_rt_jmp_buf *volatile prev = NULL;
 
 	if (!a->insns)
 		return n * 4;
 	if (bpf_rt_setjmp(jb)) {
-		shim_uaccess_exit();
+		bpf_rt_guard_exit(prev);
 		return n * 4;          /* the server's read of insns faults too */
 	}
-	shim_uaccess_enter(&jb);
+	prev = bpf_rt_guard_enter(&jb);
 	for (uint32_t i = 0; i < cnt; i++) {
 		uint8_t code = in[i].code, src = in[i].src_reg;
 		uint64_t idx;
@@ -70,7 +72,7 @@ static uint64_t fd_array_len(const union bpf_attr *a)
 		if (idx + 1 > n)
 			n = idx + 1;
 	}
-	shim_uaccess_exit();
+	bpf_rt_guard_exit(prev);
 	return n * 4;
 }
 

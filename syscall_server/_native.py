@@ -54,6 +54,7 @@ struct shm_map {
     uint32_t value_stride;
     void *data;
     struct shm_map_attr attr;
+    uint64_t geo[2];
 };
 const struct shm_map_facts *shm_map_facts(uint32_t map_type);
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);

@@ -38,10 +38,27 @@ __attribute__((noreturn)) void bpf_rt_exit_run(uint64_t r0);
  * may have happened when -EFAULT is returned. */
 int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
 /* A guard over a longer stretch of code touching such memory (a loader's
- * whole bpf() command): a fault in it returns to jb, set with
- * bpf_rt_setjmp, non-zero. enter returns the guard it replaces, for exit. */
-bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb);
-void bpf_rt_guard_exit(bpf_rt_jmp_buf *prev);
+ * whole bpf() command, each copy inside it): a fault in it returns to jb,
+ * set with bpf_rt_setjmp, non-zero. enter returns the guard it replaces,
+ * for exit. Inline: a map element command arms three (ns each count). */
+extern __thread bpf_rt_jmp_buf *volatile bpf_rt_copy_jmp;
+extern int bpf_rt_guard_ready;
+void bpf_rt_guard_install(void);
+static inline bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb)
+{
+	bpf_rt_jmp_buf *prev = bpf_rt_copy_jmp;
+
+	if (__builtin_expect(!__atomic_load_n(&bpf_rt_guard_ready, __ATOMIC_ACQUIRE), 0))
+		bpf_rt_guard_install();
+	bpf_rt_copy_jmp = jb;
+	__asm__ __volatile__("" ::: "memory");
+	return prev;
+}
+static inline void bpf_rt_guard_exit(bpf_rt_jmp_buf *prev)
+{
+	__asm__ __volatile__("" ::: "memory");
+	bpf_rt_copy_jmp = prev;
+}
 /* This process is a forked child: per-task caches are stale. */
 void bpf_rt_forked(void);
 /* The calling thread exits with this task->exit_code (current_task.c). */

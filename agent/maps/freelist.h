@@ -23,7 +23,7 @@ static inline uint32_t shm_freelist_pop(struct shm_map *m, uint64_t *head, shm_f
 
 	do {
 		idx = (uint32_t)old;
-		if (idx < 1 || idx > m->hdr->attr.max_entries)
+		if (idx < 1 || idx > m->attr.max_entries)
 			return 0;
 		uint32_t next = __atomic_load_n(next_of(m, idx), __ATOMIC_RELAXED);
 		new = ((old >> 32) + 1) << 32 | next;

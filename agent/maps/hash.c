@@ -13,7 +13,8 @@
  * state (and at worst one element off the free list).
  *
  * type_state: [0] free-list head (tag << 32 | index+1), [1] element count,
- * [2] LRU clock, [3] n_buckets, [4] element size.
+ * [2] LRU clock. n_buckets and the element size are each process's own
+ * (m->geo, from the attrs as opened), never read from the segment.
  */
 #include <errno.h>
 #include <string.h>
@@ -144,30 +145,24 @@ static struct bucket *buckets(const struct shm_map *m)
 /*
  * The segment is writable by every process holding the map fd, so what it
  * says is checked before it is followed (a loader writing into it by
- * mistake must get errors, never a fault or an endless walk): the
- * geometry in the header against this process's mapping (htab_ok, at each
- * entry point) and every element index read from it (IDX_OK); chain walks
- * are bounded by max_entries.
+ * mistake must get errors, never a fault or an endless walk): the geometry
+ * is never read from the header (the attrs as opened, m->attr, and what
+ * htab_geometry derives from them, m->geo: shm_map_open checked they fit
+ * the mapping), every element index read from the segment is checked
+ * (IDX_OK), chain walks are bounded by max_entries.
  */
-#define IDX_OK(m, i) ((i) >= 1 && (i) <= (m)->hdr->attr.max_entries)
+#define IDX_OK(m, i) ((i) >= 1 && (i) <= (m)->attr.max_entries)
 
-static int htab_ok(const struct shm_map *m)
+static void htab_geometry(struct shm_map *m)
 {
-	const struct shm_map_hdr *h = m->hdr;
-	uint64_t nb = h->type_state[3];
-
-	/* n_buckets_for(max_entries), without its loop: this is on every lookup */
-	return shm_map_geometry_ok(m) && h->attr.max_entries && nb && !(nb & (nb - 1)) &&
-	       nb >= h->attr.max_entries && (nb == 1 || nb / 2 < h->attr.max_entries) &&
-	       h->type_state[4] == elem_size_for(&h->attr) &&
-	       h->data_off + htab_area(&h->attr) <= m->size;
+	m->geo[0] = n_buckets_for(eff_max(&m->attr));
+	m->geo[1] = elem_size_for(&m->attr);
 }
 
 static struct elem *elem_at(const struct shm_map *m, uint32_t idx1)
 {
-	const struct shm_map_hdr *h = m->hdr;
-	char *base = (char *)shm_map_data(m) + h->type_state[3] * sizeof(struct bucket);
-	return (struct elem *)(base + (uint64_t)(idx1 - 1) * h->type_state[4]);
+	char *base = (char *)shm_map_data(m) + m->geo[0] * sizeof(struct bucket);
+	return (struct elem *)(base + (uint64_t)(idx1 - 1) * m->geo[1]);
 }
 
 static void *elem_key(struct elem *e)
@@ -177,7 +172,7 @@ static void *elem_key(struct elem *e)
 
 static void *elem_value(const struct shm_map *m, struct elem *e)
 {
-	return (char *)(e + 1) + BPFSHIM_ROUND_UP(m->hdr->attr.key_size, 8);
+	return (char *)(e + 1) + BPFSHIM_ROUND_UP(m->attr.key_size, 8);
 }
 
 static int htab_init(struct shm_map *m)
@@ -185,11 +180,10 @@ static int htab_init(struct shm_map *m)
 	struct shm_map_hdr *h = m->hdr;
 	uint32_t n = eff_max(&h->attr);
 
-	h->attr.max_entries = n;
-	h->type_state[3] = n_buckets_for(n);
-	for (uint64_t b = 0; b < h->type_state[3]; b++)
+	h->attr.max_entries = m->attr.max_entries = n;
+	htab_geometry(m);
+	for (uint64_t b = 0; b < m->geo[0]; b++)
 		buckets(m)[b].head = NULLS(b);
-	h->type_state[4] = elem_size_for(&h->attr);
 	/* free list: 1 -> 2 -> ... -> n */
 	for (uint32_t i = 1; i <= n; i++)
 		elem_at(m, i)->next = i < n ? i + 1 : 0;
@@ -255,7 +249,7 @@ static void freelist_push(struct shm_map *m, uint32_t idx)
 
 static struct bucket *bucket_of(const struct shm_map *m, uint32_t hash)
 {
-	return &buckets(m)[hash & (m->hdr->type_state[3] - 1)];
+	return &buckets(m)[hash & (m->geo[0] - 1)];
 }
 
 static inline int key_eq(const void *a, const void *b, uint32_t ks)
@@ -272,7 +266,7 @@ static inline int key_eq(const void *a, const void *b, uint32_t ks)
 static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, const void *key,
 			   uint32_t **prev)
 {
-	uint32_t ks = m->hdr->attr.key_size;
+	uint32_t ks = m->attr.key_size;
 	uint32_t want = NULLS((uint32_t)(b - buckets(m)));
 
 	for (int tries = 0;; tries++) {
@@ -289,7 +283,7 @@ static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, c
 				return i;
 			}
 			link = &e->next;
-			if (++steps > m->hdr->attr.max_entries)
+			if (++steps > m->attr.max_entries)
 				break;
 		}
 		if (i == want || tries > 64)
@@ -299,7 +293,7 @@ static uint32_t chain_find(struct shm_map *m, struct bucket *b, uint32_t hash, c
 
 static void touch(struct shm_map *m, struct elem *e)
 {
-	if (is_lru_type(m->hdr->attr.map_type))
+	if (is_lru_type(m->attr.map_type))
 		__atomic_store_n(&e->stamp, __atomic_add_fetch(CLOCK(m->hdr), 1, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 }
 
@@ -308,7 +302,7 @@ static void touch(struct shm_map *m, struct elem *e)
 static int lru_evict(struct shm_map *m)
 {
 	struct shm_map_hdr *h = m->hdr;
-	uint32_t nb = (uint32_t)h->type_state[3];
+	uint32_t nb = (uint32_t)m->geo[0];
 	uint32_t start = (uint32_t)__atomic_fetch_add(CLOCK(h), 1, __ATOMIC_RELAXED);
 	uint32_t best_b = 0, best_i = 0, seen = 0;
 	uint64_t best = UINT64_MAX;
@@ -332,7 +326,7 @@ static int lru_evict(struct shm_map *m)
 	struct bucket *b = &buckets(m)[best_b];
 	uint32_t *link = &b->head;
 	shm_lock(&b->lock);
-	for (uint32_t i = *link, steps = 0; IDX_OK(m, i) && steps <= h->attr.max_entries; i = *link, steps++) {
+	for (uint32_t i = *link, steps = 0; IDX_OK(m, i) && steps <= m->attr.max_entries; i = *link, steps++) {
 		if (i == best_i) {
 			__atomic_store_n(link, elem_at(m, i)->next, __ATOMIC_RELEASE);
 			__atomic_sub_fetch(COUNT(h), 1, __ATOMIC_RELAXED);
@@ -350,7 +344,7 @@ static uint32_t alloc_elem(struct shm_map *m)
 {
 	for (int tries = 0; tries < 8; tries++) {
 		uint32_t i = freelist_pop(m);
-		if (i || !is_lru_type(m->hdr->attr.map_type))
+		if (i || !is_lru_type(m->attr.map_type))
 			return i;
 		if (lru_evict(m))
 			return 0;
@@ -378,7 +372,7 @@ static void fill_value(struct shm_map *m, struct elem *e, const void *value, enu
 		shm_copy_value(m, dst, value);
 		return;
 	}
-	uint32_t vs = m->hdr->attr.value_size, st = m->value_stride, n = m->hdr->attr.nr_cpus;
+	uint32_t vs = m->attr.value_size, st = m->value_stride, n = m->attr.nr_cpus;
 	if (src == FROM_SYSCALL) {
 		for (uint32_t c = 0; c < n; c++)
 			memcpy((char *)dst + (uint64_t)c * st, (const char *)value + (uint64_t)c * st, st);
@@ -395,19 +389,17 @@ static int htab_update_common(struct shm_map *m, const void *key, const void *va
 			      enum value_src src)
 {
 	struct shm_map_hdr *h = m->hdr;
-	uint32_t ks = h->attr.key_size, hash, found, fresh = 0;
-	int percpu = m->ops->facts.percpu, lru = is_lru_type(h->attr.map_type);
+	uint32_t ks = m->attr.key_size, hash, found, fresh = 0;
+	int percpu = m->ops->facts.percpu, lru = is_lru_type(m->attr.map_type);
 	struct bucket *b;
 	int err;
 
 	if (percpu ? flags > BPF_EXIST : (flags & ~(uint64_t)BPF_F_LOCK) > BPF_EXIST)
 		return -EINVAL;
-	if (!htab_ok(m))
-		return -EFAULT;
 	hash = hash_key(key, ks);
 	b = bucket_of(m, hash);
 	if (flags & BPF_F_LOCK) {
-		if (h->attr.spin_lock_off < 0)
+		if (m->attr.spin_lock_off < 0)
 			return -EINVAL;
 		/* in place under the value's own lock, without the bucket lock */
 		found = chain_find(m, b, hash, key, NULL);
@@ -450,8 +442,8 @@ static int htab_update_common(struct shm_map *m, const void *key, const void *va
 	struct elem *e = elem_at(m, fresh);
 	e->hash = hash;
 	memcpy(elem_key(e), key, ks);
-	if (h->attr.spin_lock_off >= 0)
-		memset((char *)elem_value(m, e) + h->attr.spin_lock_off, 0, 4);
+	if (m->attr.spin_lock_off >= 0)
+		memset((char *)elem_value(m, e) + m->attr.spin_lock_off, 0, 4);
 	fill_value(m, e, value, src, 1);
 	touch(m, e);
 	/* publish: new elements go to the head of the chain, as the kernel's */
@@ -479,7 +471,7 @@ static int htab_prog_update(struct shm_map *m, const void *key, const void *valu
 static void copy_out(struct shm_map *m, struct elem *e, void *value, uint64_t flags)
 {
 	if (m->ops->facts.percpu) {
-		uint32_t n = m->hdr->attr.nr_cpus, st = m->value_stride;
+		uint32_t n = m->attr.nr_cpus, st = m->value_stride;
 		for (uint32_t c = 0; c < n; c++)
 			memcpy((char *)value + (uint64_t)c * st, (char *)elem_value(m, e) + (uint64_t)c * st, st);
 		return;
@@ -493,9 +485,7 @@ static void copy_out(struct shm_map *m, struct elem *e, void *value, uint64_t fl
 
 static int htab_sys_lookup(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
-	if (!htab_ok(m))
-		return -EFAULT;
-	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
+	uint32_t hash = hash_key(key, m->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 
 	shm_lock(&b->lock);
@@ -516,9 +506,7 @@ static int htab_sys_lookup(struct shm_map *m, const void *key, void *value, uint
 
 static int htab_delete(struct shm_map *m, const void *key)
 {
-	if (!htab_ok(m))
-		return -EFAULT;
-	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
+	uint32_t hash = hash_key(key, m->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 	uint32_t *link;
 
@@ -537,9 +525,7 @@ static int htab_delete(struct shm_map *m, const void *key)
 
 static int htab_lookup_and_delete(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
-	if (!htab_ok(m))
-		return -EFAULT;
-	uint32_t hash = hash_key(key, m->hdr->attr.key_size), i;
+	uint32_t hash = hash_key(key, m->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
 	uint32_t *link;
 
@@ -560,10 +546,8 @@ static int htab_lookup_and_delete(struct shm_map *m, const void *key, void *valu
 /* htab_map_get_next_key() */
 static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 {
-	uint32_t ks = m->hdr->attr.key_size, nb = (uint32_t)m->hdr->type_state[3], bi = 0;
+	uint32_t ks = m->attr.key_size, nb = (uint32_t)m->geo[0], bi = 0;
 
-	if (!htab_ok(m))
-		return -EFAULT;
 	if (key) {
 		uint32_t hash = hash_key(key, ks);
 		struct bucket *b = bucket_of(m, hash);
@@ -598,9 +582,7 @@ static int htab_get_next_key(struct shm_map *m, const void *key, void *next)
 /* Program side: a pointer into the element (this CPU's slot for percpu). */
 static void *htab_lookup_ptr(struct shm_map *m, const void *key)
 {
-	if (!htab_ok(m))
-		return NULL;
-	uint32_t hash = hash_key(key, m->hdr->attr.key_size);
+	uint32_t hash = hash_key(key, m->attr.key_size);
 	uint32_t i = chain_find(m, bucket_of(m, hash), hash, key, NULL);
 
 	if (!i)
@@ -624,6 +606,7 @@ uint64_t shm_htab_count(const struct shm_map *m)
 		.alloc_check = check,                          \
 		.facts = { .hashed = 1, .batch = HTAB_BATCH, __VA_ARGS__ }, \
 		.area_size = htab_area,                        \
+		.geometry = htab_geometry,                     \
 		.init = htab_init,                             \
 		.sys_lookup = htab_sys_lookup,                 \
 		.sys_update = htab_sys_update,                 \

@@ -89,6 +89,9 @@ static void init_handle(struct shm_map *m, struct shm_map_hdr *h, uint64_t size,
 	m->value_stride = (uint32_t)BPFSHIM_ROUND_UP(h->attr.value_size, 8);
 	m->attr = h->attr;
 	m->data = (char *)h + h->data_off;
+	m->geo[0] = m->geo[1] = 0;
+	if (m->ops->geometry)
+		m->ops->geometry(m);
 }
 
 BPFSHIM_API int shm_map_format(void *base, uint64_t size, const struct shm_map_attr *attr,
@@ -132,16 +135,6 @@ BPFSHIM_API int shm_map_open(struct shm_map *m, void *base, uint64_t size, int f
 		return -EINVAL;
 	init_handle(m, h, size, fd);
 	return 0;
-}
-
-/* See map.h. */
-int shm_map_geometry_ok(const struct shm_map *m)
-{
-	const struct shm_map_hdr *h = m->hdr;
-
-	/* on every element operation: a compare, not the checks again */
-	return h->magic == SHM_MAP_MAGIC && h->data_off == hdr_area(m->ops) &&
-	       !memcmp(&h->attr, &m->attr, sizeof(m->attr));
 }
 
 /* See map.h: the whole segment, and a ringbuf's data area twice. */

@@ -70,6 +70,8 @@ struct shm_map {
 	struct shm_map_attr attr; /* the header's attrs when it was opened (checked
 	                          * then): what shm_map_geometry_ok compares; code
 	                          * may use them instead of the header's (arrays) */
+	uint64_t geo[2];         /* the type's own geometry, from attr (ops->geometry):
+	                          * what its checks compare the header's with */
 };
 
 static inline void *shm_map_data(const struct shm_map *m)
@@ -92,6 +94,8 @@ struct shm_map_ops {
 	uint64_t (*area_size)(const struct shm_map_attr *attr);
 	/* Page-align the type area (mmapable array, ringbuf). */
 	int page_aligned_area;
+	/* Fill m->geo from m->attr (checked already): at open and format. */
+	void (*geometry)(struct shm_map *m);
 	/* Format a zeroed segment. */
 	int (*init)(struct shm_map *m);
 
@@ -127,9 +131,23 @@ const struct shm_map_facts *shm_map_facts(uint32_t map_type);
 
 /* Whether the header of m's segment (writable by every holder of the map fd)
  * still says what it said when shm_map_open checked it fits the mapping:
- * what every offset of the type's area is computed from. Types check it
- * (and the indices they read from the area) before following them. */
-int shm_map_geometry_ok(const struct shm_map *m);
+ * what every offset of the type's area is computed from. A type either
+ * computes offsets only from m->attr and m->geo (array, hash) or checks
+ * this before following the header; each checks the indices it reads from
+ * the area. */
+static inline int shm_map_geometry_ok(const struct shm_map *m)
+{
+	const struct shm_map_hdr *h = m->hdr;
+	const uint64_t *a = (const uint64_t *)&h->attr, *b = (const uint64_t *)&m->attr;
+	uint64_t d = 0;
+
+	/* on every element operation (twice in some): words, not memcmp */
+	_Static_assert(sizeof(struct shm_map_attr) % 8 == 0 && offsetof(struct shm_map_hdr, attr) % 8 == 0,
+		       "shm_map_attr compared as words");
+	for (size_t i = 0; i < sizeof(struct shm_map_attr) / 8; i++)
+		d |= a[i] ^ b[i];
+	return h->magic == SHM_MAP_MAGIC && !d && h->data_off == (uint64_t)((char *)m->data - (char *)h);
+}
 /* Total segment size for attrs, or 0 if the type is unknown. */
 uint64_t shm_map_seg_size(const struct shm_map_attr *attr);
 /* Validate attrs (common checks + the type's alloc_check): 0 or -errno. */
