@@ -148,7 +148,8 @@ out:
 
 static void twin_prog(uint64_t uattr, unsigned int size, int kfd);
 static long link_create(uint64_t uattr, unsigned int size);
-static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, long *ret);
+static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, const struct bpf_map_info *ki, long *ret);
+static unsigned n_stack_twins;    /* kernel stack maps with a twin (stack_twin) */
 
 long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 {
@@ -167,26 +168,27 @@ long shim_hybrid_bpf(int cmd, uint64_t uattr, unsigned int size)
 	}
 	case BPF_LINK_CREATE:
 		return link_create(uattr, size);
-	case BPF_MAP_DELETE_ELEM: {
-		long r;
-		if (stack_cmd(cmd, uattr, size, &r))
-			return r;
-		break;
-	}
+	case BPF_MAP_DELETE_ELEM:
 	case BPF_MAP_LOOKUP_ELEM:
 	case BPF_MAP_GET_NEXT_KEY:
 	case BPF_MAP_LOOKUP_AND_DELETE_ELEM:
 	case BPF_MAP_LOOKUP_BATCH:
 	case BPF_MAP_LOOKUP_AND_DELETE_BATCH: {
-		/* the twins' counts are in the kernel map before the loader reads it */
-		union bpf_attr a;
-		size_t at = cmd == BPF_MAP_LOOKUP_BATCH || cmd == BPF_MAP_LOOKUP_AND_DELETE_BATCH ?
-			    offsetof(union bpf_attr, batch.map_fd) : offsetof(union bpf_attr, map_fd);
-		if (size >= at + 4 && !shim_copy_from_user(&a.map_fd, uattr + at, 4))
-			shim_fold_before_read((int)a.map_fd);
+		/* one look at which kernel map it is, for the fold and the stack twins */
+		int batch = cmd == BPF_MAP_LOOKUP_BATCH || cmd == BPF_MAP_LOOKUP_AND_DELETE_BATCH;
+		size_t at = batch ? offsetof(union bpf_attr, batch.map_fd) : offsetof(union bpf_attr, map_fd);
+		int fold = cmd != BPF_MAP_DELETE_ELEM && shim_fold_maps();
+		int stack = !batch && __atomic_load_n(&n_stack_twins, __ATOMIC_ACQUIRE);
+		struct bpf_map_info ki;
+		uint32_t fd;
 		long r;
-		if ((cmd == BPF_MAP_LOOKUP_ELEM || cmd == BPF_MAP_GET_NEXT_KEY || cmd == BPF_MAP_LOOKUP_AND_DELETE_ELEM) &&
-		    stack_cmd(cmd, uattr, size, &r))
+
+		if ((!fold && !stack) || size < at + 4 || shim_copy_from_user(&fd, uattr + at, 4) ||
+		    map_info((int)fd, &ki))
+			break;
+		if (fold)     /* the twins' counts are in the kernel map before the loader reads it */
+			shim_fold_before_read(&ki);
+		if (stack && ki.type == BPF_MAP_TYPE_STACK_TRACE && stack_cmd(cmd, uattr, size, &ki, &r))
 			return r;
 		break;
 	}
@@ -232,7 +234,7 @@ static struct twin {
 } twins[TWIN_MAX];
 static unsigned n_twins;
 static struct { uint32_t kid, sid; int sfd; uint32_t stack_base; } tmaps[TWIN_MAX];   /* kernel map id -> its bpfshim map */
-static unsigned n_tmaps, n_stack_twins;
+static unsigned n_tmaps;
 static pthread_mutex_t twin_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct twin *twin_find(int kfd, int kind)
@@ -343,23 +345,20 @@ static int stack_twin(const struct bpf_map_info *ki, char *why, size_t n)
  * the twins is the twin map's, a walk goes on into the twin map's ids
  * after the kernel's. 1 when handled (*ret, errno), 0: the kernel's.
  */
-static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, long *ret)
+static int stack_cmd(int cmd, uint64_t uattr, unsigned int size, const struct bpf_map_info *ki, long *ret)
 {
-	struct bpf_map_info ki;
 	union bpf_attr a;
 	uint32_t id = 0, base = 0;
 	int sfd = -1, has_key;
 
-	if (!__atomic_load_n(&n_stack_twins, __ATOMIC_ACQUIRE) ||
-	    size < offsetof(union bpf_attr, next_key) + sizeof(a.next_key) || size > sizeof(a))
+	if (size < offsetof(union bpf_attr, next_key) + sizeof(a.next_key) || size > sizeof(a))
 		return 0;
 	memset(&a, 0, sizeof(a));
-	if (shim_copy_from_user(&a, uattr, size) || map_info((int)a.map_fd, &ki) ||
-	    ki.type != BPF_MAP_TYPE_STACK_TRACE)
+	if (shim_copy_from_user(&a, uattr, size))
 		return 0;
 	pthread_mutex_lock(&twin_lock);
 	for (unsigned i = 0; i < n_tmaps; i++)
-		if (tmaps[i].kid == ki.id && tmaps[i].stack_base) {
+		if (tmaps[i].kid == ki->id && tmaps[i].stack_base) {
 			sfd = tmaps[i].sfd;
 			base = tmaps[i].stack_base;
 		}

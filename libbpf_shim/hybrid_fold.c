@@ -575,24 +575,19 @@ fail:
 	return -1;
 }
 
-/* Before this loader reads kernel map fd `fd` (lookup, next key, batch):
- * what the twins counted is in it. */
-void shim_fold_before_read(int fd)
+/* Whether any kernel map has twins that fold into it (shim_fold_map). */
+int shim_fold_maps(void)
+{
+	return __atomic_load_n(&n_fmaps, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Before this loader reads the kernel map `info` describes (lookup, next
+ * key, batch): what the twins counted is in it. */
+void shim_fold_before_read(const struct bpf_map_info *info)
 {
 	unsigned n = __atomic_load_n(&n_fmaps, __ATOMIC_ACQUIRE);
-	union bpf_attr a;
-	struct bpf_map_info info;
 
-	if (!n || fd < 0)
-		return;
-	memset(&a, 0, sizeof(a));
-	memset(&info, 0, sizeof(info));
-	a.info.bpf_fd = (uint32_t)fd;
-	a.info.info_len = sizeof(info);
-	a.info.info = (uint64_t)(uintptr_t)&info;
-	if (real.syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &a, sizeof(a)))
-		return;
 	for (unsigned i = 0; i < n; i++)
-		if (fmaps[i].kid == info.id)
+		if (fmaps[i].kid == info->id)
 			fold_one(&fmaps[i]);
 }

@@ -203,7 +203,8 @@ int shim_fold_type(uint32_t type);
 int shim_fold_adds_only(const struct bpf_insn *insns, uint32_t n, int fd, const struct bpf_map_info *ki,
 			const char **why);
 int shim_fold_map(int kfd, const struct bpf_map_info *ki, const char **why);
-void shim_fold_before_read(int fd);
+int shim_fold_maps(void);
+void shim_fold_before_read(const struct bpf_map_info *info);
 /* hybrid_events.c: twins' perf event arrays and ringbufs, forwarded into the kernel's */
 int shim_events_map(int kfd, const struct bpf_map_info *ki, const char **why);
 void shim_events_flush(void);
