@@ -65,8 +65,11 @@ def possible_cpus():
 NCPUS = possible_cpus()
 
 
+ENOTSUPP = 524   # kernel-internal (include/linux/errno.h), but bpf() returns it; standard library only here
+
+
 def ename(e):
-    return "ENOTSUPP" if e == 524 else errno.errorcode.get(e, str(e))
+    return "ENOTSUPP" if e == ENOTSUPP else errno.errorcode.get(e, str(e))
 
 
 def u32(v):

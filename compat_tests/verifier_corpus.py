@@ -405,43 +405,25 @@ def run(indices):
 # ---------------------------------------------------------------- the differential driver
 def run_side(indices, shim=None, as_nobody=False, timeout=600):
     """Results of `indices` loaded in one child process: the kernel
-    (shim=None) or bpfshim (its own server, the interpreter: no AOT compile)."""
-    import subprocess
-    import tempfile
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    cmd = [sys.executable, os.path.abspath(__file__), "run"]
-    rtdir = None
-    if shim:
-        rtdir = tempfile.mkdtemp(prefix="bpfshim-vcorpus-")
-        env.update(LD_PRELOAD=shim, BPFSHIM_RUNTIME_DIR=rtdir, BPFSHIM_ENGINE="interp")
+    (shim=None) or bpfshim (its own server, the interpreter: no AOT
+    compile), through the differential tests' one harness (unpriv.run_side)."""
+    unpriv = G._harness()[1]
+    if not shim:
+        assert not as_nobody, "the kernel side runs as root"
+        side, extra = unpriv.KERNEL, []
+    else:
+        side = unpriv.BPFSHIM_UNPRIV if as_nobody else unpriv.BPFSHIM
+        extra = [("BPFSHIM_ENGINE", "interp")]
+    py = sys.executable
     if as_nobody:
-        cmd = G.as_nobody_cmd(cmd[1:], env)
-        if rtdir:
-            os.chown(rtdir, G.NOBODY, G.NOBODY)
-    try:
-        p = subprocess.run(cmd, input=json.dumps(indices).encode(), capture_output=True, env=env, timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"runner failed ({p.returncode}): {p.stderr.decode(errors='replace')[-3000:]}")
-        return json.loads(p.stdout)
-    finally:
-        if rtdir:
-            _stop_server(rtdir)
-
-
-def _stop_server(rtdir):
-    import shutil
-    import signal
-    try:
-        pids = re.findall(r"bpfshim server pid (\d+)", open(os.path.join(rtdir, "server.log")).read())
-    except OSError:
-        pids = []
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(rtdir, ignore_errors=True)
+        py = G.NOBODY_PYTHON
+        extra += list(G.nobody_env(os.environ, True).items())
+    p, log = unpriv.run_side(side, [py, os.path.abspath(__file__), "run"], extra, prefix="bpfshim-vcorpus-",
+                             lib=shim or G.SHIM_LIB, input=json.dumps(indices).encode(), timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"runner failed ({p.returncode}): {p.stderr.decode(errors='replace')[-3000:]}\n"
+                           f"server.log: {log[-3000:]}")
+    return json.loads(p.stdout)
 
 
 def same(k, s):

@@ -23,6 +23,9 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+/* kernel-internal (include/linux/errno.h), but bpf() returns it */
+#define ENOTSUPP 524
+
 static int ncpus;
 static char pin_dir[512], other_dir[512];
 
@@ -31,7 +34,7 @@ static const char *ename(int e)
 	static char buf[16];
 	const char *n;
 
-	if (e == 524)
+	if (e == ENOTSUPP)
 		return "ENOTSUPP";
 	n = strerrorname_np(e);
 	if (n)

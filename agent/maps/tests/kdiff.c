@@ -199,8 +199,8 @@ static int s_lad(struct tmap *t, const void *key, void *val, uint64_t flags)
 		return t->m.ops->pop(&t->m, val);
 	if (ty == BPF_MAP_TYPE_HASH || ty == BPF_MAP_TYPE_PERCPU_HASH || ty == BPF_MAP_TYPE_LRU_HASH ||
 	    ty == BPF_MAP_TYPE_LRU_PERCPU_HASH || ty == BPF_MAP_TYPE_STACK_TRACE)
-		return t->m.ops->sys_lookup_and_delete ? t->m.ops->sys_lookup_and_delete(&t->m, key, val, flags) : -524;
-	return -524;
+		return t->m.ops->sys_lookup_and_delete ? t->m.ops->sys_lookup_and_delete(&t->m, key, val, flags) : -SHM_ENOTSUPP;
+	return -SHM_ENOTSUPP;
 }
 
 /* ---- attr fuzz ---- */
