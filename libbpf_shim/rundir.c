@@ -40,10 +40,14 @@ static void resolve(void)
 	dir_uid = getuid();
 	char cwd[PATH_MAX];
 
-	if (e && *e == '/')
+	if (e && *e && *e != '/' && getcwd(cwd, sizeof(cwd)) && strlen(cwd) + 1 + strlen(e) < sizeof(dir)) {
+		/* the server works from /: made absolute here */
+		size_t n = strlen(cwd);
+		memcpy(dir, cwd, n);
+		dir[n] = '/';
+		memcpy(dir + n + 1, e, strlen(e) + 1);
+	} else if (e && *e)
 		snprintf(dir, sizeof(dir), "%s", e);
-	else if (e && *e)      /* the server works from /: made absolute here */
-		snprintf(dir, sizeof(dir), "%s/%s", getcwd(cwd, sizeof(cwd)) ? cwd : ".", e);
 	else if (x && *x && !access(x, W_OK))
 		snprintf(dir, sizeof(dir), "%s/bpfshim", x);
 	else
