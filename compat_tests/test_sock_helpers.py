@@ -12,7 +12,11 @@ errno and the return value of every case, kernel against bpfshim.
 Beyond the comparison (asserted directly, the kernel's answer there comes
 from its own internals): bpf_get_socket_cookie of a test-run packet. The
 kernel's test run gives the skb a socket of its own, with a fresh cookie;
-bpfshim's test-run packet has no socket, and its cookie is 0.
+bpfshim's test-run packet has no socket, and its cookie is 0. And
+bpf_sock->rx_queue_mapping: the kernel records the receive queue of an
+skb that made or fed the socket (sk_rx_queue_set) when the skb has one,
+which sock_diag does not report; over loopback the kernel gives -1 (none)
+in most runs here and 0 in some, bpfshim -1 always.
 
 This file run as a script (`python3 test_sock_helpers.py run < cases.json`)
 is the child that loads and runs the cases (stdlib only: /usr/bin/python3
@@ -261,7 +265,7 @@ def _need(backend):
 
 
 def _compared(name):
-    return name != "socket_cookie"
+    return name != "socket_cookie" and not name.endswith("_rx_queue_mapping")
 
 
 def test_kernel_runs_the_cases(sockets):
@@ -282,6 +286,18 @@ def test_sock_helpers_match_kernel(sockets, backend):
     got = _side(sockets, backend)
     diff = {n: (want[n], got.get(n)) for n in want if _compared(n) and got.get(n) != want[n]}
     assert not diff, "\n".join(f"{n}: kernel {k} bpfshim {s}" for n, (k, s) in sorted(diff.items()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rx_queue_mapping(sockets, backend):
+    """Asserted directly (see the module doc): a queue or -1 on the kernel,
+    -1 through bpfshim."""
+    _need(backend)
+    names = [n for n in _side(sockets, None) if n.endswith("_rx_queue_mapping")]
+    assert names
+    for n in names:
+        assert -1 <= _side(sockets, None)[n]["retval"] < 0xffff, n
+        assert _side(sockets, backend)[n] == {"load_errno": 0, "test_errno": 0, "retval": -1}, n
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
