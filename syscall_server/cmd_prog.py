@@ -227,21 +227,26 @@ def prog_load(ctx, attr):
     prog.orig = raw
     prog.tag = bpf_prog_calc_tag(raw)
     prog.btf = None
-    insns = V.decode(raw)
     try:
         # the kernel's order: check_subprogs, resolve_pseudo_ldimm64,
-        # check_cfg, then do_check
-        v = V.Verifier(insns, log, helper_supported, FUNC_NAMES.get, ptype)
-        starts = v.subprogs()
-        v.check_subprogs(starts)
-        v.check_opcodes()
+        # check_cfg, then do_check. Out of the object lock but for the maps'
+        # lookup (as the compile): a program of a million instructions
+        # verifies for seconds, reading only its own instructions and the
+        # maps this request holds (Registry.get)
+        with registry.unlocked():
+            insns = V.decode(raw)
+            v = V.Verifier(insns, log, helper_supported, FUNC_NAMES.get, ptype)
+            starts = v.subprogs()
+            v.check_subprogs(starts)
+            v.check_opcodes()
         relocate(ctx, insns, attr, prog, log)
-        v.defer_helpers = True
-        v.check_fields()
-        v.check_flow(starts)
-        t0 = time.perf_counter_ns()
-        processed = V.do_check(insns, ptype, prog.maps, log, ffi, attr.prog_flags, attr.expected_attach_type,
-                               v.deferred)
+        with registry.unlocked():
+            v.defer_helpers = True
+            v.check_fields()
+            v.check_flow(starts)
+            t0 = time.perf_counter_ns()
+            processed = V.do_check(insns, ptype, prog.maps, log, ffi, attr.prog_flags, attr.expected_attach_type,
+                                   v.deferred)
         prog.verify_ns = time.perf_counter_ns() - t0
         if v.deferred and processed is None:
             # do_check did not follow every path: a call to a missing helper may be reachable

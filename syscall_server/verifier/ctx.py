@@ -63,7 +63,8 @@ def fields(ffi, struct):
     """{offset: (size, name)} of a uapi struct, arrays by element."""
     f = _FIELDS.get(struct)
     if f is None:
-        f = _FIELDS[struct] = {}
+        # filled, then published: loads verify concurrently (cmd_prog.py)
+        f = {}
         t = ffi.typeof("struct " + struct)
         for name, fl in t.fields:
             if name is None:
@@ -75,6 +76,7 @@ def fields(ffi, struct):
             else:
                 f[fl.offset] = (ffi.sizeof(fl.type), name)
         f[None] = ffi.sizeof(t)
+        _FIELDS[struct] = f
     return f
 
 
