@@ -115,6 +115,43 @@ static int copy_key(void *dst, uint64_t ukey, uint32_t key_size)
 	return ukey ? -EINVAL : 0;
 }
 
+/* The map of a single-element command, for `access` (FMODE_CAN_*) as
+ * map_get_sys_perms() grants it, and BPF_F_LOCK only on a map with a spin
+ * lock: the kernel's checks in the order of its map_*_elem(). */
+static inline long map_elem_get(const union bpf_attr *attr, int access, uint64_t flags,
+				struct shm_map **out)
+{
+	struct shim_fd *e;
+	long err;
+
+	if ((err = map_get((int)attr->map_fd, &e)))
+		return err;
+	if ((sys_perms(e) & access) != access)
+		return -EPERM;
+	if ((flags & BPF_F_LOCK) && !has_spin_lock(&e->map))
+		return -EINVAL;
+	*out = &e->map;
+	return 0;
+}
+
+/* The key of a command in a scratch buffer (__bpf_copy_key() as the
+ * kernel's map_*_elem() call it): NULL with *err set, the buffer put. */
+static inline void *key_in(struct kbuf *kb, uint64_t ukey, uint32_t key_size, long *err)
+{
+	void *key = kbuf_get(kb, key_size);
+
+	if (!key) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = copy_key(key, ukey, key_size);
+	if (*err) {
+		kbuf_put(kb);
+		return NULL;
+	}
+	return key;
+}
+
 /* Syscall values of fd maps are fds; the map stores object ids. */
 static int fd_value_to_id(const struct shm_map *m, const void *value, uint32_t *id)
 {
@@ -201,7 +238,6 @@ static int update_value(struct shm_map *m, const void *key, const void *value, u
 
 static long map_lookup_elem(union bpf_attr *attr)
 {
-	struct shim_fd *e;
 	struct kbuf kb, vb;
 	struct shm_map *m;
 	size_t vs;
@@ -209,19 +245,11 @@ static long map_lookup_elem(union bpf_attr *attr)
 
 	if (attr->flags & ~BPF_F_LOCK)
 		return -EINVAL;
-	if ((err = map_get((int)attr->map_fd, &e)))
+	if ((err = map_elem_get(attr, FMODE_CAN_READ, attr->flags, &m)))
 		return err;
-	m = &e->map;
-	if (!(sys_perms(e) & FMODE_CAN_READ))
-		return -EPERM;
-	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
-		return -EINVAL;
-	void *key = kbuf_get(&kb, m->attr.key_size);
+	void *key = key_in(&kb, attr->key, m->attr.key_size, &err);
 	if (!key)
-		return -ENOMEM;
-	err = copy_key(key, attr->key, m->attr.key_size);
-	if (err)
-		goto out_key;
+		return err;
 	vs = sys_value_size(m);
 	void *value = kbuf_get(&vb, vs);
 	err = -ENOMEM;
@@ -250,24 +278,15 @@ out_key:
 
 static long map_update_elem(union bpf_attr *attr)
 {
-	struct shim_fd *e;
 	struct kbuf kb, vb;
 	struct shm_map *m;
 	long err;
 
-	if ((err = map_get((int)attr->map_fd, &e)))
+	if ((err = map_elem_get(attr, FMODE_CAN_WRITE, attr->flags, &m)))
 		return err;
-	m = &e->map;
-	if (!(sys_perms(e) & FMODE_CAN_WRITE))
-		return -EPERM;
-	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
-		return -EINVAL;
-	void *key = kbuf_get(&kb, m->attr.key_size);
+	void *key = key_in(&kb, attr->key, m->attr.key_size, &err);
 	if (!key)
-		return -ENOMEM;
-	err = copy_key(key, attr->key, m->attr.key_size);
-	if (err)
-		goto out_key;
+		return err;
 	size_t vs = sys_value_size(m);
 	void *value = kbuf_get(&vb, vs);
 	err = -ENOMEM;
@@ -284,47 +303,34 @@ out_key:
 
 static long map_delete_elem(union bpf_attr *attr)
 {
-	struct shim_fd *e;
 	struct kbuf kb;
 	struct shm_map *m;
 	long err;
 
-	if ((err = map_get((int)attr->map_fd, &e)))
+	if ((err = map_elem_get(attr, FMODE_CAN_WRITE, 0, &m)))
 		return err;
-	m = &e->map;
-	if (!(sys_perms(e) & FMODE_CAN_WRITE))
-		return -EPERM;
-	void *key = kbuf_get(&kb, m->attr.key_size);
+	void *key = key_in(&kb, attr->key, m->attr.key_size, &err);
 	if (!key)
-		return -ENOMEM;
-	err = copy_key(key, attr->key, m->attr.key_size);
-	if (!err)
-		err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -EINVAL;
+		return err;
+	err = m->ops->sys_delete ? m->ops->sys_delete(m, key) : -EINVAL;
 	kbuf_put(&kb);
 	return err;
 }
 
 static long map_get_next_key(union bpf_attr *attr)
 {
-	struct shim_fd *e;
 	struct kbuf kb, nb;
 	struct shm_map *m;
 	long err;
 
-	if ((err = map_get((int)attr->map_fd, &e)))
+	if ((err = map_elem_get(attr, FMODE_CAN_READ, 0, &m)))
 		return err;
-	m = &e->map;
-	if (!(sys_perms(e) & FMODE_CAN_READ))
-		return -EPERM;
 	uint32_t ks = m->attr.key_size;
 	void *key = NULL;
 	if (attr->key) {
-		key = kbuf_get(&kb, ks);
+		key = key_in(&kb, attr->key, ks, &err);
 		if (!key)
-			return -ENOMEM;
-		err = copy_key(key, attr->key, ks);
-		if (err)
-			goto out_key;
+			return err;
 		if (!ks)
 			key = NULL;
 	} else {
@@ -345,30 +351,22 @@ out_key:
 
 static long map_lookup_and_delete_elem(union bpf_attr *attr)
 {
-	struct shim_fd *e;
 	struct kbuf kb, vb;
 	struct shm_map *m;
 	long err;
 
 	if (attr->flags & ~BPF_F_LOCK)
 		return -EINVAL;
-	if ((err = map_get((int)attr->map_fd, &e)))
+	/* the kernel refuses flags on a queue or stack before BPF_F_LOCK on a
+	 * map without a spin lock: EINVAL either way */
+	if ((err = map_elem_get(attr, FMODE_CAN_READ | FMODE_CAN_WRITE, attr->flags, &m)))
 		return err;
-	m = &e->map;
-	int perms = sys_perms(e);
-	if (!(perms & FMODE_CAN_READ) || !(perms & FMODE_CAN_WRITE))
-		return -EPERM;
 	const struct shm_map_facts *f = &m->ops->facts;
 	if (attr->flags && f->keyless == SHM_KEYLESS_QUEUE)
 		return -EINVAL;
-	if ((attr->flags & BPF_F_LOCK) && !has_spin_lock(m))
-		return -EINVAL;
-	void *key = kbuf_get(&kb, m->attr.key_size);
+	void *key = key_in(&kb, attr->key, m->attr.key_size, &err);
 	if (!key)
-		return -ENOMEM;
-	err = copy_key(key, attr->key, m->attr.key_size);
-	if (err)
-		goto out_key;
+		return err;
 	size_t vs = sys_value_size(m);
 	void *value = kbuf_get(&vb, vs);
 	err = -ENOMEM;
