@@ -13,6 +13,10 @@
 
 #define MAP(r) ((struct shm_map *)(uintptr_t)(r))
 #define PTR(r) ((void *)(uintptr_t)(r))
+/* m's op `op` on the rest, or -EOPNOTSUPP for a type without it (a macro:
+ * the ops differ in their arguments) */
+#define MAP_OP(m, op, ...) \
+	((m)->ops->op ? (u64)(int64_t)(m)->ops->op((m), __VA_ARGS__) : bpf_rt_err(EOPNOTSUPP))
 
 u64 bpf_map_lookup_elem(u64 map, u64 key, u64 r3, u64 r4, u64 r5)
 {
@@ -25,47 +29,27 @@ u64 bpf_map_lookup_elem(u64 map, u64 key, u64 r3, u64 r4, u64 r5)
 
 u64 bpf_map_update_elem(u64 map, u64 key, u64 value, u64 flags, u64 r5)
 {
-	struct shm_map *m = MAP(map);
-
-	if (!m->ops->prog_update)
-		return bpf_rt_err(EOPNOTSUPP);
-	return (u64)(int64_t)m->ops->prog_update(m, PTR(key), PTR(value), flags);
+	return MAP_OP(MAP(map), prog_update, PTR(key), PTR(value), flags);
 }
 
 u64 bpf_map_delete_elem(u64 map, u64 key, u64 r3, u64 r4, u64 r5)
 {
-	struct shm_map *m = MAP(map);
-
-	if (!m->ops->prog_delete)
-		return bpf_rt_err(EOPNOTSUPP);
-	return (u64)(int64_t)m->ops->prog_delete(m, PTR(key));
+	return MAP_OP(MAP(map), prog_delete, PTR(key));
 }
 
 u64 bpf_map_push_elem(u64 map, u64 value, u64 flags, u64 r4, u64 r5)
 {
-	struct shm_map *m = MAP(map);
-
-	if (!m->ops->push)
-		return bpf_rt_err(EOPNOTSUPP);
-	return (u64)(int64_t)m->ops->push(m, PTR(value), flags);
+	return MAP_OP(MAP(map), push, PTR(value), flags);
 }
 
 u64 bpf_map_pop_elem(u64 map, u64 value, u64 r3, u64 r4, u64 r5)
 {
-	struct shm_map *m = MAP(map);
-
-	if (!m->ops->pop)
-		return bpf_rt_err(EOPNOTSUPP);
-	return (u64)(int64_t)m->ops->pop(m, PTR(value));
+	return MAP_OP(MAP(map), pop, PTR(value));
 }
 
 u64 bpf_map_peek_elem(u64 map, u64 value, u64 r3, u64 r4, u64 r5)
 {
-	struct shm_map *m = MAP(map);
-
-	if (!m->ops->peek)
-		return bpf_rt_err(EOPNOTSUPP);
-	return (u64)(int64_t)m->ops->peek(m, PTR(value));
+	return MAP_OP(MAP(map), peek, PTR(value));
 }
 
 /*
