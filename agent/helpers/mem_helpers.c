@@ -22,60 +22,45 @@
 
 #define PTR(r) ((void *)(uintptr_t)(r))
 
-/* bpf_probe_read_{user,kernel}(dst, size, unsafe_ptr): dst zeroed on error */
-static u64 probe_read(void *dst, uint32_t size, const void *src)
-{
-	bpf_rt_task_watch(src, size);
-	int e = bpf_rt_copy_nofault(dst, src, size);
-
-	if (e)
-		memset(dst, 0, size);
-	return (u64)(int64_t)e;
-}
-
+/* bpf_probe_read_user(dst, size, unsafe_ptr): dst zeroed on error. The
+ * _kernel variant reads the same memory here (see above), and so does the
+ * compat bpf_probe_read (user memory below TASK_SIZE, kernel above on x86):
+ * one function under the three names. */
 u64 bpf_probe_read_user(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
 {
-	return probe_read(PTR(dst), (uint32_t)size, PTR(src));
-}
+	void *d = PTR(dst);
+	const void *s = PTR(src);
+	uint32_t n = (uint32_t)size;
 
-u64 bpf_probe_read_kernel(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
-{
-	return probe_read(PTR(dst), (uint32_t)size, PTR(src));
-}
+	bpf_rt_task_watch(s, n);
+	int e = bpf_rt_copy_nofault(d, s, n);
 
-/* The compat helper: user memory below TASK_SIZE, kernel above (x86). */
-u64 bpf_probe_read(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
-{
-	return probe_read(PTR(dst), (uint32_t)size, PTR(src));
+	if (e)
+		memset(d, 0, n);
+	return (u64)(int64_t)e;
 }
+u64 bpf_probe_read_kernel(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user")));
+u64 bpf_probe_read(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user")));
 
-/* bpf_probe_read_*_str(): the length copied including the NUL; a longer
+/* bpf_probe_read_user_str(): the length copied including the NUL; a longer
  * string is cut at size - 1 and NUL-terminated; the rest of dst is left as
- * it was; on error dst is zeroed. size 0 gives 0. */
-static u64 probe_read_str(char *dst, uint32_t size, const char *src)
-{
-	bpf_rt_task_watch(src, size);
-	long n = bpf_rt_strncpy_nofault(dst, src, size);
-
-	if (n < 0)
-		memset(dst, 0, size);
-	return (u64)(int64_t)n;
-}
-
+ * it was; on error dst is zeroed. size 0 gives 0. The _kernel and compat
+ * variants too, as above. */
 u64 bpf_probe_read_user_str(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
 {
-	return probe_read_str(PTR(dst), (uint32_t)size, PTR(src));
-}
+	char *d = PTR(dst);
+	const char *s = PTR(src);
+	uint32_t n = (uint32_t)size;
 
-u64 bpf_probe_read_kernel_str(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
-{
-	return probe_read_str(PTR(dst), (uint32_t)size, PTR(src));
-}
+	bpf_rt_task_watch(s, n);
+	long len = bpf_rt_strncpy_nofault(d, s, n);
 
-u64 bpf_probe_read_str(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
-{
-	return probe_read_str(PTR(dst), (uint32_t)size, PTR(src));
+	if (len < 0)
+		memset(d, 0, n);
+	return (u64)(int64_t)len;
 }
+u64 bpf_probe_read_kernel_str(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user_str")));
+u64 bpf_probe_read_str(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user_str")));
 
 /* bpf_probe_write_user(dst, src, len): copy_to_user_nofault */
 u64 bpf_probe_write_user(u64 dst, u64 src, u64 size, u64 r4, u64 r5)
