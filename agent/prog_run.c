@@ -303,15 +303,17 @@ void bpf_rt_guard_install(void)
 	bpf_rt_guard_ready = 1;
 }
 
-int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
+/* Copies n bytes (n > 0) of src to dst under the copy guard, or if `str`
+ * up to n - 1 of them and the NUL that ends them: how many it copied
+ * (n when `str` found no NUL in n - 1), -EFAULT on a fault. Byte loops the
+ * compiler may not turn into libc calls: memcpy in libc is fine too, but
+ * this keeps the faulting code ours. */
+static long copy_guarded(void *dst, const void *src, size_t n, int str)
 {
 	bpf_rt_jmp_buf jb;
 	bpf_rt_jmp_buf *volatile saved;
+	size_t len = n;
 
-	if (!n)
-		return 0;
-	if ((uintptr_t)src + n < (uintptr_t)src || (uintptr_t)dst + n < (uintptr_t)dst)
-		return -EFAULT;
 	ensure_thread();
 	saved = copy_jmp;
 	if (bpf_rt_setjmp(jb)) {
@@ -321,46 +323,42 @@ int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
 	}
 	copy_jmp = &jb;
 	barrier();
-	/* a byte loop the compiler may not turn into a libc call: memcpy in
-	 * libc is fine too, but this keeps the faulting code ours */
-	for (size_t i = 0; i < n; i++)
-		((volatile char *)dst)[i] = ((const volatile char *)src)[i];
-	barrier();
-	copy_jmp = saved;
-	return 0;
-}
-
-long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
-{
-	bpf_rt_jmp_buf jb;
-	bpf_rt_jmp_buf *volatile saved;
-	volatile size_t i = 0;
-
-	if (!n)
-		return 0;
-	ensure_thread();
-	saved = copy_jmp;
-	if (bpf_rt_setjmp(jb)) {
-		copy_jmp = saved;
-		unblock_fault_sigs();
-		return -EFAULT;
-	}
-	copy_jmp = &jb;
-	barrier();
-	for (size_t k = 0; k < n - 1; k++) {
-		char c = ((const volatile char *)src)[k];
-		((volatile char *)dst)[k] = c;
-		i = k + 1;
-		if (!c) {
-			barrier();
-			copy_jmp = saved;
-			return (long)i;
+	if (!str) {
+		for (size_t i = 0; i < n; i++)
+			((volatile char *)dst)[i] = ((const volatile char *)src)[i];
+	} else {
+		for (size_t k = 0; k < n - 1; k++) {
+			char c = ((const volatile char *)src)[k];
+			((volatile char *)dst)[k] = c;
+			if (!c) {
+				len = k + 1;
+				break;
+			}
 		}
 	}
 	barrier();
 	copy_jmp = saved;
-	dst[n - 1] = 0;
-	return (long)n;
+	return (long)len;
+}
+
+int bpf_rt_copy_nofault(void *dst, const void *src, size_t n)
+{
+	if (!n)
+		return 0;
+	if ((uintptr_t)src + n < (uintptr_t)src || (uintptr_t)dst + n < (uintptr_t)dst)
+		return -EFAULT;
+	return copy_guarded(dst, src, n, 0) < 0 ? -EFAULT : 0;
+}
+
+long bpf_rt_strncpy_nofault(char *dst, const char *src, size_t n)
+{
+	if (!n)
+		return 0;
+	long len = copy_guarded(dst, src, n, 1);
+
+	if (len == (long)n)
+		dst[n - 1] = 0;   /* cut at n - 1 */
+	return len;
 }
 
 /* ---- the runner ---- */
