@@ -57,47 +57,26 @@ static int qs_ok(const struct shm_map *m)
 	       HEAD(h) < SIZE(h) && TAIL(h) < SIZE(h);
 }
 
+/* The slot after p, round the ring */
+static uint64_t next_pos(const struct shm_map_hdr *h, uint64_t p)
+{
+	return p + 1 >= SIZE(h) ? 0 : p + 1;
+}
+
+static int is_full(struct shm_map_hdr *h)
+{
+	return next_pos(h, HEAD(h)) == TAIL(h);
+}
+
 static int is_empty(struct shm_map_hdr *h)
 {
 	return HEAD(h) == TAIL(h);
 }
 
-static int is_full(struct shm_map_hdr *h)
-{
-	uint64_t head = HEAD(h) + 1;
-	if (head >= SIZE(h))
-		head = 0;
-	return head == TAIL(h);
-}
-
-/* __queue_map_get() */
-static int queue_get(struct shm_map *m, void *value, int delete)
-{
-	struct shm_map_hdr *h = m->hdr;
-	int err = 0;
-
-	shm_lock(&h->lock);
-	if (!qs_ok(m)) {
-		err = -EFAULT;
-		goto out;
-	}
-	if (is_empty(h)) {
-		memset(value, 0, h->attr.value_size);
-		err = -ENOENT;
-		goto out;
-	}
-	memcpy(value, slot(m, TAIL(h)), h->attr.value_size);
-	if (delete) {
-		uint64_t t = TAIL(h) + 1;
-		__atomic_store_n(&TAIL(h), t >= SIZE(h) ? 0 : t, __ATOMIC_RELEASE);
-	}
-out:
-	shm_unlock(&h->lock);
-	return err;
-}
-
-/* __stack_map_get() */
-static int stack_get(struct shm_map *m, void *value, int delete)
+/* __queue_map_get() and __stack_map_get(): the same under the lock but for
+ * the end they take from, a queue its tail (the oldest), a stack the slot
+ * below its head (the newest) */
+static int qs_get(struct shm_map *m, void *value, int delete, int stack)
 {
 	struct shm_map_hdr *h = m->hdr;
 	uint64_t index;
@@ -113,19 +92,21 @@ static int stack_get(struct shm_map *m, void *value, int delete)
 		err = -ENOENT;
 		goto out;
 	}
-	index = HEAD(h) == 0 ? SIZE(h) - 1 : HEAD(h) - 1;
+	index = !stack ? TAIL(h) : HEAD(h) == 0 ? SIZE(h) - 1 : HEAD(h) - 1;
 	memcpy(value, slot(m, index), h->attr.value_size);
-	if (delete)
+	if (delete && stack)
 		__atomic_store_n(&HEAD(h), index, __ATOMIC_RELEASE);
+	else if (delete)
+		__atomic_store_n(&TAIL(h), next_pos(h, index), __ATOMIC_RELEASE);
 out:
 	shm_unlock(&h->lock);
 	return err;
 }
 
-static int queue_peek(struct shm_map *m, void *value) { return queue_get(m, value, 0); }
-static int queue_pop(struct shm_map *m, void *value) { return queue_get(m, value, 1); }
-static int stack_peek(struct shm_map *m, void *value) { return stack_get(m, value, 0); }
-static int stack_pop(struct shm_map *m, void *value) { return stack_get(m, value, 1); }
+static int queue_peek(struct shm_map *m, void *value) { return qs_get(m, value, 0, 0); }
+static int queue_pop(struct shm_map *m, void *value) { return qs_get(m, value, 1, 0); }
+static int stack_peek(struct shm_map *m, void *value) { return qs_get(m, value, 0, 1); }
+static int stack_pop(struct shm_map *m, void *value) { return qs_get(m, value, 1, 1); }
 
 /* queue_stack_map_push_elem() */
 static int qs_push(struct shm_map *m, const void *value, uint64_t flags)
@@ -148,12 +129,10 @@ static int qs_push(struct shm_map *m, const void *value, uint64_t flags)
 			goto out;
 		}
 		/* advance tail pointer to overwrite oldest element */
-		uint64_t t = TAIL(h) + 1;
-		__atomic_store_n(&TAIL(h), t >= SIZE(h) ? 0 : t, __ATOMIC_RELEASE);
+		__atomic_store_n(&TAIL(h), next_pos(h, TAIL(h)), __ATOMIC_RELEASE);
 	}
 	memcpy(slot(m, HEAD(h)), value, h->attr.value_size);
-	uint64_t nh = HEAD(h) + 1;
-	__atomic_store_n(&HEAD(h), nh >= SIZE(h) ? 0 : nh, __ATOMIC_RELEASE);
+	__atomic_store_n(&HEAD(h), next_pos(h, HEAD(h)), __ATOMIC_RELEASE);
 out:
 	shm_unlock(&h->lock);
 	return err;
