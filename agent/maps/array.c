@@ -94,6 +94,17 @@ static int array_lookup(struct shm_map *m, const void *key, void *value, uint64_
 	return 0;
 }
 
+/* array_map_update_elem()'s store of a value that is not per CPU, under the
+ * element's spin lock with BPF_F_LOCK */
+static int array_store(struct shm_map *m, uint32_t i, const void *value, uint64_t flags)
+{
+	if (flags & BPF_F_LOCK)
+		shm_copy_value_locked(m, elem(m, i), value, 0);
+	else
+		shm_copy_value(m, elem(m, i), value);
+	return 0;
+}
+
 static int array_update(struct shm_map *m, const void *key, const void *value, uint64_t flags)
 {
 	uint32_t i = *(const uint32_t *)key;
@@ -112,11 +123,7 @@ static int array_update(struct shm_map *m, const void *key, const void *value, u
 			       (const char *)value + (uint64_t)c * m->value_stride, m->value_stride);
 		return 0;
 	}
-	if (flags & BPF_F_LOCK)
-		shm_copy_value_locked(m, elem(m, i), value, 0);
-	else
-		shm_copy_value(m, elem(m, i), value);
-	return 0;
+	return array_store(m, i, value, flags);
 }
 
 /* Program side: the value is one CPU's (percpu) and arrives unpadded. */
@@ -134,11 +141,7 @@ static int array_prog_update(struct shm_map *m, const void *key, const void *val
 		memcpy(elem(m, i) + (uint64_t)shm_cur_cpu(m) * m->value_stride, value, m->attr.value_size);
 		return 0;
 	}
-	if (flags & BPF_F_LOCK)
-		shm_copy_value_locked(m, elem(m, i), value, 0);
-	else
-		shm_copy_value(m, elem(m, i), value);
-	return 0;
+	return array_store(m, i, value, flags);
 }
 
 static int array_delete(struct shm_map *m, const void *key)
@@ -173,33 +176,26 @@ static void *array_lookup_ptr(struct shm_map *m, const void *key)
 	return elem(m, i);
 }
 
-const struct shm_map_ops array_map_ops = {
-	.alloc_check = array_alloc_check,
-	.area_size = array_area,
-	.page_aligned_area = 1,
-	.facts = { .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE, .mmap = SHM_MMAP_VALUES, .for_each = SHM_WALK_INDEX },
-	.sys_lookup = array_lookup,
-	.sys_update = array_update,
-	.sys_delete = array_delete,
-	.get_next_key = array_get_next_key,
-	.lookup_ptr = array_lookup_ptr,
-	.prog_update = array_prog_update,
-	.prog_delete = array_delete,
-};
+/* the two types differ in their facts only */
+#define ARRAY_OPS(name, ...)                               \
+	const struct shm_map_ops name = {                  \
+		.alloc_check = array_alloc_check,          \
+		.area_size = array_area,                   \
+		.page_aligned_area = 1,                    \
+		.facts = { __VA_ARGS__ },                  \
+		.sys_lookup = array_lookup,                \
+		.sys_update = array_update,                \
+		.sys_delete = array_delete,                \
+		.get_next_key = array_get_next_key,        \
+		.lookup_ptr = array_lookup_ptr,            \
+		.prog_update = array_prog_update,          \
+		.prog_delete = array_delete,               \
+	}
 
-const struct shm_map_ops percpu_array_map_ops = {
-	.alloc_check = array_alloc_check,
-	.area_size = array_area,
-	.page_aligned_area = 1,
-	.facts = { .percpu = 1, .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE, .for_each = SHM_WALK_INDEX },
-	.sys_lookup = array_lookup,
-	.sys_update = array_update,
-	.sys_delete = array_delete,
-	.get_next_key = array_get_next_key,
-	.lookup_ptr = array_lookup_ptr,
-	.prog_update = array_prog_update,
-	.prog_delete = array_delete,
-};
+ARRAY_OPS(array_map_ops, .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE, .mmap = SHM_MMAP_VALUES,
+	  .for_each = SHM_WALK_INDEX);
+ARRAY_OPS(percpu_array_map_ops, .percpu = 1, .batch = SHM_BATCH_LOOKUP | SHM_BATCH_UPDATE,
+	  .for_each = SHM_WALK_INDEX);
 
 /* ---- fd arrays: slots hold object ids (0 = empty) ---- */
 
