@@ -504,7 +504,9 @@ static int htab_sys_lookup(struct shm_map *m, const void *key, void *value, uint
 	return i ? 0 : -ENOENT;
 }
 
-static int htab_delete(struct shm_map *m, const void *key)
+/* htab_map_delete_elem(), and __htab_map_lookup_and_delete_elem() when
+ * there is a value to copy out before the element goes */
+static int htab_unlink(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
 	uint32_t hash = hash_key(key, m->attr.key_size), i;
 	struct bucket *b = bucket_of(m, hash);
@@ -513,6 +515,8 @@ static int htab_delete(struct shm_map *m, const void *key)
 	shm_lock(&b->lock);
 	i = chain_find(m, b, hash, key, &link);
 	if (i) {
+		if (value)
+			copy_out(m, elem_at(m, i), value, flags);
 		__atomic_store_n(link, elem_at(m, i)->next, __ATOMIC_RELEASE);
 		__atomic_sub_fetch(COUNT(m->hdr), 1, __ATOMIC_RELAXED);
 	}
@@ -523,24 +527,14 @@ static int htab_delete(struct shm_map *m, const void *key)
 	return 0;
 }
 
+static int htab_delete(struct shm_map *m, const void *key)
+{
+	return htab_unlink(m, key, NULL, 0);
+}
+
 static int htab_lookup_and_delete(struct shm_map *m, const void *key, void *value, uint64_t flags)
 {
-	uint32_t hash = hash_key(key, m->attr.key_size), i;
-	struct bucket *b = bucket_of(m, hash);
-	uint32_t *link;
-
-	shm_lock(&b->lock);
-	i = chain_find(m, b, hash, key, &link);
-	if (i) {
-		copy_out(m, elem_at(m, i), value, flags);
-		__atomic_store_n(link, elem_at(m, i)->next, __ATOMIC_RELEASE);
-		__atomic_sub_fetch(COUNT(m->hdr), 1, __ATOMIC_RELAXED);
-	}
-	shm_unlock(&b->lock);
-	if (!i)
-		return -ENOENT;
-	freelist_push(m, i);
-	return 0;
+	return htab_unlink(m, key, value, flags);
 }
 
 /* htab_map_get_next_key() */
