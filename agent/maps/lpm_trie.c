@@ -217,14 +217,51 @@ static int check_add(struct shm_map *m, uint64_t flags)
 	return 0;
 }
 
+/* *slot, or the root when slot is NULL */
+static void slot_set(struct shm_map *m, uint32_t *slot, uint32_t v)
+{
+	if (slot)
+		__atomic_store_n(slot, v, __ATOMIC_RELEASE);
+	else
+		__atomic_store_n(&ROOT(m->hdr), (uint64_t)v, __ATOMIC_RELEASE);
+}
+
+/* The walk of trie_update_elem() and trie_delete_elem(), under the lock:
+ * down from the root as far as the key matches. Where it stops: the node (0
+ * at an empty slot), how much of the key it matches, the slot that holds it
+ * (NULL: the root), its parent and the parent's slot. -EFAULT for a node
+ * outside the segment or a walk longer than any prefix. */
+struct walk {
+	uint32_t node, matchlen, parent;
+	uint32_t *slot, *slot2;
+};
+
+static int walk_down(struct shm_map *m, const void *key, uint32_t kplen, struct walk *w)
+{
+	const uint8_t *kd = (const uint8_t *)key + 4;
+
+	*w = (struct walk){ 0 };
+	for (uint32_t steps = 0; (w->node = w->slot ? *w->slot : (uint32_t)ROOT(m->hdr)); ) {
+		if (!NODE_OK(m, w->node) || ++steps > max_prefixlen(m) + 1)
+			return -EFAULT;
+		struct node *n = N(m, w->node);
+		w->matchlen = longest_prefix_match(m, n, key);
+		if (n->prefixlen != w->matchlen || n->prefixlen == kplen)
+			break;
+		w->parent = w->node;
+		w->slot2 = w->slot;
+		w->slot = &n->child[extract_bit(kd, n->prefixlen)];
+	}
+	return 0;
+}
+
 /* trie_update_elem() */
 static int trie_update(struct shm_map *m, const void *key, const void *value, uint64_t flags)
 {
 	struct shm_map_hdr *h = m->hdr;
 	const uint8_t *kd = (const uint8_t *)key + 4;
-	uint32_t kplen, nn, node = 0, matchlen = 0, im;
-	uint64_t *slot_root = &ROOT(h);
-	uint32_t *slot = NULL;
+	uint32_t kplen, nn, im;
+	struct walk w;
 	int ret = 0;
 
 	memcpy(&kplen, key, 4);
@@ -251,31 +288,18 @@ static int trie_update(struct shm_map *m, const void *key, const void *value, ui
 	shm_copy_value(m, nvalue(m, new_node), value);
 	shm_clear_special(m, nvalue(m, new_node));
 
-	/* walk down as far as the key matches */
-#define SLOT_GET() (slot ? *slot : (uint32_t)*slot_root)
-#define SLOT_SET(v) do { if (slot) __atomic_store_n(slot, (v), __ATOMIC_RELEASE); \
-			 else __atomic_store_n(slot_root, (uint64_t)(v), __ATOMIC_RELEASE); } while (0)
-	for (uint32_t steps = 0; (node = SLOT_GET()); ) {
-		if (!NODE_OK(m, node) || ++steps > max_prefixlen(m) + 1) {
-			ret = -EFAULT;
-			goto out;
-		}
-		struct node *n = N(m, node);
-		matchlen = longest_prefix_match(m, n, key);
-		if (n->prefixlen != matchlen || n->prefixlen == kplen)
-			break;
-		slot = &n->child[extract_bit(kd, n->prefixlen)];
-	}
-	if (!node) {
+	if ((ret = walk_down(m, key, kplen, &w)))
+		goto out;
+	if (!w.node) {
 		ret = check_add(m, flags);
 		if (!ret) {
-			SLOT_SET(nn);
+			slot_set(m, w.slot, nn);
 			nn = 0;
 		}
 		goto out;
 	}
-	struct node *n = N(m, node);
-	if (n->prefixlen == matchlen) {
+	struct node *n = N(m, w.node);
+	if (n->prefixlen == w.matchlen) {
 		if (!(n->flags & LPM_TREE_NODE_FLAG_IM)) {
 			if (flags == BPF_NOEXIST) {
 				ret = -EEXIST;
@@ -288,18 +312,18 @@ static int trie_update(struct shm_map *m, const void *key, const void *value, ui
 		}
 		new_node->child[0] = n->child[0];
 		new_node->child[1] = n->child[1];
-		SLOT_SET(nn);
+		slot_set(m, w.slot, nn);
 		nn = 0;
-		node_free(m, node);
+		node_free(m, w.node);
 		goto out;
 	}
 	ret = check_add(m, flags);
 	if (ret)
 		goto out;
 	/* the new node is an ancestor of node: insert it in between */
-	if (matchlen == kplen) {
-		new_node->child[extract_bit(ndata(n), matchlen)] = node;
-		SLOT_SET(nn);
+	if (w.matchlen == kplen) {
+		new_node->child[extract_bit(ndata(n), w.matchlen)] = w.node;
+		slot_set(m, w.slot, nn);
 		nn = 0;
 		goto out;
 	}
@@ -310,17 +334,17 @@ static int trie_update(struct shm_map *m, const void *key, const void *value, ui
 		goto out;
 	}
 	struct node *imn = N(m, im);
-	imn->prefixlen = matchlen;
+	imn->prefixlen = w.matchlen;
 	imn->flags = LPM_TREE_NODE_FLAG_IM;
 	memcpy(ndata(imn), ndata(n), data_size(m));
-	if (extract_bit(kd, matchlen)) {
-		imn->child[0] = node;
+	if (extract_bit(kd, w.matchlen)) {
+		imn->child[0] = w.node;
 		imn->child[1] = nn;
 	} else {
 		imn->child[0] = nn;
-		imn->child[1] = node;
+		imn->child[1] = w.node;
 	}
-	SLOT_SET(im);
+	slot_set(m, w.slot, im);
 	nn = 0;
 out:
 	if (nn)
@@ -333,10 +357,8 @@ out:
 static int trie_delete(struct shm_map *m, const void *key)
 {
 	struct shm_map_hdr *h = m->hdr;
-	const uint8_t *kd = (const uint8_t *)key + 4;
-	uint32_t kplen, node, matchlen = 0, parent = 0;
-	uint64_t *slot_root = &ROOT(h);
-	uint32_t *slot = NULL, *slot2 = NULL; /* trim, trim2 (NULL: the root) */
+	uint32_t kplen;
+	struct walk w;   /* slot, slot2: the kernel's trim, trim2 */
 	int ret = 0;
 
 	memcpy(&kplen, key, 4);
@@ -347,21 +369,10 @@ static int trie_delete(struct shm_map *m, const void *key)
 		ret = -EFAULT;
 		goto out;
 	}
-	for (uint32_t steps = 0; (node = SLOT_GET()); ) {
-		if (!NODE_OK(m, node) || ++steps > max_prefixlen(m) + 1) {
-			ret = -EFAULT;
-			goto out;
-		}
-		struct node *n = N(m, node);
-		matchlen = longest_prefix_match(m, n, key);
-		if (n->prefixlen != matchlen || n->prefixlen == kplen)
-			break;
-		parent = node;
-		slot2 = slot;
-		slot = &n->child[extract_bit(kd, n->prefixlen)];
-	}
-	struct node *n = node ? N(m, node) : NULL;
-	if (!n || n->prefixlen != kplen || n->prefixlen != matchlen || (n->flags & LPM_TREE_NODE_FLAG_IM)) {
+	if ((ret = walk_down(m, key, kplen, &w)))
+		goto out;
+	struct node *n = w.node ? N(m, w.node) : NULL;
+	if (!n || n->prefixlen != kplen || n->prefixlen != w.matchlen || (n->flags & LPM_TREE_NODE_FLAG_IM)) {
 		ret = -ENOENT;
 		goto out;
 	}
@@ -373,17 +384,16 @@ static int trie_delete(struct shm_map *m, const void *key)
 	}
 	/* a leaf under an intermediate parent: the parent goes too and its
 	 * other child moves up */
-	struct node *p = parent ? N(m, parent) : NULL;
+	struct node *p = w.parent ? N(m, w.parent) : NULL;
 	if (p && (p->flags & LPM_TREE_NODE_FLAG_IM) && !n->child[0] && !n->child[1]) {
-		uint32_t other = node == p->child[0] ? p->child[1] : p->child[0];
-		slot = slot2;
-		SLOT_SET(other);
-		node_free(m, parent);
-		node_free(m, node);
+		uint32_t other = w.node == p->child[0] ? p->child[1] : p->child[0];
+		slot_set(m, w.slot2, other);
+		node_free(m, w.parent);
+		node_free(m, w.node);
 		goto out;
 	}
-	SLOT_SET(n->child[0] ? n->child[0] : n->child[1]);
-	node_free(m, node);
+	slot_set(m, w.slot, n->child[0] ? n->child[0] : n->child[1]);
+	node_free(m, w.node);
 out:
 	shm_unlock(&h->lock);
 	return ret;
