@@ -337,30 +337,32 @@ static int open_common(int dirfd, const char *path, int flags, mode_t mode, int 
 	return fd;
 }
 
+/* The mode argument of open(2) and openat(2), which comes only with
+ * O_CREAT or O_TMPFILE (a macro: va_start belongs to the variadic function) */
+#define OPEN_MODE(flags)                                          \
+	({                                                        \
+		mode_t mode_ = 0;                                 \
+		if ((flags) & (O_CREAT | O_TMPFILE)) {            \
+			va_list ap_;                              \
+			va_start(ap_, flags);                     \
+			mode_ = va_arg(ap_, mode_t);              \
+			va_end(ap_);                              \
+		}                                                 \
+		mode_;                                            \
+	})
+
 BPFSHIM_API int open(const char *path, int flags, ...)
 {
-	mode_t mode = 0;
 	ENSURE();
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	mode_t mode = OPEN_MODE(flags);
 	KEEP_ERRNO(int, open_common(AT_FDCWD, path, flags, mode, 0), r_ >= 0);
 }
 BPFSHIM_API int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 BPFSHIM_API int openat(int dirfd, const char *path, int flags, ...)
 {
-	mode_t mode = 0;
 	ENSURE();
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	mode_t mode = OPEN_MODE(flags);
 	KEEP_ERRNO(int, open_common(dirfd, path, flags, mode, 1), r_ >= 0);
 }
 BPFSHIM_API int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
