@@ -22,42 +22,38 @@
 
 #define PTR(r) ((void *)(uintptr_t)(r))
 
-/* bpf_probe_read_user(dst, size, unsafe_ptr): dst zeroed on error. The
- * _kernel variant reads the same memory here (see above), and so does the
- * compat bpf_probe_read (user memory below TASK_SIZE, kernel above on x86):
- * one function under the three names. */
-u64 bpf_probe_read_user(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
+/* bpf_probe_read_user{,_str}(dst, size, unsafe_ptr): the task structures
+ * refreshed first (see above), dst zeroed on error. */
+static u64 probe_read(u64 dst, u64 size, u64 src, int str)
 {
 	void *d = PTR(dst);
 	const void *s = PTR(src);
 	uint32_t n = (uint32_t)size;
 
 	bpf_rt_task_watch(s, n);
-	int e = bpf_rt_copy_nofault(d, s, n);
+	long r = str ? bpf_rt_strncpy_nofault(d, s, n) : bpf_rt_copy_nofault(d, s, n);
 
-	if (e)
+	if (r < 0)
 		memset(d, 0, n);
-	return (u64)(int64_t)e;
+	return (u64)(int64_t)r;
+}
+
+/* The _kernel variant reads the same memory here (see above), and so does
+ * the compat bpf_probe_read (user memory below TASK_SIZE, kernel above on
+ * x86): one function under the three names. */
+u64 bpf_probe_read_user(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
+{
+	return probe_read(dst, size, src, 0);
 }
 u64 bpf_probe_read_kernel(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user")));
 u64 bpf_probe_read(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user")));
 
-/* bpf_probe_read_user_str(): the length copied including the NUL; a longer
- * string is cut at size - 1 and NUL-terminated; the rest of dst is left as
- * it was; on error dst is zeroed. size 0 gives 0. The _kernel and compat
- * variants too, as above. */
+/* The _str ones: the length copied including the NUL; a longer string is
+ * cut at size - 1 and NUL-terminated; the rest of dst is left as it was.
+ * size 0 gives 0. The _kernel and compat variants too, as above. */
 u64 bpf_probe_read_user_str(u64 dst, u64 size, u64 src, u64 r4, u64 r5)
 {
-	char *d = PTR(dst);
-	const char *s = PTR(src);
-	uint32_t n = (uint32_t)size;
-
-	bpf_rt_task_watch(s, n);
-	long len = bpf_rt_strncpy_nofault(d, s, n);
-
-	if (len < 0)
-		memset(d, 0, n);
-	return (u64)(int64_t)len;
+	return probe_read(dst, size, src, 1);
 }
 u64 bpf_probe_read_kernel_str(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user_str")));
 u64 bpf_probe_read_str(u64, u64, u64, u64, u64) __attribute__((alias("bpf_probe_read_user_str")));
