@@ -148,6 +148,19 @@ static void freelist_push(struct shm_map *m, uint32_t idx)
 	shm_freelist_push(m, &m->hdr->type_state[0], free_next, idx);
 }
 
+/* A bucket's frames are these nr ips (as build id entries with build_id) */
+static int same_trace(const struct stack_bucket *b, const uint64_t *ips, uint32_t nr, int build_id)
+{
+	if (!build_id)
+		return !memcmp(b + 1, ips, (size_t)nr * sizeof(uint64_t));
+	const struct bpf_stack_build_id *ids = (const struct bpf_stack_build_id *)(b + 1);
+	uint32_t i;
+
+	for (i = 0; i < nr && ids[i].ip == ips[i]; i++)
+		;
+	return i == nr;
+}
+
 /*
  * __bpf_get_stackid(): `ips` is the whole callchain (nr entries, innermost
  * first); skip, BPF_F_FAST_STACK_CMP and BPF_F_REUSE_STACKID as the kernel.
@@ -185,25 +198,19 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 	int hash_matches = b && b->hash == hash;
 	if (hash_matches && (flags & BPF_F_FAST_STACK_CMP))
 		return (int)(id + m->hdr->type_state[3]);
-	if (a->map_flags & BPF_F_STACK_BUILD_ID) {
-		/* No build ids here: every frame is reported as a plain IP
-		 * (BPF_STACK_BUILD_ID_IP), as the kernel does when it cannot
-		 * read one. */
-		struct bpf_stack_build_id tmp;
-		if (hash_matches && b->nr == trace_nr) {
-			struct bpf_stack_build_id *ids = (struct bpf_stack_build_id *)(b + 1);
-			uint32_t i;
-			for (i = 0; i < trace_nr && ids[i].ip == ips[i]; i++)
-				;
-			if (i == trace_nr)
-				return (int)(id + m->hdr->type_state[3]);
-		}
-		if (b && !(flags & BPF_F_REUSE_STACKID))
-			return -EEXIST;
-		fresh = freelist_pop(m);
-		if (!fresh)
-			return -ENOMEM;
-		struct bpf_stack_build_id *ids = (struct bpf_stack_build_id *)(bucket_at(m, fresh) + 1);
+	/* BPF_F_STACK_BUILD_ID: no build ids here, every frame is reported as
+	 * a plain IP (BPF_STACK_BUILD_ID_IP), as the kernel does when it cannot
+	 * read one */
+	int build_id = (a->map_flags & BPF_F_STACK_BUILD_ID) != 0;
+	if (hash_matches && b->nr == trace_nr && same_trace(b, ips, trace_nr, build_id))
+		return (int)(id + m->hdr->type_state[3]);
+	if (b && !(flags & BPF_F_REUSE_STACKID))
+		return -EEXIST;
+	fresh = freelist_pop(m);
+	if (!fresh)
+		return -ENOMEM;
+	if (build_id) {
+		struct bpf_stack_build_id tmp, *ids = (struct bpf_stack_build_id *)(bucket_at(m, fresh) + 1);
 		for (uint32_t i = 0; i < trace_nr; i++) {
 			memset(&tmp, 0, sizeof(tmp));
 			tmp.status = BPF_STACK_BUILD_ID_IP;
@@ -211,13 +218,6 @@ BPFSHIM_API int shm_stack_map_get_stackid(struct shm_map *m, const uint64_t *ips
 			ids[i] = tmp;
 		}
 	} else {
-		if (hash_matches && b->nr == trace_nr && !memcmp(b + 1, ips, trace_len))
-			return (int)(id + m->hdr->type_state[3]);
-		if (b && !(flags & BPF_F_REUSE_STACKID))
-			return -EEXIST;
-		fresh = freelist_pop(m);
-		if (!fresh)
-			return -ENOMEM;
 		memcpy(bucket_at(m, fresh) + 1, ips, trace_len);
 	}
 	bucket_at(m, fresh)->hash = hash;
