@@ -96,7 +96,7 @@ static int array_lookup(struct shm_map *m, const void *key, void *value, uint64_
 
 /* array_map_update_elem()'s store of a value that is not per CPU, under the
  * element's spin lock with BPF_F_LOCK */
-static int array_store(struct shm_map *m, uint32_t i, const void *value, uint64_t flags)
+static inline int array_store(struct shm_map *m, uint32_t i, const void *value, uint64_t flags)
 {
 	if (flags & BPF_F_LOCK)
 		shm_copy_value_locked(m, elem(m, i), value, 0);
