@@ -40,7 +40,6 @@ __thread int bpf_rt_call_depth;
 
 /* A fault-safe copy in progress on this thread (bpf_rt_copy_nofault). */
 __thread bpf_rt_jmp_buf *volatile bpf_rt_copy_jmp;
-#define copy_jmp bpf_rt_copy_jmp
 static __thread uint64_t exit_r0;
 
 #define barrier() __asm__ __volatile__("" ::: "memory")
@@ -103,9 +102,9 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	/* si_code > 0: raised by the kernel for this thread's own instruction */
 	if (si->si_code > 0) {
-		bpf_rt_jmp_buf *j = copy_jmp;
+		bpf_rt_jmp_buf *j = bpf_rt_copy_jmp;
 		if (j && (sig == SIGSEGV || sig == SIGBUS)) {
-			copy_jmp = NULL;
+			bpf_rt_copy_jmp = NULL;
 			bpf_rt_longjmp(*j, 1);
 		}
 		struct bpf_run_ctx *rc = bpf_cur_run_ctx;
@@ -163,15 +162,14 @@ void altstack_key_init(void)
 	run_budget_env();
 }
 
-static int installed;
-int bpf_rt_guard_ready;   /* helpers.h: install() has run in this process */
+int bpf_rt_handlers_installed;   /* bpf_rt_once state of install(); helpers.h reads it */
 
 /* A thread's first run: raw syscalls only, it may be in a signal handler. */
 static void thread_init(void)
 {
 	stack_t cur;
 
-	bpf_rt_once(&installed, install);
+	bpf_rt_once(&bpf_rt_handlers_installed, install);
 	thread_ready = 1;
 	if (BPF_RT_SYS(SYS_sigaltstack, 0, &cur) || !(cur.ss_flags & SS_DISABLE))
 		return;
@@ -299,8 +297,7 @@ static void count(const struct bpf_prog_rt *prog, size_t field)
  * inside it included (each saves and restores the guard it finds). */
 void bpf_rt_guard_install(void)
 {
-	bpf_rt_once(&installed, install);
-	bpf_rt_guard_ready = 1;
+	bpf_rt_once(&bpf_rt_handlers_installed, install);
 }
 
 /* Copies n bytes (n > 0) of src to dst under the copy guard, or if `str`
@@ -315,13 +312,13 @@ static long copy_guarded(void *dst, const void *src, size_t n, int str)
 	size_t len = n;
 
 	ensure_thread();
-	saved = copy_jmp;
+	saved = bpf_rt_copy_jmp;
 	if (bpf_rt_setjmp(jb)) {
-		copy_jmp = saved;
+		bpf_rt_copy_jmp = saved;
 		unblock_fault_sigs();
 		return -EFAULT;
 	}
-	copy_jmp = &jb;
+	bpf_rt_copy_jmp = &jb;
 	barrier();
 	if (!str) {
 		for (size_t i = 0; i < n; i++)
@@ -337,7 +334,7 @@ static long copy_guarded(void *dst, const void *src, size_t n, int str)
 		}
 	}
 	barrier();
-	copy_jmp = saved;
+	bpf_rt_copy_jmp = saved;
 	return (long)len;
 }
 

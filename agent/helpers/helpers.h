@@ -42,13 +42,13 @@ int bpf_rt_copy_nofault(void *dst, const void *src, size_t n);
  * set with bpf_rt_setjmp, non-zero. enter returns the guard it replaces,
  * for exit. Inline: a map element command arms three (ns each count). */
 extern __thread bpf_rt_jmp_buf *volatile bpf_rt_copy_jmp;
-extern int bpf_rt_guard_ready;
+extern int bpf_rt_handlers_installed;   /* -1 once the fault handler is in (bpf_rt_once) */
 void bpf_rt_guard_install(void);
 static inline bpf_rt_jmp_buf *bpf_rt_guard_enter(bpf_rt_jmp_buf *jb)
 {
 	bpf_rt_jmp_buf *prev = bpf_rt_copy_jmp;
 
-	if (__builtin_expect(!__atomic_load_n(&bpf_rt_guard_ready, __ATOMIC_ACQUIRE), 0))
+	if (__builtin_expect(__atomic_load_n(&bpf_rt_handlers_installed, __ATOMIC_ACQUIRE) != -1, 0))
 		bpf_rt_guard_install();
 	bpf_rt_copy_jmp = jb;
 	__asm__ __volatile__("" ::: "memory");
