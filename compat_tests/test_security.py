@@ -226,7 +226,6 @@ def test_server_not_taken_from_working_directory(unpriv):
         _need_root_users()
     rt = Runtime(unpriv=unpriv)
     work = tempfile.mkdtemp(prefix="bpfshim-sec-cwd-")
-    os.chmod(work, 0o1777)
     mark = os.path.join(work, "planted_server_ran")
     os.makedirs(os.path.join(work, "syscall_server"))
     for name, text in (("__init__.py", ""),
