@@ -221,32 +221,47 @@ def test_other_caller_goes_on_while_a_program_verifies(side, kernel_out):
         rc, before, err = other(rt.cmd([]))     # starts the server
         assert rc == 0, err
         assert kernel_out is None or before == kernel_out
+        def alone(n):
+            """The load's time by itself: the faster of two (the first pays
+            the server's warm-up, seconds on a busy machine)."""
+            best = None
+            for _ in range(2):
+                t0 = time.monotonic()
+                rc, out, err = run(rt.cmd(["/usr/bin/python3", "-c", BIG, str(n)], env), timeout=600, cwd="/")
+                assert rc == 0 and out.split() == ["loading", "load", "ok"], (n, out, err)
+                t = time.monotonic() - t0
+                best = t if best is None else min(best, t)
+            return best
+
         n = BIG_INSNS
-        while True:      # long enough to tell a wait from noise on this machine
-            t0 = time.monotonic()
-            rc, out, err = run(rt.cmd(["/usr/bin/python3", "-c", BIG, str(n)], env), timeout=600, cwd="/")
-            alone = time.monotonic() - t0
-            assert rc == 0 and out.split() == ["loading", "load", "ok"], (n, out, err)
-            if alone >= 2 or n * 2 > BIG_INSNS_MAX:
-                break
+        t_alone = alone(n)
+        while t_alone < 2 and n * 2 <= BIG_INSNS_MAX:     # long enough to tell a wait from noise here
             n *= 2
-        if alone < 2:
-            pytest.skip(f"a load of {n} instructions took {alone:.2f} s: too short to tell a wait from noise")
-        big = subprocess.Popen(rt.cmd(["/usr/bin/python3", "-c", BIG, str(n)], env),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
-        try:
-            assert line(big, "the big load") == "loading"
-            time.sleep(alone / 5)      # its instructions read, the verifier walking them
-            t0 = time.monotonic()
-            rc, out, err = other(rt.cmd([]))
-            took = time.monotonic() - t0
-            assert (rc, out) == (0, before), err
-            assert big.poll() is None and took < alone / 3, \
-                (f"a map create and a program load took {took:.2f} s while a load that takes {alone:.2f} s "
-                 f"alone verified: the server held its object table through the verification")
-            assert line(big, "the big load") == "load ok"
-        finally:
-            big.kill()
-            big.wait()
+            t_alone = alone(n)
+        if t_alone < 2:
+            pytest.skip(f"a load of {n} instructions took {t_alone:.2f} s: too short to tell a wait from noise")
+        for _ in range(3):
+            big = subprocess.Popen(rt.cmd(["/usr/bin/python3", "-c", BIG, str(n)], env),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+            try:
+                assert line(big, "the big load") == "loading"
+                time.sleep(t_alone / 5)      # its instructions read, the verifier walking them
+                if big.poll() is not None:
+                    continue                 # done already: this try tells nothing
+                t0 = time.monotonic()
+                rc, out, err = other(rt.cmd([]))
+                took = time.monotonic() - t0
+                assert (rc, out) == (0, before), err
+                assert big.poll() is None and took < t_alone / 3, \
+                    (f"a map create and a program load took {took:.2f} s while a load that takes {t_alone:.2f} s "
+                     f"alone verified: the server held its object table through the verification")
+                assert line(big, "the big load") == "load ok"
+                break
+            finally:
+                big.kill()
+                big.wait()
+        else:
+            pytest.fail(f"the load of {n} instructions ended within {t_alone / 5:.2f} s three times "
+                        f"(it took {t_alone:.2f} s alone): no try overlapped it")
     finally:
         rt.close()
